@@ -1,0 +1,367 @@
+"""Game definitions: the `.regions` format, parsed into frozen values.
+
+This module owns the meaning of a game definition file. It is pure: it parses text handed to it
+and never opens files (see `games.catalogue` for that), so the rendezvous and the peer share it.
+
+The format is the original openmsx-sync one, unchanged:
+
+    galious.rom                 <- first line: ROM file name, relative to the games folder
+    # a comment                 <- empty lines and lines starting with '#' are ignored
+    e075 e099 items             <- hex start, hex inclusive end, anything after is a comment
+
+msxsync extends it with *directive lines* that start with ``#!``. An old reader sees a comment and
+skips them, and an old file has none, so old files parse exactly as before:
+
+    #! title The Maze of Galious
+    #! machine C-BIOS_MSX1
+    #! romtype KonamiSCC                   (optional openMSX -romtype)
+    #! sha1 4d51d3c5036311392b173a576bc7d91dc9fed6cb GoodMSX dump (remark after the hash)
+    #! armed-when e000 == 01 and e001 & 80 != 00
+    #! merge lww                           (rule for the region lines that follow)
+
+`armed-when` holds when every clause holds; a clause is ``ADDR [& MASK] OP VALUE`` with OP one of
+``== != < <= > >=``, all numbers hex. `merge` names the rule for the regions after it until the
+next `merge`; only ``lww`` (last writer wins) is implemented, other names are refused with a clear
+error so that a file never means something this version cannot do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+MAX_ADDRESS = 0xFFFF
+DIRECTIVE_PREFIX = "#!"
+_SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+_DIRECTIVE_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+
+
+class DefinitionError(ValueError):
+    """A definition file is wrong; the message names the file and the line."""
+
+    def __init__(self, source: str, line: int, reason: str) -> None:
+        super().__init__(f"{source}:{line}: {reason}")
+        self.source = source
+        self.line = line
+        self.reason = reason
+
+
+class MergeRule(Enum):
+    """How concurrent writes to one byte are merged. Only LWW is implemented so far."""
+
+    LWW = "lww"
+
+
+# Names reserved for later rules: a file using them gets "not supported yet", not "unknown".
+RESERVED_MERGE_RULES = frozenset({"bit-or", "max", "add"})
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """An inclusive range of CPU addresses shared between players."""
+
+    start: int
+    end: int
+    merge: MergeRule = MergeRule.LWW
+    comment: str = ""
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.start <= MAX_ADDRESS and 0 <= self.end <= MAX_ADDRESS):
+            raise ValueError(f"region {self.start:#06x}-{self.end:#06x} is outside 0000-ffff")
+        if self.end < self.start:
+            raise ValueError(f"region {self.start:04x}-{self.end:04x} is reversed")
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start + 1
+
+    def contains(self, address: int) -> bool:
+        return self.start <= address <= self.end
+
+
+class Comparison(Enum):
+    EQ = "=="
+    NE = "!="
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+
+    def holds(self, left: int, right: int) -> bool:
+        match self:
+            case Comparison.EQ:
+                return left == right
+            case Comparison.NE:
+                return left != right
+            case Comparison.LT:
+                return left < right
+            case Comparison.LE:
+                return left <= right
+            case Comparison.GT:
+                return left > right
+            case Comparison.GE:
+                return left >= right
+
+
+@dataclass(frozen=True, slots=True)
+class ArmedClause:
+    """One test on one RAM byte: ``(byte & mask) OP value``."""
+
+    address: int
+    comparison: Comparison
+    value: int
+    mask: int = 0xFF
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.address <= MAX_ADDRESS:
+            raise ValueError(f"address {self.address:#x} is outside 0000-ffff")
+        if not (0 <= self.value <= 0xFF and 0 <= self.mask <= 0xFF):
+            raise ValueError("value and mask must be bytes (00-ff)")
+
+    def holds(self, byte: int) -> bool:
+        return self.comparison.holds(byte & self.mask, self.value)
+
+    def __str__(self) -> str:
+        mask = f" & {self.mask:02x}" if self.mask != 0xFF else ""
+        return f"{self.address:04x}{mask} {self.comparison.value} {self.value:02x}"
+
+
+@dataclass(frozen=True, slots=True)
+class ArmedWhen:
+    """All clauses must hold for a peer to publish (e.g. "a game is in progress")."""
+
+    clauses: tuple[ArmedClause, ...]
+
+    @property
+    def addresses(self) -> tuple[int, ...]:
+        return tuple(sorted({clause.address for clause in self.clauses}))
+
+    def holds(self, memory: dict[int, int]) -> bool:
+        """`memory` maps each address in `addresses` to its current byte."""
+        return all(clause.holds(memory[clause.address]) for clause in self.clauses)
+
+    def __str__(self) -> str:
+        return " and ".join(str(clause) for clause in self.clauses)
+
+
+@dataclass(frozen=True, slots=True)
+class KnownRom:
+    sha1: str
+    remark: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GameDefinition:
+    """Everything msxsync knows about one game; `name` is the file name without `.regions`."""
+
+    name: str
+    rom_file: str
+    regions: tuple[Region, ...]
+    title: str = ""
+    machine: str | None = None
+    romtype: str | None = None
+    known_roms: tuple[KnownRom, ...] = ()
+    armed_when: ArmedWhen | None = None
+    extra: tuple[tuple[str, str], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        check_no_overlap(self.regions)
+
+    @property
+    def shared_size(self) -> int:
+        return sum(region.size for region in self.regions)
+
+    def is_shared(self, address: int) -> bool:
+        return any(region.contains(address) for region in self.regions)
+
+    def accepts_sha1(self, sha1: str) -> bool:
+        return any(rom.sha1 == sha1.lower() for rom in self.known_roms)
+
+    def to_json(self) -> dict[str, object]:
+        """The definition as plain JSON-ready data (served by the rendezvous)."""
+        return {
+            "name": self.name,
+            "title": self.title or self.name,
+            "rom_file": self.rom_file,
+            "machine": self.machine,
+            "romtype": self.romtype,
+            "regions": [
+                {"start": r.start, "end": r.end, "merge": r.merge.value, "comment": r.comment}
+                for r in self.regions
+            ],
+            "armed_when": str(self.armed_when) if self.armed_when else None,
+            "known_roms": [{"sha1": rom.sha1, "remark": rom.remark} for rom in self.known_roms],
+        }
+
+
+def check_no_overlap(regions: Sequence[Region]) -> None:
+    ordered = sorted(regions, key=lambda region: region.start)
+    for before, after in zip(ordered, ordered[1:], strict=False):
+        if after.start <= before.end:
+            raise ValueError(
+                f"regions {before.start:04x}-{before.end:04x} and "
+                f"{after.start:04x}-{after.end:04x} overlap"
+            )
+
+
+def is_valid_game_name(name: str) -> bool:
+    """Game names travel in URLs and protocol messages: keep them to a safe alphabet."""
+    return bool(_NAME_RE.match(name)) and ".." not in name
+
+
+def parse_definition(text: str, name: str, source: str | None = None) -> GameDefinition:
+    """Parse the text of `NAME.regions`; `source` (default the file name) labels errors."""
+    return _Parser(source or f"{name}.regions").parse(text, name)
+
+
+class _Parser:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.merge = MergeRule.LWW
+        self.regions: list[tuple[int, Region]] = []
+        self.fields: dict[str, str] = {}
+        self.known_roms: list[KnownRom] = []
+        self.armed_when: ArmedWhen | None = None
+        self.extra: list[tuple[str, str]] = []
+
+    def error(self, line: int, reason: str) -> DefinitionError:
+        return DefinitionError(self.source, line, reason)
+
+    def parse(self, text: str, name: str) -> GameDefinition:
+        lines = text.splitlines()
+        rom_file = self.rom_line(lines)
+        for number, raw in enumerate(lines[1:], start=2):
+            self.parse_line(number, raw.strip())
+        if not self.regions:
+            raise self.error(len(lines), "no regions defined")
+        self.check_overlaps()
+        return GameDefinition(
+            name=name,
+            rom_file=rom_file,
+            regions=tuple(sorted((region for _, region in self.regions), key=lambda r: r.start)),
+            title=self.fields.get("title", ""),
+            machine=self.fields.get("machine"),
+            romtype=self.fields.get("romtype"),
+            known_roms=tuple(self.known_roms),
+            armed_when=self.armed_when,
+            extra=tuple(self.extra),
+        )
+
+    def rom_line(self, lines: Sequence[str]) -> str:
+        if not lines or not lines[0].strip():
+            raise self.error(1, "the first line must name the ROM file")
+        rom_file = lines[0].strip()
+        if rom_file.startswith("#"):
+            raise self.error(1, "the first line must name the ROM file, not be a comment")
+        if "/" in rom_file or "\\" in rom_file or rom_file.startswith(".") or len(rom_file) > 128:
+            raise self.error(1, f"ROM file name {rom_file!r} must be a plain file name")
+        return rom_file
+
+    def parse_line(self, number: int, line: str) -> None:
+        if line.startswith(DIRECTIVE_PREFIX):
+            self.directive(number, line[len(DIRECTIVE_PREFIX) :].strip())
+        elif line and not line.startswith("#"):
+            self.region(number, line)
+
+    def region(self, number: int, line: str) -> None:
+        words = line.split(maxsplit=2)
+        if len(words) < 2:
+            raise self.error(number, f"a region needs a hex start and end, got {line!r}")
+        start = self.hex_word(number, words[0], "start")
+        end = self.hex_word(number, words[1], "end")
+        comment = words[2] if len(words) > 2 else ""
+        try:
+            self.regions.append((number, Region(start, end, self.merge, comment)))
+        except ValueError as exc:
+            raise self.error(number, str(exc)) from None
+
+    def hex_word(self, number: int, word: str, what: str, limit: int = MAX_ADDRESS) -> int:
+        text = word[2:] if word.lower().startswith("0x") else word
+        if not text or any(ch not in "0123456789abcdefABCDEF" for ch in text):
+            raise self.error(number, f"{what} {word!r} is not a hex number")
+        value = int(text, 16)
+        if value > limit:
+            raise self.error(number, f"{what} {word!r} is above {limit:x}")
+        return value
+
+    def check_overlaps(self) -> None:
+        ordered = sorted(self.regions, key=lambda item: item[1].start)
+        for (first_line, before), (second_line, after) in zip(ordered, ordered[1:], strict=False):
+            if after.start <= before.end:
+                raise self.error(
+                    max(first_line, second_line),
+                    f"region {after.start:04x}-{after.end:04x} overlaps "
+                    f"{before.start:04x}-{before.end:04x}",
+                )
+
+    def directive(self, number: int, body: str) -> None:
+        key, _, value = body.partition(" ")
+        value = value.strip()
+        match key:
+            case "title" | "machine" | "romtype":
+                self.single_field(number, key, value)
+            case "sha1":
+                self.sha1(number, value)
+            case "armed-when":
+                self.armed(number, value)
+            case "merge":
+                self.merge_rule(number, value)
+            case "msxsync":
+                if value != "1":
+                    raise self.error(number, f"format version {value!r} is newer than this msxsync")
+            case _ if not _DIRECTIVE_RE.match(key):
+                raise self.error(number, f"malformed directive {body!r}")
+            case _:
+                # Unknown directives are kept, not refused: a newer file stays loadable here.
+                self.extra.append((key, value))
+
+    def single_field(self, number: int, key: str, value: str) -> None:
+        if not value:
+            raise self.error(number, f"'{key}' needs a value")
+        if key in self.fields:
+            raise self.error(number, f"'{key}' is given twice")
+        if key != "title" and not _NAME_RE.match(value.replace(" ", "_")):
+            raise self.error(number, f"{key} {value!r} has unexpected characters")
+        self.fields[key] = value
+
+    def sha1(self, number: int, value: str) -> None:
+        digest, _, remark = value.partition(" ")
+        digest = digest.lower()
+        if not _SHA1_RE.match(digest):
+            raise self.error(number, f"{digest!r} is not a SHA-1 (40 hex digits)")
+        self.known_roms.append(KnownRom(digest, remark.strip()))
+
+    def merge_rule(self, number: int, value: str) -> None:
+        if value in RESERVED_MERGE_RULES:
+            raise self.error(number, f"merge rule {value!r} is not supported yet (use lww)")
+        try:
+            self.merge = MergeRule(value)
+        except ValueError:
+            raise self.error(number, f"unknown merge rule {value!r} (known: lww)") from None
+
+    def armed(self, number: int, value: str) -> None:
+        if self.armed_when is not None:
+            raise self.error(number, "'armed-when' is given twice (join clauses with 'and')")
+        clauses = [self.clause(number, part.split()) for part in value.split(" and ")]
+        self.armed_when = ArmedWhen(tuple(clauses))
+
+    def clause(self, number: int, words: list[str]) -> ArmedClause:
+        mask = 0xFF
+        if len(words) == 5 and words[1] == "&":
+            mask = self.hex_word(number, words[2], "mask", 0xFF)
+            words = [words[0], *words[3:]]
+        if len(words) != 3:
+            raise self.error(number, "armed-when clause must be 'ADDR [& MASK] OP VALUE'")
+        try:
+            comparison = Comparison(words[1])
+        except ValueError:
+            raise self.error(number, f"unknown comparison {words[1]!r}") from None
+        address = self.hex_word(number, words[0], "address")
+        return ArmedClause(address, comparison, self.hex_word(number, words[2], "value", 0xFF), mask)
+
+
+def shared_addresses(regions: Iterable[Region]) -> list[int]:
+    return [address for region in regions for address in range(region.start, region.end + 1)]

@@ -1,0 +1,104 @@
+"""Command line of `msxsync-peer`: parses flags into a `PeerOptions`, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DEFAULT_RENDEZVOUS = "http://127.0.0.1:4567"
+
+DESCRIPTION = """\
+Play a single-player MSX game together. msxsync-peer starts openMSX with the game (or attaches
+to yours), meets the other players through a rendezvous server, and shares the game's chosen RAM
+(the inventory, in The Maze of Galious) directly with every other player over WebRTC.
+"""
+
+EPILOG = """\
+examples:
+  msxsync-peer --game demo --host                 host a LAN game of the bundled demo
+  msxsync-peer --game demo --lan                  join a host found on this network
+  msxsync-peer --game galious --rom galious.rom --rendezvous https://msx.example.org --room friday
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="msxsync-peer",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    game = parser.add_argument_group("game and room")
+    game.add_argument("--game", required=True, metavar="NAME", help="game to play, e.g. demo or galious")
+    game.add_argument(
+        "--rendezvous",
+        metavar="URL",
+        default=os.environ.get("MSXSYNC_RENDEZVOUS", DEFAULT_RENDEZVOUS),
+        help="where to meet the other players (default %(default)s; env MSXSYNC_RENDEZVOUS)",
+    )
+    game.add_argument("--room", metavar="NAME", help="room to join (default: quick match)")
+    game.add_argument("--password", metavar="SECRET", help="room password (keeps strangers out)")
+    game.add_argument("--name", metavar="PLAYER", help="your name as others see it")
+    game.add_argument("--rom", metavar="PATH", help="your own copy of the game's ROM")
+    game.add_argument(
+        "--force-rom", action="store_true", help="accept a ROM that is not a known dump (patches)"
+    )
+    host = parser.add_argument_group("hosting and LAN play")
+    host.add_argument("--host", action="store_true", help="also run the rendezvous in this process")
+    host.add_argument("--port", type=int, default=4567, metavar="N", help="port to host on (default 4567)")
+    host.add_argument(
+        "--games", action="append", default=[], metavar="DIR", help="extra games folder to host"
+    )
+    host.add_argument("--lan", action="store_true", help="find a host on the local network")
+    emu = parser.add_argument_group("emulator")
+    emu.add_argument("--headless", action="store_true", help="no window and no sound (servers, tests)")
+    emu.add_argument("--machine", metavar="NAME", help="openMSX machine (default: the game's)")
+    emu.add_argument("--openmsx", metavar="PATH", default="openmsx", help="openMSX binary")
+    emu.add_argument(
+        "--openmsx-script",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="extra Tcl script for openMSX (repeatable)",
+    )
+    emu.add_argument(
+        "--attach",
+        nargs="?",
+        const=0,
+        type=int,
+        metavar="PID",
+        help="use your already running openMSX instead of starting one",
+    )
+    misc = parser.add_argument_group("other")
+    misc.add_argument("--state-dir", metavar="DIR", help="identity key, ROM cache, room state")
+    misc.add_argument(
+        "--arm-after",
+        type=float,
+        metavar="SECONDS",
+        help="emulated seconds after power-on before this peer may publish",
+    )
+    misc.add_argument("--stun", action="append", default=[], metavar="URL", help="STUN server")
+    misc.add_argument("--turn", metavar="URL", help="TURN relay for strict NATs")
+    misc.add_argument("--turn-user", metavar="U")
+    misc.add_argument("--turn-password", metavar="P")
+    misc.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log (default %(default)s)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = build_parser().parse_args(argv)
+    print(
+        f"msxsync-peer: playing {options.game!r} is not available in this version yet.",
+        file=sys.stderr,
+    )
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
