@@ -1,0 +1,243 @@
+"""Identity binding for one peer connection: "connected" is not "admitted".
+
+DTLS only proves that the far end holds the certificate whose fingerprint came through
+signalling, and the signalling server chose what it relayed. So once the data channel is open,
+both ends exchange fresh nonces and each sends a proof covering (room, both DTLS fingerprints,
+both nonces, its role). The proof travels inside a codec message signed with the sender's
+Ed25519 key, so it binds that key to this very DTLS session: a relay in the middle sees other
+fingerprints on each of its two legs, and an old proof carries old nonces. In a room with a
+password each proof also carries a MAC under a key derived from the password, so a rendezvous
+that does not know the password cannot admit an impostor either.
+
+This module owns the state machine of that exchange for one connection. It is pure: nonces and
+`now` come in as arguments, it does no I/O and imports no network code. The adapter encodes what
+it asks to send as codec `Nonce` / `Proof` bodies and feeds back what it decoded.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+import nacl.pwhash
+
+NONCE_SIZE = 32
+MAC_SIZE = 32
+KEY_SIZE = 32
+# Both proofs must arrive within this many seconds of the channel opening.
+BIND_TIMEOUT = 10.0
+
+_MAC_DOMAIN = b"msxsync-binding-mac\x00"
+_SALT_DOMAIN = b"msxsync-room-password\x00"
+
+
+class Role(enum.Enum):
+    """Which side of the peer connection made the offer."""
+
+    OFFERER = "offerer"
+    ANSWERER = "answerer"
+
+    @property
+    def other(self) -> Role:
+        return Role.ANSWERER if self is Role.OFFERER else Role.OFFERER
+
+
+class RefusalReason(enum.Enum):
+    """Why a peer was not admitted; values are stable strings used in statistics and logs."""
+
+    WRONG_KEY = "wrong-key"  # signed by a roster key other than the member we dialled
+    FINGERPRINT_MISMATCH = "fingerprint-mismatch"
+    NONCE_MISMATCH = "nonce-mismatch"
+    ROLE_MISMATCH = "role-mismatch"
+    PASSWORD_MISMATCH = "password-mismatch"
+    PROTOCOL = "protocol"  # out-of-order or malformed binding messages
+    TIMEOUT = "timeout"
+
+
+class BindingState(enum.Enum):
+    AWAITING_NONCE = "awaiting-nonce"
+    AWAITING_PROOF = "awaiting-proof"
+    ADMITTED = "admitted"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class ProofFields:
+    """What a proof asserts; the adapter carries it in a codec `Proof` body.
+
+    `fingerprints` and `nonces` are ordered (offerer's, answerer's) so both ends compute
+    the same values whatever their role.
+    """
+
+    role: Role
+    fingerprints: tuple[bytes, bytes]
+    nonces: tuple[bytes, bytes]
+    password_mac: bytes
+
+
+@dataclass(frozen=True)
+class Admitted:
+    peer: bytes
+
+
+@dataclass(frozen=True)
+class Refused:
+    peer: bytes
+    reason: RefusalReason
+    detail: str
+
+
+BindingEvent = Admitted | Refused
+
+
+def derive_room_key(password: str, room: str) -> bytes:
+    """The key proving knowledge of a room password between peers (Argon2id, ~0.1 s).
+
+    Salted by the room name and a domain of its own, so it is neither the value a rendezvous
+    may be shown nor reusable for another room. Derive once per room, not per connection.
+    """
+    salt = hashlib.blake2b(_SALT_DOMAIN + room.encode(), digest_size=16).digest()
+    return nacl.pwhash.argon2id.kdf(
+        KEY_SIZE,
+        password.encode(),
+        salt,
+        opslimit=nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE,
+        memlimit=nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE,
+    )
+
+
+def _field(value: bytes) -> bytes:
+    return len(value).to_bytes(4, "big") + value
+
+
+def transcript(
+    *,
+    room: str,
+    role: Role,
+    sender: bytes,
+    fingerprints: tuple[bytes, bytes],
+    nonces: tuple[bytes, bytes],
+) -> bytes:
+    """Canonical, unambiguous bytes of what one side's proof asserts."""
+    parts = (room.encode(), role.value.encode(), sender, *fingerprints, *nonces)
+    return _MAC_DOMAIN + b"".join(_field(p) for p in parts)
+
+
+def password_mac(room_key: bytes | None, transcript_bytes: bytes) -> bytes:
+    """MAC of a transcript under the room key; empty when the room has no password."""
+    if room_key is None:
+        return b""
+    return hashlib.blake2b(transcript_bytes, key=room_key, digest_size=MAC_SIZE).digest()
+
+
+class Binding:
+    """The binding exchange on one connection, from our side.
+
+    Flow: the adapter sends `local_nonce`; on the peer's nonce we answer with our proof
+    (`receive_nonce` returns it); on the peer's proof we admit or refuse (`receive_proof`).
+    Any refusal is final for this connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        room: str,
+        role: Role,
+        local_key: bytes,
+        peer: bytes,
+        local_fingerprint: bytes,
+        remote_fingerprint: bytes,
+        local_nonce: bytes,
+        room_key: bytes | None,
+        now: float,
+    ) -> None:
+        if len(local_nonce) != NONCE_SIZE:
+            raise ValueError(f"local nonce must be {NONCE_SIZE} bytes")
+        self.room = room
+        self.role = role
+        self.local_key = local_key
+        self.peer = peer
+        self.local_nonce = local_nonce
+        self._room_key = room_key
+        self._fingerprints = _ordered(role, local_fingerprint, remote_fingerprint)
+        self._remote_nonce: bytes | None = None
+        self._deadline: float | None = now + BIND_TIMEOUT
+        self.state = BindingState.AWAITING_NONCE
+        self.outcome: BindingEvent | None = None
+
+    def receive_nonce(self, nonce: bytes) -> ProofFields | Refused:
+        """The peer's nonce: returns our proof to send, or a refusal."""
+        if self.state is not BindingState.AWAITING_NONCE:
+            return self._refuse(RefusalReason.PROTOCOL, f"nonce in state {self.state.value}")
+        if len(nonce) != NONCE_SIZE or nonce == self.local_nonce:
+            return self._refuse(RefusalReason.PROTOCOL, "nonce of wrong size or echoed")
+        self._remote_nonce = nonce
+        self.state = BindingState.AWAITING_PROOF
+        nonces = _ordered(self.role, self.local_nonce, nonce)
+        mac = password_mac(self._room_key, self._transcript(self.role, self.local_key, nonces))
+        return ProofFields(self.role, self._fingerprints, nonces, mac)
+
+    def receive_proof(self, sender: bytes, proof: ProofFields) -> BindingEvent:
+        """The peer's proof, already signature-verified by the codec as coming from `sender`."""
+        if self.state is not BindingState.AWAITING_PROOF or self._remote_nonce is None:
+            return self._refuse(RefusalReason.PROTOCOL, f"proof in state {self.state.value}")
+        problem = self._check(sender, proof, self._remote_nonce)
+        if problem is not None:
+            return self._refuse(*problem)
+        self.state = BindingState.ADMITTED
+        self._deadline = None
+        self.outcome = Admitted(self.peer)
+        return self.outcome
+
+    def refuse(self, reason: RefusalReason, detail: str) -> Refused:
+        """Refuse from outside (an undecodable or unexpected message before admission)."""
+        return self._refuse(reason, detail)
+
+    def get_timer(self) -> float | None:
+        return self._deadline
+
+    def handle_timer(self, now: float) -> Refused | None:
+        if self._deadline is None or now < self._deadline:
+            return None
+        return self._refuse(RefusalReason.TIMEOUT, f"not bound within {BIND_TIMEOUT:g} s")
+
+    def _check(
+        self, sender: bytes, proof: ProofFields, remote_nonce: bytes
+    ) -> tuple[RefusalReason, str] | None:
+        nonces = _ordered(self.role, self.local_nonce, remote_nonce)
+        if sender != self.peer:
+            return RefusalReason.WRONG_KEY, f"proof signed by {sender.hex()[:16]}"
+        if proof.role is not self.role.other:
+            return RefusalReason.ROLE_MISMATCH, f"peer claims role {proof.role.value}"
+        if proof.fingerprints != self._fingerprints:
+            return RefusalReason.FINGERPRINT_MISMATCH, "peer saw other DTLS fingerprints"
+        if proof.nonces != nonces:
+            return RefusalReason.NONCE_MISMATCH, "proof is not for this session's nonces"
+        expected = password_mac(self._room_key, self._transcript(proof.role, sender, nonces))
+        if not hmac.compare_digest(expected, proof.password_mac):
+            return RefusalReason.PASSWORD_MISMATCH, "room password proof does not verify"
+        return None
+
+    def _transcript(self, role: Role, sender: bytes, nonces: tuple[bytes, bytes]) -> bytes:
+        return transcript(
+            room=self.room,
+            role=role,
+            sender=sender,
+            fingerprints=self._fingerprints,
+            nonces=nonces,
+        )
+
+    def _refuse(self, reason: RefusalReason, detail: str) -> Refused:
+        if isinstance(self.outcome, Refused):
+            return self.outcome
+        self.state = BindingState.REFUSED
+        self._deadline = None
+        self.outcome = Refused(self.peer, reason, detail)
+        return self.outcome
+
+
+def _ordered(role: Role, local: bytes, remote: bytes) -> tuple[bytes, bytes]:
+    """(offerer's, answerer's) from our own and the peer's value."""
+    return (local, remote) if role is Role.OFFERER else (remote, local)
