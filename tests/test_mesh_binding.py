@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -164,7 +165,7 @@ def test_any_flipped_byte_refused(field: str, index: int, flip: int) -> None:
     _, proof_b = exchange(a, b)
     value = getattr(proof_b, field)
     if field == "password_mac":
-        tampered: object = bytes([value[0] ^ (flip or 1)]) + value[1:]
+        tampered: Any = bytes([value[0] ^ (flip or 1)]) + value[1:]
     else:
         items = list(value)
         items[index] = bytes([items[index][0] ^ (flip or 1)]) + items[index][1:]
