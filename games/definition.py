@@ -27,6 +27,7 @@ error so that a file never means something this version cannot do.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -199,11 +200,10 @@ class GameDefinition:
 
 def check_no_overlap(regions: Sequence[Region]) -> None:
     ordered = sorted(regions, key=lambda region: region.start)
-    for before, after in zip(ordered, ordered[1:], strict=False):
+    for before, after in itertools.pairwise(ordered):
         if after.start <= before.end:
             raise ValueError(
-                f"regions {before.start:04x}-{before.end:04x} and "
-                f"{after.start:04x}-{after.end:04x} overlap"
+                f"regions {before.start:04x}-{before.end:04x} and {after.start:04x}-{after.end:04x} overlap"
             )
 
 
@@ -289,12 +289,11 @@ class _Parser:
 
     def check_overlaps(self) -> None:
         ordered = sorted(self.regions, key=lambda item: item[1].start)
-        for (first_line, before), (second_line, after) in zip(ordered, ordered[1:], strict=False):
+        for (first_line, before), (second_line, after) in itertools.pairwise(ordered):
             if after.start <= before.end:
                 raise self.error(
                     max(first_line, second_line),
-                    f"region {after.start:04x}-{after.end:04x} overlaps "
-                    f"{before.start:04x}-{before.end:04x}",
+                    f"region {after.start:04x}-{after.end:04x} overlaps {before.start:04x}-{before.end:04x}",
                 )
 
     def directive(self, number: int, body: str) -> None:

@@ -1,0 +1,404 @@
+"""The wire format between peers: versioned, binary, every message signed with Ed25519.
+
+Layout of every message (big-endian)::
+
+    version u8 | kind u8 | session u64 | seq u64 | sender 32 bytes | body ... | signature 64 bytes
+
+The signature covers ``b"msxsync/1\\0" + blake2b(room) + header + body``: protocol version, room,
+sender key, the sender's session and per-link sequence number, and the whole body (Lamport values,
+addresses, bytes). The room is not sent, only signed, so a message cannot be replayed into another room.
+
+`decode(data, room=..., keys=...)` checks the size first, then that the sender is one of `keys`, then
+the signature, and only then parses the body: it returns a verified `Decoded` or raises `DecodeError`
+with a short `reason` code, nothing else. `encode` refuses to build anything `decode` would refuse.
+
+Sequence number 0 is reserved for the identity handshake (`Nonce`, `Proof`), which happens before a
+peer is admitted and is not tracked by the replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Collection
+from dataclasses import dataclass
+from enum import IntEnum
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from peer.core.clock import MAX_LAMPORT
+from peer.core.state import Entry, Run
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_SIZE = 64 * 1024  # aiortc's maximum data-channel message
+MAX_CHAT_BYTES = 500
+MAX_TEXT_BYTES = 200
+KEY_SIZE = 32
+SIGNATURE_SIZE = 64
+DIGEST_SIZE = 32
+NONCE_SIZE = 32
+_DOMAIN = b"msxsync/1\x00"
+_HEADER = struct.Struct(">BBQQ32s")
+_RUN = struct.Struct(">HH")
+_ENTRY = struct.Struct(">HHQH")
+HEADER_SIZE = _HEADER.size
+MIN_MESSAGE_SIZE = HEADER_SIZE + SIGNATURE_SIZE
+
+
+class Kind(IntEnum):
+    WRITE_BATCH = 1
+    STATE_PATCH = 2
+    DIGEST = 3
+    RESYNC_REQUEST = 4
+    HEARTBEAT = 5
+    CHAT = 6
+    NONCE = 7
+    PROOF = 8
+    BYE = 9
+
+
+class DecodeError(ValueError):
+    """A message that is not a verified, well-formed msxsync message. `reason` is a short code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def _check_runs(runs: tuple[Run, ...]) -> None:
+    for address, data in runs:
+        if not (0 <= address <= 0xFFFF and len(data) >= 1 and address + len(data) <= 0x10000):
+            raise ValueError(f"run at {address:#x} of {len(data)} bytes leaves the address space")
+
+
+def _check_lamport(lamport: int) -> None:
+    if not 0 < lamport <= MAX_LAMPORT:
+        raise ValueError(f"Lamport value {lamport} is out of range")
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBatch:
+    """One frame's local changes from one sender, all under one Lamport value."""
+
+    lamport: int
+    runs: tuple[Run, ...]
+
+    def __post_init__(self) -> None:
+        _check_lamport(self.lamport)
+        if not self.runs:
+            raise ValueError("a write batch needs at least one run")
+        _check_runs(self.runs)
+
+
+@dataclass(frozen=True, slots=True)
+class StatePatch:
+    """Bytes with their own stamps: part `part` of `parts` of a full state, or a partial patch."""
+
+    full: bool
+    part: int
+    parts: int
+    entries: tuple[Entry, ...]
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.part < self.parts <= 0xFFFF:
+            raise ValueError(f"part {self.part} of {self.parts} is impossible")
+        _check_runs(tuple((e.address, e.data) for e in self.entries))
+        for entry in self.entries:
+            if entry.lamport < 0 or entry.lamport > MAX_LAMPORT or len(entry.writer) > KEY_SIZE:
+                raise ValueError("entry stamp out of range")
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    digest: bytes
+    max_lamport: int
+
+    def __post_init__(self) -> None:
+        if len(self.digest) != DIGEST_SIZE or not 0 <= self.max_lamport <= MAX_LAMPORT:
+            raise ValueError("malformed digest")
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """`sent_ms` is the sender's wall clock; `echo_ms` the last `sent_ms` it got from the recipient
+    and `held_ms` how long it held that before this reply, so the recipient measures RTT."""
+
+    sent_ms: int
+    echo_ms: int = 0
+    held_ms: int = 0
+
+    def __post_init__(self) -> None:
+        for value in (self.sent_ms, self.echo_ms, self.held_ms):
+            if not 0 <= value <= MAX_LAMPORT:
+                raise ValueError("heartbeat time out of range")
+
+
+def _check_text(text: str, limit: int) -> None:
+    if len(text.encode("utf-8")) > limit:
+        raise ValueError(f"text is longer than {limit} bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    text: str
+
+    def __post_init__(self) -> None:
+        _check_text(self.text, MAX_CHAT_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class Nonce:
+    nonce: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.nonce) != NONCE_SIZE:
+            raise ValueError("a nonce is 32 bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """Identity binding: the sender's role and what it saw of both DTLS fingerprints and nonces."""
+
+    role: int
+    offerer_fingerprint: str
+    answerer_fingerprint: str
+    offerer_nonce: bytes
+    answerer_nonce: bytes
+    password_mac: bytes = b""
+
+    def __post_init__(self) -> None:
+        if self.role not in (0, 1):
+            raise ValueError("role is 0 (offerer) or 1 (answerer)")
+        _check_text(self.offerer_fingerprint, MAX_TEXT_BYTES)
+        _check_text(self.answerer_fingerprint, MAX_TEXT_BYTES)
+        if len(self.offerer_nonce) != NONCE_SIZE or len(self.answerer_nonce) != NONCE_SIZE:
+            raise ValueError("nonces are 32 bytes")
+        if len(self.password_mac) not in (0, 32):
+            raise ValueError("a password MAC is 32 bytes or absent")
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _check_text(self.reason, MAX_TEXT_BYTES)
+
+
+Body = WriteBatch | StatePatch | Digest | ResyncRequest | Heartbeat | Chat | Nonce | Proof | Bye
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A verified message. `signature` identifies it (Ed25519 signatures are deterministic)."""
+
+    session: int
+    seq: int
+    sender: bytes
+    body: Body
+    signature: bytes
+
+
+def room_id(room: str) -> bytes:
+    return hashlib.blake2b(room.encode("utf-8"), digest_size=32, person=b"msxsync-room").digest()
+
+
+# ---- encoding ---------------------------------------------------------------------------------
+
+
+def _pack_text(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return struct.pack(">H", len(raw)) + raw
+
+
+def _pack_runs(runs: tuple[Run, ...]) -> bytes:
+    parts = [struct.pack(">H", len(runs))]
+    for address, data in runs:
+        parts += [_RUN.pack(address, len(data)), data]
+    return b"".join(parts)
+
+
+def _pack_patch(patch: StatePatch) -> bytes:
+    writers = sorted({entry.writer for entry in patch.entries})
+    slot = {writer: i for i, writer in enumerate(writers)}
+    parts = [struct.pack(">BHHH", patch.full, patch.part, patch.parts, len(writers))]
+    parts += [bytes([len(writer)]) + writer for writer in writers]
+    parts.append(struct.pack(">H", len(patch.entries)))
+    for entry in patch.entries:
+        parts += [_ENTRY.pack(entry.address, len(entry.data), entry.lamport, slot[entry.writer])]
+        parts.append(entry.data)
+    return b"".join(parts)
+
+
+def _pack_body(body: Body) -> tuple[Kind, bytes]:
+    match body:
+        case WriteBatch(lamport, runs):
+            return Kind.WRITE_BATCH, struct.pack(">Q", lamport) + _pack_runs(runs)
+        case StatePatch():
+            return Kind.STATE_PATCH, _pack_patch(body)
+        case Digest(digest, max_lamport):
+            return Kind.DIGEST, digest + struct.pack(">Q", max_lamport)
+        case ResyncRequest():
+            return Kind.RESYNC_REQUEST, b""
+        case Heartbeat(sent_ms, echo_ms, held_ms):
+            return Kind.HEARTBEAT, struct.pack(">QQQ", sent_ms, echo_ms, held_ms)
+        case Chat(text):
+            return Kind.CHAT, _pack_text(text)
+        case Nonce(nonce):
+            return Kind.NONCE, nonce
+        case Proof():
+            return Kind.PROOF, _pack_proof(body)
+        case Bye(reason):
+            return Kind.BYE, _pack_text(reason)
+    raise TypeError(f"cannot encode {body!r}")
+
+
+def _pack_proof(proof: Proof) -> bytes:
+    return b"".join(
+        [
+            bytes([proof.role]),
+            _pack_text(proof.offerer_fingerprint),
+            _pack_text(proof.answerer_fingerprint),
+            proof.offerer_nonce,
+            proof.answerer_nonce,
+            bytes([len(proof.password_mac)]),
+            proof.password_mac,
+        ]
+    )
+
+
+def encode(body: Body, *, signing_key: SigningKey, room: str, session: int, seq: int) -> bytes:
+    """Build and sign one message; raises ValueError for anything `decode` would refuse."""
+    if not (0 <= session < 2**64 and 0 <= seq < 2**64):
+        raise ValueError("session and seq are unsigned 64-bit numbers")
+    kind, payload = _pack_body(body)
+    header = _HEADER.pack(PROTOCOL_VERSION, kind, session, seq, bytes(signing_key.verify_key))
+    signature = signing_key.sign(_DOMAIN + room_id(room) + header + payload).signature
+    message = header + payload + signature
+    if len(message) > MAX_MESSAGE_SIZE:
+        raise ValueError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_SIZE}")
+    return message
+
+
+# ---- decoding ---------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads fields from a body; any overrun or leftover is a DecodeError."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.offset = 0
+
+    def take(self, count: int) -> bytes:
+        end = self.offset + count
+        if end > len(self.data):
+            raise DecodeError("truncated", "the body ends early")
+        chunk = self.data[self.offset : end]
+        self.offset = end
+        return chunk
+
+    def unpack(self, layout: struct.Struct) -> tuple[int, ...]:
+        return tuple(layout.unpack(self.take(layout.size)))
+
+    def number(self, fmt: str) -> int:
+        value: int = struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+        return value
+
+    def text(self) -> str:
+        raw = self.take(self.number(">H"))
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecodeError("malformed", "text is not UTF-8") from None
+
+    def finish(self) -> None:
+        if self.offset != len(self.data):
+            raise DecodeError("malformed", "trailing bytes after the body")
+
+
+def _read_runs(reader: _Reader) -> tuple[Run, ...]:
+    runs = []
+    for _ in range(reader.number(">H")):
+        address, length = reader.unpack(_RUN)
+        runs.append((address, reader.take(length)))
+    return tuple(runs)
+
+
+def _read_patch(reader: _Reader) -> StatePatch:
+    full, part, parts, writer_count = reader.unpack(struct.Struct(">BHHH"))
+    if full > 1:
+        raise DecodeError("malformed", "bad flag")
+    writers = [reader.take(reader.number(">B")) for _ in range(writer_count)]
+    entries = []
+    for _ in range(reader.number(">H")):
+        address, length, lamport, slot = reader.unpack(_ENTRY)
+        if slot >= len(writers):
+            raise DecodeError("malformed", "entry names a writer that is not in the table")
+        entries.append(Entry(address, lamport, writers[slot], reader.take(length)))
+    return StatePatch(bool(full), part, parts, tuple(entries))
+
+
+def _read_proof(reader: _Reader) -> Proof:
+    role = reader.number(">B")
+    offerer_fp, answerer_fp = reader.text(), reader.text()
+    offerer_nonce, answerer_nonce = reader.take(NONCE_SIZE), reader.take(NONCE_SIZE)
+    mac = reader.take(reader.number(">B"))
+    return Proof(role, offerer_fp, answerer_fp, offerer_nonce, answerer_nonce, mac)
+
+
+def _read_body(kind: int, reader: _Reader) -> Body:
+    match kind:
+        case Kind.WRITE_BATCH:
+            lamport = reader.number(">Q")
+            return WriteBatch(lamport, _read_runs(reader))
+        case Kind.STATE_PATCH:
+            return _read_patch(reader)
+        case Kind.DIGEST:
+            return Digest(reader.take(DIGEST_SIZE), reader.number(">Q"))
+        case Kind.RESYNC_REQUEST:
+            return ResyncRequest()
+        case Kind.HEARTBEAT:
+            return Heartbeat(reader.number(">Q"), reader.number(">Q"), reader.number(">Q"))
+        case Kind.CHAT:
+            return Chat(reader.text())
+        case Kind.NONCE:
+            return Nonce(reader.take(NONCE_SIZE))
+        case Kind.PROOF:
+            return _read_proof(reader)
+        case Kind.BYE:
+            return Bye(reader.text())
+    raise DecodeError("unknown_kind", f"message kind {kind}")
+
+
+def decode(data: bytes, *, room: str, keys: Collection[bytes]) -> Decoded:
+    """Verify and parse one message from a sender in `keys`, or raise DecodeError."""
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise DecodeError("too_large", f"{len(data)} bytes")
+    if len(data) < MIN_MESSAGE_SIZE:
+        raise DecodeError("truncated", f"{len(data)} bytes is shorter than any message")
+    version, kind, session, seq, sender = _HEADER.unpack_from(data)
+    if version != PROTOCOL_VERSION:
+        raise DecodeError("version", f"protocol {version}, this peer speaks {PROTOCOL_VERSION}")
+    if sender not in keys:
+        raise DecodeError("unknown_sender")
+    signed, signature = data[:-SIGNATURE_SIZE], data[-SIGNATURE_SIZE:]
+    try:
+        VerifyKey(sender).verify(_DOMAIN + room_id(room) + signed, signature)
+    except BadSignatureError:
+        raise DecodeError("bad_signature") from None
+    reader = _Reader(signed[HEADER_SIZE:])
+    try:
+        body = _read_body(kind, reader)
+    except ValueError as exc:  # a dataclass refused the values (DecodeError is a ValueError too)
+        if isinstance(exc, DecodeError):
+            raise
+        raise DecodeError("malformed", str(exc)) from None
+    reader.finish()
+    return Decoded(session, seq, sender, body, signature)
