@@ -20,8 +20,11 @@ import enum
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import TypeVar
 
 import nacl.pwhash
+
+from peer.core.codec import Proof
 
 NONCE_SIZE = 32
 MAC_SIZE = 32
@@ -29,6 +32,7 @@ KEY_SIZE = 32
 # Both proofs must arrive within this many seconds of the channel opening.
 BIND_TIMEOUT = 10.0
 
+_T = TypeVar("_T")
 _MAC_DOMAIN = b"msxsync-binding-mac\x00"
 _SALT_DOMAIN = b"msxsync-room-password\x00"
 
@@ -36,8 +40,8 @@ _SALT_DOMAIN = b"msxsync-room-password\x00"
 class Role(enum.Enum):
     """Which side of the peer connection made the offer."""
 
-    OFFERER = "offerer"
-    ANSWERER = "answerer"
+    OFFERER = 0  # the values are the codec's `Proof.role`
+    ANSWERER = 1
 
     @property
     def other(self) -> Role:
@@ -61,20 +65,6 @@ class BindingState(enum.Enum):
     AWAITING_PROOF = "awaiting-proof"
     ADMITTED = "admitted"
     REFUSED = "refused"
-
-
-@dataclass(frozen=True)
-class ProofFields:
-    """What a proof asserts; the adapter carries it in a codec `Proof` body.
-
-    `fingerprints` and `nonces` are ordered (offerer's, answerer's) so both ends compute
-    the same values whatever their role.
-    """
-
-    role: Role
-    fingerprints: tuple[bytes, bytes]
-    nonces: tuple[bytes, bytes]
-    password_mac: bytes
 
 
 @dataclass(frozen=True)
@@ -117,11 +107,12 @@ def transcript(
     room: str,
     role: Role,
     sender: bytes,
-    fingerprints: tuple[bytes, bytes],
+    fingerprints: tuple[str, str],
     nonces: tuple[bytes, bytes],
 ) -> bytes:
     """Canonical, unambiguous bytes of what one side's proof asserts."""
-    parts = (room.encode(), role.value.encode(), sender, *fingerprints, *nonces)
+    texts = (room, role.name, *fingerprints)
+    parts = (*(t.encode() for t in texts), sender, *nonces)
     return _MAC_DOMAIN + b"".join(_field(p) for p in parts)
 
 
@@ -147,8 +138,8 @@ class Binding:
         role: Role,
         local_key: bytes,
         peer: bytes,
-        local_fingerprint: bytes,
-        remote_fingerprint: bytes,
+        local_fingerprint: str,
+        remote_fingerprint: str,
         local_nonce: bytes,
         room_key: bytes | None,
         now: float,
@@ -167,7 +158,7 @@ class Binding:
         self.state = BindingState.AWAITING_NONCE
         self.outcome: BindingEvent | None = None
 
-    def receive_nonce(self, nonce: bytes) -> ProofFields | Refused:
+    def receive_nonce(self, nonce: bytes) -> Proof | Refused:
         """The peer's nonce: returns our proof to send, or a refusal."""
         if self.state is not BindingState.AWAITING_NONCE:
             return self._refuse(RefusalReason.PROTOCOL, f"nonce in state {self.state.value}")
@@ -177,9 +168,9 @@ class Binding:
         self.state = BindingState.AWAITING_PROOF
         nonces = _ordered(self.role, self.local_nonce, nonce)
         mac = password_mac(self._room_key, self._transcript(self.role, self.local_key, nonces))
-        return ProofFields(self.role, self._fingerprints, nonces, mac)
+        return Proof(self.role.value, *self._fingerprints, *nonces, password_mac=mac)
 
-    def receive_proof(self, sender: bytes, proof: ProofFields) -> BindingEvent:
+    def receive_proof(self, sender: bytes, proof: Proof) -> BindingEvent:
         """The peer's proof, already signature-verified by the codec as coming from `sender`."""
         if self.state is not BindingState.AWAITING_PROOF or self._remote_nonce is None:
             return self._refuse(RefusalReason.PROTOCOL, f"proof in state {self.state.value}")
@@ -203,19 +194,17 @@ class Binding:
             return None
         return self._refuse(RefusalReason.TIMEOUT, f"not bound within {BIND_TIMEOUT:g} s")
 
-    def _check(
-        self, sender: bytes, proof: ProofFields, remote_nonce: bytes
-    ) -> tuple[RefusalReason, str] | None:
+    def _check(self, sender: bytes, proof: Proof, remote_nonce: bytes) -> tuple[RefusalReason, str] | None:
         nonces = _ordered(self.role, self.local_nonce, remote_nonce)
         if sender != self.peer:
             return RefusalReason.WRONG_KEY, f"proof signed by {sender.hex()[:16]}"
-        if proof.role is not self.role.other:
-            return RefusalReason.ROLE_MISMATCH, f"peer claims role {proof.role.value}"
-        if proof.fingerprints != self._fingerprints:
+        if proof.role != self.role.other.value:
+            return RefusalReason.ROLE_MISMATCH, f"peer claims role {proof.role}"
+        if (proof.offerer_fingerprint, proof.answerer_fingerprint) != self._fingerprints:
             return RefusalReason.FINGERPRINT_MISMATCH, "peer saw other DTLS fingerprints"
-        if proof.nonces != nonces:
+        if (proof.offerer_nonce, proof.answerer_nonce) != nonces:
             return RefusalReason.NONCE_MISMATCH, "proof is not for this session's nonces"
-        expected = password_mac(self._room_key, self._transcript(proof.role, sender, nonces))
+        expected = password_mac(self._room_key, self._transcript(self.role.other, sender, nonces))
         if not hmac.compare_digest(expected, proof.password_mac):
             return RefusalReason.PASSWORD_MISMATCH, "room password proof does not verify"
         return None
@@ -238,6 +227,6 @@ class Binding:
         return self.outcome
 
 
-def _ordered(role: Role, local: bytes, remote: bytes) -> tuple[bytes, bytes]:
+def _ordered(role: Role, local: _T, remote: _T) -> tuple[_T, _T]:
     """(offerer's, answerer's) from our own and the peer's value."""
     return (local, remote) if role is Role.OFFERER else (remote, local)
