@@ -51,7 +51,9 @@ class Role(enum.Enum):
 class RefusalReason(enum.Enum):
     """Why a peer was not admitted; values are stable strings used in statistics and logs."""
 
+    UNKNOWN_KEY = "unknown-key"  # signed by a key that is not in the room's roster
     WRONG_KEY = "wrong-key"  # signed by a roster key other than the member we dialled
+    BAD_MESSAGE = "bad-message"  # not a verifiable message (bad signature, malformed)
     FINGERPRINT_MISMATCH = "fingerprint-mismatch"
     NONCE_MISMATCH = "nonce-mismatch"
     ROLE_MISMATCH = "role-mismatch"

@@ -1,0 +1,271 @@
+"""The WebRTC adapter: owns aiortc peer connections, one `Link` per pair of room members.
+
+A `Link` is one attempt at a connection with one peer: an `RTCPeerConnection` and its single
+data channel "msxsync". It knows nothing of the sync protocol; it reports open / message /
+drained / closed to a `LinkListener` (the mesh) and sends the bytes it is given.
+
+Choices, and why:
+- **Who offers**: the member with the smaller key (bytes order). Both ends compute the same
+  answer from the roster, so two peers never both offer (no glare to resolve).
+- **One reliable, ordered channel**. The merge would tolerate reordering, but the replica treats
+  a sequence gap as loss (it asks for full state) and the identity binding must precede sync
+  messages on the wire; with an unordered channel every reordering would look like loss and
+  trigger needless resyncs. On a LAN or loopback, head-of-line blocking costs nothing visible.
+- **No ICE servers by default** (`RTCConfiguration(iceServers=[])`): with `None` aiortc falls back
+  to a public STUN server, which stalls gathering for ~5 s without internet. STUN and TURN are
+  options (`IceOptions`).
+- **Host addresses**: aioice never offers loopback candidates (RFC 8445), so peers on a machine
+  whose only usable interface is loopback cannot connect. `IceOptions.host_addresses` names the
+  addresses to offer *instead of* the machine's interfaces (e.g. ``("127.0.0.1",)`` for tests or
+  several peers on one machine). It is applied only while this adapter gathers candidates, through
+  a context variable read by a wrapper around `aioice.ice.get_host_addresses` (aioice looks that
+  function up at gather time); connections made without the option see aioice's own answer.
+- **Backpressure**: aiortc's `send()` never blocks, and a burst of small messages can kill the
+  SCTP association. The link reports `bufferedAmount` and a "drained" event when it falls below
+  `LOW_WATER`, so the mesh can pause the peer in the replica (which then coalesces) above
+  `HIGH_WATER`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import enum
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aioice.ice
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+
+from peer.core.binding import Role
+
+log = logging.getLogger(__name__)
+
+CHANNEL_LABEL = "msxsync"
+HIGH_WATER = 256 * 1024  # buffered bytes above which the peer is paused
+LOW_WATER = 32 * 1024  # "drained" below this: resume the peer
+MAX_MESSAGE = 64 * 1024  # aiortc refuses larger data channel messages
+
+_FINGERPRINT = re.compile(r"^a=fingerprint:sha-256 ([0-9A-Fa-f:]{95})\s*$", re.MULTILINE)
+_ICE_URL = re.compile(r"^(stun|turn|turns):[^\s]+$")
+
+
+@dataclass(frozen=True)
+class IceOptions:
+    """How peers find a path to each other. The default suits a LAN: host candidates only."""
+
+    stun: tuple[str, ...] = ()
+    turn: str | None = None
+    turn_user: str | None = None
+    turn_password: str | None = None
+    host_addresses: tuple[str, ...] | None = None  # None: the machine's interfaces (aioice)
+
+    def __post_init__(self) -> None:
+        for url in self.stun:
+            if not _ICE_URL.match(url) or not url.startswith("stun:"):
+                raise ValueError(f"not a STUN URL (stun:host:port): {url!r}")
+        if self.turn is not None and (not _ICE_URL.match(self.turn) or self.turn[:4] != "turn"):
+            raise ValueError(f"not a TURN URL (turn:host:port): {self.turn!r}")
+        if self.host_addresses is not None and not self.host_addresses:
+            raise ValueError("host_addresses needs at least one address (or None)")
+
+    def configuration(self) -> RTCConfiguration:
+        servers = [RTCIceServer(urls=list(self.stun))] if self.stun else []
+        if self.turn is not None:
+            servers.append(
+                RTCIceServer(urls=self.turn, username=self.turn_user, credential=self.turn_password)
+            )
+        return RTCConfiguration(iceServers=servers)
+
+
+# ---- host-address override ------------------------------------------------------------------
+
+_host_addresses: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+    "msxsync_host_addresses", default=None
+)
+_aioice_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    chosen = _host_addresses.get()
+    if chosen is None:
+        return _aioice_get_host_addresses(use_ipv4, use_ipv6)
+    return [a for a in chosen if (use_ipv6 if ":" in a else use_ipv4)]
+
+
+@contextlib.contextmanager
+def _offering(addresses: tuple[str, ...] | None) -> Iterator[None]:
+    """Within this block (and tasks it starts), ICE gathering offers exactly `addresses`."""
+    if addresses is None:
+        yield
+        return
+    aioice.ice.get_host_addresses = _get_host_addresses  # idempotent; see the module docstring
+    token = _host_addresses.set(addresses)
+    try:
+        yield
+    finally:
+        _host_addresses.reset(token)
+
+
+# ---- links ----------------------------------------------------------------------------------
+
+
+class LinkListener(Protocol):
+    """What a link reports to; every call is made from the event loop, never concurrently."""
+
+    def link_open(self, link: Link) -> None: ...
+    def link_message(self, link: Link, data: bytes) -> None: ...
+    def link_drained(self, link: Link) -> None: ...
+    def link_closed(self, link: Link, reason: str) -> None: ...
+
+
+class SignalSender(Protocol):
+    def send_signal(self, to: bytes, data: dict[str, Any]) -> None: ...
+
+
+class LinkState(enum.Enum):
+    NEW = "new"
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def role_towards(local_key: bytes, peer: bytes) -> Role:
+    """The deterministic offerer rule: the smaller key offers."""
+    return Role.OFFERER if local_key < peer else Role.ANSWERER
+
+
+def sha256_fingerprint(sdp: str) -> str:
+    """The SHA-256 DTLS fingerprint in an SDP, as "sha-256 AB:CD:..." (upper-case hex)."""
+    match = _FINGERPRINT.search(sdp)
+    if match is None:
+        raise ValueError("the session description has no SHA-256 DTLS fingerprint")
+    return "sha-256 " + match.group(1).upper()
+
+
+class Link:
+    """One connection attempt with one peer. `link_id` tells its signals from older attempts'."""
+
+    def __init__(
+        self,
+        *,
+        local_key: bytes,
+        peer: bytes,
+        link_id: int,
+        ice: IceOptions,
+        listener: LinkListener,
+        signals: SignalSender,
+    ) -> None:
+        self.peer = peer
+        self.link_id = link_id
+        self.role = role_towards(local_key, peer)
+        self.state = LinkState.NEW
+        self._ice = ice
+        self._listener = listener
+        self._signals = signals
+        self._pc = RTCPeerConnection(ice.configuration())
+        self._channel: RTCDataChannel | None = None
+        self._pc.on("connectionstatechange", self._on_connection_state)
+        self._pc.on("datachannel", self._on_datachannel)
+
+    # ---- signalling ------------------------------------------------------------------------
+
+    async def offer(self) -> None:
+        """Offerer: create the channel and send the offer (gathering takes a few ms on a LAN)."""
+        self.state = LinkState.CONNECTING
+        self._adopt(self._pc.createDataChannel(CHANNEL_LABEL, ordered=True))
+        with _offering(self._ice.host_addresses):
+            await self._pc.setLocalDescription(await self._pc.createOffer())
+        self._send_description()
+
+    async def answer(self, sdp: str) -> None:
+        """Answerer: take the peer's offer and send our answer."""
+        self.state = LinkState.CONNECTING
+        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        with _offering(self._ice.host_addresses):
+            await self._pc.setLocalDescription(await self._pc.createAnswer())
+        self._send_description()
+
+    async def accept_answer(self, sdp: str) -> None:
+        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    def _send_description(self) -> None:
+        description = self._pc.localDescription
+        data = {"kind": description.type, "link": self.link_id, "sdp": description.sdp}
+        self._signals.send_signal(self.peer, data)
+
+    # ---- the channel -----------------------------------------------------------------------
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label != CHANNEL_LABEL or self._channel is not None:
+            log.warning("peer %s opened an unexpected channel %r", self.peer.hex()[:8], channel.label)
+            channel.close()
+            return
+        self._adopt(channel)
+        if channel.readyState == "open":
+            self._on_open()
+
+    def _adopt(self, channel: RTCDataChannel) -> None:
+        self._channel = channel
+        channel.bufferedAmountLowThreshold = LOW_WATER
+        channel.on("open", self._on_open)
+        channel.on("message", self._on_message)
+        channel.on("bufferedamountlow", lambda: self._listener.link_drained(self))
+        channel.on("close", lambda: self._closed("data channel closed"))
+
+    def _on_open(self) -> None:
+        if self.state is LinkState.CONNECTING:
+            self.state = LinkState.OPEN
+            self._listener.link_open(self)
+
+    def _on_message(self, data: bytes | str) -> None:
+        if self.state is not LinkState.OPEN:
+            return
+        if isinstance(data, str):  # the protocol is binary; text is garbage from a peer
+            data = data.encode("utf-8", "replace")
+        self._listener.link_message(self, data)
+
+    def _on_connection_state(self) -> None:
+        if self._pc.connectionState in ("failed", "closed"):
+            self._closed(f"connection {self._pc.connectionState}")
+
+    def _closed(self, reason: str) -> None:
+        if self.state is LinkState.CLOSED:
+            return
+        self.state = LinkState.CLOSED
+        self._listener.link_closed(self, reason)
+
+    # ---- for the mesh ----------------------------------------------------------------------
+
+    def send(self, data: bytes) -> bool:
+        """Queue one message; False when the channel is not open (the caller resyncs later)."""
+        channel = self._channel
+        if self.state is not LinkState.OPEN or channel is None or channel.readyState != "open":
+            return False
+        channel.send(data)
+        return True
+
+    @property
+    def buffered_amount(self) -> int:
+        return 0 if self._channel is None else self._channel.bufferedAmount
+
+    def fingerprints(self) -> tuple[str, str]:
+        """(ours, theirs) as DTLS checks them: from the local and remote session descriptions."""
+        local, remote = self._pc.localDescription, self._pc.remoteDescription
+        if local is None or remote is None:
+            raise ValueError("the link has not exchanged session descriptions")
+        return sha256_fingerprint(local.sdp), sha256_fingerprint(remote.sdp)
+
+    async def close(self) -> None:
+        """Close the connection; reports `link_closed` if it was not closed already."""
+        self._closed("closed locally")
+        await self._pc.close()

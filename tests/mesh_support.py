@@ -1,0 +1,159 @@
+"""Helpers for the mesh tests: in-process nodes on real aiortc over loopback.
+
+`LocalSignals` is an in-memory signalling relay (what the rendezvous does for `signal`), used
+where a test needs to control signalling itself (a relay that lies); the other tests go through
+the real rendezvous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nacl.signing import SigningKey
+
+from games.definition import Region
+from peer.core.replica import BytesChanged, Event, Replica
+from peer.mesh.mesh import Mesh
+from peer.mesh.webrtc import IceOptions
+
+ROOM = "test-room"
+REGIONS = (Region(0xC000, 0xC0FF), Region(0xE000, 0xE00F))
+LOOPBACK = IceOptions(host_addresses=("127.0.0.1",))
+Rewrite = Callable[[bytes, bytes, dict[str, Any]], dict[str, Any] | None]
+
+
+class LocalSignals:
+    """Relays signals between nodes in this process; `rewrite` may alter or drop them."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[bytes, Mesh] = {}
+        self.rewrite: Rewrite | None = None
+
+    def sender(self, key: bytes) -> _BoundSender:
+        return _BoundSender(self, key)
+
+    def relay(self, sender: bytes, to: bytes, data: dict[str, Any]) -> None:
+        if self.rewrite is not None:
+            changed = self.rewrite(sender, to, data)
+            if changed is None:
+                return
+            data = changed
+        target = self.nodes.get(to)
+        if target is not None:
+            # Deliver on a later loop turn, as a websocket would.
+            asyncio.get_running_loop().call_soon(target.handle_signal, sender, data)
+
+
+@dataclass
+class _BoundSender:
+    bus: LocalSignals
+    key: bytes
+
+    def send_signal(self, to: bytes, data: dict[str, Any]) -> None:
+        self.bus.relay(self.key, to, data)
+
+
+@dataclass
+class Node:
+    mesh: Mesh
+    signing_key: SigningKey
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def key(self) -> bytes:
+        return bytes(self.signing_key.verify_key)
+
+    @property
+    def replica(self) -> Replica:
+        return self.mesh.replica
+
+    def digest(self) -> bytes:
+        return self.mesh.replica.state.digest()
+
+    def changed_bytes(self) -> int:
+        return sum(1 for e in self.events if isinstance(e, BytesChanged))
+
+
+def make_node(
+    signals: Any,
+    *,
+    signing_key: SigningKey | None = None,
+    room_key: bytes | None = None,
+    mesh_key: SigningKey | None = None,
+) -> Node:
+    """A node; `mesh_key` lets a test sign with another key than the one signalling knows."""
+    key = signing_key if signing_key is not None else SigningKey.generate()
+    signer = mesh_key if mesh_key is not None else key
+    replica = Replica(
+        signing_key=signer,
+        room=ROOM,
+        regions=REGIONS,
+        session=random.getrandbits(63),
+        now=time.time(),
+    )
+    events: list[Event] = []
+    bound = signals.sender(bytes(key.verify_key)) if isinstance(signals, LocalSignals) else signals
+    mesh = Mesh(
+        replica=replica,
+        signing_key=signer,
+        room=ROOM,
+        signals=bound,
+        ice=LOOPBACK,
+        room_key=room_key,
+        on_event=events.append,
+    )
+    node = Node(mesh, key, events)
+    if isinstance(signals, LocalSignals):
+        signals.nodes[node.key] = mesh
+    return node
+
+
+@contextlib.asynccontextmanager
+async def running(*nodes: Node) -> AsyncIterator[None]:
+    """Run the nodes' meshes for the duration of the block, then stop them."""
+    async with asyncio.TaskGroup() as tasks:
+        for node in nodes:
+            tasks.create_task(node.mesh.run())
+        try:
+            yield
+        finally:
+            for node in nodes:
+                node.mesh.stop()
+
+
+def random_changes(rng: random.Random, count: int) -> list[tuple[int, bytes]]:
+    changes = []
+    for _ in range(count):
+        region = rng.choice(REGIONS)
+        address = rng.randint(region.start, region.end)
+        length = rng.randint(1, min(8, region.end - address + 1))
+        changes.append((address, rng.randbytes(length)))
+    return changes
+
+
+async def wait_all(nodes: list[Node], condition: Callable[[Node], bool], within: float) -> None:
+    async with asyncio.timeout(within):
+        for node in nodes:
+            await node.mesh.wait_until(lambda node=node: condition(node))  # type: ignore[misc]
+
+
+async def wait_converged(nodes: list[Node], within: float) -> None:
+    """Until every node has the same digest (re-checked whenever any mesh changes)."""
+
+    def same() -> bool:
+        return len({n.digest() for n in nodes}) == 1
+
+    async with asyncio.timeout(within):
+        while not same():
+            waiters = [asyncio.ensure_future(n.mesh.wait_until(same)) for n in nodes]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
