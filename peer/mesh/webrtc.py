@@ -103,7 +103,7 @@ def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 
 
 @contextlib.contextmanager
-def _offering(addresses: tuple[str, ...] | None) -> Iterator[None]:
+def offering_host_addresses(addresses: tuple[str, ...] | None) -> Iterator[None]:
     """Within this block (and tasks it starts), ICE gathering offers exactly `addresses`."""
     if addresses is None:
         yield
@@ -183,7 +183,7 @@ class Link:
         """Offerer: create the channel and send the offer (gathering takes a few ms on a LAN)."""
         self.state = LinkState.CONNECTING
         self._adopt(self._pc.createDataChannel(CHANNEL_LABEL, ordered=True))
-        with _offering(self._ice.host_addresses):
+        with offering_host_addresses(self._ice.host_addresses):
             await self._pc.setLocalDescription(await self._pc.createOffer())
         self._send_description()
 
@@ -191,7 +191,7 @@ class Link:
         """Answerer: take the peer's offer and send our answer."""
         self.state = LinkState.CONNECTING
         await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        with _offering(self._ice.host_addresses):
+        with offering_host_addresses(self._ice.host_addresses):
             await self._pc.setLocalDescription(await self._pc.createAnswer())
         self._send_description()
 

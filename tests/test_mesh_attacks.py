@@ -1,0 +1,199 @@
+"""Peers that lie: each attack is refused and counted, and nobody's shared bytes change.
+
+Real aiortc on loopback; signalling is relayed in process so a test can play a lying rendezvous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from mesh_support import (
+    LOOPBACK,
+    REGIONS,
+    ROOM,
+    LocalSignals,
+    Node,
+    make_node,
+    running,
+    wait_all,
+)
+from nacl.signing import SigningKey
+
+from peer.core import codec
+from peer.core.binding import Role, derive_room_key
+from peer.core.clock import MAX_AHEAD_MS, wall_ms
+from peer.mesh.mesh import PeerRefused
+from peer.mesh.webrtc import offering_host_addresses, role_towards
+
+ADDRESS = REGIONS[0].start
+
+
+def refusals(node: Node, peer: bytes) -> dict[str, int]:
+    return dict(node.mesh.statistics()[peer].refusals)
+
+
+async def wait_refused(node: Node, peer: bytes, reason: str) -> None:
+    async with asyncio.timeout(10):
+        await node.mesh.wait_until(lambda: refusals(node, peer).get(reason, 0) >= 1)
+
+
+async def test_key_not_in_roster_is_refused() -> None:
+    signals = LocalSignals()
+    a = make_node(signals)
+    listed = SigningKey.generate()  # the key the rendezvous vouches for
+    hidden = SigningKey.generate()  # the key the impostor really signs with
+    while role_towards(a.key, bytes(listed.verify_key)) is not role_towards(a.key, bytes(hidden.verify_key)):
+        hidden = SigningKey.generate()  # both ends must agree on who offers
+    x = make_node(signals, signing_key=listed, mesh_key=hidden)
+    before = a.digest()
+    async with running(a, x):
+        a.mesh.set_roster([a.key, x.key])
+        x.mesh.set_roster([a.key, bytes(hidden.verify_key)])
+        await wait_refused(a, x.key, "unknown-key")
+        assert not a.mesh.admitted()
+    assert a.digest() == before
+    assert any(isinstance(e, PeerRefused) and e.reason == "unknown-key" for e in a.events)
+
+
+async def test_wrong_room_password_is_refused_both_ways() -> None:
+    signals = LocalSignals()
+    a = make_node(signals, room_key=derive_room_key("open sesame", ROOM))
+    b = make_node(signals, room_key=derive_room_key("open sesam", ROOM))
+    async with running(a, b):
+        for node in (a, b):
+            node.mesh.set_roster([a.key, b.key])
+        await wait_refused(a, b.key, "password-mismatch")
+        await wait_refused(b, a.key, "password-mismatch")
+        assert not a.mesh.admitted() and not b.mesh.admitted()
+
+
+class FingerprintSwapper:
+    """A lying rendezvous in the middle: it answers the offerer and offers to the answerer
+    with DTLS certificates of its own, then copies data channel messages across."""
+
+    def __init__(self, signals: LocalSignals, offerer: Node, answerer: Node) -> None:
+        self.signals, self.offerer, self.answerer = signals, offerer, answerer
+        self.to_offerer = RTCPeerConnection(LOOPBACK.configuration())
+        self.to_answerer = RTCPeerConnection(LOOPBACK.configuration())
+        self.channels: dict[str, RTCDataChannel] = {}
+        self.pending: dict[str, list[bytes]] = {"offerer": [], "answerer": []}
+        self.steps: list[asyncio.Task[None]] = []
+
+    def rewrite(self, sender: bytes, to: bytes, data: dict[str, Any]) -> dict[str, Any] | None:
+        if sender == self.offerer.key and data.get("kind") == "offer":
+            self.steps.append(asyncio.ensure_future(self._intercept_offer(data)))
+            return None
+        if sender == self.answerer.key and data.get("kind") == "answer":
+            answer = RTCSessionDescription(sdp=data["sdp"], type="answer")
+            self.steps.append(asyncio.ensure_future(self.to_answerer.setRemoteDescription(answer)))
+            return None
+        return data
+
+    async def _intercept_offer(self, data: dict[str, Any]) -> None:
+        self.to_offerer.on("datachannel", lambda ch: self._adopt("offerer", ch))
+        offer = RTCSessionDescription(sdp=data["sdp"], type="offer")
+        await self.to_offerer.setRemoteDescription(offer)
+        self._adopt("answerer", self.to_answerer.createDataChannel("msxsync"))
+        with offering_host_addresses(LOOPBACK.host_addresses):
+            await self.to_offerer.setLocalDescription(await self.to_offerer.createAnswer())
+            await self.to_answerer.setLocalDescription(await self.to_answerer.createOffer())
+        link = data["link"]
+        answer = {"kind": "answer", "link": link, "sdp": self.to_offerer.localDescription.sdp}
+        self.offerer.mesh.handle_signal(self.answerer.key, answer)
+        offer2 = {"kind": "offer", "link": link, "sdp": self.to_answerer.localDescription.sdp}
+        self.answerer.mesh.handle_signal(self.offerer.key, offer2)
+
+    def _adopt(self, side: str, channel: RTCDataChannel) -> None:
+        other = "answerer" if side == "offerer" else "offerer"
+        self.channels[side] = channel
+        channel.on("message", lambda data: self._forward(other, data))
+        channel.on("open", lambda: self._drain(side))
+        self._drain(side)
+
+    def _forward(self, side: str, data: bytes) -> None:
+        self.pending[side].append(data)
+        self._drain(side)
+
+    def _drain(self, side: str) -> None:
+        channel = self.channels.get(side)
+        if channel is not None and channel.readyState == "open":
+            for data in self.pending[side]:
+                channel.send(data)
+            self.pending[side].clear()
+
+    async def close(self) -> None:
+        for step in self.steps:
+            await step
+        await self.to_offerer.close()
+        await self.to_answerer.close()
+
+
+async def test_swapped_fingerprints_are_refused() -> None:
+    signals = LocalSignals()
+    a, b = make_node(signals), make_node(signals)
+    offerer, answerer = (a, b) if role_towards(a.key, b.key) is Role.OFFERER else (b, a)
+    relay = FingerprintSwapper(signals, offerer, answerer)
+    signals.rewrite = relay.rewrite
+    try:
+        async with running(a, b):
+            for node in (a, b):
+                node.mesh.set_roster([a.key, b.key])
+            # Each end sees DTLS fingerprints the other did not, so each refuses the other.
+            await wait_refused(a, b.key, "fingerprint-mismatch")
+            await wait_refused(b, a.key, "fingerprint-mismatch")
+            assert not a.mesh.admitted() and not b.mesh.admitted()
+    finally:
+        await relay.close()
+
+
+def forged(body: codec.Body, key: SigningKey, session: int, seq: int, room: str = ROOM) -> bytes:
+    return codec.encode(body, signing_key=key, room=room, session=session, seq=seq)
+
+
+async def test_forged_replayed_and_far_future_batches_are_refused() -> None:
+    signals = LocalSignals()
+    a, b = make_node(signals), make_node(signals)
+    async with running(a, b):
+        for node in (a, b):
+            node.mesh.set_roster([a.key, b.key])
+        await wait_all([a, b], lambda n: len(n.mesh.admitted()) == 1, within=10)
+        before = a.digest()
+        link = b.mesh.link(a.key)
+        assert link is not None
+        session = b.replica.session
+        sent = b.replica.statistics().peers[a.key].messages_sent
+        seq = sent + 100  # ahead of B's own messages, within the replica's window
+        write = codec.WriteBatch(wall_ms(time.time()), ((ADDRESS, b"\x99"),))
+        far = codec.WriteBatch(wall_ms(time.time()) + 2 * MAX_AHEAD_MS, ((ADDRESS, b"\x66"),))
+        tampered = bytearray(forged(write, b.signing_key, session, seq))
+        tampered[codec.HEADER_SIZE + 8] ^= 1  # the written byte, under B's signature
+        far_message = forged(far, b.signing_key, session, seq)
+        attacks = [
+            bytes(tampered),  # bad signature
+            forged(write, SigningKey.generate(), session, seq),  # a signer not in the room
+            forged(write, b.signing_key, session, seq, room="another-room"),  # other room
+            far_message,  # far-future Lamport value
+            forged(write, b.signing_key, session, seq),  # same seq, other content: forgery
+            far_message,  # replayed
+        ]
+        for data in attacks:
+            link.send(data)
+        expected = {
+            "bad_signature": 2,
+            "unknown_sender": 1,
+            "lamport_ahead": 1,
+            "forgery": 1,
+            "duplicate": 1,
+        }
+
+        def counted() -> dict[str, int]:
+            stats = a.replica.statistics().peers[b.key]
+            return {reason: stats.rejections[reason] for reason in expected}
+
+        async with asyncio.timeout(10):
+            await a.mesh.wait_until(lambda: counted() == expected)
+        assert a.digest() == before
+        assert a.mesh.admitted() == {b.key}  # rejected messages are counted, not fatal
