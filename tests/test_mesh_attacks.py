@@ -197,3 +197,50 @@ async def test_forged_replayed_and_far_future_batches_are_refused() -> None:
             await a.mesh.wait_until(lambda: counted() == expected)
         assert a.digest() == before
         assert a.mesh.admitted() == {b.key}  # rejected messages are counted, not fatal
+
+
+async def test_flood_is_throttled_then_cut_while_others_stay_fast() -> None:
+    signals = LocalSignals()
+    a, flooder, c = make_node(signals), make_node(signals), make_node(signals)
+    nodes = [a, flooder, c]
+    async with running(*nodes):
+        for node in nodes:
+            node.mesh.set_roster([n.key for n in nodes])
+        await wait_all(nodes, lambda n: len(n.mesh.admitted()) == 2, within=15)
+        link = flooder.mesh.link(a.key)
+        assert link is not None
+        session = flooder.replica.session
+        first = flooder.replica.statistics().peers[a.key].messages_sent + 1
+
+        def cut() -> bool:
+            return a.mesh.statistics()[flooder.key].cuts == 1
+
+        async def flood() -> None:
+            # Far more than one batch per frame, straight onto the channel.
+            for seq in range(first, first + 3000, 50):
+                if cut() or link.buffered_amount > 1_000_000:
+                    return
+                for n in range(seq, seq + 50):
+                    batch = codec.WriteBatch(wall_ms(time.time()), ((ADDRESS + 1, bytes([n % 256])),))
+                    link.send(forged(batch, flooder.signing_key, session, n))
+                await asyncio.sleep(0)
+
+        latencies = []
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(flood())
+            for value in range(1, 40):
+                started = time.monotonic()
+                c.mesh.local_changes([(ADDRESS, bytes([value]))])
+                async with asyncio.timeout(5):
+                    await a.mesh.wait_until(lambda v=value: a.replica.state.read(ADDRESS) == bytes([v]))  # type: ignore[misc]
+                latencies.append(time.monotonic() - started)
+                await asyncio.sleep(1 / 60)  # the next frame
+        async with asyncio.timeout(10):
+            await a.mesh.wait_until(cut)
+        stats = a.mesh.statistics()
+        assert stats[flooder.key].sync is not None
+        assert stats[flooder.key].sync.rejections["rate_limited"] >= 200
+        assert flooder.key not in a.mesh.admitted()
+        assert c.key in a.mesh.admitted()
+    # A generous bound: the honest peer's writes kept arriving while A shed the flood.
+    assert max(latencies) < 1.0, latencies
