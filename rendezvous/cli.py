@@ -12,7 +12,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve msxsync games, rooms and WebRTC signalling so players can meet. "
         "Game traffic never passes through it: players talk to each other directly.",
     )
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default %(default)s)")
+    parser.add_argument(
+        "--host", default="0.0.0.0", help="address to listen on (default %(default)s)"
+    )
     parser.add_argument("--port", type=int, default=4567, help="port (default %(default)s)")
     parser.add_argument("--games", action="append", default=[], metavar="DIR", help="games folder")
     return parser
