@@ -1,149 +1,27 @@
-"""The rendezvous application over a real loopback socket: HTTP, handshake, rooms, relay, limits."""
+"""The rendezvous application over a real loopback socket: HTTP, handshake, rooms, relay."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import json
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from nacl.signing import SigningKey
 
 from games.catalogue import bundled_games_dir, load_catalogue
-from rendezvous import protocol
 from rendezvous.app import Config, create_app
-
-ROM_BYTES = bytes(range(256)) * 64  # 16 KiB of fake ROM
-ROM_SHA1 = hashlib.sha1(ROM_BYTES).hexdigest()
-ROM_SHA256 = hashlib.sha256(ROM_BYTES).hexdigest()
-WAIT = 5.0
-
-
-def make_games(folder: Path) -> Path:
-    """`demo` with its ROM, `norom` without one, and `broken` that does not parse."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "demo.rom").write_bytes(ROM_BYTES)
-    (folder / "demo.regions").write_text(
-        f"demo.rom\n#! title Demo Game\n#! machine C-BIOS_MSX1\n#! sha1 {ROM_SHA1} test dump\n"
-        "#! armed-when e000 == 01\ne000 e00f score\n",
-        encoding="utf-8",
-    )
-    (folder / "norom.regions").write_text("norom.rom\nc000 c001\n", encoding="utf-8")
-    (folder / "broken.regions").write_text("broken.rom\nzzzz 0000\n", encoding="utf-8")
-    return folder
-
-
-def config_for(games: Path, **changes: Any) -> Config:
-    base = Config(games=[games], heartbeat=30.0, hello_timeout=5.0, rate=1000.0, burst=1000)
-    return replace(base, **changes)
-
-
-@asynccontextmanager
-async def running(config: Config) -> AsyncIterator[str]:
-    """The app served on 127.0.0.1 on a free port; yields its base URL."""
-    runner = web.AppRunner(create_app(config), shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
-class Player:
-    """One websocket client that can say hello and read messages with timeouts."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, name: str) -> None:
-        self.ws = ws
-        self.name = name
-        self.signing = SigningKey.generate()
-        self.key = self.signing.verify_key.encode().hex()
-        self.nonce = b""
-
-    async def next(self, within: float = WAIT) -> dict[str, Any]:
-        msg = await self.ws.receive(timeout=within)
-        if msg.type != aiohttp.WSMsgType.TEXT:
-            raise ConnectionError(f"{self.name}: got {msg.type!r} instead of a message")
-        body = json.loads(msg.data)
-        assert isinstance(body, dict)
-        return body
-
-    async def expect(self, kind: str, within: float = WAIT) -> dict[str, Any]:
-        """The next message of type `kind`, skipping others (presence events come in bursts)."""
-        async with asyncio.timeout(within):
-            while True:
-                body = await self.next(within)
-                if body["type"] == kind:
-                    return body
-
-    async def error(self, code: str) -> dict[str, Any]:
-        body = await self.expect("error")
-        assert body["code"] == code, body
-        return body
-
-    async def send(self, **body: Any) -> None:
-        await self.ws.send_str(json.dumps(body))
-
-    async def challenge(self) -> None:
-        body = await self.next()
-        assert body["type"] == "challenge" and body["version"] == 1
-        self.nonce = bytes.fromhex(body["nonce"])
-
-    def hello(self, version: int = 1) -> dict[str, Any]:
-        signature = self.signing.sign(protocol.signed_hello_bytes(self.nonce)).signature
-        return {
-            "type": "hello",
-            "version": version,
-            "name": self.name,
-            "key": self.key,
-            "signature": signature.hex(),
-        }
-
-    async def login(self) -> dict[str, Any]:
-        await self.challenge()
-        await self.send(**self.hello())
-        return await self.expect("welcome")
-
-    async def join(self, room: str | None, game: str = "demo", **extra: Any) -> None:
-        await self.send(type="join", game=game, room=room, **extra)
-
-    async def wait_closed(self, within: float = WAIT) -> aiohttp.WSMessage:
-        """Read until the server closes the socket; returns the closing message."""
-        async with asyncio.timeout(within):
-            while True:
-                msg = await self.ws.receive()
-                if msg.type in (
-                    aiohttp.WSMsgType.CLOSE,
-                    aiohttp.WSMsgType.CLOSED,
-                    aiohttp.WSMsgType.ERROR,
-                ):
-                    return msg
-
-
-@asynccontextmanager
-async def connect(
-    session: aiohttp.ClientSession, base: str, name: str = "p", **kwargs: Any
-) -> AsyncIterator[Player]:
-    async with session.ws_connect(f"{base}/ws", **kwargs) as ws:
-        yield Player(ws, name)
-
-
-@asynccontextmanager
-async def logged_in(session: aiohttp.ClientSession, base: str, name: str) -> AsyncIterator[Player]:
-    async with connect(session, base, name) as player:
-        await player.login()
-        yield player
+from tests.rendezvous_support import (
+    ROM_BYTES,
+    ROM_SHA1,
+    ROM_SHA256,
+    config_for,
+    connect,
+    logged_in,
+    make_games,
+    running,
+)
 
 
 @pytest.fixture
@@ -458,109 +336,3 @@ async def test_relay_only_within_the_room(base: str, session: aiohttp.ClientSess
         # c got nothing addressed to it: its next message is the answer to its own ping-chat.
         await c.send(type="chat", text="ping")
         assert (await c.next())["type"] == "chat"
-
-
-# --- limits -------------------------------------------------------------------------------
-
-
-async def test_heartbeat_drops_a_silent_client(games: Path, session: aiohttp.ClientSession) -> None:
-    async with (
-        running(config_for(games, heartbeat=0.2)) as url,
-        logged_in(session, url, "watcher") as watcher,
-        connect(session, url, "silent", autoping=False) as silent,
-    ):
-        await watcher.join("r")
-        await watcher.expect("joined")
-        await silent.login()
-        await silent.join("r")
-        await watcher.expect("member_joined")
-        # The silent client never answers pings: the server drops it and tells the room.
-        left = await watcher.expect("member_left", within=5)
-        assert left["key"] == silent.key
-
-
-async def test_too_large_message(base: str, session: aiohttp.ClientSession) -> None:
-    async with logged_in(session, base, "a") as a:
-        await a.send(type="chat", text="x" * 70_000)
-        await a.error("too_large")
-        await a.send(type="chat", text="still here")
-        await a.error("not_in_room")
-        await a.ws.send_bytes(b"\x00\x01")
-        await a.error("binary_not_supported")
-
-
-async def test_rate_limit_then_flood_disconnect(
-    games: Path, session: aiohttp.ClientSession
-) -> None:
-    async with (
-        running(config_for(games, rate=1.0, burst=5)) as url,
-        logged_in(session, url, "flood") as flood,
-    ):
-        for _ in range(30):
-            await flood.send(type="leave")
-        codes = [(await flood.expect("error"))["code"] for _ in range(5)]
-        # The burst (less the hello) is admitted and answered, then one rate_limited.
-        assert codes == ["not_in_room"] * 4 + ["rate_limited"]
-        error = await flood.error("flooding")
-        assert error["fatal"] is True
-        await flood.wait_closed()
-
-
-async def test_max_clients(games: Path, session: aiohttp.ClientSession) -> None:
-    async with (
-        running(config_for(games, max_clients=1)) as url,
-        logged_in(session, url, "first"),
-        connect(session, url, "second") as second,
-    ):
-        error = await second.next()
-        assert error["type"] == "error" and error["code"] == "server_full"
-        await second.wait_closed()
-
-
-async def test_client_that_does_not_read_is_dropped(
-    games: Path, session: aiohttp.ClientSession
-) -> None:
-    async with (
-        running(config_for(games, send_queue=4)) as url,
-        logged_in(session, url, "sender") as sender,
-        connect(session, url, "sleeper", max_msg_size=0) as sleeper,
-    ):
-        await sleeper.login()
-        await sender.join("r")
-        await sender.expect("joined")
-        await sleeper.join("r")
-        await sender.expect("member_joined")
-        blob = {"blob": "x" * 60_000}
-        left = None
-        for _ in range(2000):  # ~120 MB at most; kernel buffers fill long before that
-            await sender.send(type="signal", to=sleeper.key, data=blob)
-            try:
-                msg = await sender.ws.receive(timeout=0.001)
-            except TimeoutError:
-                continue
-            body = json.loads(msg.data)
-            if body["type"] == "member_left":
-                left = body
-                break
-        assert left is not None and left["key"] == sleeper.key
-
-
-async def test_shutdown_closes_websockets(games: Path, session: aiohttp.ClientSession) -> None:
-    async with running(config_for(games)) as url:
-        player_cm = logged_in(session, url, "a")
-        player: Player = await player_cm.__aenter__()
-    closing = await player.wait_closed()
-    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-    await player_cm.__aexit__(None, None, None)
-
-
-async def test_server_keeps_answering_after_garbage(
-    base: str, session: aiohttp.ClientSession
-) -> None:
-    async with logged_in(session, base, "a") as a:
-        for garbage in ("", "{", "null", "[]", '{"type":null}', '{"type":"x"}', "\udcff"[:0]):
-            await a.ws.send_str(garbage)
-            assert (await a.expect("error"))["code"] in {"bad_json", "bad_message", "unknown_type"}
-        await a.join("r")
-        await a.expect("joined")
-    await asyncio.sleep(0)
