@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.rendezvous_support import (
     Player,
@@ -141,3 +145,96 @@ async def test_server_keeps_answering_after_garbage(
         await a.join("r")
         await a.expect("joined")
     await asyncio.sleep(0)
+
+
+# --- fuzz ---------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+TYPES = ["hello", "join", "leave", "kick", "ready", "signal", "chat", "welcome", "", "JOIN"]
+FIELDS = [
+    "version",
+    "name",
+    "key",
+    "signature",
+    "game",
+    "room",
+    "password",
+    "capacity",
+    "to",
+    "data",
+    "text",
+    "ready",
+]
+messages = st.builds(
+    lambda kind, fields: json.dumps({**fields, "type": kind}),
+    st.sampled_from(TYPES) | json_values,
+    st.dictionaries(
+        st.sampled_from(FIELDS), json_values | st.sampled_from(["demo", "r", "a" * 64]), max_size=5
+    ),
+)
+frames = st.lists(
+    messages | st.text(max_size=60) | st.binary(max_size=60) | json_values.map(json.dumps),
+    min_size=1,
+    max_size=12,
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server for all fuzz examples, on its own event loop in a thread."""
+    games = make_games(tmp_path_factory.mktemp("fuzz") / "games")
+    ready: queue.Queue[str] = queue.Queue()
+    stop = threading.Event()
+
+    async def serve() -> None:
+        async with running(config_for(games)) as url:
+            ready.put(url)
+            await asyncio.to_thread(stop.wait)
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        yield ready.get(timeout=30)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+async def _fuzz_once(url: str, sequence: list[str | bytes], login: bool) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with connect(session, url, "fuzzer") as fuzzer:
+            if login:
+                await fuzzer.login()
+            for frame in sequence:
+                if isinstance(frame, bytes):
+                    await fuzzer.ws.send_bytes(frame)
+                else:
+                    await fuzzer.ws.send_str(frame)
+            # Unless a fatal error ended it, the same connection still answers in order.
+            await fuzzer.send(type="still-there?")
+            try:
+                while True:
+                    body = await fuzzer.expect("error")
+                    if body.get("request") == "still-there?" or body["fatal"]:
+                        break
+            except ConnectionError:
+                pass  # closed after a fatal error: allowed, checked below on a new connection
+        async with logged_in(session, url, "checker") as checker:
+            await checker.join(None)
+            assert (await checker.expect("joined"))["game"] == "demo"
+
+
+@given(sequence=frames, login=st.booleans())
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_fuzzed_frames_never_break_the_server(
+    fuzz_server: str, sequence: list[str | bytes], login: bool
+) -> None:
+    asyncio.run(_fuzz_once(fuzz_server, sequence, login))
