@@ -10,7 +10,14 @@ import time
 from typing import Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
-from mesh_support import (
+from nacl.signing import SigningKey
+
+from peer.core import codec
+from peer.core.binding import Role, derive_room_key
+from peer.core.clock import MAX_AHEAD_MS, wall_ms
+from peer.mesh.mesh import PeerRefused
+from peer.mesh.webrtc import offering_host_addresses, role_towards
+from tests.mesh_support import (
     LOOPBACK,
     REGIONS,
     ROOM,
@@ -20,13 +27,6 @@ from mesh_support import (
     running,
     wait_all,
 )
-from nacl.signing import SigningKey
-
-from peer.core import codec
-from peer.core.binding import Role, derive_room_key
-from peer.core.clock import MAX_AHEAD_MS, wall_ms
-from peer.mesh.mesh import PeerRefused
-from peer.mesh.webrtc import offering_host_addresses, role_towards
 
 ADDRESS = REGIONS[0].start
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import random
 
-from mesh_support import (
+from peer.core.replica import BytesChanged
+from peer.mesh.mesh import PeerAdmitted
+from tests.mesh_support import (
     LocalSignals,
     make_node,
     random_changes,
@@ -13,9 +15,6 @@ from mesh_support import (
     wait_all,
     wait_converged,
 )
-
-from peer.core.replica import BytesChanged
-from peer.mesh.mesh import PeerAdmitted
 
 
 async def test_two_peers_bind_and_converge() -> None:

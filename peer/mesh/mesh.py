@@ -166,6 +166,7 @@ class Mesh:
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
+        self._running = asyncio.Event()
         self._stopping = False
 
     # ---- the loop --------------------------------------------------------------------------
@@ -174,6 +175,7 @@ class Mesh:
         """Drive timers until `stop()`; every task the mesh starts belongs to this TaskGroup."""
         async with asyncio.TaskGroup() as tasks:
             self._tasks = tasks
+            self._running.set()
             try:
                 while not self._stopping:
                     self._handle_timers(self._clock())
@@ -186,6 +188,10 @@ class Mesh:
                 for peer in list(self._peers.values()):
                     self._drop_link(peer, "mesh stopped")
                 self._tasks = None
+
+    async def wait_running(self) -> None:
+        """Until `run()` has started: only then may signals be handled."""
+        await self._running.wait()
 
     def stop(self, reason: str = "leaving") -> None:
         """Say goodbye to every admitted peer, then end `run()` (which closes the links)."""

@@ -36,9 +36,20 @@ BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 10.0
 REJOIN_GRACE = 10.0
 OUTBOX_SIZE = 256  # signals queued while the socket is busy; beyond that they are dropped
-# Join errors worth retrying later (the server was busy); any other join error is final.
-_RETRY_JOIN = frozenset({"busy", "try_again", "too_many_rooms"})
-_FATAL_CODES = frozenset({"version_mismatch", "bad_signature", "banned", "replaced"})
+# Before we are in the room: errors worth retrying (the server was busy) and final refusals.
+_RETRY_JOIN = frozenset({"busy", "try_again", "too_many_rooms", "rate_limited"})
+_JOIN_REFUSALS = frozenset(
+    {
+        "unknown_game",
+        "wrong_game",
+        "room_full",
+        "password_required",
+        "wrong_password",
+        "banned",
+        "bad_message",
+    }
+)
+_FATAL_CODES = frozenset({"version_mismatch", "bad_signature", "replaced"})
 _HEX_KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -135,6 +146,7 @@ class SignallingClient:
         self._previous: dict[bytes, Member] = {}
         self._grace_until = 0.0
         self._joined = asyncio.Event()
+        self._changed = asyncio.Event()
         self.roster: Roster | None = None
         self.stats = SignallingStatistics()
 
@@ -148,6 +160,20 @@ class SignallingClient:
             return
         self._outbox.put_nowait(message)
         self.stats.signals_sent += 1
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Until `condition()` holds, re-checked whenever the connection or roster changes."""
+        while not condition():
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    @property
+    def joined(self) -> bool:
+        """In the room now (False while reconnecting)."""
+        return self._joined.is_set()
 
     async def wait_joined(self) -> Roster:
         await self._joined.wait()
@@ -166,7 +192,7 @@ class SignallingClient:
                     await self._connection(session)
                 except (_Reconnect, aiohttp.ClientError, OSError, TimeoutError) as exc:
                     log.info("rendezvous connection lost (%s); retrying in %.1f s", exc, backoff)
-                if self.stats.connected:
+                if self._joined.is_set():
                     backoff = BACKOFF_FIRST  # it worked for a while: start over
                 self._disconnected()
                 await asyncio.sleep(backoff)
@@ -178,6 +204,7 @@ class SignallingClient:
         self.stats.connected = False
         self._joined.clear()
         self._outbox = None
+        self._notify()
         if self.roster is not None:
             self._previous = {m.key: m for m in self.roster.members}
 
@@ -186,6 +213,7 @@ class SignallingClient:
             await self._handshake(ws)
             self.stats.connected = True
             self.stats.connects += 1
+            self._notify()
             await ws.send_str(json.dumps(self._join_message()))
             self._outbox = asyncio.Queue(OUTBOX_SIZE)
             # The writer lives exactly as long as this connection's reader (no TaskGroup here,
@@ -296,6 +324,7 @@ class SignallingClient:
             self._previous = {}
         self.roster = roster
         self._listener.roster_changed(roster)
+        self._notify()
 
     def _signal(self, message: dict[str, Any]) -> None:
         sender, data = _key(message.get("from")), message.get("data")
@@ -308,11 +337,10 @@ class SignallingClient:
     def _error(self, message: dict[str, Any]) -> None:
         code = str(message.get("code"))
         text = str(message.get("message"))
-        if message.get("request") == "join" and code not in _RETRY_JOIN:
+        joining = not self._joined.is_set()
+        if code in _FATAL_CODES or (joining and code in _JOIN_REFUSALS):
             raise SignallingRefused(code, text)
-        if code in _FATAL_CODES:
-            raise SignallingRefused(code, text)
-        if message.get("request") == "join" or message.get("fatal") is True:
+        if (joining and code in _RETRY_JOIN) or message.get("fatal") is True:
             raise _Reconnect(f"{code}: {text}")
         log.info("rendezvous error %s: %s", code, text)
 

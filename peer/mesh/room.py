@@ -1,0 +1,134 @@
+"""Wiring of one player's room: signalling client, replica and mesh under one TaskGroup.
+
+The replica can only be made once the room's name is known (quick match names it on joining),
+so `run()` joins first, then builds the replica and the mesh and hands them every roster and
+signal from then on. Signals that arrive in between (an offer from a member who saw us join)
+are held, up to `EARLY_SIGNALS`, and replayed to the new mesh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from nacl.signing import SigningKey
+
+from games.definition import Region
+from peer.core.binding import derive_room_key
+from peer.core.replica import Event, Replica
+from peer.core.state import SharedState
+from peer.mesh.mesh import Mesh
+from peer.mesh.signalling import Roster, SignallingClient
+from peer.mesh.webrtc import IceOptions
+
+log = logging.getLogger(__name__)
+
+EARLY_SIGNALS = 64
+
+
+class RoomSession:
+    """One player in one room. `mesh` exists once `wait_ready()` returned."""
+
+    def __init__(
+        self,
+        *,
+        rendezvous: str,
+        signing_key: SigningKey,
+        name: str,
+        game: str,
+        room: str | None,
+        password: str | None,
+        regions: Sequence[Region],
+        ice: IceOptions | None = None,
+        capacity: int | None = None,
+        state: SharedState | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        if password is not None and room is None:
+            raise ValueError("quick-match rooms have no password")
+        self._signing_key = signing_key
+        self._password = password
+        self._regions = regions
+        self._ice = ice
+        self._state = state
+        self._on_event = on_event
+        self.signalling = SignallingClient(
+            rendezvous,
+            signing_key=signing_key,
+            name=name,
+            game=game,
+            room=room,
+            password=password,
+            capacity=capacity,
+            listener=self,
+        )
+        self.mesh: Mesh | None = None
+        self._early: list[tuple[bytes, dict[str, Any]]] = []
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        """Join, then sync until `stop()`. Raises (in a group) SignallingRefused if refused."""
+        async with asyncio.TaskGroup() as tasks:
+            signalling = tasks.create_task(self.signalling.run())
+            roster = await self.signalling.wait_joined()
+            self.mesh = await self._make_mesh(roster)
+            mesh = tasks.create_task(self.mesh.run())
+            await self.mesh.wait_running()
+            self.mesh.set_roster(self.signalling.roster.keys if self.signalling.roster else [])
+            for sender, data in self._early:
+                self.mesh.handle_signal(sender, data)
+            self._early.clear()
+            self._ready.set()
+            await self._stop.wait()
+            self.mesh.stop()
+            await mesh
+            signalling.cancel()
+
+    async def _make_mesh(self, roster: Roster) -> Mesh:
+        room_key = None
+        if self._password is not None:
+            # Argon2id takes ~0.1 s of CPU: keep the event loop (and other links) responsive.
+            room_key = await asyncio.to_thread(derive_room_key, self._password, roster.room)
+        replica = Replica(
+            signing_key=self._signing_key,
+            room=roster.room,
+            regions=self._regions,
+            session=secrets.randbits(63),
+            now=time.time(),
+            state=self._state,
+        )
+        return Mesh(
+            replica=replica,
+            signing_key=self._signing_key,
+            room=roster.room,
+            signals=self.signalling,
+            ice=self._ice,
+            room_key=room_key,
+            on_event=self._on_event,
+        )
+
+    async def wait_ready(self) -> Mesh:
+        await self._ready.wait()
+        if self.mesh is None:
+            raise RuntimeError("ready without a mesh")
+        return self.mesh
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ---- SignallingListener ------------------------------------------------------------------
+
+    def roster_changed(self, roster: Roster) -> None:
+        if self.mesh is not None and self._ready.is_set():
+            self.mesh.set_roster(roster.keys)
+
+    def signal_received(self, sender: bytes, data: dict[str, Any]) -> None:
+        if self.mesh is not None and self._ready.is_set():
+            self.mesh.handle_signal(sender, data)
+        elif len(self._early) < EARLY_SIGNALS:
+            self._early.append((sender, data))
