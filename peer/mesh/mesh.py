@@ -73,6 +73,10 @@ MAX_SDP = 16 * 1024
 # FLOOD_STRIKES: sustained flooding is cut within a second or so, a burst is merely throttled.
 FLOOD_STRIKES = 200.0
 FLOOD_LEAK = 50.0  # strikes forgiven per second
+# An honest sender stays well inside the receivers' rate budget (240 messages/s): local changes
+# are published at most this often; changes made in between are coalesced (newest value per
+# byte) into the next batch. At 60 Hz, one batch per frame goes out at once, undelayed.
+MIN_BATCH_INTERVAL = 1 / 120
 # What aiortc may raise while applying a session description a peer sent us.
 _SDP_ERRORS = (ValueError, KeyError, IndexError, InvalidAccessError, InvalidStateError, OSError)
 
@@ -163,6 +167,9 @@ class Mesh:
         self._nonces = nonces
         self._peers: dict[bytes, _Peer] = {}
         self._next_link_id = 1
+        self._pending: dict[int, int] = {}  # address -> newest value not yet published
+        self._publish_at: float | None = None
+        self._last_publish = float("-inf")
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
@@ -206,7 +213,7 @@ class Mesh:
         self._tasks.create_task(coroutine)  # type: ignore[arg-type]
 
     def _next_deadline(self) -> float | None:
-        deadlines = [self.replica.get_timer()]
+        deadlines = [self.replica.get_timer(), self._publish_at]
         for peer in self._peers.values():
             deadlines += [peer.retry_at, peer.give_up_at]
             if peer.binding is not None:
@@ -214,6 +221,8 @@ class Mesh:
         return min((d for d in deadlines if d is not None), default=None)
 
     def _handle_timers(self, now: float) -> None:
+        if self._publish_at is not None and now >= self._publish_at:
+            self._publish(now)
         for event in self.replica.handle_timer(now):
             self._handle_event(event)
         for peer in list(self._peers.values()):
@@ -523,11 +532,40 @@ class Mesh:
 
     # ---- the application's side ------------------------------------------------------------
 
-    def local_changes(self, changes: Iterable[Run]) -> list[Run]:
-        """One frame's changes from our emulator: one signed batch to every admitted peer."""
-        published = self.replica.local_changes(changes, self._clock())
+    def local_changes(self, changes: Iterable[Run]) -> None:
+        """Changes from our emulator; raises ValueError for bytes outside the shared regions.
+
+        Normally one call per frame, published at once as one signed batch to every admitted
+        peer. Calls closer together than MIN_BATCH_INTERVAL are coalesced into the next batch.
+        """
+        layout = self.replica.state.layout
+        for address, data in changes:
+            if not layout.check_run(address, len(data)):
+                raise ValueError(f"change at {address:#06x} is outside the shared regions")
+            for offset, value in enumerate(data):
+                self._pending[address + offset] = value
+        now = self._clock()
+        if now - self._last_publish >= MIN_BATCH_INTERVAL:
+            self._publish(now)
+        elif self._publish_at is None:
+            self._publish_at = self._last_publish + MIN_BATCH_INTERVAL
+            self._wake.set()
+
+    def _publish(self, now: float) -> None:
+        self._publish_at = None
+        if not self._pending:
+            return
+        runs: list[Run] = []
+        for address in sorted(self._pending):
+            value = bytes([self._pending[address]])
+            if runs and runs[-1][0] + len(runs[-1][1]) == address:
+                runs[-1] = (runs[-1][0], runs[-1][1] + value)
+            else:
+                runs.append((address, value))
+        self._pending.clear()
+        self._last_publish = now
+        self.replica.local_changes(runs, now)
         self._flush()
-        return published
 
     def send_chat(self, text: str) -> None:
         self.replica.send_chat(text, self._clock())
