@@ -13,14 +13,18 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from nacl.signing import SigningKey
 
 from games.definition import Region
 from peer.core.replica import BytesChanged, Event, Replica
 from peer.mesh.mesh import Mesh
 from peer.mesh.webrtc import IceOptions
+from rendezvous.app import create_app
+from tests.rendezvous_support import config_for, make_games
 
 ROOM = "test-room"
 REGIONS = (Region(0xC000, 0xC0FF), Region(0xE000, 0xE00F))
@@ -157,3 +161,39 @@ async def wait_converged(nodes: list[Node], within: float) -> None:
             finally:
                 for waiter in waiters:
                     waiter.cancel()
+
+
+class Rendezvous:
+    """The real rendezvous app on 127.0.0.1; can be stopped and started again on its port."""
+
+    def __init__(self, games: Path) -> None:
+        self.config = config_for(games)
+        self.port = 0
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        self.runner = web.AppRunner(create_app(self.config), shutdown_timeout=1.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+@contextlib.asynccontextmanager
+async def rendezvous(tmp_path: Path) -> AsyncIterator[Rendezvous]:
+    server = Rendezvous(make_games(tmp_path / "games"))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
