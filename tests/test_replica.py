@@ -110,11 +110,22 @@ def test_a_write_reaches_every_peer_as_a_change_event():
 
 def test_unchanged_local_values_send_nothing():
     mesh = Mesh.create(2)
+    assert len(mesh.replicas[0].unwritten_addresses()) == 20
     mesh.write(0, 0xE000, b"\x01")
+    assert 0xE000 not in mesh.replicas[0].unwritten_addresses()
     mesh.deliver_all()
     before = mesh.replicas[0].statistics().local_batches
     assert mesh.replicas[0].local_changes([(0xE000, b"\x01")], mesh.now) == []
     assert mesh.replicas[0].statistics().local_batches == before
+
+
+def test_a_zero_nobody_has_written_yet_is_still_published():
+    mesh = Mesh.create(2)
+    mesh.replicas[1].state.apply(0xE004, b"\x03", 5, mesh.replicas[1].key)  # only B knows a 3
+    assert mesh.replicas[0].local_changes([(0xE004, b"\x00")], mesh.now) == [(0xE004, b"\x00")]
+    mesh.collect()
+    mesh.deliver_all()
+    assert mesh.replicas[1].state.read(0xE004) == b"\x00"
 
 
 def test_late_joiner_adopts_the_room_and_wipes_nobody():

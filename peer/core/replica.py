@@ -38,7 +38,7 @@ from nacl.signing import SigningKey
 from games.definition import Region
 from peer.core import codec
 from peer.core.clock import HybridClock, is_too_far_ahead, wall_ms
-from peer.core.state import Entry, Layout, Run, SharedState
+from peer.core.state import NO_WRITER, Entry, Layout, Run, SharedState
 
 HEARTBEAT_INTERVAL = 1.0
 SILENT_AFTER = 5.0
@@ -252,16 +252,26 @@ class Replica:
         return runs
 
     def _differing(self, changes: Iterable[Run]) -> list[Run]:
-        """Validate local changes and keep only bytes that differ from the replica."""
-        layout, values = self.state.layout, self.state.values
+        """Validate local changes and keep the bytes the room does not already hold.
+
+        A byte nobody has written yet (`NO_WRITER`) always counts: the replica's 0 there is a
+        placeholder, not the room's value, so the game's own value must be published."""
+        layout, values, writers = self.state.layout, self.state.values, self.state.writers
         runs: list[Run] = []
         for address, data in changes:
             if not layout.check_run(address, len(data)):
                 raise ValueError(f"local change at {address:#06x} is outside the shared regions")
             for offset, value in enumerate(data):
-                if values[layout.index(address + offset)] != value:
+                i = layout.index(address + offset)
+                if values[i] != value or writers[i] == NO_WRITER:
                     _append_byte(runs, address + offset, value)
         return runs
+
+    def unwritten_addresses(self) -> list[int]:
+        """Shared addresses no peer has written yet (on arming, the game's values fill them)."""
+        return [
+            a for a, w in zip(self.state.layout.addresses, self.state.writers, strict=True) if w == NO_WRITER
+        ]
 
     def send_chat(self, text: str, now: float) -> None:
         chat = codec.Chat(text)  # raises ValueError when too long
