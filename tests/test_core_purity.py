@@ -10,6 +10,7 @@ PURE_MODULES = [
     "peer.core.state",
     "peer.core.codec",
     "peer.core.replica",
+    "peer.core.arming",
 ]
 FORBIDDEN = ["asyncio", "aiortc", "aiohttp", "subprocess", "socket", "aioice"]
 
