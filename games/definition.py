@@ -32,6 +32,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 MAX_ADDRESS = 0xFFFF
 DIRECTIVE_PREFIX = "#!"
@@ -364,3 +365,45 @@ class _Parser:
 
 def shared_addresses(regions: Iterable[Region]) -> list[int]:
     return [address for region in regions for address in range(region.start, region.end + 1)]
+
+
+def definition_from_json(data: object, name: str, source: str = "rendezvous") -> GameDefinition:
+    """Rebuild a definition received as JSON (`GameDefinition.to_json`), validated like a file.
+
+    The JSON is turned back into `.regions` text and parsed, so remote data passes exactly the
+    checks a local file does; any field that could smuggle in an extra line is refused first.
+    """
+    if not isinstance(data, dict):
+        raise DefinitionError(source, 0, "a definition must be a JSON object")
+    try:
+        lines = [_json_field(data, "rom_file", str)]
+        for key in ("title", "machine", "romtype"):
+            if data.get(key):
+                lines.append(f"#! {key} {_json_field(data, key, str)}")
+        for rom in _json_field(data, "known_roms", list):
+            remark = _one_line(str(rom.get("remark", "")))
+            lines.append(f"#! sha1 {_one_line(str(rom['sha1']))} {remark}".rstrip())
+        if data.get("armed_when"):
+            lines.append(f"#! armed-when {_json_field(data, 'armed_when', str)}")
+        for region in _json_field(data, "regions", list):
+            lines.append(f"#! merge {_one_line(str(region.get('merge', 'lww')))}")
+            start, end = region["start"], region["end"]
+            if not (isinstance(start, int) and isinstance(end, int)):
+                raise ValueError("region bounds must be integers")
+            lines.append(f"{start:x} {end:x} {_one_line(str(region.get('comment', '')))}".rstrip())
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise DefinitionError(source, 0, f"malformed definition: {exc}") from None
+    return parse_definition("\n".join(lines) + "\n", name, source)
+
+
+def _json_field(data: dict[str, object], key: str, kind: type) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind):
+        raise ValueError(f"{key!r} must be a {kind.__name__}")
+    return _one_line(value) if isinstance(value, str) else value
+
+
+def _one_line(text: str) -> str:
+    if any(ch in text for ch in "\r\n\x00") or len(text) > 200:
+        raise ValueError("text fields must be one short line")
+    return text

@@ -122,3 +122,36 @@ def test_to_json_round_trips_the_essentials():
     assert data["regions"] == [{"start": 0xE010, "end": 0xE01F, "merge": "lww", "comment": "inventory"}]
     assert data["armed_when"] == "e000 == 01 and e001 & 80 != 00"
     assert data["machine"] == "C-BIOS_MSX1"
+
+
+def test_json_round_trip_goes_through_the_same_checks():
+    from games.definition import definition_from_json
+
+    original = parse_definition(EXTENDED, "demo")
+    again = definition_from_json(original.to_json(), "demo")
+    assert again.regions == original.regions
+    assert again.armed_when == original.armed_when
+    assert again.known_roms == original.known_roms
+    assert again.machine == original.machine and again.title == original.title
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda d: d.update(title="x\ne000 e0ff sneaky"),
+        lambda d: d.update(regions=[{"start": "e000", "end": 1}]),
+        lambda d: d.update(regions=[{"start": 0xE001, "end": 0xE000}]),
+        lambda d: d.update(regions="nope"),
+        lambda d: d.update(known_roms=[{"sha1": "12"}]),
+        lambda d: d.update(rom_file="../../etc/passwd"),
+        lambda d: d.pop("rom_file"),
+        lambda d: d.update(armed_when="e000 ?? 1"),
+    ],
+)
+def test_json_from_a_server_is_validated(mangle):
+    from games.definition import definition_from_json
+
+    data = parse_definition(EXTENDED, "demo").to_json()
+    mangle(data)
+    with pytest.raises(DefinitionError):
+        definition_from_json(data, "demo")
