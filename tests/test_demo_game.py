@@ -40,7 +40,10 @@ ROW = 8
 SPACE, LEFT, UP, DOWN, RIGHT = 0x01, 0x10, 0x20, 0x40, 0x80
 
 OPENMSX = shutil.which("openmsx")
-pytestmark = pytest.mark.skipif(OPENMSX is None, reason="openmsx is not installed")
+pytestmark = [
+    pytest.mark.openmsx,
+    pytest.mark.skipif(OPENMSX is None, reason="openmsx is not installed"),
+]
 
 
 @dataclass
@@ -155,7 +158,7 @@ def run_session(machine: str, folder: Path) -> Results:
     return results
 
 
-@pytest.fixture(scope="module", params=["C-BIOS_MSX1", "C-BIOS_MSX2+"])
+@pytest.fixture(scope="module", params=["C-BIOS_MSX1", "C-BIOS_MSX2", "C-BIOS_MSX2+"])
 def session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Results:
     folder = tmp_path_factory.mktemp(request.param.replace("+", "plus"))
     results = run_session(request.param, folder)
