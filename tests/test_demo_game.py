@@ -62,6 +62,9 @@ class Script:
             '{ puts $::out "$label $name [debug read memory $addr]"; flush $::out }',
             "proc vram {label name addr} "
             '{ puts $::out "$label $name [debug read VRAM $addr]"; flush $::out }',
+            "proc psg {label name reg} "
+            '{ puts $::out "$label $name [debug read {PSG regs} $reg]"; flush $::out }',
+            'proc value {label name value} { puts $::out "$label $name $value"; flush $::out }',
         ]
 
     def at(self, time: float, command: str) -> None:
@@ -77,13 +80,25 @@ class Script:
             self.then(0.1, f"keymatrixdown {ROW} {mask:#04x}")
             self.then(0.1, f"keymatrixup {ROW} {mask:#04x}")
 
-    def probe(self, label: str, memory: dict[str, int], vram: dict[str, int] | None = None) -> None:
+    def probe(
+        self,
+        label: str,
+        memory: dict[str, int],
+        vram: dict[str, int] | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        """Record RAM bytes, VRAM bytes and any `extra` Tcl reads under `label`."""
         reads = [f"mem {label} {name} {addr:#06x}" for name, addr in memory.items()]
         reads += [f"vram {label} {name} {addr:#06x}" for name, addr in (vram or {}).items()]
+        reads += [command.replace("LABEL", label) for command in extra]
         self.then(0.1, "; ".join(reads))
 
     def text(self) -> str:
         return "\n".join([*self.lines, f"after time {self.now + 0.2:.3f} {{close $::out; exit}}"])
+
+
+# PSG registers 0-1 keep the pitch of the last beep; register 8 (volume) is 0 once it is over.
+BEEP = ("psg LABEL tone_lo 0", "psg LABEL tone_hi 1", "psg LABEL volume 8")
 
 
 def game_bytes() -> dict[str, int]:
@@ -108,13 +123,13 @@ def session_script(result: Path, shots: Path) -> str:
     s.press(SPACE)
     s.probe("started", game_bytes(), {"player": NAMES + 11 * 32 + 16})
     s.press(RIGHT, 2)  # onto item 0
-    s.probe("item", game_bytes(), {"slot0": STATUS_ITEMS, "room0": NAMES + 11 * 32 + 18})
+    s.probe("item", game_bytes(), {"slot0": STATUS_ITEMS, "room0": NAMES + 11 * 32 + 18}, BEEP)
     s.press(LEFT, 2)
     s.press(DOWN, 2)  # onto the first coin
-    s.probe("coin", game_bytes(), {"coins_hi": STATUS_COINS, "coins_lo": STATUS_COINS + 1})
+    s.probe("coin", game_bytes(), {"coins_hi": STATUS_COINS, "coins_lo": STATUS_COINS + 1}, BEEP)
     s.press(UP, 2)
     s.press(LEFT, 2)  # into the spikes: item 0 is lost, back to the start
-    s.probe("spikes", game_bytes(), {"slot0": STATUS_ITEMS, "room0": NAMES + 11 * 32 + 18})
+    s.probe("spikes", game_bytes(), {"slot0": STATUS_ITEMS, "room0": NAMES + 11 * 32 + 18}, BEEP)
     # Another player's pickup arrives as bytes written into RAM from outside.
     s.then(0.1, "debug write memory 0xe013 1; debug write memory 0xe018 0x42")
     s.probe(
@@ -127,6 +142,12 @@ def session_script(result: Path, shots: Path) -> str:
             "coins_lo": STATUS_COINS + 1,
         },
     )
+    # The game writes shared bytes only when they change: none while idle, one per pickup.
+    s.then(0.1, "set ::writes 0; debug set_watchpoint write_mem {0xe010 0xe018} {} {incr ::writes}")
+    s.then(1.0, "value idle writes $::writes")
+    s.press(RIGHT, 5)  # over item 0, which the spikes dropped back into the room
+    s.press(DOWN)  # onto the second coin, at (21, 12)
+    s.probe("walk", game_bytes(), extra=("value LABEL writes $::writes",))
     s.then(0.1, "set throttle on")
     s.then(0.3, f"screenshot {{{shots / 'game.png'}}}")
     return s.text()
@@ -196,6 +217,7 @@ def test_walking_onto_an_item_puts_it_in_the_inventory(session: Results) -> None
     assert [item[f"item{i}"] for i in range(1, 8)] == [0] * 7
     assert item["slot0"] == TILE_ITEM0
     assert item["room0"] == TILE_PLAYER  # the item is gone from the room; the player stands there
+    assert (item["tone_hi"], item["tone_lo"], item["volume"]) == (0, 127, 0)  # an 880 Hz beep
 
 
 def test_a_coin_increments_the_counter(session: Results) -> None:
@@ -203,6 +225,7 @@ def test_a_coin_increments_the_counter(session: Results) -> None:
     assert (coin["x"], coin["y"]) == (16, 13)
     assert coin["coins"] == 0x01
     assert (coin["coins_hi"], coin["coins_lo"]) == (ord("0"), ord("1"))
+    assert (coin["tone_hi"], coin["tone_lo"], coin["volume"]) == (0, 63, 0)  # 1760 Hz
 
 
 def test_spikes_take_an_item_and_send_the_player_back(session: Results) -> None:
@@ -212,6 +235,7 @@ def test_spikes_take_an_item_and_send_the_player_back(session: Results) -> None:
     assert spikes["coins"] == 0x01
     assert spikes["slot0"] == TILE_EMPTY_SLOT
     assert spikes["room0"] == TILE_ITEM0  # the lost item lies in the room again
+    assert (spikes["tone_hi"], spikes["tone_lo"], spikes["volume"]) == (1, 0xFC, 0)  # 220 Hz
 
 
 def test_bytes_written_from_outside_show_on_screen(session: Results) -> None:
@@ -221,6 +245,14 @@ def test_bytes_written_from_outside_show_on_screen(session: Results) -> None:
     assert remote["slot3"] == TILE_ITEM0 + 3
     assert remote["room3"] == ord(" ")  # held by someone: no longer in the room
     assert (remote["coins_hi"], remote["coins_lo"]) == (ord("4"), ord("2"))
+
+
+def test_shared_bytes_are_written_only_when_they_change(session: Results) -> None:
+    assert session["idle"]["writes"] == 0
+    walk = session["walk"]
+    assert (walk["x"], walk["y"]) == (21, 12)
+    assert walk["item0"] == 1 and walk["coins"] == 0x43
+    assert walk["writes"] == 2  # item 0 picked up again, one coin
 
 
 def test_screenshots_were_taken(session: Results) -> None:
