@@ -51,7 +51,8 @@
 ;   E100h-E3FFh  SHADOW      private; copy of the 32x24 name table, sent to VRAM every frame
 ;
 ; Screen (name table at VRAM 1800h): row 1 is the status line. Columns 8-15 show item 0-7 (its
-; tile 90h+i when held, '-' when not); columns 27-28 show the coin digits.
+; tile 90h+i when held, '-' when not); columns 27-28 show the coin digits. Row 2 says so when
+; all eight items are held.
 
 ; ---- BIOS entry points (C-BIOS provides the standard ones) ----
 LDIRVM:         equ 005Ch       ; HL = RAM source, DE = VRAM destination, BC = length
@@ -112,6 +113,7 @@ KEYS_MOVE:      equ 0F0h
 STATUS_ROW:     equ 1
 STATUS_ITEMS_X: equ 8
 STATUS_COINS_X: equ 27
+MESSAGE_ROW:    equ 2
 START_X:        equ 16
 START_Y:        equ 11
 
@@ -466,6 +468,23 @@ draw_status_put:
         ld a, b
         call hex_digit
         ld (hl), a
+        ; Row 2 cheers once the bag is full, whoever found the last item.
+        ld hl, INVENTORY
+        ld b, ITEM_COUNT
+draw_status_all:
+        ld a, (hl)
+        or a
+        jr z, draw_status_missing
+        inc hl
+        djnz draw_status_all
+        ld hl, message_all_found
+        jr draw_status_message
+draw_status_missing:
+        ld hl, message_blank
+draw_status_message:
+        ld de, SHADOW + MESSAGE_ROW * 32
+        ld bc, 32
+        ldir
         ret
 
 ; Low nibble of A -> its digit tile ('0'-'9', then 'A'-'F' should a peer send non-BCD).
@@ -654,6 +673,11 @@ colours:
         db 091h                                                 ; A0h spikes: light red
         db 031h                                                 ; A8h player: light green
         db 0F1h, 0F1h, 0F1h, 0F1h, 0F1h, 0F1h, 0F1h, 0F1h, 0F1h, 0F1h
+
+message_all_found:
+        db "  ALL ITEMS FOUND: WELL DONE!   "
+message_blank:
+        ds 32, " "
 
 title_screen:
         db "################################"

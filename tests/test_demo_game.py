@@ -147,7 +147,14 @@ def session_script(result: Path, shots: Path) -> str:
     s.then(1.0, "value idle writes $::writes")
     s.press(RIGHT, 5)  # over item 0, which the spikes dropped back into the room
     s.press(DOWN)  # onto the second coin, at (21, 12)
-    s.probe("walk", game_bytes(), extra=("value LABEL writes $::writes",))
+    s.probe(
+        "walk",
+        game_bytes(),
+        {"message": NAMES + 2 * 32 + 2},
+        extra=("value LABEL writes $::writes",),
+    )
+    s.then(0.1, "debug write_block memory 0xe010 [string repeat \\x01 8]")
+    s.probe("full", game_bytes(), {"message": NAMES + 2 * 32 + 2})
     s.then(0.1, "set throttle on")
     s.then(0.3, f"screenshot {{{shots / 'game.png'}}}")
     return s.text()
@@ -245,6 +252,13 @@ def test_bytes_written_from_outside_show_on_screen(session: Results) -> None:
     assert remote["slot3"] == TILE_ITEM0 + 3
     assert remote["room3"] == ord(" ")  # held by someone: no longer in the room
     assert (remote["coins_hi"], remote["coins_lo"]) == (ord("4"), ord("2"))
+
+
+def test_a_full_bag_is_cheered(session: Results) -> None:
+    assert session["walk"]["message"] == ord(" ")
+    full = session["full"]
+    assert [full[f"item{i}"] for i in range(8)] == [1] * 8
+    assert full["message"] == ord("A")  # "ALL ITEMS FOUND"
 
 
 def test_shared_bytes_are_written_only_when_they_change(session: Results) -> None:
