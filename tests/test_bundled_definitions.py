@@ -69,6 +69,8 @@ def test_demo_sha1_is_the_committed_rom() -> None:
     rom_sha1 = hashlib.sha1((GAMES / "demo.rom").read_bytes()).hexdigest()
     assert [rom.sha1 for rom in demo.known_roms] == [rom_sha1]
     assert demo.accepts_sha1(rom_sha1)
+    readme = (GAMES / "README.md").read_text(encoding="utf-8")
+    assert f"#! sha1 {rom_sha1} " in readme, "the worked example in games/README.md is stale"
 
 
 def test_galious_shares_the_inventory() -> None:
