@@ -43,7 +43,7 @@
 ;   E019h-E01Fh  reserved (not shared)
 ;   E020h        PLAYER_X    private; tile column 0-31
 ;   E021h        PLAYER_Y    private; tile row 0-23
-;   E022h        COIN_INDEX  private; which COIN_SPOTS entry the coin lies on (0-7)
+;   E022h        COIN_INDEX  private; which coin_spots entry the coin lies on (0-7)
 ;   E023h        KEYS_PREV   private; input bits of the previous frame (for key edges)
 ;   E024h        REPEAT      private; frames until a held direction key repeats
 ;   E025h        BEEP_LEFT   private; frames until the beep stops
