@@ -10,7 +10,8 @@ The format is the original openmsx-sync one, unchanged:
     e075 e099 items             <- hex start, hex inclusive end, anything after is a comment
 
 msxsync extends it with *directive lines* that start with ``#!``. An old reader sees a comment and
-skips them, and an old file has none, so old files parse exactly as before:
+skips them; a ``#!`` line that is not shaped like a directive (``#!important: ...``) is still just a
+comment here, so old files parse exactly as before:
 
     #! title The Maze of Galious
     #! machine C-BIOS_MSX1
@@ -232,7 +233,7 @@ class _Parser:
         return DefinitionError(self.source, line, reason)
 
     def parse(self, text: str, name: str) -> GameDefinition:
-        lines = text.splitlines()
+        lines = text.removeprefix("\ufeff").splitlines()  # editors on Windows add a BOM
         rom_file = self.rom_line(lines)
         for number, raw in enumerate(lines[1:], start=2):
             self.parse_line(number, raw.strip())
@@ -298,8 +299,8 @@ class _Parser:
                 )
 
     def directive(self, number: int, body: str) -> None:
-        key, _, value = body.partition(" ")
-        value = value.strip()
+        key, *rest = body.split(maxsplit=1) or [""]
+        value = rest[0].strip() if rest else ""
         match key:
             case "title" | "machine" | "romtype":
                 self.single_field(number, key, value)
@@ -313,7 +314,8 @@ class _Parser:
                 if value != "1":
                     raise self.error(number, f"format version {value!r} is newer than this msxsync")
             case _ if not _DIRECTIVE_RE.match(key):
-                raise self.error(number, f"malformed directive {body!r}")
+                # Not shaped like a directive: an old file's comment that happens to start "#!".
+                return
             case _:
                 # Unknown directives are kept, not refused: a newer file stays loadable here.
                 self.extra.append((key, value))
@@ -328,7 +330,8 @@ class _Parser:
         self.fields[key] = value
 
     def sha1(self, number: int, value: str) -> None:
-        digest, _, remark = value.partition(" ")
+        digest, *remark_words = value.split(maxsplit=1) or [""]
+        remark = remark_words[0] if remark_words else ""
         digest = digest.lower()
         if not _SHA1_RE.match(digest):
             raise self.error(number, f"{digest!r} is not a SHA-1 (40 hex digits)")
