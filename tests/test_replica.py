@@ -13,6 +13,7 @@ from peer.core.replica import (
     BytesChanged,
     ChatReceived,
     CutPeer,
+    FullStateReceived,
     PeerLeft,
     PeerSilent,
     Rejected,
@@ -141,6 +142,7 @@ def test_late_joiner_adopts_the_room_and_wipes_nobody():
     mesh.deliver_all()
     assert newcomer.state.read(0xE000, 2) == b"\x07\x08"
     assert mesh.replicas[0].state.read(0xE000, 2) == b"\x07\x08"
+    assert (2, FullStateReceived(mesh.replicas[0].key)) in mesh.events
     assert mesh.converged()
 
 

@@ -101,6 +101,13 @@ class ChatReceived(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class FullStateReceived(Event):
+    """The last part of a peer's full state was merged: this replica now knows the room."""
+
+    peer: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Repaired(Event):
     """A digest mismatch with this peer was found and full state was sent to it."""
 
@@ -405,7 +412,10 @@ class Replica:
         for entry in patch.entries:
             self.clock.observe(entry.lamport)
         changes = self.state.merge(patch.entries)
-        return [BytesChanged(link.peer, tuple(changes))] if changes else []
+        events: list[Event] = [BytesChanged(link.peer, tuple(changes))] if changes else []
+        if patch.full and patch.part == patch.parts - 1:
+            events.append(FullStateReceived(link.peer))
+        return events
 
     def _check_stamped_runs(
         self, runs: Iterable[tuple[int, bytes, int]], now: float
