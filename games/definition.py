@@ -10,7 +10,8 @@ The format is the original openmsx-sync one, unchanged:
     e075 e099 items             <- hex start, hex inclusive end, anything after is a comment
 
 msxsync extends it with *directive lines* that start with ``#!``. An old reader sees a comment and
-skips them, and an old file has none, so old files parse exactly as before:
+skips them; a ``#!`` line that is not shaped like a directive (``#!important: ...``) is still just a
+comment here, so old files parse exactly as before:
 
     #! title The Maze of Galious
     #! machine C-BIOS_MSX1
@@ -32,6 +33,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 MAX_ADDRESS = 0xFFFF
 DIRECTIVE_PREFIX = "#!"
@@ -231,7 +233,7 @@ class _Parser:
         return DefinitionError(self.source, line, reason)
 
     def parse(self, text: str, name: str) -> GameDefinition:
-        lines = text.splitlines()
+        lines = text.removeprefix("\ufeff").splitlines()  # editors on Windows add a BOM
         rom_file = self.rom_line(lines)
         for number, raw in enumerate(lines[1:], start=2):
             self.parse_line(number, raw.strip())
@@ -297,8 +299,8 @@ class _Parser:
                 )
 
     def directive(self, number: int, body: str) -> None:
-        key, _, value = body.partition(" ")
-        value = value.strip()
+        key, *rest = body.split(maxsplit=1) or [""]
+        value = rest[0].strip() if rest else ""
         match key:
             case "title" | "machine" | "romtype":
                 self.single_field(number, key, value)
@@ -312,7 +314,8 @@ class _Parser:
                 if value != "1":
                     raise self.error(number, f"format version {value!r} is newer than this msxsync")
             case _ if not _DIRECTIVE_RE.match(key):
-                raise self.error(number, f"malformed directive {body!r}")
+                # Not shaped like a directive: an old file's comment that happens to start "#!".
+                return
             case _:
                 # Unknown directives are kept, not refused: a newer file stays loadable here.
                 self.extra.append((key, value))
@@ -327,7 +330,8 @@ class _Parser:
         self.fields[key] = value
 
     def sha1(self, number: int, value: str) -> None:
-        digest, _, remark = value.partition(" ")
+        digest, *remark_words = value.split(maxsplit=1) or [""]
+        remark = remark_words[0] if remark_words else ""
         digest = digest.lower()
         if not _SHA1_RE.match(digest):
             raise self.error(number, f"{digest!r} is not a SHA-1 (40 hex digits)")
@@ -364,3 +368,45 @@ class _Parser:
 
 def shared_addresses(regions: Iterable[Region]) -> list[int]:
     return [address for region in regions for address in range(region.start, region.end + 1)]
+
+
+def definition_from_json(data: object, name: str, source: str = "rendezvous") -> GameDefinition:
+    """Rebuild a definition received as JSON (`GameDefinition.to_json`), validated like a file.
+
+    The JSON is turned back into `.regions` text and parsed, so remote data passes exactly the
+    checks a local file does; any field that could smuggle in an extra line is refused first.
+    """
+    if not isinstance(data, dict):
+        raise DefinitionError(source, 0, "a definition must be a JSON object")
+    try:
+        lines = [_json_field(data, "rom_file", str)]
+        for key in ("title", "machine", "romtype"):
+            if data.get(key):
+                lines.append(f"#! {key} {_json_field(data, key, str)}")
+        for rom in _json_field(data, "known_roms", list):
+            remark = _one_line(str(rom.get("remark", "")))
+            lines.append(f"#! sha1 {_one_line(str(rom['sha1']))} {remark}".rstrip())
+        if data.get("armed_when"):
+            lines.append(f"#! armed-when {_json_field(data, 'armed_when', str)}")
+        for region in _json_field(data, "regions", list):
+            lines.append(f"#! merge {_one_line(str(region.get('merge', 'lww')))}")
+            start, end = region["start"], region["end"]
+            if not (isinstance(start, int) and isinstance(end, int)):
+                raise ValueError("region bounds must be integers")
+            lines.append(f"{start:x} {end:x} {_one_line(str(region.get('comment', '')))}".rstrip())
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise DefinitionError(source, 0, f"malformed definition: {exc}") from None
+    return parse_definition("\n".join(lines) + "\n", name, source)
+
+
+def _json_field(data: dict[str, object], key: str, kind: type) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind):
+        raise ValueError(f"{key!r} must be a {kind.__name__}")
+    return _one_line(value) if isinstance(value, str) else value
+
+
+def _one_line(text: str) -> str:
+    if any(ch in text for ch in "\r\n\x00") or len(text) > 200:
+        raise ValueError("text fields must be one short line")
+    return text

@@ -1,9 +1,11 @@
 """Per-byte last-writer-wins state over a game's shared regions.
 
 Every shared byte carries (value, lamport, writer); a write wins when its (lamport, writer) pair is
-greater than the byte's current one, writers being 32-byte keys compared as bytes. The rule is a
-join on a total order, so any replicas that received the same writes in any order, any number of
-times, hold the same bytes: that is the whole convergence argument, and the property tests check it.
+greater than the byte's current one, writers being 32-byte keys compared as bytes. Should one writer
+ever use one stamp for two values (only a broken or hostile peer can), the larger value wins, so even
+then every replica picks the same byte. The rule is a join on a total order, so any replicas that
+received the same writes in any order, any number of times, hold the same bytes: that is the whole
+convergence argument, and the property tests check it.
 
 This module owns the state and its durable serialisation. It knows nothing of messages, peers or
 time; addresses handed to it must already be inside the regions (`Layout.check_run` says so).
@@ -86,8 +88,7 @@ class SharedState:
         run_start, run_bytes = -1, bytearray()
         for offset, value in enumerate(data):
             i = index(address + offset)
-            current = lamports[i]
-            if lamport > current or (lamport == current and writer > writers[i]):
+            if (lamport, writer, value) > (lamports[i], writers[i], values[i]):
                 lamports[i] = lamport
                 writers[i] = writer
                 if values[i] != value:

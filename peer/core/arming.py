@@ -1,0 +1,103 @@
+"""When a peer may publish: the arming rule that keeps a booting game from wiping the room.
+
+A game clears its RAM at boot and sits on a title screen with default values; publishing those
+would overwrite everybody's progress. So a peer is *armed* only when all of these hold:
+- it has the room's state, or knows it is alone (`room_ready`);
+- the definition's armed-when condition holds on the emulator's RAM (when there is one);
+- `arm_after` emulated seconds have passed since power-on (when given).
+
+On arming the peer first *adopts* the room: every byte some peer has written goes into the
+emulator, overwriting what the boot or title screen put there; the bytes nobody has written yet are
+then filled from the game (published as local changes). From then on local changes are published and
+remote ones applied. When the condition stops holding (back to the title screen) the peer disarms
+and later re-arms the same way. A manual resync re-adopts on demand.
+
+Pure: the peer feeds observations in and acts on the returned `Action`s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from games.definition import ArmedWhen
+
+
+class Phase(Enum):
+    DISARMED = "disarmed"
+    ARMED = "armed"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Base of what the arming rule asks the peer to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt(Action):
+    """Write the room's state into the emulator, then publish the game's unwritten bytes."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disarm(Action):
+    reason: str
+
+
+@dataclass(slots=True)
+class Arming:
+    armed_when: ArmedWhen | None
+    arm_after: float | None = None
+    phase: Phase = Phase.DISARMED
+    room_ready: bool = False
+    condition_holds: bool = False
+    emulated_time: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.arm_after is not None and self.arm_after < 0:
+            raise ValueError("--arm-after must not be negative")
+        self.condition_holds = self.armed_when is None
+
+    @property
+    def armed(self) -> bool:
+        return self.phase is Phase.ARMED
+
+    def waiting_for(self) -> list[str]:
+        """What still keeps this peer from arming, in words for the status line."""
+        reasons = []
+        if not self.room_ready:
+            reasons.append("the room's state")
+        if not self.condition_holds:
+            reasons.append(f"the game ({self.armed_when})")
+        if self.arm_after is not None and self.emulated_time < self.arm_after:
+            reasons.append(f"{self.arm_after - self.emulated_time:.1f} emulated s")
+        return reasons
+
+    def room_is_ready(self) -> list[Action]:
+        self.room_ready = True
+        return self._update()
+
+    def observe(self, memory: dict[int, int], emulated_time: float) -> list[Action]:
+        """Feed the current bytes at `armed_when.addresses` and the emulated time."""
+        self.emulated_time = emulated_time
+        if self.armed_when is not None:
+            missing = [a for a in self.armed_when.addresses if a not in memory]
+            if missing:
+                raise ValueError(f"no value given for {missing[0]:#06x}")
+            self.condition_holds = self.armed_when.holds(memory)
+        return self._update()
+
+    def resync(self) -> list[Action]:
+        """Manual resync: re-adopt the room's state now if armed."""
+        return [Adopt("manual resync")] if self.armed else []
+
+    def _update(self) -> list[Action]:
+        ready = not self.waiting_for()
+        if ready and self.phase is Phase.DISARMED:
+            self.phase = Phase.ARMED
+            return [Adopt("armed")]
+        if not ready and self.phase is Phase.ARMED and not self.condition_holds:
+            self.phase = Phase.DISARMED
+            return [Disarm("the game left play (armed-when no longer holds)")]
+        return []

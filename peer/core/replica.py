@@ -1,0 +1,529 @@
+"""The sans-I/O sync engine of one room: what to send, what to accept, what changed.
+
+A `Replica` owns this peer's `SharedState` and clock and one `_Link` per admitted peer. The mesh
+adapter feeds it bytes and time and drains `messages_to_send()`; the peer program feeds it local
+changes and applies the `BytesChanged` events to the emulator. Nothing here does I/O or reads a clock.
+
+Rules applied to everything a peer sends, in this order (cheap checks before the signature check,
+because a forged signature costs as much to reject as a good one to accept):
+1. the sender must be admitted, and within its rate budget (token bucket, `RATE_PER_SECOND`);
+   a peer that keeps flooding gets a `CutPeer` event;
+2. `codec.decode` checks size, sender and signature, then parses;
+3. per link, sequence numbers: a duplicate (same seq, same signature) is dropped; the same seq with a
+   different message is a forgery (equivocation) and is refused and reported; a gap means messages
+   were lost, so this replica asks the peer for its full state;
+4. writes and patches must lie inside the shared regions and carry Lamport values not too far ahead
+   of this replica's wall clock (see `clock` for why that bound is the same on every replica);
+   a message that breaks either rule is refused whole, never applied in part.
+Each refusal is counted under its reason in `statistics()` and reported as a `Rejected` event.
+
+State exchange: when a peer is added (first contact or reconnect) both sides send their full state,
+split into patches that fit one message; merging is idempotent and commutative, so both sending at
+once is harmless and nothing depends on history. Every `DIGEST_INTERVAL` seconds each side sends a
+`Digest` (hash of all bytes and stamps, plus its highest Lamport value). A receiver whose digest differs:
+- if the highest values differ, the other side is behind or writes are in flight: it sends just the
+  entries newer than the other's highest value (cheap, usually a few bytes);
+- if the highest values are equal, the replicas truly diverged: it sends its full state and counts a
+  repair. Any divergence is therefore gone within two digest rounds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from nacl.signing import SigningKey
+
+from games.definition import Region
+from peer.core import codec
+from peer.core.clock import HybridClock, is_too_far_ahead, wall_ms
+from peer.core.state import NO_WRITER, Entry, Layout, Run, SharedState
+
+HEARTBEAT_INTERVAL = 1.0
+SILENT_AFTER = 5.0
+DIGEST_INTERVAL = 3.0
+RATE_PER_SECOND = 240.0  # four times one message per 60 Hz frame, plus room for state exchange
+RATE_BURST = 480.0
+CUT_AFTER_REJECTIONS = 200  # rate-limited messages in a row before the peer is cut off
+SEQ_WINDOW = 512  # how many recent signatures per link are kept to spot duplicates and forgeries
+PATCH_BUDGET = 48 * 1024  # bytes of entries per state patch message, well under 64 KiB
+
+
+# ---- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base class of everything a replica reports."""
+
+
+@dataclass(frozen=True, slots=True)
+class BytesChanged(Event):
+    """Remote writes changed these shared bytes: write them into the emulator."""
+
+    peer: bytes
+    changes: tuple[Run, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected(Event):
+    peer: bytes
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CutPeer(Event):
+    """The peer misbehaves beyond tolerance: close its connection."""
+
+    peer: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSilent(Event):
+    """Nothing heard from the peer for `SILENT_AFTER` seconds: treat its connection as dead."""
+
+    peer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLeft(Event):
+    peer: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatReceived(Event):
+    peer: bytes
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class FullStateReceived(Event):
+    """The last part of a peer's full state was merged: this replica now knows the room."""
+
+    peer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Repaired(Event):
+    """A digest mismatch with this peer was found and full state was sent to it."""
+
+    peer: bytes
+
+
+# ---- statistics -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PeerStatistics:
+    rtt: float | None = None
+    skew: float | None = None  # the peer's wall clock minus ours, seconds (from heartbeats)
+    messages_sent: int = 0
+    messages_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    writes_sent: int = 0
+    writes_received: int = 0
+    repairs: int = 0
+    resyncs_requested: int = 0
+    rejections: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class ReplicaStatistics:
+    peers: dict[bytes, PeerStatistics]
+    rejections: Counter[str]
+    local_batches: int
+    max_lamport: int
+
+
+# ---- per-peer link ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Link:
+    peer: bytes
+    added_at: float
+    next_seq: int = 1
+    session: int | None = None
+    highest_seq: int = 0
+    recent: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    last_heard: float = 0.0
+    last_heartbeat: float = float("-inf")
+    next_digest: float = 0.0
+    echo: tuple[int, float] | None = None  # their last sent_ms and when we received it
+    silent_reported: bool = False
+    connected: bool = True
+    paused: bool = False
+    dirty: set[int] = field(default_factory=set)
+    tokens: float = RATE_BURST
+    tokens_at: float = 0.0
+    rate_strikes: int = 0
+    stats: PeerStatistics = field(default_factory=PeerStatistics)
+
+    def take_token(self, now: float) -> bool:
+        self.tokens = min(RATE_BURST, self.tokens + (now - self.tokens_at) * RATE_PER_SECOND)
+        self.tokens_at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+class Replica:
+    """One room's replica of the shared bytes, and the rules for talking about them."""
+
+    def __init__(
+        self,
+        *,
+        signing_key: SigningKey,
+        room: str,
+        regions: Sequence[Region],
+        session: int,
+        now: float,
+        state: SharedState | None = None,
+    ) -> None:
+        self.signing_key = signing_key
+        self.key = bytes(signing_key.verify_key)
+        self.room = room
+        self.session = session
+        self.state = state if state is not None else SharedState(Layout(regions))
+        self.clock = HybridClock(self.state.max_lamport)
+        self.links: dict[bytes, _Link] = {}
+        self.rejections: Counter[str] = Counter()
+        self.local_batches = 0
+        self._outbox: list[tuple[bytes, bytes]] = []
+        self._created = now
+
+    # ---- peers --------------------------------------------------------------------------------
+
+    def add_peer(self, peer: bytes, now: float) -> None:
+        """Start syncing with an admitted peer: exchange digests, then full state if they differ."""
+        if peer == self.key:
+            raise ValueError("a replica cannot add itself as a peer")
+        link = self.links.get(peer)
+        if link is None:
+            link = self.links[peer] = _Link(peer, added_at=now, tokens_at=now)
+        link.last_heard, link.silent_reported = now, False
+        link.connected, link.paused = True, False
+        link.dirty.clear()
+        link.next_digest = now + DIGEST_INTERVAL
+        self._send_full_state(link, now)
+
+    def remove_peer(self, peer: bytes) -> None:
+        """Forget a peer's connection; its sequence numbers are kept in case it comes back."""
+        link = self.links.get(peer)
+        if link is not None:
+            link.connected = False  # nothing is sent or accepted until `add_peer` again
+            link.dirty.clear()
+
+    def is_connected(self, peer: bytes) -> bool:
+        link = self.links.get(peer)
+        return link is not None and link.connected
+
+    def pause_peer(self, peer: bytes) -> None:
+        """The peer's channel is backed up: coalesce its writes until `resume_peer`."""
+        link = self.links.get(peer)
+        if link is not None:
+            link.paused = True
+
+    def resume_peer(self, peer: bytes, now: float) -> None:
+        link = self.links.get(peer)
+        if link is None or not link.paused or not link.connected:
+            return
+        link.paused = False
+        if link.dirty:
+            self._send_entries(link, self.state.entries(link.dirty), full=False, now=now)
+            link.dirty.clear()
+
+    # ---- local side ---------------------------------------------------------------------------
+
+    def local_changes(self, changes: Iterable[Run], now: float) -> list[Run]:
+        """Publish one frame's changes made by this peer's game; returns what was published."""
+        runs = [run for run in self._differing(changes) if run[1]]
+        if not runs:
+            return []
+        lamport = self.clock.tick(now)
+        self.state.apply_runs(runs, lamport, self.key)
+        self.local_batches += 1
+        batch = codec.WriteBatch(lamport, tuple(runs))
+        for link in self._open_links():
+            if link.paused:
+                link.dirty.update(a for address, data in runs for a in range(address, address + len(data)))
+            else:
+                self._send(link, batch, now)
+                link.stats.writes_sent += sum(len(data) for _, data in runs)
+        return runs
+
+    def _differing(self, changes: Iterable[Run]) -> list[Run]:
+        """Validate local changes and keep the bytes the room does not already hold.
+
+        A byte nobody has written yet (`NO_WRITER`) always counts: the replica's 0 there is a
+        placeholder, not the room's value, so the game's own value must be published."""
+        layout, values, writers = self.state.layout, self.state.values, self.state.writers
+        runs: list[Run] = []
+        for address, data in changes:
+            if not layout.check_run(address, len(data)):
+                raise ValueError(f"local change at {address:#06x} is outside the shared regions")
+            for offset, value in enumerate(data):
+                i = layout.index(address + offset)
+                if values[i] != value or writers[i] == NO_WRITER:
+                    _append_byte(runs, address + offset, value)
+        return runs
+
+    def unwritten_addresses(self) -> list[int]:
+        """Shared addresses no peer has written yet (on arming, the game's values fill them)."""
+        return [
+            a for a, w in zip(self.state.layout.addresses, self.state.writers, strict=True) if w == NO_WRITER
+        ]
+
+    def send_chat(self, text: str, now: float) -> None:
+        chat = codec.Chat(text)  # raises ValueError when too long
+        for link in self._open_links():
+            self._send(link, chat, now)
+
+    def request_resync(self, now: float) -> None:
+        """Ask every peer for its full state (the manual resync)."""
+        for link in self._open_links():
+            link.stats.resyncs_requested += 1
+            self._send(link, codec.ResyncRequest(), now)
+
+    def say_goodbye(self, reason: str, now: float) -> None:
+        for link in self._open_links():
+            self._send(link, codec.Bye(reason[: codec.MAX_TEXT_BYTES // 4]), now)
+
+    def messages_to_send(self) -> list[tuple[bytes, bytes]]:
+        """Drain what must go out, as (peer key, message bytes), in order."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    # ---- timers -------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        deadlines = []
+        for link in self._open_links():
+            deadlines += [link.last_heartbeat + HEARTBEAT_INTERVAL, link.next_digest]
+            if not link.silent_reported:
+                deadlines.append(link.last_heard + SILENT_AFTER)
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now: float) -> list[Event]:
+        events: list[Event] = []
+        for link in self._open_links():
+            if now - link.last_heartbeat >= HEARTBEAT_INTERVAL:
+                self._send_heartbeat(link, now)
+            if now >= link.next_digest:
+                self._send_digest(link, now)
+            if not link.silent_reported and now - link.last_heard >= SILENT_AFTER:
+                link.silent_reported = True
+                events.append(PeerSilent(link.peer))
+        return events
+
+    # ---- receiving ----------------------------------------------------------------------------
+
+    def receive(self, peer: bytes, data: bytes, now: float) -> list[Event]:
+        link = self.links.get(peer)
+        if link is None or not link.connected:
+            return [self._reject(link, peer, "not_admitted")]
+        if not link.take_token(now):
+            return self._rate_limited(link)
+        link.rate_strikes = 0
+        try:
+            message = codec.decode(data, room=self.room, keys=(peer,))
+        except codec.DecodeError as exc:
+            return [self._reject(link, peer, exc.reason, str(exc))]
+        link.last_heard, link.silent_reported = now, False
+        link.stats.messages_received += 1
+        link.stats.bytes_received += len(data)
+        verdict = self._check_sequence(link, message, now)
+        if verdict is not None:
+            return verdict
+        return self._dispatch(link, message.body, now)
+
+    def _rate_limited(self, link: _Link) -> list[Event]:
+        link.rate_strikes += 1
+        events: list[Event] = [self._reject(link, link.peer, "rate_limited")]
+        if link.rate_strikes == CUT_AFTER_REJECTIONS:
+            events.append(CutPeer(link.peer, "flooding"))
+        return events
+
+    def _check_sequence(self, link: _Link, message: codec.Decoded, now: float) -> list[Event] | None:
+        """None when the message is new and in order enough to process; else the events."""
+        if message.seq == 0:
+            return [self._reject(link, link.peer, "handshake_after_admission")]
+        if message.session != link.session:
+            link.session, link.highest_seq = message.session, 0  # the peer restarted
+            link.recent.clear()
+        seen = link.recent.get(message.seq)
+        if seen is not None:
+            if seen == message.signature:
+                link.stats.rejections["duplicate"] += 1
+                return []
+            return [self._reject(link, link.peer, "forgery", f"two messages with seq {message.seq}")]
+        if message.seq <= link.highest_seq - SEQ_WINDOW:
+            return [self._reject(link, link.peer, "stale", f"seq {message.seq}")]
+        if link.highest_seq and message.seq > link.highest_seq + 1:
+            link.stats.resyncs_requested += 1  # messages were lost on the way
+            self._send(link, codec.ResyncRequest(), now)
+        link.highest_seq = max(link.highest_seq, message.seq)
+        link.recent[message.seq] = message.signature
+        while len(link.recent) > SEQ_WINDOW:
+            link.recent.popitem(last=False)
+        return None
+
+    def _dispatch(self, link: _Link, body: codec.Body, now: float) -> list[Event]:
+        match body:
+            case codec.WriteBatch():
+                return self._receive_batch(link, body, now)
+            case codec.StatePatch():
+                return self._receive_patch(link, body, now)
+            case codec.Digest():
+                return self._receive_digest(link, body, now)
+            case codec.ResyncRequest():
+                self._send_full_state(link, now)
+                return []
+            case codec.Heartbeat():
+                self._receive_heartbeat(link, body, now)
+                return []
+            case codec.Chat(text):
+                return [ChatReceived(link.peer, text)]
+            case codec.Bye(reason):
+                self.remove_peer(link.peer)
+                return [PeerLeft(link.peer, reason)]
+            case _:
+                return [self._reject(link, link.peer, "handshake_after_admission")]
+
+    def _receive_batch(self, link: _Link, batch: codec.WriteBatch, now: float) -> list[Event]:
+        problem = self._check_stamped_runs(((a, d, batch.lamport) for a, d in batch.runs), now)
+        if problem:
+            return [self._reject(link, link.peer, *problem)]
+        self.clock.observe(batch.lamport)
+        link.stats.writes_received += sum(len(data) for _, data in batch.runs)
+        changes = self.state.apply_runs(batch.runs, batch.lamport, link.peer)
+        return [BytesChanged(link.peer, tuple(changes))] if changes else []
+
+    def _receive_patch(self, link: _Link, patch: codec.StatePatch, now: float) -> list[Event]:
+        problem = self._check_stamped_runs(((e.address, e.data, e.lamport) for e in patch.entries), now)
+        if problem:
+            return [self._reject(link, link.peer, *problem)]
+        for entry in patch.entries:
+            self.clock.observe(entry.lamport)
+        changes = self.state.merge(patch.entries)
+        events: list[Event] = [BytesChanged(link.peer, tuple(changes))] if changes else []
+        if patch.full and patch.part == patch.parts - 1:
+            events.append(FullStateReceived(link.peer))
+        return events
+
+    def _check_stamped_runs(
+        self, runs: Iterable[tuple[int, bytes, int]], now: float
+    ) -> tuple[str, str] | None:
+        for address, data, lamport in runs:
+            if not self.state.layout.check_run(address, len(data)):
+                return "outside_regions", f"{len(data)} bytes at {address:#06x}"
+            if is_too_far_ahead(lamport, now):
+                return "lamport_ahead", f"Lamport {lamport} is beyond this peer's clock bound"
+        return None
+
+    def _receive_digest(self, link: _Link, digest: codec.Digest, now: float) -> list[Event]:
+        if digest.digest == self.state.digest():
+            return []
+        if digest.max_lamport != self.state.max_lamport:
+            newer = [e for e in self.state.entries() if e.lamport > digest.max_lamport]
+            if newer:
+                self._send_entries(link, newer, full=False, now=now)
+            return []
+        link.stats.repairs += 1
+        self._send_full_state(link, now)
+        return [Repaired(link.peer)]
+
+    def _receive_heartbeat(self, link: _Link, beat: codec.Heartbeat, now: float) -> None:
+        link.echo = (beat.sent_ms, now)
+        link.stats.skew = beat.sent_ms / 1000 - now
+        if beat.echo_ms:
+            rtt = (wall_ms(now) - beat.echo_ms - beat.held_ms) / 1000
+            if rtt >= 0:
+                link.stats.rtt = rtt
+
+    # ---- sending ------------------------------------------------------------------------------
+
+    def _open_links(self) -> list[_Link]:
+        return [link for link in self.links.values() if link.connected]
+
+    def _send(self, link: _Link, body: codec.Body, now: float) -> None:
+        message = codec.encode(
+            body, signing_key=self.signing_key, room=self.room, session=self.session, seq=link.next_seq
+        )
+        link.next_seq += 1
+        link.stats.messages_sent += 1
+        link.stats.bytes_sent += len(message)
+        self._outbox.append((link.peer, message))
+
+    def _send_heartbeat(self, link: _Link, now: float) -> None:
+        echo_ms = held_ms = 0
+        if link.echo is not None:
+            echo_ms, held_ms = link.echo[0], int((now - link.echo[1]) * 1000)
+        link.last_heartbeat = now
+        self._send(link, codec.Heartbeat(wall_ms(now), echo_ms, max(0, held_ms)), now)
+
+    def _send_digest(self, link: _Link, now: float) -> None:
+        link.next_digest = now + DIGEST_INTERVAL
+        self._send(link, codec.Digest(self.state.digest(), self.state.max_lamport), now)
+
+    def _send_full_state(self, link: _Link, now: float) -> None:
+        self._send_entries(link, self.state.entries(), full=True, now=now)
+
+    def _send_entries(self, link: _Link, entries: list[Entry], *, full: bool, now: float) -> None:
+        parts = split_entries(entries, PATCH_BUDGET)
+        for number, part in enumerate(parts):
+            self._send(link, codec.StatePatch(full, number, len(parts), tuple(part)), now)
+
+    def _reject(self, link: _Link | None, peer: bytes, reason: str, detail: str = "") -> Rejected:
+        self.rejections[reason] += 1
+        if link is not None:
+            link.stats.rejections[reason] += 1
+        return Rejected(peer, reason, detail)
+
+    # ---- introspection ------------------------------------------------------------------------
+
+    def statistics(self) -> ReplicaStatistics:
+        return ReplicaStatistics(
+            peers={peer: link.stats for peer, link in self.links.items()},
+            rejections=Counter(self.rejections),
+            local_batches=self.local_batches,
+            max_lamport=self.state.max_lamport,
+        )
+
+
+def _append_byte(runs: list[Run], address: int, value: int) -> None:
+    if runs and runs[-1][0] + len(runs[-1][1]) == address:
+        start, data = runs[-1]
+        runs[-1] = (start, data + bytes([value]))
+    else:
+        runs.append((address, bytes([value])))
+
+
+_ENTRY_OVERHEAD = 14 + 33  # entry header plus, at worst, one new writer in the table
+
+
+def split_entries(entries: list[Entry], budget: int) -> list[list[Entry]]:
+    """Group entries into parts of at most `budget` bytes, splitting long runs; never empty."""
+    parts: list[list[Entry]] = [[]]
+    size = 0
+    for entry in _cut_long(entries, budget - _ENTRY_OVERHEAD):
+        cost = len(entry.data) + _ENTRY_OVERHEAD
+        if size + cost > budget and parts[-1]:
+            parts.append([])
+            size = 0
+        parts[-1].append(entry)
+        size += cost
+    return parts
+
+
+def _cut_long(entries: list[Entry], limit: int) -> Iterable[Entry]:
+    for entry in entries:
+        for offset in range(0, len(entry.data), limit):
+            chunk = entry.data[offset : offset + limit]
+            yield Entry(entry.address + offset, entry.lamport, entry.writer, chunk)

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Benchmark of the pure core: what one peer spends per frame batch and per state merge.
+
+Measures, in one run and side by side with the floor (bare Ed25519 sign / verify of the same
+number of bytes, which no signed protocol can beat):
+- encode + sign of a realistic frame batch (16 runs of 1-8 bytes);
+- decode + verify + merge of that batch into a replica;
+- merge of a full 4 KiB state snapshot (as on a join or resync).
+Prints a human line per figure, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nacl.signing import SigningKey
+
+from games.definition import Region
+from peer.core import codec
+from peer.core.replica import Replica
+from peer.core.state import Layout, SharedState
+
+ROOM = "bench"
+NOW = 1_800_000_000.0
+
+
+def rate(operation: Callable[[int], object], seconds: float = 1.0) -> float:
+    """Operations per second, running `operation(i)` for about `seconds`."""
+    count, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(100):
+            operation(count)
+            count += 1
+    return count / elapsed
+
+
+def frame_batch(rng: random.Random, lamport: int) -> codec.WriteBatch:
+    addresses = sorted(rng.sample(range(0xE000, 0xE800, 16), 16))
+    runs = tuple((address, rng.randbytes(rng.randint(1, 8))) for address in addresses)
+    return codec.WriteBatch(lamport, runs)
+
+
+def main() -> None:
+    rng = random.Random(1)
+    sender, receiver = SigningKey(b"\x01" * 32), SigningKey(b"\x02" * 32)
+    regions = [Region(0xE000, 0xEFFF)]
+    batches = [frame_batch(rng, int(NOW * 1000) + n) for n in range(1000)]
+
+    def encode(i: int) -> bytes:
+        return codec.encode(batches[i % 1000], signing_key=sender, room=ROOM, session=1, seq=i + 1)
+
+    messages = [encode(i) for i in range(20_000)]
+    replica = Replica(signing_key=receiver, room=ROOM, regions=regions, session=2, now=NOW)
+    replica.add_peer(bytes(sender.verify_key), NOW)
+    peer = bytes(sender.verify_key)
+    clock = [NOW]
+
+    def receive(i: int) -> None:
+        clock[0] += 0.01  # keep within the rate budget, as a real 60-100 Hz stream would
+        replica.receive(peer, messages[i % 20_000], clock[0])
+
+    full = SharedState(Layout(regions))
+    for n, address in enumerate(range(0xE000, 0xF000, 4)):
+        full.apply(address, rng.randbytes(4), int(NOW * 1000) + n, bytes(sender.verify_key))
+    entries = full.entries()
+
+    layout = Layout(regions)
+
+    def fresh_merge() -> None:
+        SharedState(layout).merge(entries)
+
+    payload = messages[0][: -codec.SIGNATURE_SIZE]
+    signed = sender.sign(payload)
+    verify_key = sender.verify_key
+
+    # Interleaved short rounds, median per figure: the machine is shared and noisy, and this way
+    # each figure and its floor see the same conditions.
+    operations: dict[str, Callable[[int], object]] = {
+        "encode_sign_per_s": encode,
+        "floor_sign_per_s": lambda _: sender.sign(payload),
+        "decode_verify_merge_per_s": receive,
+        "floor_verify_per_s": lambda _: verify_key.verify(signed),
+        "merge_4k_state_per_s": lambda _: fresh_merge(),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in operations}
+    for _ in range(7):
+        for name, operation in operations.items():
+            samples[name].append(rate(operation, 0.15))
+    results: dict[str, float | int] = {name: statistics.median(v) for name, v in samples.items()}
+    results["batch_bytes"] = len(messages[0])
+    results["state_entries"] = len(entries)
+    print(
+        f"frame batch ({results['batch_bytes']} B, 16 runs): encode+sign "
+        f"{results['encode_sign_per_s']:,.0f}/s (bare sign {results['floor_sign_per_s']:,.0f}/s); "
+        f"decode+verify+merge {results['decode_verify_merge_per_s']:,.0f}/s "
+        f"(bare verify {results['floor_verify_per_s']:,.0f}/s); "
+        f"4 KiB state merge {results['merge_4k_state_per_s']:,.0f}/s"
+    )
+    print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in results.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""The sync engine: convergence under any schedule, and every abuse rule, through the real codec."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from peer.core import codec
+from peer.core.clock import MAX_AHEAD_MS
+from peer.core.replica import (
+    CUT_AFTER_REJECTIONS,
+    SILENT_AFTER,
+    BytesChanged,
+    ChatReceived,
+    CutPeer,
+    FullStateReceived,
+    PeerLeft,
+    PeerSilent,
+    Rejected,
+    Repaired,
+    Replica,
+)
+from peer.core.state import Layout, SharedState
+from tests.sim import REGIONS, ROOM, START, Mesh, key
+
+ADDRESSES = Layout(REGIONS).addresses
+
+operation = st.one_of(
+    st.tuples(
+        st.just("write"),
+        st.integers(0, 7),
+        st.sampled_from(ADDRESSES),
+        st.binary(min_size=1, max_size=3),
+    ),
+    st.tuples(st.just("deliver"), st.integers(0, 1000)),
+    st.tuples(st.just("drop"), st.integers(0, 1000)),
+    st.tuples(st.just("duplicate"), st.integers(0, 1000)),
+    st.tuples(st.just("partition"), st.integers(0, 7), st.integers(0, 7)),
+    st.tuples(st.just("heal")),
+    st.tuples(st.just("tick"), st.floats(0.001, 2.0)),
+)
+
+
+def run(mesh: Mesh, operations) -> None:
+    size = len(mesh.replicas)
+    for op in operations:
+        match op:
+            case ("write", who, address, data):
+                fitting = data[: max(1, len(data))]
+                if Layout(REGIONS).check_run(address, len(fitting)):
+                    mesh.write(who % size, address, fitting)
+                else:
+                    mesh.write(who % size, address, fitting[:1])
+            case ("deliver", n) if mesh.in_flight:
+                mesh.deliver(n)
+            case ("drop", n) if mesh.in_flight:
+                mesh.in_flight.pop(n % len(mesh.in_flight))
+            case ("duplicate", n) if mesh.in_flight:
+                mesh.in_flight.append(mesh.in_flight[n % len(mesh.in_flight)])
+            case ("partition", a, b) if a % size != b % size:
+                mesh.blocked.add(frozenset((a % size, b % size)))
+            case ("heal",):
+                mesh.blocked.clear()
+            case ("tick", seconds):
+                mesh.advance(seconds)
+
+
+@given(st.integers(2, 8), st.lists(operation, max_size=60))
+def test_replicas_converge_under_any_schedule(size, operations):
+    mesh = Mesh.create(size)
+    run(mesh, operations)
+    mesh.settle()
+    assert mesh.converged()
+    values = {bytes(replica.state.values) for replica in mesh.replicas}
+    assert len(values) == 1
+    assert not any(isinstance(e, Rejected) and e.reason != "duplicate" for _, e in mesh.events), [
+        e for _, e in mesh.events if isinstance(e, Rejected)
+    ]
+
+
+@given(st.integers(2, 5), st.lists(operation, max_size=40), st.sampled_from(ADDRESSES), st.integers(0, 255))
+def test_a_local_write_beats_everything_its_writer_had_seen(size, operations, address, value):
+    mesh = Mesh.create(size)
+    run(mesh, operations)
+    writer = mesh.replicas[0]
+    current = writer.state.read(address)[0]
+    value = value if value != current else (value + 1) % 256
+    highest_seen = writer.state.max_lamport
+    mesh.write(0, address, bytes([value]))
+    index = writer.state.layout.index(address)
+    assert writer.state.lamports[index] > highest_seen
+    mine = (writer.state.lamports[index], writer.key)
+    mesh.settle()
+    # After settling, everyone holds this write, unless a concurrent write stamped higher won.
+    for replica in mesh.replicas:
+        final = (replica.state.lamports[index], replica.state.writers[index])
+        assert final >= mine
+        assert final != mine or replica.state.read(address)[0] == value
+
+
+def test_a_write_reaches_every_peer_as_a_change_event():
+    mesh = Mesh.create(3)
+    mesh.write(1, 0xE003, b"\x2a\x2b")
+    mesh.deliver_all()
+    for index in (0, 2):
+        changes = mesh.changes_seen_by(index)
+        assert changes[-1].changes == ((0xE003, b"\x2a\x2b"),)
+        assert changes[-1].peer == mesh.replicas[1].key
+    assert mesh.replicas[1].statistics().peers[mesh.replicas[0].key].writes_sent == 2
+
+
+def test_unchanged_local_values_send_nothing():
+    mesh = Mesh.create(2)
+    assert len(mesh.replicas[0].unwritten_addresses()) == 20
+    mesh.write(0, 0xE000, b"\x01")
+    assert 0xE000 not in mesh.replicas[0].unwritten_addresses()
+    mesh.deliver_all()
+    before = mesh.replicas[0].statistics().local_batches
+    assert mesh.replicas[0].local_changes([(0xE000, b"\x01")], mesh.now) == []
+    assert mesh.replicas[0].statistics().local_batches == before
+
+
+def test_a_zero_nobody_has_written_yet_is_still_published():
+    mesh = Mesh.create(2)
+    mesh.replicas[1].state.apply(0xE004, b"\x03", 5, mesh.replicas[1].key)  # only B knows a 3
+    assert mesh.replicas[0].local_changes([(0xE004, b"\x00")], mesh.now) == [(0xE004, b"\x00")]
+    mesh.collect()
+    mesh.deliver_all()
+    assert mesh.replicas[1].state.read(0xE004) == b"\x00"
+
+
+def test_late_joiner_adopts_the_room_and_wipes_nobody():
+    mesh = Mesh.create(2)
+    mesh.write(0, 0xE000, b"\x07\x08")
+    mesh.deliver_all()
+    newcomer = Replica(signing_key=key(5), room=ROOM, regions=REGIONS, session=9, now=mesh.now)
+    mesh.replicas.append(newcomer)
+    for old in mesh.replicas[:2]:
+        old.add_peer(newcomer.key, mesh.now)
+        newcomer.add_peer(old.key, mesh.now)
+    mesh.collect()
+    mesh.deliver_all()
+    assert newcomer.state.read(0xE000, 2) == b"\x07\x08"
+    assert mesh.replicas[0].state.read(0xE000, 2) == b"\x07\x08"
+    assert (2, FullStateReceived(mesh.replicas[0].key)) in mesh.events
+    assert mesh.converged()
+
+
+def test_returning_peer_with_old_durable_state_is_accepted_and_merged():
+    mesh = Mesh.create(2)
+    mesh.write(0, 0xE001, b"\x11")
+    mesh.deliver_all()
+    stored = mesh.replicas[1].state.to_bytes()
+    mesh.advance(3600.0)  # an hour of play without the second player
+    mesh.write(0, 0xE002, b"\x22")
+    mesh.deliver_all()
+    old = SharedState.from_bytes(Layout(REGIONS), stored)
+    back = Replica(signing_key=key(1), room=ROOM, regions=REGIONS, session=999, now=mesh.now, state=old)
+    mesh.replicas[1] = back
+    back.add_peer(mesh.replicas[0].key, mesh.now)
+    mesh.replicas[0].add_peer(back.key, mesh.now)
+    mesh.collect()
+    mesh.deliver_all()
+    assert back.state.read(0xE001, 2) == b"\x11\x22"
+    assert mesh.converged()
+    assert sum(mesh.replicas[0].rejections.values()) == 0
+
+
+def _two():
+    mesh = Mesh.create(2)
+    mesh.deliver_all()
+    return mesh, mesh.replicas[0], mesh.replicas[1]
+
+
+def _from(sender_key, body, seq, session=101, room=ROOM):
+    return codec.encode(body, signing_key=sender_key, room=room, session=session, seq=seq)
+
+
+def test_writes_outside_the_regions_are_refused_whole():
+    mesh, a, b = _two()
+    before = a.state.digest()
+    bad = codec.WriteBatch(int(mesh.now * 1000), ((0xE000, b"\x01"), (0xE010, b"\x02")))
+    events = a.receive(b.key, _from(key(1), bad, seq=50), mesh.now)
+    assert events == [Rejected(b.key, "outside_regions", "1 bytes at 0xe010")]
+    assert a.state.digest() == before
+    assert a.statistics().peers[b.key].rejections["outside_regions"] == 1
+
+
+def test_far_future_lamport_is_refused_the_same_on_every_replica():
+    mesh = Mesh.create(3)
+    mesh.deliver_all()
+    ahead = int(mesh.now * 1000) + MAX_AHEAD_MS + 1
+    for target in (0, 2):
+        message = _from(key(1), codec.WriteBatch(ahead, ((0xE000, b"\x09"),)), seq=70 + target)
+        events = mesh.replicas[target].receive(mesh.replicas[1].key, message, mesh.now)
+        assert [e.reason for e in events if isinstance(e, Rejected)] == ["lamport_ahead"]
+        assert mesh.replicas[target].state.read(0xE000) == b"\x00"
+    patch = codec.StatePatch(False, 0, 1, tuple(SharedState(Layout(REGIONS)).entries()))
+    patch = codec.StatePatch(
+        False, 0, 1, (patch.entries[0].__class__(0xE000, ahead, mesh.replicas[1].key, b"\x09"),)
+    )
+    events = mesh.replicas[0].receive(mesh.replicas[1].key, _from(key(1), patch, seq=90), mesh.now)
+    assert [e.reason for e in events if isinstance(e, Rejected)] == ["lamport_ahead"]
+
+
+def test_duplicates_are_dropped_and_equivocation_is_a_forgery():
+    mesh, a, b = _two()
+    lamport = int(mesh.now * 1000) + 5
+    first = _from(key(1), codec.WriteBatch(lamport, ((0xE000, b"\x01"),)), seq=40)
+    assert isinstance(a.receive(b.key, first, mesh.now)[0], BytesChanged)
+    assert a.receive(b.key, first, mesh.now) == []
+    assert a.statistics().peers[b.key].rejections["duplicate"] == 1
+    other = _from(key(1), codec.WriteBatch(lamport, ((0xE000, b"\x02"),)), seq=40)
+    events = a.receive(b.key, other, mesh.now)
+    assert [e.reason for e in events if isinstance(e, Rejected)] == ["forgery"]
+    assert a.state.read(0xE000) == b"\x01"
+
+
+def test_forged_signature_and_unknown_or_unadmitted_senders_are_refused():
+    mesh, a, b = _two()
+    batch = codec.WriteBatch(int(mesh.now * 1000), ((0xE000, b"\x01"),))
+    impostor = _from(key(6), batch, seq=60)
+    assert [e.reason for e in a.receive(b.key, impostor, mesh.now)] == ["unknown_sender"]
+    assert [e.reason for e in a.receive(key(6).verify_key.encode(), impostor, mesh.now)] == ["not_admitted"]
+    tampered = bytearray(_from(key(1), batch, seq=61))
+    tampered[-70] ^= 1
+    assert [e.reason for e in a.receive(b.key, bytes(tampered), mesh.now)] == ["bad_signature"]
+    other_room = _from(key(1), batch, seq=62, room="elsewhere")
+    assert [e.reason for e in a.receive(b.key, other_room, mesh.now)] == ["bad_signature"]
+    assert a.state.read(0xE000) == b"\x00"
+
+
+def test_a_gap_in_sequence_numbers_asks_for_full_state():
+    mesh, a, b = _two()
+    mesh.write(1, 0xE000, b"\x01")
+    mesh.in_flight.clear()  # lost
+    mesh.write(1, 0xE001, b"\x02")
+    mesh.deliver_all()
+    assert a.state.read(0xE000, 2) == b"\x01\x02"
+    assert a.statistics().peers[b.key].resyncs_requested == 1
+
+
+def test_divergence_is_repaired_by_the_digest_check():
+    mesh, a, b = _two()
+    # Same Lamport, different bytes: the highest values match, only the digest tells.
+    a.state.apply(0xE005, b"\x05", 10, a.key)
+    b.state.apply(0xE006, b"\x06", 10, a.key)
+    mesh.advance(3.0)
+    mesh.deliver_all()
+    assert mesh.converged()
+    assert any(isinstance(e, Repaired) for _, e in mesh.events)
+    assert a.statistics().peers[b.key].repairs + b.statistics().peers[a.key].repairs >= 1
+
+
+def test_flooding_is_rate_limited_then_cut_before_verification():
+    mesh, a, b = _two()
+    junk = b"\x00" * 200  # not even a message: must not cost a signature check
+    events = []
+    for _ in range(2000):
+        events += a.receive(b.key, junk, mesh.now)
+    reasons = {e.reason for e in events if isinstance(e, Rejected)}
+    assert reasons == {"version", "rate_limited"}
+    assert [e for e in events if isinstance(e, CutPeer)] == [CutPeer(b.key, "flooding")]
+    assert a.statistics().peers[b.key].rejections["rate_limited"] >= CUT_AFTER_REJECTIONS
+
+
+def test_heartbeats_measure_rtt_and_silence_is_reported():
+    mesh, a, b = _two()
+    for _ in range(3):
+        mesh.advance(1.0)
+        mesh.now += 0.010  # deliveries take 10 ms
+        mesh.deliver_all()
+    rtt = a.statistics().peers[b.key].rtt
+    assert rtt is not None and 0.0 <= rtt <= 0.05
+    mesh.blocked.add(frozenset((0, 1)))
+    mesh.in_flight.clear()
+    mesh.advance(SILENT_AFTER)
+    assert (0, PeerSilent(b.key)) in mesh.events
+    assert a.get_timer() is not None
+
+
+def test_chat_and_goodbye():
+    mesh, a, b = _two()
+    b.send_chat("hello there", mesh.now)
+    b.say_goodbye("quit", mesh.now)
+    mesh.collect()
+    mesh.deliver_all()
+    assert (0, ChatReceived(b.key, "hello there")) in mesh.events
+    assert (0, PeerLeft(b.key, "quit")) in mesh.events
+    assert not a.is_connected(b.key)
+
+
+def test_paused_peer_gets_coalesced_newest_values_on_resume():
+    mesh, a, b = _two()
+    a.pause_peer(b.key)
+    for value in range(1, 20):
+        mesh.write(0, 0xE000, bytes([value]))
+    writes_in_flight = [m for m in mesh.in_flight if m[0] == 0]
+    assert writes_in_flight == []
+    a.resume_peer(b.key, mesh.now)
+    mesh.collect()
+    assert len(mesh.in_flight) == 1
+    mesh.deliver_all()
+    assert b.state.read(0xE000) == bytes([19])
+    assert mesh.changes_seen_by(1)[-1].changes == ((0xE000, bytes([19])),)
+
+
+def test_full_state_of_a_large_region_is_split_into_messages_that_fit():
+    from games.definition import Region
+
+    big = (Region(0x8000, 0xBFFF),)  # 16 KiB, every byte a different stamp in the worst case
+    mesh = Mesh.create(2, regions=big)
+    for address in range(0x8000, 0x8000 + 4000, 2):
+        mesh.replicas[0].state.apply(address, b"\x01", 5 + address, mesh.replicas[0].key)
+    mesh.replicas[0].add_peer(mesh.replicas[1].key, mesh.now)
+    mesh.collect()
+    sizes = [len(data) for _, _, data in mesh.in_flight]
+    assert max(sizes) <= codec.MAX_MESSAGE_SIZE
+    assert len(sizes) > 2
+    mesh.deliver_all()
+    assert mesh.converged()
+
+
+def test_a_replica_does_not_peer_with_itself():
+    replica = Replica(signing_key=key(0), room=ROOM, regions=REGIONS, session=1, now=START)
+    try:
+        replica.add_peer(replica.key, START)
+    except ValueError:
+        return
+    raise AssertionError("adding itself must fail")

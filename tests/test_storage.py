@@ -1,0 +1,92 @@
+"""Durable room state and the identity key: what is saved survives kill -9; bad files are refused."""
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from games.definition import Region
+from peer.core.state import Layout, SharedState
+from peer.identity import IdentityError, load_or_create
+from peer.storage import RoomStore
+
+LAYOUT = Layout([Region(0xE000, 0xE00F)])
+WRITER = b"\x07" * 32
+
+
+def test_saved_bytes_come_back_with_their_stamps(tmp_path):
+    state = SharedState(LAYOUT)
+    state.apply(0xE000, b"\x01\x02", 10, WRITER)
+    store = RoomStore(tmp_path / "db.sqlite", game="demo", room="r", layout=LAYOUT)
+    assert store.save(state, [0xE000, 0xE001, 0xE002]) == 2  # unwritten bytes are not stored
+    store.close()
+    again = RoomStore(tmp_path / "db.sqlite", game="demo", room="r", layout=LAYOUT).load()
+    assert again.digest() == state.digest()
+
+
+def test_rooms_and_definitions_are_kept_apart(tmp_path):
+    state = SharedState(LAYOUT)
+    state.apply(0xE000, b"\x01", 10, WRITER)
+    RoomStore(tmp_path / "db", game="demo", room="r", layout=LAYOUT).save_all(state)
+    other_room = RoomStore(tmp_path / "db", game="demo", room="s", layout=LAYOUT).load()
+    assert other_room.read(0xE000) == b"\x00"
+    changed = Layout([Region(0xE000, 0xE01F)])
+    assert RoomStore(tmp_path / "db", game="demo", room="r", layout=changed).load().read(0xE000) == b"\x00"
+
+
+def test_sessions_are_never_reused(tmp_path):
+    sessions = [
+        RoomStore(tmp_path / "db", game="demo", room="r", layout=LAYOUT).next_session() for _ in range(3)
+    ]
+    assert sessions == [1, 2, 3]
+
+
+def test_a_save_survives_kill_9(tmp_path):
+    program = textwrap.dedent(
+        f"""
+        import os, sys
+        from pathlib import Path
+        from games.definition import Region
+        from peer.core.state import Layout, SharedState
+        from peer.storage import RoomStore
+        layout = Layout([Region(0xE000, 0xE00F)])
+        store = RoomStore(Path({str(tmp_path / "db")!r}), game="demo", room="r", layout=layout)
+        state = SharedState(layout)
+        state.apply(0xE003, b"\\x2a", 99, b"\\x07" * 32)
+        store.save(state, [0xE003])
+        print("saved", flush=True)
+        sys.stdin.read()
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", program], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "saved"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=10)
+    restored = RoomStore(tmp_path / "db", game="demo", room="r", layout=LAYOUT).load()
+    assert restored.read(0xE003) == b"\x2a"
+    assert restored.lamports[3] == 99
+
+
+def test_identity_is_created_private_and_loaded_again(tmp_path):
+    key = load_or_create(tmp_path)
+    path = tmp_path / "identity.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert bytes(load_or_create(tmp_path)) == bytes(key)
+    path.chmod(0o644)
+    load_or_create(tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("content", [b"hello", b"msxsync-ed25519-v1\nzz\n", b"msxsync-ed25519-v1\nabcd\n"])
+def test_a_damaged_identity_is_refused_not_replaced(tmp_path, content):
+    (tmp_path / "identity.key").write_bytes(content)
+    with pytest.raises(IdentityError, match="move it away"):
+        load_or_create(tmp_path)
+    assert (tmp_path / "identity.key").read_bytes() == content
