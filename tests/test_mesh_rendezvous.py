@@ -10,47 +10,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from nacl.signing import SigningKey
 
 from peer.core.replica import Event
 from peer.mesh.mesh import Mesh
 from peer.mesh.room import RoomSession
-from rendezvous.app import create_app
-from tests.mesh_support import LOOPBACK, REGIONS, random_changes
-from tests.rendezvous_support import config_for, make_games
-
-
-class Rendezvous:
-    """The real rendezvous app on 127.0.0.1; can be stopped and started again on its port."""
-
-    def __init__(self, games: Path) -> None:
-        self.config = config_for(games)
-        self.port = 0
-        self.runner: web.AppRunner | None = None
-
-    async def start(self) -> str:
-        self.runner = web.AppRunner(create_app(self.config), shutdown_timeout=1.0)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-        return f"http://127.0.0.1:{self.port}"
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-
-
-@asynccontextmanager
-async def rendezvous(tmp_path: Path) -> AsyncIterator[Rendezvous]:
-    server = Rendezvous(make_games(tmp_path / "games"))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+from tests.mesh_support import LOOPBACK, REGIONS, Rendezvous, random_changes, rendezvous
 
 
 @asynccontextmanager
