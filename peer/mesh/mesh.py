@@ -174,6 +174,7 @@ class Mesh:
         self._changed = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
         self._running = asyncio.Event()
+        self._sleeping_until: float | None = None  # the deadline the loop waits for
         self._stopping = False
 
     # ---- the loop --------------------------------------------------------------------------
@@ -187,7 +188,7 @@ class Mesh:
                 while not self._stopping:
                     self._handle_timers(self._clock())
                     self._wake.clear()
-                    deadline = self._next_deadline()
+                    deadline = self._sleeping_until = self._next_deadline()
                     delay = None if deadline is None else max(0.0, deadline - self._clock())
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), delay)
@@ -528,7 +529,14 @@ class Mesh:
                 peer.paused = True
                 peer.stats.pauses += 1
                 self.replica.pause_peer(key)
+        self._rearm()
         self._notify()
+
+    def _rearm(self) -> None:
+        """Wake the loop if the replica now wants a timer earlier than the one it waits for."""
+        timer = self.replica.get_timer()
+        if timer is not None and (self._sleeping_until is None or timer < self._sleeping_until):
+            self._wake.set()
 
     # ---- the application's side ------------------------------------------------------------
 
