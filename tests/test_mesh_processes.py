@@ -89,13 +89,12 @@ async def converged(group: list[NodeProcess]) -> str:
             digests = {reply["digest"] for reply in replies}
             if len(digests) == 1:
                 return digests.pop()
-            await asyncio.sleep(0.1)  # noqa: ASYNC110 - the nodes have no change event to await
+            # The nodes have no change event to subscribe to across a pipe: ask again shortly.
+            await asyncio.sleep(0.1)
 
 
 async def write_all(group: list[NodeProcess], frames: int) -> None:
-    await asyncio.gather(
-        *(n.ask("written", cmd="write", frames=frames, seed=i) for i, n in enumerate(group))
-    )
+    await asyncio.gather(*(n.ask("written", cmd="write", frames=frames, seed=i) for i, n in enumerate(group)))
 
 
 async def test_four_processes_converge(tmp_path: Path) -> None:
