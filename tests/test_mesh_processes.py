@@ -39,7 +39,7 @@ class NodeProcess:
             line = await self.process.stdout.readline()
             if not line:
                 raise EOFError(f"node exited (code {self.process.returncode}) before {event!r}")
-            message = json.loads(line)
+            message: dict[str, Any] = json.loads(line)
             if message["event"] == "lost":
                 self.lost.append(message)
             if message["event"] == event:
@@ -86,7 +86,7 @@ async def converged(group: list[NodeProcess]) -> str:
     async with asyncio.timeout(20):
         while True:
             replies = await asyncio.gather(*(n.ask("digest", cmd="digest") for n in group))
-            digests = {reply["digest"] for reply in replies}
+            digests: set[str] = {reply["digest"] for reply in replies}
             if len(digests) == 1:
                 return digests.pop()
             # The nodes have no change event to subscribe to across a pipe: ask again shortly.
