@@ -73,10 +73,13 @@ MAX_SDP = 16 * 1024
 # FLOOD_STRIKES: sustained flooding is cut within a second or so, a burst is merely throttled.
 FLOOD_STRIKES = 200.0
 FLOOD_LEAK = 50.0  # strikes forgiven per second
-# An honest sender stays well inside the receivers' rate budget (240 messages/s): local changes
-# are published at most this often; changes made in between are coalesced (newest value per
-# byte) into the next batch. At 60 Hz, one batch per frame goes out at once, undelayed.
-MIN_BATCH_INTERVAL = 1 / 120
+# An honest sender stays well inside the receivers' rate budget (240 messages/s, bursts of 480):
+# local changes are published at most PUBLISH_RATE times a second, with bursts of PUBLISH_BURST
+# (so a late frame followed by an on-time one is not delayed); changes made while no publication
+# is due are coalesced (newest value per byte) into the next batch. At 60 Hz every frame's batch
+# goes out at once.
+PUBLISH_RATE = 120.0
+PUBLISH_BURST = 4.0
 # What aiortc may raise while applying a session description a peer sent us.
 _SDP_ERRORS = (ValueError, KeyError, IndexError, InvalidAccessError, InvalidStateError, OSError)
 
@@ -169,7 +172,8 @@ class Mesh:
         self._next_link_id = 1
         self._pending: dict[int, int] = {}  # address -> newest value not yet published
         self._publish_at: float | None = None
-        self._last_publish = float("-inf")
+        self._publish_tokens = PUBLISH_BURST
+        self._tokens_at = clock()
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
@@ -544,7 +548,7 @@ class Mesh:
         """Changes from our emulator; raises ValueError for bytes outside the shared regions.
 
         Normally one call per frame, published at once as one signed batch to every admitted
-        peer. Calls closer together than MIN_BATCH_INTERVAL are coalesced into the next batch.
+        peer. Calls faster than PUBLISH_RATE are coalesced into the next batch.
         """
         layout = self.replica.state.layout
         for address, data in changes:
@@ -553,16 +557,21 @@ class Mesh:
             for offset, value in enumerate(data):
                 self._pending[address + offset] = value
         now = self._clock()
-        if now - self._last_publish >= MIN_BATCH_INTERVAL:
+        if self._publish_at is None:
             self._publish(now)
-        elif self._publish_at is None:
-            self._publish_at = self._last_publish + MIN_BATCH_INTERVAL
-            self._wake.set()
 
     def _publish(self, now: float) -> None:
+        """Publish the pending changes if the pace allows, else schedule when it will."""
+        elapsed, self._tokens_at = now - self._tokens_at, now
+        self._publish_tokens = min(PUBLISH_BURST, self._publish_tokens + elapsed * PUBLISH_RATE)
+        if self._publish_tokens < 1.0:
+            self._publish_at = now + (1.0 - self._publish_tokens) / PUBLISH_RATE
+            self._wake.set()
+            return
         self._publish_at = None
         if not self._pending:
             return
+        self._publish_tokens -= 1.0
         runs: list[Run] = []
         for address in sorted(self._pending):
             value = bytes([self._pending[address]])
@@ -571,7 +580,6 @@ class Mesh:
             else:
                 runs.append((address, value))
         self._pending.clear()
-        self._last_publish = now
         self.replica.local_changes(runs, now)
         self._flush()
 

@@ -9,8 +9,10 @@ object per line:
     {"cmd": "wait_admitted", "count": 2}        -> {"event": "admitted_all", "count": 2}
     {"cmd": "write", "frames": 30, "seed": 1}   -> {"event": "written"}   (one batch per 60 Hz frame)
     {"cmd": "digest"}                           -> {"event": "digest", "digest": HEX, "admitted": N}
-    {"cmd": "bench", "seconds": 5, "per_frame": 1}
-        -> {"event": "bench", "latencies_ms": [...], "cpu": FRACTION, "links_lost": N}
+    {"cmd": "bench", "seconds": 5, "per_frame": 1, "noise": 0}
+        -> {"event": "bench", "latencies_ms": [...], "cpu": FRACTION, "links_lost": N, ...}
+       (`per_frame` calls of local_changes per frame, each with the time stamp and `noise`
+       random bytes elsewhere: per_frame=100 is the burst test)
     {"cmd": "quit"}
 Unprompted: {"event": "ready", "key": HEX}, {"event": "lost", "peer": HEX, "reason": ...}.
 
@@ -115,7 +117,8 @@ async def command(node: Node, mesh: Mesh, order: dict[str, Any]) -> bool:
             digest = mesh.replica.state.digest().hex()
             emit(event="digest", digest=digest, admitted=len(mesh.admitted()))
         case "bench":
-            await bench(node, mesh, float(order["seconds"]), int(order.get("per_frame", 1)))
+            per_frame, noise = int(order.get("per_frame", 1)), int(order.get("noise", 0))
+            await bench(node, mesh, float(order["seconds"]), per_frame, noise)
         case "quit":
             return False
         case other:
@@ -123,19 +126,34 @@ async def command(node: Node, mesh: Mesh, order: dict[str, Any]) -> bool:
     return True
 
 
-async def bench(node: Node, mesh: Mesh, seconds: float, per_frame: int) -> None:
+async def bench(node: Node, mesh: Mesh, seconds: float, per_frame: int, noise: int) -> None:
+    rng = random.Random(node.slot)
+    # Noise goes to the region's bytes after the eight time-stamp slots.
+    layout = mesh.replica.state.layout
+    spare = [a for a in range(node.base + 8 * SLOT, 0x10000) if layout.check_run(a, 1)]
+
+    def change() -> list[tuple[int, bytes]]:
+        extra = [(rng.choice(spare), bytes([rng.randrange(256)])) for _ in range(noise)]
+        return [node.stamp(), *extra]
+
     node.latencies.clear()
     lost_before = node.links_lost
+    before = {k: (s.sync.messages_sent if s.sync else 0) for k, s in mesh.statistics().items()}
     node.recording = True
     cpu, wall = time.process_time(), time.monotonic()
-    await frames(mesh, round(seconds / FRAME), per_frame, lambda: [node.stamp()])
+    await frames(mesh, round(seconds / FRAME), per_frame, change)
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     node.recording = False
+    stats = mesh.statistics()
+    sent = sum((s.sync.messages_sent if s.sync else 0) - before.get(k, 0) for k, s in stats.items())
     emit(
         event="bench",
         latencies_ms=[round(x, 3) for x in node.latencies],
         cpu=cpu / wall,
         links_lost=node.links_lost - lost_before,
+        messages_sent_per_s=sent / wall,
+        pauses=sum(s.pauses for s in stats.values()),
+        rejections=sum(sum(s.sync.rejections.values()) for s in stats.values() if s.sync),
     )
 
 
