@@ -22,7 +22,7 @@ from nacl.signing import SigningKey
 from games.definition import Region
 from peer.core.replica import BytesChanged, Event, Replica
 from peer.mesh.mesh import Mesh
-from peer.mesh.webrtc import IceOptions
+from peer.mesh.webrtc import HIGH_WATER, LOW_WATER, IceOptions
 from rendezvous.app import create_app
 from tests.rendezvous_support import config_for, make_games
 
@@ -90,6 +90,8 @@ def make_node(
     signing_key: SigningKey | None = None,
     room_key: bytes | None = None,
     mesh_key: SigningKey | None = None,
+    regions: tuple[Region, ...] = REGIONS,
+    water_marks: tuple[int, int] = (LOW_WATER, HIGH_WATER),
 ) -> Node:
     """A node; `mesh_key` lets a test sign with another key than the one signalling knows."""
     key = signing_key if signing_key is not None else SigningKey.generate()
@@ -97,7 +99,7 @@ def make_node(
     replica = Replica(
         signing_key=signer,
         room=ROOM,
-        regions=REGIONS,
+        regions=regions,
         session=random.getrandbits(63),
         now=time.time(),
     )
@@ -111,6 +113,7 @@ def make_node(
         ice=LOOPBACK,
         room_key=room_key,
         on_event=events.append,
+        water_marks=water_marks,
     )
     node = Node(mesh, key, events)
     if isinstance(signals, LocalSignals):
@@ -124,6 +127,8 @@ async def running(*nodes: Node) -> AsyncIterator[None]:
     async with asyncio.TaskGroup() as tasks:
         for node in nodes:
             tasks.create_task(node.mesh.run())
+        for node in nodes:
+            await node.mesh.wait_running()
         try:
             yield
         finally:

@@ -51,6 +51,7 @@ from peer.core.replica import (
 from peer.core.state import Run
 from peer.mesh.webrtc import (
     HIGH_WATER,
+    LOW_WATER,
     MAX_MESSAGE,
     IceOptions,
     Link,
@@ -157,7 +158,10 @@ class Mesh:
         on_event: Callable[[Event], None] | None = None,
         clock: Callable[[], float] = time.time,
         nonces: Callable[[int], bytes] = os.urandom,
+        water_marks: tuple[int, int] = (LOW_WATER, HIGH_WATER),
     ) -> None:
+        """`water_marks`: a link's buffered bytes above the high mark pause the peer in the
+        replica; falling below the low mark resumes it."""
         self.replica = replica
         self.key = bytes(signing_key.verify_key)
         self.room = room
@@ -168,6 +172,9 @@ class Mesh:
         self._on_event = on_event
         self._clock = clock
         self._nonces = nonces
+        self._low_water, self._high_water = water_marks
+        if not 0 < self._low_water < self._high_water:
+            raise ValueError("water marks must be 0 < low < high")
         self._peers: dict[bytes, _Peer] = {}
         self._next_link_id = 1
         self._pending: dict[int, int] = {}  # address -> newest value not yet published
@@ -268,6 +275,9 @@ class Mesh:
 
     def handle_signal(self, sender: bytes, data: Any) -> None:
         """A signalling message relayed from `sender`; anything malformed is logged and dropped."""
+        if self._tasks is None:
+            log.info("signal from %s while the mesh is not running; dropped", sender.hex()[:8])
+            return
         peer = self._peers.get(sender)
         if peer is None or not isinstance(data, dict):
             log.info("signal from %s outside the roster or not an object", sender.hex()[:8])
@@ -326,6 +336,7 @@ class Mesh:
             ice=self._ice,
             listener=self,
             signals=self._signals,
+            low_water=self._low_water,
         )
         peer.link, peer.binding, peer.admitted = link, None, False
         peer.give_up_at = now + CONNECT_TIMEOUT
@@ -529,7 +540,7 @@ class Mesh:
             if len(data) > MAX_MESSAGE or not peer.link.send(data):
                 peer.stats.unsendable += 1
                 continue
-            if not peer.paused and peer.link.buffered_amount > HIGH_WATER:
+            if not peer.paused and peer.link.buffered_amount > self._high_water:
                 peer.paused = True
                 peer.stats.pauses += 1
                 self.replica.pause_peer(key)
@@ -572,13 +583,7 @@ class Mesh:
         if not self._pending:
             return
         self._publish_tokens -= 1.0
-        runs: list[Run] = []
-        for address in sorted(self._pending):
-            value = bytes([self._pending[address]])
-            if runs and runs[-1][0] + len(runs[-1][1]) == address:
-                runs[-1] = (runs[-1][0], runs[-1][1] + value)
-            else:
-                runs.append((address, value))
+        runs = _runs(self._pending)
         self._pending.clear()
         self.replica.local_changes(runs, now)
         self._flush()
@@ -623,3 +628,14 @@ class Mesh:
         Bound it with `asyncio.timeout`; the mesh changes at least at every heartbeat."""
         while not condition():
             await self._changed.wait()
+
+
+def _runs(values: dict[int, int]) -> list[Run]:
+    """Byte values by address as runs of consecutive addresses."""
+    runs: list[tuple[int, bytearray]] = []
+    for address in sorted(values):
+        if runs and runs[-1][0] + len(runs[-1][1]) == address:
+            runs[-1][1].append(values[address])
+        else:
+            runs.append((address, bytearray([values[address]])))
+    return [(address, bytes(data)) for address, data in runs]

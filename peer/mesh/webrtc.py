@@ -164,8 +164,10 @@ class Link:
         ice: IceOptions,
         listener: LinkListener,
         signals: SignalSender,
+        low_water: int = LOW_WATER,
     ) -> None:
         self.peer = peer
+        self._low_water = low_water
         self.link_id = link_id
         self.role = role_towards(local_key, peer)
         self.state = LinkState.NEW
@@ -216,7 +218,7 @@ class Link:
 
     def _adopt(self, channel: RTCDataChannel) -> None:
         self._channel = channel
-        channel.bufferedAmountLowThreshold = LOW_WATER
+        channel.bufferedAmountLowThreshold = self._low_water
         channel.on("open", self._on_open)
         channel.on("message", self._on_message)
         channel.on("bufferedamountlow", lambda: self._listener.link_drained(self))
