@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import aioice.ice
 import pytest
 from aiohttp import web
+from aiortc import RTCPeerConnection
 from nacl.signing import SigningKey, VerifyKey
 
 from peer.core.binding import Role
@@ -21,7 +23,7 @@ from peer.mesh.signalling import (
     SignallingRefused,
 )
 from peer.mesh.webrtc import IceOptions, offering_host_addresses, role_towards, sha256_fingerprint
-from tests.mesh_support import LocalSignals, make_node, rendezvous, running, wait_all
+from tests.mesh_support import LOOPBACK, LocalSignals, make_node, rendezvous, running, wait_all
 
 # ---- ICE options ------------------------------------------------------------------------------
 
@@ -214,3 +216,65 @@ async def test_signalling_refusals_end_the_client(
                     await stranger.run()
             owning.cancel()
         assert refused.value.code == code
+
+
+def mutate(sdp: str, rng: random.Random) -> str:
+    lines = sdp.split("\r\n")
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(len(lines))
+        match rng.randrange(4):
+            case 0:
+                del lines[at]
+            case 1 if lines[at]:
+                k = rng.randrange(len(lines[at]))
+                lines[at] = lines[at][:k] + rng.choice("x:= 0/-") + lines[at][k + 1 :]
+            case 2:
+                lines[at] = lines[at][: rng.randrange(len(lines[at]) + 1)]
+            case _:
+                lines.insert(at, rng.choice(["a=", "m=", "a=fingerprint:", "m=application x"]))
+    return "\r\n".join(lines)
+
+
+async def test_mutated_offers_only_drop_their_link() -> None:
+    template = RTCPeerConnection(LOOPBACK.configuration())
+    template.createDataChannel("msxsync")
+    await template.setLocalDescription(await template.createOffer())
+    sdp = template.localDescription.sdp
+    await template.close()
+    signals = LocalSignals()
+    a, b = make_node(signals), make_node(signals)
+    answerer, offerer = (a, b) if role_towards(a.key, b.key) is Role.ANSWERER else (b, a)
+    rng = random.Random(2)
+    answered = asyncio.Event()
+
+    def swallow_answers(sender: bytes, to: bytes, data: dict[str, Any]) -> dict[str, Any] | None:
+        if data.get("kind") == "answer":
+            answered.set()
+            return None
+        return data
+
+    signals.rewrite = swallow_answers
+
+    async def attempt_over() -> None:
+        """Until the answerer either answered this offer or dropped its link."""
+        waits = [
+            asyncio.ensure_future(answered.wait()),
+            asyncio.ensure_future(answerer.mesh.wait_until(lambda: answerer.mesh.link(offerer.key) is None)),
+        ]
+        try:
+            async with asyncio.timeout(5):
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    async with running(a, b):
+        answerer.mesh.set_roster([a.key, b.key])
+        for link_id in range(1, 60):
+            answered.clear()
+            offer = {"kind": "offer", "link": link_id, "sdp": mutate(sdp, rng)}
+            answerer.mesh.handle_signal(offerer.key, offer)
+            await attempt_over()
+        signals.rewrite = None
+        offerer.mesh.set_roster([a.key, b.key])
+        await wait_all([a, b], lambda n: len(n.mesh.admitted()) == 1, within=15)

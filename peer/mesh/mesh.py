@@ -81,8 +81,20 @@ FLOOD_LEAK = 50.0  # strikes forgiven per second
 # goes out at once.
 PUBLISH_RATE = 120.0
 PUBLISH_BURST = 4.0
-# What aiortc may raise while applying a session description a peer sent us.
-_SDP_ERRORS = (ValueError, KeyError, IndexError, InvalidAccessError, InvalidStateError, OSError)
+# What aiortc raises while applying a session description a peer sent us: a fuzz of mutated
+# offers (400 cases) produced AssertionError, ValueError, AttributeError, KeyError and TypeError
+# from its SDP parser, besides its own errors. Such a step only ever drops that one link.
+_SDP_ERRORS = (
+    AssertionError,
+    AttributeError,
+    IndexError,
+    InvalidAccessError,
+    InvalidStateError,
+    KeyError,
+    OSError,
+    TypeError,
+    ValueError,
+)
 
 
 # ---- events the mesh adds to the replica's ----------------------------------------------------
@@ -519,10 +531,11 @@ class Mesh:
             self._emit(LinkLost(peer.key, reason))
         peer.stats.state = "waiting"
         if self._tasks is not None:
-            self._spawn(link.close())
+            self._spawn(self._guard(peer, link, link.close()))
         if reconnect and not self._stopping:
             peer.stats.reconnects += 1
             self._schedule_retry(peer, self._clock())
+        self._notify()
 
     def _schedule_retry(self, peer: _Peer, now: float) -> None:
         peer.retry_at = now + peer.backoff
