@@ -230,6 +230,8 @@ class Link:
             self._listener.link_open(self)
 
     def _on_message(self, data: bytes | str) -> None:
+        if self.state is LinkState.CONNECTING and self._channel is not None:
+            self._on_open()  # in case a message ever overtakes the open event
         if self.state is not LinkState.OPEN:
             return
         if isinstance(data, str):  # the protocol is binary; text is garbage from a peer
