@@ -39,6 +39,7 @@ from games.definition import Region
 from peer.core.replica import BytesChanged, Event
 from peer.mesh.mesh import LinkLost, Mesh
 from peer.mesh.room import RoomSession
+from peer.mesh.signalling import SignallingRefused
 from peer.mesh.webrtc import IceOptions
 
 FRAME = 1 / 60
@@ -208,8 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="warning")
     options = parser.parse_args(argv)
     logging.basicConfig(level=options.log_level.upper(), stream=sys.stderr)
-    asyncio.run(main_async(options))
-    return 0
+    problems: list[str] = []
+    try:
+        asyncio.run(main_async(options))
+    except* SignallingRefused as group:
+        problems.append(f"the rendezvous refused us: {group.exceptions[0]}")
+    except* (aiohttp.ClientError, OSError) as group:
+        problems.append(f"cannot reach the rendezvous: {group.exceptions[0]}")
+    for problem in problems:
+        emit(event="error", message=problem)
+    return 2 if problems else 0
 
 
 if __name__ == "__main__":
