@@ -30,12 +30,14 @@ async def test_two_peers_bind_and_converge() -> None:
             a.mesh.local_changes(random_changes(rng, 3))
             b.mesh.local_changes(random_changes(rng, 3))
         await wait_converged([a, b], within=10)
+        stats = a.mesh.statistics()[b.key]
+        assert stats.admissions == 1 and not stats.refusals
+        assert stats.sync is not None and stats.sync.writes_sent > 0
+        line = a.mesh.status_line()
+        assert line.startswith("1/1 peers: ") and "admitted rtt" in line
     assert a.digest() == b.digest()
     assert any(isinstance(e, PeerAdmitted) for e in a.events)
     assert any(isinstance(e, BytesChanged) for e in b.events)
-    stats = a.mesh.statistics()[b.key]
-    assert stats.admissions == 1 and not stats.refusals
-    assert stats.sync is not None and stats.sync.writes_sent > 0
 
 
 async def test_four_peers_converge_after_concurrent_writes() -> None:

@@ -626,6 +626,21 @@ class Mesh:
             report[key] = stats
         return report
 
+    def status_line(self) -> str:
+        """One line for the peer's status display: each peer's state, RTT and traffic."""
+        parts = []
+        for key, stats in sorted(self.statistics().items()):
+            part = f"{key.hex()[:6]} {stats.state}"
+            sync = stats.sync
+            if sync is not None and stats.state == "admitted":
+                rtt = "?" if sync.rtt is None else f"{sync.rtt * 1000:.1f}ms"
+                part += f" rtt {rtt} out {sync.writes_sent}B in {sync.writes_received}B"
+                rejected = sum(sync.rejections.values())
+                part += f" rejected {rejected}" if rejected else ""
+            part += f" lost {stats.links_lost}" if stats.links_lost else ""
+            parts.append(part)
+        return f"{len(self.admitted())}/{len(self._peers)} peers" + (": " if parts else "") + "; ".join(parts)
+
     def _emit(self, event: Event) -> None:
         if self._on_event is not None:
             self._on_event(event)
