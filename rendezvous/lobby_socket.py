@@ -50,8 +50,11 @@ class Client:
     def send_json(self, message: dict[str, object]) -> None:
         self.send(json.dumps(message))
 
-    def fail(self, error: ProtocolError | RoomError, *, fatal: bool = False) -> None:
-        request = error.request if isinstance(error, ProtocolError) else None
+    def fail(
+        self, error: ProtocolError | RoomError, *, fatal: bool = False, request: str | None = None
+    ) -> None:
+        if request is None and isinstance(error, ProtocolError):
+            request = error.request
         fatal = fatal or (isinstance(error, ProtocolError) and error.fatal)
         self.send_json(
             protocol.error_message(error.code, error.message, fatal=fatal, request=request)
@@ -122,12 +125,10 @@ class Session:
             if msg.type == WSMsgType.TEXT:
                 await self.on_text(msg.data)
             elif msg.type == WSMsgType.BINARY:
-                self.refuse(ProtocolError("binary_not_supported", "Send JSON in text frames only."))
+                binary = ProtocolError("binary_not_supported", "Send JSON in text frames only.")
+                self.client.fail(binary)
             else:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. far too large a frame)
                 return
-
-    def refuse(self, error: ProtocolError | RoomError) -> None:
-        self.client.fail(error)
 
     async def on_text(self, text: str) -> None:
         verdict = self.limiter.admit(self.clock())
@@ -139,21 +140,23 @@ class Session:
             if verdict == "limited":
                 rate = f"{self.config.rate:g}"
                 message = f"Too many messages: at most {rate} per second; this one was dropped."
-                self.refuse(ProtocolError("rate_limited", message))
+                self.client.fail(ProtocolError("rate_limited", message))
             return
         if len(text) > self.config.max_message or len(text.encode()) > self.config.max_message:
             limit = self.config.max_message
-            self.refuse(ProtocolError("too_large", f"Messages are limited to {limit} bytes."))
+            self.client.fail(ProtocolError("too_large", f"Messages are limited to {limit} bytes."))
             return
         try:
             request = protocol.parse_message(text)
-            await self.dispatch(request)
         except ProtocolError as exc:
-            if self.client.key and exc.request == "hello":
+            if self.client.key and exc.request == "hello":  # even a malformed second hello
                 exc = ProtocolError("already_welcomed", "You have already said hello.")
-            self.refuse(exc)
-        except RoomError as exc:
-            self.refuse(exc)
+            self.client.fail(exc)
+            return
+        try:
+            await self.dispatch(request)
+        except (ProtocolError, RoomError) as exc:
+            self.client.fail(exc, request=protocol.kind_of(request))
 
     async def dispatch(self, request: protocol.Request) -> None:
         key = self.client.key

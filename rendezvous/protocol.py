@@ -98,6 +98,11 @@ class Chat:
 Request = Hello | Join | Leave | Kick | Ready | Signal | Chat
 
 
+def kind_of(request: Request) -> str:
+    """The wire `type` of a parsed request (each class is named after its type)."""
+    return type(request).__name__.lower()
+
+
 class _Fields:
     """Typed access to one message's fields; every failure is a `bad_message` naming the field."""
 

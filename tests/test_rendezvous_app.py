@@ -252,7 +252,7 @@ async def test_room_full_and_capacity_limits(base: str, session: aiohttp.ClientS
         await b.join("duo")
         await b.expect("joined")
         await c.join("duo")
-        await c.error("room_full")
+        assert (await c.error("room_full"))["request"] == "join"
         await a.join("other")
         await a.error("already_in_room")
 

@@ -46,7 +46,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def test_heartbeat_drops_a_silent_client(games: Path, session: aiohttp.ClientSession) -> None:
     async with (
-        running(config_for(games, heartbeat=0.2)) as url,
+        running(config_for(games, heartbeat=1.0)) as url,
         logged_in(session, url, "watcher") as watcher,
         connect(session, url, "silent", autoping=False) as silent,
     ):
@@ -55,8 +55,9 @@ async def test_heartbeat_drops_a_silent_client(games: Path, session: aiohttp.Cli
         await silent.login()
         await silent.join("r")
         await watcher.expect("member_joined")
-        # The silent client never answers pings: the server drops it and tells the room.
-        left = await watcher.expect("member_left", within=5)
+        # The silent client never answers pings: the server drops it (within 1.5 heartbeats)
+        # and tells the room.
+        left = await watcher.expect("member_left", within=10)
         assert left["key"] == silent.key
 
 
@@ -68,13 +69,19 @@ async def test_too_large_message(base: str, session: aiohttp.ClientSession) -> N
         await a.error("not_in_room")
         await a.ws.send_bytes(b"\x00\x01")
         await a.error("binary_not_supported")
+        await a.send(type="chat", text="x" * 300_000)  # far above: aiohttp closes with 1009
+        closing = await a.wait_closed()
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1009
+    async with logged_in(session, base, "b") as b:  # and the server still serves others
+        await b.join("r")
+        await b.expect("joined")
 
 
 async def test_rate_limit_then_flood_disconnect(
     games: Path, session: aiohttp.ClientSession
 ) -> None:
     async with (
-        running(config_for(games, rate=1.0, burst=5)) as url,
+        running(config_for(games, rate=0.1, burst=5)) as url,  # no refill during the test
         logged_in(session, url, "flood") as flood,
     ):
         for _ in range(30):
