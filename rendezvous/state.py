@@ -58,6 +58,19 @@ class Config:
     hash_concurrency: int = 2
     hash_waiting: int = 16
 
+    def __post_init__(self) -> None:
+        counts = ("max_clients", "max_rooms", "max_message", "burst", "send_queue")
+        for name in (*counts, "hash_concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.room_capacity < 2:
+            raise ValueError("room_capacity must be at least 2")
+        if self.hash_waiting < 0:
+            raise ValueError("hash_waiting must not be negative")
+        for name in ("hello_timeout", "heartbeat", "rate", "close_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+
     def limits_json(self) -> dict[str, object]:
         return {
             "max_message": self.max_message,

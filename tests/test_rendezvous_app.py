@@ -336,3 +336,17 @@ async def test_relay_only_within_the_room(base: str, session: aiohttp.ClientSess
         # c got nothing addressed to it: its next message is the answer to its own ping-chat.
         await c.send(type="chat", text="ping")
         assert (await c.next())["type"] == "chat"
+
+
+def test_config_refuses_nonsense() -> None:
+    for bad in ({"max_clients": 0}, {"room_capacity": 1}, {"heartbeat": 0.0}, {"rate": -1.0}):
+        with pytest.raises(ValueError):
+            Config(**bad)
+
+
+async def test_embedding_with_a_ready_catalogue(games: Path) -> None:
+    # A peer hosting on the LAN hands over the catalogue it already loaded.
+    config = Config(catalogue=load_catalogue([games]))
+    async with TestClient(TestServer(create_app(config))) as client:
+        resp = await client.get("/api/games/demo")
+        assert (await resp.json())["rom"]["sha256"] == ROM_SHA256
