@@ -83,10 +83,15 @@ async def game_rom(request: web.Request) -> web.Response:
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
-    data = await asyncio.to_thread(_read_rom, rom.path, rom.sha256)
+    cache = request.app[SERVER].roms
+    data = cache.get(entry.name)
     if data is None:
-        log.warning("%s changed on disk since start; not serving it", rom.path)
-        raise _json_error(web.HTTPNotFound, "rom_absent", "The ROM changed on this server.")
+        # Read and check once, off the loop; later requests cost neither disk nor hashing.
+        data = await asyncio.to_thread(_read_rom, rom.path, rom.sha256)
+        if data is None:
+            log.warning("%s changed on disk since start; not serving it", rom.path)
+            raise _json_error(web.HTTPNotFound, "rom_absent", "The ROM changed on this server.")
+        cache[entry.name] = data
     return web.Response(body=data, content_type="application/octet-stream", headers=headers)
 
 

@@ -134,6 +134,7 @@ class Server:
     started: float = field(default_factory=time.monotonic)
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     clients: dict[str, Client] = field(default_factory=dict)
+    roms: dict[str, bytes] = field(default_factory=dict)  # verified ROM bytes, read on demand
 
     def deliver(self, deliveries: list[Deliver]) -> None:
         encoded: dict[int, str] = {}  # a roster goes to many members: encode it once

@@ -77,6 +77,14 @@ async def test_game_detail_rom_and_etag(base: str, session: aiohttp.ClientSessio
         assert (await resp.json())["status"] == "ok"
 
 
+async def test_rom_changed_on_disk_is_not_served(games: Path) -> None:
+    async with TestClient(TestServer(create_app(config_for(games)))) as client:
+        (games / "demo.rom").write_bytes(b"not the hashed ROM")
+        resp = await client.get("/api/games/demo/rom")
+        assert resp.status == 404
+        assert (await resp.json())["error"] == "rom_absent"
+
+
 @pytest.mark.parametrize(
     ("path", "statuses"),
     [
