@@ -122,7 +122,7 @@ async def test_client_that_does_not_read_is_dropped(
     games: Path, session: aiohttp.ClientSession
 ) -> None:
     async with (
-        running(config_for(games, send_queue=4)) as url,
+        running(config_for(games, send_queue=4, rate=1e6, burst=10**6)) as url,
         logged_in(session, url, "sender") as sender,
         connect(session, url, "sleeper", max_msg_size=0) as sleeper,
     ):
