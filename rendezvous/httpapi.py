@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import html
 import json
-import time
 from pathlib import Path
 
 from aiohttp import web
@@ -54,14 +53,8 @@ def game_summary(entry: CatalogueEntry) -> dict[str, object]:
 
 async def healthz(request: web.Request) -> web.Response:
     server = request.app[SERVER]
-    body = {
-        "status": "ok",
-        "version": VERSION,
-        "protocol": protocol.PROTOCOL_VERSION,
-        "clients": len(server.sockets),
-        "rooms": server.lobby.room_count,
-    }
-    return web.json_response(body)
+    body = {"status": "ok", "version": VERSION, "protocol": protocol.PROTOCOL_VERSION}
+    return web.json_response({**body, **server.statistics()})
 
 
 async def list_games(request: web.Request) -> web.Response:
@@ -107,7 +100,8 @@ def _read_rom(path: Path, sha256: str) -> bytes | None:
 async def status_page(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     esc = html.escape
-    uptime = int(time.monotonic() - server.started)
+    stats = server.statistics()
+    uptime = stats["uptime_s"]
     games = "".join(
         f"<tr><td>{esc(e.name)}</td><td>{esc(e.definition.title or e.name)}</td>"
         f"<td>{'yes' if e.rom else 'no'}</td></tr>"
@@ -122,7 +116,7 @@ async def status_page(request: web.Request) -> web.Response:
 <html><head><meta charset="utf-8"><title>msxsync rendezvous</title></head><body>
 <h1>msxsync rendezvous {esc(VERSION)}</h1>
 <p>Protocol {protocol.PROTOCOL_VERSION}. Up {uptime // 3600}h {uptime // 60 % 60}m {uptime % 60}s.
-{len(server.sockets)} connected, {server.lobby.room_count} rooms.</p>
+{stats["connections"]} connected ({stats["players"]} said hello), {stats["rooms"]} rooms.</p>
 <h2>Games</h2>
 <table><tr><th>name</th><th>title</th><th>ROM here</th></tr>{games}</table>
 <h2>Rooms</h2>

@@ -60,6 +60,7 @@ class Client:
             protocol.error_message(error.code, error.message, fatal=fatal, request=request)
         )
         if fatal:
+            log.info("closing %s after fatal error %s", self.label, error.code)
             self.close()
 
     def close(self, code: int = WSCloseCode.POLICY_VIOLATION) -> None:

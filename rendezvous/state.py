@@ -136,6 +136,16 @@ class Server:
     clients: dict[str, Client] = field(default_factory=dict)
     roms: dict[str, bytes] = field(default_factory=dict)  # verified ROM bytes, read on demand
 
+    def statistics(self) -> dict[str, int]:
+        """Every counter the server reports, in one place (health check and status page)."""
+        return {
+            "connections": len(self.sockets),
+            "players": len(self.clients),
+            "rooms": self.lobby.room_count,
+            "games": len(self.catalogue.entries),
+            "uptime_s": int(time.monotonic() - self.started),
+        }
+
     def deliver(self, deliveries: list[Deliver]) -> None:
         encoded: dict[int, str] = {}  # a roster goes to many members: encode it once
         for item in deliveries:

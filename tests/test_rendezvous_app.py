@@ -73,8 +73,9 @@ async def test_game_detail_rom_and_etag(base: str, session: aiohttp.ClientSessio
     assert etag == f'"{ROM_SHA256}"'
     async with session.get(f"{base}/api/games/demo/rom", headers={"If-None-Match": etag}) as resp:
         assert resp.status == 304
-    async with session.get(f"{base}/healthz") as resp:
-        assert (await resp.json())["status"] == "ok"
+    async with logged_in(session, base, "a"), session.get(f"{base}/healthz") as resp:
+        health = await resp.json()
+    assert health["status"] == "ok" and health["players"] == 1 and health["games"] == 2
 
 
 async def test_rom_changed_on_disk_is_not_served(games: Path) -> None:
