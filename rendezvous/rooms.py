@@ -1,0 +1,378 @@
+"""Room rules of the rendezvous: who is in which room, who hosts, who may join, kick and talk.
+
+This module owns the lobby state and nothing else. It is pure: no asyncio, aiohttp, sockets,
+clock or randomness; it must not import any of them. Every operation either raises `RoomError`
+(a refusal the client is told about, state unchanged) or changes the state and returns the
+`Deliver`s to hand to connections, with message bodies as JSON-ready dicts (see PROTOCOL.md).
+
+Passwords reach this module only as results: the adapter hashes or verifies off the event loop
+and passes a `PasswordCheck`, so the expensive part never runs inside these rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+JsonObject = dict[str, object]
+
+
+class RoomError(Exception):
+    """A refused request: `code` is the protocol error code, `message` one sentence."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """One message for one connection, identified by its player key."""
+
+    to: str
+    message: JsonObject
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordCheck:
+    """What the adapter found out about a password before calling `Lobby.join`.
+
+    `checked_hash` is the stored hash the given password was verified against (None if none was),
+    `matches` the result; `new_hash` is the hash of the given password for a room about to be made.
+    """
+
+    checked_hash: bytes | None = None
+    matches: bool = False
+    new_hash: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LobbyLimits:
+    max_rooms: int = 1000
+    room_capacity: int = 8
+
+    def __post_init__(self) -> None:
+        if self.max_rooms < 1:
+            raise ValueError("max_rooms must be at least 1")
+        if self.room_capacity < 2:
+            raise ValueError("room_capacity must be at least 2")
+
+
+@dataclass(slots=True)
+class Member:
+    key: str
+    name: str
+    ready: bool = False
+
+    def to_json(self) -> JsonObject:
+        return {"key": self.key, "name": self.name, "ready": self.ready}
+
+
+@dataclass(slots=True)
+class Room:
+    """Members are kept in join order: the first one is the host."""
+
+    name: str
+    game: str
+    capacity: int
+    password_hash: bytes | None
+    quick: bool
+    serial: int  # creation order, for deterministic quick-match choice
+    members: list[Member] = field(default_factory=list)
+    banned: set[str] = field(default_factory=set)
+
+    @property
+    def host(self) -> str:
+        return self.members[0].key
+
+    @property
+    def full(self) -> bool:
+        return len(self.members) >= self.capacity
+
+    def member(self, key: str) -> Member | None:
+        return next((m for m in self.members if m.key == key), None)
+
+    def member_keys(self) -> list[str]:
+        return [m.key for m in self.members]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSummary:
+    """What the public status page may show about a room: no keys, no secrets."""
+
+    name: str
+    game: str
+    players: int
+    capacity: int
+    password: bool
+    quick: bool
+
+
+@dataclass(frozen=True, slots=True)
+class JoinPlan:
+    """What `Lobby.plan_join` found: which stored hash to verify, or whether to hash a new one."""
+
+    room: str | None
+    verify_against: bytes | None
+    hash_new_password: bool
+
+
+class Lobby:
+    """All rooms of one server. Keys identify members; names are only for display."""
+
+    def __init__(self, limits: LobbyLimits | None = None) -> None:
+        self.limits = limits or LobbyLimits()
+        self._rooms: dict[str, Room] = {}
+        self._room_of: dict[str, str] = {}
+        self._serial = 0
+
+    # --- queries -------------------------------------------------------------------------
+
+    def room_of(self, key: str) -> Room | None:
+        name = self._room_of.get(key)
+        return self._rooms[name] if name is not None else None
+
+    def room(self, name: str) -> Room | None:
+        return self._rooms.get(name)
+
+    @property
+    def room_count(self) -> int:
+        return len(self._rooms)
+
+    def summaries(self) -> list[RoomSummary]:
+        return [
+            RoomSummary(
+                r.name, r.game, len(r.members), r.capacity, r.password_hash is not None, r.quick
+            )
+            for r in sorted(self._rooms.values(), key=lambda r: r.serial)
+        ]
+
+    # --- joining -------------------------------------------------------------------------
+
+    def plan_join(self, key: str, game: str, room: str | None, password: str | None) -> JoinPlan:
+        """Say what password work `join` will need, refusing early what cannot succeed."""
+        self._check_not_in_room(key)
+        if room is None:
+            if password is not None:
+                raise RoomError("bad_message", "Quick match rooms have no password; send null.")
+            return JoinPlan(None, None, False)
+        existing = self._rooms.get(room)
+        if existing is None:
+            return JoinPlan(room, None, password is not None)
+        self._check_can_enter(existing, key, game)
+        if existing.password_hash is None:
+            return JoinPlan(room, None, False)
+        if password is None:
+            raise RoomError("password_required", f"Room {room!r} needs a password.")
+        return JoinPlan(room, existing.password_hash, False)
+
+    def join(
+        self,
+        key: str,
+        name: str,
+        game: str,
+        room: str | None,
+        capacity: int | None,
+        check: PasswordCheck | None = None,
+    ) -> list[Deliver]:
+        """Put `key` into a room (quick match when `room` is None); `check` is the password work."""
+        self._check_not_in_room(key)
+        check = check or PasswordCheck()
+        target = self._quick_room(game, capacity) if room is None else self._rooms.get(room)
+        if target is None:
+            target = self._create(game, room, capacity, check)
+        else:
+            self._check_can_enter(target, key, game)
+            self._check_password(target, check)
+        return self._add(target, Member(key, name))
+
+    def _check_not_in_room(self, key: str) -> None:
+        current = self.room_of(key)
+        if current is not None:
+            raise RoomError(
+                "already_in_room", f"You are already in room {current.name!r}; leave it first."
+            )
+
+    def _check_can_enter(self, room: Room, key: str, game: str) -> None:
+        if room.game != game:
+            raise RoomError(
+                "wrong_game", f"Room {room.name!r} is playing {room.game!r}, not {game!r}."
+            )
+        if key in room.banned:
+            raise RoomError("banned", f"The host of room {room.name!r} has kicked you out of it.")
+        if room.full:
+            raise RoomError("room_full", f"Room {room.name!r} is full ({room.capacity} players).")
+
+    def _check_password(self, room: Room, check: PasswordCheck) -> None:
+        if room.password_hash is None:
+            return
+        if check.checked_hash is not room.password_hash:
+            # The room was replaced while the adapter was verifying against the old hash.
+            raise RoomError(
+                "try_again", f"Room {room.name!r} changed meanwhile; please join again."
+            )
+        if not check.matches:
+            raise RoomError("wrong_password", f"Wrong password for room {room.name!r}.")
+
+    def _capacity(self, capacity: int | None) -> int:
+        limit = self.limits.room_capacity
+        if capacity is None:
+            return limit
+        if not 2 <= capacity <= limit:
+            raise RoomError("bad_message", f"Room capacity must be between 2 and {limit}.")
+        return capacity
+
+    def _quick_room(self, game: str, capacity: int | None) -> Room | None:
+        wanted = None if capacity is None else self._capacity(capacity)
+        candidates = [
+            r
+            for r in self._rooms.values()
+            if r.quick and r.game == game and not r.full and wanted in (None, r.capacity)
+        ]
+        # Fullest first gets games started soonest; the oldest breaks ties deterministically.
+        candidates.sort(key=lambda r: (-len(r.members), r.serial))
+        return candidates[0] if candidates else None
+
+    def _create(
+        self, game: str, name: str | None, capacity: int | None, check: PasswordCheck
+    ) -> Room:
+        size = self._capacity(capacity)
+        if len(self._rooms) >= self.limits.max_rooms:
+            raise RoomError(
+                "too_many_rooms", "The server has as many rooms as it allows; try later."
+            )
+        if name is not None and check.checked_hash is not None:
+            # A password was verified against a room that has vanished since: start over.
+            raise RoomError("try_again", f"Room {name!r} changed meanwhile; please join again.")
+        self._serial += 1
+        quick = name is None
+        room_name = self._quick_name() if name is None else name
+        room = Room(room_name, game, size, None if quick else check.new_hash, quick, self._serial)
+        self._rooms[room_name] = room
+        return room
+
+    def _quick_name(self) -> str:
+        number = self._serial
+        while f"quick-{number}" in self._rooms:
+            number += 1
+        return f"quick-{number}"
+
+    def _add(self, room: Room, member: Member) -> list[Deliver]:
+        room.members.append(member)
+        self._room_of[member.key] = room.name
+        joined: JsonObject = {
+            "type": "joined",
+            "room": room.name,
+            "game": room.game,
+            "host": room.host,
+            "capacity": room.capacity,
+            "password": room.password_hash is not None,
+            "quick": room.quick,
+            "members": [m.to_json() for m in room.members],
+        }
+        event = self._event(room, "member_joined", member)
+        out = [Deliver(member.key, joined)]
+        out += [Deliver(k, event) for k in room.member_keys() if k != member.key]
+        return out + self._roster(room)
+
+    # --- leaving, kicking, ready ---------------------------------------------------------
+
+    def leave(self, key: str) -> list[Deliver]:
+        """`key` leaves its room by choice; it is told `left`."""
+        room = self._require_room(key)
+        return [
+            Deliver(key, {"type": "left", "room": room.name}),
+            *self._remove(room, key, "member_left"),
+        ]
+
+    def disconnect(self, key: str) -> list[Deliver]:
+        """The connection of `key` is gone: leave its room, if any, telling only the others."""
+        room = self.room_of(key)
+        return [] if room is None else self._remove(room, key, "member_left")
+
+    def kick(self, host: str, target: str) -> list[Deliver]:
+        room = self._require_room(host)
+        if room.host != host:
+            raise RoomError("not_host", "Only the room's host can kick.")
+        if target == host or room.member(target) is None:
+            raise RoomError("bad_target", "That key is not another member of your room.")
+        room.banned.add(target)
+        kicked = Deliver(target, {"type": "kicked", "room": room.name, "by": host})
+        return [kicked, *self._remove(room, target, "member_kicked", by=host)]
+
+    def set_ready(self, key: str, ready: bool) -> list[Deliver]:
+        room = self._require_room(key)
+        member = room.member(key)
+        if member is None:  # pragma: no cover - _room_of and members are kept together
+            raise RoomError("not_in_room", "You are not in a room.")
+        member.ready = ready
+        event = self._event(room, "member_ready", member, ready=ready)
+        return [Deliver(k, event) for k in room.member_keys()] + self._roster(room)
+
+    def _require_room(self, key: str) -> Room:
+        room = self.room_of(key)
+        if room is None:
+            raise RoomError("not_in_room", "You are not in a room; join one first.")
+        return room
+
+    def _remove(self, room: Room, key: str, event_type: str, **extra: object) -> list[Deliver]:
+        member = room.member(key)
+        if member is None:  # pragma: no cover - _room_of and members are kept together
+            return []
+        room.members.remove(member)
+        del self._room_of[key]
+        if not room.members:
+            del self._rooms[room.name]
+            return []
+        event = self._event(room, event_type, member, **extra)
+        return [Deliver(k, event) for k in room.member_keys()] + self._roster(room)
+
+    # --- talking -------------------------------------------------------------------------
+
+    def relay(self, sender: str, to: str, data: JsonObject) -> list[Deliver]:
+        """A signalling message, forwarded only to another member of the sender's room."""
+        room = self._require_room(sender)
+        if to == sender or room.member(to) is None:
+            raise RoomError("bad_target", "Signals go only to another member of your room.")
+        return [Deliver(to, {"type": "signal", "from": sender, "room": room.name, "data": data})]
+
+    def chat(self, sender: str, text: str) -> list[Deliver]:
+        room = self._require_room(sender)
+        member = room.member(sender)
+        name = member.name if member else ""
+        message: JsonObject = {
+            "type": "chat",
+            "room": room.name,
+            "from": sender,
+            "name": name,
+            "text": text,
+        }
+        return [Deliver(k, message) for k in room.member_keys()]
+
+    # --- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(room: Room, event_type: str, member: Member, **extra: object) -> JsonObject:
+        return {
+            "type": event_type,
+            "room": room.name,
+            "key": member.key,
+            "name": member.name,
+            **extra,
+        }
+
+    @staticmethod
+    def _roster(room: Room) -> list[Deliver]:
+        roster: JsonObject = {
+            "type": "roster",
+            "room": room.name,
+            "host": room.host,
+            "members": [m.to_json() for m in room.members],
+        }
+        return [Deliver(k, roster) for k in room.member_keys()]
+
+
+def recipients(deliveries: Iterable[Deliver]) -> set[str]:
+    """Every key that gets at least one message (handy for adapters and tests)."""
+    return {d.to for d in deliveries}

@@ -1,0 +1,142 @@
+"""Shared pieces of the rendezvous tests: a games folder, a server on a loopback socket, players."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from nacl.signing import SigningKey
+
+from rendezvous import protocol
+from rendezvous.app import Config, create_app
+
+ROM_BYTES = bytes(range(256)) * 64  # 16 KiB of fake ROM
+ROM_SHA1 = hashlib.sha1(ROM_BYTES).hexdigest()
+ROM_SHA256 = hashlib.sha256(ROM_BYTES).hexdigest()
+WAIT = 5.0
+
+
+def make_games(folder: Path) -> Path:
+    """`demo` with its ROM, `norom` without one, and `broken` that does not parse."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "demo.rom").write_bytes(ROM_BYTES)
+    (folder / "demo.regions").write_text(
+        f"demo.rom\n#! title Demo Game\n#! machine C-BIOS_MSX1\n#! sha1 {ROM_SHA1} test dump\n"
+        "#! armed-when e000 == 01\ne000 e00f score\n",
+        encoding="utf-8",
+    )
+    (folder / "norom.regions").write_text("norom.rom\nc000 c001\n", encoding="utf-8")
+    (folder / "broken.regions").write_text("broken.rom\nzzzz 0000\n", encoding="utf-8")
+    return folder
+
+
+def config_for(games: Path, **changes: Any) -> Config:
+    base = Config(games=[games], heartbeat=30.0, hello_timeout=5.0, rate=1000.0, burst=1000)
+    return replace(base, **changes)
+
+
+@asynccontextmanager
+async def running(config: Config) -> AsyncIterator[str]:
+    """The app served on 127.0.0.1 on a free port; yields its base URL."""
+    runner = web.AppRunner(create_app(config), shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+class Player:
+    """One websocket client that can say hello and read messages with timeouts."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, name: str) -> None:
+        self.ws = ws
+        self.name = name
+        self.signing = SigningKey.generate()
+        self.key = self.signing.verify_key.encode().hex()
+        self.nonce = b""
+
+    async def next(self, within: float = WAIT) -> dict[str, Any]:
+        msg = await self.ws.receive(timeout=within)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"{self.name}: got {msg.type!r} instead of a message")
+        body = json.loads(msg.data)
+        assert isinstance(body, dict)
+        return body
+
+    async def expect(self, kind: str, within: float = WAIT) -> dict[str, Any]:
+        """The next message of type `kind`, skipping others (presence events come in bursts)."""
+        async with asyncio.timeout(within):
+            while True:
+                body = await self.next(within)
+                if body["type"] == kind:
+                    return body
+
+    async def error(self, code: str) -> dict[str, Any]:
+        body = await self.expect("error")
+        assert body["code"] == code, body
+        return body
+
+    async def send(self, **body: Any) -> None:
+        await self.ws.send_str(json.dumps(body))
+
+    async def challenge(self) -> None:
+        body = await self.next()
+        assert body["type"] == "challenge" and body["version"] == 1
+        self.nonce = bytes.fromhex(body["nonce"])
+
+    def hello(self, version: int = 1) -> dict[str, Any]:
+        signature = self.signing.sign(protocol.signed_hello_bytes(self.nonce)).signature
+        return {
+            "type": "hello",
+            "version": version,
+            "name": self.name,
+            "key": self.key,
+            "signature": signature.hex(),
+        }
+
+    async def login(self) -> dict[str, Any]:
+        await self.challenge()
+        await self.send(**self.hello())
+        return await self.expect("welcome")
+
+    async def join(self, room: str | None, game: str = "demo", **extra: Any) -> None:
+        await self.send(type="join", game=game, room=room, **extra)
+
+    async def wait_closed(self, within: float = WAIT) -> aiohttp.WSMessage:
+        """Read until the server closes the socket; returns the closing message."""
+        async with asyncio.timeout(within):
+            while True:
+                msg = await self.ws.receive()
+                if msg.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.ERROR,
+                ):
+                    return msg
+
+
+@asynccontextmanager
+async def connect(
+    session: aiohttp.ClientSession, base: str, name: str = "p", **kwargs: Any
+) -> AsyncIterator[Player]:
+    async with session.ws_connect(f"{base}/ws", **kwargs) as ws:
+        yield Player(ws, name)
+
+
+@asynccontextmanager
+async def logged_in(session: aiohttp.ClientSession, base: str, name: str) -> AsyncIterator[Player]:
+    async with connect(session, base, name) as player:
+        await player.login()
+        yield player
