@@ -128,39 +128,59 @@ async def discover(
 
 
 async def _browse(zc: Zeroconf, listen: float) -> list[AsyncServiceInfo]:
-    """Collect service names for `listen` seconds, resolving each as it appears; return the
-    resolved services still present at the end."""
+    """Collect services for `listen` seconds, resolving each as it appears; return the resolved
+    services still present at the end (a host that said goodbye meanwhile is left out)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + listen
-    present: dict[str, bool] = {}
-    arrivals: asyncio.Queue[str] = asyncio.Queue()
-
-    def on_change(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
-        present[name] = state_change is not ServiceStateChange.Removed
-        if state_change is ServiceStateChange.Added:
-            arrivals.put_nowait(name)
-
-    resolved: dict[str, AsyncServiceInfo] = {}
-    browser = AsyncServiceBrowser(zc, [SERVICE_TYPE], handlers=[on_change])
+    collector = _Collector()
+    browser = AsyncServiceBrowser(zc, [SERVICE_TYPE], handlers=[collector.on_change])
     try:
         async with asyncio.TaskGroup() as group:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
                     while True:
-                        name = await arrivals.get()
-                        if name in resolved:
-                            continue
-                        if len(resolved) >= MAX_SERVICES:
-                            log.warning("more than %d LAN services; ignoring %s", MAX_SERVICES, _show(name))
-                            continue
-                        info = _service_info(name)
+                        info = collector.admit(await collector.arrivals.get())
                         if info is not None:
-                            resolved[name] = info
-                            remaining = max(0.0, deadline - loop.time())
-                            group.create_task(_resolve(zc, info, remaining))
+                            # Resolution ends by the deadline too, so the group does not outlive it.
+                            group.create_task(_resolve(zc, info, max(0.0, deadline - loop.time())))
     finally:
         await browser.async_cancel()
-    return [info for name, info in resolved.items() if present.get(name)]
+    return collector.still_present()
+
+
+class _Collector:
+    """The names a browse has heard: which are still there, which are being resolved."""
+
+    def __init__(self) -> None:
+        self.arrivals: asyncio.Queue[str] = asyncio.Queue()
+        self.present: dict[str, bool] = {}
+        self.resolving: dict[str, AsyncServiceInfo] = {}
+        self.flooded = False
+
+    def on_change(
+        self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
+        """zeroconf's callback, run in the event loop: remember, and queue new names."""
+        self.present[name] = state_change is not ServiceStateChange.Removed
+        if state_change is ServiceStateChange.Added:
+            self.arrivals.put_nowait(name)
+
+    def admit(self, name: str) -> AsyncServiceInfo | None:
+        """The service to resolve for a newly heard name, or None (known, too many, malformed)."""
+        if name in self.resolving:
+            return None
+        if len(self.resolving) >= MAX_SERVICES:
+            if not self.flooded:
+                log.warning("more than %d LAN services; ignoring the rest", MAX_SERVICES)
+            self.flooded = True
+            return None
+        info = _service_info(name)
+        if info is not None:
+            self.resolving[name] = info
+        return info
+
+    def still_present(self) -> list[AsyncServiceInfo]:
+        return [info for name, info in self.resolving.items() if self.present.get(name)]
 
 
 def _service_info(name: str) -> AsyncServiceInfo | None:

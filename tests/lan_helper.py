@@ -1,8 +1,9 @@
 """Child process for the LAN discovery test: runs inside a network namespace (`ip netns exec`).
 
 `announce` announces a host (and, with --hostile, a few malformed msxsync services next to it),
-prints `ready <instance name>` and keeps announcing until its stdin closes. `discover` browses
-and prints the hosts it found as one JSON line. Both are pinned to one interface address.
+prints `ready <instance name>` and keeps announcing until its stdin closes; without --interface it
+uses the defaults a real host uses (every interface, every address of the namespace). `discover`
+browses and prints the hosts it found as one JSON line.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 
+from zeroconf import InterfaceChoice
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from peer.core.lan import SERVICE_TYPE, Announcement
-from peer.lan import announce, discover
+from peer.lan import announce, discover, local_addresses
 
 GOOD_KEY = "ab" * 32
 # Each of these must be skipped by a browser, with a log line, and must not stop it.
@@ -33,7 +35,8 @@ HOSTILE: dict[str, dict[str, str | None]] = {
 
 
 @contextlib.asynccontextmanager
-async def hostile_services(address: str, port: int) -> AsyncIterator[None]:
+async def hostile_services(interface: str | None, port: int) -> AsyncIterator[None]:
+    address = interface or local_addresses()[0]
     infos = [
         AsyncServiceInfo(
             SERVICE_TYPE,
@@ -45,7 +48,7 @@ async def hostile_services(address: str, port: int) -> AsyncIterator[None]:
         )
         for label, properties in HOSTILE.items()
     ]
-    async with AsyncZeroconf(interfaces=[address]) as aiozc:
+    async with AsyncZeroconf(interfaces=[address] if interface else InterfaceChoice.All) as aiozc:
         # Side by side: each registration probes and announces for about two seconds.
         async with asyncio.TaskGroup() as group:
             for info in infos:
@@ -63,14 +66,19 @@ async def run_announce(options: argparse.Namespace) -> None:
         if options.hostile:
             await stack.enter_async_context(hostile_services(options.interface, options.port))
         name = await stack.enter_async_context(
-            announce(announcement, port=options.port, interfaces=[options.interface])
+            announce(
+                announcement,
+                port=options.port,
+                interfaces=[options.interface] if options.interface else None,
+            )
         )
         print("ready", name, flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
 async def run_discover(options: argparse.Namespace) -> None:
-    hosts = await discover(options.game, timeout=options.timeout, interfaces=[options.interface])
+    interfaces = [options.interface] if options.interface else None
+    hosts = await discover(options.game, timeout=options.timeout, interfaces=interfaces)
     rows = [
         {"player": h.player, "game": h.game, "room": h.room, "key": h.key, "urls": list(h.urls)}
         for h in hosts
@@ -81,7 +89,7 @@ async def run_discover(options: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["announce", "discover"])
-    parser.add_argument("--interface", required=True)
+    parser.add_argument("--interface")
     parser.add_argument("--port", type=int, default=4567)
     parser.add_argument("--name", default="Alice")
     parser.add_argument("--game")

@@ -8,6 +8,7 @@ only inside them), so no multicast ever leaves the namespaces it creates. It nee
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import select
@@ -39,6 +40,7 @@ from peer.core.lan import (
     rendezvous_urls,
     txt_records,
 )
+from peer.lan import LanError, announce, discover, local_addresses
 
 KEY = "0123456789abcdef" * 4
 OTHER_KEY = "fedcba9876543210" * 4
@@ -180,7 +182,7 @@ def test_instance_name_is_one_safe_label(player, game, room):
 
 def test_instance_name_reads_well():
     assert instance_name(Announcement("Alice", "demo", "friday", KEY)) == "Alice - demo - friday - 01234567"
-    assert instance_name(Announcement("Zoë <3", "demo", None, KEY)) == "Zo- -3 - demo - 01234567"
+    assert instance_name(Announcement("Zoë <3", "demo", None, KEY)) == "Zoe 3 - demo - 01234567"
 
 
 # --- choosing ---------------------------------------------------------------------------------------
@@ -246,6 +248,35 @@ def test_pure_module_imports_no_io():
         [sys.executable, "-c", program], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_local_addresses_leave_out_loopback():
+    for text in local_addresses():
+        address = ipaddress.ip_address(text)
+        assert not address.is_loopback
+        assert not (address.version == 6 and address.is_link_local)
+
+
+# --- the adapter's own checks (no traffic) ---------------------------------------------------------
+
+
+async def test_bad_arguments_are_refused_before_any_traffic():
+    announcement = Announcement("Alice", "demo", None, KEY)
+    with pytest.raises(LanError, match="port 70000"):
+        async with announce(announcement, port=70000, addresses=["10.0.0.1"]):
+            pass
+    with pytest.raises(LanError, match="not an IP address"):
+        async with announce(announcement, port=4567, addresses=["evil.example"]):
+            pass
+    with pytest.raises(LanError, match="multicast"):
+        async with announce(announcement, port=4567, addresses=["224.0.0.251"]):
+            pass
+    with pytest.raises(LanError, match="timeout"):
+        await discover(timeout=0)
+    with pytest.raises(LanError, match="interfaces"):
+        await discover(timeout=1, interfaces=["not-an-address"])
+    with pytest.raises(LanError, match="empty"):
+        await discover(timeout=1, interfaces=[])
 
 
 # --- a real announcement across two network namespaces ----------------------------------------------
@@ -317,6 +348,8 @@ def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
 
 
 def test_browser_in_one_namespace_finds_host_announced_in_another(namespaces):
+    """The announcer runs with a real host's defaults (every interface and address of its namespace,
+    that is lo and the veth); the browser is pinned to its veth address."""
     host_ns, browser_ns = namespaces
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.monotonic()
@@ -324,8 +357,6 @@ def test_browser_in_one_namespace_finds_host_announced_in_another(namespaces):
         _helper(
             host_ns,
             "announce",
-            "--interface",
-            HOST_ADDRESS,
             "--port",
             "4567",
             "--name",

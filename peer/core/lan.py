@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -88,15 +89,17 @@ def instance_name(announcement: Announcement) -> str:
     tail.append(announcement.key[:8])
     suffix = " - " + " - ".join(part for part in tail if part)
     player = _sanitise(announcement.player) or "msxsync"
-    room_left = MAX_INSTANCE_NAME - len(suffix)
-    if room_left < 8:  # a long game and room name: keep the player, drop the decoration
+    space = MAX_INSTANCE_NAME - len(suffix)
+    if space < 8:  # a long game and room name: keep the player, drop the decoration
         suffix = " - " + announcement.key[:8]
-        room_left = MAX_INSTANCE_NAME - len(suffix)
-    return player[:room_left].rstrip() + suffix
+        space = MAX_INSTANCE_NAME - len(suffix)
+    return player[:space].rstrip() + suffix
 
 
 def _sanitise(text: str) -> str:
-    return " ".join(_UNSAFE_IN_INSTANCE.sub("-", text).split()).strip("-")
+    """Letters lose their accents ('Zoë' -> 'Zoe'); anything else unsafe becomes a space."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return " ".join(_UNSAFE_IN_INSTANCE.sub(" ", ascii_text).split())
 
 
 def check_port(port: int) -> int:
