@@ -64,15 +64,18 @@ def local_addresses() -> list[str]:
 
 
 def _zeroconf(interfaces: Sequence[str] | None) -> AsyncZeroconf:
-    if interfaces is None:
-        return AsyncZeroconf(interfaces=InterfaceChoice.All)
+    choice: InterfaceChoice | list[str | int] = InterfaceChoice.All
+    if interfaces is not None:
+        try:
+            choice = list(check_addresses(interfaces))
+        except AnnouncementError as error:
+            raise LanError(f"interfaces: {error}") from None
+        if not choice:
+            raise LanError("interfaces: the list is empty")
     try:
-        checked = check_addresses(interfaces)
-    except AnnouncementError as error:
-        raise LanError(f"interfaces: {error}") from None
-    if not checked:
-        raise LanError("interfaces: the list is empty")
-    return AsyncZeroconf(interfaces=list(checked))
+        return AsyncZeroconf(interfaces=choice)
+    except (OSError, RuntimeError) as error:  # zeroconf's "No interfaces to listen on" is a RuntimeError
+        raise LanError(f"cannot use multicast DNS on this network: {error}") from error
 
 
 @contextlib.asynccontextmanager

@@ -20,7 +20,7 @@ from zeroconf import InterfaceChoice
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from peer.core.lan import SERVICE_TYPE, Announcement
-from peer.lan import announce, discover, local_addresses
+from peer.lan import LanError, announce, discover, local_addresses
 
 GOOD_KEY = "ab" * 32
 # Each of these must be skipped by a browser, with a log line, and must not stop it.
@@ -61,7 +61,7 @@ async def register(aiozc: AsyncZeroconf, info: AsyncServiceInfo) -> None:
 
 
 async def run_announce(options: argparse.Namespace) -> None:
-    announcement = Announcement(options.name, options.game, options.room, options.key)
+    announcement = Announcement(options.name, options.game or "demo", options.room, options.key)
     async with contextlib.AsyncExitStack() as stack:
         if options.hostile:
             await stack.enter_async_context(hostile_services(options.interface, options.port))
@@ -92,14 +92,18 @@ def main() -> None:
     parser.add_argument("--interface")
     parser.add_argument("--port", type=int, default=4567)
     parser.add_argument("--name", default="Alice")
-    parser.add_argument("--game")
+    parser.add_argument("--game", help="game to announce (default demo) or to look for (default any)")
     parser.add_argument("--room")
     parser.add_argument("--key", default=GOOD_KEY)
     parser.add_argument("--hostile", action="store_true")
     parser.add_argument("--timeout", type=float, default=3.0)
     options = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
-    asyncio.run(run_announce(options) if options.mode == "announce" else run_discover(options))
+    try:
+        asyncio.run(run_announce(options) if options.mode == "announce" else run_discover(options))
+    except LanError as error:
+        print(f"LanError: {error}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -414,3 +414,20 @@ def test_browser_in_one_namespace_finds_host_announced_in_another(namespaces):
             announcer.wait(timeout=WAIT)
     assert announcer.returncode == 0, announcer.stderr.read() if announcer.stderr else ""
     print(f"announced after {announced - started:.1f} s, whole round {time.monotonic() - started:.1f} s")
+
+
+def test_unusable_interface_is_a_clear_error(namespaces):
+    _, browser_ns = namespaces
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for mode in ("discover", "announce"):
+        result = subprocess.run(
+            _helper(browser_ns, mode, "--interface", "10.213.9.9", "--timeout", "1"),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=WAIT,
+        )
+        assert result.returncode == 3, result.stderr
+        assert "LanError: cannot use multicast DNS on this network" in result.stderr
