@@ -197,7 +197,14 @@ def test_choose_by_room():
     friday = host(room="friday")
     saturday = host(player="Bob", room="saturday", key=OTHER_KEY, url="http://10.0.0.2:4567")
     assert choose([friday, saturday], game="demo", room="saturday") == Chosen(saturday)
-    assert choose([friday, saturday], game="demo") == Several((friday, saturday))
+    several = choose([friday, saturday], game="demo")
+    assert several == Several((friday, saturday))
+    assert isinstance(several, Several)
+    assert several.describe() == (
+        "2 hosts fit; choose one with --room or --rendezvous URL:\n"
+        "  Alice hosts demo (room friday) at http://10.0.0.1:4567\n"
+        "  Bob hosts demo (room saturday) at http://10.0.0.2:4567"
+    )
 
 
 def test_choose_reports_nothing_with_what_else_there_is():
@@ -205,7 +212,10 @@ def test_choose_reports_nothing_with_what_else_there_is():
     result = choose([galious], game="demo", room="friday")
     assert result == NoHost("demo", "friday", (galious,))
     assert isinstance(result, NoHost)
-    assert result.describe() == "no host of demo in room friday found on this network"
+    assert result.describe() == (
+        "no host of demo in room friday found on this network\n"
+        "  (also heard: Alice hosts galious (quick match) at http://10.0.0.1:4567)"
+    )
     assert choose([], game="demo") == NoHost("demo", None, ())
 
 

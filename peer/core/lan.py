@@ -246,7 +246,9 @@ class NoHost:
 
     def describe(self) -> str:
         wanted = self.game if self.room is None else f"{self.game} in room {self.room}"
-        return f"no host of {wanted} found on this network"
+        return f"no host of {wanted} found on this network" + "".join(
+            f"\n  (also heard: {host.describe()})" for host in self.others
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +256,11 @@ class Several:
     """More than one host fits; the player must say which (with --room or --rendezvous)."""
 
     hosts: tuple[DiscoveredHost, ...]
+
+    def describe(self) -> str:
+        lines = [f"{len(self.hosts)} hosts fit; choose one with --room or --rendezvous URL:"]
+        lines.extend(f"  {host.describe()}" for host in self.hosts)
+        return "\n".join(lines)
 
 
 Choice = Chosen | NoHost | Several
