@@ -41,6 +41,7 @@ from peer.core.lan import (
     txt_records,
 )
 from peer.lan import LanError, announce, discover, local_addresses
+from tests.lan_helper import HOSTILE
 
 KEY = "0123456789abcdef" * 4
 OTHER_KEY = "fedcba9876543210" * 4
@@ -321,20 +322,7 @@ def namespaces() -> Iterator[tuple[str, str]]:
             except subprocess.CalledProcessError as error:
                 pytest.skip(f"this machine forbids network namespaces: {error.stderr.decode().strip()}")
             created.append(ns)
-        _ip(
-            "-n",
-            host_ns,
-            "link",
-            "add",
-            "veth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "veth1",
-            "netns",
-            browser_ns,
-        )
+        _ip(*f"-n {host_ns} link add veth0 type veth peer name veth1 netns {browser_ns}".split())
         for ns, device, address in ((host_ns, "veth0", HOST_ADDRESS), (browser_ns, "veth1", BROWSER_ADDRESS)):
             _ip("-n", ns, "addr", "add", f"{address}/24", "dev", device)
             _ip("-n", ns, "link", "set", "lo", "up")
@@ -366,18 +354,9 @@ def test_browser_in_one_namespace_finds_host_announced_in_another(namespaces):
     announcer = subprocess.Popen(
         _helper(
             host_ns,
-            "announce",
-            "--port",
-            "4567",
-            "--name",
-            "Alice",
-            "--game",
-            "demo",
-            "--room",
-            "friday",
+            *"announce --port 4567 --name Alice --game demo --room friday --hostile".split(),
             "--key",
             KEY,
-            "--hostile",
         ),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -413,7 +392,7 @@ def test_browser_in_one_namespace_finds_host_announced_in_another(namespaces):
         skipped = [
             line for line in browse.stderr.splitlines() if "ignoring LAN announcement 'hostile" in line
         ]
-        assert len(skipped) == 6, browse.stderr
+        assert len(skipped) == len(HOSTILE), browse.stderr
     finally:
         assert announcer.stdin is not None
         announcer.stdin.close()  # the announcer unregisters and exits when its stdin closes
