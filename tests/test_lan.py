@@ -354,9 +354,8 @@ def test_browser_in_one_namespace_finds_host_announced_in_another(namespaces):
     announcer = subprocess.Popen(
         _helper(
             host_ns,
-            *"announce --port 4567 --name Alice --game demo --room friday --hostile".split(),
-            "--key",
-            KEY,
+            *["announce", "--port", "4567", "--name", "Alice", "--game", "demo"],
+            *["--room", "friday", "--key", KEY, "--hostile"],
         ),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
