@@ -11,6 +11,7 @@ PURE_MODULES = [
     "peer.core.codec",
     "peer.core.replica",
     "peer.core.arming",
+    "peer.core.lan",
 ]
 FORBIDDEN = ["asyncio", "aiortc", "aiohttp", "subprocess", "socket", "aioice"]
 
