@@ -56,9 +56,7 @@ class Client:
         if request is None and isinstance(error, ProtocolError):
             request = error.request
         fatal = fatal or (isinstance(error, ProtocolError) and error.fatal)
-        self.send_json(
-            protocol.error_message(error.code, error.message, fatal=fatal, request=request)
-        )
+        self.send_json(protocol.error_message(error.code, error.message, fatal=fatal, request=request))
         if fatal:
             log.info("closing %s after fatal error %s", self.label, error.code)
             self.close()
@@ -119,9 +117,7 @@ class Session:
             try:
                 msg = await ws.receive(timeout=timeout)
             except TimeoutError:
-                self.client.fail(
-                    ProtocolError("hello_timeout", "No valid hello came in time."), fatal=True
-                )
+                self.client.fail(ProtocolError("hello_timeout", "No valid hello came in time."), fatal=True)
                 return
             if msg.type == WSMsgType.TEXT:
                 await self.on_text(msg.data)
@@ -219,9 +215,7 @@ class Session:
                 check = PasswordCheck(new_hash=await hasher.hash(join.password))
         if self.client.closing:
             return
-        self.server.deliver(
-            lobby.join(key, self.client.name, join.game, join.room, join.capacity, check)
-        )
+        self.server.deliver(lobby.join(key, self.client.name, join.game, join.room, join.capacity, check))
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:

@@ -44,9 +44,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 # --- HTTP ---------------------------------------------------------------------------------
 
 
-async def test_catalogue_skips_broken_definitions(
-    games: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_catalogue_skips_broken_definitions(games: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "msxsync.rendezvous")
     async with TestClient(TestServer(create_app(config_for(games)))) as client:
         resp = await client.get("/api/games")
@@ -101,9 +99,7 @@ async def test_rom_changed_on_disk_is_not_served(games: Path) -> None:
         ("/api/games/~demo", {400}),
     ],
 )
-async def test_path_tricks(
-    base: str, session: aiohttp.ClientSession, path: str, statuses: set[int]
-) -> None:
+async def test_path_tricks(base: str, session: aiohttp.ClientSession, path: str, statuses: set[int]) -> None:
     async with session.get(base + path) as resp:
         body = await resp.read()
         assert resp.status in statuses, (path, resp.status)
@@ -111,9 +107,7 @@ async def test_path_tricks(
             assert body == ROM_BYTES  # only ever the catalogue's own ROM
 
 
-async def test_status_page_shows_rooms_without_secrets(
-    base: str, session: aiohttp.ClientSession
-) -> None:
+async def test_status_page_shows_rooms_without_secrets(base: str, session: aiohttp.ClientSession) -> None:
     async with logged_in(session, base, "<b>Alice</b>") as alice:
         await alice.join("secret <room>", password="hunter22")
         await alice.error("bad_message")  # '<' is outside the room-name alphabet
@@ -162,9 +156,7 @@ async def test_bad_signature_is_fatal(base: str, session: aiohttp.ClientSession)
         await mallory.wait_closed()
 
 
-async def test_replayed_hello_fails_on_a_new_challenge(
-    base: str, session: aiohttp.ClientSession
-) -> None:
+async def test_replayed_hello_fails_on_a_new_challenge(base: str, session: aiohttp.ClientSession) -> None:
     async with connect(session, base, "A") as first:
         await first.challenge()
         hello = first.hello()
@@ -190,9 +182,7 @@ async def test_hello_deadline(games: Path, session: aiohttp.ClientSession) -> No
         await p.wait_closed()
 
 
-async def test_same_key_on_a_new_connection_takes_over(
-    base: str, session: aiohttp.ClientSession
-) -> None:
+async def test_same_key_on_a_new_connection_takes_over(base: str, session: aiohttp.ClientSession) -> None:
     async with logged_in(session, base, "Bob") as bob, logged_in(session, base, "A") as old:
         await old.join("r")
         await old.expect("joined")
@@ -213,9 +203,7 @@ async def test_same_key_on_a_new_connection_takes_over(
 # --- rooms --------------------------------------------------------------------------------
 
 
-async def test_rooms_presence_ready_chat_and_host_handover(
-    base: str, session: aiohttp.ClientSession
-) -> None:
+async def test_rooms_presence_ready_chat_and_host_handover(base: str, session: aiohttp.ClientSession) -> None:
     async with (
         logged_in(session, base, "Alice") as alice,
         logged_in(session, base, "Bob") as bob,

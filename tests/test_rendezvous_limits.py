@@ -77,9 +77,7 @@ async def test_too_large_message(base: str, session: aiohttp.ClientSession) -> N
         await b.expect("joined")
 
 
-async def test_rate_limit_then_flood_disconnect(
-    games: Path, session: aiohttp.ClientSession
-) -> None:
+async def test_rate_limit_then_flood_disconnect(games: Path, session: aiohttp.ClientSession) -> None:
     async with (
         running(config_for(games, rate=0.1, burst=5)) as url,  # no refill during the test
         logged_in(session, url, "flood") as flood,
@@ -94,9 +92,7 @@ async def test_rate_limit_then_flood_disconnect(
         await flood.wait_closed()
 
 
-async def test_password_hashing_queue_is_bounded(
-    games: Path, session: aiohttp.ClientSession
-) -> None:
+async def test_password_hashing_queue_is_bounded(games: Path, session: aiohttp.ClientSession) -> None:
     async with (
         running(config_for(games, hash_waiting=0)) as url,
         logged_in(session, url, "a") as a,
@@ -118,9 +114,7 @@ async def test_max_clients(games: Path, session: aiohttp.ClientSession) -> None:
         await second.wait_closed()
 
 
-async def test_client_that_does_not_read_is_dropped(
-    games: Path, session: aiohttp.ClientSession
-) -> None:
+async def test_client_that_does_not_read_is_dropped(games: Path, session: aiohttp.ClientSession) -> None:
     async with (
         running(config_for(games, send_queue=4, rate=1e6, burst=10**6)) as url,
         logged_in(session, url, "sender") as sender,
@@ -155,9 +149,7 @@ async def test_shutdown_closes_websockets(games: Path, session: aiohttp.ClientSe
     await player_cm.__aexit__(None, None, None)
 
 
-async def test_server_keeps_answering_after_garbage(
-    base: str, session: aiohttp.ClientSession
-) -> None:
+async def test_server_keeps_answering_after_garbage(base: str, session: aiohttp.ClientSession) -> None:
     async with logged_in(session, base, "a") as a:
         for garbage in ("", "{", "null", "[]", '{"type":null}', '{"type":"x"}'):
             await a.ws.send_str(garbage)
@@ -171,9 +163,7 @@ async def test_server_keeps_answering_after_garbage(
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
 TYPES = ["hello", "join", "leave", "kick", "ready", "signal", "chat", "welcome", "", "JOIN"]
@@ -251,9 +241,7 @@ async def _fuzz_once(url: str, sequence: list[str | bytes], login: bool) -> None
 
 
 @given(sequence=frames, login=st.booleans())
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_fuzzed_frames_never_break_the_server(
     fuzz_server: str, sequence: list[str | bytes], login: bool
 ) -> None:
