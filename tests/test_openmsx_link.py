@@ -18,7 +18,14 @@ import pytest
 import pytest_asyncio
 
 from games.definition import Region
-from peer.openmsx import CommandError, Exited, LinkClosed, LocalChanges, OpenMSXLink
+from peer.openmsx import (
+    CommandError,
+    Exited,
+    LinkClosed,
+    LocalChanges,
+    OpenMSXError,
+    OpenMSXLink,
+)
 from peer.openmsx.process import HEADLESS_ENV, socket_folder
 
 pytestmark = [
@@ -71,6 +78,11 @@ async def boot(link: OpenMSXLink) -> None:
     await link.command("set throttle off")
     await batches_until(link, lambda batch: batch.get(STEADY) == 0x42, after=0.0)
     await link.command("set throttle on")
+
+
+def reaped(pid: int) -> bool:
+    """No process (not even a zombie) with PID is left."""
+    return not Path(f"/proc/{pid}").exists()
 
 
 async def poke(link: OpenMSXLink, address: int, value: int) -> None:
@@ -153,6 +165,16 @@ async def test_savestate_loadstate_round_trip_is_reported(msx2: OpenMSXLink) -> 
     assert batches[-1][ITEM] == before
 
 
+async def test_reverse_goback_is_reported(msx2: OpenMSXLink) -> None:
+    before = (await msx2.read(ITEM, 1))[0]
+    now = await msx2.emulated_time()
+    await poke(msx2, COMMAND, 2)
+    await batches_until(msx2, lambda batch: batch.get(ITEM) == (before + 1) % 256, after=now)
+    await msx2.command("reverse goback 1")  # reverse is on by default; fires no watchpoint
+    batches = await batches_until(msx2, lambda batch: ITEM in batch, after=0.0)
+    assert batches[-1][ITEM] == before
+
+
 async def test_a_refused_command_names_the_command(msx2: OpenMSXLink) -> None:
     with pytest.raises(CommandError, match="frobnicate"):
         await msx2.command("frobnicate 12")
@@ -160,6 +182,7 @@ async def test_a_refused_command_names_the_command(msx2: OpenMSXLink) -> None:
 
 
 async def test_apply_reaches_the_cpu_without_echo_on_msx1(tmp_path: Path) -> None:
+    tasks_before = asyncio.all_tasks()
     async with OpenMSXLink.launch(
         REGIONS, home=tmp_path, machine="C-BIOS_MSX1", cartridge=CARTRIDGE
     ) as link:
@@ -167,6 +190,16 @@ async def test_apply_reaches_the_cpu_without_echo_on_msx1(tmp_path: Path) -> Non
         await check_apply(link, 0x3C)
         # Flat 64 KB RAM: CPU E040 is Main RAM offset E040.
         assert await link.command("debug read {Main RAM} 0xE040") == str(0x3C)
+    # Closing stopped and reaped the child (no zombie) and left no task behind.
+    assert reaped(link.pid)
+    assert asyncio.all_tasks() == tasks_before
+
+
+async def test_a_machine_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(OpenMSXError, match="exited with status") as raised:
+        async with OpenMSXLink.launch(REGIONS, home=tmp_path, machine="No_Such_Machine"):
+            pytest.fail("openMSX started a machine that does not exist")
+    assert "No_Such_Machine" in str(raised.value)
 
 
 async def test_openmsx_killed_from_outside_is_an_exited_event(tmp_path: Path) -> None:
@@ -178,6 +211,7 @@ async def test_openmsx_killed_from_outside_is_an_exited_event(tmp_path: Path) ->
         assert events[-1].reason == "openMSX was killed by SIGKILL"
         with pytest.raises(LinkClosed):
             await link.command("machine_info time")
+    assert reaped(link.pid)  # reaped, not a zombie
 
 
 @pytest.fixture
