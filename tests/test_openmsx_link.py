@@ -239,3 +239,31 @@ async def test_attach_watches_a_running_openmsx_and_leaves_it_running(
         await poke(link, COMMAND, 2)
         await batches_until(link, lambda batch: ITEM in batch, after=now)
     assert running_openmsx.poll() is None  # detaching left the player's openMSX running
+
+
+def fake_openmsx(folder: Path, output: str, then: str) -> str:
+    """An 'openMSX' that writes OUTPUT on its control channel and then runs THEN (shell)."""
+    script = folder / "fake-openmsx"
+    lines = ["#!/bin/sh", f"printf '%s' '{output}'", f"echo 'fake: about to {then}' >&2", then]
+    script.write_text("\n".join(lines) + "\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.parametrize(
+    ("output", "then", "match"),
+    [
+        ('<openmsx-output><reply result="ok">12', "exit 0", "truncated"),
+        ('<openmsx-output><reply result="ok">1</log>', "exec sleep 30", "malformed"),
+        ('<openmsx-output><reply result="yes">1</reply>', "exec sleep 30", "result='yes'"),
+    ],
+)
+async def test_a_broken_control_stream_is_a_clear_error_not_a_hang(
+    tmp_path: Path, output: str, then: str, match: str
+) -> None:
+    openmsx = fake_openmsx(tmp_path, output, then)
+    async with asyncio.timeout(WAIT):
+        with pytest.raises(OpenMSXError, match=match) as raised:
+            async with OpenMSXLink.launch(REGIONS, home=tmp_path, openmsx=openmsx):
+                pytest.fail("a broken openMSX was accepted")
+    assert "broken control stream" in str(raised.value)

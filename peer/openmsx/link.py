@@ -34,6 +34,7 @@ from peer.openmsx.process import DEFAULT_MACHINE, LaunchSpec, find_socket
 
 STDERR_LINES = 20
 STOP_TIMEOUT = 3.0
+SETUP_TIMEOUT = 20.0
 _DETACH_TCL = f"msxsync::stop; namespace delete msxsync; user_setting destroy {CHANGES_SETTING}"
 
 
@@ -99,19 +100,25 @@ class OpenMSXLink:
 
     async def _setup(self, *, launched: bool, headless: bool) -> None:
         try:
-            await self.command("openmsx_update enable setting")
-            if headless:
-                await self.command("set renderer SDL")
-                # `after frame` skips frames the renderer skips; headless, rendering is cheap.
-                await self.command("set maxframeskip 0")
-            await self.command(watch_script(self.regions))
-            await self.command("msxsync::start")
-            if launched:  # with -control the machine starts powered off
-                await self.command("set power on")
+            async with asyncio.timeout(SETUP_TIMEOUT):
+                await self._install(launched=launched, headless=headless)
+        except TimeoutError:
+            raise OpenMSXError(f"openMSX did not answer within {SETUP_TIMEOUT:g} s") from None
         except LinkClosed:
             await self._wait_gone()
             exited = self._exited or Exited("openMSX stopped while starting", "")
             raise OpenMSXError(f"{exited.reason}\n{exited.stderr_tail}".rstrip()) from None
+
+    async def _install(self, *, launched: bool, headless: bool) -> None:
+        await self.command("openmsx_update enable setting")
+        if headless:
+            await self.command("set renderer SDL")
+            # `after frame` skips frames the renderer skips; headless, rendering is cheap.
+            await self.command("set maxframeskip 0")
+        await self.command(watch_script(self.regions))
+        await self.command("msxsync::start")
+        if launched:  # with -control the machine starts powered off
+            await self.command("set power on")
 
     async def _stop_child(self, process: asyncio.subprocess.Process) -> None:
         self._closing = True
