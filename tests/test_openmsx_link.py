@@ -38,15 +38,8 @@ pytestmark = [
 CARTRIDGE = Path(__file__).parent / "cartridge" / "testcart.rom"
 # E000-E0FF: the cartridge's variables; E140-E14F holds E141, where it copies what it read at E040.
 REGIONS = (Region(0xE000, 0xE0FF), Region(0xE140, 0xE14F))
-FRAME, STEADY, BURST, ITEM, POKED, APPLIED, SEEN = (
-    0xE000,
-    0xE001,
-    0xE010,
-    0xE020,
-    0xE021,
-    0xE040,
-    0xE141,
-)
+FRAME, STEADY, BURST, ITEM, POKED, KEYED = 0xE000, 0xE001, 0xE010, 0xE020, 0xE021, 0xE022
+APPLIED, SEEN = 0xE040, 0xE141
 COMMAND, ARGUMENT = 0xE100, 0xE101
 WAIT = 10.0
 
@@ -118,6 +111,30 @@ async def test_unchanged_rewrites_are_not_reported(msx2: OpenMSXLink) -> None:
         batches += await batches_until(msx2, lambda _: True, after=now)
     # Only the frame counter changes; STEADY (rewritten every frame) never shows up.
     assert all(set(batch) == {FRAME} for batch in batches), batches
+
+
+async def test_a_held_key_is_reported_as_the_cartridge_counts(msx2: OpenMSXLink) -> None:
+    now = await msx2.emulated_time()
+    await msx2.command("keymatrixdown 8 1")  # space
+    try:
+        await batches_until(msx2, lambda batch: KEYED in batch, after=now)
+    finally:
+        await msx2.command("keymatrixup 8 1")
+
+
+@pytest.mark.parametrize(
+    "writer",
+    [
+        "debug write memory 0xE050 {value}",  # fires watchpoints
+        "debug write {{Main RAM}} 0x2050 {value}",  # fires none; CPU E050 on this MSX2+
+    ],
+)
+async def test_writes_by_other_tools_are_reported(msx2: OpenMSXLink, writer: str) -> None:
+    value = ((await msx2.read(0xE050, 1))[0] + 0x11) % 256
+    now = await msx2.emulated_time()
+    await msx2.command(writer.format(value=value))
+    batches = await batches_until(msx2, lambda batch: 0xE050 in batch, after=now)
+    assert batches[-1][0xE050] == value
 
 
 async def test_a_burst_inside_one_frame_is_one_batch(msx2: OpenMSXLink) -> None:

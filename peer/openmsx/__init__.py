@@ -24,8 +24,12 @@ Design, and why:
   reports an unchanged rewrite, which watchpoints do on every write (a game rewriting a value
   each frame would cost 50 events/s for nothing). Writes within one frame coalesce into one
   batch with final values. A quiet frame costs one read and one string compare per region
-  (measured by scripts/bench_openmsx.py). ``after frame`` fires every emulated frame, also with
-  throttle off, and survives loadstate and reverse (checked on openMSX 18).
+  (scripts/bench_openmsx.py measures it). ``after frame`` fires for every emulated frame, also
+  with throttle off, and survives loadstate and reverse (checked on openMSX 18). openMSX handles
+  those frame events between slices of emulation, so when it runs behind (a loaded machine) or
+  with throttle off one check can cover two frames: still at most one batch per frame, only
+  intermediate values go unseen (with throttle on and a quiet machine every frame of the test
+  cartridge gave its own batch).
 * **Events leave Tcl as a user_setting update** (``msxsync_changes``, enabled with
   ``openmsx_update enable setting``). It arrives on the control channel in order with the
   replies, in both launch and attach mode (stderr is not ours when attached), and is invisible
@@ -44,6 +48,8 @@ Design, and why:
   as changes: define regions only where the game keeps its variables mapped.
 * **Headless** uses the SDL renderer with SDL's dummy video/audio drivers, not ``renderer
   none``, which services commands and timers far less often (and never fires ``after frame``).
+* **Back pressure**: `events()` is fed from an unbounded queue; with throttle off a game that
+  changes a byte every frame produces thousands of batches per second, so consume it promptly.
 * **Lifecycle**: each launched openMSX gets its own OPENMSX_HOME; leaving `launch` stops the
   child (``exit``, SIGTERM, SIGKILL, always reaped), leaving `attach` removes our Tcl and leaves
   openMSX running. If openMSX goes away on its own, `events()` yields `Exited` with the reason

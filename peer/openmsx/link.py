@@ -113,8 +113,6 @@ class OpenMSXLink:
         await self.command("openmsx_update enable setting")
         if headless:
             await self.command("set renderer SDL")
-            # `after frame` skips frames the renderer skips; headless, rendering is cheap.
-            await self.command("set maxframeskip 0")
         await self.command(watch_script(self.regions))
         await self.command("msxsync::start")
         if launched:  # with -control the machine starts powered off
