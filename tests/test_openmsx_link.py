@@ -137,6 +137,18 @@ async def test_writes_by_other_tools_are_reported(msx2: OpenMSXLink, writer: str
     assert batches[-1][0xE050] == value
 
 
+async def test_a_write_while_paused_is_reported(msx2: OpenMSXLink) -> None:
+    value = ((await msx2.read(0xE051, 1))[0] + 0x22) % 256
+    now = await msx2.emulated_time()
+    await msx2.command("set pause on")
+    try:
+        await msx2.command(f"debug write memory 0xE051 {value}")
+        batches = await batches_until(msx2, lambda batch: 0xE051 in batch, after=now)
+        assert batches[-1][0xE051] == value
+    finally:
+        await msx2.command("set pause off")
+
+
 async def test_a_burst_inside_one_frame_is_one_batch(msx2: OpenMSXLink) -> None:
     assert await msx2.apply([(BURST, bytes(16))]) == ()
     now = await msx2.emulated_time()

@@ -36,6 +36,19 @@ MAX_PENDING_BYTES = 16 * 1024 * 1024
 CHANGES_SETTING = "msxsync_changes"
 """The user_setting our Tcl watcher sets once per frame that had changes."""
 
+MIN_CHECK_GAP_US = 4000
+"""Real time between two checks of the regions; checks happen only at the end of a frame.
+
+At normal speed frames are 16.7-20 ms apart, so every frame is checked. Faster than ~4x real
+time (throttle off runs hundreds of times faster) several frames share a check: nobody plays at
+that speed, and one Tcl check per frame would then cost more emulation time than it is worth.
+"""
+
+POLL_US = 50_000
+"""Period of a real-time timer that checks when frames do not: after a skipped frame check if
+no frame followed, and while no frame ends at all (emulation paused, or renderer none, where
+`after frame` never fires), so a write by a tool or a loadstate while paused is still seen."""
+
 MAX_MESSAGE_CHARS = 200
 ADDRESS_SPACE = 0x10000
 _LOG_LEVELS = frozenset({"info", "warning", "error", "progress"})
@@ -263,7 +276,13 @@ def watch_script(regions: Sequence[_Region]) -> str:
     for region in regions:
         _check_span(region.start, region.end - region.start + 1)
         spans.append(f"{region.start} {region.end - region.start + 1}")
-    return _WATCH_TCL.replace("@REGIONS@", " ".join(spans)).replace("@SETTING@", CHANGES_SETTING)
+    return (
+        _WATCH_TCL.replace("@REGIONS@", " ".join(spans))
+        .replace("@SETTING@", CHANGES_SETTING)
+        .replace("@MIN_GAP_US@", str(MIN_CHECK_GAP_US))
+        .replace("@POLL_S@", f"{POLL_US / 1e6:g}")
+        .replace("@POLL_US@", str(POLL_US))
+    )
 
 
 def parse_changes(value: str) -> tuple[int, float, tuple[tuple[int, bytes], ...]]:
@@ -291,6 +310,9 @@ def parse_changes(value: str) -> tuple[int, float, tuple[tuple[int, bytes], ...]
 # Why it looks like this:
 # - `after frame` fires once per emulated frame (also with throttle off) and survives loadstate
 #   and reverse, so comparing against a snapshot catches every change, whatever made it.
+# - `tick` checks at most once per MIN_CHECK_GAP_US of real time and otherwise leaves the
+#   check pending; `poll` (after realtime, runs even when paused) checks when a check is
+#   pending or no frame ended for POLL_US.
 # - Regions are compared as hex strings first (one `string equal` per region per frame), then
 #   in 16-byte chunks, then byte by byte, so quiet frames cost almost nothing.
 # - Changed bytes are grouped into runs; one `user_setting` assignment per frame with changes
@@ -303,6 +325,10 @@ namespace eval msxsync {
     variable snapshot {}
     variable seq 0
     variable after_id {}
+    variable poll_id {}
+    variable last_check 0
+    variable last_frame 0
+    variable pending 0
     if {"@SETTING@" ni [user_setting info]} {
         user_setting create string @SETTING@ "msxsync: shared RAM changes (internal)" {}
     }
@@ -343,29 +369,50 @@ namespace eval msxsync {
     }
     proc tick {} {
         variable after_id [after frame msxsync::tick]
+        variable last_check
+        variable last_frame [clock microseconds]
+        if {$last_frame - $last_check >= @MIN_GAP_US@} {
+            check $last_frame
+        } else {
+            variable pending 1
+        }
+    }
+    proc poll {} {
+        variable poll_id [after realtime @POLL_S@ msxsync::poll]
+        variable pending
+        variable last_frame
+        set now [clock microseconds]
+        if {$pending || $now - $last_frame >= @POLL_US@} { check $now }
+    }
+    proc check {now} {
+        variable last_check $now
+        variable pending 0
         variable regions
         variable snapshot
         variable seq
-        set now [read_regions]
-        if {$now eq $snapshot} { return }
+        set current [read_regions]
+        if {$current eq $snapshot} { return }
         set changes {}
-        foreach {start length} $regions old $snapshot new $now {
+        foreach {start length} $regions old $snapshot new $current {
             if {$old ne $new} { lappend changes {*}[diff $start $old $new] }
         }
-        set snapshot $now
+        set snapshot $current
         set ::@SETTING@ "[incr seq] [machine_info time] $changes"
     }
     proc start {} {
-        variable after_id
         variable snapshot [read_regions]
-        after cancel $after_id
-        set after_id [after frame msxsync::tick]
+        stop
+        variable after_id [after frame msxsync::tick]
+        variable poll_id [after realtime @POLL_S@ msxsync::poll]
         return
     }
     proc stop {} {
         variable after_id
+        variable poll_id
         after cancel $after_id
+        after cancel $poll_id
         set after_id {}
+        set poll_id {}
         return
     }
     proc apply {writes} {
