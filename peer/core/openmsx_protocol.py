@@ -14,12 +14,13 @@ This module owns two things and does no I/O (no asyncio, subprocess or sockets):
   and go out as decimal numbers, bytes and message text go out as hex and are decoded by Tcl
   (``binary decode hex``). `parse_changes` validates what our own Tcl watcher reports back.
 
-The watcher itself (`watch_script`) is Tcl that openMSX runs once per emulated frame
-(``after frame``): it reads every shared region through the CPU's view, compares it with the
-snapshot it took the frame before, and reports only the bytes that differ, as one
-``user_setting`` update per frame. `apply_command` writes remote bytes and updates that snapshot in
-the same Tcl command, so applied bytes never come back as local changes. The module docstring of
-`peer.openmsx` explains why per-frame reads rather than watchpoints.
+The watcher itself (`watch_script`) is Tcl that openMSX runs at the end of every emulated frame
+(``after frame``, at most every `MIN_CHECK_GAP_US` of real time, plus a real-time poll): it
+reads every shared region through the CPU's view, compares it with the snapshot of the previous
+check, and reports only the bytes that differ, as one ``user_setting`` update per check.
+`apply_command` writes remote bytes and updates that snapshot in the same Tcl command, so
+applied bytes never come back as local changes. The docstring of `peer.openmsx` explains why
+per-frame reads rather than watchpoints.
 """
 
 from __future__ import annotations
