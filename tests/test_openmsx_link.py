@@ -23,6 +23,7 @@ from peer.openmsx import (
     Exited,
     LinkClosed,
     LocalChanges,
+    Logged,
     OpenMSXError,
     OpenMSXLink,
 )
@@ -204,6 +205,15 @@ async def test_reverse_goback_is_reported(msx2: OpenMSXLink) -> None:
     assert batches[-1][ITEM] == before
 
 
+async def test_an_on_screen_message_arrives_verbatim(msx2: OpenMSXLink) -> None:
+    text = "player joined <&> [exit] $x {"
+    await msx2.show_message(text)
+    async with asyncio.timeout(WAIT):
+        async for event in msx2.events():
+            if isinstance(event, Logged) and event.text == text:
+                break
+
+
 async def test_a_refused_command_names_the_command(msx2: OpenMSXLink) -> None:
     with pytest.raises(CommandError, match="frobnicate"):
         await msx2.command("frobnicate 12")
@@ -254,13 +264,18 @@ def running_openmsx(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     process.wait()
 
 
+async def wait_for_socket(pid: int) -> None:
+    """The control socket appears once openMSX has started; nothing announces it."""
+    socket = socket_folder(os.environ) / f"socket.{pid}"
+    async with asyncio.timeout(WAIT):
+        while not socket.exists():  # noqa: ASYNC110 (no event says a file appeared)
+            await asyncio.sleep(0.02)
+
+
 async def test_attach_watches_a_running_openmsx_and_leaves_it_running(
     running_openmsx: subprocess.Popen[bytes],
 ) -> None:
-    socket = socket_folder(os.environ) / f"socket.{running_openmsx.pid}"
-    async with asyncio.timeout(WAIT):  # the socket appears once openMSX has started
-        while not socket.exists():  # noqa: ASYNC110 (no event says a file appeared)
-            await asyncio.sleep(0.02)
+    await wait_for_socket(running_openmsx.pid)
     async with OpenMSXLink.attach(REGIONS, pid=running_openmsx.pid) as link:
         await link.command("set renderer SDL")
         await boot(link)
@@ -296,3 +311,15 @@ async def test_a_broken_control_stream_is_a_clear_error_not_a_hang(
             async with OpenMSXLink.launch(REGIONS, home=tmp_path, openmsx=openmsx):
                 pytest.fail("a broken openMSX was accepted")
     assert "broken control stream" in str(raised.value)
+
+
+async def test_a_player_closing_an_attached_openmsx_is_an_exited_event(
+    running_openmsx: subprocess.Popen[bytes],
+) -> None:
+    await wait_for_socket(running_openmsx.pid)
+    async with OpenMSXLink.attach(REGIONS, pid=running_openmsx.pid) as link:
+        running_openmsx.terminate()
+        async with asyncio.timeout(WAIT):
+            events = [event async for event in link.events()]
+        assert isinstance(events[-1], Exited)
+        assert "closed the control connection" in events[-1].reason
