@@ -200,7 +200,7 @@ async def test_reverse_goback_is_reported(msx2: OpenMSXLink) -> None:
     now = await msx2.emulated_time()
     await poke(msx2, COMMAND, 2)
     await batches_until(msx2, lambda batch: batch.get(ITEM) == (before + 1) % 256, after=now)
-    await msx2.command("reverse goback 1")  # reverse is on by default; fires no watchpoint
+    await msx2.command(f"reverse goto {now}")  # reverse is on by default; fires no watchpoint
     batches = await batches_until(msx2, lambda batch: ITEM in batch, after=0.0)
     assert batches[-1][ITEM] == before
 
@@ -265,11 +265,18 @@ def running_openmsx(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 async def wait_for_socket(pid: int) -> None:
-    """The control socket appears once openMSX has started; nothing announces it."""
+    """openMSX listens on its control socket once started; nothing announces it."""
     socket = socket_folder(os.environ) / f"socket.{pid}"
     async with asyncio.timeout(WAIT):
-        while not socket.exists():  # noqa: ASYNC110 (no event says a file appeared)
-            await asyncio.sleep(0.02)
+        while True:
+            try:
+                _, writer = await asyncio.open_unix_connection(socket)
+            except OSError:  # not there yet, or not listening yet
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
 
 
 async def test_attach_watches_a_running_openmsx_and_leaves_it_running(
