@@ -13,6 +13,8 @@ Measures, in one run:
     cartridge changes one shared byte every frame, so watching also means reports to Python.
 
 Both time stamps use the same wall clock (Tcl `clock microseconds` and Python `time.time_ns`).
+The cartridge writes just after the vertical blank interrupt, so the write latency is what a
+game writing early in its frame sees; a write late in a frame waits less for the frame's end.
 Prints one human line, then a final JSON line.
 """
 
