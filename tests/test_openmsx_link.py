@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 
 from games.definition import Region
+from peer.core.openmsx_protocol import watch_script
 from peer.openmsx import (
     CommandError,
     Exited,
@@ -300,6 +301,14 @@ async def test_attach_watches_a_running_openmsx_and_leaves_it_running(
         await poke(link, COMMAND, 2)
         await batches_until(link, lambda batch: ITEM in batch, after=now)
     assert running_openmsx.poll() is None  # detaching left the player's openMSX running
+    async with OpenMSXLink.attach(REGIONS, pid=running_openmsx.pid) as link:
+        # Attaching again works, and installing over a link that never detached (a crashed
+        # peer) stops its timers: one watcher runs.
+        await link.command(watch_script(REGIONS))
+        await link.command("msxsync::start")
+        timers = await link.command("after info")
+        assert timers.count("msxsync::tick") == 1
+        assert timers.count("msxsync::poll") == 1
 
 
 def fake_openmsx(folder: Path, output: str, then: str) -> str:

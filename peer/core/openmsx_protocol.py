@@ -321,6 +321,10 @@ def parse_changes(value: str) -> tuple[int, float, tuple[tuple[int, bytes], ...]
 # - `apply` writes through the CPU view and puts what reads back into the snapshot, in the same
 #   Tcl command, so nothing it wrote is reported as a local change.
 _WATCH_TCL = r"""
+if {[namespace exists msxsync]} {
+    # Left by a link that did not detach (a crashed peer): stop its timers before replacing it.
+    catch {msxsync::stop}
+}
 namespace eval msxsync {
     variable regions {@REGIONS@}
     variable snapshot {}

@@ -50,6 +50,8 @@ Design, and why:
   as changes: define regions only where the game keeps its variables mapped.
 * **Headless** uses the SDL renderer with SDL's dummy video/audio drivers, not ``renderer
   none``, which services commands and timers far less often (and never fires ``after frame``).
+* **One link per openMSX**: the Tcl lives in one namespace; a second link (or a peer that
+  crashed without detaching) is replaced, its timers stopped, when a link installs its own.
 * **Back pressure**: `events()` is fed from an unbounded queue; with throttle off a game that
   changes a byte every frame produces thousands of batches per second, so consume it promptly.
 * **Lifecycle**: each launched openMSX gets its own OPENMSX_HOME; leaving `launch` stops the
