@@ -52,8 +52,8 @@ Design, and why:
   none``, which services commands and timers far less often (and never fires ``after frame``).
 * **One link per openMSX**: the Tcl lives in one namespace; a second link (or a peer that
   crashed without detaching) is replaced, its timers stopped, when a link installs its own.
-* **Back pressure**: `events()` is fed from an unbounded queue; with throttle off a game that
-  changes a byte every frame produces thousands of batches per second, so consume it promptly.
+* **Events** go to one consumer through an unbounded queue; the 4 ms gap bounds it to ~250
+  batches per second even with throttle off, plus openMSX's own log lines (`Logged`).
 * **Lifecycle**: each launched openMSX gets its own OPENMSX_HOME; leaving `launch` stops the
   child (``exit``, SIGTERM, SIGKILL, always reaped), leaving `attach` removes our Tcl and leaves
   openMSX running. If openMSX goes away on its own, `events()` yields `Exited` with the reason
