@@ -178,9 +178,7 @@ async def run_clients(url: str, count: int, rounds: int, period: float) -> dict[
         async with asyncio.TaskGroup() as group:
             for client in clients:
                 group.create_task(client.read_loop())
-            await asyncio.wait_for(
-                asyncio.gather(*(c.room_full.wait() for c in clients)), timeout=60
-            )
+            await asyncio.wait_for(asyncio.gather(*(c.room_full.wait() for c in clients)), timeout=60)
             for _ in range(rounds):
                 await relay_round(clients, period)
             with contextlib.suppress(TimeoutError):  # a shortfall shows as relayed < expected
@@ -197,9 +195,7 @@ async def run_clients(url: str, count: int, rounds: int, period: float) -> dict[
         "relayed": len(latencies),
         "expected": tally.expected,
         "relay_p50_ms": round(1000 * statistics.median(latencies), 3) if latencies else None,
-        "relay_p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 3)
-        if latencies
-        else None,
+        "relay_p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 3) if latencies else None,
         "relay_max_ms": round(1000 * latencies[-1], 3) if latencies else None,
         "errors": len(errors),
     }

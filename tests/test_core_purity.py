@@ -12,6 +12,7 @@ PURE_MODULES = [
     "peer.core.replica",
     "peer.core.arming",
     "peer.core.lan",
+    "peer.core.openmsx_protocol",
 ]
 FORBIDDEN = ["asyncio", "aiortc", "aiohttp", "subprocess", "socket", "aioice"]
 

@@ -53,9 +53,7 @@ def flatten(event: LocalChanges) -> Batch:
     return {address + i: value for address, data in event.changes for i, value in enumerate(data)}
 
 
-async def batches_until(
-    link: OpenMSXLink, done: Callable[[Batch], bool], after: float
-) -> list[Batch]:
+async def batches_until(link: OpenMSXLink, done: Callable[[Batch], bool], after: float) -> list[Batch]:
     """Batches from frames after emulated time AFTER, up to and including the one DONE accepts."""
     seen: list[Batch] = []
     async with asyncio.timeout(WAIT):
@@ -233,9 +231,7 @@ async def test_a_refused_command_names_the_command(msx2: OpenMSXLink) -> None:
 
 async def test_apply_reaches_the_cpu_without_echo_on_msx1(tmp_path: Path) -> None:
     tasks_before = asyncio.all_tasks()
-    async with OpenMSXLink.launch(
-        REGIONS, home=tmp_path, machine="C-BIOS_MSX1", cartridge=CARTRIDGE
-    ) as link:
+    async with OpenMSXLink.launch(REGIONS, home=tmp_path, machine="C-BIOS_MSX1", cartridge=CARTRIDGE) as link:
         await boot(link)
         await check_apply(link, 0x3C)
         # Flat 64 KB RAM: CPU E040 is Main RAM offset E040.

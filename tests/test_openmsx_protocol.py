@@ -117,9 +117,7 @@ def test_garbage_either_parses_or_raises_protocol_error(data: bytes) -> None:
 
 
 def test_commands_are_xml_escaped() -> None:
-    assert proto.encode_command("a < b && c > d") == (
-        b"<command>a &lt; b &amp;&amp; c &gt; d</command>\n"
-    )
+    assert proto.encode_command("a < b && c > d") == (b"<command>a &lt; b &amp;&amp; c &gt; d</command>\n")
     with pytest.raises(ValueError, match="control characters"):
         proto.encode_command("bad\x00")
 
