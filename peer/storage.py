@@ -32,6 +32,20 @@ CREATE TABLE IF NOT EXISTS bytes (
 """
 
 
+Row = tuple[int, int, int, bytes]  # address, value, lamport, writer
+
+
+def rows_for(state: SharedState, addresses: Iterable[int]) -> list[Row]:
+    """The stamped bytes at `addresses` as plain rows (bytes nobody wrote are not worth storing)."""
+    index = state.layout.index
+    rows = []
+    for address in sorted(set(addresses)):
+        i = index(address)
+        if i >= 0 and state.writers[i] != NO_WRITER:
+            rows.append((address, state.values[i], state.lamports[i], state.writers[i]))
+    return rows
+
+
 class StorageError(RuntimeError):
     """The state folder's database cannot be used; the message says what to do."""
 
@@ -75,18 +89,16 @@ class RoomStore:
 
     def save(self, state: SharedState, addresses: Iterable[int]) -> int:
         """Store the current value and stamp of `addresses`; returns how many rows were written."""
-        index = self.layout.index
-        rows = []
-        for address in set(addresses):
-            i = index(address)
-            if i >= 0 and state.writers[i] != NO_WRITER:
-                rows.append((self.key, address, state.values[i], state.lamports[i], state.writers[i]))
+        return self.write_rows(rows_for(state, addresses))
+
+    def write_rows(self, rows: list[Row]) -> int:
+        """Write rows taken with `rows_for` (may run in a worker thread: rows are plain values)."""
         if rows:
             with self._transaction():
                 self._db.executemany(
                     "INSERT OR REPLACE INTO bytes (room, address, value, lamport, writer) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    rows,
+                    [(self.key, *row) for row in rows],
                 )
         return len(rows)
 

@@ -106,8 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         type=_seconds,
         default=defaults.heartbeat,
-        help="seconds between pings; a silent client is dropped after 1.5x this "
-        "(default %(default)s)",
+        help="seconds between pings; a silent client is dropped after 1.5x this (default %(default)s)",
     )
     limits.add_argument(
         "--hello-timeout",

@@ -98,6 +98,11 @@ class Chat:
 Request = Hello | Join | Leave | Kick | Ready | Signal | Chat
 
 
+def kind_of(request: Request) -> str:
+    """The wire `type` of a parsed request (each class is named after its type)."""
+    return type(request).__name__.lower()
+
+
 class _Fields:
     """Typed access to one message's fields; every failure is a `bad_message` naming the field."""
 
@@ -174,9 +179,7 @@ def parse_message(text: str) -> Request:
         raise ProtocolError("bad_message", "The message needs a 'type' string.")
     parser = _PARSERS.get(kind)
     if parser is None:
-        raise ProtocolError(
-            "unknown_type", f"Unknown message type {kind[:40]!r}.", request=kind[:40]
-        )
+        raise ProtocolError("unknown_type", f"Unknown message type {kind[:40]!r}.", request=kind[:40])
     return parser(_Fields(body, kind))
 
 
@@ -185,8 +188,7 @@ def _hello(f: _Fields) -> Hello:
     if version != PROTOCOL_VERSION:
         raise ProtocolError(
             "version_mismatch",
-            f"This server speaks protocol version {PROTOCOL_VERSION}; "
-            f"the client speaks version {version}.",
+            f"This server speaks protocol version {PROTOCOL_VERSION}; the client speaks version {version}.",
             fatal=True,
             request="hello",
         )
@@ -209,9 +211,7 @@ def _join(f: _Fields) -> Join:
         raise f.fail("game", "a game name (letters, digits, '_', '.', '+', '-')")
     room = f.optional_text("room")
     if room is not None and not _ROOM_RE.match(room):
-        raise f.fail(
-            "room", "null or 1 to 32 characters: letters, digits, space, '_', '.', '+', '-'"
-        )
+        raise f.fail("room", "null or 1 to 32 characters: letters, digits, space, '_', '.', '+', '-'")
     password = f.optional_text("password")
     if password is not None and not 1 <= len(password) <= MAX_PASSWORD:
         raise f.fail("password", f"null or 1 to {MAX_PASSWORD} characters")
@@ -255,9 +255,7 @@ def signed_hello_bytes(nonce: bytes) -> bytes:
 def verify_hello(hello: Hello, nonce: bytes) -> None:
     """Raise the fatal `bad_signature` unless `hello` is signed by its key over `nonce`."""
     try:
-        VerifyKey(bytes.fromhex(hello.key)).verify(
-            signed_hello_bytes(nonce), bytes.fromhex(hello.signature)
-        )
+        VerifyKey(bytes.fromhex(hello.key)).verify(signed_hello_bytes(nonce), bytes.fromhex(hello.signature))
     except (BadSignatureError, ValueError):
         # ValueError/nacl errors: a key that is not a valid curve point cannot have signed it.
         raise ProtocolError(

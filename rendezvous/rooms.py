@@ -142,9 +142,7 @@ class Lobby:
 
     def summaries(self) -> list[RoomSummary]:
         return [
-            RoomSummary(
-                r.name, r.game, len(r.members), r.capacity, r.password_hash is not None, r.quick
-            )
+            RoomSummary(r.name, r.game, len(r.members), r.capacity, r.password_hash is not None, r.quick)
             for r in sorted(self._rooms.values(), key=lambda r: r.serial)
         ]
 
@@ -190,15 +188,11 @@ class Lobby:
     def _check_not_in_room(self, key: str) -> None:
         current = self.room_of(key)
         if current is not None:
-            raise RoomError(
-                "already_in_room", f"You are already in room {current.name!r}; leave it first."
-            )
+            raise RoomError("already_in_room", f"You are already in room {current.name!r}; leave it first.")
 
     def _check_can_enter(self, room: Room, key: str, game: str) -> None:
         if room.game != game:
-            raise RoomError(
-                "wrong_game", f"Room {room.name!r} is playing {room.game!r}, not {game!r}."
-            )
+            raise RoomError("wrong_game", f"Room {room.name!r} is playing {room.game!r}, not {game!r}.")
         if key in room.banned:
             raise RoomError("banned", f"The host of room {room.name!r} has kicked you out of it.")
         if room.full:
@@ -209,9 +203,7 @@ class Lobby:
             return
         if check.checked_hash is not room.password_hash:
             # The room was replaced while the adapter was verifying against the old hash.
-            raise RoomError(
-                "try_again", f"Room {room.name!r} changed meanwhile; please join again."
-            )
+            raise RoomError("try_again", f"Room {room.name!r} changed meanwhile; please join again.")
         if not check.matches:
             raise RoomError("wrong_password", f"Wrong password for room {room.name!r}.")
 
@@ -234,14 +226,10 @@ class Lobby:
         candidates.sort(key=lambda r: (-len(r.members), r.serial))
         return candidates[0] if candidates else None
 
-    def _create(
-        self, game: str, name: str | None, capacity: int | None, check: PasswordCheck
-    ) -> Room:
+    def _create(self, game: str, name: str | None, capacity: int | None, check: PasswordCheck) -> Room:
         size = self._capacity(capacity)
         if len(self._rooms) >= self.limits.max_rooms:
-            raise RoomError(
-                "too_many_rooms", "The server has as many rooms as it allows; try later."
-            )
+            raise RoomError("too_many_rooms", "The server has as many rooms as it allows; try later.")
         if name is not None and check.checked_hash is not None:
             # A password was verified against a room that has vanished since: start over.
             raise RoomError("try_again", f"Room {name!r} changed meanwhile; please join again.")

@@ -11,6 +11,8 @@ PURE_MODULES = [
     "peer.core.codec",
     "peer.core.replica",
     "peer.core.arming",
+    "peer.core.lan",
+    "peer.core.openmsx_protocol",
 ]
 FORBIDDEN = ["asyncio", "aiortc", "aiohttp", "subprocess", "socket", "aioice"]
 

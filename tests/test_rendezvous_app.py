@@ -44,9 +44,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 # --- HTTP ---------------------------------------------------------------------------------
 
 
-async def test_catalogue_skips_broken_definitions(
-    games: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_catalogue_skips_broken_definitions(games: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "msxsync.rendezvous")
     async with TestClient(TestServer(create_app(config_for(games)))) as client:
         resp = await client.get("/api/games")
@@ -73,8 +71,17 @@ async def test_game_detail_rom_and_etag(base: str, session: aiohttp.ClientSessio
     assert etag == f'"{ROM_SHA256}"'
     async with session.get(f"{base}/api/games/demo/rom", headers={"If-None-Match": etag}) as resp:
         assert resp.status == 304
-    async with session.get(f"{base}/healthz") as resp:
-        assert (await resp.json())["status"] == "ok"
+    async with logged_in(session, base, "a"), session.get(f"{base}/healthz") as resp:
+        health = await resp.json()
+    assert health["status"] == "ok" and health["players"] == 1 and health["games"] == 2
+
+
+async def test_rom_changed_on_disk_is_not_served(games: Path) -> None:
+    async with TestClient(TestServer(create_app(config_for(games)))) as client:
+        (games / "demo.rom").write_bytes(b"not the hashed ROM")
+        resp = await client.get("/api/games/demo/rom")
+        assert resp.status == 404
+        assert (await resp.json())["error"] == "rom_absent"
 
 
 @pytest.mark.parametrize(
@@ -92,9 +99,7 @@ async def test_game_detail_rom_and_etag(base: str, session: aiohttp.ClientSessio
         ("/api/games/~demo", {400}),
     ],
 )
-async def test_path_tricks(
-    base: str, session: aiohttp.ClientSession, path: str, statuses: set[int]
-) -> None:
+async def test_path_tricks(base: str, session: aiohttp.ClientSession, path: str, statuses: set[int]) -> None:
     async with session.get(base + path) as resp:
         body = await resp.read()
         assert resp.status in statuses, (path, resp.status)
@@ -102,9 +107,7 @@ async def test_path_tricks(
             assert body == ROM_BYTES  # only ever the catalogue's own ROM
 
 
-async def test_status_page_shows_rooms_without_secrets(
-    base: str, session: aiohttp.ClientSession
-) -> None:
+async def test_status_page_shows_rooms_without_secrets(base: str, session: aiohttp.ClientSession) -> None:
     async with logged_in(session, base, "<b>Alice</b>") as alice:
         await alice.join("secret <room>", password="hunter22")
         await alice.error("bad_message")  # '<' is outside the room-name alphabet
@@ -153,9 +156,7 @@ async def test_bad_signature_is_fatal(base: str, session: aiohttp.ClientSession)
         await mallory.wait_closed()
 
 
-async def test_replayed_hello_fails_on_a_new_challenge(
-    base: str, session: aiohttp.ClientSession
-) -> None:
+async def test_replayed_hello_fails_on_a_new_challenge(base: str, session: aiohttp.ClientSession) -> None:
     async with connect(session, base, "A") as first:
         await first.challenge()
         hello = first.hello()
@@ -181,9 +182,7 @@ async def test_hello_deadline(games: Path, session: aiohttp.ClientSession) -> No
         await p.wait_closed()
 
 
-async def test_same_key_on_a_new_connection_takes_over(
-    base: str, session: aiohttp.ClientSession
-) -> None:
+async def test_same_key_on_a_new_connection_takes_over(base: str, session: aiohttp.ClientSession) -> None:
     async with logged_in(session, base, "Bob") as bob, logged_in(session, base, "A") as old:
         await old.join("r")
         await old.expect("joined")
@@ -204,9 +203,7 @@ async def test_same_key_on_a_new_connection_takes_over(
 # --- rooms --------------------------------------------------------------------------------
 
 
-async def test_rooms_presence_ready_chat_and_host_handover(
-    base: str, session: aiohttp.ClientSession
-) -> None:
+async def test_rooms_presence_ready_chat_and_host_handover(base: str, session: aiohttp.ClientSession) -> None:
     async with (
         logged_in(session, base, "Alice") as alice,
         logged_in(session, base, "Bob") as bob,
@@ -252,7 +249,7 @@ async def test_room_full_and_capacity_limits(base: str, session: aiohttp.ClientS
         await b.join("duo")
         await b.expect("joined")
         await c.join("duo")
-        await c.error("room_full")
+        assert (await c.error("room_full"))["request"] == "join"
         await a.join("other")
         await a.error("already_in_room")
 
@@ -336,3 +333,17 @@ async def test_relay_only_within_the_room(base: str, session: aiohttp.ClientSess
         # c got nothing addressed to it: its next message is the answer to its own ping-chat.
         await c.send(type="chat", text="ping")
         assert (await c.next())["type"] == "chat"
+
+
+def test_config_refuses_nonsense() -> None:
+    for bad in ({"max_clients": 0}, {"room_capacity": 1}, {"heartbeat": 0.0}, {"rate": -1.0}):
+        with pytest.raises(ValueError):
+            Config(**bad)
+
+
+async def test_embedding_with_a_ready_catalogue(games: Path) -> None:
+    # A peer hosting on the LAN hands over the catalogue it already loaded.
+    config = Config(catalogue=load_catalogue([games]))
+    async with TestClient(TestServer(create_app(config))) as client:
+        resp = await client.get("/api/games/demo")
+        assert (await resp.json())["rom"]["sha256"] == ROM_SHA256

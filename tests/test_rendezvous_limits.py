@@ -46,7 +46,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def test_heartbeat_drops_a_silent_client(games: Path, session: aiohttp.ClientSession) -> None:
     async with (
-        running(config_for(games, heartbeat=0.2)) as url,
+        running(config_for(games, heartbeat=1.0)) as url,
         logged_in(session, url, "watcher") as watcher,
         connect(session, url, "silent", autoping=False) as silent,
     ):
@@ -55,8 +55,9 @@ async def test_heartbeat_drops_a_silent_client(games: Path, session: aiohttp.Cli
         await silent.login()
         await silent.join("r")
         await watcher.expect("member_joined")
-        # The silent client never answers pings: the server drops it and tells the room.
-        left = await watcher.expect("member_left", within=5)
+        # The silent client never answers pings: the server drops it (within 1.5 heartbeats)
+        # and tells the room.
+        left = await watcher.expect("member_left", within=10)
         assert left["key"] == silent.key
 
 
@@ -68,13 +69,17 @@ async def test_too_large_message(base: str, session: aiohttp.ClientSession) -> N
         await a.error("not_in_room")
         await a.ws.send_bytes(b"\x00\x01")
         await a.error("binary_not_supported")
+        await a.send(type="chat", text="x" * 300_000)  # far above: aiohttp closes with 1009
+        closing = await a.wait_closed()
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1009
+    async with logged_in(session, base, "b") as b:  # and the server still serves others
+        await b.join("r")
+        await b.expect("joined")
 
 
-async def test_rate_limit_then_flood_disconnect(
-    games: Path, session: aiohttp.ClientSession
-) -> None:
+async def test_rate_limit_then_flood_disconnect(games: Path, session: aiohttp.ClientSession) -> None:
     async with (
-        running(config_for(games, rate=1.0, burst=5)) as url,
+        running(config_for(games, rate=0.1, burst=5)) as url,  # no refill during the test
         logged_in(session, url, "flood") as flood,
     ):
         for _ in range(30):
@@ -85,6 +90,17 @@ async def test_rate_limit_then_flood_disconnect(
         error = await flood.error("flooding")
         assert error["fatal"] is True
         await flood.wait_closed()
+
+
+async def test_password_hashing_queue_is_bounded(games: Path, session: aiohttp.ClientSession) -> None:
+    async with (
+        running(config_for(games, hash_waiting=0)) as url,
+        logged_in(session, url, "a") as a,
+    ):
+        await a.join("vault", password="pw")
+        await a.error("busy")
+        await a.join("open")  # no password: no hashing, no queue
+        await a.expect("joined")
 
 
 async def test_max_clients(games: Path, session: aiohttp.ClientSession) -> None:
@@ -98,11 +114,9 @@ async def test_max_clients(games: Path, session: aiohttp.ClientSession) -> None:
         await second.wait_closed()
 
 
-async def test_client_that_does_not_read_is_dropped(
-    games: Path, session: aiohttp.ClientSession
-) -> None:
+async def test_client_that_does_not_read_is_dropped(games: Path, session: aiohttp.ClientSession) -> None:
     async with (
-        running(config_for(games, send_queue=4)) as url,
+        running(config_for(games, send_queue=4, rate=1e6, burst=10**6)) as url,
         logged_in(session, url, "sender") as sender,
         connect(session, url, "sleeper", max_msg_size=0) as sleeper,
     ):
@@ -135,11 +149,9 @@ async def test_shutdown_closes_websockets(games: Path, session: aiohttp.ClientSe
     await player_cm.__aexit__(None, None, None)
 
 
-async def test_server_keeps_answering_after_garbage(
-    base: str, session: aiohttp.ClientSession
-) -> None:
+async def test_server_keeps_answering_after_garbage(base: str, session: aiohttp.ClientSession) -> None:
     async with logged_in(session, base, "a") as a:
-        for garbage in ("", "{", "null", "[]", '{"type":null}', '{"type":"x"}', "\udcff"[:0]):
+        for garbage in ("", "{", "null", "[]", '{"type":null}', '{"type":"x"}'):
             await a.ws.send_str(garbage)
             assert (await a.expect("error"))["code"] in {"bad_json", "bad_message", "unknown_type"}
         await a.join("r")
@@ -151,9 +163,7 @@ async def test_server_keeps_answering_after_garbage(
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
 TYPES = ["hello", "join", "leave", "kick", "ready", "signal", "chat", "welcome", "", "JOIN"]
@@ -231,9 +241,7 @@ async def _fuzz_once(url: str, sequence: list[str | bytes], login: bool) -> None
 
 
 @given(sequence=frames, login=st.booleans())
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_fuzzed_frames_never_break_the_server(
     fuzz_server: str, sequence: list[str | bytes], login: bool
 ) -> None:

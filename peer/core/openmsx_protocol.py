@@ -1,0 +1,440 @@
+"""openMSX's control protocol, without I/O: the reply stream parser and the Tcl we send.
+
+This module owns two things and does no I/O (no asyncio, subprocess or sockets):
+
+* `ControlStreamParser`, an incremental parser of the XML stream openMSX writes on its control
+  channel (``-control stdio`` or its UNIX socket). Feed it bytes as they arrive and it returns the
+  complete top-level elements as events: `Reply` (``<reply result="ok|nok">``), `Log`
+  (``<log level=…>``) and `Update` (``<update type=… name=…>``). Malformed XML, a known element
+  with missing or bad attributes, an element nested where text is expected, a buffered element
+  larger than `MAX_PENDING_BYTES`, or a stream that ends inside an element raise `ProtocolError`.
+  Unknown top-level elements are skipped so that a newer openMSX does not break the link.
+* Builders of every Tcl command the link sends. Nothing from outside (the network, a user) is
+  ever spliced into Tcl as text: addresses are checked to be integers inside the shared regions
+  and go out as decimal numbers, bytes and message text go out as hex and are decoded by Tcl
+  (``binary decode hex``). `parse_changes` validates what our own Tcl watcher reports back.
+
+The watcher itself (`watch_script`) is Tcl that openMSX runs at the end of every emulated frame
+(``after frame``, at most every `MIN_CHECK_GAP_US` of real time, plus a real-time poll): it
+reads every shared region through the CPU's view, compares it with the snapshot of the previous
+check, and reports only the bytes that differ, as one ``user_setting`` update per check.
+`apply_command` writes remote bytes and updates that snapshot in the same Tcl command, so
+applied bytes never come back as local changes. The docstring of `peer.openmsx` explains why
+per-frame reads rather than watchpoints.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, cast
+from xml.etree.ElementTree import Element, ParseError, XMLPullParser
+
+MAX_PENDING_BYTES = 16 * 1024 * 1024
+"""An element still open after this many bytes is refused: openMSX never sends one this big."""
+
+CHANGES_SETTING = "msxsync_changes"
+"""The user_setting our Tcl watcher sets once per frame that had changes."""
+
+MIN_CHECK_GAP_US = 4000
+"""Real time between two checks of the regions; checks happen only at the end of a frame.
+
+At normal speed frames are 16.7-20 ms apart, so every frame is checked. Faster than ~4x real
+time (throttle off runs hundreds of times faster) several frames share a check: nobody plays at
+that speed, and one Tcl check per frame would then cost more emulation time than it is worth.
+"""
+
+POLL_US = 50_000
+"""Period of a real-time timer that checks when frames do not: after a skipped frame check if
+no frame followed, and while no frame ends at all (emulation paused, or renderer none, where
+`after frame` never fires), so a write by a tool or a loadstate while paused is still seen."""
+
+MAX_MESSAGE_CHARS = 200
+ADDRESS_SPACE = 0x10000
+_LOG_LEVELS = frozenset({"info", "warning", "error", "progress"})
+_HEX_RE = re.compile(r"^(?:[0-9a-f]{2})+$")
+# XML 1.0 forbids most control characters; a command containing one is a bug on our side.
+_XML_FORBIDDEN_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+class ProtocolError(ValueError):
+    """openMSX (or whatever is on the control channel) sent something we cannot accept."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to one command, in the order the commands were sent."""
+
+    ok: bool
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """A log line from openMSX (also what Tcl's ``message TEXT LEVEL`` produces)."""
+
+    level: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """A state change openMSX announces after ``openmsx_update enable KIND``."""
+
+    kind: str
+    name: str
+    value: str
+    machine: str | None = None
+
+
+ControlEvent = Reply | Log | Update
+
+
+class _Region(Protocol):
+    """What this module needs of `games.definition.Region` (inclusive CPU addresses)."""
+
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+
+
+class ControlStreamParser:
+    """Incremental parser of ``<openmsx-output>…</openmsx-output>``.
+
+    `feed` returns the events completed by the bytes given; `close` says the stream ended and
+    raises `ProtocolError` if it ended inside an element. After a `ProtocolError` the parser is
+    unusable (XML offers no way to resynchronise) and every call raises again.
+    """
+
+    def __init__(self) -> None:
+        self._parser: XMLPullParser[Element] = XMLPullParser(events=("start", "end"))
+        self._depth = 0
+        self._pending = 0
+        self._failed: ProtocolError | None = None
+        self.finished = False
+        """True once ``</openmsx-output>`` arrived: openMSX closed the channel cleanly."""
+
+    def feed(self, data: bytes) -> list[ControlEvent]:
+        self._check_usable()
+        if self.finished and data.strip():
+            return self._fail(f"data after </openmsx-output>: {data[:40]!r}")
+        self._pending += len(data)
+        try:
+            self._parser.feed(data)
+            events = self._collect()
+        except ParseError as error:
+            return self._fail(f"malformed control stream: {error}")
+        except ProtocolError as error:
+            return self._fail(str(error))
+        if self._depth > 1 and self._pending > MAX_PENDING_BYTES:
+            return self._fail(f"an element is still open after {self._pending} bytes")
+        return events
+
+    def close(self) -> None:
+        """The stream ended. Fine after ``</openmsx-output>`` or between elements."""
+        self._check_usable()
+        if self.finished:
+            return
+        if self._depth > 1:
+            self._fail("control stream ended inside an element (truncated reply)")
+        # Ending without the closing root tag is how a killed openMSX ends: not a protocol error.
+
+    def _check_usable(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+
+    def _fail(self, reason: str) -> list[ControlEvent]:
+        self._failed = ProtocolError(reason)
+        raise self._failed
+
+    def _collect(self) -> list[ControlEvent]:
+        events: list[ControlEvent] = []
+        # Only "start"/"end" events were asked for: each is (kind, Element).
+        started_or_ended = cast("Iterator[tuple[str, Element]]", self._parser.read_events())
+        for kind, element in started_or_ended:
+            if kind == "start":
+                self._start(element)
+            else:
+                self._depth -= 1
+                if self._depth == 1:
+                    self._pending = 0
+                    event = _to_event(element)
+                    if event is not None:
+                        events.append(event)
+                elif self._depth == 0:
+                    self.finished = True
+        return events
+
+    def _start(self, element: Element) -> None:
+        self._depth += 1
+        if self._depth == 1 and element.tag != "openmsx-output":
+            raise ProtocolError(f"expected <openmsx-output>, got <{element.tag}>")
+        if self._depth > 2:
+            raise ProtocolError(f"unexpected <{element.tag}> inside a control element")
+
+
+def _to_event(element: Element) -> ControlEvent | None:
+    text = element.text or ""
+    if element.tag == "reply":
+        result = element.get("result")
+        if result not in ("ok", "nok"):
+            raise ProtocolError(f"<reply> with result={result!r}, expected ok or nok")
+        return Reply(result == "ok", text)
+    if element.tag == "log":
+        level = element.get("level")
+        if level not in _LOG_LEVELS:
+            raise ProtocolError(f"<log> with level={level!r}")
+        return Log(level, text)
+    if element.tag == "update":
+        kind, name = element.get("type"), element.get("name")
+        if not kind or name is None:
+            raise ProtocolError("<update> without type or name")
+        return Update(kind, name, text, element.get("machine"))
+    return None  # an element kind this version does not know: skipped on purpose
+
+
+# --- what we send -------------------------------------------------------------------------
+
+
+OPENING = b"<openmsx-control>\n"
+
+
+def encode_command(tcl: str) -> bytes:
+    """One ``<command>`` element, XML-escaped. Raises ValueError for text XML cannot carry."""
+    if _XML_FORBIDDEN_RE.search(tcl):
+        raise ValueError("a command cannot contain control characters")
+    escaped = tcl.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return f"<command>{escaped}</command>\n".encode()
+
+
+def hex_text(text: str) -> str:
+    """Tcl that evaluates to TEXT, whatever it contains: it travels as UTF-8 hex."""
+    return f"[encoding convertfrom utf-8 [binary decode hex {text.encode().hex()}]]"
+
+
+def message_command(text: str, level: str = "info") -> str:
+    """Show TEXT on openMSX's screen (OSD) and console. Control characters become spaces."""
+    if level not in ("info", "warning", "error"):
+        raise ValueError(f"message level {level!r}")
+    clean = "".join(ch if ch.isprintable() else " " for ch in text)
+    return f"message {hex_text(clean[:MAX_MESSAGE_CHARS])} {level}"
+
+
+def read_command(address: int, length: int) -> str:
+    """Read LENGTH bytes at a CPU address (the CPU's current view); the reply is hex."""
+    _check_span(address, length)
+    return f"binary encode hex [debug read_block memory {address} {length}]"
+
+
+def decode_hex_reply(text: str, length: int) -> bytes:
+    if len(text) != 2 * length or (length and not _HEX_RE.match(text)):
+        raise ProtocolError(f"expected {length} bytes as hex, got {text[:40]!r}")
+    return bytes.fromhex(text)
+
+
+def _check_span(address: int, length: int) -> None:
+    if not isinstance(address, int) or not isinstance(length, int):
+        raise TypeError("address and length must be ints")
+    if length < 1 or address < 0 or address + length > ADDRESS_SPACE:
+        raise ValueError(f"{length} bytes at {address:#x} are outside the 64 KB address space")
+
+
+def _region_of(regions: Sequence[_Region], address: int, length: int) -> int:
+    for index, region in enumerate(regions):
+        if region.start <= address and address + length - 1 <= region.end:
+            return index
+    raise ValueError(f"{length} bytes at {address:#06x} are not inside one shared region")
+
+
+def apply_command(regions: Sequence[_Region], changes: Iterable[tuple[int, bytes]]) -> str:
+    """Tcl writing CHANGES (address, bytes) into memory and into the watcher's snapshot.
+
+    Every change must lie inside one of REGIONS (the same list `watch_script` was built from).
+    The reply lists the addresses whose byte did not read back as written (ROM mapped there).
+    """
+    words: list[str] = []
+    for address, data in changes:
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError("change data must be bytes")
+        _check_span(address, len(data))
+        index = _region_of(regions, address, len(data))
+        words += [str(index), str(address - regions[index].start), bytes(data).hex()]
+    if not words:
+        raise ValueError("nothing to apply")
+    return "msxsync::apply {" + " ".join(words) + "}"
+
+
+def watch_script(regions: Sequence[_Region]) -> str:
+    """Tcl defining the ``msxsync`` namespace: the per-frame watcher and `apply`.
+
+    Loading it again replaces the previous definition (regions and snapshot included).
+    """
+    if not regions:
+        raise ValueError("no regions to watch")
+    spans = []
+    for region in regions:
+        _check_span(region.start, region.end - region.start + 1)
+        spans.append(f"{region.start} {region.end - region.start + 1}")
+    return (
+        _WATCH_TCL.replace("@REGIONS@", " ".join(spans))
+        .replace("@SETTING@", CHANGES_SETTING)
+        .replace("@MIN_GAP_US@", str(MIN_CHECK_GAP_US))
+        .replace("@POLL_S@", f"{POLL_US / 1e6:g}")
+        .replace("@POLL_US@", str(POLL_US))
+    )
+
+
+def parse_changes(value: str) -> tuple[int, float, tuple[tuple[int, bytes], ...]]:
+    """Decode one watcher report: ``SEQ EMUTIME ADDR HEX ADDR HEX …``.
+
+    Returns (sequence number, emulated seconds, ((address, new bytes), …)).
+    """
+    words = value.split()
+    if len(words) < 4 or len(words) % 2:
+        raise ProtocolError(f"bad change report {value[:60]!r}")
+    try:
+        seq, emutime = int(words[0]), float(words[1])
+        changes = tuple(
+            (int(address), decode_hex_reply(data, len(data) // 2))
+            for address, data in zip(words[2::2], words[3::2], strict=True)
+        )
+    except ValueError as error:
+        raise ProtocolError(f"bad change report {value[:60]!r}: {error}") from None
+    for address, data in changes:
+        if not data or address < 0 or address + len(data) > ADDRESS_SPACE:
+            raise ProtocolError(f"change report outside the address space: {value[:60]!r}")
+    return seq, emutime, changes
+
+
+# Why it looks like this:
+# - `after frame` fires once per emulated frame (also with throttle off) and survives loadstate
+#   and reverse, so comparing against a snapshot catches every change, whatever made it.
+# - `tick` checks at most once per MIN_CHECK_GAP_US of real time and otherwise leaves the
+#   check pending; `poll` (after realtime, runs even when paused) checks when a check is
+#   pending or no frame ended for POLL_US.
+# - Regions are compared as hex strings first (one `string equal` per region per frame), then
+#   in 16-byte chunks, then byte by byte, so quiet frames cost almost nothing.
+# - Changed bytes are grouped into runs; one `user_setting` assignment per frame with changes
+#   reaches the controller as one <update>. The sequence number makes every value distinct.
+# - `apply` writes through the CPU view and puts what reads back into the snapshot, in the same
+#   Tcl command, so nothing it wrote is reported as a local change.
+_WATCH_TCL = r"""
+if {[namespace exists msxsync]} {
+    # Left by a link that did not detach (a crashed peer): stop its timers before replacing it.
+    catch {msxsync::stop}
+}
+namespace eval msxsync {
+    variable regions {@REGIONS@}
+    variable snapshot {}
+    variable seq 0
+    variable after_id {}
+    variable poll_id {}
+    variable last_check 0
+    variable last_frame 0
+    variable pending 0
+    if {"@SETTING@" ni [user_setting info]} {
+        user_setting create string @SETTING@ "msxsync: shared RAM changes (internal)" {}
+    }
+    proc read_regions {} {
+        variable regions
+        set result {}
+        foreach {start length} $regions {
+            lappend result [binary encode hex [debug read_block memory $start $length]]
+        }
+        return $result
+    }
+    proc diff {start old new} {
+        set runs {}
+        set run_address -1
+        set run_hex {}
+        set total [string length $new]
+        for {set chunk 0} {$chunk < $total} {incr chunk 32} {
+            set last [expr {$chunk + 31}]
+            if {[string range $old $chunk $last] eq [string range $new $chunk $last]} {
+                continue
+            }
+            set stop [expr {$last < $total ? $last : $total}]
+            for {set i $chunk} {$i < $stop} {incr i 2} {
+                set byte [string range $new $i [expr {$i + 1}]]
+                if {$byte eq [string range $old $i [expr {$i + 1}]]} { continue }
+                set address [expr {$start + $i / 2}]
+                if {$run_address >= 0 && $address == $run_address + [string length $run_hex] / 2} {
+                    append run_hex $byte
+                } else {
+                    if {$run_address >= 0} { lappend runs $run_address $run_hex }
+                    set run_address $address
+                    set run_hex $byte
+                }
+            }
+        }
+        if {$run_address >= 0} { lappend runs $run_address $run_hex }
+        return $runs
+    }
+    proc tick {} {
+        variable after_id [after frame msxsync::tick]
+        variable last_check
+        variable last_frame [clock microseconds]
+        if {$last_frame - $last_check >= @MIN_GAP_US@} {
+            check $last_frame
+        } else {
+            variable pending 1
+        }
+    }
+    proc poll {} {
+        variable poll_id [after realtime @POLL_S@ msxsync::poll]
+        variable pending
+        variable last_frame
+        set now [clock microseconds]
+        if {$pending || $now - $last_frame >= @POLL_US@} { check $now }
+    }
+    proc check {now} {
+        variable last_check $now
+        variable pending 0
+        variable regions
+        variable snapshot
+        variable seq
+        set current [read_regions]
+        if {$current eq $snapshot} { return }
+        set changes {}
+        foreach {start length} $regions old $snapshot new $current {
+            if {$old ne $new} { lappend changes {*}[diff $start $old $new] }
+        }
+        set snapshot $current
+        set ::@SETTING@ "[incr seq] [machine_info time] $changes"
+    }
+    proc start {} {
+        variable snapshot [read_regions]
+        stop
+        variable after_id [after frame msxsync::tick]
+        variable poll_id [after realtime @POLL_S@ msxsync::poll]
+        return
+    }
+    proc stop {} {
+        variable after_id
+        variable poll_id
+        after cancel $after_id
+        after cancel $poll_id
+        set after_id {}
+        set poll_id {}
+        return
+    }
+    proc apply {writes} {
+        variable regions
+        variable snapshot
+        set failed {}
+        foreach {index offset hex} $writes {
+            set address [expr {[lindex $regions [expr {2 * $index}]] + $offset}]
+            set length [expr {[string length $hex] / 2}]
+            debug write_block memory $address [binary decode hex $hex]
+            set back [binary encode hex [debug read_block memory $address $length]]
+            set first [expr {2 * $offset}]
+            lset snapshot $index [string replace [lindex $snapshot $index] \
+                $first [expr {$first + 2 * $length - 1}] $back]
+            if {$back ne $hex} { lappend failed $address }
+        }
+        return $failed
+    }
+}
+"""

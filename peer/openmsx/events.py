@@ -1,0 +1,40 @@
+"""What an `OpenMSXLink` reports, as small frozen values a consumer `match`es on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LocalChanges:
+    """Shared bytes that changed in this emulator during one emulated frame, with new values.
+
+    `changes` holds (CPU address, new bytes) runs, each inside one shared region; `emutime` is
+    openMSX's emulated time (seconds) of the frame that saw them.
+    """
+
+    changes: tuple[tuple[int, bytes], ...]
+    emutime: float
+
+
+@dataclass(frozen=True, slots=True)
+class Logged:
+    """A log line from openMSX (level info, warning, error or progress)."""
+
+    level: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Exited:
+    """openMSX went away on its own (closed by the player, crashed, killed, or broke the protocol).
+
+    `reason` is one human sentence; `stderr_tail` the last lines openMSX wrote to stderr (empty in
+    attach mode, where its stderr is not ours).
+    """
+
+    reason: str
+    stderr_tail: str
+
+
+LinkEvent = LocalChanges | Logged | Exited

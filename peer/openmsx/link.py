@@ -1,0 +1,310 @@
+"""`OpenMSXLink`: one running openMSX, its shared regions watched and written.
+
+It owns the openMSX child it launched (or the control socket it attached to), the tasks reading
+that child's output, and the Tcl it installs (namespace ``msxsync``, setting ``msxsync_changes``).
+See the package docstring for the design and `peer.core.openmsx_protocol` for the Tcl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from pathlib import Path
+
+from games.definition import Region
+from peer.core.openmsx_protocol import (
+    CHANGES_SETTING,
+    Log,
+    ProtocolError,
+    Update,
+    apply_command,
+    decode_hex_reply,
+    message_command,
+    parse_changes,
+    read_command,
+    watch_script,
+)
+from peer.openmsx.control import ControlClient, LinkClosed, OpenMSXError
+from peer.openmsx.events import Exited, LinkEvent, LocalChanges, Logged
+from peer.openmsx.process import DEFAULT_MACHINE, LaunchSpec, find_socket
+
+STDERR_LINES = 20
+STOP_TIMEOUT = 3.0
+SETUP_TIMEOUT = 20.0
+_DETACH_TCL = f"msxsync::stop; namespace delete msxsync; user_setting destroy {CHANGES_SETTING}"
+
+
+class OpenMSXLink:
+    """Use `OpenMSXLink.launch(...)` or `OpenMSXLink.attach(...)`, not the constructor."""
+
+    def __init__(
+        self,
+        regions: Sequence[Region],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        process: asyncio.subprocess.Process | None,
+        pid: int,
+    ) -> None:
+        if not regions:
+            raise ValueError("an openMSX link needs at least one shared region")
+        self.regions = tuple(regions)
+        self.pid = pid
+        self._process = process
+        self._client = ControlClient(reader, writer, self._on_control_event)
+        self._queue: asyncio.Queue[LinkEvent | None] = asyncio.Queue()
+        self._stderr: deque[str] = deque(maxlen=STDERR_LINES)
+        self._stderr_done = asyncio.Event()
+        self._exited: Exited | None = None
+        self._gone = asyncio.Event()
+        self._closing = False
+
+    # --- opening and closing ------------------------------------------------------------------
+
+    @classmethod
+    def launch(
+        cls,
+        regions: Sequence[Region],
+        *,
+        home: Path,
+        machine: str = DEFAULT_MACHINE,
+        cartridge: Path | None = None,
+        romtype: str | None = None,
+        openmsx: str = "openmsx",
+        scripts: Iterable[Path] = (),
+        headless: bool = True,
+        extra_args: Iterable[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> AbstractAsyncContextManager[OpenMSXLink]:
+        """Start openMSX as a child (own OPENMSX_HOME at HOME), power it on, watch REGIONS.
+
+        Leaving the context stops the child: ``exit``, then SIGTERM, then SIGKILL.
+        """
+        spec = LaunchSpec(
+            home, machine, cartridge, romtype, openmsx, tuple(scripts), headless, tuple(extra_args)
+        )
+        return _launched(cls, regions, spec, os.environ if env is None else env)
+
+    @classmethod
+    def attach(
+        cls, regions: Sequence[Region], pid: int | None = None, env: Mapping[str, str] | None = None
+    ) -> AbstractAsyncContextManager[OpenMSXLink]:
+        """Connect to a running openMSX's control socket (the only one running if PID is None).
+
+        Leaving the context removes what the link installed and leaves openMSX running.
+        """
+        return _attached(cls, regions, pid, os.environ if env is None else env)
+
+    async def _setup(self, *, launched: bool, headless: bool) -> None:
+        try:
+            async with asyncio.timeout(SETUP_TIMEOUT):
+                await self._install(launched=launched, headless=headless)
+        except TimeoutError:
+            raise OpenMSXError(f"openMSX did not answer within {SETUP_TIMEOUT:g} s") from None
+        except LinkClosed:
+            await self._wait_gone()
+            exited = self._exited or Exited("openMSX stopped while starting", "")
+            raise OpenMSXError(f"{exited.reason}\n{exited.stderr_tail}".rstrip()) from None
+
+    async def _install(self, *, launched: bool, headless: bool) -> None:
+        await self.command("openmsx_update enable setting")
+        if headless:
+            await self.command("set renderer SDL")
+        await self.command(watch_script(self.regions))
+        await self.command("msxsync::start")
+        if launched:  # with -control the machine starts powered off
+            await self.command("set power on")
+
+    async def _stop_child(self, process: asyncio.subprocess.Process) -> None:
+        self._closing = True
+        if process.returncode is None:
+            # openMSX often closes the channel before it can answer `exit`.
+            with suppress(OpenMSXError, TimeoutError):
+                await asyncio.wait_for(self.command("exit"), 0.5)
+        for stop in (None, process.terminate, process.kill):
+            if stop is not None and process.returncode is None:
+                stop()
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+                break
+            except TimeoutError:
+                continue
+        self._client.close("the link was closed")
+
+    async def _detach(self) -> None:
+        self._closing = True
+        # If openMSX is already gone or stuck, nothing of ours is left to remove.
+        with suppress(OpenMSXError, TimeoutError):
+            await asyncio.wait_for(self.command(_DETACH_TCL), STOP_TIMEOUT)
+        self._client.close("the link was closed")
+
+    # --- what the peer uses -------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[LinkEvent]:
+        """Local changes, logs, and finally `Exited` if openMSX went away on its own."""
+        while (event := await self._queue.get()) is not None:
+            yield event
+        self._queue.put_nowait(None)  # later callers end at once too
+
+    async def command(self, tcl: str) -> str:
+        """Run a Tcl command in openMSX (low level; `CommandError` on nok)."""
+        return await self._client.command(tcl)
+
+    async def apply(self, changes: Iterable[tuple[int, bytes]]) -> tuple[int, ...]:
+        """Write remote bytes where the CPU sees them, without reporting them back as local.
+
+        Every change must lie inside one shared region (ValueError otherwise). Returns the
+        addresses of writes that did not read back as written (no RAM mapped there now).
+        """
+        reply = await self.command(apply_command(self.regions, changes))
+        try:
+            return tuple(int(word) for word in reply.split())
+        except ValueError:
+            raise ProtocolError(f"bad reply to apply: {reply[:60]!r}") from None
+
+    async def read(self, address: int, length: int) -> bytes:
+        """LENGTH bytes at a CPU address, as the CPU sees them now."""
+        return decode_hex_reply(await self.command(read_command(address, length)), length)
+
+    async def show_message(self, text: str, level: str = "info") -> None:
+        """Show a short message on openMSX's screen (OSD), e.g. "player joined"."""
+        await self.command(message_command(text, level))
+
+    async def emulated_time(self) -> float:
+        """openMSX's emulated time in seconds (for --arm-after)."""
+        reply = await self.command("machine_info time")
+        try:
+            return float(reply)
+        except ValueError:
+            raise ProtocolError(f"bad emulated time {reply[:40]!r}") from None
+
+    async def set_watching(self, on: bool) -> None:
+        """Pause or resume reporting (resuming takes a fresh snapshot: no catch-up report)."""
+        await self.command("msxsync::start" if on else "msxsync::stop")
+
+    # --- tasks --------------------------------------------------------------------------------
+
+    def _on_control_event(self, event: Log | Update) -> None:
+        if isinstance(event, Log):
+            self._queue.put_nowait(Logged(event.level, event.text))
+        elif event.name == CHANGES_SETTING and event.value:
+            try:
+                _, emutime, changes = parse_changes(event.value)
+            except ProtocolError as error:
+                self._queue.put_nowait(Logged("error", f"ignored a bad change report: {error}"))
+                return
+            self._queue.put_nowait(LocalChanges(changes, emutime))
+
+    async def _pump(self) -> None:
+        """Read openMSX's control output until it ends; report an unexpected end as `Exited`."""
+        broken = None
+        try:
+            await self._client.run()
+        except ProtocolError as error:
+            broken = f"openMSX sent a broken control stream ({error})"
+            if self._process is not None and self._process.returncode is None:
+                self._process.kill()  # we cannot talk to it any more: do not leave it running
+        except OSError as error:
+            broken = f"the control connection to openMSX failed ({error})"
+        if not self._closing:
+            reason = broken or await self._exit_reason()
+            self._exited = Exited(reason, await self._stderr_tail())
+            self._queue.put_nowait(self._exited)
+        self._gone.set()
+        self._queue.put_nowait(None)
+
+    async def _exit_reason(self) -> str:
+        reason = f"openMSX (pid {self.pid}) closed the control connection"
+        if self._process is None:
+            return reason
+        try:
+            code = await asyncio.wait_for(self._process.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            return reason
+        if code < 0:
+            return f"openMSX was killed by {signal.Signals(-code).name}"
+        return f"openMSX exited with status {code}"
+
+    async def _stderr_tail(self) -> str:
+        if self._process is not None:
+            # If something else holds stderr open, report what we have.
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stderr_done.wait(), 1.0)
+        return "\n".join(self._stderr)
+
+    async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
+        try:
+            while line := await stream.readline():
+                self._stderr.append(line.decode(errors="replace").rstrip())
+        finally:
+            self._stderr_done.set()
+
+    async def _wait_gone(self) -> None:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._gone.wait(), STOP_TIMEOUT)
+
+
+@asynccontextmanager
+async def _launched(
+    cls: type[OpenMSXLink], regions: Sequence[Region], spec: LaunchSpec, env: Mapping[str, str]
+) -> AsyncIterator[OpenMSXLink]:
+    spec.home.mkdir(parents=True, exist_ok=True)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *spec.argv(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=spec.env(env),
+        )
+    except OSError as error:
+        raise OpenMSXError(f"cannot start openMSX ({spec.openmsx}): {error}") from error
+    assert process.stdin and process.stdout and process.stderr  # all three were PIPE
+    try:
+        link = cls(regions, process.stdout, process.stdin, process, process.pid)
+        async with _owning_tasks() as tasks:
+            tasks.create_task(link._read_stderr(process.stderr))
+            tasks.create_task(link._pump())
+            try:
+                await link._setup(launched=True, headless=spec.headless)
+                yield link
+            finally:
+                await link._stop_child(process)
+    finally:
+        if process.returncode is None:  # only if something above failed half-way
+            process.kill()
+            await process.wait()
+
+
+@asynccontextmanager
+async def _attached(
+    cls: type[OpenMSXLink], regions: Sequence[Region], pid: int | None, env: Mapping[str, str]
+) -> AsyncIterator[OpenMSXLink]:
+    path, pid = find_socket(pid, env)
+    try:
+        reader, writer = await asyncio.open_unix_connection(path)
+    except OSError as error:
+        raise OpenMSXError(f"cannot connect to openMSX at {path}: {error}") from error
+    link = cls(regions, reader, writer, None, pid)
+    async with _owning_tasks() as tasks:
+        tasks.create_task(link._pump())
+        try:
+            await link._setup(launched=False, headless=False)
+            yield link
+        finally:
+            await link._detach()
+
+
+@asynccontextmanager
+async def _owning_tasks() -> AsyncIterator[asyncio.TaskGroup]:
+    """A TaskGroup whose body's own exception comes out as itself, not in an ExceptionGroup."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            yield group
+    except BaseExceptionGroup as grouped:
+        if len(grouped.exceptions) == 1:
+            raise grouped.exceptions[0] from None
+        raise

@@ -1,0 +1,91 @@
+"""Where openMSX comes from: the command line and environment of a child, or a running one's socket.
+
+Pure functions of their arguments (plus, for `find_socket`, a look at the socket folder), so the
+link stays small and these are easy to check.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from peer.openmsx.control import OpenMSXError
+
+DEFAULT_MACHINE = "C-BIOS_MSX2+"
+# SDL's dummy drivers: no window and no sound, but the SDL renderer still runs, which keeps
+# openMSX servicing commands and `after frame` every frame (renderer none does neither well).
+HEADLESS_ENV = {"SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    """Everything needed to start one openMSX child."""
+
+    home: Path
+    machine: str = DEFAULT_MACHINE
+    cartridge: Path | None = None
+    romtype: str | None = None
+    openmsx: str = "openmsx"
+    scripts: tuple[Path, ...] = ()
+    headless: bool = True
+    extra_args: tuple[str, ...] = ()
+
+    def argv(self) -> list[str]:
+        args = [self.openmsx, "-machine", self.machine, "-control", "stdio"]
+        if self.cartridge is not None:
+            args += ["-cart", str(self.cartridge)]
+            if self.romtype:
+                args += ["-romtype", self.romtype]
+        for script in self.scripts:
+            args += ["-script", str(script)]
+        return [*args, *self.extra_args]
+
+    def env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The user's environment, with this instance's own OPENMSX_HOME (and SDL dummies)."""
+        env = dict(base)
+        env["OPENMSX_HOME"] = str(self.home)
+        if self.headless:
+            env.update(HEADLESS_ENV)
+        return env
+
+
+def socket_folder(env: Mapping[str, str]) -> Path:
+    """Where openMSX puts its control sockets: ``$TMPDIR/openmsx-<user>``."""
+    return Path(env.get("TMPDIR") or "/tmp") / f"openmsx-{getpass.getuser()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _socket_pids(folder: Path) -> Iterable[int]:
+    for path in folder.glob("socket.*"):
+        suffix = path.name.removeprefix("socket.")
+        if suffix.isdigit():
+            yield int(suffix)
+
+
+def find_socket(pid: int | None, env: Mapping[str, str]) -> tuple[Path, int]:
+    """The control socket of openMSX PID, or of the only running openMSX when PID is None."""
+    folder = socket_folder(env)
+    if pid is not None:
+        path = folder / f"socket.{pid}"
+        if not path.exists() or not _alive(pid):
+            raise OpenMSXError(f"no running openMSX with pid {pid} (no live {path})")
+        return path, pid
+    live = sorted(p for p in _socket_pids(folder) if _alive(p))
+    if not live:
+        raise OpenMSXError(f"no running openMSX found (no live socket in {folder})")
+    if len(live) > 1:
+        listed = ", ".join(map(str, live))
+        raise OpenMSXError(f"several openMSX are running (pids {listed}); say which one to use")
+    return folder / f"socket.{live[0]}", live[0]

@@ -1,0 +1,161 @@
+"""Shared state of one rendezvous application: its configuration, lobby and password hasher.
+
+Owns `Config` (every tunable, defaults documented in PROTOCOL.md), the argon2id `Hasher` (a
+small dedicated thread pool with a bounded waiting line, because hashing is a DoS vector), and
+`Server`, stored in the application under the typed key `SERVER`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import nacl.exceptions
+import nacl.pwhash
+from aiohttp import web
+
+from games.catalogue import Catalogue
+from rendezvous import protocol
+from rendezvous.rooms import Deliver, Lobby, RoomError
+
+if TYPE_CHECKING:
+    from rendezvous.lobby_socket import Client
+
+T = TypeVar("T")
+VERSION = "0.1.0"
+SERVER_NAME = f"msxsync-rendezvous {VERSION}"
+log = logging.getLogger("msxsync.rendezvous")
+
+# argon2id cost for room passwords: room passwords guard a lobby, not an account, and every
+# hash is a CPU+memory cost an attacker can make us pay, so keep it modest and bounded.
+PWHASH_OPSLIMIT = 2
+PWHASH_MEMLIMIT = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything tunable; defaults are the production values documented in PROTOCOL.md."""
+
+    games: list[Path] | None = None  # None: the games bundled with msxsync
+    catalogue: Catalogue | None = None  # a ready catalogue wins over `games` (tests, embedding)
+    max_clients: int = 2000
+    max_rooms: int = 1000
+    room_capacity: int = 8
+    max_message: int = 64 * 1024
+    hello_timeout: float = 10.0
+    heartbeat: float = 15.0
+    rate: float = 20.0
+    burst: int = 60
+    send_queue: int = 256
+    close_timeout: float = 5.0
+    hash_concurrency: int = 2
+    hash_waiting: int = 16
+
+    def __post_init__(self) -> None:
+        counts = ("max_clients", "max_rooms", "max_message", "burst", "send_queue")
+        for name in (*counts, "hash_concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.room_capacity < 2:
+            raise ValueError("room_capacity must be at least 2")
+        if self.hash_waiting < 0:
+            raise ValueError("hash_waiting must not be negative")
+        for name in ("hello_timeout", "heartbeat", "rate", "close_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+
+    def limits_json(self) -> dict[str, object]:
+        return {
+            "max_message": self.max_message,
+            "room_capacity": self.room_capacity,
+            "chat_length": protocol.CHAT_LIMIT,
+            "heartbeat": self.heartbeat,
+            "rate": self.rate,
+            "burst": self.burst,
+        }
+
+
+class Hasher:
+    """argon2id hashing on a small dedicated thread pool, with a bounded waiting line."""
+
+    def __init__(self, concurrency: int, waiting: int) -> None:
+        self.executor = ThreadPoolExecutor(concurrency, thread_name_prefix="pwhash")
+        self.slots = asyncio.Semaphore(concurrency)
+        self.waiting = waiting
+        self.queued = 0
+
+    async def _run(self, fn: Callable[..., T], *args: bytes) -> T:
+        if self.queued >= self.waiting:
+            raise RoomError("busy", "Too many password checks are waiting; try again shortly.")
+        self.queued += 1
+        try:
+            async with self.slots:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self.executor, fn, *args)
+        finally:
+            self.queued -= 1
+
+    async def hash(self, password: str) -> bytes:
+        return await self._run(_argon2id_str, password.encode())
+
+    async def verify(self, stored: bytes, password: str) -> bool:
+        return await self._run(_argon2id_verify, stored, password.encode())
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _argon2id_str(password: bytes) -> bytes:
+    return nacl.pwhash.argon2id.str(password, opslimit=PWHASH_OPSLIMIT, memlimit=PWHASH_MEMLIMIT)
+
+
+def _argon2id_verify(stored: bytes, password: bytes) -> bool:
+    try:
+        return nacl.pwhash.argon2id.verify(stored, password)
+    except nacl.exceptions.InvalidkeyError:
+        return False
+
+
+@dataclass
+class Server:
+    """State shared by all handlers of one application."""
+
+    config: Config
+    catalogue: Catalogue
+    lobby: Lobby
+    hasher: Hasher
+    started: float = field(default_factory=time.monotonic)
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    clients: dict[str, Client] = field(default_factory=dict)
+    roms: dict[str, bytes] = field(default_factory=dict)  # verified ROM bytes, read on demand
+
+    def statistics(self) -> dict[str, int]:
+        """Every counter the server reports, in one place (health check and status page)."""
+        return {
+            "connections": len(self.sockets),
+            "players": len(self.clients),
+            "rooms": self.lobby.room_count,
+            "games": len(self.catalogue.entries),
+            "uptime_s": int(time.monotonic() - self.started),
+        }
+
+    def deliver(self, deliveries: list[Deliver]) -> None:
+        encoded: dict[int, str] = {}  # a roster goes to many members: encode it once
+        for item in deliveries:
+            client = self.clients.get(item.to)
+            if client is None:
+                continue
+            text = encoded.get(id(item.message))
+            if text is None:
+                text = encoded[id(item.message)] = json.dumps(item.message)
+            client.send(text)
+
+
+SERVER = web.AppKey("server", Server)

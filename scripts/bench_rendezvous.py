@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Benchmark the rendezvous: N clients connect, say hello, join rooms of 4 and relay signals.
+
+The server runs in its own process (`python -m rendezvous.cli`) on 127.0.0.1 with its production
+defaults (rate limits included); all clients live in this process. Measured per N:
+connections/s (connect + challenge + signed hello + welcome), the relay latency of signalling
+messages (p50/p99/max, sender to addressee through the server) and the server's peak RSS
+(VmHWM from /proc). Prints one human line per N, then one JSON line with everything.
+
+    python3 scripts/bench_rendezvous.py                 # 100 and 1000 clients
+    python3 scripts/bench_rendezvous.py --clients 500 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from nacl.signing import SigningKey
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rendezvous.protocol import signed_hello_bytes  # noqa: E402
+
+ROOM_SIZE = 4
+
+
+def raise_open_files_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(needed, soft)), hard))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_games(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bench.regions").write_text("bench.rom\n#! title Bench\ne000 e0ff\n", "utf-8")
+    (folder / "bench.rom").write_bytes(bytes(32 * 1024))
+    return folder
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class Tally:
+    """Counts relayed signals across clients and says when all expected ones arrived."""
+
+    expected: int = 0
+    received: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self) -> None:
+        self.received += 1
+        if self.received >= self.expected:
+            self.done.set()
+
+
+@dataclass
+class Client:
+    index: int
+    tally: Tally
+    signing: SigningKey = field(default_factory=SigningKey.generate)
+    ws: aiohttp.ClientWebSocketResponse | None = None
+    latencies: list[float] = field(default_factory=list)
+    room_full: asyncio.Event = field(default_factory=asyncio.Event)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return self.signing.verify_key.encode().hex()
+
+    @property
+    def room(self) -> str:
+        return f"bench-{self.index // ROOM_SIZE}"
+
+    async def next(self) -> dict[str, object]:
+        assert self.ws is not None
+        msg = await self.ws.receive(timeout=30)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"client {self.index}: {msg.type!r}")
+        body: dict[str, object] = json.loads(msg.data)
+        return body
+
+    async def expect(self, kind: str) -> dict[str, object]:
+        while True:
+            body = await self.next()
+            if body["type"] == kind:
+                return body
+            if body["type"] == "error":
+                raise ConnectionError(f"client {self.index}: {body}")
+
+    async def connect(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.ws = await session.ws_connect(url)
+        challenge = await self.expect("challenge")
+        nonce = bytes.fromhex(str(challenge["nonce"]))
+        signature = self.signing.sign(signed_hello_bytes(nonce)).signature.hex()
+        hello = {"type": "hello", "version": 1, "name": f"c{self.index}", "key": self.key}
+        await self.ws.send_json({**hello, "signature": signature})
+        await self.expect("welcome")
+
+    async def join(self) -> None:
+        assert self.ws is not None
+        await self.ws.send_json({"type": "join", "game": "bench", "room": self.room, "capacity": 4})
+        await self.expect("joined")
+
+    async def read_loop(self) -> None:
+        assert self.ws is not None
+        async for msg in self.ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            now = time.perf_counter()
+            body = json.loads(msg.data)
+            match body["type"]:
+                case "signal":
+                    self.latencies.append(now - body["data"]["t"])
+                    self.tally.add()
+                case "roster" if len(body["members"]) == ROOM_SIZE:
+                    self.room_full.set()
+                case "error":
+                    self.errors.append(body["code"])
+
+
+async def relay_round(clients: list[Client], period: float) -> None:
+    """Every client sends one signal to the next member of its room, spread over `period`."""
+    start = time.perf_counter()
+    for i, client in enumerate(clients):
+        delay = start + period * i / len(clients) - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        base = client.index - client.index % ROOM_SIZE
+        target = clients[base + (client.index + 1) % ROOM_SIZE]
+        data = {"t": time.perf_counter(), "kind": "candidate", "candidate": "candidate:1 1 udp 1"}
+        assert client.ws is not None
+        await client.ws.send_json({"type": "signal", "to": target.key, "data": data})
+
+
+async def run_clients(url: str, count: int, rounds: int, period: float) -> dict[str, object]:
+    tally = Tally(expected=count * rounds)
+    clients = [Client(i, tally) for i in range(count)]
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        gate = asyncio.Semaphore(64)
+
+        async def connect(client: Client) -> None:
+            async with gate:
+                await client.connect(session, url)
+
+        started = time.perf_counter()
+        async with asyncio.TaskGroup() as group:
+            for client in clients:
+                group.create_task(connect(client))
+        connect_seconds = time.perf_counter() - started
+        for client in clients:  # in order, so rooms fill in index order
+            await client.join()
+        async with asyncio.TaskGroup() as group:
+            for client in clients:
+                group.create_task(client.read_loop())
+            await asyncio.wait_for(asyncio.gather(*(c.room_full.wait() for c in clients)), timeout=60)
+            for _ in range(rounds):
+                await relay_round(clients, period)
+            with contextlib.suppress(TimeoutError):  # a shortfall shows as relayed < expected
+                await asyncio.wait_for(tally.done.wait(), timeout=30)
+            for client in clients:
+                assert client.ws is not None
+                await client.ws.close()
+    latencies = sorted(x for c in clients for x in c.latencies)
+    errors = [code for c in clients for code in c.errors]
+    return {
+        "clients": count,
+        "connect_seconds": round(connect_seconds, 3),
+        "connections_per_s": round(count / connect_seconds, 1),
+        "relayed": len(latencies),
+        "expected": tally.expected,
+        "relay_p50_ms": round(1000 * statistics.median(latencies), 3) if latencies else None,
+        "relay_p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 3) if latencies else None,
+        "relay_max_ms": round(1000 * latencies[-1], 3) if latencies else None,
+        "errors": len(errors),
+    }
+
+
+async def bench(count: int, rounds: int, period: float, workdir: Path) -> dict[str, object]:
+    port = free_port()
+    games = write_games(workdir / "games")
+    command = [sys.executable, "-m", "rendezvous.cli", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--games", str(games), "--log-level", "WARNING"]
+    command += ["--log-file", str(workdir / f"server-{count}.log")]
+    command += ["--max-clients", str(count + 100), "--max-rooms", str(count)]
+    server = await asyncio.create_subprocess_exec(*command, cwd=ROOT)
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def healthy() -> bool:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientConnectionError:
+                    return False
+
+            deadline = time.perf_counter() + 30
+            while not await healthy():
+                if time.perf_counter() > deadline or server.returncode is not None:
+                    raise RuntimeError("the server did not start")
+                await asyncio.sleep(0.1)
+        result = await run_clients(f"http://127.0.0.1:{port}/ws", count, rounds, period)
+        result["server_peak_rss_mib"] = round(peak_rss_kib(server.pid) / 1024, 1)
+        return result
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), timeout=30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--rounds", type=int, default=10, help="signals sent by each client")
+    parser.add_argument("--period", type=float, default=1.0, help="seconds per round")
+    args = parser.parse_args()
+    raise_open_files_limit(2 * max(args.clients) + 256)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for count in args.clients:
+            result = asyncio.run(bench(count, args.rounds, args.period, Path(tmp)))
+            results.append(result)
+            print(
+                f"{count} clients: {result['connections_per_s']} connections/s, "
+                f"relay p50 {result['relay_p50_ms']} ms p99 {result['relay_p99_ms']} ms "
+                f"({result['relayed']}/{result['expected']} relayed, {result['errors']} errors), "
+                f"server peak RSS {result['server_peak_rss_mib']} MiB",
+                flush=True,
+            )
+    summary: dict[str, object] = {"benchmark": "rendezvous", "results": results}
+    summary["cpus"] = os.cpu_count()
+    goal = next((r for r in results if r["clients"] == 1000), None)
+    if goal is not None:
+        p99 = goal["relay_p99_ms"]
+        rss = goal["server_peak_rss_mib"]
+        summary["goal_met"] = (
+            goal["relayed"] == goal["expected"]
+            and isinstance(p99, float)
+            and p99 < 10
+            and isinstance(rss, float)
+            and rss < 200
+        )
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

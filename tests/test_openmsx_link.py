@@ -1,0 +1,347 @@
+"""The openMSX link against real headless openMSX running the test cartridge.
+
+One MSX2+ openMSX is shared by the module; tests that need their own (MSX1, kill, attach) start
+one each. Every wait is on an event with a deadline, never a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from games.definition import Region
+from peer.core.openmsx_protocol import watch_script
+from peer.openmsx import (
+    CommandError,
+    Exited,
+    LinkClosed,
+    LocalChanges,
+    Logged,
+    OpenMSXError,
+    OpenMSXLink,
+)
+from peer.openmsx.process import HEADLESS_ENV, socket_folder
+
+pytestmark = [
+    pytest.mark.openmsx,
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.skipif(shutil.which("openmsx") is None, reason="openMSX is not installed"),
+    pytest.mark.timeout(60),
+]
+
+CARTRIDGE = Path(__file__).parent / "cartridge" / "testcart.rom"
+# E000-E0FF: the cartridge's variables; E140-E14F holds E141, where it copies what it read at E040;
+# 4000-4003 is the cartridge's ROM header, where no write can take.
+REGIONS = (Region(0xE000, 0xE0FF), Region(0xE140, 0xE14F), Region(0x4000, 0x4003))
+FRAME, STEADY, BURST, ITEM, POKED, KEYED = 0xE000, 0xE001, 0xE010, 0xE020, 0xE021, 0xE022
+APPLIED, SEEN = 0xE040, 0xE141
+COMMAND, ARGUMENT = 0xE100, 0xE101
+WAIT = 10.0
+
+Batch = dict[int, int]
+
+
+def flatten(event: LocalChanges) -> Batch:
+    return {address + i: value for address, data in event.changes for i, value in enumerate(data)}
+
+
+async def batches_until(link: OpenMSXLink, done: Callable[[Batch], bool], after: float) -> list[Batch]:
+    """Batches from frames after emulated time AFTER, up to and including the one DONE accepts."""
+    seen: list[Batch] = []
+    async with asyncio.timeout(WAIT):
+        async for event in link.events():
+            if isinstance(event, Exited):
+                pytest.fail(f"openMSX exited: {event}")
+            if isinstance(event, LocalChanges) and event.emutime > after:
+                seen.append(flatten(event))
+                if done(seen[-1]):
+                    return seen
+    pytest.fail("events ended")
+
+
+async def boot(link: OpenMSXLink) -> None:
+    """Run past the C-BIOS logo at full speed until the cartridge's frame loop is running."""
+    await link.command("set throttle off")
+    await batches_until(link, lambda batch: batch.get(STEADY) == 0x42, after=0.0)
+    await link.command("set throttle on")
+
+
+def reaped(pid: int) -> bool:
+    """No process (not even a zombie) with PID is left."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+async def poke(link: OpenMSXLink, address: int, value: int) -> None:
+    await link.command(f"debug write memory {address} {value}")
+
+
+@pytest.fixture(scope="module")
+def tmp_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("openmsx-home")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def msx2(tmp_home: Path) -> AsyncIterator[OpenMSXLink]:
+    async with OpenMSXLink.launch(
+        REGIONS, home=tmp_home, machine="C-BIOS_MSX2+", cartridge=CARTRIDGE
+    ) as link:
+        await boot(link)
+        yield link
+
+
+async def test_a_cartridge_write_is_reported_with_address_and_value(msx2: OpenMSXLink) -> None:
+    now = await msx2.emulated_time()
+    await poke(msx2, ARGUMENT, 0x5A)
+    await poke(msx2, COMMAND, 3)
+    batches = await batches_until(msx2, lambda batch: POKED in batch, after=now)
+    assert batches[-1][POKED] == 0x5A
+
+
+async def test_unchanged_rewrites_are_not_reported(msx2: OpenMSXLink) -> None:
+    now = await msx2.emulated_time()
+    batches: list[Batch] = []
+    for _ in range(25):
+        batches += await batches_until(msx2, lambda _: True, after=now)
+    # Only the frame counter changes; STEADY (rewritten every frame) never shows up.
+    assert all(set(batch) == {FRAME} for batch in batches), batches
+
+
+async def test_a_held_key_is_reported_as_the_cartridge_counts(msx2: OpenMSXLink) -> None:
+    now = await msx2.emulated_time()
+    await msx2.command("keymatrixdown 8 1")  # space
+    try:
+        await batches_until(msx2, lambda batch: KEYED in batch, after=now)
+    finally:
+        await msx2.command("keymatrixup 8 1")
+
+
+@pytest.mark.parametrize(
+    "writer",
+    [
+        "debug write memory 0xE050 {value}",  # fires watchpoints
+        "debug write {{Main RAM}} 0x2050 {value}",  # fires none; CPU E050 on this MSX2+
+    ],
+)
+async def test_writes_by_other_tools_are_reported(msx2: OpenMSXLink, writer: str) -> None:
+    value = ((await msx2.read(0xE050, 1))[0] + 0x11) % 256
+    now = await msx2.emulated_time()
+    await msx2.command(writer.format(value=value))
+    batches = await batches_until(msx2, lambda batch: 0xE050 in batch, after=now)
+    assert batches[-1][0xE050] == value
+
+
+async def test_a_write_while_paused_is_reported(msx2: OpenMSXLink) -> None:
+    value = ((await msx2.read(0xE051, 1))[0] + 0x22) % 256
+    await msx2.command("set pause on")
+    try:
+        await msx2.command(f"debug write memory 0xE051 {value}")
+        # Paused, emulated time stands still: the report carries the time of the pause.
+        await batches_until(msx2, lambda batch: batch.get(0xE051) == value, after=0.0)
+    finally:
+        await msx2.command("set pause off")
+
+
+async def test_a_burst_inside_one_frame_is_one_batch(msx2: OpenMSXLink) -> None:
+    assert await msx2.apply([(BURST, bytes(16))]) == ()
+    now = await msx2.emulated_time()
+    await poke(msx2, COMMAND, 1)
+    batches = await batches_until(msx2, lambda batch: BURST in batch, after=now)
+    last = batches[-1]
+    assert [last[BURST + i] for i in range(16)] == list(range(0x30, 0x40))
+    assert not any(BURST in batch for batch in batches[:-1])
+    # The values the burst passed through (10h.., 20h..) never leave openMSX.
+    later = await batches_until(msx2, lambda _: True, after=now)
+    assert not any(BURST + i in later[0] for i in range(16))
+
+
+async def check_apply(link: OpenMSXLink, value: int) -> None:
+    now = await link.emulated_time()
+    assert await link.apply([(APPLIED, bytes([value]))]) == ()
+    batches = await batches_until(link, lambda batch: batch.get(SEEN) == value, after=now)
+    # The CPU read it (the cartridge copied it to SEEN), and it never came back as a change.
+    assert not any(APPLIED in batch for batch in batches)
+    assert await link.read(APPLIED, 1) == bytes([value])
+
+
+async def test_apply_reaches_the_cpu_without_echo_on_msx2plus(msx2: OpenMSXLink) -> None:
+    await check_apply(msx2, 0xA5)
+    # Memory mapper: CPU page 3 is segment 0, so CPU E040 is Main RAM offset 2040 here.
+    assert await msx2.command("debug read {Main RAM} 0x2040") == str(0xA5)
+
+
+async def test_apply_refuses_bytes_outside_the_regions(msx2: OpenMSXLink) -> None:
+    with pytest.raises(ValueError):
+        await msx2.apply([(COMMAND, b"\x01")])
+
+
+async def test_apply_names_writes_that_did_not_take(msx2: OpenMSXLink) -> None:
+    assert await msx2.read(0x4000, 2) == b"AB"
+    assert await msx2.apply([(0x4001, b"\x00"), (APPLIED, b"\x01")]) == (0x4001,)
+    assert await msx2.read(0x4000, 2) == b"AB"  # ROM stays ROM, and nothing is reported
+
+
+async def test_savestate_loadstate_round_trip_is_reported(msx2: OpenMSXLink) -> None:
+    before = (await msx2.read(ITEM, 1))[0]
+    await msx2.command("savestate msxsync_test")
+    now = await msx2.emulated_time()
+    await poke(msx2, COMMAND, 2)
+    await batches_until(msx2, lambda batch: batch.get(ITEM) == (before + 1) % 256, after=now)
+    await msx2.command("loadstate msxsync_test")
+    # loadstate rewinds emulated time: any frame after the state's time counts.
+    batches = await batches_until(msx2, lambda batch: ITEM in batch, after=0.0)
+    assert batches[-1][ITEM] == before
+
+
+async def test_reverse_goback_is_reported(msx2: OpenMSXLink) -> None:
+    # A fresh history: loadstate keeps the old timeline in it, where ITEM may be anything.
+    await msx2.command("reverse stop; reverse start")
+    # Let a frame pass, so the history's first snapshot cannot hold the command poked below.
+    await batches_until(msx2, lambda _: True, after=await msx2.emulated_time())
+    before = (await msx2.read(ITEM, 1))[0]
+    now = await msx2.emulated_time()
+    await poke(msx2, COMMAND, 2)
+    await batches_until(msx2, lambda batch: batch.get(ITEM) == (before + 1) % 256, after=now)
+    await msx2.command(f"reverse goto {now}")  # reverse is on by default; fires no watchpoint
+    batches = await batches_until(msx2, lambda batch: ITEM in batch, after=0.0)
+    assert batches[-1][ITEM] == before
+
+
+async def test_an_on_screen_message_arrives_verbatim(msx2: OpenMSXLink) -> None:
+    text = "player joined <&> [exit] $x {"
+    await msx2.show_message(text)
+    async with asyncio.timeout(WAIT):
+        async for event in msx2.events():
+            if isinstance(event, Logged) and event.text == text:
+                break
+
+
+async def test_a_refused_command_names_the_command(msx2: OpenMSXLink) -> None:
+    with pytest.raises(CommandError, match="frobnicate"):
+        await msx2.command("frobnicate 12")
+    assert await msx2.command("expr {6 * 7}") == "42"  # and the link carries on
+
+
+async def test_apply_reaches_the_cpu_without_echo_on_msx1(tmp_path: Path) -> None:
+    tasks_before = asyncio.all_tasks()
+    async with OpenMSXLink.launch(REGIONS, home=tmp_path, machine="C-BIOS_MSX1", cartridge=CARTRIDGE) as link:
+        await boot(link)
+        await check_apply(link, 0x3C)
+        # Flat 64 KB RAM: CPU E040 is Main RAM offset E040.
+        assert await link.command("debug read {Main RAM} 0xE040") == str(0x3C)
+    # Closing stopped and reaped the child (no zombie) and left no task behind.
+    assert reaped(link.pid)
+    assert asyncio.all_tasks() == tasks_before
+
+
+async def test_a_machine_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(OpenMSXError, match="exited with status") as raised:
+        async with OpenMSXLink.launch(REGIONS, home=tmp_path, machine="No_Such_Machine"):
+            pytest.fail("openMSX started a machine that does not exist")
+    assert "No_Such_Machine" in str(raised.value)
+
+
+async def test_openmsx_killed_from_outside_is_an_exited_event(tmp_path: Path) -> None:
+    async with OpenMSXLink.launch(REGIONS, home=tmp_path, cartridge=CARTRIDGE) as link:
+        os.kill(link.pid, signal.SIGKILL)
+        async with asyncio.timeout(WAIT):
+            events = [event async for event in link.events()]
+        assert isinstance(events[-1], Exited)
+        assert events[-1].reason == "openMSX was killed by SIGKILL"
+        with pytest.raises(LinkClosed):
+            await link.command("machine_info time")
+    assert reaped(link.pid)  # reaped, not a zombie
+
+
+@pytest.fixture
+def running_openmsx(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A player's openMSX: started without -control, the link only knows its pid."""
+    env = dict(os.environ, OPENMSX_HOME=str(tmp_path), **HEADLESS_ENV)
+    args = ["openmsx", "-machine", "C-BIOS_MSX2+", "-cart", str(CARTRIDGE)]
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    yield process
+    process.kill()
+    process.wait()
+
+
+async def wait_for_socket(pid: int) -> None:
+    """openMSX listens on its control socket once started; nothing announces it."""
+    socket = socket_folder(os.environ) / f"socket.{pid}"
+    async with asyncio.timeout(WAIT):
+        while True:
+            try:
+                _, writer = await asyncio.open_unix_connection(socket)
+            except OSError:  # not there yet, or not listening yet
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
+
+
+async def test_attach_watches_a_running_openmsx_and_leaves_it_running(
+    running_openmsx: subprocess.Popen[bytes],
+) -> None:
+    await wait_for_socket(running_openmsx.pid)
+    async with OpenMSXLink.attach(REGIONS, pid=running_openmsx.pid) as link:
+        await link.command("set renderer SDL")
+        await boot(link)
+        now = await link.emulated_time()
+        await poke(link, COMMAND, 2)
+        await batches_until(link, lambda batch: ITEM in batch, after=now)
+    assert running_openmsx.poll() is None  # detaching left the player's openMSX running
+    async with OpenMSXLink.attach(REGIONS, pid=running_openmsx.pid) as link:
+        # Attaching again works, and installing over a link that never detached (a crashed
+        # peer) stops its timers: one watcher runs.
+        await link.command(watch_script(REGIONS))
+        await link.command("msxsync::start")
+        timers = await link.command("after info")
+        assert timers.count("msxsync::tick") == 1
+        assert timers.count("msxsync::poll") == 1
+
+
+def fake_openmsx(folder: Path, output: str, then: str) -> str:
+    """An 'openMSX' that writes OUTPUT on its control channel and then runs THEN (shell)."""
+    script = folder / "fake-openmsx"
+    lines = ["#!/bin/sh", f"printf '%s' '{output}'", f"echo 'fake: about to {then}' >&2", then]
+    script.write_text("\n".join(lines) + "\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.parametrize(
+    ("output", "then", "match"),
+    [
+        ('<openmsx-output><reply result="ok">12', "exit 0", "truncated"),
+        ('<openmsx-output><reply result="ok">1</log>', "exec sleep 30", "malformed"),
+        ('<openmsx-output><reply result="yes">1</reply>', "exec sleep 30", "result='yes'"),
+    ],
+)
+async def test_a_broken_control_stream_is_a_clear_error_not_a_hang(
+    tmp_path: Path, output: str, then: str, match: str
+) -> None:
+    openmsx = fake_openmsx(tmp_path, output, then)
+    async with asyncio.timeout(WAIT):
+        with pytest.raises(OpenMSXError, match=match) as raised:
+            async with OpenMSXLink.launch(REGIONS, home=tmp_path, openmsx=openmsx):
+                pytest.fail("a broken openMSX was accepted")
+    assert "broken control stream" in str(raised.value)
+
+
+async def test_a_player_closing_an_attached_openmsx_is_an_exited_event(
+    running_openmsx: subprocess.Popen[bytes],
+) -> None:
+    await wait_for_socket(running_openmsx.pid)
+    async with OpenMSXLink.attach(REGIONS, pid=running_openmsx.pid) as link:
+        running_openmsx.terminate()
+        async with asyncio.timeout(WAIT):
+            events = [event async for event in link.events()]
+        assert isinstance(events[-1], Exited)
+        assert "closed the control connection" in events[-1].reason

@@ -1,0 +1,59 @@
+"""How the link starts openMSX and finds a running one (no openMSX needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from peer.openmsx import OpenMSXError
+from peer.openmsx.process import LaunchSpec, find_socket, socket_folder
+
+
+def test_launch_command_line_and_environment(tmp_path: Path) -> None:
+    spec = LaunchSpec(
+        home=tmp_path / "home",
+        machine="C-BIOS_MSX1",
+        cartridge=Path("game.rom"),
+        romtype="KonamiSCC",
+        scripts=(Path("a.tcl"), Path("b.tcl")),
+        extra_args=("-ext", "debugdevice"),
+    )
+    assert spec.argv() == [
+        "openmsx", "-machine", "C-BIOS_MSX1", "-control", "stdio", "-cart", "game.rom",
+        "-romtype", "KonamiSCC", "-script", "a.tcl", "-script", "b.tcl", "-ext", "debugdevice",
+    ]  # fmt: skip
+    env = spec.env({"PATH": "/bin", "OPENMSX_HOME": "/elsewhere"})
+    assert env == {
+        "PATH": "/bin",
+        "OPENMSX_HOME": str(tmp_path / "home"),
+        "SDL_VIDEODRIVER": "dummy",
+        "SDL_AUDIODRIVER": "dummy",
+    }
+    windowed = LaunchSpec(home=tmp_path, headless=False).env({"PATH": "/bin"})
+    assert "SDL_VIDEODRIVER" not in windowed
+
+
+def test_find_socket_picks_the_only_live_openmsx(tmp_path: Path) -> None:
+    env = {"TMPDIR": str(tmp_path)}
+    folder = socket_folder(env)
+    folder.mkdir()
+    (folder / f"socket.{os.getpid()}").touch()  # a live pid: this test process
+    (folder / "socket.999999999").touch()  # a stale socket left by a crashed openMSX
+    assert find_socket(None, env) == (folder / f"socket.{os.getpid()}", os.getpid())
+    assert find_socket(os.getpid(), env)[1] == os.getpid()
+    with pytest.raises(OpenMSXError, match="no running openMSX with pid 999999999"):
+        find_socket(999999999, env)
+
+
+def test_find_socket_refuses_to_guess(tmp_path: Path) -> None:
+    env = {"TMPDIR": str(tmp_path)}
+    folder = socket_folder(env)
+    with pytest.raises(OpenMSXError, match="no running openMSX found"):
+        find_socket(None, env)
+    folder.mkdir()
+    (folder / f"socket.{os.getpid()}").touch()
+    (folder / f"socket.{os.getppid()}").touch()
+    with pytest.raises(OpenMSXError, match="several openMSX are running"):
+        find_socket(None, env)

@@ -1,0 +1,191 @@
+"""The pure openMSX protocol: stream parser (incl. malformed/truncated input) and Tcl builders."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from games.definition import Region
+from peer.core import openmsx_protocol as proto
+from peer.core.openmsx_protocol import (
+    ControlStreamParser,
+    Log,
+    ProtocolError,
+    Reply,
+    Update,
+)
+
+STREAM = (
+    b"<openmsx-output>\n"
+    b'<log level="error">Could not open sequencer</log>\n'
+    b'<reply result="ok">SDL</reply>\n'
+    b'<reply result="nok">invalid command name &quot;frob&quot;</reply>\n'
+    b'<update type="setting" machine="machine1" name="led_power">on</update>\n'
+    b'<update type="setting" name="msxsync_changes">1 8.4 57344 cb</update>\n'
+    b'<reply result="ok"></reply>\n'
+)
+EVENTS = [
+    Log("error", "Could not open sequencer"),
+    Reply(True, "SDL"),
+    Reply(False, 'invalid command name "frob"'),
+    Update("setting", "led_power", "on", "machine1"),
+    Update("setting", "msxsync_changes", "1 8.4 57344 cb"),
+    Reply(True, ""),
+]
+REGIONS = [Region(0xE000, 0xE0FF), Region(0xC000, 0xC003)]
+
+
+def test_whole_stream_parses_into_events() -> None:
+    parser = ControlStreamParser()
+    assert parser.feed(STREAM) == EVENTS
+    assert parser.feed(b"</openmsx-output>\n") == []
+    assert parser.finished
+    parser.close()
+
+
+@given(st.lists(st.integers(0, len(STREAM)), max_size=8))
+def test_any_split_gives_the_same_events(cuts: list[int]) -> None:
+    parser = ControlStreamParser()
+    bounds = [0, *sorted(cuts), len(STREAM)]
+    events = []
+    for begin, end in itertools.pairwise(bounds):
+        events += parser.feed(STREAM[begin:end])
+    assert events == EVENTS
+
+
+def test_stream_ending_between_elements_is_a_plain_end() -> None:
+    parser = ControlStreamParser()
+    parser.feed(STREAM)
+    parser.close()  # openMSX killed: no closing root tag, nothing half-sent
+
+
+def test_truncated_reply_is_an_error_at_close() -> None:
+    parser = ControlStreamParser()
+    assert parser.feed(b'<openmsx-output><reply result="ok">12') == []
+    with pytest.raises(ProtocolError, match="truncated"):
+        parser.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"<openmsx-output><reply result='ok'>a</log>", "malformed"),
+        (b"<openmsx-output><reply result='maybe'>a</reply>", "result='maybe'"),
+        (b"<openmsx-output><reply>a</reply>", "result=None"),
+        (b"<openmsx-output><log level='chatty'>a</log>", "level"),
+        (b"<openmsx-output><update name='x'>a</update>", "without type"),
+        (b"<openmsx-output><reply result='ok'><b>x</b></reply>", "unexpected <b>"),
+        (b"<html><body/></html>", "expected <openmsx-output>"),
+        (b"\x00\xff garbage", "malformed"),
+        (b"<openmsx-output></openmsx-output><reply result='ok'/>", "junk after"),
+    ],
+)
+def test_malformed_input_is_a_clear_error(data: bytes, match: str) -> None:
+    parser = ControlStreamParser()
+    with pytest.raises(ProtocolError, match=match):
+        parser.feed(data)
+    with pytest.raises(ProtocolError):  # a broken stream stays broken
+        parser.feed(b"<reply result='ok'/>")
+
+
+def test_an_endless_element_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(proto, "MAX_PENDING_BYTES", 1000)
+    parser = ControlStreamParser()
+    parser.feed(b"<openmsx-output><reply result='ok'>")
+    with pytest.raises(ProtocolError, match="still open"):
+        for _ in range(20):
+            parser.feed(b"x" * 100)
+
+
+def test_unknown_elements_are_skipped() -> None:
+    parser = ControlStreamParser()
+    data = b"<openmsx-output><future kind='x'>y</future><reply result='ok'>1</reply>"
+    assert parser.feed(data) == [Reply(True, "1")]
+
+
+@given(st.binary(max_size=200))
+def test_garbage_either_parses_or_raises_protocol_error(data: bytes) -> None:
+    parser = ControlStreamParser()
+    try:
+        parser.feed(b"<openmsx-output>" + data)
+        parser.close()
+    except ProtocolError:
+        pass
+
+
+def test_commands_are_xml_escaped() -> None:
+    assert proto.encode_command("a < b && c > d") == (b"<command>a &lt; b &amp;&amp; c &gt; d</command>\n")
+    with pytest.raises(ValueError, match="control characters"):
+        proto.encode_command("bad\x00")
+
+
+def test_message_text_travels_as_hex() -> None:
+    tcl = proto.message_command("player [exit] joined $x {\n")
+    hex_part = tcl.split("binary decode hex ")[1].split("]")[0]
+    assert bytes.fromhex(hex_part).decode() == "player [exit] joined $x { "
+    assert "[exit]" not in tcl
+    with pytest.raises(ValueError):
+        proto.message_command("x", level="debug")
+
+
+def test_apply_command_addresses_regions_by_index_and_offset() -> None:
+    tcl = proto.apply_command(REGIONS, [(0xE040, b"\x99\x98"), (0xC003, b"\x01")])
+    assert tcl == "msxsync::apply {0 64 9998 1 3 01}"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        [(0xE0FF, b"\x01\x02")],  # runs past the region's end
+        [(0xD000, b"\x01")],  # in no region
+        [(-1, b"\x01")],
+        [(0xE000, b"")],
+        [],
+    ],
+)
+def test_apply_command_refuses_bytes_outside_the_regions(changes: list[tuple[int, bytes]]) -> None:
+    with pytest.raises(ValueError):
+        proto.apply_command(REGIONS, changes)
+
+
+def test_apply_command_refuses_non_int_addresses() -> None:
+    with pytest.raises(TypeError):
+        proto.apply_command(REGIONS, [("0xE000; exit", b"\x01")])  # type: ignore[list-item]
+
+
+def test_read_command_is_bounded() -> None:
+    assert proto.read_command(0xE000, 16) == "binary encode hex [debug read_block memory 57344 16]"
+    with pytest.raises(ValueError):
+        proto.read_command(0xFFFF, 2)
+    assert proto.decode_hex_reply("00ff", 2) == b"\x00\xff"
+    with pytest.raises(ProtocolError):
+        proto.decode_hex_reply("00f", 2)
+    with pytest.raises(ProtocolError):
+        proto.decode_hex_reply("zz", 1)
+
+
+def test_watch_script_names_the_regions() -> None:
+    tcl = proto.watch_script(REGIONS)
+    assert "variable regions {57344 256 49152 4}" in tcl
+    with pytest.raises(ValueError):
+        proto.watch_script([])
+
+
+def test_change_reports_decode() -> None:
+    assert proto.parse_changes("7 8.25 57344 cb 57360 3031") == (
+        7,
+        8.25,
+        ((0xE000, b"\xcb"), (0xE010, b"01")),
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "1 2.0", "1 2.0 57344", "x 2.0 1 00", "1 2.0 1 0", "1 2.0 65535 0000", "1 2 -1 00"],
+)
+def test_bad_change_reports_are_protocol_errors(value: str) -> None:
+    with pytest.raises(ProtocolError):
+        proto.parse_changes(value)
