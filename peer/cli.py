@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
 import sys
+
+from peer.app import PeerOptions, PlayerError, run_peer
 
 DEFAULT_RENDEZVOUS = "http://127.0.0.1:4567"
 
@@ -71,12 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="use your already running openMSX instead of starting one",
     )
     misc = parser.add_argument_group("other")
-    misc.add_argument("--state-dir", metavar="DIR", help="identity key, ROM cache, room state")
+    misc.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="identity key, ROM cache, room state, openMSX settings "
+        "(default $XDG_DATA_HOME/msxsync or ~/.local/share/msxsync); one per player on a machine",
+    )
     misc.add_argument(
         "--arm-after",
         type=float,
         metavar="SECONDS",
-        help="emulated seconds after power-on before this peer may publish",
+        help="emulated seconds after power-on before this peer may publish (default: none; the "
+        "game's armed-when rule and having the room's state decide)",
+    )
+    misc.add_argument(
+        "--quit-after", type=float, metavar="SECONDS", help="end the session after SECONDS (demos)"
     )
     misc.add_argument("--stun", action="append", default=[], metavar="URL", help="STUN server")
     misc.add_argument("--turn", metavar="URL", help="TURN relay for strict NATs")
@@ -88,16 +101,44 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="how much to log (default %(default)s)",
     )
+    emu.add_argument(
+        "--ice-address",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="offer only this local address to other peers (repeatable); 127.0.0.1 lets several "
+        "peers play on one machine, which WebRTC otherwise never offers",
+    )
     return parser
 
 
+def options_from(namespace: argparse.Namespace) -> PeerOptions:
+    values = vars(namespace)
+    values["games"] = tuple(values["games"])
+    values["stun"] = tuple(values["stun"])
+    values["openmsx_scripts"] = tuple(values.pop("openmsx_script"))
+    values["ice_addresses"] = tuple(values.pop("ice_address"))
+    values.pop("log_level")
+    return PeerOptions(**values)
+
+
 def main(argv: list[str] | None = None) -> int:
-    options = build_parser().parse_args(argv)
-    print(
-        f"msxsync-peer: playing {options.game!r} is not available in this version yet.",
-        file=sys.stderr,
+    parser = build_parser()
+    namespace = parser.parse_args(argv)
+    if namespace.arm_after is not None and namespace.arm_after < 0:
+        parser.error("--arm-after must not be negative")
+    if not 0 < namespace.port < 65536:
+        parser.error("--port must be between 1 and 65535")
+    logging.basicConfig(
+        level=namespace.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s"
     )
-    return 2
+    try:
+        reason = asyncio.run(run_peer(options_from(namespace)))
+    except PlayerError as exc:
+        print(f"msxsync-peer: {exc}", file=sys.stderr)
+        return 1
+    print(f"msxsync-peer: session ended ({reason})", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -113,6 +113,13 @@ class PeerRefused(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Published(Event):
+    """Our own changes went out (merged into the replica and sent to every admitted peer)."""
+
+    runs: tuple[Run, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class LinkLost(Event):
     peer: bytes
     reason: str
@@ -598,8 +605,10 @@ class Mesh:
         self._publish_tokens -= 1.0
         runs = _runs(self._pending)
         self._pending.clear()
-        self.replica.local_changes(runs, now)
+        published = self.replica.local_changes(runs, now)
         self._flush()
+        if published:
+            self._emit(Published(tuple(published)))
 
     def send_chat(self, text: str) -> None:
         self.replica.send_chat(text, self._clock())

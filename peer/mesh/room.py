@@ -12,7 +12,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from nacl.signing import SigningKey
@@ -47,7 +47,12 @@ class RoomSession:
         capacity: int | None = None,
         state: SharedState | None = None,
         on_event: Callable[[Event], None] | None = None,
+        prepare: Callable[[Roster], Awaitable[tuple[SharedState | None, int]]] | None = None,
+        on_roster: Callable[[Roster], None] | None = None,
     ) -> None:
+        """`prepare(roster)`, when given, is awaited once the room is known (quick match names it
+        on joining) and returns the state to start from and the session number to sign with;
+        `on_roster` sees every roster, the first included."""
         if password is not None and room is None:
             raise ValueError("quick-match rooms have no password")
         self._signing_key = signing_key
@@ -56,6 +61,8 @@ class RoomSession:
         self._ice = ice
         self._state = state
         self._on_event = on_event
+        self._prepare = prepare
+        self._on_roster = on_roster
         self.signalling = SignallingClient(
             rendezvous,
             signing_key=signing_key,
@@ -70,6 +77,7 @@ class RoomSession:
         self._early: list[tuple[bytes, dict[str, Any]]] = []
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
+        self._stop_reason = "leaving"
 
     async def run(self) -> None:
         """Join, then sync until `stop()`. Raises (in a group) SignallingRefused if refused."""
@@ -85,7 +93,7 @@ class RoomSession:
             self._early.clear()
             self._ready.set()
             await self._stop.wait()
-            self.mesh.stop()
+            self.mesh.stop(self._stop_reason)
             await mesh
             signalling.cancel()
 
@@ -94,13 +102,16 @@ class RoomSession:
         if self._password is not None:
             # Argon2id takes ~0.1 s of CPU: keep the event loop (and other links) responsive.
             room_key = await asyncio.to_thread(derive_room_key, self._password, roster.room)
+        state, session = self._state, secrets.randbits(63)
+        if self._prepare is not None:
+            state, session = await self._prepare(roster)
         replica = Replica(
             signing_key=self._signing_key,
             room=roster.room,
             regions=self._regions,
-            session=secrets.randbits(63),
+            session=session,
             now=time.time(),
-            state=self._state,
+            state=state,
         )
         return Mesh(
             replica=replica,
@@ -118,12 +129,15 @@ class RoomSession:
             raise RuntimeError("ready without a mesh")
         return self.mesh
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "leaving") -> None:
+        self._stop_reason = reason
         self._stop.set()
 
     # ---- SignallingListener ------------------------------------------------------------------
 
     def roster_changed(self, roster: Roster) -> None:
+        if self._on_roster is not None:
+            self._on_roster(roster)
         if self.mesh is not None and self._ready.is_set():
             self.mesh.set_roster(roster.keys)
 
