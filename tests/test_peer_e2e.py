@@ -1,0 +1,201 @@
+"""msxsync-peer end to end: real peer processes, real headless openMSX, real aiortc on loopback.
+
+Each test starts players as `python3 -m peer.cli` subprocesses (the first one hosting the
+rendezvous with --host) playing the bundled demo (games/demo.asm), and looks into every player's
+openMSX through its control socket (see tests/peer_harness.py). The demo's RAM map: E000 is 01
+while a game is in progress (the armed-when rule), E010-E017 the items and E018 the coins are
+shared; the player's position E020/E021 and everything else is private. The player starts at
+(16, 11) and item 0 (E010) lies at (18, 11): two steps right pick it up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.peer_harness import RIGHT, Peer, Peers, wait_until
+
+pytestmark = [pytest.mark.openmsx, pytest.mark.timeout(120)]
+
+STATE = 0xE000
+ITEM0, ITEM1, ITEM2, ITEM3 = 0xE010, 0xE011, 0xE012, 0xE013
+COINS = 0xE018
+RESERVED = 0xE019  # between the shared bytes and the position: private
+PLAYER_X = 0xE020
+SHARED = range(0xE010, 0xE019)
+SHARING = "msxsync: sharing ("
+
+
+@pytest.fixture
+async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
+    group = Peers(tmp_path)
+    try:
+        yield group
+    finally:
+        await group.close()
+
+
+async def start_room(peers: Peers, names: list[str], *args: str, tty: bool = False) -> list[Peer]:
+    """The first name hosts; all join one room, start the demo and are sharing."""
+    first = peers.new(names[0], "--game", "demo", *args, host=True, tty=tty)
+    others = [peers.new(name, "--game", "demo", *args, tty=tty) for name in names[1:]]
+    await first.start()
+    await peers.host_ready(first)
+    await asyncio.gather(*(peer.start() for peer in others))
+    everyone = [first, *others]
+    await asyncio.gather(*(play(peer) for peer in everyone))
+    return everyone
+
+
+async def play(peer: Peer) -> None:
+    """Connect, start the game, wait until the peer armed (it says so on screen and stderr)."""
+    await peer.connect()
+    await peer.start_game()
+    await peer.wait_log(SHARING)
+
+
+async def shared_bytes(peer: Peer) -> bytes:
+    return await peer.read(SHARED.start, len(SHARED))
+
+
+async def pick_up_item0(peer: Peer) -> None:
+    """Two steps right: the game itself picks up item 0 (E010 becomes 01)."""
+    for x in (17, 18):
+        await peer.press(RIGHT)
+        await peer.wait_byte(PLAYER_X, x)
+    await peer.wait_byte(ITEM0, 1)
+
+
+async def test_three_peers_share_regions_and_a_late_joiner_wipes_nothing(peers: Peers) -> None:
+    alice, bob, carol = await start_room(peers, ["alice", "bob", "carol"])
+
+    # A pickup made by bob's game appears in the others' RAM; positions stay each player's own.
+    await pick_up_item0(bob)
+    await alice.wait_byte(ITEM0, 1)
+    await carol.wait_byte(ITEM0, 1)
+    # Private bytes written in carol, then a shared one: once the shared one has arrived
+    # (a later message), the private ones would have too, had they travelled.
+    await carol.write(RESERVED, 0x5A)
+    await carol.write(PLAYER_X, 0x03)
+    await carol.frames()
+    await carol.write(ITEM1, 0x42)
+    await alice.wait_byte(ITEM1, 0x42)
+    await bob.wait_byte(ITEM1, 0x42)
+    for peer, x in ((alice, 16), (bob, 18)):
+        assert await peer.byte(PLAYER_X) == x, peer.name
+        assert await peer.byte(RESERVED) == 0, peer.name
+    before = {peer.name: await shared_bytes(peer) for peer in (alice, bob, carol)}
+    assert len(set(before.values())) == 1, before
+
+    # A late joiner: its cartridge clears E000-EFFF at boot and shows the title screen.
+    dave = peers.new("dave", "--game", "demo")
+    await dave.start()
+    await dave.connect()
+    await dave.wait_log("got the room's state from")
+    await dave.tcl("set throttle off")
+    await dave.frames(300)  # well past the BIOS logo: the game cleared its RAM (title screen)
+    await dave.tcl("set throttle on")
+    assert await shared_bytes(dave) == bytes(len(SHARED)), "the demo clears its RAM at boot"
+    for peer in (alice, bob, carol):
+        await peer.frames()
+        assert await shared_bytes(peer) == before[peer.name], f"{peer.name} lost bytes to dave's boot"
+
+    # Dave starts playing: he adopts the room's bytes; nobody's change.
+    await dave.start_game()
+    await dave.wait_log(SHARING)
+    await dave.wait_byte(ITEM0, 1)
+    assert await shared_bytes(dave) == before["alice"]
+    await dave.write(ITEM2, 0x07)  # dave is a full member now: a barrier through the mesh
+    for peer in (alice, bob, carol):
+        await peer.wait_byte(ITEM2, 0x07)
+        expected = bytearray(before[peer.name])
+        expected[ITEM2 - SHARED.start] = 0x07
+        assert await shared_bytes(peer) == bytes(expected), peer.name
+
+
+async def test_kill_9_then_one_restarted_alone_puts_the_room_back_from_its_disk(peers: Peers) -> None:
+    alice, bob = await start_room(peers, ["alice", "bob"], "--room", "durable")
+    await pick_up_item0(alice)
+    await alice.write(COINS, 0x42)
+    await bob.wait_byte(ITEM0, 1)
+    await bob.wait_byte(COINS, 0x42)
+
+    async def on_bobs_disk() -> bool:
+        return bob.stored(ITEM0) == 1 and bob.stored(COINS) == 0x42
+
+    await wait_until(on_bobs_disk, "bob to store the room's bytes")
+    await asyncio.gather(alice.kill9(), bob.kill9())
+
+    # Bob comes back alone (hosting himself now), same state folder and room: his cartridge
+    # clears the RAM at boot; arming puts the room's bytes back from his own disk.
+    again = peers.new("bob", "--game", "demo", "--room", "durable", host=True)
+    again.state_dir = bob.state_dir
+    await again.start()
+    await again.connect()
+    await again.wait_log("alone in the room")
+    await again.start_game()
+    await again.wait_log(SHARING)
+    await again.wait_byte(ITEM0, 1)
+    await again.wait_byte(COINS, 0x42)
+    assert await again.byte(PLAYER_X) == 16  # his own position, not alice's
+
+
+async def test_title_screen_disarms_and_rearming_adopts_the_room(peers: Peers) -> None:
+    alice, bob = await start_room(peers, ["alice", "bob"])
+    await pick_up_item0(bob)
+    await alice.wait_byte(ITEM0, 1)
+
+    # Alice goes back to the title screen: she stops sharing.
+    await alice.write(STATE, 0)
+    await alice.wait_log("msxsync: paused sharing")
+    # While disarmed her game loses item 0 (as a fresh boot would): never published.
+    await alice.write(ITEM0, 0)
+    await alice.frames()
+    # Meanwhile bob keeps playing: his change reaches alice's state, not yet her RAM.
+    await bob.write(ITEM2, 0x77)
+
+    # Alice starts a game again: she re-arms and adopts the room's bytes over her own.
+    await alice.write(STATE, 1)
+    await alice.wait_log(SHARING, count=2)
+    await alice.wait_byte(ITEM0, 1)
+    await alice.wait_byte(ITEM2, 0x77)
+    # A barrier from alice to bob: had her disarmed change travelled, it would be there by now.
+    await alice.write(ITEM3, 0x33)
+    await bob.wait_byte(ITEM3, 0x33)
+    assert await bob.byte(ITEM0) == 1
+
+
+async def silently_write(peer: Peer, address: int, value: int) -> None:
+    """Change RAM between two of msxsync's checks without it noticing (a missed write)."""
+    await peer.tcl(f"msxsync::stop; debug write memory {address} {value}; msxsync::start")
+
+
+async def test_manual_resync_and_chat(peers: Peers) -> None:
+    alice, bob = await start_room(peers, ["alice", "bob"], tty=True)
+    await pick_up_item0(bob)
+    await alice.wait_byte(ITEM0, 1)
+
+    # The F10 key binding: openMSX logs the resync request, the peer re-adopts the room's bytes.
+    await silently_write(alice, ITEM0, 0)
+    await alice.frames()
+    assert await alice.byte(ITEM0) == 0
+    binding = await alice.tcl("bind F10")
+    assert '"msxsync: resync requested"' in binding, binding
+    await alice.tcl(binding.split(":", 1)[1].strip())  # what pressing F10 runs
+    await alice.wait_byte(ITEM0, 1)
+    await alice.wait_log("msxsync: resync")
+    assert await bob.byte(ITEM0) == 1
+
+    # The console's resync does the same.
+    await silently_write(bob, ITEM0, 0)
+    await bob.frames()
+    bob.type("resync")
+    await bob.wait_byte(ITEM0, 1)
+
+    # Chat: bob types on his console; alice sees it on her screen.
+    bob.type("say meet me at the crown")
+    await alice.wait_message("bob: meet me at the crown")
+    await alice.wait_log("bob: meet me at the crown")
