@@ -11,11 +11,13 @@ shared; the player's position E020/E021 and everything else is private. The play
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from peer.openmsx import OpenMSXError
 from tests.peer_harness import RIGHT, Peer, Peers, wait_until
 
 pytestmark = [pytest.mark.openmsx, pytest.mark.timeout(120)]
@@ -118,29 +120,41 @@ async def test_three_peers_share_regions_and_a_late_joiner_wipes_nothing(peers: 
 
 async def test_kill_9_then_one_restarted_alone_puts_the_room_back_from_its_disk(peers: Peers) -> None:
     alice, bob = await start_room(peers, ["alice", "bob"], "--room", "durable")
-    await pick_up_item0(alice)
+    await pick_up_item0(bob)
+    await alice.wait_byte(ITEM0, 1)
+
+    # Bob crashes; alice plays on; bob comes back into the same room from the same folder.
+    await bob.kill9()
+    await alice.wait_message("bob left")
     await alice.write(COINS, 0x42)
+    bob = peers.new("bob", "--game", "demo", "--room", "durable")
+    await bob.start()
+    await play(bob)
     await bob.wait_byte(ITEM0, 1)
     await bob.wait_byte(COINS, 0x42)
+    assert "(session 2)" in bob.log()  # a restart never signs with an old session number
+    # His new writes reach alice.
+    await bob.write(ITEM2, 0x09)
+    await alice.wait_byte(ITEM2, 0x09)
 
-    async def on_bobs_disk() -> bool:
-        return bob.stored(ITEM0) == 1 and bob.stored(COINS) == 0x42
+    async def on_alices_disk() -> bool:
+        return alice.stored(ITEM0) == 1 and alice.stored(COINS) == 0x42 and alice.stored(ITEM2) == 0x09
 
-    await wait_until(on_bobs_disk, "bob to store the room's bytes")
+    await wait_until(on_alices_disk, "alice to store the room's bytes")
     await asyncio.gather(alice.kill9(), bob.kill9())
 
-    # Bob comes back alone (hosting himself now), same state folder and room: his cartridge
-    # clears the RAM at boot; arming puts the room's bytes back from his own disk.
-    again = peers.new("bob", "--game", "demo", "--room", "durable", host=True)
-    again.state_dir = bob.state_dir
-    await again.start()
-    await again.connect()
-    await again.wait_log("alone in the room")
-    await again.start_game()
-    await again.wait_log(SHARING)
-    await again.wait_byte(ITEM0, 1)
-    await again.wait_byte(COINS, 0x42)
-    assert await again.byte(PLAYER_X) == 16  # his own position, not alice's
+    # Alice comes back alone, same state folder and room: her cartridge clears the RAM at
+    # boot; arming puts the room's bytes back from her own disk.
+    alice = peers.new("alice", "--game", "demo", "--room", "durable", host=True)
+    await alice.start()
+    await alice.connect()
+    await alice.wait_log("alone in the room")
+    await alice.start_game()
+    await alice.wait_log(SHARING)
+    await alice.wait_byte(ITEM0, 1)
+    await alice.wait_byte(COINS, 0x42)
+    await alice.wait_byte(ITEM2, 0x09)
+    assert await alice.byte(PLAYER_X) == 16  # her own position, not bob's
 
 
 async def test_title_screen_disarms_and_rearming_adopts_the_room(peers: Peers) -> None:
@@ -199,3 +213,22 @@ async def test_manual_resync_and_chat(peers: Peers) -> None:
     bob.type("say meet me at the crown")
     await alice.wait_message("bob: meet me at the crown")
     await alice.wait_log("bob: meet me at the crown")
+
+    # Chat is text, never Tcl: brackets and braces reach nobody's interpreter.
+    bob.type("say [exit] {now} $x")
+    await alice.wait_message("bob: exit now x")
+    assert await alice.byte(STATE) == 1  # still running
+
+    # Quitting on the console ends alice's session cleanly; bob hears that she left.
+    alice.type("quit")
+    assert alice.process is not None
+    assert await asyncio.wait_for(alice.process.wait(), 15) == 0, alice.log()
+    assert "session ended (quit)" in alice.log()
+    await bob.wait_message("alice left")
+
+    # Closing bob's openMSX window ends his session too.
+    with contextlib.suppress(OpenMSXError):
+        await bob.tcl("exit")
+    assert bob.process is not None
+    assert await asyncio.wait_for(bob.process.wait(), 15) == 0, bob.log()
+    assert "session ended (openMSX went away" in bob.log()
