@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 from peer.core.openmsx_protocol import Log, Update
 from peer.openmsx.control import ControlClient, OpenMSXError
-from peer.openmsx.process import find_socket
+from peer.openmsx.process import socket_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL = 0.05
@@ -64,6 +64,23 @@ async def port_open(port: int) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+def _pid_of(socket_path: Path) -> int:
+    suffix = socket_path.name.removeprefix("socket.")
+    return int(suffix) if suffix.isdigit() else -1
+
+
+def openmsx_running(pid: int) -> bool:
+    """Whether PID is (still) an openMSX process, not a zombie and not a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            command = cmdline.read().split(b"\0")[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return pid > 0 and state != b"Z" and command.endswith(b"openmsx")
 
 
 class Peer:
@@ -149,14 +166,16 @@ class Peer:
         async def found() -> bool:
             if self.process is not None and self.process.returncode is not None:
                 raise AssertionError(f"{self.name} exited early:\n{self.log()[-3000:]}")
-            try:
-                path, self.openmsx_pid = find_socket(None, self.env)
-            except OpenMSXError:
+            # (not `find_socket`: a killed openMSX's socket file stays, and its pid may linger)
+            folder = socket_folder(self.env)
+            live = [p for p in folder.glob("socket.*") if openmsx_running(_pid_of(p))]
+            if len(live) != 1:
                 return False
             try:
-                reader, writer = await asyncio.open_unix_connection(path)
+                reader, writer = await asyncio.open_unix_connection(live[0])
             except OSError:
                 return False
+            self.openmsx_pid = _pid_of(live[0])
             self._client = ControlClient(reader, writer, self._on_event)
             return True
 
@@ -261,7 +280,7 @@ class Peer:
                 code = await asyncio.wait_for(self.process.wait(), within)
             except TimeoutError:
                 await self.kill9()
-        self._kill_openmsx()
+        await self._kill_openmsx()
         self._close_pty()
         return code
 
@@ -271,14 +290,19 @@ class Peer:
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
-        self._kill_openmsx()
+        await self._kill_openmsx()
         self._close_pty()
 
-    def _kill_openmsx(self) -> None:
-        if self.openmsx_pid is not None:
+    async def _kill_openmsx(self) -> None:
+        pid, self.openmsx_pid = self.openmsx_pid, None
+        if pid is not None and openmsx_running(pid):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.openmsx_pid, signal.SIGKILL)
-            self.openmsx_pid = None
+                os.kill(pid, signal.SIGKILL)
+
+            async def gone() -> bool:
+                return not openmsx_running(pid)
+
+            await wait_until(gone, f"{self.name}'s openMSX (pid {pid}) to die", 10.0)
 
     def _close_pty(self) -> None:
         if self._pty_master is not None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from peer.openmsx import OpenMSXError
-from tests.peer_harness import RIGHT, Peer, Peers, wait_until
+from tests.peer_harness import RIGHT, Peer, Peers, openmsx_running, wait_until
 
 pytestmark = [pytest.mark.openmsx, pytest.mark.timeout(120)]
 
@@ -232,3 +233,19 @@ async def test_manual_resync_and_chat(peers: Peers) -> None:
     assert bob.process is not None
     assert await asyncio.wait_for(bob.process.wait(), 15) == 0, bob.log()
     assert "session ended (openMSX went away" in bob.log()
+
+
+async def test_ctrl_c_ends_the_session_cleanly(peers: Peers) -> None:
+    alice, bob = await start_room(peers, ["alice", "bob"], tty=True)
+    bob.type("peers")  # the console's status line, at once
+    await bob.wait_log("| armed | host alice | peers: alice ")
+    await pick_up_item0(alice)
+    await bob.wait_byte(ITEM0, 1)
+    openmsx = bob.openmsx_pid
+    assert bob.process is not None and openmsx is not None
+    bob.process.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(bob.process.wait(), 15) == 0, bob.log()
+    assert "session ended (interrupted)" in bob.log()
+    assert not openmsx_running(openmsx), "bob's openMSX is still running"
+    await alice.wait_message("bob left")
+    assert bob.stored(ITEM0) == 1
