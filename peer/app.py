@@ -125,11 +125,31 @@ def _player_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The one exception a player should hear about out of a task group's group."""
     refused = group.subgroup(SignallingRefused)
     if refused is not None:
-        return PlayerError(f"could not join the room: {_first(refused)}")
+        return PlayerError(_refusal_sentence(_first(refused)))
     mine = group.subgroup(PlayerError)
     if mine is not None:
         return _first(mine)
     return group
+
+
+# What to do about each refusal the rendezvous may give (codes from rendezvous/PROTOCOL.md).
+_REFUSAL_ADVICE = {
+    "wrong_password": "check the password with the room's players (--password)",
+    "password_required": "ask the room's players for it and pass --password",
+    "room_full": "pick another room with --room",
+    "banned": "pick another room with --room",
+    "kicked": "pick another room with --room",
+    "wrong_game": "pick another room with --room",
+}
+
+
+def _refusal_sentence(refusal: BaseException) -> str:
+    """The server's reason (printable text only: it came over the network) and what to do."""
+    code = refusal.code if isinstance(refusal, SignallingRefused) else ""
+    reason = "".join(ch for ch in str(refusal).removeprefix(f"{code}: ") if ch.isprintable())[:200]
+    reason = reason.rstrip(". ")
+    advice = _REFUSAL_ADVICE.get(code)
+    return f"could not join the room: {reason[:1].lower()}{reason[1:]}" + (f"; {advice}." if advice else ".")
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
