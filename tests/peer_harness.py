@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 POLL = 0.05
 START_TIMEOUT = 30.0
 WAIT = 20.0
+TITLE_TIME = 6.5  # emulated seconds: the C-BIOS logo is over, the cartridge shows its title
 
 # Keyboard matrix row 8 of the MSX: space and the cursor keys.
 ROW = 8
@@ -220,16 +221,26 @@ class Peer:
 
     async def frames(self, count: int = 3) -> None:
         """Let COUNT emulated frames (at least) pass: everything written before is seen by then."""
-        start = float(await self.tcl("machine_info time"))
+        start = await self.emulated_time()
 
         async def passed() -> bool:
-            return float(await self.tcl("machine_info time")) >= start + count / 50
+            return await self.emulated_time() >= start + count / 50
 
         await wait_until(passed, f"{count} frames of {self.name}'s emulation")
 
+    async def emulated_time(self) -> float:
+        return float(await self.tcl("machine_info time"))
+
     async def start_game(self, state: int = 0xE000) -> None:
-        """Pass the BIOS logo at full speed and press space until the game runs, then normal speed."""
-        await self.tcl("set throttle off")
+        """Pass the BIOS logo at full speed, then press space at normal speed until the game runs."""
+        now = await self.emulated_time()
+        if now < TITLE_TIME:
+            await self.tcl(f"after time {TITLE_TIME - now:.3f} {{set throttle on}}; set throttle off")
+
+        async def title() -> bool:
+            return await self.emulated_time() >= TITLE_TIME
+
+        await wait_until(title, f"{self.name}'s title screen", START_TIMEOUT)
 
         async def playing() -> bool:
             if await self.byte(state) == 1:
@@ -238,7 +249,6 @@ class Peer:
             return False
 
         await wait_until(playing, f"{self.name}'s game to start", START_TIMEOUT)
-        await self.tcl("set throttle on")
 
     async def wait_message(self, text: str, within: float = WAIT) -> None:
         async def shown() -> bool:

@@ -159,7 +159,7 @@ async def test_kill_9_then_one_restarted_alone_puts_the_room_back_from_its_disk(
 
 
 async def test_title_screen_disarms_and_rearming_adopts_the_room(peers: Peers) -> None:
-    alice, bob = await start_room(peers, ["alice", "bob"])
+    alice, bob = await start_room(peers, ["alice", "bob"], "--room", "locked", "--password", "s3cret")
     await pick_up_item0(bob)
     await alice.wait_byte(ITEM0, 1)
 
@@ -215,6 +215,9 @@ async def test_manual_resync_and_chat(peers: Peers) -> None:
     await alice.wait_message("bob: meet me at the crown")
     await alice.wait_log("bob: meet me at the crown")
 
+    bob.type("say " + "x" * 501)
+    await bob.wait_log("msxsync: that message is too long")
+
     # Chat is text, never Tcl: brackets and braces reach nobody's interpreter.
     bob.type("say [exit] {now} $x")
     await alice.wait_message("bob: exit now x")
@@ -249,3 +252,23 @@ async def test_ctrl_c_ends_the_session_cleanly(peers: Peers) -> None:
     assert not openmsx_running(openmsx), "bob's openMSX is still running"
     await alice.wait_message("bob left")
     assert bob.stored(ITEM0) == 1
+
+
+async def test_arm_after_waits_for_emulated_seconds(peers: Peers) -> None:
+    alice = await start_alone(peers, "--arm-after", "12")
+    await alice.start_game()  # a game in progress at about 7 emulated seconds
+    assert await alice.emulated_time() < 11
+    await alice.frames(25)  # several of the peer's checks: still too early
+    assert SHARING not in alice.log()
+    await alice.tcl("set throttle off")
+    await alice.wait_log(SHARING)
+    await alice.tcl("set throttle on")
+    assert await alice.emulated_time() >= 12
+
+
+async def start_alone(peers: Peers, *args: str) -> Peer:
+    alice = peers.new("alice", "--game", "demo", *args, host=True)
+    await alice.start()
+    await alice.connect()
+    await alice.wait_log("alone in the room")
+    return alice
