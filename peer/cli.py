@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     except PlayerError as exc:
         print(f"msxsync-peer: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the session took over SIGINT (starting, joining)
+        print("msxsync-peer: interrupted while starting.", file=sys.stderr)
+        return 130
     print(f"msxsync-peer: session ended ({reason})", file=sys.stderr)
     return 0
 
