@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -32,7 +33,12 @@ async def rendezvous() -> AsyncIterator[str]:
         yield url
 
 
-async def run_peer(tmp_path: Path, *args: str, headless: bool = True) -> tuple[int, str]:
+async def run_peer(
+    tmp_path: Path,
+    *args: str,
+    headless: bool = True,
+    on_start: Callable[[asyncio.subprocess.Process], None] | None = None,
+) -> tuple[int, str]:
     env = dict(os.environ, TMPDIR=str(tmp_path))
     env.pop("MSXSYNC_RENDEZVOUS", None)
     if not headless:
@@ -48,6 +54,8 @@ async def run_peer(tmp_path: Path, *args: str, headless: bool = True) -> tuple[i
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    if on_start is not None:
+        on_start(process)
     try:
         _, stderr = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT)
     finally:
@@ -129,3 +137,32 @@ async def test_full_room(tmp_path: Path, rendezvous: str) -> None:
         code, stderr = await run_peer(tmp_path, *demo(rendezvous), "--room", "busy")
     assert_player_error(code, stderr, "could not join the room")
     assert "room 'busy' is full (2 players); pick another room with --room." in stderr, stderr
+
+
+async def test_ctrl_c_while_starting(tmp_path: Path) -> None:
+    """Interrupted while the rendezvous keeps it waiting: a sentence, not a traceback."""
+    held: list[asyncio.StreamWriter] = []
+    started: list[asyncio.subprocess.Process] = []
+    accepted = asyncio.Event()
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accept and never answer
+        accepted.set()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with asyncio.TaskGroup() as tasks:
+        run = tasks.create_task(
+            run_peer(tmp_path, *demo(f"http://127.0.0.1:{port}"), on_start=started.append)
+        )
+        try:
+            await asyncio.wait_for(accepted.wait(), 30)
+            started[0].send_signal(signal.SIGINT)
+        finally:
+            for writer in held:
+                writer.close()
+            server.close()
+    code, stderr = run.result()
+    assert code == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "msxsync-peer: interrupted while starting."
