@@ -106,8 +106,12 @@ async def run_peer(options: PeerOptions) -> str:
     _check_environment(options)
     try:
         key = identity.load_or_create(state_dir)
-    except (identity.IdentityError, OSError) as exc:
-        raise PlayerError(str(exc)) from None
+    except identity.IdentityError as exc:
+        raise PlayerError(f"{exc}.") from None
+    except OSError as exc:  # e.g. the folder is a file, or not writable
+        raise PlayerError(
+            f"cannot use the state folder {state_dir} ({exc.strerror}); pick another with --state-dir."
+        ) from None
     async with contextlib.AsyncExitStack() as stack:
         url = options.rendezvous
         if options.host:
