@@ -166,3 +166,17 @@ async def test_ctrl_c_while_starting(tmp_path: Path) -> None:
     assert code == 130, stderr
     assert "Traceback" not in stderr, stderr
     assert stderr.strip().splitlines()[-1] == "msxsync-peer: interrupted while starting."
+
+
+async def test_state_folder_unusable(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("a file where the folder should be")
+    code, stderr = await run_peer(tmp_path, *demo(f"http://127.0.0.1:{free_port()}"))
+    assert_player_error(code, stderr, f"cannot use the state folder {tmp_path / 'state'}")
+    assert "--state-dir" in stderr
+
+
+async def test_damaged_identity(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "identity.key").write_bytes(b"garbage")
+    code, stderr = await run_peer(tmp_path, *demo(f"http://127.0.0.1:{free_port()}"))
+    assert_player_error(code, stderr, "is not an msxsync identity key; move it away")
