@@ -55,7 +55,7 @@ from peer.mesh.room import RoomSession
 from peer.mesh.signalling import Roster, SignallingRefused
 from peer.mesh.webrtc import IceOptions
 from peer.openmsx import Exited, LocalChanges, Logged, OpenMSXError, OpenMSXLink
-from peer.storage import RoomStore, StorageError, rows_for
+from peer.storage import RoomStore, StorageError, folder_lock, rows_for
 
 log = logging.getLogger("msxsync.peer")
 
@@ -113,6 +113,10 @@ async def run_peer(options: PeerOptions) -> str:
             f"cannot use the state folder {state_dir} ({exc.strerror}); pick another with --state-dir."
         ) from None
     async with contextlib.AsyncExitStack() as stack:
+        try:
+            stack.enter_context(folder_lock(state_dir))
+        except StorageError as exc:
+            raise PlayerError(str(exc)) from None
         url = options.rendezvous
         if options.host:
             url = await stack.enter_async_context(_hosting(options))
@@ -144,6 +148,7 @@ _REFUSAL_ADVICE = {
     "banned": "pick another room with --room",
     "kicked": "pick another room with --room",
     "wrong_game": "pick another room with --room",
+    "replaced": "another msxsync-peer uses this player's identity; give each player their own --state-dir",
 }
 
 
