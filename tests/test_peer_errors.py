@@ -8,6 +8,7 @@ players from tests/rendezvous_support.py. No traceback may reach the player.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import sys
@@ -180,3 +181,14 @@ async def test_damaged_identity(tmp_path: Path) -> None:
     (tmp_path / "state" / "identity.key").write_bytes(b"garbage")
     code, stderr = await run_peer(tmp_path, *demo(f"http://127.0.0.1:{free_port()}"))
     assert_player_error(code, stderr, "is not an msxsync identity key; move it away")
+
+
+async def test_state_folder_in_use(tmp_path: Path) -> None:
+    """Two players on one machine need two state folders: the second start is refused."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    with (folder / "lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running peer holds it
+        code, stderr = await run_peer(tmp_path, *demo(f"http://127.0.0.1:{free_port()}"))
+    assert_player_error(code, stderr, f"another msxsync-peer is using the state folder {folder}")
+    assert "--state-dir" in stderr
