@@ -221,6 +221,8 @@ async def test_manual_resync_and_chat(peers: Peers) -> None:
     # Chat is text, never Tcl: brackets and braces reach nobody's interpreter.
     bob.type("say [exit] {now} $x")
     await alice.wait_message("bob: exit now x")
+    bob.type("say <b>&amp; héllo ✓</b>")  # XML and UTF-8 arrive as typed
+    await alice.wait_message("bob: <b>&amp; héllo ✓</b>")
     assert await alice.byte(STATE) == 1  # still running
 
     # Quitting on the console ends alice's session cleanly; bob hears that she left.
