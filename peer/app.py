@@ -61,6 +61,8 @@ log = logging.getLogger("msxsync.peer")
 
 DEFAULT_MACHINE = "C-BIOS_MSX2+"
 JOIN_TIMEOUT = 20.0
+# Getting the game: a rendezvous silent for sock_read seconds is as good as unreachable.
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=120, connect=10, sock_read=15)
 ROOM_STATE_TIMEOUT = 10.0  # with others in the room but none reachable, play on with our own state
 ARMING_POLL = 0.25
 STATUS_INTERVAL = 1.0
@@ -178,7 +180,7 @@ def _check_environment(options: PeerOptions) -> None:
 
 
 async def _get_game(options: PeerOptions, url: str, state_dir: Path) -> tuple[GameDefinition, Path]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120, connect=10)) as http:
+    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
         try:
             game = await rom.fetch_game(http, url, options.game)
             if options.rom:
@@ -195,6 +197,10 @@ async def _get_game(options: PeerOptions, url: str, state_dir: Path) -> tuple[Ga
             )
         except rom.GameError as exc:
             raise PlayerError(str(exc)) from None
+        except TimeoutError:  # aiohttp's total timeout is no ClientError
+            raise PlayerError(
+                f"the rendezvous at {url} did not send the game in time; check --rendezvous or try again."
+            ) from None
     return game.definition, path
 
 
