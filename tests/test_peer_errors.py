@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from peer import app
 from rendezvous.app import Config
 from tests.peer_harness import ROOT, free_port
 from tests.rendezvous_support import logged_in, running
@@ -192,3 +193,34 @@ async def test_state_folder_in_use(tmp_path: Path) -> None:
         code, stderr = await run_peer(tmp_path, *demo(f"http://127.0.0.1:{free_port()}"))
     assert_player_error(code, stderr, f"another msxsync-peer is using the state folder {folder}")
     assert "--state-dir" in stderr
+
+
+@pytest.mark.parametrize(
+    ("limits", "sentence"),
+    [
+        (aiohttp.ClientTimeout(total=30, sock_read=0.3), "(Timeout on reading data from socket); check"),
+        (aiohttp.ClientTimeout(total=0.3), "did not send the game in time; check --rendezvous"),
+    ],
+)
+async def test_silent_rendezvous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limits: aiohttp.ClientTimeout, sentence: str
+) -> None:
+    """A rendezvous that accepts and never answers is a player error too (in-process: the real
+    limits take seconds)."""
+    monkeypatch.setattr(app, "HTTP_TIMEOUT", limits)
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    options = app.PeerOptions(game="demo", rendezvous=url)
+    try:
+        with pytest.raises(app.PlayerError) as raised:
+            await app._get_game(options, url, tmp_path)
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+    assert sentence in str(raised.value)
