@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from peer.openmsx import OpenMSXError
-from tests.peer_harness import RIGHT, Peer, Peers, openmsx_running, wait_until
+from tests.peer_harness import RIGHT, ROOT, Peer, Peers, openmsx_running, wait_until
 
 pytestmark = [pytest.mark.openmsx, pytest.mark.timeout(120)]
 
@@ -134,6 +134,7 @@ async def test_kill_9_then_one_restarted_alone_puts_the_room_back_from_its_disk(
     await bob.wait_byte(ITEM0, 1)
     await bob.wait_byte(COINS, 0x42)
     assert "(session 2)" in bob.log()  # a restart never signs with an old session number
+    assert alice.log().count("GET /api/games/demo/rom ") == 2, "bob's ROM comes from his cache now"
     # His new writes reach alice.
     await bob.write(ITEM2, 0x09)
     await alice.wait_byte(ITEM2, 0x09)
@@ -257,7 +258,8 @@ async def test_ctrl_c_ends_the_session_cleanly(peers: Peers) -> None:
 
 
 async def test_arm_after_waits_for_emulated_seconds(peers: Peers) -> None:
-    alice = await start_alone(peers, "--arm-after", "12")
+    """Alone, with the player's own ROM: armed only once --arm-after emulated seconds passed."""
+    alice = await start_alone(peers, "--arm-after", "12", "--rom", str(ROOT / "games" / "demo.rom"))
     await alice.start_game()  # a game in progress at about 7 emulated seconds
     assert await alice.emulated_time() < 11
     await alice.frames(25)  # several of the peer's checks: still too early
@@ -266,6 +268,7 @@ async def test_arm_after_waits_for_emulated_seconds(peers: Peers) -> None:
     await alice.wait_log(SHARING)
     await alice.tcl("set throttle on")
     assert await alice.emulated_time() >= 12
+    assert "/api/games/demo/rom" not in alice.log(), "her own ROM, nothing downloaded"
 
 
 async def start_alone(peers: Peers, *args: str) -> Peer:
