@@ -63,6 +63,9 @@ DEFAULT_MACHINE = "C-BIOS_MSX2+"
 JOIN_TIMEOUT = 20.0
 # Getting the game: a rendezvous silent for sock_read seconds is as good as unreachable.
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=120, connect=10, sock_read=15)
+# Emulated seconds before a game without an armed-when rule may publish: past the BIOS logo
+# (C-BIOS about 5 s, real MSX BIOSes less) and the cartridge's start, which clears its RAM.
+BOOT_ARM_AFTER = 10.0
 ROOM_STATE_TIMEOUT = 10.0  # with others in the room but none reachable, play on with our own state
 ARMING_POLL = 0.25
 STATUS_INTERVAL = 1.0
@@ -234,6 +237,14 @@ def _bundled() -> Path:
     return bundled_games_dir()
 
 
+def arm_after(given: float | None, definition: GameDefinition) -> float | None:
+    """--arm-after, or for a game without an armed-when rule BOOT_ARM_AFTER: without either, a
+    late joiner would arm before its cartridge boots and publish the boot's clear of its RAM."""
+    if given is not None or definition.armed_when is not None:
+        return given
+    return BOOT_ARM_AFTER
+
+
 def split_at_regions(runs: Iterable[Run], regions: Iterable[Region]) -> list[Run]:
     """Cut runs where one region ends and the next begins (openMSX writes one region at a time)."""
     pieces: list[Run] = []
@@ -281,7 +292,7 @@ class Session:
         self.url = url
         self.state_dir = state_dir
         self.layout = Layout(definition.regions)
-        self.arming = Arming(definition.armed_when, options.arm_after)
+        self.arming = Arming(definition.armed_when, arm_after(options.arm_after, definition))
         self.memory: dict[int, int] = {}
         self.names: dict[bytes, str] = {}
         self.host_key: bytes | None = None
@@ -547,7 +558,7 @@ class Session:
         """Emulated time only matters until armed; poll it for --arm-after."""
         while True:
             await asyncio.sleep(ARMING_POLL)
-            if not self.arming.armed and self.options.arm_after is not None:
+            if not self.arming.armed and self.arming.arm_after is not None:
                 self._arming_actions(self.arming.observe(self.memory, await link.emulated_time()))
 
     async def _room_state_deadline(self) -> None:

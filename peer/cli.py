@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--arm-after",
         type=float,
         metavar="SECONDS",
-        help="emulated seconds after power-on before this peer may publish (default: none; the "
-        "game's armed-when rule and having the room's state decide)",
+        help="emulated seconds after power-on before this peer may publish (default: 10 for a "
+        "game without an armed-when rule, so that its boot does not clear the room's bytes; "
+        "none for the others)",
     )
     misc.add_argument(
         "--quit-after", type=float, metavar="SECONDS", help="end the session after SECONDS (demos)"
