@@ -231,8 +231,8 @@ class Peer:
     async def emulated_time(self) -> float:
         return float(await self.tcl("machine_info time"))
 
-    async def start_game(self, state: int = 0xE000) -> None:
-        """Pass the BIOS logo at full speed, then press space at normal speed until the game runs."""
+    async def pass_logo(self) -> None:
+        """Run the BIOS logo at full speed: the cartridge has booted when this returns."""
         now = await self.emulated_time()
         if now < TITLE_TIME:
             await self.tcl(f"after time {TITLE_TIME - now:.3f} {{set throttle on}}; set throttle off")
@@ -240,7 +240,17 @@ class Peer:
         async def title() -> bool:
             return await self.emulated_time() >= TITLE_TIME
 
-        await wait_until(title, f"{self.name}'s title screen", START_TIMEOUT)
+        await wait_until(title, f"{self.name}'s cartridge to boot", START_TIMEOUT)
+
+    async def fast_until(self, text: str) -> None:
+        """Emulate at full speed until the peer logs TEXT."""
+        await self.tcl("set throttle off")
+        await self.wait_log(text)
+        await self.tcl("set throttle on")
+
+    async def start_game(self, state: int = 0xE000) -> None:
+        """Pass the BIOS logo at full speed, then press space at normal speed until the game runs."""
+        await self.pass_logo()
 
         async def playing() -> bool:
             if await self.byte(state) == 1:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -277,3 +278,40 @@ async def start_alone(peers: Peers, *args: str) -> Peer:
     await alice.connect()
     await alice.wait_log("alone in the room")
     return alice
+
+
+TESTCART = ROOT / "tests" / "cartridge" / "testcart.rom"
+CART_ITEM, CART_POKED, CART_COMMAND, CART_ARGUMENT = 0xE020, 0xE021, 0xE100, 0xE101
+
+
+def make_testcart_games(folder: Path) -> Path:
+    """A games folder with the test cartridge, whose definition has no armed-when rule."""
+    folder.mkdir()
+    shutil.copy(TESTCART, folder / "testcart.rom")
+    (folder / "testcart.regions").write_text(
+        "testcart.rom\n#! title msxsync test cartridge\n#! machine C-BIOS_MSX1\ne020 e021 items\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
+async def test_late_joiner_without_armed_when_wipes_nothing(peers: Peers, tmp_path: Path) -> None:
+    """No armed-when rule: the cartridge clears C000-EFFF when it boots after the BIOS logo."""
+    games = make_testcart_games(tmp_path / "games")
+    alice = peers.new("alice", "--game", "testcart", "--games", str(games), host=True)
+    await alice.start()
+    await alice.connect()
+    await alice.fast_until(SHARING)
+    await alice.write(CART_COMMAND, 2)  # the cartridge "picks up an item": E020 becomes 1
+    await alice.wait_byte(CART_ITEM, 1)
+
+    bob = peers.new("bob", "--game", "testcart")
+    await bob.start()
+    await bob.connect()
+    await bob.wait_log("got the room's state from")
+    await bob.fast_until(SHARING)  # meanwhile his cartridge boots and clears its RAM
+    await bob.wait_byte(CART_ITEM, 1)
+    await bob.write(CART_ARGUMENT, 0x77)
+    await bob.write(CART_COMMAND, 3)  # a change of his own, after the boot: a barrier
+    await alice.wait_byte(CART_POKED, 0x77)
+    assert await alice.byte(CART_ITEM) == 1, "bob's boot wiped alice's item"
