@@ -11,6 +11,9 @@ one fsync (`scripts/bench_storage.py` measures both ways side by side).
 Sessions: every start takes the next session number from the database, committed before it is
 used, so the pair (session, sequence number) that signs a message is never reused, even after a
 crash. The store is synchronous: call it from one worker thread, not the event loop.
+
+One session per state folder: `folder_lock` holds an advisory lock on `<folder>/lock` for the
+session's life (released by the kernel when the process ends, however it ends).
 """
 
 from __future__ import annotations
