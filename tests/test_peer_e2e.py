@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 from collections.abc import AsyncIterator
@@ -247,7 +248,9 @@ async def test_ctrl_c_ends_the_session_cleanly(peers: Peers) -> None:
     bob.type("peers")  # the console's status line, at once
     await bob.wait_log("| armed | host alice | peers: alice ")
     await pick_up_item0(alice)
+    await alice.write(COINS, 0x11)
     await bob.wait_byte(ITEM0, 1)
+    await bob.wait_byte(COINS, 0x11)
     openmsx = bob.openmsx_pid
     assert bob.process is not None and openmsx is not None
     bob.process.send_signal(signal.SIGINT)
@@ -255,7 +258,14 @@ async def test_ctrl_c_ends_the_session_cleanly(peers: Peers) -> None:
     assert "session ended (interrupted)" in bob.log()
     assert not openmsx_running(openmsx), "bob's openMSX is still running"
     await alice.wait_message("bob left")
-    assert bob.stored(ITEM0) == 1
+    assert (bob.stored(ITEM0), bob.stored(COINS)) == (1, 0x11)
+
+    # openMSX crashing ends alice's session too, with the reason.
+    assert alice.openmsx_pid is not None and alice.process is not None
+    os.kill(alice.openmsx_pid, signal.SIGKILL)
+    assert await asyncio.wait_for(alice.process.wait(), 15) == 0, alice.log()
+    assert "session ended (openMSX went away: openMSX was killed by SIGKILL)" in alice.log()
+    assert alice.stored(COINS) == 0x11
 
 
 async def test_arm_after_waits_for_emulated_seconds(peers: Peers) -> None:
