@@ -175,8 +175,8 @@ async def test_title_screen_disarms_and_rearming_adopts_the_room(peers: Peers) -
     # Meanwhile bob keeps playing: his change reaches alice's state, not yet her RAM.
     await bob.write(ITEM2, 0x77)
 
-    # Alice starts a game again: she re-arms and adopts the room's bytes over her own.
-    await alice.write(STATE, 1)
+    # Alice starts a game again (space on the title): she re-arms, adopts the room's bytes.
+    await alice.start_game()
     await alice.wait_log(SHARING, count=2)
     await alice.wait_byte(ITEM0, 1)
     await alice.wait_byte(ITEM2, 0x77)
