@@ -184,6 +184,7 @@ async def test_title_screen_disarms_and_rearming_adopts_the_room(peers: Peers) -
     await alice.write(ITEM3, 0x33)
     await bob.wait_byte(ITEM3, 0x33)
     assert await bob.byte(ITEM0) == 1
+    assert await bob.byte(STATE) == 1  # watched for arming, never shared: bob played on
 
 
 async def silently_write(peer: Peer, address: int, value: int) -> None:
