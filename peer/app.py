@@ -317,6 +317,8 @@ class Session:
                 self.link = link
                 await self._install_key_binding(link)
                 self.memory = await self._read_armed_when(link)
+                # A game already in play (--attach) may never change these bytes again: judge now.
+                self._arming_actions(self.arming.observe(self.memory, await link.emulated_time()))
                 await self._play(link)
         except OpenMSXError as exc:
             raise PlayerError(f"openMSX failed: {exc}") from None
