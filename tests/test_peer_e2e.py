@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from peer.openmsx import OpenMSXError
+from peer.openmsx.process import HEADLESS_ENV
 from tests.peer_harness import RIGHT, ROOT, Peer, Peers, openmsx_running, wait_until
 
 pytestmark = [pytest.mark.openmsx, pytest.mark.timeout(120)]
@@ -326,3 +327,41 @@ async def test_late_joiner_without_armed_when_wipes_nothing(peers: Peers, tmp_pa
     await bob.write(CART_COMMAND, 3)  # a change of his own, after the boot: a barrier
     await alice.wait_byte(CART_POKED, 0x77)
     assert await alice.byte(CART_ITEM) == 1, "bob's boot wiped alice's item"
+
+
+async def test_attach_to_the_players_own_openmsx(peers: Peers) -> None:
+    """--attach: the peer uses an openMSX the player started, and leaves it running."""
+    alice = peers.new("alice", "--game", "demo", "--attach", host=True)
+    alice.tmp.mkdir(parents=True)
+    own = await asyncio.create_subprocess_exec(
+        "openmsx",
+        "-machine",
+        "C-BIOS_MSX1",
+        "-cart",
+        str(ROOT / "games" / "demo.rom"),
+        env={**alice.env, "OPENMSX_HOME": str(alice.folder / "home"), **HEADLESS_ENV},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await alice.connect()  # the socket is there: now the peer can find it too
+        await alice.start_game()  # the player is in the middle of a game when the peer attaches
+        await alice.start()
+        await alice.wait_log(SHARING)
+        bob = peers.new("bob", "--game", "demo")
+        await bob.start()
+        await play(bob)
+        await pick_up_item0(bob)
+        await alice.wait_byte(ITEM0, 1)
+
+        assert alice.process is not None
+        alice.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(alice.process.wait(), 15) == 0, alice.log()
+        assert own.returncode is None, "the player's openMSX must keep running"
+        assert await alice.tcl("namespace exists msxsync") == "0", "the peer's Tcl is left behind"
+        assert await alice.byte(ITEM0) == 1  # the player keeps playing alone with the bag
+    finally:
+        if own.returncode is None:
+            own.kill()
+        await own.wait()
