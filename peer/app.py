@@ -57,12 +57,17 @@ from peer.mesh.room import RoomSession
 from peer.mesh.signalling import Member, Roster, SignallingRefused
 from peer.mesh.webrtc import IceOptions
 from peer.openmsx import Exited, LocalChanges, Logged, OpenMSXError, OpenMSXLink
-from peer.storage import RoomStore, StorageError, rows_for
+from peer.storage import RoomStore, StorageError, folder_lock, rows_for
 
 log = logging.getLogger("msxsync.peer")
 
 DEFAULT_MACHINE = "C-BIOS_MSX2+"
 JOIN_TIMEOUT = 20.0
+# Getting the game: a rendezvous silent for sock_read seconds is as good as unreachable.
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=120, connect=10, sock_read=15)
+# Emulated seconds before a game without an armed-when rule may publish: past the BIOS logo
+# (C-BIOS about 5 s, real MSX BIOSes less) and the cartridge's start, which clears its RAM.
+BOOT_ARM_AFTER = 10.0
 ROOM_STATE_TIMEOUT = 10.0  # with others in the room but none reachable, play on with our own state
 ARMING_POLL = 0.25
 STATUS_INTERVAL = 1.0
@@ -111,9 +116,17 @@ async def run_peer(options: PeerOptions) -> str:
     _check_environment(options)
     try:
         key = identity.load_or_create(state_dir)
-    except (identity.IdentityError, OSError) as exc:
-        raise PlayerError(str(exc)) from None
+    except identity.IdentityError as exc:
+        raise PlayerError(f"{exc}.") from None
+    except OSError as exc:  # e.g. the folder is a file, or not writable
+        raise PlayerError(
+            f"cannot use the state folder {state_dir} ({exc.strerror}); pick another with --state-dir."
+        ) from None
     async with contextlib.AsyncExitStack() as stack:
+        try:
+            stack.enter_context(folder_lock(state_dir))
+        except StorageError as exc:
+            raise PlayerError(str(exc)) from None
         url = options.rendezvous
         if options.lan and not options.host:
             url = await _find_lan_host(options)
@@ -133,11 +146,32 @@ def _player_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The one exception a player should hear about out of a task group's group."""
     refused = group.subgroup(SignallingRefused)
     if refused is not None:
-        return PlayerError(f"could not join the room: {_first(refused)}")
+        return PlayerError(_refusal_sentence(_first(refused)))
     mine = group.subgroup(PlayerError)
     if mine is not None:
         return _first(mine)
     return group
+
+
+# What to do about each refusal the rendezvous may give (codes from rendezvous/PROTOCOL.md).
+_REFUSAL_ADVICE = {
+    "wrong_password": "check the password with the room's players (--password)",
+    "password_required": "ask the room's players for it and pass --password",
+    "room_full": "pick another room with --room",
+    "banned": "pick another room with --room",
+    "kicked": "pick another room with --room",
+    "wrong_game": "pick another room with --room",
+    "replaced": "another msxsync-peer uses this player's identity; give each player their own --state-dir",
+}
+
+
+def _refusal_sentence(refusal: BaseException) -> str:
+    """The server's reason (printable text only: it came over the network) and what to do."""
+    code = refusal.code if isinstance(refusal, SignallingRefused) else ""
+    reason = "".join(ch for ch in str(refusal).removeprefix(f"{code}: ") if ch.isprintable())[:200]
+    reason = reason.rstrip(". ")
+    advice = _REFUSAL_ADVICE.get(code)
+    return f"could not join the room: {reason[:1].lower()}{reason[1:]}" + (f"; {advice}." if advice else ".")
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -157,7 +191,7 @@ def _check_environment(options: PeerOptions) -> None:
 
 
 async def _get_game(options: PeerOptions, url: str, state_dir: Path) -> tuple[GameDefinition, Path]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120, connect=10)) as http:
+    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
         try:
             game = await rom.fetch_game(http, url, options.game)
             if options.rom:
@@ -174,6 +208,10 @@ async def _get_game(options: PeerOptions, url: str, state_dir: Path) -> tuple[Ga
             )
         except rom.GameError as exc:
             raise PlayerError(str(exc)) from None
+        except TimeoutError:  # aiohttp's total timeout is no ClientError
+            raise PlayerError(
+                f"the rendezvous at {url} did not send the game in time; check --rendezvous or try again."
+            ) from None
     return game.definition, path
 
 
@@ -230,6 +268,14 @@ async def _hosting(options: PeerOptions, current: CatalogueEntry | None = None) 
         await runner.cleanup()
 
 
+def arm_after(given: float | None, definition: GameDefinition) -> float | None:
+    """--arm-after, or for a game without an armed-when rule BOOT_ARM_AFTER: without either, a
+    late joiner would arm before its cartridge boots and publish the boot's clear of its RAM."""
+    if given is not None or definition.armed_when is not None:
+        return given
+    return BOOT_ARM_AFTER
+
+
 def split_at_regions(runs: Iterable[Run], regions: Iterable[Region]) -> list[Run]:
     """Cut runs where one region ends and the next begins (openMSX writes one region at a time)."""
     pieces: list[Run] = []
@@ -277,7 +323,7 @@ class Session:
         self.url = url
         self.state_dir = state_dir
         self.layout = Layout(definition.regions)
-        self.arming = Arming(definition.armed_when, options.arm_after)
+        self.arming = Arming(definition.armed_when, arm_after(options.arm_after, definition))
         self.memory: dict[int, int] = {}
         self.names: dict[bytes, str] = {}
         self.host_key: bytes | None = None
@@ -304,6 +350,8 @@ class Session:
                 self.link = link
                 await self._install_key_binding(link)
                 self.memory = await self._read_armed_when(link)
+                # A game already in play (--attach) may never change these bytes again: judge now.
+                self._arming_actions(self.arming.observe(self.memory, await link.emulated_time()))
                 await self._play(link)
         except OpenMSXError as exc:
             raise PlayerError(f"openMSX failed: {exc}") from None
@@ -629,7 +677,7 @@ class Session:
         """Emulated time only matters until armed; poll it for --arm-after."""
         while True:
             await asyncio.sleep(ARMING_POLL)
-            if not self.arming.armed and self.options.arm_after is not None:
+            if not self.arming.armed and self.arming.arm_after is not None:
                 self._arming_actions(self.arming.observe(self.memory, await link.emulated_time()))
 
     async def _room_state_deadline(self) -> None:

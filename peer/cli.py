@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--arm-after",
         type=float,
         metavar="SECONDS",
-        help="emulated seconds after power-on before this peer may publish (default: none; the "
-        "game's armed-when rule and having the room's state decide)",
+        help="emulated seconds after power-on before this peer may publish (default: 10 for a "
+        "game without an armed-when rule, so that its boot does not clear the room's bytes; "
+        "none for the others)",
     )
     misc.add_argument(
         "--quit-after", type=float, metavar="SECONDS", help="end the session after SECONDS (demos)"
@@ -137,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     except PlayerError as exc:
         print(f"msxsync-peer: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the session took over SIGINT (starting, joining)
+        print("msxsync-peer: interrupted while starting.", file=sys.stderr)
+        return 130
     print(f"msxsync-peer: session ended ({reason})", file=sys.stderr)
     return 0
 

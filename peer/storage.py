@@ -11,12 +11,18 @@ one fsync (`scripts/bench_storage.py` measures both ways side by side).
 Sessions: every start takes the next session number from the database, committed before it is
 used, so the pair (session, sequence number) that signs a message is never reused, even after a
 crash. The store is synchronous: call it from one worker thread, not the event loop.
+
+One session per state folder: `folder_lock` holds an advisory lock on `<folder>/lock` for the
+session's life (released by the kernel when the process ends, however it ends).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from peer.core.state import NO_WRITER, Entry, Layout, SharedState
@@ -48,6 +54,32 @@ def rows_for(state: SharedState, addresses: Iterable[int]) -> list[Row]:
 
 class StorageError(RuntimeError):
     """The state folder's database cannot be used; the message says what to do."""
+
+
+LOCK_FILE = "lock"
+
+
+@contextlib.contextmanager
+def folder_lock(state_dir: Path) -> Iterator[None]:
+    """Hold the state folder for one session: two peers sharing a folder would share an
+    identity (the rendezvous lets only one of them stay) and interleave the room state."""
+    try:
+        descriptor = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot use the state folder {state_dir} ({exc.strerror}); pick another with --state-dir."
+        ) from None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StorageError(
+                f"another msxsync-peer is using the state folder {state_dir}; "
+                "give each player on this machine their own --state-dir."
+            ) from None
+        yield  # the lock goes with the descriptor: a crashed peer never leaves it held
+    finally:
+        os.close(descriptor)
 
 
 class RoomStore:
