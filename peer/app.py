@@ -38,10 +38,12 @@ import aiohttp
 from aiohttp import web
 from nacl.signing import SigningKey
 
+from games.catalogue import CatalogueEntry, bundled_games_dir, hash_rom, load_catalogue
 from games.definition import GameDefinition, Region
-from peer import identity, rom
+from peer import identity, lan, rom
 from peer.console import Command, PeerLine, Status, format_status, parse_command, safe_name
 from peer.core.arming import Adopt, Arming, Disarm
+from peer.core.lan import Announcement, Chosen, NoHost, Several, choose
 from peer.core.replica import (
     BytesChanged,
     ChatReceived,
@@ -52,7 +54,7 @@ from peer.core.replica import (
 from peer.core.state import NO_WRITER, Layout, Run, SharedState
 from peer.mesh.mesh import LinkLost, Mesh, PeerAdmitted, Published
 from peer.mesh.room import RoomSession
-from peer.mesh.signalling import Roster, SignallingRefused
+from peer.mesh.signalling import Member, Roster, SignallingRefused
 from peer.mesh.webrtc import IceOptions
 from peer.openmsx import Exited, LocalChanges, Logged, OpenMSXError, OpenMSXLink
 from peer.storage import RoomStore, StorageError, folder_lock, rows_for
@@ -75,6 +77,9 @@ RESYNC_KEY = "F10"
 # deactivates it, so an attached openMSX gets its own F10 back.
 _BIND = f'bind -layer msxsync {RESYNC_KEY} {{message "{RESYNC_MESSAGE}" info}}; activate_input_layer msxsync'
 _UNBIND = f"deactivate_input_layer msxsync; unbind -layer msxsync {RESYNC_KEY}"
+LAN_DISCOVERY_SECONDS = 3.0
+TAKEOVER_CHECK = 1.0
+TAKEOVER_AFTER = 3.0  # seconds without a rendezvous (and without the host) before taking over
 
 
 class PlayerError(Exception):
@@ -127,10 +132,13 @@ async def run_peer(options: PeerOptions) -> str:
         except StorageError as exc:
             raise PlayerError(str(exc)) from None
         url = options.rendezvous
+        if options.lan and not options.host:
+            url = await _find_lan_host(options)
         if options.host:
             url = await stack.enter_async_context(_hosting(options))
         definition, rom_path = await _get_game(options, url, state_dir)
         session = Session(options, key, definition, rom_path, url, state_dir)
+        session.hosting = options.host
         try:
             return await session.run()
         except BaseExceptionGroup as group:
@@ -211,14 +219,43 @@ async def _get_game(options: PeerOptions, url: str, state_dir: Path) -> tuple[Ga
     return game.definition, path
 
 
+async def _find_lan_host(options: PeerOptions) -> str:
+    """The rendezvous URL of the host on this network that runs our game (and room, if named)."""
+    print(f"msxsync-peer: looking for a {options.game} host on this network...", file=sys.stderr)
+    try:
+        hosts = await lan.discover(options.game, timeout=LAN_DISCOVERY_SECONDS)
+    except lan.LanError as exc:
+        raise PlayerError(
+            f"cannot search the local network ({exc}); give --rendezvous URL instead."
+        ) from None
+    match choose(hosts, game=options.game, room=options.room):
+        case Chosen(host):
+            log.info("found %s", host.describe())
+            return host.url
+        case NoHost() as none:
+            raise PlayerError(
+                none.describe() + "; ask a friend to start with --host, or give --rendezvous URL."
+            )
+        case Several() as several:
+            raise PlayerError(several.describe())
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 @contextlib.asynccontextmanager
-async def _hosting(options: PeerOptions) -> AsyncIterator[str]:
-    """Run the rendezvous in this process (the same application as msxsync-rendezvous)."""
+async def _hosting(options: PeerOptions, current: CatalogueEntry | None = None) -> AsyncIterator[str]:
+    """Run the rendezvous in this process (the same application as msxsync-rendezvous).
+
+    It serves the bundled games plus `--games` folders, and `current` (the game being played,
+    with our ROM) when this peer takes over hosting, so newcomers can still get it here."""
     from rendezvous.app import Config, create_app
 
     folders = [Path(folder) for folder in options.games]
-    config = Config(games=[*folders, _bundled()] if folders else None)
-    runner = web.AppRunner(create_app(config), handle_signals=False)
+    catalogue = load_catalogue([*folders, bundled_games_dir()])
+    for problem in catalogue.problems:
+        log.warning("games: %s", problem)
+    if current is not None:
+        catalogue.entries.setdefault(current.name, current)
+    runner = web.AppRunner(create_app(Config(catalogue=catalogue)), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "0.0.0.0", options.port)
     try:
@@ -233,12 +270,6 @@ async def _hosting(options: PeerOptions) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{options.port}"
     finally:
         await runner.cleanup()
-
-
-def _bundled() -> Path:
-    from games.catalogue import bundled_games_dir
-
-    return bundled_games_dir()
 
 
 def arm_after(given: float | None, definition: GameDefinition) -> float | None:
@@ -300,6 +331,8 @@ class Session:
         self.memory: dict[int, int] = {}
         self.names: dict[bytes, str] = {}
         self.host_key: bytes | None = None
+        self.hosting = False  # this peer runs the rendezvous in-process
+        self._hosting_stack = contextlib.AsyncExitStack()
         self.roster: Roster | None = None
         self.mesh: Mesh | None = None
         self.link: OpenMSXLink | None = None
@@ -327,6 +360,7 @@ class Session:
         except OpenMSXError as exc:
             raise PlayerError(f"openMSX failed: {exc}") from None
         finally:
+            await self._hosting_stack.aclose()
             self._disk.shutdown(wait=True)
             if self.store is not None:
                 self.store.close()
@@ -369,12 +403,16 @@ class Session:
             on_event=self._on_mesh_event,
             prepare=self._prepare_room,
             on_roster=self.roster_changed,
+            standby=self._standby_url(),
         )
         async with asyncio.TaskGroup() as tasks:
             room_task = tasks.create_task(room.run())
             self.mesh = await self._wait_ready(room, room_task)
             self.roster_changed(room.signalling.roster or self.roster)
+            if self.hosting:
+                await self._announce()
             background = [
+                tasks.create_task(self._takeover_loop(room)),
                 tasks.create_task(self._persist_loop()),
                 tasks.create_task(self._apply_loop(link)),
                 tasks.create_task(self._arming_loop(link)),
@@ -434,6 +472,85 @@ class Session:
             session,
         )
         return state, session
+
+    # ---- hosting and taking over --------------------------------------------------------------
+
+    def _own_address(self) -> str:
+        """The address other players reach this machine at (for the standby URL)."""
+        if self.options.ice_addresses:
+            return self.options.ice_addresses[0]
+        found = lan.local_addresses()
+        return found[0] if found else "127.0.0.1"
+
+    def _standby_url(self) -> str:
+        address = self._own_address()
+        host = f"[{address}]" if ":" in address else address
+        return f"http://{host}:{self.options.port}"
+
+    async def _announce(self) -> None:
+        """Announce our rendezvous on the LAN (not when play is pinned to this machine)."""
+        if self.options.ice_addresses and all(
+            a.startswith("127.") or a == "::1" for a in self.options.ice_addresses
+        ):
+            log.info("not announcing on the LAN: --ice-address keeps play on this machine")
+            return
+        room = self.roster.room if self.roster else None
+        player = safe_name(self.options.name or os.environ.get("USER", "player"))
+        try:
+            announcement = Announcement(
+                player=player, game=self.definition.name, room=room, key=self.me.hex()
+            )
+            await self._hosting_stack.enter_async_context(lan.announce(announcement, port=self.options.port))
+        except (lan.LanError, ValueError) as exc:
+            log.warning("cannot announce on the LAN (%s); others can still join with --rendezvous", exc)
+
+    async def _takeover_loop(self, room: RoomSession) -> None:
+        """When the rendezvous and the host are both gone, the first remaining member hosts."""
+        lost_since: float | None = None
+        while True:
+            await asyncio.sleep(TAKEOVER_CHECK)
+            if room.signalling.stats.connected:
+                lost_since = None
+                continue
+            now = time.monotonic()
+            lost_since = lost_since if lost_since is not None else now
+            successor = self._successor()
+            if now - lost_since >= TAKEOVER_AFTER and successor is not None:
+                lost_since = None
+                await self._move_to(successor, room)
+
+    def _successor(self) -> Member | None:
+        """Deterministic: the earliest joiner, other than the gone host, still with us."""
+        if self.roster is None or self.mesh is None:
+            return None
+        gone = self.host_key
+        if gone is None or gone == self.me or gone in self.mesh.admitted():
+            return None
+        admitted = self.mesh.admitted() | {self.me}
+        for member in self.roster.members:
+            if member.key != gone and member.key in admitted and member.standby:
+                return member
+        return None
+
+    async def _move_to(self, successor: Member, room: RoomSession) -> None:
+        url = successor.standby
+        if successor.key == self.me:
+            try:
+                url = await self._hosting_stack.enter_async_context(
+                    _hosting(self.options, self._catalogue_entry())
+                )
+            except PlayerError as exc:
+                log.warning("cannot take over hosting: %s", exc)
+                return
+            self.hosting = True
+            await self._announce()
+        self.host_key = successor.key
+        self._osd(f"{self._name(successor.key)} now hosts the room")
+        if url is not None:
+            await room.signalling.retarget(url)
+
+    def _catalogue_entry(self) -> CatalogueEntry:
+        return CatalogueEntry(self.definition, self.rom_path.parent, hash_rom(self.rom_path))
 
     def _ice_options(self) -> IceOptions:
         options = self.options

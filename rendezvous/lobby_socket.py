@@ -215,7 +215,9 @@ class Session:
                 check = PasswordCheck(new_hash=await hasher.hash(join.password))
         if self.client.closing:
             return
-        self.server.deliver(lobby.join(key, self.client.name, join.game, join.room, join.capacity, check))
+        self.server.deliver(
+            lobby.join(key, self.client.name, join.game, join.room, join.capacity, check, join.standby)
+        )
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:

@@ -28,6 +28,8 @@ CHAT_LIMIT = 500
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _SIGNATURE_RE = re.compile(r"^[0-9a-f]{128}$")
 _ROOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,31}$")
+# Where a member would serve the rendezvous if it took over hosting: http(s)://HOST:PORT, nothing more.
+_STANDBY_RE = re.compile(r"^https?://(\[[0-9a-fA-F:.]{2,45}\]|[A-Za-z0-9.-]{1,63}):[0-9]{1,5}$")
 
 
 class ProtocolError(Exception):
@@ -67,6 +69,7 @@ class Join:
     room: str | None
     password: str | None
     capacity: int | None
+    standby: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +218,10 @@ def _join(f: _Fields) -> Join:
     password = f.optional_text("password")
     if password is not None and not 1 <= len(password) <= MAX_PASSWORD:
         raise f.fail("password", f"null or 1 to {MAX_PASSWORD} characters")
-    return Join(game, room, password, f.optional_integer("capacity"))
+    standby = f.optional_text("standby")
+    if standby is not None and not _STANDBY_RE.match(standby):
+        raise f.fail("standby", "null or a URL of the form http://HOST:PORT")
+    return Join(game, room, password, f.optional_integer("capacity"), standby)
 
 
 def _signal(f: _Fields) -> Signal:

@@ -64,9 +64,13 @@ class Member:
     key: str
     name: str
     ready: bool = False
+    standby: str | None = None  # where this member would host if it took over
 
     def to_json(self) -> JsonObject:
-        return {"key": self.key, "name": self.name, "ready": self.ready}
+        member: JsonObject = {"key": self.key, "name": self.name, "ready": self.ready}
+        if self.standby is not None:
+            member["standby"] = self.standby
+        return member
 
 
 @dataclass(slots=True)
@@ -173,6 +177,7 @@ class Lobby:
         room: str | None,
         capacity: int | None,
         check: PasswordCheck | None = None,
+        standby: str | None = None,
     ) -> list[Deliver]:
         """Put `key` into a room (quick match when `room` is None); `check` is the password work."""
         self._check_not_in_room(key)
@@ -183,7 +188,7 @@ class Lobby:
         else:
             self._check_can_enter(target, key, game)
             self._check_password(target, check)
-        return self._add(target, Member(key, name))
+        return self._add(target, Member(key, name, standby=standby))
 
     def _check_not_in_room(self, key: str) -> None:
         current = self.room_of(key)

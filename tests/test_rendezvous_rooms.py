@@ -282,3 +282,17 @@ def test_pure_modules_do_not_import_the_network() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_standby_url_is_carried_in_the_roster_and_validated():
+    from rendezvous import protocol
+    from rendezvous.rooms import Member
+
+    assert Member("k", "n", standby="http://10.0.0.2:4567").to_json()["standby"] == "http://10.0.0.2:4567"
+    assert "standby" not in Member("k", "n").to_json()
+    good = protocol.parse_message('{"type":"join","game":"demo","room":null,"standby":"http://[::1]:4567"}')
+    assert isinstance(good, protocol.Join)
+    assert good.standby == "http://[::1]:4567"
+    for bad in ["file:///etc/passwd", "http://host", "http://a b:1", "javascript:1", "http://x:1/path"]:
+        with pytest.raises(protocol.ProtocolError):
+            protocol.parse_message(f'{{"type":"join","game":"demo","room":null,"standby":"{bad}"}}')

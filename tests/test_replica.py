@@ -23,6 +23,8 @@ from peer.core.replica import (
 from peer.core.state import Layout, SharedState
 from tests.sim import REGIONS, ROOM, START, Mesh, key
 
+RATE_BURST_MESSAGES = 600  # the 480-message burst allowance plus 120 over it
+
 ADDRESSES = Layout(REGIONS).addresses
 
 operation = st.one_of(
@@ -328,3 +330,25 @@ def test_a_replica_does_not_peer_with_itself():
     except ValueError:
         return
     raise AssertionError("adding itself must fail")
+
+
+def test_sustained_flooding_a_few_times_over_the_rate_is_cut():
+    """Refilled tokens must not hide a flood: strikes leak slowly, so a steady excess adds up."""
+    mesh, a, b = _two()
+    junk = b"\x00" * 200
+    cut_at = None
+    for n in range(6000):  # 1,000 messages per second for 6 s: four times the budget
+        now = mesh.now + n / 1000
+        if any(isinstance(e, CutPeer) for e in a.receive(b.key, junk, now)):
+            cut_at = n / 1000
+            break
+    assert cut_at is not None and cut_at < 4.0
+
+
+def test_a_short_burst_is_throttled_but_not_cut():
+    mesh, a, b = _two()
+    events = []
+    for n in range(RATE_BURST_MESSAGES):
+        events += a.receive(b.key, b"\x00" * 200, mesh.now + n / 10_000)
+    assert any(isinstance(e, Rejected) and e.reason == "rate_limited" for e in events)
+    assert not any(isinstance(e, CutPeer) for e in events)

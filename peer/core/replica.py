@@ -45,7 +45,11 @@ SILENT_AFTER = 5.0
 DIGEST_INTERVAL = 3.0
 RATE_PER_SECOND = 240.0  # four times one message per 60 Hz frame, plus room for state exchange
 RATE_BURST = 480.0
-CUT_AFTER_REJECTIONS = 200  # rate-limited messages in a row before the peer is cut off
+# Flood strikes: every rate-limited message adds one, and FLOOD_LEAK are forgiven per second, so a
+# burst is merely throttled while sustained flooding (even at a few times the rate, which refilled
+# tokens would hide from a count "in a row") reaches CUT_AFTER_REJECTIONS within a second or so.
+CUT_AFTER_REJECTIONS = 200
+FLOOD_LEAK = 50.0
 SEQ_WINDOW = 512  # how many recent signatures per link are kept to spot duplicates and forgeries
 PATCH_BUDGET = 48 * 1024  # bytes of entries per state patch message, well under 64 KiB
 
@@ -161,7 +165,9 @@ class _Link:
     dirty: set[int] = field(default_factory=set)
     tokens: float = RATE_BURST
     tokens_at: float = 0.0
-    rate_strikes: int = 0
+    flood_strikes: float = 0.0
+    flood_at: float = 0.0
+    cut: bool = False
     stats: PeerStatistics = field(default_factory=PeerStatistics)
 
     def take_token(self, now: float) -> bool:
@@ -208,7 +214,8 @@ class Replica:
         if link is None:
             link = self.links[peer] = _Link(peer, added_at=now, tokens_at=now)
         link.last_heard, link.silent_reported = now, False
-        link.connected, link.paused = True, False
+        link.connected, link.paused, link.cut = True, False, False
+        link.flood_strikes = 0.0
         link.dirty.clear()
         link.next_digest = now + DIGEST_INTERVAL
         self._send_full_state(link, now)
@@ -264,7 +271,7 @@ class Replica:
         A byte nobody has written yet (`NO_WRITER`) always counts: the replica's 0 there is a
         placeholder, not the room's value, so the game's own value must be published."""
         layout, values, writers = self.state.layout, self.state.values, self.state.writers
-        runs: list[Run] = []
+        runs: list[tuple[int, bytearray]] = []
         for address, data in changes:
             if not layout.check_run(address, len(data)):
                 raise ValueError(f"local change at {address:#06x} is outside the shared regions")
@@ -272,7 +279,7 @@ class Replica:
                 i = layout.index(address + offset)
                 if values[i] != value or writers[i] == NO_WRITER:
                     _append_byte(runs, address + offset, value)
-        return runs
+        return [(address, bytes(data)) for address, data in runs]
 
     def unwritten_addresses(self) -> list[int]:
         """Shared addresses no peer has written yet (on arming, the game's values fill them)."""
@@ -329,8 +336,7 @@ class Replica:
         if link is None or not link.connected:
             return [self._reject(link, peer, "not_admitted")]
         if not link.take_token(now):
-            return self._rate_limited(link)
-        link.rate_strikes = 0
+            return self._rate_limited(link, now)
         try:
             message = codec.decode(data, room=self.room, keys=(peer,))
         except codec.DecodeError as exc:
@@ -343,10 +349,12 @@ class Replica:
             return verdict
         return self._dispatch(link, message.body, now)
 
-    def _rate_limited(self, link: _Link) -> list[Event]:
-        link.rate_strikes += 1
+    def _rate_limited(self, link: _Link, now: float) -> list[Event]:
+        leaked = max(0.0, link.flood_strikes - (now - link.flood_at) * FLOOD_LEAK)
+        link.flood_strikes, link.flood_at = leaked + 1.0, now
         events: list[Event] = [self._reject(link, link.peer, "rate_limited")]
-        if link.rate_strikes == CUT_AFTER_REJECTIONS:
+        if link.flood_strikes >= CUT_AFTER_REJECTIONS and not link.cut:
+            link.cut = True  # reported once per connection; `add_peer` starts afresh
             events.append(CutPeer(link.peer, "flooding"))
         return events
 
@@ -497,12 +505,11 @@ class Replica:
         )
 
 
-def _append_byte(runs: list[Run], address: int, value: int) -> None:
+def _append_byte(runs: list[tuple[int, bytearray]], address: int, value: int) -> None:
     if runs and runs[-1][0] + len(runs[-1][1]) == address:
-        start, data = runs[-1]
-        runs[-1] = (start, data + bytes([value]))
+        runs[-1][1].append(value)
     else:
-        runs.append((address, bytes([value])))
+        runs.append((address, bytearray([value])))
 
 
 _ENTRY_OVERHEAD = 14 + 33  # entry header plus, at worst, one new writer in the table

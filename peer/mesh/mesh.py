@@ -68,12 +68,6 @@ CONNECT_TIMEOUT = 15.0  # a link not admitted by then is dropped and dialled aga
 REFUSED_WAIT = 30.0  # a refused peer is not dialled again before this
 CUT_WAIT = 30.0  # nor a peer cut off for flooding
 MAX_SDP = 16 * 1024
-# The replica cuts a peer after CUT_AFTER_REJECTIONS rate-limited messages *in a row*, which a
-# flood at a few times the rate never produces (each refilled token resets the count). So the mesh
-# also keeps a leaky count of rate-limited messages per link and cuts the peer when it reaches
-# FLOOD_STRIKES: sustained flooding is cut within a second or so, a burst is merely throttled.
-FLOOD_STRIKES = 200.0
-FLOOD_LEAK = 50.0  # strikes forgiven per second
 # An honest sender stays well inside the receivers' rate budget (240 messages/s, bursts of 480):
 # local changes are published at most PUBLISH_RATE times a second, with bursts of PUBLISH_BURST
 # (so a late frame followed by an on-time one is not delayed); changes made while no publication
@@ -157,8 +151,6 @@ class _Peer:
     backoff: float = RECONNECT_FIRST
     last_link_id: int = 0  # the answerer's note of which attempt died, for "restart"
     banned_until: float = 0.0  # refused or cut: no links with this peer before then
-    flood_strikes: float = 0.0
-    flood_at: float = 0.0
     stats: LinkStatistics = field(default_factory=LinkStatistics)
 
 
@@ -493,28 +485,15 @@ class Mesh:
                 self._cut(key, reason)
             case PeerLeft(key, reason):
                 self._lose(key, f"said goodbye: {reason}")
-            case Rejected(key, "rate_limited"):
-                self._flood_strike(key)
             case Rejected(key, reason, detail):
                 log.debug("rejected from %s: %s %s", key.hex()[:8], reason, detail)
         self._emit(event)
-
-    def _flood_strike(self, key: bytes) -> None:
-        peer = self._peers.get(key)
-        if peer is None:
-            return
-        now = self._clock()
-        leaked = max(0.0, peer.flood_strikes - (now - peer.flood_at) * FLOOD_LEAK)
-        peer.flood_strikes, peer.flood_at = leaked + 1.0, now
-        if peer.flood_strikes >= FLOOD_STRIKES and peer.admitted:
-            self._cut(key, "flooding")
 
     def _cut(self, key: bytes, reason: str) -> None:
         peer = self._peers.get(key)
         if peer is not None and peer.link is not None:
             log.warning("cutting peer %s off: %s", key.hex()[:8], reason)
             peer.stats.cuts += 1
-            peer.flood_strikes = 0.0
             self._ban(peer, f"cut: {reason}", CUT_WAIT)
 
     def _lose(self, key: bytes, reason: str) -> None:

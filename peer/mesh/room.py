@@ -49,6 +49,7 @@ class RoomSession:
         on_event: Callable[[Event], None] | None = None,
         prepare: Callable[[Roster], Awaitable[tuple[SharedState | None, int]]] | None = None,
         on_roster: Callable[[Roster], None] | None = None,
+        standby: str | None = None,
     ) -> None:
         """`prepare(roster)`, when given, is awaited once the room is known (quick match names it
         on joining) and returns the state to start from and the session number to sign with;
@@ -72,6 +73,7 @@ class RoomSession:
             password=password,
             capacity=capacity,
             listener=self,
+            standby=standby,
         )
         self.mesh: Mesh | None = None
         self._early: list[tuple[bytes, dict[str, Any]]] = []

@@ -37,6 +37,7 @@ BACKOFF_MAX = 10.0
 REJOIN_GRACE = 10.0
 OUTBOX_SIZE = 256  # signals queued while the socket is busy; beyond that they are dropped
 # Before we are in the room: errors worth retrying (the server was busy) and final refusals.
+_STANDBY = re.compile(r"^https?://(\[[0-9a-fA-F:.]{2,45}\]|[A-Za-z0-9.-]{1,63}):[0-9]{1,5}$")
 _RETRY_JOIN = frozenset({"busy", "try_again", "too_many_rooms", "rate_limited"})
 _JOIN_REFUSALS = frozenset(
     {
@@ -70,6 +71,7 @@ class Member:
     key: bytes
     name: str
     ready: bool
+    standby: str | None = None  # where this member would host if it took over (LAN play)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,9 @@ def parse_roster(message: dict[str, Any]) -> Roster | None:
         key = _key(item.get("key")) if isinstance(item, dict) else None
         if key is None or not isinstance(item.get("name"), str):
             return None
-        parsed.append(Member(key, item["name"], item.get("ready") is True))
+        standby = item.get("standby")
+        standby = standby if isinstance(standby, str) and _STANDBY.match(standby) else None
+        parsed.append(Member(key, item["name"], item.get("ready") is True, standby))
     return Roster(room, host, tuple(parsed))
 
 
@@ -134,8 +138,14 @@ class SignallingClient:
         listener: SignallingListener,
         capacity: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        standby: str | None = None,
     ) -> None:
         self.url = url.rstrip("/") + "/ws"
+        self.standby = standby
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._retargeted = False
+        self._wake_retry = asyncio.Event()
+        self._grace_timer: asyncio.TimerHandle | None = None
         self.key = bytes(signing_key.verify_key)
         self.room = room
         self._signing_key = signing_key
@@ -192,13 +202,27 @@ class SignallingClient:
                     await self._connection(session)
                 except (_Reconnect, aiohttp.ClientError, OSError, TimeoutError) as exc:
                     log.info("rendezvous connection lost (%s); retrying in %.1f s", exc, backoff)
-                if self._joined.is_set():
-                    backoff = BACKOFF_FIRST  # it worked for a while: start over
+                if self._joined.is_set() or self._retargeted:
+                    backoff = BACKOFF_FIRST  # it worked for a while, or there is a new host: start over
                 self._disconnected()
-                await asyncio.sleep(backoff)
+                if self._retargeted:
+                    self._retargeted = False
+                    continue
+                self._wake_retry.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake_retry.wait(), backoff)  # `retarget` ends it
                 backoff = min(BACKOFF_MAX, backoff * 2)
 
+    async def retarget(self, url: str) -> None:
+        """Move to another rendezvous (a peer that took over hosting) and rejoin the same room."""
+        self.url = url.rstrip("/") + "/ws"
+        self._retargeted = True
+        self._wake_retry.set()
+        if self._ws is not None:
+            await self._ws.close()
+
     def _disconnected(self) -> None:
+        self._ws = None
         if self.stats.connected:
             self.stats.disconnects += 1
         self.stats.connected = False
@@ -210,6 +234,7 @@ class SignallingClient:
 
     async def _connection(self, session: aiohttp.ClientSession) -> None:
         async with session.ws_connect(self.url, heartbeat=10.0, max_msg_size=256 * 1024) as ws:
+            self._ws = ws
             await self._handshake(ws)
             self.stats.connected = True
             self.stats.connects += 1
@@ -254,6 +279,7 @@ class SignallingClient:
             "room": self.room,
             "password": self._password,
             "capacity": self._capacity,
+            "standby": self.standby,
         }
 
     async def _write(self, ws: aiohttp.ClientWebSocketResponse, outbox: asyncio.Queue[str]) -> None:
@@ -319,12 +345,32 @@ class SignallingClient:
         if self._clock() < self._grace_until:
             present = {m.key for m in roster.members}
             kept = [m for k, m in self._previous.items() if k not in present]
+            if kept:
+                self._schedule_grace_end(roster)
             roster = Roster(roster.room, roster.host, roster.members + tuple(kept))
         else:
             self._previous = {}
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+                self._grace_timer = None
         self.roster = roster
         self._listener.roster_changed(roster)
         self._notify()
+
+    def _schedule_grace_end(self, server_roster: Roster) -> None:
+        """Members kept through a rejoin that never came back are dropped when the grace ends."""
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        delay = max(0.0, self._grace_until - self._clock())
+        self._grace_timer = asyncio.get_running_loop().call_later(delay, self._end_grace, server_roster)
+
+    def _end_grace(self, server_roster: Roster) -> None:
+        self._grace_timer = None
+        if self.roster is not None and self.roster.room == server_roster.room and self._joined.is_set():
+            self._previous = {}
+            self.roster = Roster(server_roster.room, self.roster.host, server_roster.members)
+            self._listener.roster_changed(self.roster)
+            self._notify()
 
     def _signal(self, message: dict[str, Any]) -> None:
         sender, data = _key(message.get("from")), message.get("data")
