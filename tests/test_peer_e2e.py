@@ -24,7 +24,11 @@ from peer.openmsx import OpenMSXError
 from peer.openmsx.process import HEADLESS_ENV
 from tests.peer_harness import RIGHT, ROOT, Peer, Peers, openmsx_running, wait_until
 
-pytestmark = [pytest.mark.openmsx, pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.openmsx,
+    pytest.mark.skipif(shutil.which("openmsx") is None, reason="openmsx is not installed"),
+    pytest.mark.timeout(120),
+]
 
 STATE = 0xE000
 ITEM0, ITEM1, ITEM2, ITEM3 = 0xE010, 0xE011, 0xE012, 0xE013
