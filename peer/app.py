@@ -73,6 +73,10 @@ ARMING_POLL = 0.25
 STATUS_INTERVAL = 1.0
 RESYNC_MESSAGE = "msxsync: resync requested"
 RESYNC_KEY = "F10"
+# In a layer of our own: it wins over the default F10 binding while active, and leaving
+# deactivates it, so an attached openMSX gets its own F10 back.
+_BIND = f'bind -layer msxsync {RESYNC_KEY} {{message "{RESYNC_MESSAGE}" info}}; activate_input_layer msxsync'
+_UNBIND = f"deactivate_input_layer msxsync; unbind -layer msxsync {RESYNC_KEY}"
 LAN_DISCOVERY_SECONDS = 3.0
 TAKEOVER_CHECK = 1.0
 TAKEOVER_AFTER = 3.0  # seconds without a rendezvous (and without the host) before taking over
@@ -568,6 +572,7 @@ class Session:
         if self.link is not None:
             with contextlib.suppress(OpenMSXError):
                 await self.link.show_message("msxsync: left the room")
+                await self.link.command(_UNBIND)  # an attached openMSX plays on, F10 as before
 
     def stop(self, reason: str) -> None:
         self._stop_reason = reason
@@ -825,4 +830,4 @@ class Session:
     async def _install_key_binding(self, link: OpenMSXLink) -> None:
         """F10 in openMSX asks for a resync (the message comes back to us as a log line)."""
         with contextlib.suppress(OpenMSXError):
-            await link.command(f'bind {RESYNC_KEY} {{message "{RESYNC_MESSAGE}" info}}')
+            await link.command(_BIND)

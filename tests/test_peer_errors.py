@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -120,6 +121,7 @@ async def test_no_display_without_headless(tmp_path: Path, rendezvous: str) -> N
 
 
 @pytest.mark.openmsx
+@pytest.mark.skipif(shutil.which("openmsx") is None, reason="openmsx is not installed")
 async def test_wrong_password(tmp_path: Path, rendezvous: str) -> None:
     async with aiohttp.ClientSession() as session, logged_in(session, rendezvous, "keeper") as keeper:
         await keeper.join("vault", password="open sesame")
@@ -130,6 +132,7 @@ async def test_wrong_password(tmp_path: Path, rendezvous: str) -> None:
 
 
 @pytest.mark.openmsx
+@pytest.mark.skipif(shutil.which("openmsx") is None, reason="openmsx is not installed")
 async def test_full_room(tmp_path: Path, rendezvous: str) -> None:
     async with aiohttp.ClientSession() as session, AsyncExitStack() as stack:
         for name in ("ann", "ben"):  # the room holds two
