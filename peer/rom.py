@@ -68,7 +68,8 @@ def local_rom(path: Path, definition: GameDefinition, *, force: bool) -> Path:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise GameError(f"cannot read the ROM {path}: {exc.strerror}.") from None
+        reason = exc.strerror or "unreadable"
+        raise GameError(f"cannot read the ROM {path} ({reason}); check the path given to --rom.") from None
     check_rom(data, definition, force=force, origin=str(path))
     return path
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -57,3 +61,34 @@ def test_find_socket_refuses_to_guess(tmp_path: Path) -> None:
     (folder / f"socket.{os.getppid()}").touch()
     with pytest.raises(OpenMSXError, match="several openMSX are running"):
         find_socket(None, env)
+
+
+@pytest.mark.openmsx
+def test_openmsx_dies_with_a_killed_peer(tmp_path):
+    """kill -9 of the program that launched openMSX must not leave an orphaned emulator."""
+    program = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from pathlib import Path
+        from games.definition import Region
+        from peer.openmsx import OpenMSXLink
+
+        async def main():
+            async with OpenMSXLink.launch([Region(0xE000, 0xE00F)], home=Path({str(tmp_path)!r})) as link:
+                print(link.pid, flush=True)
+                await asyncio.sleep(60)
+
+        asyncio.run(main())
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    emulator = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{emulator}").exists():
+        time.sleep(0.05)
+    assert (
+        not Path(f"/proc/{emulator}").exists() or "Z" in Path(f"/proc/{emulator}/stat").read_text().split()[2]
+    )

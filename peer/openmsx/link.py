@@ -30,7 +30,7 @@ from peer.core.openmsx_protocol import (
 )
 from peer.openmsx.control import ControlClient, LinkClosed, OpenMSXError
 from peer.openmsx.events import Exited, LinkEvent, LocalChanges, Logged
-from peer.openmsx.process import DEFAULT_MACHINE, LaunchSpec, find_socket
+from peer.openmsx.process import DEFAULT_MACHINE, LaunchSpec, die_with_parent, find_socket
 
 STDERR_LINES = 20
 STOP_TIMEOUT = 3.0
@@ -259,6 +259,7 @@ async def _launched(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=spec.env(env),
+            preexec_fn=die_with_parent,
         )
     except OSError as error:
         raise OpenMSXError(f"cannot start openMSX ({spec.openmsx}): {error}") from error

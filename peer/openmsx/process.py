@@ -6,8 +6,11 @@ link stays small and these are easy to check.
 
 from __future__ import annotations
 
+import ctypes
 import getpass
 import os
+import signal
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,3 +92,15 @@ def find_socket(pid: int | None, env: Mapping[str, str]) -> tuple[Path, int]:
         listed = ", ".join(map(str, live))
         raise OpenMSXError(f"several openMSX are running (pids {listed}); say which one to use")
     return folder / f"socket.{live[0]}", live[0]
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM openMSX when msxsync dies (even by SIGKILL),
+    so a crashed peer never leaves an orphaned emulator behind. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
