@@ -9,6 +9,7 @@ import os
 import sys
 
 from peer.app import PeerOptions, PlayerError, run_peer
+from rendezvous.protocol import is_valid_room_name
 
 DEFAULT_RENDEZVOUS = "http://127.0.0.1:4567"
 
@@ -130,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--arm-after must not be negative")
     if not 0 < namespace.port < 65536:
         parser.error("--port must be between 1 and 65535")
+    if namespace.room is not None and not is_valid_room_name(namespace.room):
+        parser.error(
+            "--room must be 1 to 32 letters, digits, spaces or _ . + - (starting with a letter or digit)"
+        )
     logging.basicConfig(
         level=namespace.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s"
     )

@@ -208,6 +208,11 @@ def player_name(f: _Fields) -> str:
     return name
 
 
+def is_valid_room_name(name: str) -> bool:
+    """1 to 32 characters: letters, digits, space, '_', '.', '+', '-', starting with a letter or digit."""
+    return bool(_ROOM_RE.match(name))
+
+
 def _join(f: _Fields) -> Join:
     game = f.text("game")
     if not is_valid_game_name(game):

@@ -26,3 +26,14 @@ def test_peer_without_a_game_says_what_is_missing():
     result = subprocess.run([sys.executable, "-m", "peer.cli"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "--game" in result.stderr
+
+
+def test_a_bad_room_name_is_refused_before_anything_starts():
+    result = subprocess.run(
+        [sys.executable, "-m", "peer.cli", "--game", "demo", "--room", "../x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--room must be" in result.stderr
