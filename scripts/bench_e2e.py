@@ -1,0 +1,491 @@
+#!/usr/bin/env python3
+"""End-to-end latency benchmark: msxsync peers against the floor, side by side in one run.
+
+A sender's Tcl (scripts/bench_e2e/sender.tcl) writes one shared byte into its emulated RAM at
+known times (10 writes a second, values 1, 2, ...) and logs the wall clock of each write. Every
+receiver has a write watchpoint on that byte (scripts/bench_e2e/receiver.tcl) logging the wall
+clock at which the byte lands in its emulated RAM. Latency = receive time - send time, per value
+per receiver (one machine, one clock). Receivers run at `set speed 103` so their frames drift
+through every phase of the sender's (see docs/openmsx.md, "Measuring latency between two
+emulators").
+
+Measured in turn, in the same run:
+  * floor: two headless openMSX joined by the thinnest relay: the sender's watchpoint prints the
+    byte on stderr (scripts/bench_e2e/floor_tap.tcl), this process reads the line and writes the
+    byte into the receiver through its stdin control (`debug write memory`); no network, no
+    crypto;
+  * msxsync with 2 and 4 peers: `python3 -m peer.cli --headless --ice-address 127.0.0.1` each,
+    the first hosting the rendezvous (and sending), on a games folder made here with the test
+    cartridge and a `bench.regions` sharing e300-e30f.
+
+Writing starts only when every receiver has seen one of the sender's warm-up writes (so every
+peer is connected and armed). Goal (issue 7): msxsync p50 <= 1.5x the floor's, p99 <= 2x.
+Prints human lines, then one final JSON line. Only loopback traffic; every process started here
+is stopped on exit, also on errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TCL = Path(__file__).resolve().parent / "bench_e2e"
+CARTRIDGE = ROOT / "tests" / "cartridge" / "testcart.rom"
+MACHINE = "C-BIOS_MSX2+"
+ADDRESS = 0xE300  # outside everything the test cartridge writes after its boot-time RAM clear
+WARM_VALUES = (250, 251)
+RECEIVER_SPEED = 103
+GOAL_P50, GOAL_P99 = 1.5, 2.0
+SETTLE = 1.0  # seconds between "everyone saw a warm-up" and the go file (let the mesh settle)
+HEADLESS_ENV = {"SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
+
+
+class BenchError(Exception):
+    """The benchmark could not run (a process died, nobody connected in time)."""
+
+
+# ---- processes ------------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    """A process started here, in its own process group so that its children go with it."""
+
+    name: str
+    process: asyncio.subprocess.Process
+    log: Path
+
+    def tail(self, lines: int = 15) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def check_alive(self) -> None:
+        if self.process.returncode is not None:
+            raise BenchError(
+                f"{self.name} exited with code {self.process.returncode}; its log ends:\n{self.tail()}"
+            )
+
+
+@dataclass
+class Children:
+    """Every process of one phase; `stop` ends them all (politely, then by force)."""
+
+    all: list[Child] = field(default_factory=list)
+
+    async def start(self, name: str, argv: list[str], log: Path, **kwargs: Any) -> Child:
+        with log.open("wb") as out:
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdout=kwargs.pop("stdout", out), stderr=kwargs.pop("stderr", out),
+                start_new_session=True, **kwargs,
+            )  # fmt: skip
+        child = Child(name, process, log)
+        self.all.append(child)
+        return child
+
+    def check_alive(self) -> None:
+        for child in self.all:
+            child.check_alive()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        live = [c for c in self.all if c.process.returncode is None]
+        for child in live:
+            _signal_group(child.process.pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await asyncio.gather(*(c.process.wait() for c in live))
+        for child in self.all:
+            # Also whatever the child started (openMSX under a peer) if the child left it behind.
+            _signal_group(child.process.pid, signal.SIGKILL)
+        await asyncio.gather(*(c.process.wait() for c in self.all))
+        self.all.clear()
+
+
+def _signal_group(pid: int, number: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, number)
+
+
+def openmsx_argv(scripts: list[Path]) -> list[str]:
+    argv = ["openmsx", "-machine", MACHINE, "-control", "stdio", "-cart", str(CARTRIDGE)]
+    for script in scripts:
+        argv += ["-script", str(script)]
+    return argv
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# ---- Tcl parameters and logs ----------------------------------------------------------------
+
+
+def tcl_quote(text: str) -> str:
+    """A Tcl word that is exactly TEXT (our own temp paths; refuse anything odd)."""
+    if any(ch in text for ch in '{}\\"$[]\n'):
+        raise BenchError(f"unusable path for Tcl: {text!r}")
+    return "{" + text + "}"
+
+
+def write_params(path: Path, **values: str | int | float) -> Path:
+    lines = [f"set ::bench_{key} {value}" for key, value in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass(frozen=True)
+class Paths:
+    """One phase's files: the go file, the send log, one receive log per receiver."""
+
+    folder: Path
+
+    @classmethod
+    def make(cls, folder: Path) -> Paths:
+        folder.mkdir()
+        return cls(folder)
+
+    @property
+    def go(self) -> Path:
+        return self.folder / "go"
+
+    @property
+    def sent(self) -> Path:
+        return self.folder / "sent.log"
+
+    def received(self, index: int) -> Path:
+        return self.folder / f"received-{index}.log"
+
+
+def read_pairs(path: Path) -> list[tuple[int, int]]:
+    """The "VALUE MICROSECONDS" lines of a log written by the Tcl (a last partial line is skipped)."""
+    pairs = []
+    with contextlib.suppress(FileNotFoundError):
+        for line in path.read_text().splitlines():
+            words = line.split()
+            if len(words) == 2 and words[0].isdigit() and words[1].isdigit():
+                pairs.append((int(words[0]), int(words[1])))
+    return pairs
+
+
+def send_done(path: Path) -> bool:
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_text().endswith("done\n")
+    return False
+
+
+async def wait_for(condition: Any, children: Children) -> None:
+    """Poll CONDITION (files written by openMSX) until it holds; fail early if a process died."""
+    while not condition():
+        children.check_alive()
+        await asyncio.sleep(0.05)
+
+
+async def measure(paths: Paths, receivers: int, count: int, interval: float, children: Children) -> None:
+    """Warm-up until every receiver saw the sender, then the timed writes until the sender is done."""
+
+    def all_warm() -> bool:
+        return all(
+            any(value in WARM_VALUES for value, _ in read_pairs(paths.received(i))) for i in range(receivers)
+        )
+
+    try:
+        async with asyncio.timeout(90):
+            await wait_for(all_warm, children)
+    except TimeoutError:
+        raise BenchError("not every receiver saw the sender's warm-up writes within 90 s") from None
+    await asyncio.sleep(SETTLE)
+    paths.go.touch()
+    try:
+        async with asyncio.timeout(count * interval + 30):
+            await wait_for(lambda: send_done(paths.sent), children)
+    except TimeoutError:
+        raise BenchError("the sender did not finish its writes") from None
+    await asyncio.sleep(max(1.0, 5 * interval))  # the last write's arrivals
+
+
+# ---- results --------------------------------------------------------------------------------
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of sorted samples."""
+    rank = max(1, -(-int(fraction * 1000) * len(ordered) // 1000))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def latencies(paths: Paths, receivers: int, count: int) -> dict[str, Any]:
+    sent = {value: at for value, at in read_pairs(paths.sent) if 1 <= value <= count}
+    samples: list[float] = []
+    lost = 0
+    per_receiver = []
+    for index in range(receivers):
+        arrivals: dict[int, int] = {}
+        for value, at in read_pairs(paths.received(index)):
+            if value in sent and value not in arrivals and at >= sent[value]:
+                arrivals[value] = at
+        mine = sorted((arrivals[v] - sent[v]) / 1000 for v in arrivals)
+        samples += mine
+        lost += len(sent) - len(arrivals)
+        per_receiver.append(round(percentile(mine, 0.5), 2) if mine else None)
+    samples.sort()
+    return {
+        "p50_ms": round(percentile(samples, 0.5), 2) if samples else None,
+        "p99_ms": round(percentile(samples, 0.99), 2) if samples else None,
+        "max_ms": round(samples[-1], 2) if samples else None,
+        "sent": len(sent),
+        "received": len(samples),
+        "lost": lost + (count - len(sent)) * receivers,
+        "receivers": receivers,
+        "p50_ms_per_receiver": per_receiver,
+    }
+
+
+# ---- the floor ------------------------------------------------------------------------------
+
+
+async def relay(sender: Child, receiver: Child) -> None:
+    """The thinnest relay: a stderr line from the sender becomes a write into the receiver."""
+    assert sender.process.stderr is not None and receiver.process.stdin is not None
+    prefix = b"bench-relay "
+    while line := await sender.process.stderr.readline():
+        if line.startswith(prefix) and line[len(prefix) :].strip().isdigit():
+            value = int(line[len(prefix) :])
+            receiver.process.stdin.write(b"<command>debug write memory %d %d</command>\n" % (ADDRESS, value))
+            await receiver.process.stdin.drain()
+
+
+async def floor_phase(folder: Path, count: int, interval: float) -> dict[str, Any]:
+    paths = Paths.make(folder)
+    env = {**os.environ, **HEADLESS_ENV}
+    params = write_params(
+        folder / "params.tcl",
+        address=ADDRESS,
+        recv_path=tcl_quote(str(paths.received(0))),
+        send_path=tcl_quote(str(paths.sent)),
+        go_path=tcl_quote(str(paths.go)),
+        count=count,
+        interval=interval,
+        speed=RECEIVER_SPEED,
+    )
+    children = Children()
+    try:
+        receiver = await children.start(
+            "floor receiver",
+            openmsx_argv([params, TCL / "receiver.tcl"]),
+            folder / "receiver.log",
+            stdin=asyncio.subprocess.PIPE,
+            env={**env, "OPENMSX_HOME": str(folder / "home-receiver")},
+        )
+        sender = await children.start(
+            "floor sender",
+            openmsx_argv([params, TCL / "floor_tap.tcl", TCL / "sender.tcl"]),
+            folder / "sender.log",
+            stdin=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**env, "OPENMSX_HOME": str(folder / "home-sender")},
+        )
+        for child in (receiver, sender):
+            assert child.process.stdin is not None
+            child.process.stdin.write(
+                b"<openmsx-control>\n<command>set renderer SDL</command>\n<command>set power on</command>\n"
+            )
+        async with asyncio.TaskGroup() as tasks:
+            relaying = tasks.create_task(relay(sender, receiver))
+            await measure(paths, 1, count, interval, children)
+            relaying.cancel()
+    finally:
+        await children.stop()
+    return latencies(paths, 1, count)
+
+
+# ---- msxsync --------------------------------------------------------------------------------
+
+
+def make_games(folder: Path) -> Path:
+    """A games folder with the test cartridge and a definition sharing e300-e30f, no armed-when."""
+    folder.mkdir()
+    rom = folder / "testcart.rom"
+    shutil.copyfile(CARTRIDGE, rom)
+    sha1 = hashlib.sha1(rom.read_bytes()).hexdigest()
+    (folder / "bench.regions").write_text(
+        "testcart.rom\n"
+        "#! msxsync 1\n"
+        "#! title msxsync end-to-end benchmark\n"
+        f"#! machine {MACHINE}\n"
+        f"#! sha1 {sha1} tests/cartridge/testcart.rom\n"
+        "#! merge lww\n"
+        f"{ADDRESS:04x} {ADDRESS + 15:04x} benchmark byte and neighbours\n"
+    )
+    return folder
+
+
+async def msxsync_phase(folder: Path, games: Path, peers: int, count: int, interval: float) -> dict[str, Any]:
+    """Peer 0 hosts the rendezvous and sends; peers 1.. receive."""
+    paths = Paths.make(folder)
+    port = free_port()
+    children = Children()
+    try:
+        for index in range(peers):
+            params = write_params(
+                folder / f"params-{index}.tcl",
+                address=ADDRESS,
+                # The sender logs what lands in its own RAM too; that log is not used.
+                recv_path=tcl_quote(str(paths.received(index - 1) if index else folder / "own.log")),
+                send_path=tcl_quote(str(paths.sent)),
+                go_path=tcl_quote(str(paths.go)),
+                count=count,
+                interval=interval,
+                speed=RECEIVER_SPEED if index else 100,
+            )
+            scripts = [params, TCL / "receiver.tcl", *([TCL / "sender.tcl"] if index == 0 else [])]
+            argv = [sys.executable, "-m", "peer.cli", "--game", "bench", "--headless"]
+            argv += ["--ice-address", "127.0.0.1", "--state-dir", str(folder / f"state-{index}")]
+            argv += ["--room", "bench", "--name", f"peer{index}"]
+            for script in scripts:
+                argv += ["--openmsx-script", str(script)]
+            if index == 0:
+                argv += ["--host", "--port", str(port), "--games", str(games)]
+            else:
+                argv += ["--rendezvous", f"http://127.0.0.1:{port}"]
+            await children.start(
+                f"msxsync peer {index}", argv, folder / f"peer-{index}.log", cwd=ROOT,
+                stdin=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            if index == 0:
+                await wait_listening(port, children)
+        await measure(paths, peers - 1, count, interval, children)
+    finally:
+        await children.stop()
+    return latencies(paths, peers - 1, count)
+
+
+async def wait_listening(port: int, children: Children) -> None:
+    """Wait for the host's rendezvous, so joiners do not give up on a connection refused."""
+    async with asyncio.timeout(60):
+        while True:
+            children.check_alive()
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                await writer.wait_closed()
+                return
+            await asyncio.sleep(0.1)
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+
+def describe(label: str, result: dict[str, Any]) -> str:
+    return (
+        f"{label:<11} p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms  max {result['max_ms']} ms  "
+        f"received {result['received']}/{result['sent'] * result['receivers']}  lost {result['lost']}"
+    )
+
+
+def ratio(value: float | None, floor: float | None) -> float | None:
+    if value is None or not floor:
+        return None
+    return round(value / floor, 2)
+
+
+async def run(options: argparse.Namespace) -> dict[str, Any]:
+    interval = 1.0 / options.rate
+    with tempfile.TemporaryDirectory(prefix="msxsync-bench-e2e-") as temp:
+        work = Path(temp)
+        games = make_games(work / "games")
+        floor = await floor_phase(work / "floor", options.writes, interval)
+        print(describe("floor", floor), flush=True)
+        result: dict[str, Any] = {
+            "benchmark": "e2e",
+            "writes": options.writes,
+            "rate_hz": options.rate,
+            "receiver_speed": RECEIVER_SPEED,
+            "goal": {"p50_ratio": GOAL_P50, "p99_ratio": GOAL_P99},
+            "floor": floor,
+        }
+        met = True
+        for peers in options.peers:
+            mesh = await msxsync_phase(work / f"msxsync-{peers}", games, peers, options.writes, interval)
+            mesh["p50_ratio"] = ratio(mesh["p50_ms"], floor["p50_ms"])
+            mesh["p99_ratio"] = ratio(mesh["p99_ms"], floor["p99_ms"])
+            meets = (
+                mesh["p50_ratio"] is not None
+                and mesh["p99_ratio"] is not None
+                and mesh["p50_ratio"] <= GOAL_P50
+                and mesh["p99_ratio"] <= GOAL_P99
+            )
+            met = met and meets
+            result[f"msxsync_{peers}"] = mesh
+            print(
+                describe(f"msxsync {peers}p", mesh)
+                + f"  ratio p50 {mesh['p50_ratio']}x p99 {mesh['p99_ratio']}x"
+                + ("  (goal met)" if meets else f"  (goal: <= {GOAL_P50}x / {GOAL_P99}x)"),
+                flush=True,
+            )
+        result["goal_met"] = met
+        if options.keep:
+            kept = Path(tempfile.mkdtemp(prefix="msxsync-bench-e2e-kept-"))
+            ignore = shutil.ignore_patterns("home-*", "state-*")
+            shutil.copytree(work, kept, dirs_exist_ok=True, ignore=ignore)
+            print(f"logs kept in {kept}", flush=True)
+    return result
+
+
+def parse_peers(text: str) -> list[int]:
+    try:
+        counts = [int(word) for word in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("a comma-separated list of peer counts, e.g. 2,4") from None
+    if not counts or any(not 2 <= n <= 8 for n in counts):
+        raise argparse.ArgumentTypeError("peer counts must be between 2 and 8")
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--writes", type=int, default=100, help="timed writes per phase (default 100)")
+    parser.add_argument("--rate", type=float, default=10.0, help="writes per second (default 10)")
+    parser.add_argument("--peers", type=parse_peers, default=[2, 4], help="msxsync peer counts (default 2,4)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 5 writes, 2 peers only")
+    parser.add_argument("--keep", action="store_true", help="keep the logs (printed where)")
+    options = parser.parse_args(argv)
+    if options.quick:
+        options.writes, options.peers = 5, [2]
+    if not 1 <= options.writes <= 240:  # values 1..writes must stay below the warm-up values
+        parser.error("--writes must be between 1 and 240")
+    if not 0.5 <= options.rate <= 50:
+        parser.error("--rate must be between 0.5 and 50")
+    if shutil.which("openmsx") is None:
+        print("bench_e2e: openMSX is not installed (apt-get install openmsx cbios)", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    try:
+        result = asyncio.run(run(options))
+    except BenchError as exc:
+        print(f"bench_e2e: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench_e2e: interrupted", file=sys.stderr)
+        return 130
+    result["seconds"] = round(time.monotonic() - started, 1)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
