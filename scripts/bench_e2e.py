@@ -47,6 +47,7 @@ TCL = Path(__file__).resolve().parent / "bench_e2e"
 CARTRIDGE = ROOT / "tests" / "cartridge" / "testcart.rom"
 MACHINE = "C-BIOS_MSX2+"
 ADDRESS = 0xE300  # outside everything the test cartridge writes after its boot-time RAM clear
+BOOTED = (0xE001, 0x42)  # the test cartridge writes 42h there every frame once it runs
 WARM_VALUES = (250, 251)
 RECEIVER_SPEED = 103
 GOAL_P50, GOAL_P99 = 1.5, 2.0
@@ -171,6 +172,25 @@ class Paths:
     def received(self, index: int) -> Path:
         return self.folder / f"received-{index}.log"
 
+    def booted(self, emulator: int) -> Path:
+        return self.folder / f"booted-{emulator}"
+
+    def params(self, emulator: int, received: Path, speed: int, count: int, interval: float) -> Path:
+        """The Tcl variables of one emulator's scripts (Tcl runs `-script` files in order)."""
+        return write_params(
+            self.folder / f"params-{emulator}.tcl",
+            address=ADDRESS,
+            boot_address=BOOTED[0],
+            boot_value=BOOTED[1],
+            booted_path=tcl_quote(str(self.booted(emulator))),
+            recv_path=tcl_quote(str(received)),
+            send_path=tcl_quote(str(self.sent)),
+            go_path=tcl_quote(str(self.go)),
+            count=count,
+            interval=interval,
+            speed=speed,
+        )
+
 
 def read_pairs(path: Path) -> list[tuple[int, int]]:
     """The "VALUE MICROSECONDS" lines of a log written by the Tcl (a last partial line is skipped)."""
@@ -197,10 +217,12 @@ async def wait_for(condition: Any, children: Children) -> None:
 
 
 async def measure(paths: Paths, receivers: int, count: int, interval: float, children: Children) -> None:
-    """Warm-up until every receiver saw the sender, then the timed writes until the sender is done."""
+    """Warm-up until every emulator booted the cartridge and every receiver saw the sender, then
+    the timed writes until the sender is done. The sender is emulator 0, receiver i emulator i+1."""
 
     def all_warm() -> bool:
-        return all(
+        booted = all(paths.booted(i).exists() for i in range(receivers + 1))
+        return booted and all(
             any(value in WARM_VALUES for value, _ in read_pairs(paths.received(i))) for i in range(receivers)
         )
 
@@ -272,28 +294,20 @@ async def relay(sender: Child, receiver: Child) -> None:
 async def floor_phase(folder: Path, count: int, interval: float) -> dict[str, Any]:
     paths = Paths.make(folder)
     env = {**os.environ, **HEADLESS_ENV}
-    params = write_params(
-        folder / "params.tcl",
-        address=ADDRESS,
-        recv_path=tcl_quote(str(paths.received(0))),
-        send_path=tcl_quote(str(paths.sent)),
-        go_path=tcl_quote(str(paths.go)),
-        count=count,
-        interval=interval,
-        speed=RECEIVER_SPEED,
-    )
+    sender_params = paths.params(0, folder / "own.log", 100, count, interval)
+    receiver_params = paths.params(1, paths.received(0), RECEIVER_SPEED, count, interval)
     children = Children()
     try:
         receiver = await children.start(
             "floor receiver",
-            openmsx_argv([params, TCL / "receiver.tcl"]),
+            openmsx_argv([receiver_params, TCL / "boot.tcl", TCL / "receiver.tcl"]),
             folder / "receiver.log",
             stdin=asyncio.subprocess.PIPE,
             env={**env, "OPENMSX_HOME": str(folder / "home-receiver")},
         )
         sender = await children.start(
             "floor sender",
-            openmsx_argv([params, TCL / "floor_tap.tcl", TCL / "sender.tcl"]),
+            openmsx_argv([sender_params, TCL / "boot.tcl", TCL / "floor_tap.tcl", TCL / "sender.tcl"]),
             folder / "sender.log",
             stdin=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -334,28 +348,25 @@ def make_games(folder: Path) -> Path:
     return folder
 
 
-async def msxsync_phase(folder: Path, games: Path, peers: int, count: int, interval: float) -> dict[str, Any]:
+async def msxsync_phase(
+    folder: Path, games: Path, peers: int, count: int, interval: float, log_level: str
+) -> dict[str, Any]:
     """Peer 0 hosts the rendezvous and sends; peers 1.. receive."""
     paths = Paths.make(folder)
     port = free_port()
     children = Children()
     try:
         for index in range(peers):
-            params = write_params(
-                folder / f"params-{index}.tcl",
-                address=ADDRESS,
-                # The sender logs what lands in its own RAM too; that log is not used.
-                recv_path=tcl_quote(str(paths.received(index - 1) if index else folder / "own.log")),
-                send_path=tcl_quote(str(paths.sent)),
-                go_path=tcl_quote(str(paths.go)),
-                count=count,
-                interval=interval,
-                speed=RECEIVER_SPEED if index else 100,
-            )
-            scripts = [params, TCL / "receiver.tcl", *([TCL / "sender.tcl"] if index == 0 else [])]
+            # The sender logs what lands in its own RAM too; that log is only for reading.
+            received = paths.received(index - 1) if index else folder / "own.log"
+            speed = RECEIVER_SPEED if index else 100
+            params = paths.params(index, received, speed, count, interval)
+            scripts = [params, TCL / "boot.tcl", TCL / "receiver.tcl"]
+            if index == 0:
+                scripts.append(TCL / "sender.tcl")
             argv = [sys.executable, "-m", "peer.cli", "--game", "bench", "--headless"]
             argv += ["--ice-address", "127.0.0.1", "--state-dir", str(folder / f"state-{index}")]
-            argv += ["--room", "bench", "--name", f"peer{index}"]
+            argv += ["--room", "bench", "--name", f"peer{index}", "--log-level", log_level]
             for script in scripts:
                 argv += ["--openmsx-script", str(script)]
             if index == 0:
@@ -420,7 +431,9 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
         }
         met = True
         for peers in options.peers:
-            mesh = await msxsync_phase(work / f"msxsync-{peers}", games, peers, options.writes, interval)
+            mesh = await msxsync_phase(
+                work / f"msxsync-{peers}", games, peers, options.writes, interval, options.peer_log_level
+            )
             mesh["p50_ratio"] = ratio(mesh["p50_ms"], floor["p50_ms"])
             mesh["p99_ratio"] = ratio(mesh["p99_ms"], floor["p99_ms"])
             meets = (
@@ -462,6 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="writes per second (default 10)")
     parser.add_argument("--peers", type=parse_peers, default=[2, 4], help="msxsync peer counts (default 2,4)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 5 writes, 2 peers only")
+    parser.add_argument(
+        "--peer-log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the msxsync peers' --log-level (their logs are kept with --keep)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the logs (printed where)")
     options = parser.parse_args(argv)
     if options.quick:
