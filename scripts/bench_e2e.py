@@ -9,19 +9,23 @@ per receiver (one machine, one clock). Receivers run at `set speed 103` so their
 through every phase of the sender's (see docs/openmsx.md, "Measuring latency between two
 emulators").
 
-Measured in turn, in the same run:
+Measured in the same run, in interleaved rounds (so that load from elsewhere on the machine
+falls on every kind alike), samples pooled per kind:
   * floor: two headless openMSX joined by the thinnest relay: the sender's watchpoint prints the
     byte on stderr (scripts/bench_e2e/floor_tap.tcl), this process reads the line and writes the
     byte into the receiver through its stdin control (`debug write memory`); no network, no
     crypto;
   * msxsync with 2 and 4 peers: `python3 -m peer.cli --headless --ice-address 127.0.0.1` each,
     the first hosting the rendezvous (and sending), on a games folder made here with the test
-    cartridge and a `bench.regions` sharing e300-e30f.
+    cartridge and a `bench.regions` sharing e300-e30f (no armed-when). In the sender, a trace on
+    the link's report setting (scripts/bench_e2e/msxsync_tap.tcl) also time stamps when the
+    write leaves openMSX, which splits the latency into detection and the rest.
 
-Writing starts only when every receiver has seen one of the sender's warm-up writes (so every
-peer is connected and armed). Goal (issue 7): msxsync p50 <= 1.5x the floor's, p99 <= 2x.
-Prints human lines, then one final JSON line. Only loopback traffic; every process started here
-is stopped on exit, also on errors and Ctrl-C.
+The timed writes start only once every emulator runs the cartridge (past its boot-time RAM
+clear, scripts/bench_e2e/boot.tcl) and every receiver has seen one of the sender's warm-up
+writes (so every peer is connected and armed). Goal (issue 7): msxsync p50 <= 1.5x the floor's,
+p99 <= 2x. Prints human lines, then one final JSON line. Only loopback traffic; every process
+started here is stopped on exit, also on errors, Ctrl-C and SIGTERM.
 """
 
 from __future__ import annotations
@@ -463,6 +467,10 @@ def ratio(value: float | None, floor: float | None) -> float | None:
 async def run(options: argparse.Namespace) -> dict[str, Any]:
     """Rounds of floor, msxsync 2 peers, msxsync 4 peers (interleaved, so that load from
     elsewhere on the machine falls on every kind alike); samples are pooled per kind."""
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    # SIGTERM ends the run like Ctrl-C does: cancelled, so every `finally` stops its processes.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     interval = 1.0 / options.rate
     kinds = ["floor", *(f"msxsync_{peers}" for peers in options.peers)]
     pooled = {"floor": Measured(1), **{f"msxsync_{peers}": Measured(peers - 1) for peers in options.peers}}
@@ -505,6 +513,10 @@ def report(options: argparse.Namespace, pooled: dict[str, Measured]) -> dict[str
         "rounds": options.rounds,
         "rate_hz": options.rate,
         "receiver_speed": RECEIVER_SPEED,
+        # Other work on the machine shows in the figures (msxsync runs more processes than the
+        # floor): say how busy it was.
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "goal": {"p50_ratio": GOAL_P50, "p99_ratio": GOAL_P99},
         "floor": floor,
     }
@@ -575,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench_e2e: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("bench_e2e: interrupted", file=sys.stderr)
         return 130
     result["seconds"] = round(time.monotonic() - started, 1)
