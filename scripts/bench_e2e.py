@@ -106,6 +106,9 @@ class Children:
         for child in self.all:
             child.check_alive()
 
+    def cpu_seconds(self) -> list[dict[str, float]]:
+        return [cpu_seconds(child.process.pid) for child in self.all]
+
     async def stop(self, grace: float = 5.0) -> None:
         live = [c for c in self.all if c.process.returncode is None]
         for child in live:
@@ -123,6 +126,23 @@ class Children:
 def _signal_group(pid: int, number: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, number)
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds used so far by PID and its direct children, by program name ("openmsx",
+    "python3"); an ended process counts as nothing."""
+    used: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for each in [pid, *map(int, children)]:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{each}/stat").read_text()
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                fields = stat[stat.rindex(")") + 2 :].split()
+                ticks = int(fields[11]) + int(fields[12])  # utime + stime
+                kind = "openmsx" if name.startswith("openmsx") else "python"
+                used[kind] = used.get(kind, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
+    return used
 
 
 def openmsx_argv(scripts: list[Path]) -> list[str]:
@@ -225,9 +245,12 @@ async def wait_for(condition: Any, children: Children) -> None:
         await asyncio.sleep(0.05)
 
 
-async def measure(paths: Paths, receivers: int, count: int, interval: float, children: Children) -> None:
+async def measure(
+    paths: Paths, receivers: int, count: int, interval: float, children: Children
+) -> dict[str, list[float]]:
     """Warm-up until every emulator booted the cartridge and every receiver saw the sender, then
-    the timed writes until the sender is done. The sender is emulator 0, receiver i emulator i+1."""
+    the timed writes until the sender is done. The sender is emulator 0, receiver i emulator i+1.
+    Returns the CPU used during the timed writes: % of one core per process, by program."""
 
     def all_warm() -> bool:
         booted = all(paths.booted(i).exists() for i in range(receivers + 1))
@@ -242,12 +265,19 @@ async def measure(paths: Paths, receivers: int, count: int, interval: float, chi
         raise BenchError("not every receiver saw the sender's warm-up writes within 90 s") from None
     await asyncio.sleep(SETTLE)
     paths.go.touch()
+    before, started = children.cpu_seconds(), time.monotonic()
     try:
         async with asyncio.timeout(count * interval + 30):
             await wait_for(lambda: send_done(paths.sent), children)
     except TimeoutError:
         raise BenchError("the sender did not finish its writes") from None
+    after, elapsed = children.cpu_seconds(), time.monotonic() - started
     await asyncio.sleep(max(1.0, 5 * interval))  # the last write's arrivals
+    percent: dict[str, list[float]] = {}  # program -> % of a core, one entry per emulator or peer
+    for was, now in zip(before, after, strict=True):
+        for kind, seconds in now.items():
+            percent.setdefault(kind, []).append(100 * (seconds - was.get(kind, 0.0)) / elapsed)
+    return percent
 
 
 # ---- results --------------------------------------------------------------------------------
@@ -286,8 +316,11 @@ class Measured:
     latency: list[float] = field(default_factory=list)
     detect: list[float] = field(default_factory=list)  # msxsync: send -> the sender's report
     round_p50: list[float | None] = field(default_factory=list)
+    cpu_percent: dict[str, list[float]] = field(default_factory=dict)  # program -> per process
 
     def add(self, other: Measured) -> None:
+        for kind, values in other.cpu_percent.items():
+            self.cpu_percent.setdefault(kind, []).extend(values)
         self.sent += other.sent
         self.lost += other.lost
         self.latency += other.latency
@@ -305,6 +338,8 @@ class Measured:
             "receivers": self.receivers,
             "p50_ms_per_round": self.round_p50,
         }
+        for kind, values in sorted(self.cpu_percent.items()):
+            result[f"cpu_percent_per_{kind}"] = round(sum(values) / len(values), 1)
         if self.detect:
             result["detect_p50_ms"] = ms(self.detect, 0.5)
             result["detect_p99_ms"] = ms(self.detect, 0.99)
@@ -365,11 +400,13 @@ async def floor_phase(folder: Path, count: int, interval: float) -> Measured:
             )
         async with asyncio.TaskGroup() as tasks:
             relaying = tasks.create_task(relay(sender, receiver))
-            await measure(paths, 1, count, interval, children)
+            cpu = await measure(paths, 1, count, interval, children)
             relaying.cancel()
     finally:
         await children.stop()
-    return latencies(paths, 1, count)
+    measured = latencies(paths, 1, count)
+    measured.cpu_percent = cpu
+    return measured
 
 
 # ---- msxsync --------------------------------------------------------------------------------
@@ -424,10 +461,11 @@ async def msxsync_phase(
             )  # fmt: skip
             if index == 0:
                 await wait_listening(port, children)
-        await measure(paths, peers - 1, count, interval, children)
+        cpu = await measure(paths, peers - 1, count, interval, children)
     finally:
         await children.stop()
     measured = latencies(paths, peers - 1, count)
+    measured.cpu_percent = cpu
     measured.detect = arrival_ms(read_pairs(paths.sent), read_pairs(paths.detected), count)
     return measured
 
@@ -454,7 +492,10 @@ def describe(label: str, result: dict[str, Any]) -> str:
         f"received {result['received']}/{result['sent'] * result['receivers']}  lost {result['lost']}"
     )
     if "detect_p50_ms" in result:
-        line += f"  (the sender reports it after {result['detect_p50_ms']} ms p50)"
+        line += f"  sender reports after {result['detect_p50_ms']} ms p50"
+    cpu = [f"{key.rsplit('_', 1)[1]} {value}%" for key, value in result.items() if key.startswith("cpu_")]
+    if cpu:
+        line += "  CPU per process: " + ", ".join(cpu)
     return line
 
 
@@ -559,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="writes per second (default 10)")
     parser.add_argument("--peers", type=parse_peers, default=[2, 4], help="msxsync peer counts (default 2,4)")
     parser.add_argument(
-        "--rounds", type=int, default=2, help="rounds of floor and msxsync runs, pooled (default 2)"
+        "--rounds", type=int, default=3, help="rounds of floor and msxsync runs, pooled (default 3)"
     )
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 round, 5 writes, 2 peers only")
     parser.add_argument(

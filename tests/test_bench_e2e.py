@@ -29,8 +29,8 @@ def check_phase(phase: dict[str, Any], writes: int, receivers: int) -> None:
     assert phase["received"] + phase["lost"] == writes * receivers
     assert phase["lost"] == 0
     # Latencies are positive (a receive logged before its send would mean a matching bug) and
-    # below a second (a second means the byte was not relayed but arrived some other way).
-    assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"] < 1000
+    # below two seconds (more means the byte was not relayed but arrived some other way).
+    assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"] < 2000
 
 
 def test_quick_run_prints_human_lines_then_one_json_line():
