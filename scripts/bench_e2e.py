@@ -23,9 +23,12 @@ falls on every kind alike), samples pooled per kind:
 
 The timed writes start only once every emulator runs the cartridge (past its boot-time RAM
 clear, scripts/bench_e2e/boot.tcl) and every receiver has seen one of the sender's warm-up
-writes (so every peer is connected and armed). Goal (issue 7): msxsync p50 <= 1.5x the floor's,
-p99 <= 2x. Prints human lines, then one final JSON line. Only loopback traffic; every process
-started here is stopped on exit, also on errors, Ctrl-C and SIGTERM.
+writes (so every peer is connected and armed). Also reported: CPU per openMSX and per peer
+process during the timed writes, and the machine's load average (on a shared machine, other
+work shows in msxsync's figures more than in the floor's: it runs twice the processes).
+Goal (issue 7): msxsync p50 <= 1.5x the floor's, p99 <= 2x. Prints human lines, then one final
+JSON line. Only loopback traffic; every process started here is stopped on exit, also on errors,
+Ctrl-C and SIGTERM. `--quick` (one round, 5 writes, 2 peers) is the smoke test's mode.
 """
 
 from __future__ import annotations
