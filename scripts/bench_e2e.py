@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """End-to-end latency benchmark: msxsync peers against the floor, side by side in one run.
 
-A sender's Tcl (scripts/bench_e2e/sender.tcl) writes one shared byte into its emulated RAM at
-known times (10 writes a second, values 1, 2, ...) and logs the wall clock of each write. Every
+In the sender, the test cartridge writes one shared byte (E021) at known times, told to by Tcl
+(scripts/bench_e2e/sender.tcl; 10 writes a second, values 1, 2, ...), and a watchpoint logs the
+wall clock of each write: the emulated CPU writes, as a game does. Every
 receiver has a write watchpoint on that byte (scripts/bench_e2e/receiver.tcl) logging the wall
 clock at which the byte lands in its emulated RAM. Latency = receive time - send time, per value
 per receiver (one machine, one clock). Receivers run at `set speed 103` so their frames drift
@@ -17,7 +18,7 @@ falls on every kind alike), samples pooled per kind:
     crypto;
   * msxsync with 2 and 4 peers: `python3 -m peer.cli --headless --ice-address 127.0.0.1` each,
     the first hosting the rendezvous (and sending), on a games folder made here with the test
-    cartridge and a `bench.regions` sharing e300-e30f (no armed-when). In the sender, a trace on
+    cartridge and a `bench.regions` sharing E020-E02F (no armed-when). In the sender, a trace on
     the link's report setting (scripts/bench_e2e/msxsync_tap.tcl) also time stamps when the
     write leaves openMSX, which splits the latency into detection and the rest.
 
@@ -53,7 +54,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TCL = Path(__file__).resolve().parent / "bench_e2e"
 CARTRIDGE = ROOT / "tests" / "cartridge" / "testcart.rom"
 MACHINE = "C-BIOS_MSX2+"
-ADDRESS = 0xE300  # outside everything the test cartridge writes after its boot-time RAM clear
+# The test cartridge copies ARGUMENT to ADDRESS in the frame after COMMAND is set to 3, and
+# writes nothing else in E020-E02F (the shared region) unless told.
+ADDRESS, COMMAND, ARGUMENT = 0xE021, 0xE100, 0xE101
+REGION = (0xE020, 0xE02F)
 BOOTED = (0xE001, 0x42)  # the test cartridge writes 42h there every frame once it runs
 WARM_VALUES = (250, 251)
 RECEIVER_SPEED = 103
@@ -211,6 +215,8 @@ class Paths:
         return write_params(
             self.folder / f"params-{emulator}.tcl",
             address=ADDRESS,
+            command=COMMAND,
+            argument=ARGUMENT,
             boot_address=BOOTED[0],
             boot_value=BOOTED[1],
             booted_path=tcl_quote(str(self.booted(emulator))),
@@ -416,7 +422,7 @@ async def floor_phase(folder: Path, count: int, interval: float) -> Measured:
 
 
 def make_games(folder: Path) -> Path:
-    """A games folder with the test cartridge and a definition sharing e300-e30f, no armed-when."""
+    """A games folder with the test cartridge and a definition sharing E020-E02F, no armed-when."""
     folder.mkdir()
     rom = folder / "testcart.rom"
     shutil.copyfile(CARTRIDGE, rom)
@@ -428,7 +434,7 @@ def make_games(folder: Path) -> Path:
         f"#! machine {MACHINE}\n"
         f"#! sha1 {sha1} tests/cartridge/testcart.rom\n"
         "#! merge lww\n"
-        f"{ADDRESS:04x} {ADDRESS + 15:04x} benchmark byte and neighbours\n"
+        f"{REGION[0]:04x} {REGION[1]:04x} the benchmark byte and its neighbours\n"
     )
     return folder
 

@@ -1,17 +1,30 @@
-# bench_e2e sender: write the benchmark byte at known times and log each write's wall clock.
+# bench_e2e sender: make the game write the benchmark byte at known times; log each write.
 #
-# Needs ::bench_address, ::bench_send_path, ::bench_go_path, ::bench_count and ::bench_interval
-# (set by the generated params.tcl, loaded first).
-# Warm-up: until the go file exists, write 250 and 251 in turn every half second, so the
-# benchmark can see that every receiver is connected (and armed) before measuring.
-# Then: write 1, 2, ... ::bench_count, one every ::bench_interval seconds of real time, logging
-# "VALUE MICROSECONDS" per write, and finally "done".
+# Needs ::bench_address, ::bench_command, ::bench_argument, ::bench_send_path, ::bench_go_path,
+# ::bench_count and ::bench_interval (set by the generated params.tcl, loaded first).
+# The write is the emulated CPU's, as a game's would be: the test cartridge copies the byte at
+# ::bench_argument to ::bench_address (E021) in the frame after ::bench_command (E100) is set
+# to 3. A write injected by Tcl instead would happen between openMSX's bursts of emulation and
+# wait for the next burst to be seen, which no game write does. A watchpoint logs the wall clock
+# of the CPU's write: "VALUE MICROSECONDS" per write, then "done".
+# Warm-up: until the go file exists, 250 and 251 in turn every half second, so the benchmark
+# can see that every receiver is connected (and armed) before measuring.
+# Then: 1, 2, ... ::bench_count, one every ::bench_interval seconds of real time.
 set ::bench_send_log [open $::bench_send_path w]
+proc bench_written {} {
+    set now [clock microseconds]
+    puts $::bench_send_log "$::wp_last_value $now"
+    flush $::bench_send_log
+}
+debug set_watchpoint write_mem $::bench_address {} bench_written
 set ::bench_value 0
 set ::bench_warm 250
 proc bench_write {value} {
-    # Powered off (still booting) there is no memory to write yet: try again next time.
-    catch {debug write memory $::bench_address $value}
+    # Powered off (still starting) there is no memory to write yet: try again next time.
+    catch {
+        debug write memory $::bench_argument $value
+        debug write memory $::bench_command 3
+    }
 }
 proc bench_warmup {} {
     if {[file exists $::bench_go_path]} {
@@ -25,15 +38,11 @@ proc bench_warmup {} {
 proc bench_send {} {
     incr ::bench_value
     if {$::bench_value > $::bench_count} {
-        puts $::bench_send_log done
-        flush $::bench_send_log
+        # The cartridge makes the last write in its next frame.
+        after realtime 0.2 {puts $::bench_send_log done; flush $::bench_send_log}
         return
     }
-    # Schedule the next write first, so the time spent logging does not stretch the period.
     after realtime $::bench_interval bench_send
-    set now [clock microseconds]
     bench_write $::bench_value
-    puts $::bench_send_log "$::bench_value $now"
-    flush $::bench_send_log
 }
 after realtime 0.5 bench_warmup
