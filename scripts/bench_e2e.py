@@ -241,6 +241,16 @@ def read_pairs(path: Path) -> list[tuple[int, int]]:
     return pairs
 
 
+def go_time(path: Path) -> int:
+    """When the sender began its timed writes (its "go MICROSECONDS" line); 0 if it did not."""
+    with contextlib.suppress(FileNotFoundError):
+        for line in path.read_text().splitlines():
+            words = line.split()
+            if len(words) == 2 and words[0] == "go" and words[1].isdigit():
+                return int(words[1])
+    return 0
+
+
 def send_done(path: Path) -> bool:
     with contextlib.suppress(FileNotFoundError):
         return path.read_text().endswith("done\n")
@@ -298,12 +308,15 @@ def percentile(ordered: list[float], fraction: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def arrival_ms(sent_log: list[tuple[int, int]], seen_log: list[tuple[int, int]], count: int) -> list[float]:
-    """Per timed value: first time it was seen at or after its send, minus the send, in ms, sorted.
+def timed(log: list[tuple[int, int]], go: int, count: int) -> list[tuple[int, int]]:
+    """The timed values (1..count) of a log, from the sender's go on: earlier sightings of the
+    same numbers are someone else's writes (C-BIOS writes E021 at boot), not these values."""
+    return [(value, at) for value, at in log if 1 <= value <= count and at >= go]
 
-    Earlier sightings of the same number are someone else's write (C-BIOS tests RAM with 0Fh
-    and F0h at boot), not this value."""
-    sent = {value: at for value, at in sent_log if 1 <= value <= count}
+
+def arrival_ms(sent_log: list[tuple[int, int]], seen_log: list[tuple[int, int]], count: int) -> list[float]:
+    """Per sent value: first time it was seen at or after its send, minus the send, in ms, sorted."""
+    sent = dict(sent_log)
     arrivals: dict[int, int] = {}
     for value, at in seen_log:
         if value in sent and value not in arrivals and at >= sent[value]:
@@ -320,8 +333,9 @@ class Measured:
     """Latency samples of one kind (floor, msxsync with N peers), pooled over rounds."""
 
     receivers: int
-    sent: int = 0
-    lost: int = 0
+    sent: int = 0  # values the sender's cartridge wrote
+    unwritten: int = 0  # values it never wrote (openMSX stalled past two commands: see sender.tcl)
+    lost: int = 0  # (value, receiver) pairs never seen by the receiver
     latency: list[float] = field(default_factory=list)
     detect: list[float] = field(default_factory=list)  # msxsync: send -> the sender's report
     round_p50: list[float | None] = field(default_factory=list)
@@ -331,6 +345,7 @@ class Measured:
         for kind, values in other.cpu_percent.items():
             self.cpu_percent.setdefault(kind, []).extend(values)
         self.sent += other.sent
+        self.unwritten += other.unwritten
         self.lost += other.lost
         self.latency += other.latency
         self.detect += other.detect
@@ -344,6 +359,7 @@ class Measured:
             "sent": self.sent,
             "received": len(self.latency),
             "lost": self.lost,
+            "unwritten_by_sender": self.unwritten,
             "receivers": self.receivers,
             "p50_ms_per_round": self.round_p50,
         }
@@ -356,13 +372,16 @@ class Measured:
 
 
 def latencies(paths: Paths, receivers: int, count: int) -> Measured:
-    sent_log = read_pairs(paths.sent)
-    sent = len({value for value, _ in sent_log if 1 <= value <= count})
-    measured = Measured(receivers, sent=sent, lost=(count - sent) * receivers)
+    go = go_time(paths.sent)
+    sent_log = timed(read_pairs(paths.sent), go, count)
+    sent = len({value for value, _ in sent_log})
+    measured = Measured(receivers, sent=sent, unwritten=count - sent)
     for index in range(receivers):
-        mine = arrival_ms(sent_log, read_pairs(paths.received(index)), count)
+        mine = arrival_ms(sent_log, timed(read_pairs(paths.received(index)), go, count), count)
         measured.latency += mine
         measured.lost += sent - len(mine)
+    if paths.detected.exists():  # msxsync only
+        measured.detect = arrival_ms(sent_log, timed(read_pairs(paths.detected), go, count), count)
     return measured
 
 
@@ -475,7 +494,6 @@ async def msxsync_phase(
         await children.stop()
     measured = latencies(paths, peers - 1, count)
     measured.cpu_percent = cpu
-    measured.detect = arrival_ms(read_pairs(paths.sent), read_pairs(paths.detected), count)
     return measured
 
 
@@ -500,6 +518,8 @@ def describe(label: str, result: dict[str, Any]) -> str:
         f"{label:<14} p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms  max {result['max_ms']} ms  "
         f"received {result['received']}/{result['sent'] * result['receivers']}  lost {result['lost']}"
     )
+    if result["unwritten_by_sender"]:
+        line += f" (and {result['unwritten_by_sender']} the sender's game never wrote)"
     if "detect_p50_ms" in result:
         line += f"  sender reports after {result['detect_p50_ms']} ms p50"
     cpu = [f"{key.rsplit('_', 1)[1]} {value}%" for key, value in result.items() if key.startswith("cpu_")]
@@ -521,31 +541,43 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
     assert main_task is not None
     # SIGTERM ends the run like Ctrl-C does: cancelled, so every `finally` stops its processes.
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
-    interval = 1.0 / options.rate
     kinds = ["floor", *(f"msxsync_{peers}" for peers in options.peers)]
     pooled = {"floor": Measured(1), **{f"msxsync_{peers}": Measured(peers - 1) for peers in options.peers}}
     with tempfile.TemporaryDirectory(prefix="msxsync-bench-e2e-") as temp:
         work = Path(temp)
         games = make_games(work / "games")
-        for round_number in range(1, options.rounds + 1):
-            for kind in kinds:
-                folder = work / f"{kind}-round{round_number}"
-                if kind == "floor":
-                    measured = await floor_phase(folder, options.writes, interval)
-                else:
-                    peers = pooled[kind].receivers + 1
-                    measured = await msxsync_phase(
-                        folder, games, peers, options.writes, interval, options.peer_log_level
-                    )
-                pooled[kind].add(measured)
-                label = f"{kind.replace('_', ' ')}{'p' if kind != 'floor' else ''} r{round_number}"
-                print(describe(label, _round(measured)), flush=True)
+        try:
+            await rounds(options, work, games, kinds, pooled)
+        except BenchError as exc:
+            raise BenchError(f"{exc}\nlogs kept in {keep_logs(work)}") from None
         if options.keep:
-            kept = Path(tempfile.mkdtemp(prefix="msxsync-bench-e2e-kept-"))
-            ignore = shutil.ignore_patterns("home-*", "state-*")
-            shutil.copytree(work, kept, dirs_exist_ok=True, ignore=ignore)
-            print(f"logs kept in {kept}", flush=True)
+            print(f"logs kept in {keep_logs(work)}", flush=True)
     return report(options, pooled)
+
+
+def keep_logs(work: Path) -> Path:
+    kept = Path(tempfile.mkdtemp(prefix="msxsync-bench-e2e-kept-"))
+    shutil.copytree(work, kept, dirs_exist_ok=True, ignore=shutil.ignore_patterns("home-*", "state-*"))
+    return kept
+
+
+async def rounds(
+    options: argparse.Namespace, work: Path, games: Path, kinds: list[str], pooled: dict[str, Measured]
+) -> None:
+    interval = 1.0 / options.rate
+    for round_number in range(1, options.rounds + 1):
+        for kind in kinds:
+            folder = work / f"{kind}-round{round_number}"
+            if kind == "floor":
+                measured = await floor_phase(folder, options.writes, interval)
+            else:
+                peers = pooled[kind].receivers + 1
+                measured = await msxsync_phase(
+                    folder, games, peers, options.writes, interval, options.peer_log_level
+                )
+            pooled[kind].add(measured)
+            label = f"{kind.replace('_', ' ')}{'p' if kind != 'floor' else ''} r{round_number}"
+            print(describe(label, _round(measured)), flush=True)
 
 
 def _round(measured: Measured) -> dict[str, Any]:
@@ -618,7 +650,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=["debug", "info", "warning", "error"],
         help="the msxsync peers' --log-level (their logs are kept with --keep)",
     )
-    parser.add_argument("--keep", action="store_true", help="keep the logs (printed where)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the logs (printed where; always kept after a failure)"
+    )
     options = parser.parse_args(argv)
     if options.quick:
         options.writes, options.peers, options.rounds = 5, [2], 1

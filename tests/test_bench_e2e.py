@@ -2,7 +2,7 @@
 
 It runs the floor (two headless openMSX and a stderr relay) and two real msxsync peers (real
 rendezvous, real aiortc on loopback). No timing is asserted: only that every write was measured
-(nothing lost on an idle loopback at 10 writes a second) and the figures hang together.
+and the figures hang together.
 """
 
 import json
@@ -24,10 +24,13 @@ pytestmark = [
 
 
 def check_phase(phase: dict[str, Any], writes: int, receivers: int) -> None:
-    assert phase["sent"] == writes
     assert phase["receivers"] == receivers
-    assert phase["received"] + phase["lost"] == writes * receivers
-    assert phase["lost"] == 0
+    assert phase["sent"] + phase["unwritten_by_sender"] == writes
+    assert phase["received"] + phase["lost"] == phase["sent"] * receivers
+    # On an idle loopback at 10 writes a second nothing is lost; a long stall of a loaded
+    # machine can make the sender skip a value or the watcher coalesce two (one frame apart).
+    assert phase["sent"] >= writes - 1
+    assert phase["lost"] <= 1
     # Latencies are positive (a receive logged before its send would mean a matching bug) and
     # below two seconds (more means the byte was not relayed but arrived some other way).
     assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"] < 2000

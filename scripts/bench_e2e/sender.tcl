@@ -6,7 +6,9 @@
 # ::bench_argument to ::bench_address (E021) in the frame after ::bench_command (E100) is set
 # to 3. A write injected by Tcl instead would happen between openMSX's bursts of emulation and
 # wait for the next burst to be seen, which no game write does. A watchpoint logs the wall clock
-# of the CPU's write: "VALUE MICROSECONDS" per write, then "done".
+# of the CPU's write: "VALUE MICROSECONDS" per write, "go MICROSECONDS" when the timed writes
+# begin, then "done". If openMSX stalls so long that two commands come before the cartridge's
+# next frame, the first value is never written (the benchmark counts it as unwritten).
 # Warm-up: until the go file exists, 250 and 251 in turn every half second, so the benchmark
 # can see that every receiver is connected (and armed) before measuring.
 # Then: 1, 2, ... ::bench_count, one every ::bench_interval seconds of real time.
@@ -28,6 +30,9 @@ proc bench_write {value} {
 }
 proc bench_warmup {} {
     if {[file exists $::bench_go_path]} {
+        # Everything logged before this line (C-BIOS writes E021 while it boots) is not ours.
+        puts $::bench_send_log "go [clock microseconds]"
+        flush $::bench_send_log
         after realtime 0.5 bench_send
         return
     }
