@@ -154,6 +154,9 @@ def _player_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     mine = group.subgroup(PlayerError)
     if mine is not None:
         return _first(mine)
+    emulator = group.subgroup(OpenMSXError)
+    if emulator is not None:
+        return PlayerError(f"openMSX went away: {_first(emulator)}")
     return group
 
 
@@ -338,6 +341,10 @@ class Session:
         self.link: OpenMSXLink | None = None
         self.store: RoomStore | None = None
         self.adopting = False
+        # During a manual resync the game is in play: its changes are held, then re-applied and
+        # published once the room's bytes are in (on arming they are boot noise and dropped).
+        self._hold_during_adoption = False
+        self._held: dict[int, int] = {}
         self.out_rates, self.in_rates = _Rates(), _Rates()
         self._applies: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._dirty: set[int] = set()
@@ -655,8 +662,12 @@ class Session:
         was_armed = self.arming.armed
         self._arming_actions(self.arming.observe(self.memory, emutime))
         # A frame that arms or disarms is the boot or the title screen writing: never publish it.
-        if was_armed and self.arming.armed and not self.adopting and shared:
+        if not (was_armed and self.arming.armed and shared):
+            return
+        if not self.adopting:
             self._publish(shared)
+        elif self._hold_during_adoption:
+            self._held.update((a + i, value) for a, data in shared for i, value in enumerate(data))
 
     def _publish(self, runs: list[Run]) -> None:
         if self.mesh is not None:
@@ -674,6 +685,7 @@ class Session:
             match action:
                 case Adopt(reason):
                     self.adopting = True
+                    self._hold_during_adoption = self.arming.armed and reason != "armed"
                     self._applies.put_nowait(("adopt", reason))
                 case Disarm(reason):
                     self._osd(f"msxsync: paused sharing ({reason})")
@@ -714,6 +726,9 @@ class Session:
                     await self._write(link, payload)
             except ValueError as exc:  # refused by the link's validation: report, keep playing
                 log.error("could not %s in openMSX: %s", kind, exc)
+            except OpenMSXError as exc:  # openMSX went away mid-command: the session is over
+                self.stop(f"openMSX went away: {exc}")
+                return
 
     async def _write(self, link: OpenMSXLink, runs: Iterable[Run]) -> None:
         missed = await link.apply(split_at_regions(runs, self.definition.regions))
@@ -739,6 +754,11 @@ class Session:
         self.adopting = False
         if game_values and self.arming.armed:
             self._publish(game_values)
+        held, self._held = sorted(self._held.items()), {}
+        if held and self.arming.armed:
+            runs = [(address, bytes([value])) for address, value in held]
+            await self._write(link, runs)  # the game's newer bytes win over what adoption wrote
+            self._publish(runs)
         adopted = sum(len(data) for _, data in written)
         self._osd(f"msxsync: sharing ({reason}, {adopted} bytes from the room)")
 
