@@ -8,7 +8,8 @@ import logging
 import os
 import sys
 
-from peer.app import PeerOptions, PlayerError, run_peer
+from peer.app import run_peer
+from peer.options import PeerOptions, PlayerError
 from rendezvous.protocol import is_valid_room_name
 
 DEFAULT_RENDEZVOUS = "http://127.0.0.1:4567"

@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 
 from peer import app
+from peer.options import PeerOptions, PlayerError
 from rendezvous.app import Config
 from tests.peer_harness import ROOT, free_port
 from tests.rendezvous_support import logged_in, running
@@ -218,9 +219,9 @@ async def test_silent_rendezvous(
 
     server = await asyncio.start_server(hold, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    options = app.PeerOptions(game="demo", rendezvous=url)
+    options = PeerOptions(game="demo", rendezvous=url)
     try:
-        with pytest.raises(app.PlayerError) as raised:
+        with pytest.raises(PlayerError) as raised:
             await app._get_game(options, url, tmp_path)
     finally:
         for writer in held:
