@@ -48,7 +48,12 @@ async def hosting(options: PeerOptions, current: CatalogueEntry | None = None) -
         raise PlayerError(
             f"cannot host on port {options.port} ({exc.strerror}); pick another with --port."
         ) from None
-    log.info("hosting the rendezvous: others join with --rendezvous http://<this machine>:%d", options.port)
+    urls = " or ".join(f"http://{address}:{options.port}" for address in lan.local_addresses()[:3])
+    print(
+        f"msxsync-peer: hosting on port {options.port}; others join with --lan"
+        + (f" or --rendezvous {urls}" if urls else f" or --rendezvous http://<this machine>:{options.port}"),
+        file=sys.stderr,
+    )
     try:
         yield f"http://127.0.0.1:{options.port}"
     finally:
