@@ -180,3 +180,14 @@ def derive_room_key_cached() -> bytes:
     if not _CACHED:
         _CACHED.append(derive_room_key("sesame", ROOM))
     return _CACHED[0]
+
+
+def test_the_rendezvous_is_shown_a_derivation_not_the_password() -> None:
+    from peer.core.binding import derive_room_key, rendezvous_password
+
+    token = rendezvous_password("hunter2", "friday")
+    assert len(token) == 64 and "hunter2" not in token
+    assert token == rendezvous_password("hunter2", "friday")
+    assert token != rendezvous_password("hunter2", "saturday")
+    assert token != rendezvous_password("hunter3", "friday")
+    assert bytes.fromhex(token) != derive_room_key("hunter2", "friday")

@@ -35,6 +35,7 @@ BIND_TIMEOUT = 10.0
 _T = TypeVar("_T")
 _MAC_DOMAIN = b"msxsync-binding-mac\x00"
 _SALT_DOMAIN = b"msxsync-room-password\x00"
+_RENDEZVOUS_DOMAIN = b"msxsync-rendezvous-password\x00"
 
 
 class Role(enum.Enum):
@@ -88,9 +89,23 @@ def derive_room_key(password: str, room: str) -> bytes:
     """The key proving knowledge of a room password between peers (Argon2id, ~0.1 s).
 
     Salted by the room name and a domain of its own, so it is neither the value a rendezvous
-    may be shown nor reusable for another room. Derive once per room, not per connection.
+    is shown (`rendezvous_password`) nor reusable for another room. Derive once per room.
     """
-    salt = hashlib.blake2b(_SALT_DOMAIN + room.encode(), digest_size=16).digest()
+    return _argon2id(password, _SALT_DOMAIN, room)
+
+
+def rendezvous_password(password: str, room: str) -> str:
+    """What a client sends the rendezvous instead of the room password (64 hex digits).
+
+    The rendezvous only needs to compare what members send; giving it an Argon2id derivation in
+    a domain of its own means a rendezvous never learns the password, and what it learns does not
+    help it pass the peers' own password proof (`derive_room_key`).
+    """
+    return _argon2id(password, _RENDEZVOUS_DOMAIN, room).hex()
+
+
+def _argon2id(password: str, domain: bytes, room: str) -> bytes:
+    salt = hashlib.blake2b(domain + room.encode(), digest_size=16).digest()
     return nacl.pwhash.argon2id.kdf(
         KEY_SIZE,
         password.encode(),

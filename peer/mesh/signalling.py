@@ -28,6 +28,8 @@ from typing import Any, Protocol
 import aiohttp
 from nacl.signing import SigningKey
 
+from peer.core.binding import rendezvous_password
+
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
@@ -145,6 +147,7 @@ class SignallingClient:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._retargeted = False
         self._wake_retry = asyncio.Event()
+        self._password_token: str | None = None  # what the rendezvous sees instead of the password
         self._grace_timer: asyncio.TimerHandle | None = None
         self.key = bytes(signing_key.verify_key)
         self.room = room
@@ -196,6 +199,11 @@ class SignallingClient:
     async def run(self) -> None:
         """Connect, join, serve; reconnect with backoff forever, or raise SignallingRefused."""
         backoff = BACKOFF_FIRST
+        if self._password is not None and self._password_token is None:
+            if self.room is None:
+                raise ValueError("quick-match rooms have no password")
+            # Argon2id costs ~0.1 s of CPU: keep the event loop free meanwhile.
+            self._password_token = await asyncio.to_thread(rendezvous_password, self._password, self.room)
         async with aiohttp.ClientSession() as session:
             while True:
                 try:
@@ -277,7 +285,7 @@ class SignallingClient:
             "type": "join",
             "game": self._game,
             "room": self.room,
-            "password": self._password,
+            "password": self._password_token,
             "capacity": self._capacity,
             "standby": self.standby,
         }
