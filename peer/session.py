@@ -39,6 +39,7 @@ from games.catalogue import CatalogueEntry, hash_rom
 from games.definition import GameDefinition, Region
 from peer import lan
 from peer.console import Command, PeerLine, Status, format_status, parse_command, safe_name
+from peer.core import takeover
 from peer.core.arming import Adopt, Arming, Disarm
 from peer.core.lan import Announcement
 from peer.core.replica import (
@@ -330,17 +331,11 @@ class Session:
                 await self._move_to(successor, room)
 
     def _successor(self) -> Member | None:
-        """Deterministic: the earliest joiner, other than the gone host, still with us."""
         if self.roster is None or self.mesh is None:
             return None
-        gone = self.host_key
-        if gone is None or gone == self.me or gone in self.mesh.admitted():
-            return None
-        admitted = self.mesh.admitted() | {self.me}
-        for member in self.roster.members:
-            if member.key != gone and member.key in admitted and member.standby:
-                return member
-        return None
+        return takeover.successor(
+            self.roster.members, gone_host=self.host_key, me=self.me, connected=self.mesh.admitted()
+        )
 
     async def _move_to(self, successor: Member, room: RoomSession) -> None:
         url = successor.standby
