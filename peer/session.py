@@ -342,7 +342,7 @@ class Session:
         if successor.key == self.me:
             try:
                 url = await self._hosting_stack.enter_async_context(
-                    hosting(self.options, self._catalogue_entry())
+                    hosting(self.options, await asyncio.to_thread(self._catalogue_entry))
                 )
             except PlayerError as exc:
                 log.warning("cannot take over hosting: %s", exc)
@@ -355,6 +355,7 @@ class Session:
             await room.signalling.retarget(url)
 
     def _catalogue_entry(self) -> CatalogueEntry:
+        """The game being played, to serve when taking over (hashing reads the ROM: a thread)."""
         return CatalogueEntry(self.definition, self.rom_path.parent, hash_rom(self.rom_path))
 
     def _ice_options(self) -> IceOptions:

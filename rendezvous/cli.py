@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         type=_positive_int,
         default=defaults.max_rooms,
-        help="(default %(default)s)",
+        help="most rooms open at once (default %(default)s)",
     )
     limits.add_argument(
         "--room-capacity",
