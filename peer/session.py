@@ -40,7 +40,7 @@ from games.definition import GameDefinition, Region
 from peer import lan
 from peer.console import Command, PeerLine, Status, format_status, parse_command, safe_name
 from peer.core import takeover
-from peer.core.arming import Adopt, Arming, Disarm
+from peer.core.arming import Adopt, Arming, Check, Disarm
 from peer.core.lan import Announcement
 from peer.core.replica import (
     BytesChanged,
@@ -48,6 +48,7 @@ from peer.core.replica import (
     Event,
     FullStateReceived,
     Repaired,
+    StateChanged,
 )
 from peer.core.state import NO_WRITER, Layout, Run, SharedState
 from peer.hosting import hosting
@@ -151,7 +152,7 @@ class Session:
         self._held: dict[int, int] = {}
         self.out_rates, self.in_rates = _Rates(), _Rates()
         self._applies: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self._dirty: set[int] = set()
+        self._check_arming = asyncio.Event()
         self._dirty_event = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stop_reason = "quit"
@@ -164,9 +165,8 @@ class Session:
             async with self._open_link() as link:
                 self.link = link
                 await self._install_key_binding(link)
-                self.memory = await self._read_armed_when(link)
                 # A game already in play (--attach) may never change these bytes again: judge now.
-                self._arming_actions(self.arming.observe(self.memory, await link.emulated_time()))
+                await self._check_arming_now(link)
                 await self._play(link)
         except OpenMSXError as exc:
             raise PlayerError(f"openMSX failed: {exc}") from None
@@ -409,9 +409,11 @@ class Session:
 
     def _on_mesh_event(self, event: Event) -> None:
         match event:
+            case StateChanged():
+                self._dirty_event.set()
             case BytesChanged(_, changes):
                 self.in_rates.add(time.monotonic(), sum(len(data) for _, data in changes))
-                self._mark_dirty(a for address, data in changes for a in range(address, address + len(data)))
+                self._dirty_event.set()
                 if self.arming.armed:
                     self._applies.put_nowait(("apply", changes))
             case FullStateReceived(peer):
@@ -420,7 +422,7 @@ class Session:
                     self._arming_actions(self.arming.room_is_ready())
             case Published(runs):
                 self.out_rates.add(time.monotonic(), sum(len(data) for _, data in runs))
-                self._mark_dirty(a for address, data in runs for a in range(address, address + len(data)))
+                self._dirty_event.set()
             case PeerAdmitted(peer):
                 self._osd(f"{self._name(peer)} joined")
             case LinkLost(peer, reason):
@@ -438,8 +440,8 @@ class Session:
     async def _link_loop(self, link: OpenMSXLink) -> None:
         async for event in link.events():
             match event:
-                case LocalChanges(changes, emutime):
-                    self._local_changes(changes, emutime)
+                case LocalChanges():
+                    self._local_changes(event)
                 case Logged(_, text) if text.strip() == RESYNC_MESSAGE:
                     self.resync()
                 case Logged(level, text) if level in ("warning", "error") and "sequencer" not in text:
@@ -450,38 +452,42 @@ class Session:
                     self.stop(f"openMSX went away: {reason}")
                     return
 
-    def _local_changes(self, changes: tuple[Run, ...], emutime: float) -> None:
+    def _local_changes(self, report: LocalChanges) -> None:
         shared: list[Run] = []
-        for address, data in changes:
+        for address, data in report.changes:
             for offset, value in enumerate(data):
                 if address + offset in self.memory:
                     self.memory[address + offset] = value
             if self.layout.check_run(address, len(data)):
                 shared.append((address, data))
-        was_armed = self.arming.armed
-        self._arming_actions(self.arming.observe(self.memory, emutime))
-        # A frame that arms or disarms is the boot or the title screen writing: never publish it.
-        if not (was_armed and self.arming.armed and shared):
+        self._arming_actions(self.arming.observe(self.memory, report.emutime, report.report))
+        # Made before the check that armed, or disarming: the boot or the title screen writing.
+        if not shared or not self.arming.publishes(report.report):
             return
         if not self.adopting:
-            self._publish(shared)
+            self._publish(shared, report.written_at)
         elif self._hold_during_adoption:
             self._held.update((a + i, value) for a, data in shared for i, value in enumerate(data))
 
-    def _publish(self, runs: list[Run]) -> None:
+    def _publish(self, runs: list[Run], written_at: float | None = None) -> None:
         if self.mesh is not None:
-            self.mesh.local_changes(runs)  # what goes out comes back as a `Published` event
+            # (what goes out comes back as a `Published` event)
+            self.mesh.local_changes(runs, written_at)
 
     # ---- arming --------------------------------------------------------------------------------
 
-    async def _read_armed_when(self, link: OpenMSXLink) -> dict[int, int]:
-        if self.definition.armed_when is None:
-            return {}
-        return {a: (await link.read(a, 1))[0] for a in self.definition.armed_when.addresses}
+    async def _check_arming_now(self, link: OpenMSXLink) -> None:
+        """Judge arming on what the running emulator says now (never on a report alone)."""
+        addresses = self.definition.armed_when.addresses if self.definition.armed_when else ()
+        probe = await link.probe(addresses)
+        self.memory.update(probe.memory)
+        self._arming_actions(self.arming.check(self.memory, probe.emutime, probe.last_report))
 
     def _arming_actions(self, actions: Iterable[object]) -> None:
         for action in actions:
             match action:
+                case Check():
+                    self._check_arming.set()
                 case Adopt(reason):
                     self.adopting = True
                     self._hold_during_adoption = self.arming.armed and reason != "armed"
@@ -490,11 +496,13 @@ class Session:
                     self._osd(f"msxsync: paused sharing ({reason})")
 
     async def _arming_loop(self, link: OpenMSXLink) -> None:
-        """Emulated time only matters until armed; poll it for --arm-after."""
+        """While disarmed, check the emulator when asked to, and every ARMING_POLL (for --arm-after)."""
         while True:
-            await asyncio.sleep(ARMING_POLL)
-            if not self.arming.armed and self.arming.arm_after is not None:
-                self._arming_actions(self.arming.observe(self.memory, await link.emulated_time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._check_arming.wait(), ARMING_POLL)
+            self._check_arming.clear()
+            if not self.arming.armed:
+                await self._check_arming_now(link)
 
     async def _room_state_deadline(self) -> None:
         await asyncio.sleep(ROOM_STATE_TIMEOUT)
@@ -563,10 +571,6 @@ class Session:
 
     # ---- persistence ---------------------------------------------------------------------------
 
-    def _mark_dirty(self, addresses: Iterable[int]) -> None:
-        self._dirty.update(addresses)
-        self._dirty_event.set()
-
     async def _persist_loop(self) -> None:
         while True:
             await self._dirty_event.wait()
@@ -574,10 +578,10 @@ class Session:
 
     async def _flush_disk(self) -> None:
         self._dirty_event.clear()
-        if not self._dirty or self.store is None or self.mesh is None:
+        if self.store is None or self.mesh is None or not self.mesh.replica.state.dirty:
             return
-        rows = rows_for(self.mesh.replica.state, self._dirty)
-        self._dirty = set()
+        state = self.mesh.replica.state
+        rows = rows_for(state, state.take_dirty())  # taken here: the thread never reads live state
         await asyncio.get_running_loop().run_in_executor(self._disk, self.store.write_rows, rows)
 
     # ---- what the player sees and types --------------------------------------------------------

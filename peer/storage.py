@@ -117,6 +117,7 @@ class RoomStore:
             "SELECT address, value, lamport, writer FROM bytes WHERE room = ?", (self.key,)
         ).fetchall()
         state.merge(_valid_entries(self.layout, rows))
+        state.take_dirty()  # what was just read needs no saving
         return state
 
     def save(self, state: SharedState, addresses: Iterable[int]) -> int:

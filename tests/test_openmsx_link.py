@@ -300,7 +300,7 @@ async def test_attach_watches_a_running_openmsx_and_leaves_it_running(
     async with OpenMSXLink.attach(REGIONS, pid=running_openmsx.pid) as link:
         # Attaching again works, and installing over a link that never detached (a crashed
         # peer) stops its timers: one watcher runs.
-        await link.command(watch_script(REGIONS))
+        await link.command(watch_script(REGIONS, link.run))
         await link.command("msxsync::start")
         timers = await link.command("after info")
         assert timers.count("msxsync::tick") == 1

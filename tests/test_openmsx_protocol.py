@@ -167,25 +167,68 @@ def test_read_command_is_bounded() -> None:
         proto.decode_hex_reply("zz", 1)
 
 
-def test_watch_script_names_the_regions() -> None:
-    tcl = proto.watch_script(REGIONS)
+RUN = "0123456789abcdef"
+
+
+def test_watch_script_names_the_regions_and_its_run() -> None:
+    tcl = proto.watch_script(REGIONS, RUN)
     assert "variable regions {57344 256 49152 4}" in tcl
+    assert f'"{RUN} [incr seq]' in tcl
     with pytest.raises(ValueError):
-        proto.watch_script([])
+        proto.watch_script([], RUN)
+    for bad in ("", "0123", "x" * 16, RUN + "\n", "[exit] " + RUN):
+        with pytest.raises(ValueError, match="nonce"):
+            proto.watch_script(REGIONS, bad)
+
+
+def test_run_nonces_are_hex_of_enough_random_bytes() -> None:
+    assert proto.new_run_nonce(bytes(range(8))) == "0001020304050607"
+    with pytest.raises(ValueError):
+        proto.new_run_nonce(b"1234")
 
 
 def test_change_reports_decode() -> None:
-    assert proto.parse_changes("7 8.25 57344 cb 57360 3031") == (
-        7,
-        8.25,
-        ((0xE000, b"\xcb"), (0xE010, b"01")),
+    report = proto.parse_changes(f"{RUN} 7 8.25 1700000000123456 57344 cb 57360 3031")
+    assert report == proto.ChangeReport(
+        RUN, 7, 8.25, 1700000000.123456, ((0xE000, b"\xcb"), (0xE010, b"01"))
     )
 
 
 @pytest.mark.parametrize(
     "value",
-    ["", "1 2.0", "1 2.0 57344", "x 2.0 1 00", "1 2.0 1 0", "1 2.0 65535 0000", "1 2 -1 00"],
+    [
+        "",
+        f"{RUN} 1 2.0",
+        f"{RUN} 1 2.0 5",
+        f"{RUN} 1 2.0 5 57344",
+        f"{RUN} x 2.0 5 1 00",
+        f"{RUN} 1 2.0 5 1 0",
+        f"{RUN} 1 2.0 5 65535 0000",
+        f"{RUN} 1 2 5 -1 00",
+        f"{RUN} 1 nan 5 1 00",
+        f"{RUN} 1 -1 5 1 00",
+        f"{RUN} 1 2.0 -5 1 00",
+        "1 2.0 57344 cb",  # the format before run nonces: what an old settings.xml holds
+        "zzzzzzzzzzzzzzzz 1 2.0 5 1 00",
+    ],
 )
 def test_bad_change_reports_are_protocol_errors(value: str) -> None:
     with pytest.raises(ProtocolError):
         proto.parse_changes(value)
+
+
+def test_probe_reads_time_report_count_and_bytes_in_one_command() -> None:
+    assert proto.probe_command([0xE000, 0xE001]) == (
+        "list [machine_info time] $::msxsync::seq "
+        "[binary encode hex [debug read_block memory 57344 1]] "
+        "[binary encode hex [debug read_block memory 57345 1]]"
+    )
+    assert proto.parse_probe("7.5 12 01 ff", [0xE000, 0xE001]) == proto.Probe(
+        7.5, 12, {0xE000: 1, 0xE001: 0xFF}
+    )
+    assert proto.parse_probe("0.25 0", []) == proto.Probe(0.25, 0, {})
+    for bad in ("7.5 12 01", "7.5 x 01 ff", "nan 1 01 ff", "1 -1 01 ff", "1 1 0g ff", "1 1 01 ff 00"):
+        with pytest.raises(ProtocolError):
+            proto.parse_probe(bad, [0xE000, 0xE001])
+    with pytest.raises(ValueError):
+        proto.probe_command([0x10000])

@@ -16,12 +16,29 @@ would make replicas disagree about the stamp and therefore about the winner).
 
 The cost: a player whose clock runs more than `MAX_AHEAD_MS` fast has their writes refused everywhere.
 Heartbeats carry wall time so the peer can tell such a player why (see `replica.PeerStatistics.skew`).
+
+A write is stamped for when the game made it, not for when this process got round to it
+(`stamp(written_at, now)`). A peer whose process stalls (a closed laptop lid, swapping, a debugger)
+while its emulator plays on reads those writes late; stamped "now" they would beat newer writes by
+other players. So a local write's value is `max(own last + 1, seen by then + 1, written_at in ms)`:
+- `own last + 1` keeps this writer's own writes in the order the game made them;
+- `seen by then + 1` keeps causality: a write made after this replica saw a value (that value may
+  already be in the emulator) must beat it; values first seen after `written_at` cannot have
+  caused it, so they do not count, and a later write by another player wins;
+- `written_at` in ms is the wall-time floor, as for any tick.
+What was seen when is kept for `SEEN_HISTORY_S`; anything older is folded into one floor, so a
+stall longer than that stamps as if the write was made when the history begins (never lower than
+causality allows, only less fair).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections import deque
+
 MAX_AHEAD_MS = 10 * 60 * 1000
 MAX_LAMPORT = 2**63 - 1
+SEEN_HISTORY_S = 300.0
 
 
 def wall_ms(now: float) -> int:
@@ -34,17 +51,47 @@ def is_too_far_ahead(value: int, now: float) -> bool:
 
 
 class HybridClock:
-    """Lamport clock with a wall-time floor; `now` is seconds since the Unix epoch, passed in."""
+    """Lamport clock with a wall-time floor; times are seconds since the Unix epoch, passed in.
+
+    `last` is the highest value given or seen; values given before this clock existed (a restart
+    from disk) count as seen before any write of this run.
+    """
 
     def __init__(self, last: int = 0) -> None:
         if not 0 <= last <= MAX_LAMPORT:
             raise ValueError(f"clock value {last} is out of range")
         self.last = last
+        self._own = 0
+        self._seen_floor = last  # everything seen before the oldest entry of `_seen`
+        self._seen_times: deque[float] = deque()  # when each value of `_seen_values` was first seen
+        self._seen_values: deque[int] = deque()  # increasing
 
     def tick(self, now: float) -> int:
-        self.last = max(self.last + 1, wall_ms(now))
-        return self.last
+        """The value of a write made now."""
+        return self.stamp(now, now)
 
-    def observe(self, value: int) -> None:
-        if value > self.last:
-            self.last = value
+    def stamp(self, written_at: float, now: float) -> int:
+        """The value of a write the game made at `written_at` and that is published at `now`."""
+        written_at = min(written_at, now)
+        value = max(self._own + 1, self.seen_by(written_at) + 1, wall_ms(written_at))
+        self._own = value
+        self.last = max(self.last, value)
+        return value
+
+    def observe(self, value: int, now: float) -> None:
+        """A value received at `now` (a peer's write)."""
+        if value <= self.last:
+            return
+        self.last = value
+        if self._seen_times and now < self._seen_times[-1]:
+            now = self._seen_times[-1]  # the wall clock stepped back: keep the history ordered
+        self._seen_times.append(now)
+        self._seen_values.append(value)
+        while self._seen_times and self._seen_times[0] < now - SEEN_HISTORY_S:
+            self._seen_times.popleft()
+            self._seen_floor = self._seen_values.popleft()
+
+    def seen_by(self, when: float) -> int:
+        """The highest value seen at or before `when` (own values not included)."""
+        position = bisect_right(self._seen_times, when)
+        return self._seen_values[position - 1] if position else self._seen_floor

@@ -54,6 +54,7 @@ MAX_MESSAGE_CHARS = 200
 ADDRESS_SPACE = 0x10000
 _LOG_LEVELS = frozenset({"info", "warning", "error", "progress"})
 _HEX_RE = re.compile(r"^(?:[0-9a-f]{2})+$")
+_NONCE_RE = re.compile(r"^[0-9a-f]{16,64}\Z")
 # XML 1.0 forbids most control characters; a command containing one is a bug on our side.
 _XML_FORBIDDEN_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -266,13 +267,16 @@ def apply_command(regions: Sequence[_Region], changes: Iterable[tuple[int, bytes
     return "msxsync::apply {" + " ".join(words) + "}"
 
 
-def watch_script(regions: Sequence[_Region]) -> str:
+def watch_script(regions: Sequence[_Region], run: str) -> str:
     """Tcl defining the ``msxsync`` namespace: the per-frame watcher and `apply`.
 
+    RUN (from `new_run_nonce`) starts every report, so that only this run's reports count.
     Loading it again replaces the previous definition (regions and snapshot included).
     """
     if not regions:
         raise ValueError("no regions to watch")
+    if not _NONCE_RE.match(run):
+        raise ValueError("the run nonce must be 16-64 hex digits")
     spans = []
     for region in regions:
         _check_span(region.start, region.end - region.start + 1)
@@ -280,32 +284,90 @@ def watch_script(regions: Sequence[_Region]) -> str:
     return (
         _WATCH_TCL.replace("@REGIONS@", " ".join(spans))
         .replace("@SETTING@", CHANGES_SETTING)
+        .replace("@RUN@", run)
         .replace("@MIN_GAP_US@", str(MIN_CHECK_GAP_US))
         .replace("@POLL_S@", f"{POLL_US / 1e6:g}")
         .replace("@POLL_US@", str(POLL_US))
     )
 
 
-def parse_changes(value: str) -> tuple[int, float, tuple[tuple[int, bytes], ...]]:
-    """Decode one watcher report: ``SEQ EMUTIME ADDR HEX ADDR HEX …``.
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What the running emulator says now: emulated time, its watcher's last report number, and
+    the bytes at the probed addresses (the armed-when rule's)."""
 
-    Returns (sequence number, emulated seconds, ((address, new bytes), …)).
+    emutime: float
+    last_report: int
+    memory: dict[int, int]
+
+
+def probe_command(addresses: Sequence[int]) -> str:
+    """Tcl reading, in one go, the emulated time, the watcher's report count and ADDRESSES."""
+    reads = []
+    for address in addresses:
+        _check_span(address, 1)
+        reads.append(f"[binary encode hex [debug read_block memory {address} 1]]")
+    return " ".join(["list [machine_info time] $::msxsync::seq", *reads])
+
+
+def parse_probe(reply: str, addresses: Sequence[int]) -> Probe:
+    words = reply.split()
+    if len(words) != 2 + len(addresses):
+        raise ProtocolError(f"bad probe reply {reply[:60]!r}")
+    try:
+        emutime, last_report = float(words[0]), int(words[1])
+        values = [decode_hex_reply(word, 1)[0] for word in words[2:]]
+    except ValueError as error:
+        raise ProtocolError(f"bad probe reply {reply[:60]!r}: {error}") from None
+    if not (emutime >= 0 and last_report >= 0):
+        raise ProtocolError(f"bad probe reply {reply[:60]!r}")
+    return Probe(emutime, last_report, dict(zip(addresses, values, strict=True)))
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeReport:
+    """One watcher report: the bytes that changed since the previous check.
+
+    `run` is the nonce of the watcher that made it: openMSX saves user settings in its
+    settings.xml and announces the saved value again when the next run creates the setting, so
+    a report whose nonce is not this link's is a leftover of an earlier run, never a change.
+    `emutime` is openMSX's emulated time of the check (seconds), `written_at` its wall time
+    (seconds since the epoch, from Tcl's clock): when the game made these writes, at the latest.
     """
+
+    run: str
+    seq: int
+    emutime: float
+    written_at: float
+    changes: tuple[tuple[int, bytes], ...]
+
+
+def new_run_nonce(random_bytes: bytes) -> str:
+    """The nonce of one watcher run (hex of RANDOM_BYTES; the caller brings the randomness)."""
+    if len(random_bytes) < 8:
+        raise ValueError("a run nonce needs at least 8 random bytes")
+    return random_bytes.hex()
+
+
+def parse_changes(value: str) -> ChangeReport:
+    """Decode one watcher report: ``RUN SEQ EMUTIME WALL_US ADDR HEX ADDR HEX …``."""
     words = value.split()
-    if len(words) < 4 or len(words) % 2:
+    if len(words) < 6 or len(words) % 2 or not _NONCE_RE.match(words[0]):
         raise ProtocolError(f"bad change report {value[:60]!r}")
     try:
-        seq, emutime = int(words[0]), float(words[1])
+        seq, emutime, wall_us = int(words[1]), float(words[2]), int(words[3])
         changes = tuple(
             (int(address), decode_hex_reply(data, len(data) // 2))
-            for address, data in zip(words[2::2], words[3::2], strict=True)
+            for address, data in zip(words[4::2], words[5::2], strict=True)
         )
     except ValueError as error:
         raise ProtocolError(f"bad change report {value[:60]!r}: {error}") from None
+    if not (emutime >= 0 and wall_us >= 0):  # (also refuses nan)
+        raise ProtocolError(f"bad times in change report {value[:60]!r}")
     for address, data in changes:
         if not data or address < 0 or address + len(data) > ADDRESS_SPACE:
             raise ProtocolError(f"change report outside the address space: {value[:60]!r}")
-    return seq, emutime, changes
+    return ChangeReport(words[0], seq, emutime, wall_us / 1e6, changes)
 
 
 # Why it looks like this:
@@ -317,7 +379,9 @@ def parse_changes(value: str) -> tuple[int, float, tuple[tuple[int, bytes], ...]
 # - Regions are compared as hex strings first (one `string equal` per region per frame), then
 #   in 16-byte chunks, then byte by byte, so quiet frames cost almost nothing.
 # - Changed bytes are grouped into runs; one `user_setting` assignment per frame with changes
-#   reaches the controller as one <update>. The sequence number makes every value distinct.
+#   reaches the controller as one <update>. The sequence number makes every value distinct;
+#   the run nonce tells this run's reports from a value openMSX saved in settings.xml; the wall
+#   time of the check is when the game's writes were made, at the latest.
 # - `apply` writes through the CPU view and puts what reads back into the snapshot, in the same
 #   Tcl command, so nothing it wrote is reported as a local change.
 _WATCH_TCL = r"""
@@ -402,7 +466,7 @@ namespace eval msxsync {
             if {$old ne $new} { lappend changes {*}[diff $start $old $new] }
         }
         set snapshot $current
-        set ::@SETTING@ "[incr seq] [machine_info time] $changes"
+        set ::@SETTING@ "@RUN@ [incr seq] [machine_info time] $now $changes"
     }
     proc start {} {
         variable snapshot [read_regions]

@@ -71,6 +71,12 @@ class BytesChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class StateChanged(Event):
+    """Bytes or only their stamps changed: save `state.take_dirty()` (a new stamp on an unchanged
+    value comes with no `BytesChanged`, yet the disk must hold it)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected(Event):
     peer: bytes
     reason: str
@@ -202,7 +208,6 @@ class Replica:
         self.rejections: Counter[str] = Counter()
         self.local_batches = 0
         self._outbox: list[tuple[bytes, bytes]] = []
-        self._created = now
 
     # ---- peers --------------------------------------------------------------------------------
 
@@ -248,12 +253,15 @@ class Replica:
 
     # ---- local side ---------------------------------------------------------------------------
 
-    def local_changes(self, changes: Iterable[Run], now: float) -> list[Run]:
-        """Publish one frame's changes made by this peer's game; returns what was published."""
+    def local_changes(self, changes: Iterable[Run], now: float, written_at: float | None = None) -> list[Run]:
+        """Publish changes made by this peer's game; returns what was published.
+
+        `written_at` is when the game made them (the watcher's check), `now` when they are
+        published: the stamp is built from the former (see `clock` for why)."""
         runs = [run for run in self._differing(changes) if run[1]]
         if not runs:
             return []
-        lamport = self.clock.tick(now)
+        lamport = self.clock.stamp(now if written_at is None else written_at, now)
         self.state.apply_runs(runs, lamport, self.key)
         self.local_batches += 1
         batch = codec.WriteBatch(lamport, tuple(runs))
@@ -408,19 +416,25 @@ class Replica:
         problem = self._check_stamped_runs(((a, d, batch.lamport) for a, d in batch.runs), now)
         if problem:
             return [self._reject(link, link.peer, *problem)]
-        self.clock.observe(batch.lamport)
+        self.clock.observe(batch.lamport, now)
         link.stats.writes_received += sum(len(data) for _, data in batch.runs)
         changes = self.state.apply_runs(batch.runs, batch.lamport, link.peer)
-        return [BytesChanged(link.peer, tuple(changes))] if changes else []
+        return self._merged(link, changes)
+
+    def _merged(self, link: _Link, changes: list[Run]) -> list[Event]:
+        events: list[Event] = [BytesChanged(link.peer, tuple(changes))] if changes else []
+        if self.state.dirty:
+            events.append(StateChanged())
+        return events
 
     def _receive_patch(self, link: _Link, patch: codec.StatePatch, now: float) -> list[Event]:
         problem = self._check_stamped_runs(((e.address, e.data, e.lamport) for e in patch.entries), now)
         if problem:
             return [self._reject(link, link.peer, *problem)]
         for entry in patch.entries:
-            self.clock.observe(entry.lamport)
+            self.clock.observe(entry.lamport, now)
         changes = self.state.merge(patch.entries)
-        events: list[Event] = [BytesChanged(link.peer, tuple(changes))] if changes else []
+        events = self._merged(link, changes)
         if patch.full and patch.part == patch.parts - 1:
             events.append(FullStateReceived(link.peer))
         return events

@@ -9,6 +9,11 @@ convergence argument, and the property tests check it.
 
 This module owns the state and its durable serialisation. It knows nothing of messages, peers or
 time; addresses handed to it must already be inside the regions (`Layout.check_run` says so).
+
+What must reach the disk is what the merge decided, value *and* stamp: a write of an unchanged value
+under a newer stamp changes no byte but must be saved, or after a restart the disk would hold the older
+stamp (or none) and the replica would disagree with the room. So the state keeps the set of addresses
+whose stamp moved (`dirty`), and the persistence drains it (`take_dirty`).
 """
 
 from __future__ import annotations
@@ -71,6 +76,13 @@ class SharedState:
         self.values = bytearray(layout.size)
         self.lamports = [0] * layout.size
         self.writers = [NO_WRITER] * layout.size
+        self.dirty: set[int] = set()
+        """Addresses whose value or stamp changed since the last `take_dirty`."""
+
+    def take_dirty(self) -> set[int]:
+        """The addresses to save now (and forget them)."""
+        dirty, self.dirty = self.dirty, set()
+        return dirty
 
     @property
     def max_lamport(self) -> int:
@@ -83,7 +95,7 @@ class SharedState:
     def apply(self, address: int, data: bytes, lamport: int, writer: bytes) -> list[Run]:
         """Merge one run written under one stamp; returns the runs whose *values* changed."""
         index = self.layout.index
-        values, lamports, writers = self.values, self.lamports, self.writers
+        values, lamports, writers, dirty = self.values, self.lamports, self.writers, self.dirty
         changed: list[Run] = []
         run_start, run_bytes = -1, bytearray()
         for offset, value in enumerate(data):
@@ -91,6 +103,7 @@ class SharedState:
             if (lamport, writer, value) > (lamports[i], writers[i], values[i]):
                 lamports[i] = lamport
                 writers[i] = writer
+                dirty.add(address + offset)
                 if values[i] != value:
                     values[i] = value
                     if run_start + len(run_bytes) != address + offset:
@@ -170,6 +183,7 @@ class SharedState:
         """Restore a stored state; raises ValueError for anything that is not one of ours."""
         state = cls(layout)
         state.merge(_parse_stored(layout, blob))
+        state.take_dirty()
         return state
 
 

@@ -189,6 +189,7 @@ class Mesh:
         self._peers: dict[bytes, _Peer] = {}
         self._next_link_id = 1
         self._pending: dict[int, int] = {}  # address -> newest value not yet published
+        self._pending_written_at: float | None = None  # when the game made the newest of them
         self._publish_at: float | None = None
         self._publish_tokens = PUBLISH_BURST
         self._tokens_at = clock()
@@ -554,11 +555,12 @@ class Mesh:
 
     # ---- the application's side ------------------------------------------------------------
 
-    def local_changes(self, changes: Iterable[Run]) -> None:
+    def local_changes(self, changes: Iterable[Run], written_at: float | None = None) -> None:
         """Changes from our emulator; raises ValueError for bytes outside the shared regions.
 
         Normally one call per frame, published at once as one signed batch to every admitted
-        peer. Calls faster than PUBLISH_RATE are coalesced into the next batch.
+        peer. Calls faster than PUBLISH_RATE are coalesced into the next batch. `written_at` is
+        the wall time the game made them (default: now); a coalesced batch takes the latest.
         """
         layout = self.replica.state.layout
         for address, data in changes:
@@ -567,6 +569,8 @@ class Mesh:
             for offset, value in enumerate(data):
                 self._pending[address + offset] = value
         now = self._clock()
+        written_at = now if written_at is None else written_at
+        self._pending_written_at = max(self._pending_written_at or written_at, written_at)
         if self._publish_at is None:
             self._publish(now)
 
@@ -583,8 +587,9 @@ class Mesh:
             return
         self._publish_tokens -= 1.0
         runs = _runs(self._pending)
+        written_at, self._pending_written_at = self._pending_written_at, None
         self._pending.clear()
-        published = self.replica.local_changes(runs, now)
+        published = self.replica.local_changes(runs, now, written_at)
         self._flush()
         if published:
             self._emit(Published(tuple(published)))

@@ -10,11 +10,15 @@ class LocalChanges:
     """Shared bytes that changed in this emulator during one emulated frame, with new values.
 
     `changes` holds (CPU address, new bytes) runs, each inside one shared region; `emutime` is
-    openMSX's emulated time (seconds) of the frame that saw them.
+    openMSX's emulated time (seconds) of the frame that saw them, `written_at` the wall time of
+    that check (seconds since the epoch): when the game made them, at the latest. `report`
+    numbers the watcher's reports of this run (see `OpenMSXLink.probe`).
     """
 
     changes: tuple[tuple[int, bytes], ...]
     emutime: float
+    written_at: float
+    report: int
 
 
 @dataclass(frozen=True, slots=True)

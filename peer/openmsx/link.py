@@ -8,7 +8,9 @@ See the package docstring for the design and `peer.core.openmsx_protocol` for th
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import secrets
 import signal
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -19,12 +21,16 @@ from games.definition import Region
 from peer.core.openmsx_protocol import (
     CHANGES_SETTING,
     Log,
+    Probe,
     ProtocolError,
     Update,
     apply_command,
     decode_hex_reply,
     message_command,
+    new_run_nonce,
     parse_changes,
+    parse_probe,
+    probe_command,
     read_command,
     watch_script,
 )
@@ -32,10 +38,12 @@ from peer.openmsx.control import ControlClient, LinkClosed, OpenMSXError
 from peer.openmsx.events import Exited, LinkEvent, LocalChanges, Logged
 from peer.openmsx.process import DEFAULT_MACHINE, LaunchSpec, die_with_parent, find_socket
 
+log = logging.getLogger(__name__)
+
 STDERR_LINES = 20
 STOP_TIMEOUT = 3.0
 SETUP_TIMEOUT = 20.0
-_DETACH_TCL = f"msxsync::stop; namespace delete msxsync; user_setting destroy {CHANGES_SETTING}"
+_FORGET_TCL = f"msxsync::stop; namespace delete msxsync; user_setting destroy {CHANGES_SETTING}"
 
 
 class OpenMSXLink:
@@ -53,6 +61,9 @@ class OpenMSXLink:
             raise ValueError("an openMSX link needs at least one shared region")
         self.regions = tuple(regions)
         self.pid = pid
+        self.run = new_run_nonce(secrets.token_bytes(8))
+        """This link's watcher nonce: reports without it are an earlier run's (see `ChangeReport`)."""
+        self.stale_reports = 0
         self._process = process
         self._client = ControlClient(reader, writer, self._on_control_event)
         self._queue: asyncio.Queue[LinkEvent | None] = asyncio.Queue()
@@ -113,7 +124,7 @@ class OpenMSXLink:
         await self.command("openmsx_update enable setting")
         if headless:
             await self.command("set renderer SDL")
-        await self.command(watch_script(self.regions))
+        await self.command(watch_script(self.regions, self.run))
         await self.command("msxsync::start")
         if launched:  # with -control the machine starts powered off
             await self.command("set power on")
@@ -121,6 +132,9 @@ class OpenMSXLink:
     async def _stop_child(self, process: asyncio.subprocess.Process) -> None:
         self._closing = True
         if process.returncode is None:
+            # Nothing of ours in settings.xml for the next run (the nonce makes it harmless anyway).
+            with suppress(OpenMSXError, TimeoutError):
+                await asyncio.wait_for(self.command(_FORGET_TCL), 0.5)
             # openMSX often closes the channel before it can answer `exit`.
             with suppress(OpenMSXError, TimeoutError):
                 await asyncio.wait_for(self.command("exit"), 0.5)
@@ -138,7 +152,7 @@ class OpenMSXLink:
         self._closing = True
         # If openMSX is already gone or stuck, nothing of ours is left to remove.
         with suppress(OpenMSXError, TimeoutError):
-            await asyncio.wait_for(self.command(_DETACH_TCL), STOP_TIMEOUT)
+            await asyncio.wait_for(self.command(_FORGET_TCL), STOP_TIMEOUT)
         self._client.close("the link was closed")
 
     # --- what the peer uses -------------------------------------------------------------------
@@ -181,6 +195,11 @@ class OpenMSXLink:
         except ValueError:
             raise ProtocolError(f"bad emulated time {reply[:40]!r}") from None
 
+    async def probe(self, addresses: Sequence[int]) -> Probe:
+        """Emulated time, the watcher's last report number and the bytes at ADDRESSES, read at
+        one moment (what arming checks)."""
+        return parse_probe(await self.command(probe_command(addresses)), addresses)
+
     async def set_watching(self, on: bool) -> None:
         """Pause or resume reporting (resuming takes a fresh snapshot: no catch-up report)."""
         await self.command("msxsync::start" if on else "msxsync::stop")
@@ -192,11 +211,17 @@ class OpenMSXLink:
             self._queue.put_nowait(Logged(event.level, event.text))
         elif event.name == CHANGES_SETTING and event.value:
             try:
-                _, emutime, changes = parse_changes(event.value)
+                report = parse_changes(event.value)
             except ProtocolError as error:
                 self._queue.put_nowait(Logged("error", f"ignored a bad change report: {error}"))
                 return
-            self._queue.put_nowait(LocalChanges(changes, emutime))
+            if report.run != self.run:
+                self.stale_reports += 1  # saved by openMSX in an earlier run, or an old watcher's
+                log.info("ignored a change report of an earlier msxsync run (%s)", report.run[:8])
+                return
+            self._queue.put_nowait(
+                LocalChanges(report.changes, report.emutime, report.written_at, report.seq)
+            )
 
     async def _pump(self) -> None:
         """Read openMSX's control output until it ends; report an unexpected end as `Exited`."""
