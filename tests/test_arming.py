@@ -108,11 +108,9 @@ def test_only_a_check_of_the_running_emulator_arms(steps: list[tuple[str, bool, 
     """Whatever reports say and in whatever order, arming happens in `check` and only when the
     emulator itself says the game is in play and --arm-after has passed."""
     arming = Arming(IN_GAME, arm_after=6.0)
-    report = 0
-    for kind, in_play, emutime in steps:
+    for report, (kind, in_play, emutime) in enumerate(steps, start=1):
         was_armed = arming.armed
         memory = {0xE000: int(in_play)}
-        report += 1
         if kind == "observe":
             actions = arming.observe(memory, emutime, report)
         elif kind == "check":

@@ -189,9 +189,7 @@ def test_run_nonces_are_hex_of_enough_random_bytes() -> None:
 
 def test_change_reports_decode() -> None:
     report = proto.parse_changes(f"{RUN} 7 8.25 1700000000123456 57344 cb 57360 3031")
-    assert report == proto.ChangeReport(
-        RUN, 7, 8.25, 1700000000.123456, ((0xE000, b"\xcb"), (0xE010, b"01"))
-    )
+    assert report == proto.ChangeReport(RUN, 7, 8.25, 1700000000.123456, ((0xE000, b"\xcb"), (0xE010, b"01")))
 
 
 @pytest.mark.parametrize(

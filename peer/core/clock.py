@@ -28,7 +28,7 @@ other players. So a local write's value is `max(own last + 1, seen by then + 1, 
 - `written_at` in ms is the wall-time floor, as for any tick.
 What was seen when is kept for `SEEN_HISTORY_S`; anything older is folded into one floor, so a
 stall longer than that stamps as if the write was made when the history begins (never lower than
-causality allows, only less fair).
+causality allows, only less fair); so does a wall clock that stepped back.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ class HybridClock:
 
     def stamp(self, written_at: float, now: float) -> int:
         """The value of a write the game made at `written_at` and that is published at `now`."""
+        if self._seen_times and now < self._seen_times[-1]:
+            self._forget_history()  # the wall clock stepped back: times no longer compare
         written_at = min(written_at, now)
         value = max(self._own + 1, self.seen_by(written_at) + 1, wall_ms(written_at))
         self._own = value
@@ -90,6 +92,12 @@ class HybridClock:
         while self._seen_times and self._seen_times[0] < now - SEEN_HISTORY_S:
             self._seen_times.popleft()
             self._seen_floor = self._seen_values.popleft()
+
+    def _forget_history(self) -> None:
+        if self._seen_values:
+            self._seen_floor = self._seen_values[-1]
+        self._seen_times.clear()
+        self._seen_values.clear()
 
     def seen_by(self, when: float) -> int:
         """The highest value seen at or before `when` (own values not included)."""
