@@ -16,7 +16,9 @@ import aiohttp
 
 from games.definition import GameDefinition
 from peer import identity, rom
-from peer.hosting import find_lan_host, hosting
+from peer.console import safe_name
+from peer.host_role import HostRole
+from peer.hosting import find_lan_host
 from peer.mesh.signalling import SignallingRefused
 from peer.openmsx import OpenMSXError
 from peer.options import PeerOptions, PlayerError
@@ -49,11 +51,12 @@ async def run_peer(options: PeerOptions) -> str:
         url = options.rendezvous
         if options.lan and not options.host:
             url = await find_lan_host(options)
+        player = safe_name(options.name or os.environ.get("USER", "player"))
+        host_role = await stack.enter_async_context(HostRole(options, player, bytes(key.verify_key)))
         if options.host:
-            url = await stack.enter_async_context(hosting(options))
+            url = await host_role.host()
         definition, rom_path = await _get_game(options, url, state_dir)
-        session = Session(options, key, definition, rom_path, url, state_dir)
-        session.hosting = options.host
+        session = Session(options, key, definition, rom_path, url, state_dir, host_role)
         try:
             return await session.run()
         except BaseExceptionGroup as group:

@@ -1,20 +1,18 @@
-"""The player's session: openMSX, the rendezvous, the mesh and the disk, wired in one place.
+"""The player's session: openMSX, the room, the disk and the terminal, wired in one place.
 
-`Session.run()` starts (or attaches to) openMSX, joins the room, and then one `asyncio.TaskGroup`
-owns every task: signalling and the mesh, the link's event loop, the applier, arming, takeover of
-hosting, persistence, the status line and the console.
+`Session.run()` opens (or attaches to) openMSX, joins the room, and then one `asyncio.TaskGroup`
+owns every task of the session. The parts, each in its own module:
+- `peer.core.gating.Gate` (pure): what may be published when, what the emulator must be given;
+- `peer.applier.Applier`: everything written into openMSX, in order (typed commands);
+- `peer.persistence.Persistence`: the room's durable state, saved from a worker thread;
+- `peer.host_role.HostRole`: hosting, the LAN announcement, taking over from a gone host;
+- `peer.terminal.Terminal`: the status line and the console;
+- `peer.mesh.room.RoomSession`: signalling, the replica and the WebRTC mesh.
+This module routes events between them and carries out the gate's actions (`_act`).
 
-Flow of bytes:
-- openMSX reports a frame's changes (`LocalChanges`): bytes at the armed-when addresses feed the
-  arming rule; shared bytes are published through the mesh only while armed (and not while an
-  adoption is under way), then persisted;
-- the mesh reports merged remote bytes (`BytesChanged`): they are persisted at once and, while
-  armed, written into openMSX in order by the applier task;
-- arming adopts the room's state (see `peer.core.arming`): the applier writes every byte a peer
-  has written into openMSX, then publishes the game's values of the bytes nobody has written.
-
-Persistence runs in one worker thread (SQLite fsyncs must not stall the event loop); rows are
-taken in the loop, so the thread never reads live state.
+Flow of bytes: openMSX reports a check's changes (`LocalChanges`) → the gate → `Publish` through
+the mesh; the mesh reports merged remote bytes (`BytesChanged`) → the gate → `WriteToEmulator`
+through the applier; every merge that moved a stamp (`StateChanged`, `Published`) → persistence.
 """
 
 from __future__ import annotations
@@ -26,39 +24,34 @@ import os
 import signal
 import sys
 import time
-from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from nacl.signing import SigningKey
 
-from games.catalogue import CatalogueEntry, hash_rom
 from games.definition import GameDefinition, Region
-from peer import lan
-from peer.console import Command, PeerLine, Status, format_status, parse_command, safe_name
-from peer.core import takeover
-from peer.core.arming import Adopt, Arming, Check, Disarm
-from peer.core.lan import Announcement
+from peer.applier import Applier, ShowMessage
+from peer.console import Command, PeerLine, Status, safe_name
+from peer.core.gating import Action, AdoptRoom, Check, Gate, Publish, Tell, WriteToEmulator
 from peer.core.replica import (
     BytesChanged,
     ChatReceived,
     Event,
     FullStateReceived,
     Repaired,
+    Replica,
     StateChanged,
 )
-from peer.core.state import NO_WRITER, Layout, Run, SharedState
-from peer.hosting import hosting
+from peer.core.state import Layout, SharedState
+from peer.host_role import HostRole
 from peer.mesh.mesh import LinkLost, Mesh, PeerAdmitted, Published
 from peer.mesh.room import RoomSession
 from peer.mesh.signalling import Member, Roster
 from peer.mesh.webrtc import IceOptions
 from peer.openmsx import Exited, LocalChanges, Logged, OpenMSXError, OpenMSXLink
 from peer.options import PeerOptions, PlayerError
-from peer.storage import RoomStore, StorageError, rows_for
+from peer.persistence import Persistence
+from peer.terminal import Terminal
 
 log = logging.getLogger("msxsync.peer")
 
@@ -69,15 +62,12 @@ JOIN_TIMEOUT = 20.0
 BOOT_ARM_AFTER = 10.0
 ROOM_STATE_TIMEOUT = 10.0  # with others in the room but none reachable, play on with our own state
 ARMING_POLL = 0.25
-STATUS_INTERVAL = 1.0
 RESYNC_MESSAGE = "msxsync: resync requested"
 RESYNC_KEY = "F10"
 # In a layer of our own: it wins over the default F10 binding while active, and leaving
 # deactivates it, so an attached openMSX gets its own F10 back.
 _BIND = f'bind -layer msxsync {RESYNC_KEY} {{message "{RESYNC_MESSAGE}" info}}; activate_input_layer msxsync'
 _UNBIND = f"deactivate_input_layer msxsync; unbind -layer msxsync {RESYNC_KEY}"
-TAKEOVER_CHECK = 1.0
-TAKEOVER_AFTER = 3.0  # seconds without a rendezvous (and without the host) before taking over
 
 
 def arm_after(given: float | None, definition: GameDefinition) -> float | None:
@@ -88,31 +78,12 @@ def arm_after(given: float | None, definition: GameDefinition) -> float | None:
     return BOOT_ARM_AFTER
 
 
-def split_at_regions(runs: Iterable[Run], regions: Iterable[Region]) -> list[Run]:
-    """Cut runs where one region ends and the next begins (openMSX writes one region at a time)."""
-    pieces: list[Run] = []
-    for address, data in runs:
-        for region in regions:
-            start, end = max(address, region.start), min(address + len(data) - 1, region.end)
-            if start <= end:
-                pieces.append((start, data[start - address : end - address + 1]))
-    return pieces
-
-
-@dataclass(slots=True)
-class _Rates:
-    """Writes per second over the last few seconds, for the status line."""
-
-    window: float = 5.0
-    samples: deque[tuple[float, int]] = field(default_factory=deque)
-
-    def add(self, now: float, count: int) -> None:
-        self.samples.append((now, count))
-
-    def per_second(self, now: float) -> float:
-        while self.samples and self.samples[0][0] < now - self.window:
-            self.samples.popleft()
-        return sum(count for _, count in self.samples) / self.window
+def watched_regions(definition: GameDefinition) -> list[Region]:
+    """The shared regions plus the armed-when bytes outside them (arming must see those)."""
+    extra = []
+    if definition.armed_when is not None:
+        extra = [Region(a, a) for a in definition.armed_when.addresses if not definition.is_shared(a)]
+    return [*definition.regions, *extra]
 
 
 class Session:
@@ -126,6 +97,7 @@ class Session:
         rom_path: Path,
         url: str,
         state_dir: Path,
+        host_role: HostRole,
     ) -> None:
         self.options = options
         self.key = key
@@ -134,64 +106,45 @@ class Session:
         self.rom_path = rom_path
         self.url = url
         self.state_dir = state_dir
-        self.layout = Layout(definition.regions)
-        self.arming = Arming(definition.armed_when, arm_after(options.arm_after, definition))
-        self.memory: dict[int, int] = {}
+        self.player = safe_name(options.name or os.environ.get("USER", "player"))
+        self.gate = Gate(
+            Layout(definition.regions), definition.armed_when, arm_after(options.arm_after, definition)
+        )
+        self.host_role = host_role
+        self.persistence = Persistence(
+            state_dir / "rooms.sqlite", game=definition.name, layout=self.gate.layout
+        )
+        self.terminal = Terminal(self.status, self._run_command)
         self.names: dict[bytes, str] = {}
         self.host_key: bytes | None = None
-        self.hosting = False  # this peer runs the rendezvous in-process
-        self._hosting_stack = contextlib.AsyncExitStack()
         self.roster: Roster | None = None
         self.mesh: Mesh | None = None
-        self.link: OpenMSXLink | None = None
-        self.store: RoomStore | None = None
-        self.adopting = False
-        # During a manual resync the game is in play: its changes are held, then re-applied and
-        # published once the room's bytes are in (on arming they are boot noise and dropped).
-        self._hold_during_adoption = False
-        self._held: dict[int, int] = {}
-        self.out_rates, self.in_rates = _Rates(), _Rates()
-        self._applies: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.applier: Applier | None = None
         self._check_arming = asyncio.Event()
-        self._dirty_event = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stop_reason = "quit"
-        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="msxsync-disk")
 
     # ---- the whole session ---------------------------------------------------------------------
 
     async def run(self) -> str:
         try:
             async with self._open_link() as link:
-                self.link = link
+                self.applier = Applier(link, self.definition.regions, self.gate, self._replica, self._act)
                 await self._install_key_binding(link)
-                # A game already in play (--attach) may never change these bytes again: judge now.
-                await self._check_arming_now(link)
+                await self._check_arming_now(link)  # a game already in play (--attach) may never report
                 await self._play(link)
         except OpenMSXError as exc:
             raise PlayerError(f"openMSX failed: {exc}") from None
         finally:
-            await self._hosting_stack.aclose()
-            self._disk.shutdown(wait=True)
-            if self.store is not None:
-                self.store.close()
+            self.persistence.close()
         return self._stop_reason
 
-    def _watched_regions(self) -> list[Region]:
-        """The shared regions plus the armed-when bytes outside them (arming must see those)."""
-        extra = []
-        if self.definition.armed_when is not None:
-            extra = [
-                Region(a, a) for a in self.definition.armed_when.addresses if not self.definition.is_shared(a)
-            ]
-        return [*self.definition.regions, *extra]
-
     def _open_link(self) -> contextlib.AbstractAsyncContextManager[OpenMSXLink]:
-        options = self.options
+        options, regions = self.options, watched_regions(self.definition)
         if options.attach is not None:
-            return OpenMSXLink.attach(self._watched_regions(), pid=options.attach or None)
+            return OpenMSXLink.attach(regions, pid=options.attach or None)
         return OpenMSXLink.launch(
-            self._watched_regions(),
+            regions,
             home=self.state_dir / "openmsx-home",
             machine=options.machine or self.definition.machine or DEFAULT_MACHINE,
             cartridge=self.rom_path,
@@ -202,10 +155,36 @@ class Session:
         )
 
     async def _play(self, link: OpenMSXLink) -> None:
-        room = RoomSession(
+        room = self._room()
+        async with asyncio.TaskGroup() as tasks:
+            room_task = tasks.create_task(room.run())
+            self.mesh = await self._wait_ready(room, room_task)
+            self.roster_changed(room.signalling.roster or self.roster)
+            if self.host_role.hosting:
+                await self.host_role.announce(self.definition.name, self.roster.room if self.roster else None)
+            background = [
+                tasks.create_task(self._watch_host(room)),
+                tasks.create_task(self.persistence.run(self._state)),
+                tasks.create_task(self._apply_loop()),
+                tasks.create_task(self._arming_loop(link)),
+                tasks.create_task(self.terminal.status_loop()),
+                tasks.create_task(self._room_state_deadline()),
+            ]
+            if sys.stdin.isatty():
+                background.append(tasks.create_task(self.terminal.console_loop()))
+            if self.options.quit_after is not None:
+                background.append(tasks.create_task(self._quit_later(self.options.quit_after)))
+            watcher = tasks.create_task(self._link_loop(link))
+            await self._until_stopped()
+            watcher.cancel()
+            room.stop(self._stop_reason)
+            await self._leave(link, background)
+
+    def _room(self) -> RoomSession:
+        return RoomSession(
             rendezvous=self.url,
             signing_key=self.key,
-            name=safe_name(self.options.name or os.environ.get("USER", "player")),
+            name=self.player,
             game=self.definition.name,
             room=self.options.room,
             password=self.options.password,
@@ -214,36 +193,18 @@ class Session:
             on_event=self._on_mesh_event,
             prepare=self._prepare_room,
             on_roster=self.roster_changed,
-            standby=self._standby_url(),
+            standby=self.host_role.standby_url(),
         )
-        async with asyncio.TaskGroup() as tasks:
-            room_task = tasks.create_task(room.run())
-            self.mesh = await self._wait_ready(room, room_task)
-            self.roster_changed(room.signalling.roster or self.roster)
-            if self.hosting:
-                await self._announce()
-            background = [
-                tasks.create_task(self._takeover_loop(room)),
-                tasks.create_task(self._persist_loop()),
-                tasks.create_task(self._apply_loop(link)),
-                tasks.create_task(self._arming_loop(link)),
-                tasks.create_task(self._status_loop()),
-                tasks.create_task(self._room_state_deadline()),
-            ]
-            if sys.stdin.isatty():
-                background.append(tasks.create_task(self._console_loop()))
-            if self.options.quit_after is not None:
-                background.append(tasks.create_task(self._quit_later(self.options.quit_after)))
-            watcher = tasks.create_task(self._link_loop(link))
-            loop = asyncio.get_running_loop()
-            for signal_number in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signal_number, self.stop, "interrupted")
+
+    async def _until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, self.stop, "interrupted")
+        try:
             await self._stopped.wait()
+        finally:
             for signal_number in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signal_number)
-            watcher.cancel()
-            room.stop(self._stop_reason)
-            await self._leave(background)
 
     async def _wait_ready(self, room: RoomSession, task: asyncio.Task[None]) -> Mesh:
         ready = asyncio.ensure_future(room.wait_ready())
@@ -263,18 +224,7 @@ class Session:
 
     async def _prepare_room(self, roster: Roster) -> tuple[SharedState, int]:
         """Open this room's durable state (once its name is known) and take a session number."""
-        try:
-            self.store = await asyncio.to_thread(
-                RoomStore,
-                self.state_dir / "rooms.sqlite",
-                game=self.definition.name,
-                room=roster.room,
-                layout=self.layout,
-            )
-            session = await asyncio.to_thread(self.store.next_session)
-            state = await asyncio.to_thread(self.store.load)
-        except StorageError as exc:
-            raise PlayerError(str(exc)) from None
+        state, session = await self.persistence.open(roster.room)
         log.info(
             "joined room %r of %s as %s (session %d)",
             roster.room,
@@ -283,80 +233,6 @@ class Session:
             session,
         )
         return state, session
-
-    # ---- hosting and taking over --------------------------------------------------------------
-
-    def _own_address(self) -> str:
-        """The address other players reach this machine at (for the standby URL)."""
-        if self.options.ice_addresses:
-            return self.options.ice_addresses[0]
-        found = lan.local_addresses()
-        return found[0] if found else "127.0.0.1"
-
-    def _standby_url(self) -> str:
-        address = self._own_address()
-        host = f"[{address}]" if ":" in address else address
-        return f"http://{host}:{self.options.port}"
-
-    async def _announce(self) -> None:
-        """Announce our rendezvous on the LAN (not when play is pinned to this machine)."""
-        if self.options.ice_addresses and all(
-            a.startswith("127.") or a == "::1" for a in self.options.ice_addresses
-        ):
-            log.info("not announcing on the LAN: --ice-address keeps play on this machine")
-            return
-        room = self.roster.room if self.roster else None
-        player = safe_name(self.options.name or os.environ.get("USER", "player"))
-        try:
-            announcement = Announcement(
-                player=player, game=self.definition.name, room=room, key=self.me.hex()
-            )
-            await self._hosting_stack.enter_async_context(lan.announce(announcement, port=self.options.port))
-        except (lan.LanError, ValueError) as exc:
-            log.warning("cannot announce on the LAN (%s); others can still join with --rendezvous", exc)
-
-    async def _takeover_loop(self, room: RoomSession) -> None:
-        """When the rendezvous and the host are both gone, the first remaining member hosts."""
-        lost_since: float | None = None
-        while True:
-            await asyncio.sleep(TAKEOVER_CHECK)
-            if room.signalling.stats.connected:
-                lost_since = None
-                continue
-            now = time.monotonic()
-            lost_since = lost_since if lost_since is not None else now
-            successor = self._successor()
-            if now - lost_since >= TAKEOVER_AFTER and successor is not None:
-                lost_since = None
-                await self._move_to(successor, room)
-
-    def _successor(self) -> Member | None:
-        if self.roster is None or self.mesh is None:
-            return None
-        return takeover.successor(
-            self.roster.members, gone_host=self.host_key, me=self.me, connected=self.mesh.admitted()
-        )
-
-    async def _move_to(self, successor: Member, room: RoomSession) -> None:
-        url = successor.standby
-        if successor.key == self.me:
-            try:
-                url = await self._hosting_stack.enter_async_context(
-                    hosting(self.options, await asyncio.to_thread(self._catalogue_entry))
-                )
-            except PlayerError as exc:
-                log.warning("cannot take over hosting: %s", exc)
-                return
-            self.hosting = True
-            await self._announce()
-        self.host_key = successor.key
-        self._osd(f"{self._name(successor.key)} now hosts the room")
-        if url is not None:
-            await room.signalling.retarget(url)
-
-    def _catalogue_entry(self) -> CatalogueEntry:
-        """The game being played, to serve when taking over (hashing reads the ROM: a thread)."""
-        return CatalogueEntry(self.definition, self.rom_path.parent, hash_rom(self.rom_path))
 
     def _ice_options(self) -> IceOptions:
         options = self.options
@@ -371,14 +247,13 @@ class Session:
         except ValueError as exc:
             raise PlayerError(f"{exc}; see --help for the STUN/TURN URL forms.") from None
 
-    async def _leave(self, background: Iterable[asyncio.Task[Any]]) -> None:
-        await self._flush_disk()
+    async def _leave(self, link: OpenMSXLink, background: Iterable[asyncio.Task[object]]) -> None:
+        await self.persistence.flush(self._state())
         for task in background:
             task.cancel()
-        if self.link is not None:
-            with contextlib.suppress(OpenMSXError):
-                await self.link.show_message("msxsync: left the room")
-                await self.link.command(_UNBIND)  # an attached openMSX plays on, F10 as before
+        with contextlib.suppress(OpenMSXError):
+            await link.show_message("msxsync: left the room")
+            await link.command(_UNBIND)  # an attached openMSX plays on, F10 as before
 
     def stop(self, reason: str) -> None:
         self._stop_reason = reason
@@ -388,7 +263,30 @@ class Session:
         await asyncio.sleep(seconds)
         self.stop("time is up")
 
-    # ---- signalling listener -------------------------------------------------------------------
+    def _replica(self) -> Replica | None:
+        return self.mesh.replica if self.mesh is not None else None
+
+    def _state(self) -> SharedState | None:
+        return self.mesh.replica.state if self.mesh is not None else None
+
+    # ---- hosting -------------------------------------------------------------------------------
+
+    async def _watch_host(self, room: RoomSession) -> None:
+        await self.host_role.watch(
+            room,
+            roster=lambda: self.roster,
+            host=lambda: self.host_key,
+            admitted=lambda: self.mesh.admitted() if self.mesh is not None else set(),
+            definition=self.definition,
+            rom_path=self.rom_path,
+            moved=self._host_moved,
+        )
+
+    def _host_moved(self, successor: Member) -> None:
+        self.host_key = successor.key
+        self._tell(f"{self._name(successor.key)} now hosts the room")
+
+    # ---- the room: roster and mesh events ------------------------------------------------------
 
     def roster_changed(self, roster: Roster | None) -> None:
         if roster is None:
@@ -398,39 +296,36 @@ class Session:
         self.names = {member.key: safe_name(member.name) for member in roster.members}
         if self.host_key != roster.host and roster.host in self.names:
             self.host_key = roster.host
-            self._osd(f"{self._name(roster.host)} hosts the room")
+            self._tell(f"{self._name(roster.host)} hosts the room")
         for key in set(previous) - set(self.names):
-            self._osd(f"{previous[key]} left")
-        if self.mesh is not None and set(roster.keys) <= {self.me} and not self.arming.room_ready:
+            self._tell(f"{previous[key]} left")
+        if self.mesh is not None and set(roster.keys) <= {self.me} and not self.gate.arming.room_ready:
             log.info("alone in the room: playing with the state saved on this machine")
-            self._arming_actions(self.arming.room_is_ready())
-
-    # ---- mesh events ---------------------------------------------------------------------------
+            self._act(self.gate.room_is_ready())
 
     def _on_mesh_event(self, event: Event) -> None:
         match event:
             case StateChanged():
-                self._dirty_event.set()
+                self.persistence.changed()
             case BytesChanged(_, changes):
-                self.in_rates.add(time.monotonic(), sum(len(data) for _, data in changes))
-                self._dirty_event.set()
-                if self.arming.armed:
-                    self._applies.put_nowait(("apply", changes))
+                self.terminal.bytes_in.add(time.monotonic(), sum(len(data) for _, data in changes))
+                self.persistence.changed()
+                self._act(self.gate.remote_changes(changes))
             case FullStateReceived(peer):
-                if not self.arming.room_ready:
+                if not self.gate.arming.room_ready:
                     log.info("got the room's state from %s", self._name(peer))
-                    self._arming_actions(self.arming.room_is_ready())
+                    self._act(self.gate.room_is_ready())
             case Published(runs):
-                self.out_rates.add(time.monotonic(), sum(len(data) for _, data in runs))
-                self._dirty_event.set()
+                self.terminal.bytes_out.add(time.monotonic(), sum(len(data) for _, data in runs))
+                self.persistence.changed()
             case PeerAdmitted(peer):
-                self._osd(f"{self._name(peer)} joined")
+                self._tell(f"{self._name(peer)} joined")
             case LinkLost(peer, reason):
                 log.info("connection to %s lost: %s", self._name(peer), reason)
             case ChatReceived(peer, text):
-                self._osd(f"{self._name(peer)}: {safe_name(text, 200)}")
+                self._tell(f"{self._name(peer)}: {safe_name(text, 200)}")
             case Repaired(peer):
-                self._osd(f"resynced with {self._name(peer)}")
+                self._tell(f"resynced with {self._name(peer)}")
 
     def _name(self, key: bytes) -> str:
         return self.names.get(key, key.hex()[:8])
@@ -440,8 +335,8 @@ class Session:
     async def _link_loop(self, link: OpenMSXLink) -> None:
         async for event in link.events():
             match event:
-                case LocalChanges():
-                    self._local_changes(event)
+                case LocalChanges(changes, emutime, written_at, report):
+                    self._act(self.gate.report(changes, emutime, written_at, report))
                 case Logged(_, text) if text.strip() == RESYNC_MESSAGE:
                     self.resync()
                 case Logged(level, text) if level in ("warning", "error") and "sequencer" not in text:
@@ -452,48 +347,24 @@ class Session:
                     self.stop(f"openMSX went away: {reason}")
                     return
 
-    def _local_changes(self, report: LocalChanges) -> None:
-        shared: list[Run] = []
-        for address, data in report.changes:
-            for offset, value in enumerate(data):
-                if address + offset in self.memory:
-                    self.memory[address + offset] = value
-            if self.layout.check_run(address, len(data)):
-                shared.append((address, data))
-        self._arming_actions(self.arming.observe(self.memory, report.emutime, report.report))
-        # Made before the check that armed, or disarming: the boot or the title screen writing.
-        if not shared or not self.arming.publishes(report.report):
-            return
-        if not self.adopting:
-            self._publish(shared, report.written_at)
-        elif self._hold_during_adoption:
-            self._held.update((a + i, value) for a, data in shared for i, value in enumerate(data))
+    # ---- the gate's actions --------------------------------------------------------------------
 
-    def _publish(self, runs: list[Run], written_at: float | None = None) -> None:
-        if self.mesh is not None:
-            # (what goes out comes back as a `Published` event)
-            self.mesh.local_changes(runs, written_at)
-
-    # ---- arming --------------------------------------------------------------------------------
+    def _act(self, actions: Iterable[Action]) -> None:
+        for action in actions:
+            match action:
+                case Publish(runs, written_at) if self.mesh is not None:
+                    self.mesh.local_changes(runs, written_at)  # comes back as `Published`
+                case WriteToEmulator() | AdoptRoom() if self.applier is not None:
+                    self.applier.put(action)
+                case Check():
+                    self._check_arming.set()
+                case Tell(text):
+                    self._tell(text)
 
     async def _check_arming_now(self, link: OpenMSXLink) -> None:
         """Judge arming on what the running emulator says now (never on a report alone)."""
-        addresses = self.definition.armed_when.addresses if self.definition.armed_when else ()
-        probe = await link.probe(addresses)
-        self.memory.update(probe.memory)
-        self._arming_actions(self.arming.check(self.memory, probe.emutime, probe.last_report))
-
-    def _arming_actions(self, actions: Iterable[object]) -> None:
-        for action in actions:
-            match action:
-                case Check():
-                    self._check_arming.set()
-                case Adopt(reason):
-                    self.adopting = True
-                    self._hold_during_adoption = self.arming.armed and reason != "armed"
-                    self._applies.put_nowait(("adopt", reason))
-                case Disarm(reason):
-                    self._osd(f"msxsync: paused sharing ({reason})")
+        probe = await link.probe(self.gate.watched)
+        self._act(self.gate.probed(probe.memory, probe.emutime, probe.last_report))
 
     async def _arming_loop(self, link: OpenMSXLink) -> None:
         """While disarmed, check the emulator when asked to, and every ARMING_POLL (for --arm-after)."""
@@ -501,95 +372,40 @@ class Session:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._check_arming.wait(), ARMING_POLL)
             self._check_arming.clear()
-            if not self.arming.armed:
+            if not self.gate.armed:
                 await self._check_arming_now(link)
 
     async def _room_state_deadline(self) -> None:
         await asyncio.sleep(ROOM_STATE_TIMEOUT)
-        if not self.arming.room_ready:
+        if not self.gate.arming.room_ready:
             log.warning(
                 "no other player answered within %.0f s: playing with this machine's saved state",
                 ROOM_STATE_TIMEOUT,
             )
-            self._arming_actions(self.arming.room_is_ready())
+            self._act(self.gate.room_is_ready())
+
+    async def _apply_loop(self) -> None:
+        if self.applier is None:
+            return
+        try:
+            await self.applier.run()
+        except OpenMSXError as exc:  # openMSX went away mid-command: the session is over
+            self.stop(f"openMSX went away: {exc}")
 
     def resync(self) -> None:
         """Manual resync: ask every peer for its full state and re-adopt the room's bytes."""
         if self.mesh is not None:
             self.mesh.request_resync()
-        self._arming_actions(self.arming.resync())
-        self._osd("msxsync: resync")
-
-    async def _apply_loop(self, link: OpenMSXLink) -> None:
-        """Everything that writes into openMSX, in order: remote bytes, adoptions, messages."""
-        while True:
-            kind, payload = await self._applies.get()
-            try:
-                if kind == "adopt":
-                    await self._adopt(link, payload)
-                elif kind == "message":
-                    await link.show_message(payload)
-                elif self.arming.armed:
-                    await self._write(link, payload)
-            except ValueError as exc:  # refused by the link's validation: report, keep playing
-                log.error("could not %s in openMSX: %s", kind, exc)
-            except OpenMSXError as exc:  # openMSX went away mid-command: the session is over
-                self.stop(f"openMSX went away: {exc}")
-                return
-
-    async def _write(self, link: OpenMSXLink, runs: Iterable[Run]) -> None:
-        missed = await link.apply(split_at_regions(runs, self.definition.regions))
-        if missed:
-            log.warning("%d shared bytes did not take in openMSX (no RAM mapped there now)", len(missed))
-
-    async def _adopt(self, link: OpenMSXLink, reason: str) -> None:
-        if self.mesh is None:
-            return
-        state = self.mesh.replica.state
-        written = [(e.address, e.data) for e in state.entries() if e.writer != NO_WRITER]
-        if written:
-            await self._write(link, written)
-        unwritten = set(self.mesh.replica.unwritten_addresses())
-        game_values: list[Run] = []
-        for region in self.definition.regions:
-            data = await link.read(region.start, region.size)
-            game_values += [
-                (region.start + i, data[i : i + 1])
-                for i in range(region.size)
-                if region.start + i in unwritten
-            ]
-        self.adopting = False
-        if game_values and self.arming.armed:
-            self._publish(game_values)
-        held, self._held = sorted(self._held.items()), {}
-        if held and self.arming.armed:
-            runs = [(address, bytes([value])) for address, value in held]
-            await self._write(link, runs)  # the game's newer bytes win over what adoption wrote
-            self._publish(runs)
-        adopted = sum(len(data) for _, data in written)
-        self._osd(f"msxsync: sharing ({reason}, {adopted} bytes from the room)")
-
-    # ---- persistence ---------------------------------------------------------------------------
-
-    async def _persist_loop(self) -> None:
-        while True:
-            await self._dirty_event.wait()
-            await self._flush_disk()
-
-    async def _flush_disk(self) -> None:
-        self._dirty_event.clear()
-        if self.store is None or self.mesh is None or not self.mesh.replica.state.dirty:
-            return
-        state = self.mesh.replica.state
-        rows = rows_for(state, state.take_dirty())  # taken here: the thread never reads live state
-        await asyncio.get_running_loop().run_in_executor(self._disk, self.store.write_rows, rows)
+        self._act(self.gate.resync())
+        self._tell("msxsync: resync")
 
     # ---- what the player sees and types --------------------------------------------------------
 
-    def _osd(self, text: str) -> None:
+    def _tell(self, text: str) -> None:
         """Tell the player, on the terminal and on openMSX's screen (in order with the applies)."""
-        print(f"\n{text}" if sys.stderr.isatty() else text, file=sys.stderr, flush=True)
-        self._applies.put_nowait(("message", text))
+        self.terminal.say(text)
+        if self.applier is not None:
+            self.applier.put(ShowMessage(text))
 
     def status(self) -> Status:
         now = time.monotonic()
@@ -603,36 +419,12 @@ class Session:
             game=self.definition.name,
             room=self.roster.room if self.roster else "?",
             host=self._name(self.host_key) if self.host_key else "?",
-            armed=self.arming.armed,
-            waiting_for=tuple(self.arming.waiting_for()),
+            armed=self.gate.armed,
+            waiting_for=tuple(self.gate.waiting_for()),
             peers=tuple(peers),
-            writes_out_per_s=self.out_rates.per_second(now),
-            writes_in_per_s=self.in_rates.per_second(now),
+            writes_out_per_s=self.terminal.bytes_out.per_second(now),
+            writes_in_per_s=self.terminal.bytes_in.per_second(now),
         )
-
-    async def _status_loop(self) -> None:
-        tty = sys.stderr.isatty()
-        tick = 0
-        while True:
-            await asyncio.sleep(STATUS_INTERVAL)
-            tick += 1
-            line = format_status(self.status())
-            if tty:
-                sys.stderr.write("\r" + line[:200].ljust(200)[: os.get_terminal_size().columns - 1])
-                sys.stderr.flush()
-            elif tick % 5 == 0:
-                print(line, file=sys.stderr, flush=True)
-
-    async def _console_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        print("msxsync: type 'help' for commands", file=sys.stderr)
-        while line := await reader.readline():
-            command = parse_command(line.decode("utf-8", "replace"))
-            if command is not None:
-                self._run_command(command)
-        self.stop("quit")
 
     def _run_command(self, command: Command) -> None:
         match command:
@@ -642,7 +434,7 @@ class Session:
                 except ValueError:
                     print("msxsync: that message is too long", file=sys.stderr)
             case Command("peers"):
-                print(format_status(self.status()), file=sys.stderr)
+                self.terminal.show_status()
             case Command("resync"):
                 self.resync()
             case Command("quit"):

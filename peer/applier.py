@@ -1,0 +1,105 @@
+"""The emulator applier: everything msxsync writes into openMSX, in order, from one task.
+
+Remote bytes, adoptions of the room's state and on-screen messages go through one queue of typed
+commands, so that an adoption's writes, the remote bytes that follow it and the messages about
+both reach the emulator in the order they were decided. The applier does the I/O of an adoption
+(write the room's bytes, read the regions) and hands the outcome back to the gate
+(`peer.core.gating`), whose actions the session carries out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from games.definition import Region
+from peer.core.gating import Action, AdoptRoom, Gate, WriteToEmulator, room_bytes, unwritten_values
+from peer.core.replica import Replica
+from peer.core.state import Run
+from peer.openmsx import OpenMSXLink
+
+log = logging.getLogger("msxsync.peer")
+
+
+@dataclass(frozen=True, slots=True)
+class ShowMessage:
+    """Show a line on openMSX's screen."""
+
+    text: str
+
+
+Command = WriteToEmulator | AdoptRoom | ShowMessage
+
+
+def split_at_regions(runs: Iterable[Run], regions: Iterable[Region]) -> list[Run]:
+    """Cut runs where one region ends and the next begins (openMSX writes one region at a time)."""
+    pieces: list[Run] = []
+    for address, data in runs:
+        for region in regions:
+            start, end = max(address, region.start), min(address + len(data) - 1, region.end)
+            if start <= end:
+                pieces.append((start, data[start - address : end - address + 1]))
+    return pieces
+
+
+class Applier:
+    """One task (`run`) writing queued commands into openMSX."""
+
+    def __init__(
+        self,
+        link: OpenMSXLink,
+        regions: Sequence[Region],
+        gate: Gate,
+        replica: Callable[[], Replica | None],
+        act: Callable[[list[Action]], None],
+    ) -> None:
+        self._link = link
+        self._regions = tuple(regions)
+        self._gate = gate
+        self._replica = replica
+        self._act = act
+        self._queue: asyncio.Queue[Command] = asyncio.Queue()
+
+    def put(self, command: Command) -> None:
+        self._queue.put_nowait(command)
+
+    async def run(self) -> None:
+        """Until openMSX goes away (raises OpenMSXError then)."""
+        while True:
+            command = await self._queue.get()
+            try:
+                await self._carry_out(command)
+            except ValueError as exc:  # refused by the link's validation: report, keep playing
+                log.error("could not carry out %s in openMSX: %s", type(command).__name__, exc)
+
+    async def _carry_out(self, command: Command) -> None:
+        match command:
+            case AdoptRoom(reason):
+                await self._adopt(reason)
+            case ShowMessage(text):
+                await self._link.show_message(text)
+            case WriteToEmulator(runs) if self._gate.armed:
+                await self._write(runs)
+
+    async def _write(self, runs: Iterable[Run]) -> None:
+        missed = await self._link.apply(split_at_regions(runs, self._regions))
+        if missed:
+            log.warning("%d shared bytes did not take in openMSX (no RAM mapped there now)", len(missed))
+
+    async def _adopt(self, reason: str) -> None:
+        game_values: list[Run] = []
+        adopted = 0
+        try:
+            replica = self._replica()
+            if replica is None:
+                return
+            written = room_bytes(replica.state)
+            if written:
+                await self._write(written)
+            adopted = sum(len(data) for _, data in written)
+            reads = [await self._link.read(r.start, r.size) for r in self._regions]
+            game_values = unwritten_values(self._regions, reads, replica.unwritten_addresses())
+        finally:  # the gate must hear the adoption ended, or it would hold the game's bytes forever
+            self._act(self._gate.adopted(reason, game_values, adopted))

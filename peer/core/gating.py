@@ -1,0 +1,188 @@
+"""Publish gating: what a peer may publish when, what it holds during an adoption, and what its
+emulator must be given on arming.
+
+The arming rule (`peer.core.arming`) says *when* a peer shares; this module applies it to the flow
+of bytes:
+- a report of local changes (one watcher check) updates the armed-when bytes, may disarm or ask
+  for a `Check` of the emulator, and its shared bytes are published only when the report was made
+  after the check that armed and no adoption is under way;
+- remote changes go into the emulator only while armed (disarmed, the game is on its title screen
+  or booting, and adoption will bring everything in on re-arming);
+- an adoption (`AdoptRoom`, on arming and on a manual resync) is carried out by the session: it
+  writes `room_bytes(state)` into the emulator, reads the regions, and hands the game's values of
+  the bytes nobody has written to `adopted`, which publishes them. During a manual resync the game
+  is in play: its changes are held and, once the room's bytes are in, written back and published
+  (they are newer). On arming they are the boot's or the title screen's: dropped.
+
+Pure: no I/O, no clock. Every method returns the `Action`s to carry out, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from games.definition import ArmedWhen, Region
+from peer.core import arming
+from peer.core.arming import Arming, Check
+from peer.core.state import NO_WRITER, Layout, Run, SharedState
+
+__all__ = [
+    "AdoptRoom",
+    "Check",
+    "Gate",
+    "Publish",
+    "Tell",
+    "WriteToEmulator",
+    "room_bytes",
+    "unwritten_values",
+]
+
+ARMING = "armed"  # the reason of the adoption that arming starts
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Publish these local bytes; `written_at` is when the game made them (None: now)."""
+
+    runs: tuple[Run, ...]
+    written_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteToEmulator:
+    """Write these bytes into the emulator (the room's, so never reported back as local)."""
+
+    runs: tuple[Run, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AdoptRoom:
+    """Write the room's bytes into the emulator, read the regions, then call `Gate.adopted`."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tell:
+    """A line for the player (terminal and emulator screen)."""
+
+    text: str
+
+
+Action = Check | Publish | WriteToEmulator | AdoptRoom | Tell
+
+
+class Gate:
+    """One peer's gate between its emulator and the room."""
+
+    def __init__(self, layout: Layout, armed_when: ArmedWhen | None, arm_after: float | None) -> None:
+        self.layout = layout
+        self.arming = Arming(armed_when, arm_after)
+        self.watched = tuple(armed_when.addresses) if armed_when is not None else ()
+        self.memory: dict[int, int] = {}
+        """The latest values of the armed-when bytes."""
+        self._adoptions = 0  # asked for and not finished (each one's `adopted` comes, in order)
+        self._holding = False
+        self._held: dict[int, int] = {}
+
+    @property
+    def armed(self) -> bool:
+        return self.arming.armed
+
+    @property
+    def adopting(self) -> bool:
+        return self._adoptions > 0
+
+    # ---- inputs --------------------------------------------------------------------------------
+
+    def report(
+        self, changes: Iterable[Run], emutime: float, written_at: float | None, number: int
+    ) -> list[Action]:
+        """The watcher's report number NUMBER: local changes seen at `emutime`, made by `written_at`."""
+        shared: list[Run] = []
+        for address, data in changes:
+            for offset, value in enumerate(data):
+                if address + offset in self.watched:
+                    self.memory[address + offset] = value
+            if self.layout.check_run(address, len(data)):
+                shared.append((address, data))
+        actions = self._follow(self.arming.observe(self.memory, emutime, number))
+        if not shared or not self.arming.publishes(number):
+            return actions  # before the check that armed, or disarming: boot or title screen
+        if not self.adopting:
+            actions.append(Publish(tuple(shared), written_at))
+        elif self._holding:
+            self._held.update((a + i, value) for a, data in shared for i, value in enumerate(data))
+        return actions
+
+    def probed(self, memory: Mapping[int, int], emutime: float, last_report: int) -> list[Action]:
+        """What the running emulator said just now (see `arming.Check`)."""
+        self.memory.update(memory)
+        return self._follow(self.arming.check(self.memory, emutime, last_report))
+
+    def room_is_ready(self) -> list[Action]:
+        """The room's state is here, or this peer knows it is alone."""
+        return self._follow(self.arming.room_is_ready())
+
+    def resync(self) -> list[Action]:
+        return self._follow(self.arming.resync())
+
+    def remote_changes(self, runs: Sequence[Run]) -> list[Action]:
+        """Bytes other peers' writes changed in the replica."""
+        return [WriteToEmulator(tuple(runs))] if self.armed and runs else []
+
+    def adopted(self, reason: str, game_values: Sequence[Run], adopted: int) -> list[Action]:
+        """The room's `adopted` bytes are in the emulator; `game_values` are its bytes nobody wrote."""
+        self._adoptions = max(0, self._adoptions - 1)
+        actions: list[Action] = []
+        if self.adopting:  # another adoption follows: it publishes, once the room's bytes are in
+            return [Tell(f"msxsync: sharing ({reason}, {adopted} bytes from the room)")]
+        if game_values and self.armed:
+            actions.append(Publish(tuple(game_values)))
+        held, self._held = sorted(self._held.items()), {}
+        if held and self.armed:
+            runs = tuple((address, bytes([value])) for address, value in held)
+            actions += [WriteToEmulator(runs), Publish(runs)]  # the game's newer bytes win
+        actions.append(Tell(f"msxsync: sharing ({reason}, {adopted} bytes from the room)"))
+        return actions
+
+    def waiting_for(self) -> list[str]:
+        return self.arming.waiting_for()
+
+    def _follow(self, decisions: Iterable[arming.Action]) -> list[Action]:
+        actions: list[Action] = []
+        for decision in decisions:
+            match decision:
+                case arming.Adopt(reason):
+                    self._adoptions += 1
+                    self._holding = reason != ARMING
+                    if not self._holding:
+                        self._held.clear()
+                    actions.append(AdoptRoom(reason))
+                case arming.Disarm(reason):
+                    self._held.clear()
+                    actions.append(Tell(f"msxsync: paused sharing ({reason})"))
+                case Check():
+                    actions.append(Check())
+        return actions
+
+
+def room_bytes(state: SharedState) -> list[Run]:
+    """Every byte some peer has written, as runs: what an adopting emulator must take."""
+    return [(entry.address, entry.data) for entry in state.entries() if entry.writer != NO_WRITER]
+
+
+def unwritten_values(
+    regions: Sequence[Region], reads: Sequence[bytes], unwritten: Iterable[int]
+) -> list[Run]:
+    """The emulator's values (REGIONS read as READS) of the addresses nobody has written."""
+    wanted = set(unwritten)
+    values: list[Run] = []
+    for region, data in zip(regions, reads, strict=True):
+        if len(data) != region.size:
+            raise ValueError(f"read {len(data)} bytes of a {region.size}-byte region")
+        values += [
+            (region.start + i, data[i : i + 1]) for i in range(region.size) if region.start + i in wanted
+        ]
+    return values
