@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TypeGuard
 
 PROTOCOL_VERSION = 1
 HELLO_CONTEXT = b"msxsync-rendezvous-hello\x00"  # the client signs this, then the raw nonce
@@ -31,29 +32,29 @@ ROOM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.+-]{0,31}")
 STANDBY_PATTERN = re.compile(r"https?://(\[[0-9a-fA-F:.]{2,45}\]|[A-Za-z0-9.-]{1,63}):[0-9]{1,5}")
 
 
-def is_key(text: object) -> bool:
+def is_key(text: object) -> TypeGuard[str]:
     """64 lower-case hex digits, nothing before or after."""
     return isinstance(text, str) and KEY_PATTERN.fullmatch(text) is not None
 
 
-def is_signature(text: object) -> bool:
+def is_signature(text: object) -> TypeGuard[str]:
     return isinstance(text, str) and SIGNATURE_PATTERN.fullmatch(text) is not None
 
 
-def is_nonce(text: object) -> bool:
+def is_nonce(text: object) -> TypeGuard[str]:
     return isinstance(text, str) and NONCE_PATTERN.fullmatch(text) is not None
 
 
-def is_valid_room_name(name: object) -> bool:
+def is_valid_room_name(name: object) -> TypeGuard[str]:
     """1 to 32 characters: letters, digits, space, '_', '.', '+', '-', starting with a letter or digit."""
     return isinstance(name, str) and ROOM_PATTERN.fullmatch(name) is not None
 
 
-def is_standby_url(text: object) -> bool:
+def is_standby_url(text: object) -> TypeGuard[str]:
     return isinstance(text, str) and STANDBY_PATTERN.fullmatch(text) is not None
 
 
-def is_player_name(name: object) -> bool:
+def is_player_name(name: object) -> TypeGuard[str]:
     """What the server lets through after stripping: 1 to MAX_NAME printable characters."""
     return (
         isinstance(name, str) and 1 <= len(name) <= MAX_NAME and name.isprintable() and name == name.strip()
