@@ -70,11 +70,16 @@ class FrameError(ValueError):
     """A text frame that is not a JSON object; the text is a sentence fit to send back."""
 
 
+def _no_constants(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
 def json_object(text: str) -> dict[str, object]:
     """A text frame as a JSON object, or `FrameError`. Never anything else: deep nesting makes
-    `json.loads` raise RecursionError and a 5,000-digit number ValueError, both caught here."""
+    `json.loads` raise RecursionError and a 5,000-digit number ValueError, both caught here.
+    Python's NaN and Infinity extensions are refused: they are not JSON."""
     try:
-        body = json.loads(text)
+        body = json.loads(text, parse_constant=_no_constants)
     except (ValueError, RecursionError):
         raise FrameError("The message is not valid JSON.") from None
     if not isinstance(body, dict):

@@ -399,6 +399,8 @@ class SignallingProtocol:
         roster = parse_roster(message)
         if roster is None:
             return self._bad("a malformed roster", _excerpt(text))
+        if self.key not in roster.keys:
+            return self._bad("a roster that does not list us", _excerpt(text))
         if self._phase is Phase.JOINING:
             if self.room is not None and roster.room != self.room:
                 return self._bad(f"a roster of another room than {self.room!r}", _excerpt(text))
