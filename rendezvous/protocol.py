@@ -8,8 +8,6 @@ code and sentence the client gets back (codes are listed in PROTOCOL.md).
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,19 +15,17 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from games.definition import is_valid_game_name
+from rendezvous import wire
 
-PROTOCOL_VERSION = 1
-HELLO_CONTEXT = b"msxsync-rendezvous-hello\x00"
-NONCE_SIZE = 32
-MAX_NAME = 32
-MAX_PASSWORD = 128
-CHAT_LIMIT = 500
-
-_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
-_SIGNATURE_RE = re.compile(r"^[0-9a-f]{128}$")
-_ROOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,31}$")
-# Where a member would serve the rendezvous if it took over hosting: http(s)://HOST:PORT, nothing more.
-_STANDBY_RE = re.compile(r"^https?://(\[[0-9a-fA-F:.]{2,45}\]|[A-Za-z0-9.-]{1,63}):[0-9]{1,5}$")
+# The constants both ends share live in `rendezvous.wire`; re-exported for the server's modules.
+from rendezvous.wire import CHAT_LIMIT as CHAT_LIMIT
+from rendezvous.wire import HELLO_CONTEXT as HELLO_CONTEXT
+from rendezvous.wire import MAX_NAME as MAX_NAME
+from rendezvous.wire import MAX_PASSWORD as MAX_PASSWORD
+from rendezvous.wire import NONCE_SIZE as NONCE_SIZE
+from rendezvous.wire import PROTOCOL_VERSION as PROTOCOL_VERSION
+from rendezvous.wire import is_valid_room_name as is_valid_room_name
+from rendezvous.wire import signed_hello_bytes as signed_hello_bytes
 
 
 class ProtocolError(Exception):
@@ -152,7 +148,7 @@ class _Fields:
 
     def key(self, field: str) -> str:
         value = self.text(field).lower()
-        if not _KEY_RE.match(value):
+        if not wire.is_key(value):
             raise self.fail(field, "an Ed25519 public key as 64 hex digits")
         return value
 
@@ -166,12 +162,9 @@ class _Fields:
 def decode_frame(text: str) -> dict[str, object]:
     """A text frame as a JSON object, or `bad_json`."""
     try:
-        body = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ProtocolError("bad_json", "The message is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise ProtocolError("bad_json", "The message must be a JSON object with a 'type' field.")
-    return body
+        return wire.json_object(text)
+    except wire.FrameError as exc:
+        raise ProtocolError("bad_json", str(exc)) from None
 
 
 def parse_message(text: str) -> Request:
@@ -196,7 +189,7 @@ def _hello(f: _Fields) -> Hello:
             request="hello",
         )
     signature = f.text("signature").lower()
-    if not _SIGNATURE_RE.match(signature):
+    if not wire.is_signature(signature):
         raise f.fail("signature", "an Ed25519 signature as 128 hex digits")
     return Hello(version, player_name(f), f.key("key"), signature)
 
@@ -208,23 +201,18 @@ def player_name(f: _Fields) -> str:
     return name
 
 
-def is_valid_room_name(name: str) -> bool:
-    """1 to 32 characters: letters, digits, space, '_', '.', '+', '-', starting with a letter or digit."""
-    return bool(_ROOM_RE.match(name))
-
-
 def _join(f: _Fields) -> Join:
     game = f.text("game")
     if not is_valid_game_name(game):
         raise f.fail("game", "a game name (letters, digits, '_', '.', '+', '-')")
     room = f.optional_text("room")
-    if room is not None and not _ROOM_RE.match(room):
+    if room is not None and not is_valid_room_name(room):
         raise f.fail("room", "null or 1 to 32 characters: letters, digits, space, '_', '.', '+', '-'")
     password = f.optional_text("password")
     if password is not None and not 1 <= len(password) <= MAX_PASSWORD:
         raise f.fail("password", f"null or 1 to {MAX_PASSWORD} characters")
     standby = f.optional_text("standby")
-    if standby is not None and not _STANDBY_RE.match(standby):
+    if standby is not None and not wire.is_standby_url(standby):
         raise f.fail("standby", "null or a URL of the form http://HOST:PORT")
     return Join(game, room, password, f.optional_integer("capacity"), standby)
 
@@ -256,11 +244,6 @@ _PARSERS: dict[str, Callable[[_Fields], Request]] = {
 
 def challenge_message(nonce: bytes) -> dict[str, object]:
     return {"type": "challenge", "version": PROTOCOL_VERSION, "nonce": nonce.hex()}
-
-
-def signed_hello_bytes(nonce: bytes) -> bytes:
-    """What the client signs: a fixed context string, then the raw challenge nonce."""
-    return HELLO_CONTEXT + nonce
 
 
 def verify_hello(hello: Hello, nonce: bytes) -> None:

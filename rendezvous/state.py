@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import nacl.exceptions
 import nacl.pwhash
@@ -23,10 +23,8 @@ from aiohttp import web
 
 from games.catalogue import Catalogue
 from rendezvous import protocol
+from rendezvous.connection import Client
 from rendezvous.rooms import Deliver, Lobby, RoomError
-
-if TYPE_CHECKING:
-    from rendezvous.lobby_socket import Client
 
 T = TypeVar("T")
 VERSION = "0.1.0"

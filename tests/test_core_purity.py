@@ -14,6 +14,8 @@ PURE_MODULES = [
     "peer.core.takeover",
     "peer.core.lan",
     "peer.core.openmsx_protocol",
+    "peer.core.signalling",
+    "rendezvous.wire",
 ]
 FORBIDDEN = ["asyncio", "aiortc", "aiohttp", "subprocess", "socket", "aioice"]
 

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.hostile import hostile_frames
 from tests.rendezvous_support import (
     Player,
     config_for,
@@ -161,11 +162,6 @@ async def test_server_keeps_answering_after_garbage(base: str, session: aiohttp.
 
 # --- fuzz ---------------------------------------------------------------------------------
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12,
-)
 TYPES = ["hello", "join", "leave", "kick", "ready", "signal", "chat", "welcome", "", "JOIN"]
 FIELDS = [
     "version",
@@ -181,18 +177,7 @@ FIELDS = [
     "text",
     "ready",
 ]
-messages = st.builds(
-    lambda kind, fields: json.dumps({**fields, "type": kind}),
-    st.sampled_from(TYPES) | json_values,
-    st.dictionaries(
-        st.sampled_from(FIELDS), json_values | st.sampled_from(["demo", "r", "a" * 64]), max_size=5
-    ),
-)
-frames = st.lists(
-    messages | st.text(max_size=60) | st.binary(max_size=60) | json_values.map(json.dumps),
-    min_size=1,
-    max_size=12,
-)
+frames = hostile_frames(TYPES, FIELDS)  # the client's tests send the same shapes
 
 
 @pytest.fixture(scope="module")

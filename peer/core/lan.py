@@ -18,14 +18,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from games.definition import is_valid_game_name
+from rendezvous.wire import MAX_NAME, is_key, is_valid_room_name
 
 SERVICE_TYPE = "_msxsync._tcp.local."
 PROTOCOL_VERSION = 1
-MAX_PLAYER_NAME = 32  # the rendezvous' limit for player names
+MAX_PLAYER_NAME = MAX_NAME  # the rendezvous' limit for player names
 MAX_INSTANCE_NAME = 63  # DNS-SD: an instance name is one DNS label
 MAX_TXT_KEYS = 32  # more than this is not an msxsync host, it is noise
-_ROOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,31}$")  # the rendezvous' room names
-_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _UNSAFE_IN_INSTANCE = re.compile(r"[^A-Za-z0-9 _-]+")
 
 
@@ -49,11 +48,11 @@ class Announcement:
         check_player_name(self.player)
         if not is_valid_game_name(self.game):
             raise AnnouncementError(f"game {_show(self.game)} is not a game name")
-        if self.room is not None and not _ROOM_RE.match(self.room):
+        if self.room is not None and not is_valid_room_name(self.room):
             raise AnnouncementError(
                 f"room {_show(self.room)} is not 1 to 32 letters, digits, spaces or '_.+-'"
             )
-        if not _KEY_RE.match(self.key):
+        if not is_key(self.key):
             raise AnnouncementError("key is not an Ed25519 public key as 64 lower-case hex digits")
 
 

@@ -1,0 +1,87 @@
+"""What both ends of the rendezvous WebSocket agree on (PROTOCOL.md): one module, two importers.
+
+The server's parser (`rendezvous.protocol`), the client's protocol object (`peer.core.signalling`)
+and the LAN announcements (`peer.core.lan`) import their constants from here instead of keeping
+copies that drift: the protocol version, the hello context, the limits on names, and the patterns
+for keys, signatures, room names and standby URLs.
+
+Patterns are matched whole with `fullmatch`: `re.match` with a final `$` also accepts a trailing
+newline, and `bytes.fromhex` then skips it, so one key would have two spellings (issue 16).
+
+Pure: imports only `re` and `json`; it must not import asyncio, aiohttp or anything else of ours.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TypeGuard
+
+PROTOCOL_VERSION = 1
+HELLO_CONTEXT = b"msxsync-rendezvous-hello\x00"  # the client signs this, then the raw nonce
+NONCE_SIZE = 32
+MAX_NAME = 32  # player names: 1 to 32 printable characters
+MAX_PASSWORD = 128
+CHAT_LIMIT = 500
+
+KEY_PATTERN = re.compile(r"[0-9a-f]{64}")  # an Ed25519 public key, lower-case hex
+SIGNATURE_PATTERN = re.compile(r"[0-9a-f]{128}")
+NONCE_PATTERN = re.compile(r"[0-9a-f]{64}")  # NONCE_SIZE bytes
+ROOM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.+-]{0,31}")
+# Where a member would serve the rendezvous if it took over hosting: http(s)://HOST:PORT, nothing more.
+STANDBY_PATTERN = re.compile(r"https?://(\[[0-9a-fA-F:.]{2,45}\]|[A-Za-z0-9.-]{1,63}):[0-9]{1,5}")
+
+
+def is_key(text: object) -> TypeGuard[str]:
+    """64 lower-case hex digits, nothing before or after."""
+    return isinstance(text, str) and KEY_PATTERN.fullmatch(text) is not None
+
+
+def is_signature(text: object) -> TypeGuard[str]:
+    return isinstance(text, str) and SIGNATURE_PATTERN.fullmatch(text) is not None
+
+
+def is_nonce(text: object) -> TypeGuard[str]:
+    return isinstance(text, str) and NONCE_PATTERN.fullmatch(text) is not None
+
+
+def is_valid_room_name(name: object) -> TypeGuard[str]:
+    """1 to 32 characters: letters, digits, space, '_', '.', '+', '-', starting with a letter or digit."""
+    return isinstance(name, str) and ROOM_PATTERN.fullmatch(name) is not None
+
+
+def is_standby_url(text: object) -> TypeGuard[str]:
+    return isinstance(text, str) and STANDBY_PATTERN.fullmatch(text) is not None
+
+
+def is_player_name(name: object) -> TypeGuard[str]:
+    """What the server lets through after stripping: 1 to MAX_NAME printable characters."""
+    return (
+        isinstance(name, str) and 1 <= len(name) <= MAX_NAME and name.isprintable() and name == name.strip()
+    )
+
+
+def signed_hello_bytes(nonce: bytes) -> bytes:
+    """What the client signs to answer a challenge: the fixed context, then the raw nonce."""
+    return HELLO_CONTEXT + nonce
+
+
+class FrameError(ValueError):
+    """A text frame that is not a JSON object; the text is a sentence fit to send back."""
+
+
+def _no_constants(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_object(text: str) -> dict[str, object]:
+    """A text frame as a JSON object, or `FrameError`. Never anything else: deep nesting makes
+    `json.loads` raise RecursionError and a 5,000-digit number ValueError, both caught here.
+    Python's NaN and Infinity extensions are refused: they are not JSON."""
+    try:
+        body = json.loads(text, parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        raise FrameError("The message is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise FrameError("The message must be a JSON object with a 'type' field.")
+    return body
