@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -33,7 +32,6 @@ from peer.openmsx.process import HEADLESS_ENV, socket_folder
 pytestmark = [
     pytest.mark.openmsx,
     pytest.mark.asyncio(loop_scope="module"),
-    pytest.mark.skipif(shutil.which("openmsx") is None, reason="openMSX is not installed"),
     pytest.mark.timeout(60),
 ]
 
