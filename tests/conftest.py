@@ -7,6 +7,9 @@ import shutil
 import pytest
 from hypothesis import HealthCheck, settings
 
+# Fixtures shared by the rendezvous test modules (games, base, session).
+pytest_plugins = ["tests.rendezvous_support"]
+
 settings.register_profile(
     "default", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
