@@ -42,7 +42,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -51,6 +50,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.ports import unused_port  # noqa: E402  (the host is told its port: it cannot take 0)
+
 TCL = Path(__file__).resolve().parent / "bench_e2e"
 CARTRIDGE = ROOT / "tests" / "cartridge" / "testcart.rom"
 MACHINE = "C-BIOS_MSX2+"
@@ -157,12 +160,6 @@ def openmsx_argv(scripts: list[Path]) -> list[str]:
     for script in scripts:
         argv += ["-script", str(script)]
     return argv
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # ---- Tcl parameters and logs ----------------------------------------------------------------
@@ -463,7 +460,7 @@ async def msxsync_phase(
 ) -> Measured:
     """Peer 0 hosts the rendezvous and sends; peers 1.. receive."""
     paths = Paths.make(folder)
-    port = free_port()
+    port = unused_port()
     children = Children()
     try:
         for index in range(peers):

@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import resource
-import socket
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rendezvous.protocol import signed_hello_bytes  # noqa: E402
+from tests.ports import unused_port  # noqa: E402
 
 ROOM_SIZE = 4
 
@@ -42,12 +42,6 @@ def raise_open_files_limit(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(needed, soft)), hard))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_games(folder: Path) -> Path:
@@ -202,7 +196,7 @@ async def run_clients(url: str, count: int, rounds: int, period: float) -> dict[
 
 
 async def bench(count: int, rounds: int, period: float, workdir: Path) -> dict[str, object]:
-    port = free_port()
+    port = unused_port()
     games = write_games(workdir / "games")
     command = [sys.executable, "-m", "rendezvous.cli", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--games", str(games), "--log-level", "WARNING"]

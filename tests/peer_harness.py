@@ -17,7 +17,6 @@ import contextlib
 import os
 import pty
 import signal
-import socket
 import sqlite3
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import BinaryIO
 from peer.core.openmsx_protocol import Log, Update
 from peer.openmsx.control import ControlClient, OpenMSXError
 from peer.openmsx.process import socket_folder
+from tests.ports import unused_port
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL = 0.05
@@ -38,13 +38,6 @@ TITLE_TIME = 6.5  # emulated seconds: the C-BIOS logo is over, the cartridge sho
 # Keyboard matrix row 8 of the MSX: space and the cursor keys.
 ROW = 8
 SPACE, LEFT, UP, DOWN, RIGHT = 0x01, 0x10, 0x20, 0x40, 0x80
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], what: str, within: float = WAIT) -> None:
@@ -336,7 +329,7 @@ class Peers:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.all: list[Peer] = []
-        self.port = free_port()
+        self.port = unused_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
     def new(self, name: str, *args: str, host: bool = False, tty: bool = False) -> Peer:

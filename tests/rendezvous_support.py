@@ -1,4 +1,9 @@
-"""Shared pieces of the rendezvous tests: a games folder, a server on a loopback socket, players."""
+"""Shared pieces of the rendezvous tests: a games folder, a server on a loopback socket, players.
+
+Also the fixtures those tests share (registered for every test module by tests/conftest.py):
+`games` (a folder from `make_games`), `base` (the URL of a server on it, default limits) and
+`session` (an aiohttp client session).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from nacl.signing import SigningKey
 
@@ -45,7 +51,7 @@ def config_for(games: Path, **changes: Any) -> Config:
 
 @asynccontextmanager
 async def running(config: Config) -> AsyncIterator[str]:
-    """The app served on 127.0.0.1 on a free port; yields its base URL."""
+    """The app served on 127.0.0.1, on the port the kernel gives (port 0); yields its base URL."""
     runner = web.AppRunner(create_app(config), shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -55,6 +61,26 @@ async def running(config: Config) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+def games(tmp_path: Path) -> Path:
+    """A games folder from `make_games` (demo with its ROM, norom, broken)."""
+    return make_games(tmp_path / "games")
+
+
+@pytest.fixture
+async def base(games: Path) -> AsyncIterator[str]:
+    """The URL of a rendezvous serving `games` on 127.0.0.1, with `config_for`'s limits."""
+    async with running(config_for(games)) as url:
+        yield url
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp client session for talking to `base`."""
+    async with aiohttp.ClientSession() as client:
+        yield client
 
 
 class Player:

@@ -40,10 +40,7 @@ ROW = 8
 SPACE, LEFT, UP, DOWN, RIGHT = 0x01, 0x10, 0x20, 0x40, 0x80
 
 OPENMSX = shutil.which("openmsx")
-pytestmark = [
-    pytest.mark.openmsx,
-    pytest.mark.skipif(OPENMSX is None, reason="openmsx is not installed"),
-]
+pytestmark = pytest.mark.openmsx
 
 
 @dataclass

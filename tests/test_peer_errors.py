@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +22,8 @@ import pytest
 from peer import app
 from peer.options import PeerOptions, PlayerError
 from rendezvous.app import Config
-from tests.peer_harness import ROOT, free_port
+from tests.peer_harness import ROOT
+from tests.ports import refused_port
 from tests.rendezvous_support import logged_in, running
 
 pytestmark = pytest.mark.timeout(90)
@@ -41,15 +41,20 @@ async def run_peer(
     tmp_path: Path,
     *args: str,
     headless: bool = True,
+    real_openmsx: bool = False,
     on_start: Callable[[asyncio.subprocess.Process], None] | None = None,
 ) -> tuple[int, str]:
+    """Run the peer to its end. Unless REAL_OPENMSX, its --openmsx is a stand-in that fails if
+    started: these mistakes are caught before openMSX runs, so they need no openMSX installed."""
     env = dict(os.environ, TMPDIR=str(tmp_path))
     env.pop("MSXSYNC_RENDEZVOUS", None)
     if not headless:
         env.pop("DISPLAY", None)
         env.pop("WAYLAND_DISPLAY", None)
     argv = [sys.executable, "-m", "peer.cli", "--state-dir", str(tmp_path / "state"), "--name", "zoe"]
-    argv += ["--ice-address", "127.0.0.1", *(["--headless"] if headless else []), *args]
+    argv += ["--ice-address", "127.0.0.1", *(["--headless"] if headless else [])]
+    argv += [] if real_openmsx else ["--openmsx", stand_in_openmsx(tmp_path)]
+    argv += args
     process = await asyncio.create_subprocess_exec(
         *argv,
         cwd=ROOT,
@@ -68,6 +73,15 @@ async def run_peer(
             await process.wait()
     assert process.returncode is not None
     return process.returncode, stderr.decode(errors="replace")
+
+
+def stand_in_openmsx(folder: Path) -> str:
+    """An executable 'openMSX' that says it must not have been started, and fails."""
+    script = folder / "bin" / "openmsx"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text("#!/bin/sh\necho 'stand-in openMSX: this test must not start openMSX' >&2\nexit 3\n")
+    script.chmod(0o755)
+    return str(script)
 
 
 def demo(rendezvous: str) -> tuple[str, ...]:
@@ -90,8 +104,9 @@ async def test_unknown_game(tmp_path: Path, rendezvous: str) -> None:
 
 
 async def test_unreachable_rendezvous(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    code, stderr = await run_peer(tmp_path, "--game", "demo", "--rendezvous", url)
+    with refused_port() as port:  # nothing listens there
+        url = f"http://127.0.0.1:{port}"
+        code, stderr = await run_peer(tmp_path, "--game", "demo", "--rendezvous", url)
     assert_player_error(code, stderr, f"cannot reach the rendezvous at {url}")
     assert "check --rendezvous" in stderr
 
@@ -122,25 +137,25 @@ async def test_no_display_without_headless(tmp_path: Path, rendezvous: str) -> N
 
 
 @pytest.mark.openmsx
-@pytest.mark.skipif(shutil.which("openmsx") is None, reason="openmsx is not installed")
 async def test_wrong_password(tmp_path: Path, rendezvous: str) -> None:
     async with aiohttp.ClientSession() as session, logged_in(session, rendezvous, "keeper") as keeper:
         await keeper.join("vault", password="open sesame")
         await keeper.expect("joined")
-        code, stderr = await run_peer(tmp_path, *demo(rendezvous), "--room", "vault", "--password", "guess")
+        code, stderr = await run_peer(
+            tmp_path, *demo(rendezvous), "--room", "vault", "--password", "guess", real_openmsx=True
+        )
     assert_player_error(code, stderr, "could not join the room")
     assert "wrong password for room 'vault'; check the password" in stderr, stderr
 
 
 @pytest.mark.openmsx
-@pytest.mark.skipif(shutil.which("openmsx") is None, reason="openmsx is not installed")
 async def test_full_room(tmp_path: Path, rendezvous: str) -> None:
     async with aiohttp.ClientSession() as session, AsyncExitStack() as stack:
         for name in ("ann", "ben"):  # the room holds two
             player = await stack.enter_async_context(logged_in(session, rendezvous, name))
             await player.join("busy")
             await player.expect("joined")
-        code, stderr = await run_peer(tmp_path, *demo(rendezvous), "--room", "busy")
+        code, stderr = await run_peer(tmp_path, *demo(rendezvous), "--room", "busy", real_openmsx=True)
     assert_player_error(code, stderr, "could not join the room")
     assert "room 'busy' is full (2 players); pick another room with --room." in stderr, stderr
 
@@ -176,7 +191,8 @@ async def test_ctrl_c_while_starting(tmp_path: Path) -> None:
 
 async def test_state_folder_unusable(tmp_path: Path) -> None:
     (tmp_path / "state").write_text("a file where the folder should be")
-    code, stderr = await run_peer(tmp_path, *demo(f"http://127.0.0.1:{free_port()}"))
+    with refused_port() as port:
+        code, stderr = await run_peer(tmp_path, *demo(f"http://127.0.0.1:{port}"))
     assert_player_error(code, stderr, f"cannot use the state folder {tmp_path / 'state'}")
     assert "--state-dir" in stderr
 
@@ -184,7 +200,8 @@ async def test_state_folder_unusable(tmp_path: Path) -> None:
 async def test_damaged_identity(tmp_path: Path) -> None:
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "identity.key").write_bytes(b"garbage")
-    code, stderr = await run_peer(tmp_path, *demo(f"http://127.0.0.1:{free_port()}"))
+    with refused_port() as port:
+        code, stderr = await run_peer(tmp_path, *demo(f"http://127.0.0.1:{port}"))
     assert_player_error(code, stderr, "is not an msxsync identity key; move it away")
 
 
@@ -192,9 +209,9 @@ async def test_state_folder_in_use(tmp_path: Path) -> None:
     """Two players on one machine need two state folders: the second start is refused."""
     folder = tmp_path / "state"
     folder.mkdir()
-    with (folder / "lock").open("w") as held:
+    with (folder / "lock").open("w") as held, refused_port() as port:
         fcntl.flock(held, fcntl.LOCK_EX)  # as a running peer holds it
-        code, stderr = await run_peer(tmp_path, *demo(f"http://127.0.0.1:{free_port()}"))
+        code, stderr = await run_peer(tmp_path, *demo(f"http://127.0.0.1:{port}"))
     assert_player_error(code, stderr, f"another msxsync-peer is using the state folder {folder}")
     assert "--state-dir" in stderr
 

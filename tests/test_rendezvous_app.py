@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -19,27 +18,8 @@ from tests.rendezvous_support import (
     config_for,
     connect,
     logged_in,
-    make_games,
     running,
 )
-
-
-@pytest.fixture
-def games(tmp_path: Path) -> Path:
-    return make_games(tmp_path / "games")
-
-
-@pytest.fixture
-async def base(games: Path) -> AsyncIterator[str]:
-    async with running(config_for(games)) as url:
-        yield url
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
 
 # --- HTTP ---------------------------------------------------------------------------------
 

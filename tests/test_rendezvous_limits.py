@@ -6,7 +6,7 @@ import asyncio
 import json
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -23,24 +23,6 @@ from tests.rendezvous_support import (
     make_games,
     running,
 )
-
-
-@pytest.fixture
-def games(tmp_path: Path) -> Path:
-    return make_games(tmp_path / "games")
-
-
-@pytest.fixture
-async def base(games: Path) -> AsyncIterator[str]:
-    async with running(config_for(games)) as url:
-        yield url
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
 
 # --- limits -------------------------------------------------------------------------------
 

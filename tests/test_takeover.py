@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.peer_processes import START_TCL, WRITER_TCL, Peer, free_port, stop_all, wait_for
+from tests.peer_processes import START_TCL, WRITER_TCL, Peer, stop_all, wait_for
+from tests.ports import unused_port
 
 pytestmark = pytest.mark.openmsx
 
@@ -28,21 +29,24 @@ def peers() -> Iterator[list[Peer]]:
 
 def test_host_killed_earliest_joiner_takes_over_and_newcomers_still_join(tmp_path, peers):
     go = tmp_path / "go"
-    ports = [free_port() for _ in range(4)]
-    alice = Peer(tmp_path / "alice", "alice", [*LOCAL, "--host", "--port", str(ports[0])], START_TCL)
+    # Each port is picked right before its peer starts (a peer cannot host on port 0): the one a
+    # joiner is given is where it hosts if it takes over.
+    alice_port = unused_port()
+    alice = Peer(tmp_path / "alice", "alice", [*LOCAL, "--host", "--port", str(alice_port)], START_TCL)
     peers.append(alice)
     wait_for(lambda: "joined room" in alice.text(), "alice to host", peers)
-    url = f"http://127.0.0.1:{ports[0]}"
+    url = f"http://127.0.0.1:{alice_port}"
+    bob_port = unused_port()
     bob = Peer(
         tmp_path / "bob",
         "bob",
-        [*LOCAL, "--rendezvous", url, "--port", str(ports[1])],
+        [*LOCAL, "--rendezvous", url, "--port", str(bob_port)],
         WRITER_TCL.replace("GO", str(go)),
     )
     peers.append(bob)
     wait_for(lambda: "joined room" in bob.text(), "bob to join", peers)
     carol = Peer(
-        tmp_path / "carol", "carol", [*LOCAL, "--rendezvous", url, "--port", str(ports[2])], START_TCL
+        tmp_path / "carol", "carol", [*LOCAL, "--rendezvous", url, "--port", str(unused_port())], START_TCL
     )
     peers.append(carol)
     wait_for(lambda: all("msxsync: sharing" in p.text() for p in peers), "all three to arm", peers)
@@ -56,7 +60,7 @@ def test_host_killed_earliest_joiner_takes_over_and_newcomers_still_join(tmp_pat
     dave = Peer(
         tmp_path / "dave",
         "dave",
-        [*LOCAL, "--rendezvous", f"http://127.0.0.1:{ports[1]}", "--port", str(ports[3])],
+        [*LOCAL, "--rendezvous", f"http://127.0.0.1:{bob_port}", "--port", str(unused_port())],
         START_TCL,
     )
     peers.append(dave)
