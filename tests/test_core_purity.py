@@ -11,6 +11,7 @@ PURE_MODULES = [
     "peer.core.codec",
     "peer.core.replica",
     "peer.core.arming",
+    "peer.core.gating",
     "peer.core.takeover",
     "peer.core.lan",
     "peer.core.openmsx_protocol",

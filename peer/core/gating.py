@@ -107,7 +107,8 @@ class Gate:
                     self.memory[address + offset] = value
             if self.layout.check_run(address, len(data)):
                 shared.append((address, data))
-        actions = self._follow(self.arming.observe(self.memory, emutime, number))
+        known = all(address in self.memory for address in self.watched)  # (a probe tells them all)
+        actions = self._follow(self.arming.observe(self.memory, emutime, number)) if known else []
         if not shared or not self.arming.publishes(number):
             return actions  # before the check that armed, or disarming: boot or title screen
         if not self.adopting:
