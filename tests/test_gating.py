@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from games.definition import ArmedClause, ArmedWhen, Comparison
 from peer.core.gating import (
+    Action,
     AdoptRoom,
     Check,
     Gate,
@@ -129,7 +130,7 @@ class BootingPeer:
     def probe(self, now: float) -> None:
         self.act(self.gate.probed({IN_PLAY: self.ram.get(IN_PLAY, 0)}, self.emutime, self.reports), now)
 
-    def act(self, actions: list, now: float) -> None:
+    def act(self, actions: list[Action], now: float) -> None:
         for action in actions:
             match action:
                 case Publish(runs, written_at):
