@@ -39,6 +39,9 @@ ROOM = "crash"
 NAMES = ("alice", "bob", "carol")
 SHARING = "msxsync: sharing ("
 ARM_AFTER = 10.0  # the peer's default --arm-after for a game without an armed-when rule
+KILL_BOTH, KILL_PEER, TERM = "kill -9", "kill -9 peer", "SIGTERM"
+KILLS = (KILL_BOTH, KILL_PEER, TERM)  # KILL_PEER leaves openMSX to end on its own
+OPENMSX_EXIT = 15.0  # seconds a stopped player has to end before it is killed -9
 START_WITHIN = 40.0  # seconds for a started peer's openMSX to open its control socket
 
 
@@ -169,30 +172,35 @@ class Player:
         return write
 
     async def kill(self, how: str, ledger: Ledger) -> None:
+        """Stop the current peer HOW (one of KILLS); its openMSX is gone when this returns."""
         peer, self.peer, self.armed_at = self.peer, None, None
         if peer is None or peer.process is None:
             return
+        process = peer.process
         at = time.time()
         ledger.add_kill(Kill(self.name, how, at, self.incarnation))
         self.events.log("kill", player=self.name, how=how, incarnation=self.incarnation)
-        openmsx = [pid for pid in children(peer.process.pid) if openmsx_running(pid)]
-        if how == "kill -9":
-            for pid in [peer.process.pid, *openmsx]:  # a crash: both at once
+        openmsx = [pid for pid in children(process.pid) if openmsx_running(pid)]
+        await peer.disconnect()
+        if how == TERM:
+            process.send_signal(signal.SIGTERM)  # the peer stops its openMSX itself
+        else:  # a crash of the peer, or of the whole player (peer and openMSX at once)
+            for pid in [process.pid, *(openmsx if how == KILL_BOTH else [])]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            await peer.disconnect()
-            await peer.process.wait()
-        else:
-            await peer.stop(within=10.0)  # SIGTERM; the peer stops its openMSX (else kill -9)
-            self.events.log("stopped", player=self.name, code=peer.process.returncode)
-        for pid in openmsx:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
         async def gone() -> bool:
-            return not any(openmsx_running(pid) for pid in openmsx)
+            return process.returncode is not None and not any(map(openmsx_running, openmsx))
 
-        await wait_for(gone, f"{self.name}'s openMSX to end", 10.0)
+        try:
+            took = await wait_for(gone, f"{self.name} to end", OPENMSX_EXIT)
+        except CrashTestError:
+            took = None
+            for pid in [process.pid, *openmsx]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            await wait_for(gone, f"{self.name} to end after kill -9", 10.0)
+        self.events.log("ended", player=self.name, how=how, code=process.returncode, took_s=took)
 
     async def shared(self) -> bytes | None:
         peer = self.peer

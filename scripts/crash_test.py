@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from crash_figures import Ledger, Lost, spread, wiped
 from crash_processes import (
     ARM_AFTER,
+    KILLS,
     ROOM,
     SHARED,
     CrashTestError,
@@ -68,10 +69,11 @@ WRITE_GAP = (0.1, 0.5)  # seconds between two writes (by anyone)
 ADDRESS_QUIET = 1.0  # no address is written twice within this (LWW ties are not the question)
 KILL_GAP = (3.0, 12.0)  # seconds between two kills
 RESTART_PAUSE = (1.0, 10.0)  # seconds a killed player stays down
-KILL9_SHARE = 0.7  # the rest are SIGTERM
+KILL_WEIGHTS = (0.4, 0.3, 0.3)  # kill -9 of peer and openMSX, of the peer alone; SIGTERM
 WRITE_BEFORE_KILL = 0.6  # share of kills that come right after a write of the victim's own
 POLL, RSS_EVERY = 0.25, 3.0
 ARM_WITHIN, SETTLE_WITHIN, EMPTY_WITHIN = 90.0, 90.0, 30.0
+Sample = tuple[int | None, int | None, bool]  # VmRSS kB of the peer and of its openMSX; armed
 LONE_FIELDS = ("player", "armed_after_s", "armed_emulated_s", "armed_early")
 
 
@@ -95,7 +97,7 @@ class Crash:
         self.ledger = Ledger()
         self.done = asyncio.Event()
         self.last_written: dict[int, float] = {}
-        self.rss: dict[str, list[tuple[float, int | None, int | None]]] = {p.name: [] for p in self.players}
+        self.rss: dict[str, list[Sample]] = {p.name: [] for p in self.players}
         self.zeros: dict[tuple[str, int, int], float] = {}  # (player, incarnation, address) -> when
         self.restarts = 0
         self.figures: dict[str, Any] = {}
@@ -139,13 +141,12 @@ class Crash:
         return any(w.address == address and at <= now for w, at in self.ledger.reached.items())
 
     async def _sample_rss(self) -> None:
-        now = time.time()
         for player in self.players:
             peer = player.peer
             if peer is not None and peer.process is not None:
-                sample = (self.events.rel(now), rss_kb(peer.process.pid), rss_kb(peer.openmsx_pid))
+                sample = (rss_kb(peer.process.pid), rss_kb(peer.openmsx_pid), player.armed)
                 self.rss[player.name].append(sample)
-                self.events.log("rss", player=player.name, peer_kb=sample[1], openmsx_kb=sample[2])
+                self.events.log("rss", player=player.name, peer_kb=sample[0], openmsx_kb=sample[1])
 
     # ---- the run ---------------------------------------------------------------------------------
 
@@ -165,7 +166,7 @@ class Crash:
         self.figures["lost_in_chaos"] = self.ledger.lost(settle["room"], until=chaos_end)
         self.figures["closest_surviving_s"] = self.closest_surviving(settle["room"], chaos_end)
         self.figures["unpublished"] = self.ledger.unpublished(chaos_end)
-        await self.lone_restart(settle["room"])
+        await self.lone_restarts(settle["room"])
         others = [p for p in self.players if not p.running]
         await asyncio.gather(*(p.start() for p in others))
         self.restarts += len(others)
@@ -206,7 +207,7 @@ class Crash:
             if len(running) < 2:
                 continue  # the room stays alive in this phase; the lone restart comes later
             victim = rng.choice(running)
-            how = "kill -9" if rng.random() < KILL9_SHARE else "SIGTERM"
+            how = rng.choices(KILLS, KILL_WEIGHTS)[0]
             write_first, delay = rng.random() < WRITE_BEFORE_KILL, rng.uniform(0.0, 0.2)
             pause = rng.uniform(*RESTART_PAUSE)
             async with victim.lock:
@@ -255,23 +256,35 @@ class Crash:
         """With no agreement, the first player's disk stands for the room."""
         return {a: self.players[0].stored().get(a, 0) for a in SHARED}
 
-    async def lone_restart(self, room: dict[int, int]) -> None:
-        """Everyone stops, the room empties, one player restarts alone: does it keep the bytes?"""
+    async def lone_restarts(self, room: dict[int, int]) -> None:
+        """Everyone stops, the room empties, one player restarts alone: does it keep the bytes?
+
+        Then (for the next round) it writes every shared byte and stops again, alone."""
         rng = self.rng_end
-        hows = {p.name: rng.choice(("kill -9", "SIGTERM")) for p in self.players}
         lone = rng.choice(self.players)
+        first = rng.randrange(len(KILLS))
+        rounds = []
+        for number in range(self.options.lone):
+            how = KILLS[(first + number) % len(KILLS)]
+            hows = {p.name: how if p is lone else rng.choice(KILLS) for p in self.players}
 
-        async def stop(player: Player) -> None:
-            async with player.lock:
-                await player.kill(hows[player.name], self.ledger)
+            async def stop(player: Player, how: str) -> None:
+                async with player.lock:
+                    await player.kill(how, self.ledger)
 
-        await asyncio.gather(*(stop(p) for p in self.players))
+            await asyncio.gather(*(stop(p, hows[p.name]) for p in self.players if p.running))
 
-        async def empty() -> bool:
-            return await self.rendezvous.players() == 0
+            async def empty() -> bool:
+                return await self.rendezvous.players() == 0
 
-        await wait_for(empty, "the rendezvous to show no player", EMPTY_WITHIN)
-        self.events.log("lone", player=lone.name, stopped=hows[lone.name])
+            await wait_for(empty, "the rendezvous to show no player", EMPTY_WITHIN)
+            rounds.append(await self.restart_alone(lone, how, room))
+            if number + 1 < self.options.lone:
+                room = await self.write_alone(lone)
+        self.figures["lone"] = rounds
+
+    async def restart_alone(self, lone: Player, how: str, room: dict[int, int]) -> dict[str, Any]:
+        self.events.log("lone", player=lone.name, stopped=how)
         async with lone.lock:
             await lone.start(lone=True)
         self.restarts += 1
@@ -283,26 +296,49 @@ class Crash:
             return await peer.emulated_time() >= ARM_AFTER + 3.0
 
         await wait_for(past_boot, f"{lone.name}'s emulation to pass {ARM_AFTER + 3:g} s", 60.0)
-        ram: dict[int, int] = {}
-
-        async def settled() -> bool:  # its RAM and its disk agree
-            data = await lone.shared()
-            disk = await asyncio.to_thread(lone.stored)
-            ram.update({} if data is None else dict(zip(SHARED, data, strict=True)))
-            return data is not None and all(disk.get(a, 0) == v for a, v in ram.items())
-
-        with contextlib.suppress(CrashTestError):
-            await wait_for(settled, f"{lone.name}'s RAM and disk to agree", 10.0)
+        ram = await self.wait_alone_stored(lone)
         disk = lone.stored()
-        self.figures["lone"] = {
+        result = {
             **{k: lone.starts[-1].get(k) for k in LONE_FIELDS},
-            "stopped_with": hows[lone.name],
+            "stopped_with": how,
             "before": self.hex(room),
             "ram_after": self.hex(ram),
             "disk_after": self.hex({a: disk.get(a, 0) for a in SHARED}),
             "wiped_ram": len(wiped(room, ram)),
             "wiped_disk": len(wiped(room, disk)),
         }
+        self.events.log("lone-result", **result)
+        return result
+
+    async def wait_alone_stored(self, lone: Player) -> dict[int, int]:
+        """The lone player's RAM once its disk holds the same bytes (or after 10 s)."""
+        ram: dict[int, int] = {}
+
+        async def stored() -> bool:
+            data = await lone.shared()
+            disk = await asyncio.to_thread(lone.stored)
+            if data is not None:
+                ram.update(zip(SHARED, data, strict=True))
+            return data is not None and all(disk.get(a, 0) == v for a, v in ram.items())
+
+        with contextlib.suppress(CrashTestError):
+            await wait_for(stored, f"{lone.name}'s RAM and disk to agree", 10.0)
+        return ram
+
+    async def write_alone(self, lone: Player) -> dict[int, int]:
+        """The lone player writes every shared byte; they reach the room once on its disk."""
+        writes = []
+        async with lone.lock:
+            for address in SHARED:
+                write = await lone.write(self.ledger, address)
+                if write is not None:
+                    writes.append(write)
+        ram = await self.wait_alone_stored(lone)
+        disk = lone.stored()
+        for write in writes:
+            if disk.get(write.address) == write.value:
+                self.ledger.reached.setdefault(write, time.time())
+        return ram
 
     def closest_surviving(self, room: dict[int, int], until: float) -> float | None:
         lost = {item.write for item in self.ledger.lost(room, until)}
@@ -342,45 +378,48 @@ def lost_json(items: list[Lost], events: Events) -> list[dict[str, Any]]:
     ]
 
 
-def rss_json(samples: list[tuple[float, int | None, int | None]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for column, name in ((1, "peer_kb"), (2, "openmsx_kb")):
-        values = [s[column] for s in samples if s[column] is not None]
+def rss_json(samples: list[Sample]) -> dict[str, Any]:
+    """Min, max, first and last VmRSS of the peer and its openMSX while armed (steady state)."""
+    out: dict[str, Any] = {"samples": len(samples)}
+    for column, name in ((0, "peer_kb"), (1, "openmsx_kb")):
+        values = [kb for kb, armed in ((s[column], s[2]) for s in samples) if kb is not None and armed]
         if values:
             out[name] = {"min": min(values), "max": max(values), "first": values[0], "last": values[-1]}
-    out["samples"] = len(samples)
     return out
 
 
 def summarise(crash: Crash, events: Events) -> dict[str, Any]:
     f = crash.figures
     ledger = crash.ledger
-    kills = ledger.kills
     arms = [s for p in crash.players for s in p.starts if "armed_after_s" in s]
     lost_final = ledger.lost(f["at_end"]["room"])
-    lone = f["lone"]
     unpublished = f["unpublished"]
+    for write, gap in unpublished:
+        events.log(
+            "unpublished",
+            author=write.author,
+            address=write.address,
+            value=write.value,
+            t_write=events.rel(write.sent),
+            before_kill_s=gap,
+        )
+    lost_chaos_gaps = [i.before_kill for i in f["lost_in_chaos"] if i.before_kill is not None]
     return {
         "seed": crash.options.seed,
         "duration_s": crash.options.duration,
         "players": len(crash.players),
-        "kills": len(kills),
-        "kills_9": sum(k.how == "kill -9" for k in kills),
-        "kills_term": sum(k.how == "SIGTERM" for k in kills),
+        "kills": len(ledger.kills),
+        "kills_by_kind": {how: sum(k.how == how for k in ledger.kills) for how in KILLS},
         "restarts": crash.restarts,
         "writes": len(ledger.writes),
         "writes_reached_room": len(ledger.reached),
         "writes_unpublished": len(unpublished),
         "unpublished_before_kill_s": spread(round(g, 3) for _, g in unpublished if g is not None),
         "lost_in_chaos": len(f["lost_in_chaos"]),
+        "lost_in_chaos_before_kill_s": spread(round(g, 3) for g in lost_chaos_gaps),
+        "closest_surviving_before_kill_s": rounded(f["closest_surviving_s"]),
         "lost": len(lost_final),
         "lost_writes": lost_json(lost_final, events)[:60],
-        "lost_in_chaos_before_kill_s": spread(
-            round(i.before_kill, 3) for i in f["lost_in_chaos"] if i.before_kill is not None
-        ),
-        "closest_surviving_before_kill_s": None
-        if f["closest_surviving_s"] is None
-        else round(f["closest_surviving_s"], 3),
         "identical_after_chaos": f["after_chaos"]["identical"],
         "identical_after_chaos_s": f["after_chaos"]["after_restart_s"],
         "identical_at_end": f["at_end"]["identical"],
@@ -390,20 +429,23 @@ def summarise(crash: Crash, events: Events) -> dict[str, Any]:
         "armed_after_s": spread(a["armed_after_s"] for a in arms),
         "early_arms": [a for a in arms if a["armed_early"]],
         "zeros_seen": len(crash.zeros),
-        "lone_restart": lone,
-        "wiped": max(lone["wiped_ram"], lone["wiped_disk"]),
+        "lone_restarts": f["lone"],
+        "wiped": sum(max(r["wiped_ram"], r["wiped_disk"]) for r in f["lone"]),
         "rss": {name: rss_json(samples) for name, samples in crash.rss.items()},
         "db_bytes": f["db_bytes"],
     }
 
 
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def report(figures: dict[str, Any]) -> None:
-    lone = figures["lone_restart"]
     arms = figures["armed_after_s"] or {}
+    kinds = ", ".join(f"{n} {how}" for how, n in figures["kills_by_kind"].items())
     lines = [
         f"crash test, seed {figures['seed']}, {figures['duration_s']:g} s of chaos, 3 players",
-        f"  kills {figures['kills']} ({figures['kills_9']} kill -9, {figures['kills_term']} SIGTERM), "
-        f"restarts {figures['restarts']}",
+        f"  kills {figures['kills']} ({kinds}), restarts {figures['restarts']}",
         f"  writes {figures['writes']}: {figures['writes_reached_room']} reached the room, "
         f"{figures['writes_unpublished']} never left their author "
         f"(to its kill: {figures['unpublished_before_kill_s']})",
@@ -415,18 +457,23 @@ def report(figures: dict[str, Any]) -> None:
         f"  arming: {figures['arms']} arms, {arms.get('min')}-{arms.get('max')} s after start "
         f"(median {arms.get('median')}); early (before {ARM_AFTER:g} emulated s): "
         f"{len(figures['early_arms'])}; armed players showing a zero: {figures['zeros_seen']}",
-        f"  lone restart of {lone['player']} (stopped with {lone['stopped_with']}): armed "
-        f"{lone['armed_after_s']} s after start at emulated {lone['armed_emulated_s']} s; wiped "
-        f"{lone['wiped_ram']}/{len(SHARED)} bytes in RAM, {lone['wiped_disk']}/{len(SHARED)} on disk",
-        f"    before {lone['before']}\n    after  {lone['disk_after']} (disk)",
-        f"  lost at the end {figures['lost']}; identical at the end: {figures['identical_at_end']} "
-        f"({figures['time_to_identical_s']} s after the last restart)",
     ]
+    for lone in figures["lone_restarts"]:
+        lines += [
+            f"  lone restart of {lone['player']} (stopped with {lone['stopped_with']}): armed "
+            f"{lone['armed_after_s']} s after start at emulated {lone['armed_emulated_s']} s; wiped "
+            f"{lone['wiped_ram']}/{len(SHARED)} bytes in RAM, {lone['wiped_disk']}/{len(SHARED)} on disk",
+            f"    before {lone['before']}\n    after  {lone['disk_after']} (disk)",
+        ]
+    lines.append(
+        f"  lost at the end {figures['lost']}; identical at the end: {figures['identical_at_end']} "
+        f"({figures['time_to_identical_s']} s after the last restart)"
+    )
     for name, rss in figures["rss"].items():
         peer, emu = rss.get("peer_kb", {}), rss.get("openmsx_kb", {})
         db = figures["db_bytes"][name]
         lines.append(
-            f"  {name}: peer RSS {peer.get('min')}-{peer.get('max')} kB, openMSX "
+            f"  {name}: RSS while armed: peer {peer.get('min')}-{peer.get('max')} kB, openMSX "
             f"{emu.get('min')}-{emu.get('max')} kB ({rss['samples']} samples); database "
             f"{db['rooms.sqlite']} + wal {db['rooms.sqlite-wal']} bytes"
         )
@@ -468,6 +515,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=180.0, help="seconds of chaos (default 180)")
     parser.add_argument("--seed", type=int, default=1, help="seed of random.Random (default 1)")
+    parser.add_argument("--lone", type=int, default=2, help="lone restarts in a row (default 2)")
     parser.add_argument("--folder", type=Path, help="run folder (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the run folder also when all is well")
     options = parser.parse_args()
