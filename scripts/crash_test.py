@@ -74,6 +74,7 @@ WRITE_BEFORE_KILL = 0.6  # share of kills that come right after a write of the v
 POLL, RSS_EVERY = 0.25, 3.0
 ARM_WITHIN, SETTLE_WITHIN, EMPTY_WITHIN = 90.0, 90.0, 30.0
 Sample = tuple[int | None, int | None, bool]  # VmRSS kB of the peer and of its openMSX; armed
+WIPE_WINDOW = 20.0  # seconds after a restart in which zeros at the others are put down to it
 LONE_FIELDS = ("player", "armed_after_s", "armed_emulated_s", "armed_early")
 
 
@@ -349,6 +350,21 @@ class Crash:
                 gaps.append(kill.at - write.done)
         return min(gaps, default=None)
 
+    def wiping_starts(self) -> list[dict[str, Any]]:
+        """Starts after which other armed players showed zeros where the room had values."""
+        found = []
+        for player in self.players:
+            for start in player.starts[1:]:
+                t0 = self.events.t0 + start["at"]
+                addresses = {
+                    a
+                    for (name, _, a), t in self.zeros.items()
+                    if name != player.name and t0 <= t <= t0 + WIPE_WINDOW
+                }
+                if addresses:
+                    found.append({**start, "others_zeroed": len(addresses)})
+        return found
+
     @staticmethod
     def hex(room: dict[int, int]) -> str:
         return bytes(room.get(a, 0) for a in SHARED).hex()
@@ -429,6 +445,7 @@ def summarise(crash: Crash, events: Events) -> dict[str, Any]:
         "armed_after_s": spread(a["armed_after_s"] for a in arms),
         "early_arms": [a for a in arms if a["armed_early"]],
         "zeros_seen": len(crash.zeros),
+        "restarts_that_wiped": crash.wiping_starts(),
         "lone_restarts": f["lone"],
         "wiped": sum(max(r["wiped_ram"], r["wiped_disk"]) for r in f["lone"]),
         "rss": {name: rss_json(samples) for name, samples in crash.rss.items()},
@@ -458,6 +475,12 @@ def report(figures: dict[str, Any]) -> None:
         f"(median {arms.get('median')}); early (before {ARM_AFTER:g} emulated s): "
         f"{len(figures['early_arms'])}; armed players showing a zero: {figures['zeros_seen']}",
     ]
+    for start in figures["restarts_that_wiped"]:
+        lines.append(
+            f"  restart of {start['player']} #{start['incarnation']} (armed "
+            f"{start.get('armed_after_s')} s after start, emulated {start.get('armed_emulated_s')} s) "
+            f"zeroed {start['others_zeroed']} bytes at the others"
+        )
     for lone in figures["lone_restarts"]:
         lines += [
             f"  lone restart of {lone['player']} (stopped with {lone['stopped_with']}): armed "
