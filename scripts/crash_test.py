@@ -99,7 +99,8 @@ class Crash:
         self.done = asyncio.Event()
         self.last_written: dict[int, float] = {}
         self.rss: dict[str, list[Sample]] = {p.name: [] for p in self.players}
-        self.zeros: dict[tuple[str, int, int], float] = {}  # (player, incarnation, address) -> when
+        self.shown: dict[tuple[str, int, int], int] = {}  # (player, incarnation, address) -> value
+        self.zeros: dict[tuple[str, int, int], float] = {}  # when it went from a value to zero
         self.restarts = 0
         self.figures: dict[str, Any] = {}
 
@@ -122,24 +123,22 @@ class Crash:
             await player.check_armed()
 
     async def _look(self) -> None:
+        """Note which writes other emulators show, and bytes an armed emulator saw go to zero."""
         views = await asyncio.gather(*(p.shared() for p in self.players))
         now = time.time()
         for player, data in zip(self.players, views, strict=True):
             if data is None:
                 continue
+            settled = player.armed_at is not None and now - player.armed_at > 1.0
             for address, value in zip(SHARED, data, strict=True):
                 self.ledger.seen(player.name, address, value, now)
-                settled = player.armed_at is not None and now - player.armed_at > 1.0
-                if value == 0 and settled and self._room_had(address, now):
-                    key = (player.name, player.incarnation, address)
-                    if key not in self.zeros:
-                        self.zeros[key] = now
-                        self.events.log(
-                            "zero", player=player.name, incarnation=player.incarnation, address=address
-                        )
-
-    def _room_had(self, address: int, now: float) -> bool:
-        return any(w.address == address and at <= now for w, at in self.ledger.reached.items())
+                key = (player.name, player.incarnation, address)
+                if value == 0 and self.shown.get(key) and settled and key not in self.zeros:
+                    self.zeros[key] = now  # no write of this test is a zero: a published boot clear
+                    self.events.log(
+                        "zero", player=player.name, incarnation=player.incarnation, address=address
+                    )
+                self.shown[key] = value
 
     async def _sample_rss(self) -> None:
         for player in self.players:
@@ -225,7 +224,10 @@ class Crash:
         self.restarts += 1
 
     async def identical(self) -> dict[int, int] | None:
-        """The room's bytes if every emulator and every disk hold the same ones, else None."""
+        """The room's bytes if every player is armed and every emulator and every disk hold the
+        same ones, else None."""
+        if not all(p.armed for p in self.players):
+            return None
         views = await asyncio.gather(*(p.shared() for p in self.players))
         if any(v is None for v in views) or len(set(views)) != 1 or views[0] is None:
             return None
@@ -248,12 +250,12 @@ class Crash:
         try:
             await wait_for(same, f"identical replicas {what}", SETTLE_WITHIN)
         except CrashTestError:
-            return {"identical": False, "room": self.majority(), "after_restart_s": None}
+            return {"identical": False, "room": self.first_disk(), "after_restart_s": None}
         took = round(time.time() - last_start, 2)
         self.events.log("identical", what=what, after_restart_s=took, room=self.hex(found))
         return {"identical": True, "room": found, "after_restart_s": took}
 
-    def majority(self) -> dict[int, int]:
+    def first_disk(self) -> dict[int, int]:
         """With no agreement, the first player's disk stands for the room."""
         return {a: self.players[0].stored().get(a, 0) for a in SHARED}
 
@@ -351,18 +353,27 @@ class Crash:
         return min(gaps, default=None)
 
     def wiping_starts(self) -> list[dict[str, Any]]:
-        """Starts after which other armed players showed zeros where the room had values."""
+        """Restarts after which other armed emulators saw bytes go to zero: each zero is put
+        down to the latest start of another player before it (within WIPE_WINDOW)."""
+        starts = sorted(
+            (
+                (self.events.t0 + s["at"], p.name, i)
+                for p in self.players
+                for i, s in enumerate(p.starts)
+                if i
+            ),
+        )
+        blamed: dict[tuple[str, int], set[int]] = {}
+        for (viewer, _, address), at in self.zeros.items():
+            before = [(t, name, i) for t, name, i in starts if name != viewer and at - WIPE_WINDOW <= t <= at]
+            if before:
+                _, name, i = before[-1]
+                blamed.setdefault((name, i), set()).add(address)
         found = []
         for player in self.players:
-            for start in player.starts[1:]:
-                t0 = self.events.t0 + start["at"]
-                addresses = {
-                    a
-                    for (name, _, a), t in self.zeros.items()
-                    if name != player.name and t0 <= t <= t0 + WIPE_WINDOW
-                }
-                if addresses:
-                    found.append({**start, "others_zeroed": len(addresses)})
+            for i, start in enumerate(player.starts):
+                if (player.name, i) in blamed:
+                    found.append({**start, "others_zeroed": len(blamed[(player.name, i)])})
         return found
 
     @staticmethod
@@ -435,6 +446,7 @@ def summarise(crash: Crash, events: Events) -> dict[str, Any]:
         "lost_in_chaos_before_kill_s": spread(round(g, 3) for g in lost_chaos_gaps),
         "closest_surviving_before_kill_s": rounded(f["closest_surviving_s"]),
         "lost": len(lost_final),
+        "addresses_lost": len({i.write.address for i in lost_final}),
         "lost_writes": lost_json(lost_final, events)[:60],
         "identical_after_chaos": f["after_chaos"]["identical"],
         "identical_after_chaos_s": f["after_chaos"]["after_restart_s"],
@@ -448,6 +460,7 @@ def summarise(crash: Crash, events: Events) -> dict[str, Any]:
         "restarts_that_wiped": crash.wiping_starts(),
         "lone_restarts": f["lone"],
         "wiped": sum(max(r["wiped_ram"], r["wiped_disk"]) for r in f["lone"]),
+        "wiped_by_restarts": sum(s["others_zeroed"] for s in crash.wiping_starts()),
         "rss": {name: rss_json(samples) for name, samples in crash.rss.items()},
         "db_bytes": f["db_bytes"],
     }
@@ -464,8 +477,8 @@ def report(figures: dict[str, Any]) -> None:
         f"crash test, seed {figures['seed']}, {figures['duration_s']:g} s of chaos, 3 players",
         f"  kills {figures['kills']} ({kinds}), restarts {figures['restarts']}",
         f"  writes {figures['writes']}: {figures['writes_reached_room']} reached the room, "
-        f"{figures['writes_unpublished']} never left their author "
-        f"(to its kill: {figures['unpublished_before_kill_s']})",
+        f"{figures['writes_unpublished']} never shown by another emulator (overwritten first, "
+        f"or their author died; to its kill: {figures['unpublished_before_kill_s']})",
         f"  lost during the chaos {figures['lost_in_chaos']} "
         f"(made before their author's kill: {figures['lost_in_chaos_before_kill_s']}); "
         f"closest surviving write {figures['closest_surviving_before_kill_s']} s before its kill",
@@ -473,7 +486,8 @@ def report(figures: dict[str, Any]) -> None:
         f"({figures['identical_after_chaos_s']} s after the last restart)",
         f"  arming: {figures['arms']} arms, {arms.get('min')}-{arms.get('max')} s after start "
         f"(median {arms.get('median')}); early (before {ARM_AFTER:g} emulated s): "
-        f"{len(figures['early_arms'])}; armed players showing a zero: {figures['zeros_seen']}",
+        f"{len(figures['early_arms'])}; bytes seen going to zero in armed emulators: "
+        f"{figures['zeros_seen']}",
     ]
     for start in figures["restarts_that_wiped"]:
         lines.append(
@@ -489,7 +503,8 @@ def report(figures: dict[str, Any]) -> None:
             f"    before {lone['before']}\n    after  {lone['disk_after']} (disk)",
         ]
     lines.append(
-        f"  lost at the end {figures['lost']}; identical at the end: {figures['identical_at_end']} "
+        f"  lost at the end {figures['lost']} writes at {figures['addresses_lost']} addresses; "
+        f"identical at the end: {figures['identical_at_end']} "
         f"({figures['time_to_identical_s']} s after the last restart)"
     )
     for name, rss in figures["rss"].items():
@@ -551,7 +566,8 @@ def main() -> int:
         print(f"crash test failed: {exc!r}; logs in {folder}", file=sys.stderr)
         print(json.dumps({"seed": options.seed, "error": repr(exc), "folder": str(folder)}))
         return 2
-    ok = figures["lost"] == 0 and figures["wiped"] == 0 and figures["identical_at_end"]
+    wiped = figures["wiped"] + figures["wiped_by_restarts"]
+    ok = figures["lost"] == 0 and wiped == 0 and figures["identical_at_end"]
     figures["ok"] = ok
     figures["folder"] = str(folder) if (options.keep or not ok) else None
     report(figures)
