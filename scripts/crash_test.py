@@ -354,7 +354,8 @@ class Crash:
 
     def wiping_starts(self) -> list[dict[str, Any]]:
         """Restarts after which other armed emulators saw bytes go to zero: each zero is put
-        down to the latest start of another player before it (within WIPE_WINDOW)."""
+        down to the latest start of another player before it (within WIPE_WINDOW), an early
+        armed one if there is one."""
         starts = sorted(
             (
                 (self.events.t0 + s["at"], p.name, i)
@@ -366,6 +367,8 @@ class Crash:
         blamed: dict[tuple[str, int], set[int]] = {}
         for (viewer, _, address), at in self.zeros.items():
             before = [(t, name, i) for t, name, i in starts if name != viewer and at - WIPE_WINDOW <= t <= at]
+            early = [s for s in before if self.start_record(s[1], s[2]).get("armed_early")]
+            before = early or before  # an early arm publishes the boot clear a few seconds later
             if before:
                 _, name, i = before[-1]
                 blamed.setdefault((name, i), set()).add(address)
@@ -375,6 +378,9 @@ class Crash:
                 if (player.name, i) in blamed:
                     found.append({**start, "others_zeroed": len(blamed[(player.name, i)])})
         return found
+
+    def start_record(self, name: str, index: int) -> dict[str, Any]:
+        return next(p for p in self.players if p.name == name).starts[index]
 
     @staticmethod
     def hex(room: dict[int, int]) -> str:
