@@ -27,7 +27,8 @@ import aiohttp
 from crash_figures import Kill, Ledger, Write, value_for
 
 from peer.openmsx import OpenMSXError
-from tests.peer_harness import ROOT, Peer, free_port, openmsx_running, port_open
+from tests.peer_harness import ROOT, Peer, openmsx_running, port_open
+from tests.ports import unused_port
 
 CARTRIDGE = ROOT / "tests" / "cartridge" / "testcart.rom"
 REGIONS = (
@@ -241,7 +242,7 @@ class Player:
 class Rendezvous:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = free_port()
+        self.port = unused_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: asyncio.subprocess.Process | None = None
 
