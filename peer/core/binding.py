@@ -19,11 +19,13 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
 import nacl.pwhash
 
+from peer.core import codec
 from peer.core.codec import Proof
 
 NONCE_SIZE = 32
@@ -174,6 +176,25 @@ class Binding:
         self._deadline: float | None = now + BIND_TIMEOUT
         self.state = BindingState.AWAITING_NONCE
         self.outcome: BindingEvent | None = None
+
+    def receive(self, data: bytes, keys: Collection[bytes]) -> Proof | BindingEvent:
+        """A message from the link before admission, decoded against the room's `keys` (the roster).
+
+        Returns our proof to send (after the peer's nonce), the outcome (after its proof), or a
+        refusal: a sender outside the roster is an unknown key, anything undecodable a bad message,
+        anything but a nonce or a proof a protocol error."""
+        try:
+            message = codec.decode(data, room=self.room, keys=keys)
+        except codec.DecodeError as exc:
+            unknown = exc.reason == "unknown_sender"
+            return self._refuse(RefusalReason.UNKNOWN_KEY if unknown else RefusalReason.BAD_MESSAGE, str(exc))
+        match message.body:
+            case codec.Nonce(nonce):
+                return self.receive_nonce(nonce)
+            case Proof():
+                return self.receive_proof(message.sender, message.body)
+            case _:
+                return self._refuse(RefusalReason.PROTOCOL, f"{type(message.body).__name__} before admission")
 
     def receive_nonce(self, nonce: bytes) -> Proof | Refused:
         """The peer's nonce: returns our proof to send, or a refusal."""
