@@ -65,7 +65,7 @@ def main() -> None:
 
     def receive(i: int) -> None:
         clock[0] += 0.01  # keep within the rate budget, as a real 60-100 Hz stream would
-        replica.receive(peer, messages[i % 20_000], clock[0])
+        replica.receive(peer, messages[i % 20_000], clock[0], wall=clock[0])
 
     full = SharedState(Layout(regions))
     for n, address in enumerate(range(0xE000, 0xF000, 4)):

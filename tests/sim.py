@@ -25,7 +25,8 @@ def key(number: int) -> SigningKey:
 @dataclass
 class Mesh:
     replicas: list[Replica]
-    now: float = START
+    now: float = START  # the monotonic clock every replica runs its timers on
+    wall_offset: float = 0.0  # the wall clock is `now` plus this; a test may step it
     in_flight: list[tuple[int, int, bytes]] = field(default_factory=list)
     blocked: set[frozenset[int]] = field(default_factory=set)
     events: list[tuple[int, Event]] = field(default_factory=list)
@@ -44,6 +45,10 @@ class Mesh:
         mesh.collect()
         return mesh
 
+    @property
+    def wall(self) -> float:
+        return self.now + self.wall_offset
+
     def index_of(self, peer: bytes) -> int:
         return next(i for i, r in enumerate(self.replicas) if r.key == peer)
 
@@ -55,12 +60,12 @@ class Mesh:
                     self.in_flight.append((source, target, data))
 
     def write(self, index: int, address: int, data: bytes) -> None:
-        self.replicas[index].local_changes([(address, data)], self.now)
+        self.replicas[index].local_changes([(address, data)], self.now, wall=self.wall)
         self.collect()
 
     def deliver(self, position: int) -> list[Event]:
         source, target, data = self.in_flight.pop(position % len(self.in_flight))
-        events = self.replicas[target].receive(self.replicas[source].key, data, self.now)
+        events = self.replicas[target].receive(self.replicas[source].key, data, self.now, wall=self.wall)
         self.events += [(target, event) for event in events]
         self.collect()
         return events
@@ -75,7 +80,7 @@ class Mesh:
     def advance(self, seconds: float) -> None:
         self.now += seconds
         for index, replica in enumerate(self.replicas):
-            self.events += [(index, event) for event in replica.handle_timer(self.now)]
+            self.events += [(index, event) for event in replica.handle_timer(self.now, wall=self.wall)]
         self.collect()
 
     def settle(self, rounds: int = 4) -> None:

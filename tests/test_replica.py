@@ -118,14 +118,15 @@ def test_unchanged_local_values_send_nothing():
     assert 0xE000 not in mesh.replicas[0].unwritten_addresses()
     mesh.deliver_all()
     before = mesh.replicas[0].statistics().local_batches
-    assert mesh.replicas[0].local_changes([(0xE000, b"\x01")], mesh.now) == []
+    assert mesh.replicas[0].local_changes([(0xE000, b"\x01")], mesh.now, wall=mesh.wall) == []
     assert mesh.replicas[0].statistics().local_batches == before
 
 
 def test_a_zero_nobody_has_written_yet_is_still_published():
     mesh = Mesh.create(2)
     mesh.replicas[1].state.apply(0xE004, b"\x03", 5, mesh.replicas[1].key)  # only B knows a 3
-    assert mesh.replicas[0].local_changes([(0xE004, b"\x00")], mesh.now) == [(0xE004, b"\x00")]
+    published = mesh.replicas[0].local_changes([(0xE004, b"\x00")], mesh.now, wall=mesh.wall)
+    assert published == [(0xE004, b"\x00")]
     mesh.collect()
     mesh.deliver_all()
     assert mesh.replicas[1].state.read(0xE004) == b"\x00"
@@ -182,7 +183,7 @@ def test_writes_outside_the_regions_are_refused_whole():
     mesh, a, b = _two()
     before = a.state.digest()
     bad = codec.WriteBatch(int(mesh.now * 1000), ((0xE000, b"\x01"), (0xE010, b"\x02")))
-    events = a.receive(b.key, _from(key(1), bad, seq=50), mesh.now)
+    events = a.receive(b.key, _from(key(1), bad, seq=50), mesh.now, wall=mesh.wall)
     assert events == [Rejected(b.key, "outside_regions", "1 bytes at 0xe010")]
     assert a.state.digest() == before
     assert a.statistics().peers[b.key].rejections["outside_regions"] == 1
@@ -194,14 +195,15 @@ def test_far_future_lamport_is_refused_the_same_on_every_replica():
     ahead = int(mesh.now * 1000) + MAX_AHEAD_MS + 1
     for target in (0, 2):
         message = _from(key(1), codec.WriteBatch(ahead, ((0xE000, b"\x09"),)), seq=70 + target)
-        events = mesh.replicas[target].receive(mesh.replicas[1].key, message, mesh.now)
+        events = mesh.replicas[target].receive(mesh.replicas[1].key, message, mesh.now, wall=mesh.wall)
         assert [e.reason for e in events if isinstance(e, Rejected)] == ["lamport_ahead"]
         assert mesh.replicas[target].state.read(0xE000) == b"\x00"
     patch = codec.StatePatch(False, 0, 1, tuple(SharedState(Layout(REGIONS)).entries()))
     patch = codec.StatePatch(
         False, 0, 1, (patch.entries[0].__class__(0xE000, ahead, mesh.replicas[1].key, b"\x09"),)
     )
-    events = mesh.replicas[0].receive(mesh.replicas[1].key, _from(key(1), patch, seq=90), mesh.now)
+    message = _from(key(1), patch, seq=90)
+    events = mesh.replicas[0].receive(mesh.replicas[1].key, message, mesh.now, wall=mesh.wall)
     assert [e.reason for e in events if isinstance(e, Rejected)] == ["lamport_ahead"]
 
 
@@ -209,11 +211,11 @@ def test_duplicates_are_dropped_and_equivocation_is_a_forgery():
     mesh, a, b = _two()
     lamport = int(mesh.now * 1000) + 5
     first = _from(key(1), codec.WriteBatch(lamport, ((0xE000, b"\x01"),)), seq=40)
-    assert isinstance(a.receive(b.key, first, mesh.now)[0], BytesChanged)
-    assert a.receive(b.key, first, mesh.now) == []
+    assert isinstance(a.receive(b.key, first, mesh.now, wall=mesh.wall)[0], BytesChanged)
+    assert a.receive(b.key, first, mesh.now, wall=mesh.wall) == []
     assert a.statistics().peers[b.key].rejections["duplicate"] == 1
     other = _from(key(1), codec.WriteBatch(lamport, ((0xE000, b"\x02"),)), seq=40)
-    events = a.receive(b.key, other, mesh.now)
+    events = a.receive(b.key, other, mesh.now, wall=mesh.wall)
     assert [e.reason for e in events if isinstance(e, Rejected)] == ["forgery"]
     assert a.state.read(0xE000) == b"\x01"
 
@@ -222,13 +224,15 @@ def test_forged_signature_and_unknown_or_unadmitted_senders_are_refused():
     mesh, a, b = _two()
     batch = codec.WriteBatch(int(mesh.now * 1000), ((0xE000, b"\x01"),))
     impostor = _from(key(6), batch, seq=60)
-    assert [e.reason for e in a.receive(b.key, impostor, mesh.now)] == ["unknown_sender"]
-    assert [e.reason for e in a.receive(key(6).verify_key.encode(), impostor, mesh.now)] == ["not_admitted"]
+    assert [e.reason for e in a.receive(b.key, impostor, mesh.now, wall=mesh.wall)] == ["unknown_sender"]
+    stranger = key(6).verify_key.encode()
+    assert [e.reason for e in a.receive(stranger, impostor, mesh.now, wall=mesh.wall)] == ["not_admitted"]
     tampered = bytearray(_from(key(1), batch, seq=61))
     tampered[-70] ^= 1
-    assert [e.reason for e in a.receive(b.key, bytes(tampered), mesh.now)] == ["bad_signature"]
+    events = a.receive(b.key, bytes(tampered), mesh.now, wall=mesh.wall)
+    assert [e.reason for e in events] == ["bad_signature"]
     other_room = _from(key(1), batch, seq=62, room="elsewhere")
-    assert [e.reason for e in a.receive(b.key, other_room, mesh.now)] == ["bad_signature"]
+    assert [e.reason for e in a.receive(b.key, other_room, mesh.now, wall=mesh.wall)] == ["bad_signature"]
     assert a.state.read(0xE000) == b"\x00"
 
 
@@ -259,7 +263,7 @@ def test_flooding_is_rate_limited_then_cut_before_verification():
     junk = b"\x00" * 200  # not even a message: must not cost a signature check
     events = []
     for _ in range(2000):
-        events += a.receive(b.key, junk, mesh.now)
+        events += a.receive(b.key, junk, mesh.now, wall=mesh.wall)
     reasons = {e.reason for e in events if isinstance(e, Rejected)}
     assert reasons == {"version", "rate_limited"}
     assert [e for e in events if isinstance(e, CutPeer)] == [CutPeer(b.key, "flooding")]
@@ -279,6 +283,26 @@ def test_heartbeats_measure_rtt_and_silence_is_reported():
     mesh.advance(SILENT_AFTER)
     assert (0, PeerSilent(b.key)) in mesh.events
     assert a.get_timer() is not None
+
+
+def test_a_wall_clock_step_of_an_hour_either_way_keeps_every_link_up():
+    """Timers run on the monotonic clock: stepping the wall clock (NTP, a laptop waking up) by
+    an hour mid-session neither silences the links (+1 h) nor freezes their heartbeats (-1 h)."""
+    mesh = Mesh.create(3)
+    mesh.deliver_all()
+    for step in (3600.0, -3600.0, -3600.0):
+        mesh.wall_offset += step
+        for n in range(3 * int(SILENT_AFTER)):
+            mesh.advance(1.0)
+            mesh.deliver_all()
+            mesh.write(n % 3, ADDRESSES[n % len(ADDRESSES)], bytes([n]))
+            mesh.deliver_all()
+    assert not [e for _, e in mesh.events if isinstance(e, PeerSilent | Rejected)]
+    assert mesh.converged()
+    rtts = [s.rtt for r in mesh.replicas for s in r.statistics().peers.values()]
+    assert all(rtt is not None and 0.0 <= rtt < 0.01 for rtt in rtts), rtts
+    skews = [s.skew for r in mesh.replicas for s in r.statistics().peers.values()]
+    assert all(skew is not None and abs(skew) < 1.0 for skew in skews), skews
 
 
 def test_chat_and_goodbye():
@@ -339,7 +363,7 @@ def test_sustained_flooding_a_few_times_over_the_rate_is_cut():
     cut_at = None
     for n in range(6000):  # 1,000 messages per second for 6 s: four times the budget
         now = mesh.now + n / 1000
-        if any(isinstance(e, CutPeer) for e in a.receive(b.key, junk, now)):
+        if any(isinstance(e, CutPeer) for e in a.receive(b.key, junk, now, wall=now)):
             cut_at = n / 1000
             break
     assert cut_at is not None and cut_at < 4.0
@@ -349,6 +373,6 @@ def test_a_short_burst_is_throttled_but_not_cut():
     mesh, a, b = _two()
     events = []
     for n in range(RATE_BURST_MESSAGES):
-        events += a.receive(b.key, b"\x00" * 200, mesh.now + n / 10_000)
+        events += a.receive(b.key, b"\x00" * 200, mesh.now + n / 10_000, wall=mesh.wall)
     assert any(isinstance(e, Rejected) and e.reason == "rate_limited" for e in events)
     assert not any(isinstance(e, CutPeer) for e in events)

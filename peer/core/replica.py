@@ -4,6 +4,12 @@ A `Replica` owns this peer's `SharedState` and clock and one `_Link` per admitte
 adapter feeds it bytes and time and drains `messages_to_send()`; the peer program feeds it local
 changes and applies the `BytesChanged` events to the emulator. Nothing here does I/O or reads a clock.
 
+Two clocks come in, as aioquic's `now` does: `now`, monotonic seconds, runs every timer (heartbeats,
+digests, silence, rate budgets), so a wall-clock step (NTP, a laptop waking up) neither freezes
+nor drops a link; `wall`, seconds since the Unix epoch, is used only where the room needs a shared
+notion of time: Lamport stamps (`clock`), the bound on values from the future, and the heartbeat's
+`sent_ms` from which a peer estimates our clock skew. Methods that need it take `wall=` by name.
+
 Rules applied to everything a peer sends, in this order (cheap checks before the signature check,
 because a forged signature costs as much to reject as a good one to accept):
 1. the sender must be admitted, and within its rate budget (token bucket, `RATE_PER_SECOND`);
@@ -29,7 +35,7 @@ once is harmless and nothing depends on history. Every `DIGEST_INTERVAL` seconds
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -50,6 +56,7 @@ RATE_BURST = 480.0
 # tokens would hide from a count "in a row") reaches CUT_AFTER_REJECTIONS within a second or so.
 CUT_AFTER_REJECTIONS = 200
 FLOOD_LEAK = 50.0
+BEATS_KEPT = 8  # our heartbeats remembered to time their echoes on the monotonic clock
 SEQ_WINDOW = 512  # how many recent signatures per link are kept to spot duplicates and forgeries
 PATCH_BUDGET = 48 * 1024  # bytes of entries per state patch message, well under 64 KiB
 
@@ -164,7 +171,8 @@ class _Link:
     last_heard: float = 0.0
     last_heartbeat: float = float("-inf")
     next_digest: float = 0.0
-    echo: tuple[int, float] | None = None  # their last sent_ms and when we received it
+    echo: tuple[int, float] | None = None  # their last sent_ms and when (monotonic) we received it
+    beats: deque[tuple[int, float]] = field(default_factory=deque)  # our recent (sent_ms, monotonic)
     silent_reported: bool = False
     connected: bool = True
     paused: bool = False
@@ -253,15 +261,17 @@ class Replica:
 
     # ---- local side ---------------------------------------------------------------------------
 
-    def local_changes(self, changes: Iterable[Run], now: float, written_at: float | None = None) -> list[Run]:
+    def local_changes(
+        self, changes: Iterable[Run], now: float, *, wall: float, written_at: float | None = None
+    ) -> list[Run]:
         """Publish changes made by this peer's game; returns what was published.
 
-        `written_at` is when the game made them (the watcher's check), `now` when they are
-        published: the stamp is built from the former (see `clock` for why)."""
+        `written_at` is the wall time the game made them (the watcher's check), `wall` the wall
+        time they are published: the stamp is built from the former (see `clock` for why)."""
         runs = [run for run in self._differing(changes) if run[1]]
         if not runs:
             return []
-        lamport = self.clock.stamp(now if written_at is None else written_at, now)
+        lamport = self.clock.stamp(wall if written_at is None else written_at, wall)
         self.state.apply_runs(runs, lamport, self.key)
         self.local_batches += 1
         batch = codec.WriteBatch(lamport, tuple(runs))
@@ -325,11 +335,11 @@ class Replica:
                 deadlines.append(link.last_heard + SILENT_AFTER)
         return min(deadlines, default=None)
 
-    def handle_timer(self, now: float) -> list[Event]:
+    def handle_timer(self, now: float, *, wall: float) -> list[Event]:
         events: list[Event] = []
         for link in self._open_links():
             if now - link.last_heartbeat >= HEARTBEAT_INTERVAL:
-                self._send_heartbeat(link, now)
+                self._send_heartbeat(link, now, wall)
             if now >= link.next_digest:
                 self._send_digest(link, now)
             if not link.silent_reported and now - link.last_heard >= SILENT_AFTER:
@@ -339,7 +349,7 @@ class Replica:
 
     # ---- receiving ----------------------------------------------------------------------------
 
-    def receive(self, peer: bytes, data: bytes, now: float) -> list[Event]:
+    def receive(self, peer: bytes, data: bytes, now: float, *, wall: float) -> list[Event]:
         link = self.links.get(peer)
         if link is None or not link.connected:
             return [self._reject(link, peer, "not_admitted")]
@@ -355,7 +365,7 @@ class Replica:
         verdict = self._check_sequence(link, message, now)
         if verdict is not None:
             return verdict
-        return self._dispatch(link, message.body, now)
+        return self._dispatch(link, message.body, now, wall)
 
     def _rate_limited(self, link: _Link, now: float) -> list[Event]:
         leaked = max(0.0, link.flood_strikes - (now - link.flood_at) * FLOOD_LEAK)
@@ -390,19 +400,19 @@ class Replica:
             link.recent.popitem(last=False)
         return None
 
-    def _dispatch(self, link: _Link, body: codec.Body, now: float) -> list[Event]:
+    def _dispatch(self, link: _Link, body: codec.Body, now: float, wall: float) -> list[Event]:
         match body:
             case codec.WriteBatch():
-                return self._receive_batch(link, body, now)
+                return self._receive_batch(link, body, wall)
             case codec.StatePatch():
-                return self._receive_patch(link, body, now)
+                return self._receive_patch(link, body, wall)
             case codec.Digest():
                 return self._receive_digest(link, body, now)
             case codec.ResyncRequest():
                 self._send_full_state(link, now)
                 return []
             case codec.Heartbeat():
-                self._receive_heartbeat(link, body, now)
+                self._receive_heartbeat(link, body, now, wall)
                 return []
             case codec.Chat(text):
                 return [ChatReceived(link.peer, text)]
@@ -412,11 +422,11 @@ class Replica:
             case _:
                 return [self._reject(link, link.peer, "handshake_after_admission")]
 
-    def _receive_batch(self, link: _Link, batch: codec.WriteBatch, now: float) -> list[Event]:
-        problem = self._check_stamped_runs(((a, d, batch.lamport) for a, d in batch.runs), now)
+    def _receive_batch(self, link: _Link, batch: codec.WriteBatch, wall: float) -> list[Event]:
+        problem = self._check_stamped_runs(((a, d, batch.lamport) for a, d in batch.runs), wall)
         if problem:
             return [self._reject(link, link.peer, *problem)]
-        self.clock.observe(batch.lamport, now)
+        self.clock.observe(batch.lamport, wall)
         link.stats.writes_received += sum(len(data) for _, data in batch.runs)
         changes = self.state.apply_runs(batch.runs, batch.lamport, link.peer)
         return self._merged(link, changes)
@@ -427,12 +437,12 @@ class Replica:
             events.append(StateChanged())
         return events
 
-    def _receive_patch(self, link: _Link, patch: codec.StatePatch, now: float) -> list[Event]:
-        problem = self._check_stamped_runs(((e.address, e.data, e.lamport) for e in patch.entries), now)
+    def _receive_patch(self, link: _Link, patch: codec.StatePatch, wall: float) -> list[Event]:
+        problem = self._check_stamped_runs(((e.address, e.data, e.lamport) for e in patch.entries), wall)
         if problem:
             return [self._reject(link, link.peer, *problem)]
         for entry in patch.entries:
-            self.clock.observe(entry.lamport, now)
+            self.clock.observe(entry.lamport, wall)
         changes = self.state.merge(patch.entries)
         events = self._merged(link, changes)
         if patch.full and patch.part == patch.parts - 1:
@@ -440,12 +450,12 @@ class Replica:
         return events
 
     def _check_stamped_runs(
-        self, runs: Iterable[tuple[int, bytes, int]], now: float
+        self, runs: Iterable[tuple[int, bytes, int]], wall: float
     ) -> tuple[str, str] | None:
         for address, data, lamport in runs:
             if not self.state.layout.check_run(address, len(data)):
                 return "outside_regions", f"{len(data)} bytes at {address:#06x}"
-            if is_too_far_ahead(lamport, now):
+            if is_too_far_ahead(lamport, wall):
                 return "lamport_ahead", f"Lamport {lamport} is beyond this peer's clock bound"
         return None
 
@@ -461,11 +471,14 @@ class Replica:
         self._send_full_state(link, now)
         return [Repaired(link.peer)]
 
-    def _receive_heartbeat(self, link: _Link, beat: codec.Heartbeat, now: float) -> None:
+    def _receive_heartbeat(self, link: _Link, beat: codec.Heartbeat, now: float, wall: float) -> None:
         link.echo = (beat.sent_ms, now)
-        link.stats.skew = beat.sent_ms / 1000 - now
-        if beat.echo_ms:
-            rtt = (wall_ms(now) - beat.echo_ms - beat.held_ms) / 1000
+        link.stats.skew = beat.sent_ms / 1000 - wall
+        # The echo names one of our heartbeats by its wall `sent_ms`; the round trip is timed on
+        # the monotonic clock from when we sent that one (a wall step in between changes nothing).
+        sent_at = next((at for sent_ms, at in link.beats if sent_ms == beat.echo_ms), None)
+        if beat.echo_ms and sent_at is not None:
+            rtt = now - sent_at - beat.held_ms / 1000
             if rtt >= 0:
                 link.stats.rtt = rtt
 
@@ -483,12 +496,16 @@ class Replica:
         link.stats.bytes_sent += len(message)
         self._outbox.append((link.peer, message))
 
-    def _send_heartbeat(self, link: _Link, now: float) -> None:
+    def _send_heartbeat(self, link: _Link, now: float, wall: float) -> None:
         echo_ms = held_ms = 0
         if link.echo is not None:
             echo_ms, held_ms = link.echo[0], int((now - link.echo[1]) * 1000)
         link.last_heartbeat = now
-        self._send(link, codec.Heartbeat(wall_ms(now), echo_ms, max(0, held_ms)), now)
+        sent_ms = wall_ms(wall)
+        link.beats.append((sent_ms, now))
+        while len(link.beats) > BEATS_KEPT:
+            link.beats.popleft()
+        self._send(link, codec.Heartbeat(sent_ms, echo_ms, max(0, held_ms)), now)
 
     def _send_digest(self, link: _Link, now: float) -> None:
         link.next_digest = now + DIGEST_INTERVAL

@@ -7,13 +7,17 @@ reconnection schedule. It is the aioquic-style glue between the pure pieces and 
   channel's `bufferedAmount` bounded with `replica.pause_peer` / `resume_peer`;
 - the replica's and the bindings' timers drive heartbeats, digests, liveness and timeouts;
 - a link that closes, fails, goes silent or is cut is routine: the replica forgets the
-  connection, and the offerer dials again with backoff (the answerer asks it to, via signalling);
-  on admission the replica exchanges digests and state, so nothing is lost.
+  connection, and each peer's `DialMachine` (`peer.core.dial`) says when the offerer dials again
+  (the answerer asks it to, via signalling) and when a sign of the peer (the roster, a signal)
+  makes that happen at once; on admission the replica exchanges digests and state, so nothing
+  is lost.
 
 It does not own the signalling connection (a `SignalSender` is passed in, and signals are fed to
 `handle_signal`) nor the emulator (changes come in through `local_changes`, and `BytesChanged`
-goes out through `on_event`). Time is wall-clock seconds (`time.time`), as the replica's hybrid
-clock expects.
+goes out through `on_event`). Two clocks are injected: `clock`, monotonic, runs every timer (the
+loop's waits, dial and binding deadlines, the publishing pace, the replica's heartbeats and silence
+limit), so a wall-clock step cannot freeze or drop links; `wall` (`time.time`) is handed to the
+replica only for Lamport stamps, the bound on values from the future and skew estimates.
 """
 
 from __future__ import annotations
@@ -26,18 +30,20 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from nacl.signing import SigningKey
 
 from peer.core import codec
-from peer.core.binding import (
-    Admitted,
-    Binding,
-    RefusalReason,
-    Refused,
-    Role,
+from peer.core.binding import Admitted, Binding, Refused, Role
+from peer.core.dial import (
+    CUT_WAIT,
+    REFUSED_WAIT,
+    AskRedial,
+    Dial,
+    DialMachine,
+    DialState,
+    GiveUp,
 )
 from peer.core.replica import (
     CutPeer,
@@ -48,6 +54,7 @@ from peer.core.replica import (
     Rejected,
     Replica,
 )
+from peer.core.signals import Answer, Offer, Restart, SignalError, parse_signal
 from peer.core.state import Run
 from peer.mesh.webrtc import (
     HIGH_WATER,
@@ -62,12 +69,6 @@ from peer.mesh.webrtc import (
 
 log = logging.getLogger(__name__)
 
-RECONNECT_FIRST = 0.2  # seconds before the first redial; doubles per failure
-RECONNECT_MAX = 5.0
-CONNECT_TIMEOUT = 15.0  # a link not admitted by then is dropped and dialled again
-REFUSED_WAIT = 30.0  # a refused peer is not dialled again before this
-CUT_WAIT = 30.0  # nor a peer cut off for flooding
-MAX_SDP = 16 * 1024
 # An honest sender stays well inside the receivers' rate budget (240 messages/s, bursts of 480):
 # local changes are published at most PUBLISH_RATE times a second, with bursts of PUBLISH_BURST
 # (so a late frame followed by an on-time one is not delayed); changes made while no publication
@@ -77,7 +78,9 @@ PUBLISH_RATE = 120.0
 PUBLISH_BURST = 4.0
 # What aiortc raises while applying a session description a peer sent us: a fuzz of mutated
 # offers (400 cases) produced AssertionError, ValueError, AttributeError, KeyError and TypeError
-# from its SDP parser, besides its own errors. Such a step only ever drops that one link.
+# from its SDP parser, besides its own errors. Such a step only ever drops that one link. Only the
+# steps that apply a peer's description (`answer`, `accept_answer`) are guarded so: an error in
+# our own offer or close is a bug and ends the mesh's TaskGroup, not a warning and a redial.
 _SDP_ERRORS = (
     AssertionError,
     AttributeError,
@@ -126,7 +129,7 @@ class LinkLost(Event):
 class LinkStatistics:
     """Per peer connection: the mesh's counters next to the replica's `PeerStatistics`."""
 
-    state: str = "waiting"
+    state: str = DialState.WAITING.value
     admissions: int = 0
     reconnects: int = 0
     links_lost: int = 0
@@ -142,16 +145,15 @@ class LinkStatistics:
 class _Peer:
     key: bytes
     role: Role
+    dial: DialMachine  # when to dial, give up, try again (the state `link` must agree with)
     link: Link | None = None
     binding: Binding | None = None
-    admitted: bool = False
     paused: bool = False
-    retry_at: float | None = None  # when to dial (offerer) or ask to be dialled (answerer)
-    give_up_at: float | None = None  # the current link must be admitted by then
-    backoff: float = RECONNECT_FIRST
-    last_link_id: int = 0  # the answerer's note of which attempt died, for "restart"
-    banned_until: float = 0.0  # refused or cut: no links with this peer before then
     stats: LinkStatistics = field(default_factory=LinkStatistics)
+
+    @property
+    def admitted(self) -> bool:
+        return self.dial.state is DialState.ADMITTED
 
 
 class Mesh:
@@ -167,7 +169,8 @@ class Mesh:
         ice: IceOptions | None = None,
         room_key: bytes | None = None,
         on_event: Callable[[Event], None] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         nonces: Callable[[int], bytes] = os.urandom,
         water_marks: tuple[int, int] = (LOW_WATER, HIGH_WATER),
     ) -> None:
@@ -182,6 +185,7 @@ class Mesh:
         self._room_key = room_key
         self._on_event = on_event
         self._clock = clock
+        self._wall = wall
         self._nonces = nonces
         self._low_water, self._high_water = water_marks
         if not 0 < self._low_water < self._high_water:
@@ -217,7 +221,7 @@ class Mesh:
                         await asyncio.wait_for(self._wake.wait(), delay)
             finally:
                 for peer in list(self._peers.values()):
-                    self._drop_link(peer, "mesh stopped")
+                    self._close_link(peer, "mesh stopped")
                 self._tasks = None
 
     async def wait_running(self) -> None:
@@ -239,7 +243,7 @@ class Mesh:
     def _next_deadline(self) -> float | None:
         deadlines = [self.replica.get_timer(), self._publish_at]
         for peer in self._peers.values():
-            deadlines += [peer.retry_at, peer.give_up_at]
+            deadlines.append(peer.dial.get_timer())
             if peer.binding is not None:
                 deadlines.append(peer.binding.get_timer())
         return min((d for d in deadlines if d is not None), default=None)
@@ -247,7 +251,7 @@ class Mesh:
     def _handle_timers(self, now: float) -> None:
         if self._publish_at is not None and now >= self._publish_at:
             self._publish(now)
-        for event in self.replica.handle_timer(now):
+        for event in self.replica.handle_timer(now, wall=self._wall()):
             self._handle_event(event)
         for peer in list(self._peers.values()):
             self._peer_timers(peer, now)
@@ -258,89 +262,86 @@ class Mesh:
             refused = peer.binding.handle_timer(now)
             if refused is not None:
                 self._refuse(peer, refused)
-        if peer.give_up_at is not None and now >= peer.give_up_at:
-            self._drop_link(peer, f"not admitted within {CONNECT_TIMEOUT:g} s")
-        if peer.retry_at is not None and now >= peer.retry_at:
-            peer.retry_at = None
-            if peer.role is Role.OFFERER:
+        match peer.dial.handle_timer(now):
+            case GiveUp(reason):
+                self._drop_link(peer, reason)
+            case Dial():
                 self._dial(peer, now)
-            elif peer.link is None:
+            case AskRedial(last_link):
                 # Only the offerer dials; tell it the link we had is gone.
-                self._signals.send_signal(peer.key, {"kind": "restart", "link": peer.last_link_id})
-                self._schedule_retry(peer, now)
+                self._signals.send_signal(peer.key, Restart(last_link).to_wire())
 
     # ---- roster and signalling -------------------------------------------------------------
 
     def set_roster(self, keys: Iterable[bytes]) -> None:
-        """The room's members as the rendezvous lists them (our own key may be included)."""
+        """The room's members as the rendezvous lists them (our own key may be included).
+
+        Being listed is a sign a member is reachable through the rendezvous again (our signalling
+        came back, or it rejoined): each one's dial machine takes it as a hint to try at once."""
         wanted = set(keys) - {self.key}
         now = self._clock()
         for key in set(self._peers) - wanted:
-            peer = self._peers.pop(key)
-            self._drop_link(peer, "left the room", reconnect=False)
-        for key in wanted - set(self._peers):
-            peer = self._peers[key] = _Peer(key, role_towards(self.key, key))
-            if peer.role is Role.OFFERER:
-                peer.retry_at = now
+            self._close_link(self._peers.pop(key), "left the room")
+        for key in wanted:
+            known = self._peers.get(key)
+            if known is not None:
+                known.dial.hint(now)
+                continue
+            role = role_towards(self.key, key)
+            self._peers[key] = _Peer(key, role, DialMachine(offerer=role is Role.OFFERER, now=now))
         self._wake.set()
         self._notify()
 
-    def handle_signal(self, sender: bytes, data: Any) -> None:
+    def handle_signal(self, sender: bytes, data: object) -> None:
         """A signalling message relayed from `sender`; anything malformed is logged and dropped."""
         if self._tasks is None:
             log.info("signal from %s while the mesh is not running; dropped", sender.hex()[:8])
             return
         peer = self._peers.get(sender)
-        if peer is None or not isinstance(data, dict):
-            log.info("signal from %s outside the roster or not an object", sender.hex()[:8])
+        if peer is None:
+            log.info("signal from %s, who is outside the roster", sender.hex()[:8])
             return
-        kind, link_id, sdp = data.get("kind"), data.get("link"), data.get("sdp")
-        if not isinstance(link_id, int) or isinstance(link_id, bool) or not 0 < link_id < 2**53:
-            log.info("signal from %s without a valid link id", sender.hex()[:8])
+        try:
+            signal = parse_signal(data)
+        except SignalError as exc:
+            log.info("bad signal from %s: %s", sender.hex()[:8], exc)
             return
-        if kind == "restart":
-            self._restart_requested(peer, link_id)
-        elif not isinstance(sdp, str) or len(sdp) > MAX_SDP:
-            log.info("signal %r from %s without a usable sdp", kind, sender.hex()[:8])
-        elif kind == "offer" and peer.role is Role.ANSWERER:
-            self._answer(peer, link_id, sdp)
-        elif kind == "answer" and peer.role is Role.OFFERER:
-            self._accept_answer(peer, link_id, sdp)
-        else:
-            log.info("unexpected signal %r from %s", kind, sender.hex()[:8])
+        now = self._clock()
+        match signal:
+            case Restart(link_id) if peer.role is Role.OFFERER:
+                if peer.dial.restart_requested(link_id, now) is not None:
+                    self._dial(peer, now)
+            case Offer(link_id, sdp) if peer.role is Role.ANSWERER:
+                self._answer(peer, link_id, sdp, now)
+            case Answer(link_id, sdp) if peer.role is Role.OFFERER:
+                self._accept_answer(peer, link_id, sdp)
+            case _:
+                log.info("unexpected %s from %s", type(signal).__name__, sender.hex()[:8])
 
     def _dial(self, peer: _Peer, now: float) -> None:
-        self._drop_link(peer, "redialling", reconnect=False)
-        link = self._new_link(peer, self._next_link_id, now)
+        self._close_link(peer, "redialling")
+        link = self._new_link(peer, self._next_link_id)
+        peer.dial.dial(link.link_id, now)
         self._next_link_id += 1
-        self._spawn(self._guard(peer, link, link.offer()))
+        self._spawn(self._offer(link))
 
-    def _answer(self, peer: _Peer, link_id: int, sdp: str) -> None:
-        if self._clock() < peer.banned_until:
+    def _answer(self, peer: _Peer, link_id: int, sdp: str, now: float) -> None:
+        if not peer.dial.may_answer():
             log.info("ignoring an offer from %s: refused or cut recently", peer.key.hex()[:8])
             return
-        self._drop_link(peer, "superseded by a new offer", reconnect=False)
-        peer.retry_at = None
-        link = self._new_link(peer, link_id, self._clock())
-        self._spawn(self._guard(peer, link, link.answer(sdp)))
+        self._close_link(peer, "superseded by a new offer")
+        link = self._new_link(peer, link_id)
+        peer.dial.offered(link_id, now)
+        self._spawn(self._apply_description(peer, link, link.answer(sdp)))
 
     def _accept_answer(self, peer: _Peer, link_id: int, sdp: str) -> None:
         link = peer.link
         if link is None or link.link_id != link_id or link.state is not LinkState.CONNECTING:
             log.info("stale answer from %s for link %d", peer.key.hex()[:8], link_id)
             return
-        self._spawn(self._guard(peer, link, link.accept_answer(sdp)))
+        self._spawn(self._apply_description(peer, link, link.accept_answer(sdp)))
 
-    def _restart_requested(self, peer: _Peer, link_id: int) -> None:
-        current = peer.link
-        if peer.role is not Role.OFFERER or self._clock() < peer.banned_until:
-            return
-        if current is None or current.link_id <= link_id:
-            self._drop_link(peer, "peer asked to reconnect", reconnect=False)
-            peer.retry_at = self._clock()
-            self._wake.set()
-
-    def _new_link(self, peer: _Peer, link_id: int, now: float) -> Link:
+    def _new_link(self, peer: _Peer, link_id: int) -> Link:
         link = Link(
             local_key=self.key,
             peer=peer.key,
@@ -350,14 +351,18 @@ class Mesh:
             signals=self._signals,
             low_water=self._low_water,
         )
-        peer.link, peer.binding, peer.admitted = link, None, False
-        peer.give_up_at = now + CONNECT_TIMEOUT
-        peer.stats.state = "connecting"
+        peer.link, peer.binding = link, None
         self._wake.set()
         return link
 
-    async def _guard(self, peer: _Peer, link: Link, step: Awaitable[None]) -> None:
-        """Run one signalling step of a link; a peer's bad description drops only that link."""
+    async def _offer(self, link: Link) -> None:
+        """Our own offer: nothing from the peer is parsed here, so an error is a bug and ends
+        the mesh; only a link that was closed meanwhile (superseded, peer left) is routine."""
+        with contextlib.suppress(InvalidStateError):
+            await link.offer()
+
+    async def _apply_description(self, peer: _Peer, link: Link, step: Awaitable[None]) -> None:
+        """Apply a description the peer sent; what aiortc's parser raises drops only that link."""
         try:
             await step
         except _SDP_ERRORS as exc:
@@ -381,7 +386,7 @@ class Mesh:
             self._drop_link(peer, str(exc))
             return
         now = self._clock()
-        peer.stats.state = "binding"
+        peer.dial.opened()
         peer.binding = Binding(
             room=self.room,
             role=link.role,
@@ -400,9 +405,8 @@ class Mesh:
         peer = self._current(link)
         if peer is None:
             return
-        now = self._clock()
         if peer.admitted:
-            for event in self.replica.receive(peer.key, data, now):
+            for event in self.replica.receive(peer.key, data, self._clock(), wall=self._wall()):
                 self._handle_event(event)
         elif peer.binding is not None:
             self._bind_message(peer, peer.binding, data)
@@ -430,36 +434,16 @@ class Mesh:
             peer.link.send(data)
 
     def _bind_message(self, peer: _Peer, binding: Binding, data: bytes) -> None:
-        try:
-            message = codec.decode(data, room=self.room, keys=self._roster_keys())
-        except codec.DecodeError as exc:
-            reason = (
-                RefusalReason.UNKNOWN_KEY if exc.reason == "unknown_sender" else RefusalReason.BAD_MESSAGE
-            )
-            self._refuse(peer, binding.refuse(reason, str(exc)))
-            return
-        match message.body:
-            case codec.Nonce(nonce):
-                proof = binding.receive_nonce(nonce)
-                if isinstance(proof, Refused):
-                    self._refuse(peer, proof)
-                else:
-                    self._send_handshake(peer, proof)
-            case codec.Proof():
-                self._bind_outcome(peer, binding.receive_proof(message.sender, message.body))
-            case _:
-                kind = type(message.body).__name__
-                self._refuse(peer, binding.refuse(RefusalReason.PROTOCOL, f"{kind} before admission"))
+        match binding.receive(data, keys=set(self._peers)):
+            case Refused() as refused:
+                self._refuse(peer, refused)
+            case Admitted():
+                self._admit(peer)
+            case proof:
+                self._send_handshake(peer, proof)
 
-    def _roster_keys(self) -> set[bytes]:
-        return set(self._peers)
-
-    def _bind_outcome(self, peer: _Peer, outcome: Admitted | Refused) -> None:
-        if isinstance(outcome, Refused):
-            self._refuse(peer, outcome)
-            return
-        peer.admitted, peer.give_up_at, peer.backoff = True, None, RECONNECT_FIRST
-        peer.stats.state = "admitted"
+    def _admit(self, peer: _Peer) -> None:
+        peer.dial.admitted()
         peer.stats.admissions += 1
         self.replica.add_peer(peer.key, self._clock())
         log.info("peer %s admitted", peer.key.hex()[:8])
@@ -472,9 +456,9 @@ class Mesh:
         self._emit(PeerRefused(peer.key, refused.reason.value, refused.detail))
 
     def _ban(self, peer: _Peer, reason: str, wait: float) -> None:
-        self._drop_link(peer, reason, reconnect=False)
-        peer.stats.state = "banned"
-        peer.banned_until = peer.retry_at = self._clock() + wait
+        self._close_link(peer, reason)
+        peer.dial.banned(self._clock(), wait)
+        self._wake.set()
 
     # ---- replica events --------------------------------------------------------------------
 
@@ -502,32 +486,31 @@ class Mesh:
         if peer is not None:
             self._drop_link(peer, reason)
 
-    def _drop_link(self, peer: _Peer, reason: str, *, reconnect: bool = True) -> None:
-        """Forget the current link (closing it); with `reconnect`, schedule the next attempt."""
+    def _drop_link(self, peer: _Peer, reason: str) -> None:
+        """The current link is lost (closed, failed, silent, given up): close it; the dial
+        machine schedules the next attempt."""
+        if peer.link is None:
+            return
+        self._close_link(peer, reason)
+        peer.dial.lost(self._clock())
+        peer.stats.reconnects += 1
+        self._wake.set()
+
+    def _close_link(self, peer: _Peer, reason: str) -> None:
+        """Forget and close the current link, if any (the dial machine is told by the caller)."""
         link, was_admitted = peer.link, peer.admitted
-        peer.link, peer.binding, peer.admitted, peer.paused = None, None, False, False
-        peer.give_up_at = None
+        peer.link, peer.binding, peer.paused = None, None, False
         if link is None:
             return
-        peer.last_link_id = link.link_id
         if was_admitted:
             self.replica.remove_peer(peer.key)
             peer.stats.links_lost += 1
             peer.stats.last_loss = reason
             log.info("link with %s lost: %s", peer.key.hex()[:8], reason)
             self._emit(LinkLost(peer.key, reason))
-        peer.stats.state = "waiting"
         if self._tasks is not None:
-            self._spawn(self._guard(peer, link, link.close()))
-        if reconnect and not self._stopping:
-            peer.stats.reconnects += 1
-            self._schedule_retry(peer, self._clock())
+            self._spawn(link.close())
         self._notify()
-
-    def _schedule_retry(self, peer: _Peer, now: float) -> None:
-        peer.retry_at = now + peer.backoff
-        peer.backoff = min(RECONNECT_MAX, peer.backoff * 2)
-        self._wake.set()
 
     # ---- sending ---------------------------------------------------------------------------
 
@@ -568,11 +551,10 @@ class Mesh:
                 raise ValueError(f"change at {address:#06x} is outside the shared regions")
             for offset, value in enumerate(data):
                 self._pending[address + offset] = value
-        now = self._clock()
-        written_at = now if written_at is None else written_at
+        written_at = self._wall() if written_at is None else written_at
         self._pending_written_at = max(self._pending_written_at or written_at, written_at)
         if self._publish_at is None:
-            self._publish(now)
+            self._publish(self._clock())
 
     def _publish(self, now: float) -> None:
         """Publish the pending changes if the pace allows, else schedule when it will."""
@@ -589,7 +571,7 @@ class Mesh:
         runs = _runs(self._pending)
         written_at, self._pending_written_at = self._pending_written_at, None
         self._pending.clear()
-        published = self.replica.local_changes(runs, now, written_at)
+        published = self.replica.local_changes(runs, now, wall=self._wall(), written_at=written_at)
         self._flush()
         if published:
             self._emit(Published(tuple(published)))
@@ -615,6 +597,7 @@ class Mesh:
         report = {}
         for key, peer in self._peers.items():
             stats = peer.stats
+            stats.state = peer.dial.state.value
             stats.sync = sync.get(key)
             report[key] = stats
         return report

@@ -47,6 +47,7 @@ from aiortc import (
 )
 
 from peer.core.binding import Role
+from peer.core.signals import Answer, Offer
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +203,8 @@ class Link:
 
     def _send_description(self) -> None:
         description = self._pc.localDescription
-        data = {"kind": description.type, "link": self.link_id, "sdp": description.sdp}
-        self._signals.send_signal(self.peer, data)
+        kind = Offer if description.type == "offer" else Answer
+        self._signals.send_signal(self.peer, kind(self.link_id, description.sdp).to_wire())
 
     # ---- the channel -----------------------------------------------------------------------
 
