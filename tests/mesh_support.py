@@ -92,8 +92,10 @@ def make_node(
     mesh_key: SigningKey | None = None,
     regions: tuple[Region, ...] = REGIONS,
     water_marks: tuple[int, int] = (LOW_WATER, HIGH_WATER),
+    wall: Callable[[], float] = time.time,
 ) -> Node:
-    """A node; `mesh_key` lets a test sign with another key than the one signalling knows."""
+    """A node; `mesh_key` lets a test sign with another key than the one signalling knows;
+    `wall` is its time of day (a test may step it; timers run on the monotonic clock)."""
     key = signing_key if signing_key is not None else SigningKey.generate()
     signer = mesh_key if mesh_key is not None else key
     replica = Replica(
@@ -101,7 +103,7 @@ def make_node(
         room=ROOM,
         regions=regions,
         session=random.getrandbits(63),
-        now=time.time(),
+        now=wall(),
     )
     events: list[Event] = []
     bound = signals.sender(bytes(key.verify_key)) if isinstance(signals, LocalSignals) else signals
@@ -114,6 +116,7 @@ def make_node(
         room_key=room_key,
         on_event=events.append,
         water_marks=water_marks,
+        wall=wall,
     )
     node = Node(mesh, key, events)
     if isinstance(signals, LocalSignals):

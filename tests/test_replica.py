@@ -287,10 +287,11 @@ def test_heartbeats_measure_rtt_and_silence_is_reported():
 
 def test_a_wall_clock_step_of_an_hour_either_way_keeps_every_link_up():
     """Timers run on the monotonic clock: stepping the wall clock (NTP, a laptop waking up) by
-    an hour mid-session neither silences the links (+1 h) nor freezes their heartbeats (-1 h)."""
+    an hour mid-session neither freezes the heartbeats (-1 h) nor silences the links (+1 h).
+    (Back first: see the mesh test of the same name.)"""
     mesh = Mesh.create(3)
     mesh.deliver_all()
-    for step in (3600.0, -3600.0, -3600.0):
+    for step in (-3600.0, 7200.0):
         mesh.wall_offset += step
         for n in range(3 * int(SILENT_AFTER)):
             mesh.advance(1.0)
