@@ -136,7 +136,7 @@ class BootingPeer:
                 case Publish(runs, written_at):
                     if written_at is not None:  # from a report: the game in play, never a clear
                         assert all(all(data) for _, data in runs), runs
-                    self.replica.local_changes(runs, now, written_at)
+                    self.replica.local_changes(runs, now, wall=now, written_at=written_at)
                 case WriteToEmulator(runs):
                     self.write(runs)
                 case AdoptRoom(reason):
