@@ -157,8 +157,7 @@ class Session:
     async def _play(self, link: OpenMSXLink) -> None:
         room = self._room()
         async with asyncio.TaskGroup() as tasks:
-            room_task = tasks.create_task(room.run())
-            self.mesh = await self._wait_ready(room, room_task)
+            self.mesh = await self._join(room, tasks)
             self.roster_changed(room.signalling.roster or self.roster)
             if self.host_role.hosting:
                 await self.host_role.announce(self.definition.name, self.roster.room if self.roster else None)
@@ -177,8 +176,19 @@ class Session:
             watcher = tasks.create_task(self._link_loop(link))
             await self._until_stopped()
             watcher.cancel()
-            room.stop(self._stop_reason)
+            await room.leave(self._stop_reason)
             await self._leave(link, background)
+
+    async def _join(self, room: RoomSession, tasks: asyncio.TaskGroup) -> Mesh:
+        """Join within JOIN_TIMEOUT (a refusal ends TASKS with SignallingRefused, for `run_peer`)."""
+        try:
+            async with asyncio.timeout(JOIN_TIMEOUT):
+                return await room.join(tasks)
+        except TimeoutError:
+            raise PlayerError(
+                f"could not reach the rendezvous at {self.url} within {JOIN_TIMEOUT:.0f} s; "
+                "check --rendezvous."
+            ) from None
 
     def _room(self) -> RoomSession:
         return RoomSession(
@@ -205,22 +215,6 @@ class Session:
         finally:
             for signal_number in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signal_number)
-
-    async def _wait_ready(self, room: RoomSession, task: asyncio.Task[None]) -> Mesh:
-        ready = asyncio.ensure_future(room.wait_ready())
-        try:
-            done, _ = await asyncio.wait(
-                {ready, task}, timeout=JOIN_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            ready.cancel()
-        if ready in done and not ready.cancelled():
-            return ready.result()
-        if task.done():
-            await task  # raises what ended it (a refusal), handled by `run_peer`
-        raise PlayerError(
-            f"could not reach the rendezvous at {self.url} within {JOIN_TIMEOUT:.0f} s; check --rendezvous."
-        )
 
     async def _prepare_room(self, roster: Roster) -> tuple[SharedState, int]:
         """Open this room's durable state (once its name is known) and take a session number."""

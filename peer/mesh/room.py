@@ -1,4 +1,4 @@
-"""Wiring of one player's room: signalling client, replica and mesh under one TaskGroup.
+"""One player's room: signalling client, replica and mesh, their tasks in the caller's TaskGroup.
 
 The replica can only be made once the room's name is known (quick match names it on joining),
 so `run()` joins first, then builds the replica and the mesh and hands them every roster and
@@ -78,26 +78,43 @@ class RoomSession:
         self.mesh: Mesh | None = None
         self._early: list[tuple[bytes, dict[str, Any]]] = []
         self._ready = asyncio.Event()
+        self._signalling_task: asyncio.Task[None] | None = None
+        self._mesh_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._stop_reason = "leaving"
 
+    async def join(self, tasks: asyncio.TaskGroup) -> Mesh:
+        """Join the room and start syncing, the signalling and mesh tasks in the caller's TASKS.
+
+        Returns the mesh once it runs. A refusal ends the signalling task with
+        SignallingRefused, which ends TASKS (the caller's TaskGroup sees it)."""
+        self._signalling_task = tasks.create_task(self.signalling.run())
+        roster = await self.signalling.wait_joined()
+        self.mesh = mesh = await self._make_mesh(roster)
+        self._mesh_task = tasks.create_task(mesh.run())
+        await mesh.wait_running()
+        mesh.set_roster(self.signalling.roster.keys if self.signalling.roster else [])
+        for sender, data in self._early:
+            mesh.handle_signal(sender, data)
+        self._early.clear()
+        self._ready.set()
+        return mesh
+
+    async def leave(self, reason: str = "leaving") -> None:
+        """Say goodbye to every peer, stop the mesh, then the signalling."""
+        if self.mesh is not None:
+            self.mesh.stop(reason)
+        if self._mesh_task is not None:
+            await self._mesh_task
+        if self._signalling_task is not None:
+            self._signalling_task.cancel()
+
     async def run(self) -> None:
-        """Join, then sync until `stop()`. Raises (in a group) SignallingRefused if refused."""
+        """Join, then sync until `stop()`, in a TaskGroup of its own (for tools and tests)."""
         async with asyncio.TaskGroup() as tasks:
-            signalling = tasks.create_task(self.signalling.run())
-            roster = await self.signalling.wait_joined()
-            self.mesh = await self._make_mesh(roster)
-            mesh = tasks.create_task(self.mesh.run())
-            await self.mesh.wait_running()
-            self.mesh.set_roster(self.signalling.roster.keys if self.signalling.roster else [])
-            for sender, data in self._early:
-                self.mesh.handle_signal(sender, data)
-            self._early.clear()
-            self._ready.set()
+            await self.join(tasks)
             await self._stop.wait()
-            self.mesh.stop(self._stop_reason)
-            await mesh
-            signalling.cancel()
+            await self.leave(self._stop_reason)
 
     async def _make_mesh(self, roster: Roster) -> Mesh:
         room_key = None
