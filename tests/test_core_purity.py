@@ -12,6 +12,7 @@ PURE_MODULES = [
     "peer.core.replica",
     "peer.core.arming",
     "peer.core.gating",
+    "peer.core.pacing",
     "peer.core.takeover",
     "peer.core.lan",
     "peer.core.openmsx_protocol",

@@ -45,6 +45,7 @@ from peer.core.dial import (
     DialState,
     GiveUp,
 )
+from peer.core.pacing import PublishPacer
 from peer.core.replica import (
     CutPeer,
     Event,
@@ -69,13 +70,6 @@ from peer.mesh.webrtc import (
 
 log = logging.getLogger(__name__)
 
-# An honest sender stays well inside the receivers' rate budget (240 messages/s, bursts of 480):
-# local changes are published at most PUBLISH_RATE times a second, with bursts of PUBLISH_BURST
-# (so a late frame followed by an on-time one is not delayed); changes made while no publication
-# is due are coalesced (newest value per byte) into the next batch. At 60 Hz every frame's batch
-# goes out at once.
-PUBLISH_RATE = 120.0
-PUBLISH_BURST = 4.0
 # What aiortc raises while applying a session description a peer sent us: a fuzz of mutated
 # offers (400 cases) produced AssertionError, ValueError, AttributeError, KeyError and TypeError
 # from its SDP parser, besides its own errors. Such a step only ever drops that one link. Only the
@@ -192,11 +186,7 @@ class Mesh:
             raise ValueError("water marks must be 0 < low < high")
         self._peers: dict[bytes, _Peer] = {}
         self._next_link_id = 1
-        self._pending: dict[int, int] = {}  # address -> newest value not yet published
-        self._pending_written_at: float | None = None  # when the game made the newest of them
-        self._publish_at: float | None = None
-        self._publish_tokens = PUBLISH_BURST
-        self._tokens_at = clock()
+        self._pacer = PublishPacer(clock())  # (local changes, coalesced and paced)
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
@@ -241,7 +231,7 @@ class Mesh:
         self._tasks.create_task(coroutine)  # type: ignore[arg-type]
 
     def _next_deadline(self) -> float | None:
-        deadlines = [self.replica.get_timer(), self._publish_at]
+        deadlines = [self.replica.get_timer(), self._pacer.get_timer()]
         for peer in self._peers.values():
             deadlines.append(peer.dial.get_timer())
             if peer.binding is not None:
@@ -249,7 +239,8 @@ class Mesh:
         return min((d for d in deadlines if d is not None), default=None)
 
     def _handle_timers(self, now: float) -> None:
-        if self._publish_at is not None and now >= self._publish_at:
+        due = self._pacer.get_timer()
+        if due is not None and now >= due:
             self._publish(now)
         for event in self.replica.handle_timer(now, wall=self._wall()):
             self._handle_event(event)
@@ -542,36 +533,27 @@ class Mesh:
         """Changes from our emulator; raises ValueError for bytes outside the shared regions.
 
         Normally one call per frame, published at once as one signed batch to every admitted
-        peer. Calls faster than PUBLISH_RATE are coalesced into the next batch. `written_at` is
-        the wall time the game made them (default: now); a coalesced batch takes the latest.
+        peer; faster calls are coalesced and paced (`peer.core.pacing`). `written_at` is the wall
+        time the game made them (default: now).
         """
+        changes = list(changes)
         layout = self.replica.state.layout
         for address, data in changes:
             if not layout.check_run(address, len(data)):
                 raise ValueError(f"change at {address:#06x} is outside the shared regions")
-            for offset, value in enumerate(data):
-                self._pending[address + offset] = value
-        written_at = self._wall() if written_at is None else written_at
-        self._pending_written_at = max(self._pending_written_at or written_at, written_at)
-        if self._publish_at is None:
+        self._pacer.add(changes, self._wall() if written_at is None else written_at)
+        if self._pacer.get_timer() is None:
             self._publish(self._clock())
 
     def _publish(self, now: float) -> None:
-        """Publish the pending changes if the pace allows, else schedule when it will."""
-        elapsed, self._tokens_at = now - self._tokens_at, now
-        self._publish_tokens = min(PUBLISH_BURST, self._publish_tokens + elapsed * PUBLISH_RATE)
-        if self._publish_tokens < 1.0:
-            self._publish_at = now + (1.0 - self._publish_tokens) / PUBLISH_RATE
-            self._wake.set()
+        """Publish the pending changes if the pace allows, else wake when it will."""
+        batch = self._pacer.take(now)
+        if batch is None:
+            self._wake.set()  # (a batch waiting for the pace has a deadline now)
             return
-        self._publish_at = None
-        if not self._pending:
-            return
-        self._publish_tokens -= 1.0
-        runs = _runs(self._pending)
-        written_at, self._pending_written_at = self._pending_written_at, None
-        self._pending.clear()
-        published = self.replica.local_changes(runs, now, wall=self._wall(), written_at=written_at)
+        published = self.replica.local_changes(
+            batch.runs, now, wall=self._wall(), written_at=batch.written_at
+        )
         self._flush()
         if published:
             self._emit(Published(tuple(published)))
@@ -632,14 +614,3 @@ class Mesh:
         Bound it with `asyncio.timeout`; the mesh changes at least at every heartbeat."""
         while not condition():
             await self._changed.wait()
-
-
-def _runs(values: dict[int, int]) -> list[Run]:
-    """Byte values by address as runs of consecutive addresses."""
-    runs: list[tuple[int, bytearray]] = []
-    for address in sorted(values):
-        if runs and runs[-1][0] + len(runs[-1][1]) == address:
-            runs[-1][1].append(values[address])
-        else:
-            runs.append((address, bytearray([values[address]])))
-    return [(address, bytes(data)) for address, data in runs]

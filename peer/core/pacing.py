@@ -1,0 +1,76 @@
+"""The pace of publishing: local changes coalesced into batches, at most `PUBLISH_RATE` a second.
+
+An honest sender stays well inside the receivers' rate budget (`replica.RATE_PER_SECOND`, 240
+messages a second with bursts of 480): local changes are published at most PUBLISH_RATE times a
+second, with bursts of PUBLISH_BURST (so a late frame followed by an on-time one is not delayed);
+changes made while no publication is due are coalesced (newest value per byte) into the next
+batch, which carries the latest time the game made any of them. At 60 Hz every frame's batch goes
+out at once.
+
+Pure: `now` is a monotonic time passed in; `written_at` a wall time that is only carried along.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from peer.core.state import Run
+
+PUBLISH_RATE = 120.0
+PUBLISH_BURST = 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    runs: tuple[Run, ...]
+    written_at: float
+
+
+class PublishPacer:
+    def __init__(self, now: float, rate: float = PUBLISH_RATE, burst: float = PUBLISH_BURST) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("the publishing rate must be positive and the burst at least 1")
+        self._rate, self._burst = rate, burst
+        self._tokens, self._tokens_at = burst, now
+        self._pending: dict[int, int] = {}  # address -> newest value not yet published
+        self._written_at: float | None = None
+        self._due: float | None = None
+
+    def add(self, runs: Iterable[Run], written_at: float) -> None:
+        """Changes the game made by `written_at` (checked to be shared by the caller)."""
+        for address, data in runs:
+            for offset, value in enumerate(data):
+                self._pending[address + offset] = value
+        self._written_at = written_at if self._written_at is None else max(self._written_at, written_at)
+
+    def get_timer(self) -> float | None:
+        """When the next batch may go out, while one waits for the pace (None: go at once)."""
+        return self._due
+
+    def take(self, now: float) -> Batch | None:
+        """The batch to publish now, or None (nothing pending, or not yet: see `get_timer`)."""
+        elapsed, self._tokens_at = now - self._tokens_at, now
+        self._tokens = min(self._burst, self._tokens + max(0.0, elapsed) * self._rate)
+        if self._tokens < 1.0:
+            self._due = now + (1.0 - self._tokens) / self._rate
+            return None
+        self._due = None
+        if not self._pending or self._written_at is None:
+            return None
+        self._tokens -= 1.0
+        batch = Batch(tuple(_runs(self._pending)), self._written_at)
+        self._pending.clear()
+        self._written_at = None
+        return batch
+
+
+def _runs(values: dict[int, int]) -> list[Run]:
+    """Byte values by address as runs of consecutive addresses."""
+    runs: list[tuple[int, bytearray]] = []
+    for address in sorted(values):
+        if runs and runs[-1][0] + len(runs[-1][1]) == address:
+            runs[-1][1].append(values[address])
+        else:
+            runs.append((address, bytearray([values[address]])))
+    return [(address, bytes(data)) for address, data in runs]

@@ -1,0 +1,58 @@
+"""The publishing pace (peer.core.pacing): bursts go at once, faster calls are coalesced."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from peer.core.pacing import PUBLISH_BURST, PUBLISH_RATE, Batch, PublishPacer
+
+
+def test_a_burst_goes_out_at_once_then_changes_are_coalesced_until_the_pace_allows() -> None:
+    pacer = PublishPacer(now=0.0)
+    for n in range(int(PUBLISH_BURST)):
+        pacer.add([(0xE000, bytes([n]))], written_at=100.0 + n)
+        assert pacer.take(0.0) == Batch(((0xE000, bytes([n])),), 100.0 + n)
+    pacer.add([(0xE000, b"\x09"), (0xE002, b"\x01")], written_at=200.0)
+    pacer.add([(0xE001, b"\x08"), (0xE000, b"\x0a")], written_at=199.0)
+    assert pacer.take(0.0) is None
+    due = pacer.get_timer()
+    assert due is not None and due == pytest.approx(1 / PUBLISH_RATE)
+    assert pacer.take(due) == Batch(((0xE000, b"\x0a\x08\x01"),), 200.0)  # newest values, latest time
+    assert pacer.get_timer() is None
+    assert pacer.take(due + 1) is None  # nothing pending
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        PublishPacer(0.0, rate=0)
+    with pytest.raises(ValueError):
+        PublishPacer(0.0, burst=0.5)
+
+
+@given(st.lists(st.tuples(st.floats(0, 0.05), st.integers(0, 15), st.integers(0, 255)), max_size=200))
+def test_no_change_is_lost_and_the_pace_is_kept(calls: list[tuple[float, int, int]]) -> None:
+    pacer = PublishPacer(now=0.0)
+    now = 0.0
+    latest: dict[int, int] = {}
+    sent: list[tuple[float, Batch]] = []
+    for gap, offset, value in calls:
+        now += gap
+        pacer.add([(0xE000 + offset, bytes([value]))], written_at=now)
+        latest[0xE000 + offset] = value
+        due = pacer.get_timer()
+        if due is None or now >= due:
+            batch = pacer.take(now)
+            if batch is not None:
+                sent.append((now, batch))
+    due = pacer.get_timer()
+    final = pacer.take(max(now, due or now) + 1.0)
+    if final is not None:
+        sent.append((now + 1.0, final))
+    published: dict[int, int] = {}
+    for _, batch in sent:
+        for address, data in batch.runs:
+            published.update((address + i, v) for i, v in enumerate(data))
+    assert published == latest
+    for (t1, _), (t2, _) in zip(sent, sent[int(PUBLISH_BURST) :], strict=False):
+        # A bucket of BURST tokens refilled at RATE: any BURST + 1 batches span at least 1 / RATE.
+        assert t2 - t1 >= 1 / PUBLISH_RATE - 1e-9
