@@ -20,6 +20,17 @@ Choices, and why:
   several peers on one machine). It is applied only while this adapter gathers candidates, through
   a context variable read by a wrapper around `aioice.ice.get_host_addresses` (aioice looks that
   function up at gather time); connections made without the option see aioice's own answer.
+- **A TURN relay never pairs with a peer's private host address** (issue 13). aiortc offers host
+  candidates too, so aioice pairs our relay candidate with the peer's 10.x / 192.168.x host
+  candidates and asks the TURN server to relay a check there. A public TURN server cannot reach a
+  private address of another network; where it has no route (or an upstream router answers with
+  ICMP unreachable) the send fails, and coturn 4.6 then closes the whole allocation ("closed (2nd
+  stage), reason: general"): the relay-to-relay check that would have worked dies with it, and
+  every redial repeats this. Plain aioice with `TransportPolicy.RELAY` never forms such pairs,
+  which is why it connected. So while this adapter's connections pair candidates, a relay
+  candidate skips remote host candidates with private addresses (a wrapper around aioice's
+  `Candidate.can_pair_with`, applied through the same context variable mechanism as below);
+  host-to-host pairs on a LAN are untouched.
 - **Backpressure**: aiortc's `send()` never blocks, and a burst of small messages can kill the
   SCTP association. The link reports `bufferedAmount` and a "drained" event when it falls below
   `LOW_WATER`, so the mesh can pause the peer in the replica (which then coalesces) above
@@ -31,12 +42,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import enum
+import ipaddress
 import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import aioice.candidate
 import aioice.ice
 from aiortc import (
     RTCConfiguration,
@@ -105,9 +118,15 @@ def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 
 @contextlib.contextmanager
 def offering_host_addresses(addresses: tuple[str, ...] | None) -> Iterator[None]:
-    """Within this block (and tasks it starts), ICE gathering offers exactly `addresses`."""
+    """Within this block (and tasks it starts), ICE gathering offers exactly `addresses`, and a
+    relay candidate does not pair with a private host address (see the module docstring)."""
+    aioice.candidate.Candidate.can_pair_with = _can_pair_with  # type: ignore[method-assign]
+    pairing = _relay_rule.set(True)
     if addresses is None:
-        yield
+        try:
+            yield
+        finally:
+            _relay_rule.reset(pairing)
         return
     aioice.ice.get_host_addresses = _get_host_addresses  # idempotent; see the module docstring
     token = _host_addresses.set(addresses)
@@ -115,6 +134,30 @@ def offering_host_addresses(addresses: tuple[str, ...] | None) -> Iterator[None]
         yield
     finally:
         _host_addresses.reset(token)
+        _relay_rule.reset(pairing)
+
+
+# ---- relay pairing ---------------------------------------------------------------------------
+
+_relay_rule: contextvars.ContextVar[bool] = contextvars.ContextVar("msxsync_relay_rule", default=False)
+_aioice_can_pair_with = aioice.candidate.Candidate.can_pair_with
+
+
+def relay_can_reach(local_type: str, remote_type: str, remote_host: str) -> bool:
+    """False for a relay candidate and a peer's host candidate on a private address: a TURN
+    server cannot reach it, and coturn drops the whole allocation when it tries."""
+    if local_type != "relay" or remote_type != "host":
+        return True
+    try:
+        return not ipaddress.ip_address(remote_host.split("%")[0]).is_private
+    except ValueError:  # an mDNS name: aioice already keeps relays away from those
+        return True
+
+
+def _can_pair_with(self: aioice.candidate.Candidate, other: aioice.candidate.Candidate) -> bool:
+    if _relay_rule.get() and not relay_can_reach(self.type, other.type, other.host):
+        return False
+    return _aioice_can_pair_with(self, other)
 
 
 # ---- links ----------------------------------------------------------------------------------
@@ -193,13 +236,14 @@ class Link:
     async def answer(self, sdp: str) -> None:
         """Answerer: take the peer's offer and send our answer."""
         self.state = LinkState.CONNECTING
-        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         with offering_host_addresses(self._ice.host_addresses):
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             await self._pc.setLocalDescription(await self._pc.createAnswer())
         self._send_description()
 
     async def accept_answer(self, sdp: str) -> None:
-        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        with offering_host_addresses(self._ice.host_addresses):  # ICE starts (and pairs) here
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
     def _send_description(self) -> None:
         description = self._pc.localDescription
