@@ -94,10 +94,27 @@ def build_parser() -> argparse.ArgumentParser:
     misc.add_argument(
         "--quit-after", type=float, metavar="SECONDS", help="end the session after SECONDS (demos)"
     )
-    misc.add_argument("--stun", action="append", default=[], metavar="URL", help="STUN server")
-    misc.add_argument("--turn", metavar="URL", help="TURN relay for strict NATs")
-    misc.add_argument("--turn-user", metavar="U")
-    misc.add_argument("--turn-password", metavar="P")
+    misc.add_argument(
+        "--stun",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a STUN server (stun:HOST:PORT), used before the rendezvous's own; players behind "
+        "home routers need one, and a rendezvous offers its own unless it was turned off",
+    )
+    misc.add_argument(
+        "--turn",
+        metavar="URL",
+        help="a TURN relay (turn:HOST:PORT) for strict NATs, used before any the rendezvous names",
+    )
+    misc.add_argument("--turn-user", metavar="U", help="user name for --turn")
+    misc.add_argument("--turn-password", metavar="P", help="password for --turn")
+    misc.add_argument(
+        "--no-rendezvous-ice",
+        dest="rendezvous_ice",
+        action="store_false",
+        help="do not use the STUN and TURN servers the rendezvous offers (only --stun / --turn)",
+    )
     misc.add_argument(
         "--log-level",
         default="info",

@@ -237,6 +237,7 @@ class Session:
                 turn_user=options.turn_user,
                 turn_password=options.turn_password,
                 host_addresses=options.ice_addresses or None,
+                use_rendezvous=options.rendezvous_ice,
             )
         except ValueError as exc:
             raise PlayerError(f"{exc}; see --help for the STUN/TURN URL forms.") from None

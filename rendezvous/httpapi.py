@@ -54,7 +54,7 @@ def game_summary(entry: CatalogueEntry) -> dict[str, object]:
 async def healthz(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     body = {"status": "ok", "version": VERSION, "protocol": protocol.PROTOCOL_VERSION}
-    return web.json_response({**body, **server.statistics()})
+    return web.json_response({**body, **server.statistics(), "stun": server.stun_statistics()})
 
 
 async def list_games(request: web.Request) -> web.Response:
@@ -112,11 +112,20 @@ async def status_page(request: web.Request) -> web.Response:
         f"<td>{'yes' if r.password else 'no'}</td></tr>"
         for r in server.lobby.summaries()
     )
+    stun = server.stun_statistics()
+    ice = server.ice
+    stun_line = (
+        "STUN off."
+        if stun is None or ice.stun_port is None
+        else f"STUN on UDP port {ice.stun_port}: {stun['answered']} answered, {stun['dropped']} dropped."
+    )
+    turn_line = f" TURN: {esc(', '.join(ice.turn_urls))}." if ice.turn_urls else " No TURN."
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>msxsync rendezvous</title></head><body>
 <h1>msxsync rendezvous {esc(VERSION)}</h1>
 <p>Protocol {protocol.PROTOCOL_VERSION}. Up {uptime // 3600}h {uptime // 60 % 60}m {uptime % 60}s.
-{stats["connections"]} connected ({stats["players"]} said hello), {stats["rooms"]} rooms.</p>
+{stats["connections"]} connected ({stats["players"]} said hello), {stats["rooms"]} rooms.
+{stun_line}{turn_line}</p>
 <h2>Games</h2>
 <table><tr><th>name</th><th>title</th><th>ROM here</th></tr>{games}</table>
 <h2>Rooms</h2>

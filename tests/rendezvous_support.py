@@ -119,10 +119,10 @@ class Player:
 
     async def challenge(self) -> None:
         body = await self.next()
-        assert body["type"] == "challenge" and body["version"] == 1
+        assert body["type"] == "challenge" and body["version"] == protocol.PROTOCOL_VERSION
         self.nonce = bytes.fromhex(body["nonce"])
 
-    def hello(self, version: int = 1) -> dict[str, Any]:
+    def hello(self, version: int = protocol.PROTOCOL_VERSION) -> dict[str, Any]:
         signature = self.signing.sign(protocol.signed_hello_bytes(self.nonce)).signature
         return {
             "type": "hello",

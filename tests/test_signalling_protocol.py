@@ -93,10 +93,12 @@ def drive(proto: SignallingProtocol, phase: Phase, now: float = 0.0) -> None:
     proto.connection_made(now)
     if phase is Phase.AWAIT_CHALLENGE:
         return
-    proto.receive_text(json.dumps({"type": "challenge", "version": 1, "nonce": NONCE.hex()}), now)
+    proto.receive_text(
+        json.dumps({"type": "challenge", "version": wire.PROTOCOL_VERSION, "nonce": NONCE.hex()}), now
+    )
     if phase is Phase.AWAIT_WELCOME:
         return
-    proto.receive_text('{"type": "welcome", "version": 1}', now)
+    proto.receive_text(json.dumps({"type": "welcome", "version": wire.PROTOCOL_VERSION}), now)
     if phase is Phase.JOINING:
         return
     proto.receive_text(roster_text(proto.key, OTHER, kind="joined"), now)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import enum
 import ipaddress
 import logging
@@ -60,6 +61,7 @@ from aiortc import (
 )
 
 from peer.core.binding import Role
+from peer.core.signalling import IceServer
 from peer.core.signals import Answer, Offer
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,14 @@ class IceOptions:
     turn_user: str | None = None
     turn_password: str | None = None
     host_addresses: tuple[str, ...] | None = None  # None: the machine's interfaces (aioice)
+    # The rendezvous's STUN and TURN (its welcome), after the player's own: aiortc uses only the
+    # first STUN and the first TURN server it is given, so a player's --stun / --turn win.
+    rendezvous_servers: tuple[IceServer, ...] = ()
+    use_rendezvous: bool = True  # False: the player turned the rendezvous's servers off
+
+    def with_rendezvous(self, servers: tuple[IceServer, ...]) -> IceOptions:
+        """These options with the servers a rendezvous welcome named (unless turned off)."""
+        return dataclasses.replace(self, rendezvous_servers=servers if self.use_rendezvous else ())
 
     def __post_init__(self) -> None:
         for url in self.stun:
@@ -97,6 +107,10 @@ class IceOptions:
         if self.turn is not None:
             servers.append(
                 RTCIceServer(urls=self.turn, username=self.turn_user, credential=self.turn_password)
+            )
+        for server in self.rendezvous_servers:
+            servers.append(
+                RTCIceServer(urls=list(server.urls), username=server.username, credential=server.credential)
             )
         return RTCConfiguration(iceServers=servers)
 
@@ -121,6 +135,7 @@ def offering_host_addresses(addresses: tuple[str, ...] | None) -> Iterator[None]
     """Within this block (and tasks it starts), ICE gathering offers exactly `addresses`, and a
     relay candidate does not pair with a private host address (see the module docstring)."""
     aioice.candidate.Candidate.can_pair_with = _can_pair_with  # type: ignore[method-assign]
+    aioice.ice.server_reflexive_candidate = _padded_server_reflexive_candidate
     pairing = _relay_rule.set(True)
     if addresses is None:
         try:
@@ -152,6 +167,33 @@ def relay_can_reach(local_type: str, remote_type: str, remote_host: str) -> bool
         return not ipaddress.ip_address(remote_host.split("%")[0]).is_private
     except ValueError:  # an mDNS name: aioice already keeps relays away from those
         return True
+
+
+# ---- STUN requests large enough to be answered --------------------------------------------------
+
+# A STUN server that never amplifies (the rendezvous's: `rendezvous.stun`) answers only requests
+# at least as large as its answer (32 bytes for IPv4, 44 for IPv6); aioice sends bare 20-byte
+# Binding requests, so ours carry a SOFTWARE attribute that makes them 48 bytes.
+STUN_SOFTWARE = "msxsync (padded to answer)"
+_aioice_server_reflexive_candidate = aioice.ice.server_reflexive_candidate
+
+
+class _PaddingProtocol:
+    """The one protocol call `server_reflexive_candidate` makes, with SOFTWARE added."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.local_candidate = inner.local_candidate
+
+    async def request(self, request: Any, addr: tuple[str, int], **kwargs: Any) -> Any:
+        request.attributes["SOFTWARE"] = STUN_SOFTWARE
+        return await self.inner.request(request, addr, **kwargs)
+
+
+async def _padded_server_reflexive_candidate(protocol: Any, stun_server: tuple[str, int]) -> Any:
+    if _relay_rule.get():
+        protocol = _PaddingProtocol(protocol)
+    return await _aioice_server_reflexive_candidate(protocol, stun_server)
 
 
 def _can_pair_with(self: aioice.candidate.Candidate, other: aioice.candidate.Candidate) -> bool:
