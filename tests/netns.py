@@ -139,6 +139,10 @@ class Internet:
             return int(words[words.index("-c") + 1])
         raise LookupError(f"no counting rule for {destination} port {port} in {player.router}")
 
+    def reset_counts(self, player: Player) -> None:
+        """Zero the packet counters of `player`'s router (its FORWARD chain)."""
+        self.iptables(player.router, "-Z", "FORWARD")
+
     def command(self, namespace: str, argv: Sequence[str]) -> list[str]:
         """`argv` run inside `namespace`."""
         return ["ip", "netns", "exec", namespace, *argv]
