@@ -15,7 +15,9 @@ answers only what deserves an answer, and counts everything else in `statistics(
   together a global one, so a flood from one address, or a spoofed flood from many, costs a
   bounded number of answers. The table of sources is bounded too (oldest forgotten first).
 
-Pure: no sockets, no clock (`now` comes in), no asyncio except in `serve_stun`, the adapter.
+The responder does no I/O (no sockets, no clock: `now` comes in); only `serve_stun` and its
+protocol class, the adapter, touch asyncio. It is not in the pure-import list only because
+aioice's codec module comes with the rest of aioice.
 """
 
 from __future__ import annotations

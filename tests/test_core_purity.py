@@ -18,6 +18,7 @@ PURE_MODULES = [
     "peer.core.openmsx_protocol",
     "peer.core.signalling",
     "rendezvous.wire",
+    "rendezvous.ice",
 ]
 FORBIDDEN = ["asyncio", "aiortc", "aiohttp", "subprocess", "socket", "aioice"]
 
