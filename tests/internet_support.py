@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
+import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -65,8 +67,10 @@ class Program:
             return line
 
     async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
+        # `ip netns exec` may run the program as its child: end the whole process group, which
+        # `start` made for this program alone, or the child outlives the test.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         await self.process.wait()
         await self._reader
 
@@ -77,6 +81,7 @@ async def start(net: Internet, namespace: str, name: str, argv: Sequence[str], *
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         cwd=ROOT,
+        start_new_session=True,  # its own process group, ended as one by `stop`
         **kw,
     )
     return Program(name, process)
@@ -137,6 +142,7 @@ async def start_node(net: Internet, player: Player, room: str, slot: int, extra:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         cwd=ROOT,
+        start_new_session=True,
     )
     node = Node(f"node{slot}", process)
     await node.expect("ready", START_TIMEOUT)
