@@ -55,12 +55,14 @@ class Terminal:
     async def status_loop(self) -> None:
         try:
             while True:
-                self._draw(format_status(self._status(), live=self.tty))
+                self.draw(self._status())
                 await asyncio.sleep(STATUS_INTERVAL)
         finally:
             self._release()
 
-    def _draw(self, line: str) -> None:
+    def draw(self, status: Status) -> None:
+        """Show STATUS: redrawn in place on a terminal, printed on a pipe if its words changed."""
+        line = format_status(status, live=self.tty)
         if not self.tty:
             if line != self._last:
                 self.say(line)
