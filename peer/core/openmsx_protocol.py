@@ -237,13 +237,14 @@ LABEL_WIDGET = "msxsync_label"
 
 
 def label_command(text: str) -> str:
-    """A small lasting label in the bottom border of openMSX's screen (e.g. "you are player1"),
-    so that two windows side by side are told apart. The game's picture is left alone."""
+    """A small lasting label in the bottom right corner of openMSX's screen (e.g. "you are
+    player1"), so that two windows side by side are told apart: in the border, clear of the
+    game's picture and of openMSX's LEDs (bottom left)."""
     clean = "".join(ch if ch.isprintable() else " " for ch in text)[:40]
     width = 6 + 5 * len(clean)
     return (
         f"catch {{osd destroy {LABEL_WIDGET}}}; "
-        f"osd create rectangle {LABEL_WIDGET} -x 3 -y 226 -w {width} -h 11 -scaled true "
+        f"osd create rectangle {LABEL_WIDGET} -x {317 - width} -y 226 -w {width} -h 11 -scaled true "
         "-rgba 0x000000a0 -z 4; "
         f"osd create text {LABEL_WIDGET}.text -x 3 -y 1 -size 8 -rgba 0xffffffff -text {hex_text(clean)}"
     )
