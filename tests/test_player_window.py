@@ -52,9 +52,13 @@ async def screenshot(peer: Peer, name: str) -> Path:
     await peer.tcl(f"screenshot -with-osd {{{path}}}")
     keep = os.environ.get("MSXSYNC_SHOTS")
     if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(keep) / name)
+        await asyncio.to_thread(_keep, path, Path(keep))
     return path
+
+
+def _keep(path: Path, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, folder / path.name)
 
 
 def assert_shows_a_picture(path: Path) -> None:
