@@ -50,6 +50,8 @@ async def screenshot(peer: Peer, name: str) -> Path:
     """What the player's window shows now, openMSX's on-screen display included."""
     path = peer.folder / name
     await peer.tcl(f"screenshot -with-osd {{{path}}}")
+    # openMSX says "Screen saved to …" on screen: the test's doing, not the player's; remove it.
+    await peer.tcl("catch {osd destroy [osd::peek_latest_display_message_widget]}")
     keep = os.environ.get("MSXSYNC_SHOTS")
     if keep:
         await asyncio.to_thread(_keep, path, Path(keep))
