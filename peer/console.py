@@ -73,7 +73,7 @@ def format_status(status: Status, *, live: bool = True) -> str:
     if status.armed:
         state = f"sharing with {_count(len(connected))}" if connected else "sharing (nobody else here yet)"
     else:
-        state = "waiting for " + ", ".join(status.waiting_for or ("the game",))
+        state = "waiting for " + ", ".join(status.waiting_for) if status.waiting_for else "about to share"
     players = ", ".join(_peer(p, live) for p in status.peers) or "nobody else yet"
     return f"{status.game} | room {status.room} ({status.server}) | {state} | players: {players}"
 
