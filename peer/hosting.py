@@ -16,7 +16,7 @@ from aiohttp import web
 
 from games.catalogue import CatalogueEntry, bundled_games_dir, load_catalogue
 from peer import lan
-from peer.core.lan import Chosen, NoHost, Several, choose
+from peer.core.lan import Chosen, NoHost, Several, choose, join_hint
 from peer.options import PeerOptions, PlayerError
 
 log = logging.getLogger("msxsync.peer")
@@ -40,7 +40,8 @@ async def hosting(options: PeerOptions, current: CatalogueEntry | None = None) -
         catalogue.entries.setdefault(current.name, current)
     runner = web.AppRunner(create_app(Config(catalogue=catalogue)), handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, "0.0.0.0", options.port)
+    listen = listen_address(options)
+    site = web.TCPSite(runner, listen, options.port)
     try:
         await site.start()
     except OSError as exc:
@@ -48,16 +49,21 @@ async def hosting(options: PeerOptions, current: CatalogueEntry | None = None) -
         raise PlayerError(
             f"cannot host on port {options.port} ({exc.strerror}); pick another with --port."
         ) from None
-    urls = " or ".join(f"http://{address}:{options.port}" for address in lan.local_addresses()[:3])
-    print(
-        f"msxsync-peer: hosting on port {options.port}; others join with --lan"
-        + (f" or --rendezvous {urls}" if urls else f" or --rendezvous http://<this machine>:{options.port}"),
-        file=sys.stderr,
-    )
+    hint = join_hint(lan.local_addresses(), options.port, listen)
+    print(f"msxsync-peer: hosting on port {options.port}; {hint}", file=sys.stderr)
     try:
         yield f"http://127.0.0.1:{options.port}"
     finally:
         await runner.cleanup()
+
+
+def listen_address(options: PeerOptions) -> str:
+    """Every IPv4 interface, or loopback only when --ice-address keeps play on this machine (the
+    demo: its rendezvous opens no port to the network)."""
+    addresses = options.ice_addresses
+    if addresses and all(a.startswith("127.") or a == "::1" for a in addresses):
+        return "127.0.0.1"
+    return "0.0.0.0"
 
 
 async def find_lan_host(options: PeerOptions) -> str:

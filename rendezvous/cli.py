@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import sys
+from importlib import resources
 from pathlib import Path
 
 from aiohttp import web
@@ -54,13 +55,24 @@ def _seconds(text: str) -> float:
     return value
 
 
+class _PrintProtocol(argparse.Action):
+    """`--protocol`: print PROTOCOL.md, which ships inside the package, and exit."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(resources.files("rendezvous").joinpath("PROTOCOL.md").read_text(encoding="utf-8"))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
     parser = argparse.ArgumentParser(
         prog="msxsync-rendezvous",
         description="Serve msxsync games, rooms and WebRTC signalling so players can meet. "
         "Game traffic never passes through it: players talk to each other directly. "
-        "The protocol is described in rendezvous/PROTOCOL.md.",
+        "--protocol prints the protocol it speaks (HTTP API, lobby and signalling websocket).",
     )
     parser.add_argument(
         "--host",
@@ -79,8 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="a games folder of *.regions (and ROMs); repeat for more; default: the bundled games",
     )
-    parser.add_argument("--log-level", default="INFO", choices=LEVELS, type=str.upper)
-    parser.add_argument("--log-file", type=Path, metavar="PATH", help="log here instead of stderr")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=LEVELS,
+        type=str.upper,
+        help="least important messages to log, any case (default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-file", type=Path, metavar="PATH", help="log here instead of stderr (default: stderr)"
+    )
+    parser.add_argument(
+        "--protocol",
+        action=_PrintProtocol,
+        help="print the protocol description that ships with this server, and exit (default: serve)",
+    )
     limits = parser.add_argument_group("limits")
     limits.add_argument(
         "--max-clients",

@@ -43,13 +43,17 @@ class Peer:
         command = [
             *prefix, sys.executable, "-m", "peer.cli", "--game", "demo", "--headless",
             "--state-dir", str(folder / "state"), "--name", name,
-            "--openmsx-script", str(folder / "script.tcl"), *args,
+            "--openmsx-script", str(folder / "script.tcl"), "--log-file", str(folder / "debug.log"), *args,
         ]  # fmt: skip
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd())
 
     def text(self) -> str:
-        return self.log.read_text(errors="replace")
+        """The terminal (stdout and stderr), then the log file (msxsync's info lines, libraries)."""
+        debug = self.folder / "debug.log"
+        return self.log.read_text(errors="replace") + (
+            debug.read_text(errors="replace") if debug.exists() else ""
+        )
 
     def stored(self, address: int) -> int | None:
         database = self.folder / "state" / "rooms.sqlite"

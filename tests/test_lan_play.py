@@ -40,6 +40,6 @@ def test_lan_finds_the_host_and_plays_across_the_network(tmp_path, namespaces, p
         peers,
     )
     assert "found alice" in bob.text() and "http://10.213.0.1:4567" in bob.text()
-    wait_for(lambda: all("msxsync: sharing" in p.text() for p in peers), "both to arm", peers)
+    wait_for(lambda: all("sharing with the room" in p.text() for p in peers), "both to arm", peers)
     go.touch()
     wait_for(lambda: bob.stored(0xE011) == 7, "alice's write to reach bob over the LAN", peers)

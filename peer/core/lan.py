@@ -219,6 +219,26 @@ def rendezvous_urls(addresses: Iterable[str], port: int) -> tuple[str, ...]:
     )
 
 
+def join_hint(addresses: Iterable[str], port: int, listen: str) -> str:
+    """How others join a rendezvous this machine hosts, listening on LISTEN (an address).
+
+    Only addresses the server answers on and other players can use are offered: none but
+    loopback when it listens on loopback, IPv4 ones when it listens on every IPv4 interface
+    (0.0.0.0 does not answer on IPv6); IPv6 addresses go in brackets."""
+    if ipaddress.ip_address(listen).is_loopback:
+        return (
+            f"others on this machine join with --rendezvous http://127.0.0.1:{port} "
+            "(this room is closed to the network)"
+        )
+    if ipaddress.ip_address(listen).version == 4:
+        addresses = [a for a in addresses if ":" not in a]
+    try:
+        urls = rendezvous_urls(addresses, port)[:3]
+    except AnnouncementError:
+        urls = (f"http://<this machine's address>:{port}",)
+    return "others join with --lan or --rendezvous " + " or ".join(urls)
+
+
 def deduplicate(hosts: Iterable[DiscoveredHost]) -> list[DiscoveredHost]:
     """One entry per distinct announcement (the same host is heard once per interface and name),
     in a stable order for listing. Announcements that differ in anything stay apart, so a copy of
