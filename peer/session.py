@@ -473,9 +473,9 @@ class Session:
         for key, stats in self.mesh.statistics().items():
             rtt = stats.sync.rtt if stats.sync is not None else None
             changed = self.last_change.get(key)
-            lines.append(
-                PeerLine(self._name(key), key in admitted, rtt, None if changed is None else now - changed)
-            )
+            path = stats.path.value if stats.path is not None else None
+            ago = None if changed is None else now - changed
+            lines.append(PeerLine(self._name(key), key in admitted, rtt, ago, path))
         return tuple(lines)
 
     def _run_command(self, command: Command) -> None:
