@@ -48,7 +48,7 @@ from peer.core.state import Layout, SharedState
 from peer.host_role import HostRole
 from peer.mesh.mesh import LinkLost, Mesh, PeerAdmitted, Published
 from peer.mesh.room import RoomSession
-from peer.mesh.signalling import Member, Roster
+from peer.mesh.signalling import Roster
 from peer.mesh.webrtc import IceOptions
 from peer.openmsx import Exited, LocalChanges, Logged, OpenMSXError, OpenMSXLink
 from peer.options import PeerOptions, PlayerError
@@ -281,21 +281,20 @@ class Session:
     async def _watch_host(self, room: RoomSession) -> None:
         await self.host_role.watch(
             room,
+            origin=self.url,
             roster=lambda: self.roster,
-            host=lambda: self.host_key,
             admitted=lambda: self.mesh.admitted() if self.mesh is not None else set(),
             definition=self.definition,
             rom_path=self.rom_path,
             moved=self._host_moved,
+            tell=self._tell,
         )
 
-    def _host_moved(self, successor: Member) -> None:
-        self.host_key = successor.key
-        self._tell(
-            "you now host the room"
-            if successor.key == self.me
-            else f"{self._name(successor.key)} now hosts the room"
-        )
+    def _host_moved(self, host: bytes | None) -> None:
+        if host is None or host == self.host_key:
+            return
+        self.host_key = host
+        self._tell("you now host the room" if host == self.me else f"{self._name(host)} now hosts the room")
 
     # ---- the room: roster and mesh events ------------------------------------------------------
 
@@ -370,6 +369,8 @@ class Session:
         return [(address, state.read(address)) for address in sorted(self.news.addresses)]
 
     def _server(self) -> str:
+        if self.host_role.unreachable:
+            return "server unreachable, retrying"
         host = self.host_key
         return server_words(
             hosting=self.host_role.hosting,
