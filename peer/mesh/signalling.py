@@ -51,6 +51,7 @@ HELLO_DOMAIN = HELLO_CONTEXT  # the name this module used before rendezvous.wire
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 3.0  # a blip must heal within seconds (issue 17): retry at least this often
 CONNECT_TIMEOUT = 4.0
+HEARTBEAT = 6.0  # a ping this often, and the connection is given up 3 s after one goes unanswered
 MAX_FRAME = 256 * 1024  # aiohttp ends the connection (a reconnect) on anything larger
 
 
@@ -213,7 +214,7 @@ class SignallingClient:
 
     async def _connection(self, session: aiohttp.ClientSession) -> None:
         """One connection, until the protocol or the network ends it: always raises."""
-        async with session.ws_connect(self.url, heartbeat=10.0, max_msg_size=MAX_FRAME) as ws:
+        async with session.ws_connect(self.url, heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME) as ws:
             self._ws = ws
             self._protocol.connection_made(self._clock())
             self._wake_writer = asyncio.Event()
