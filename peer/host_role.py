@@ -216,10 +216,10 @@ class HostRole:
         except PlayerError as exc:
             log.warning("cannot take over hosting: %s", exc)
             return
-        await self.announce(definition.name, room.signalling.room)
         moved(self.me)
         self._retargeted = (url, time.monotonic())
         await room.signalling.retarget(url)
+        await self.announce(definition.name, room.signalling.room)  # mDNS takes a second or two
 
     async def _go(
         self,
@@ -233,7 +233,7 @@ class HostRole:
         last = self._retargeted
         if last is not None and last[0] == url and now - last[1] < RETARGET_GRACE:
             return  # that move is still under way
-        log.info("the room is at %s: moving there", url)
+        log.info("moving to the room's rendezvous at %s", url)
         moved(host)
         self._retargeted = (url, now)
         await room.signalling.retarget(url)

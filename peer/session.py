@@ -124,6 +124,7 @@ class Session:
         self.news = ItemNews(definition.items, definition.counters)
         self.last_change: dict[bytes, float] = {}  # when each player's last change reached us
         self.names: dict[bytes, str] = {}
+        self.known_names: dict[bytes, str] = {}  # everyone ever in the room (a split drops them)
         self.standby: dict[bytes, str | None] = {}
         self.host_key: bytes | None = None
         self.roster: Roster | None = None
@@ -304,6 +305,7 @@ class Session:
         previous, first = self.names, self.roster is None
         self.roster = roster
         self.names = {member.key: safe_name(member.name) for member in roster.members}
+        self.known_names.update(self.names)
         self.standby = {member.key: member.standby for member in roster.members}
         if self.host_key != roster.host and roster.host in self.names:
             self.host_key = roster.host
@@ -343,7 +345,7 @@ class Session:
                 log.info("repaired differences with %s", self._name(peer))
 
     def _name(self, key: bytes) -> str:
-        return self.names.get(key, key.hex()[:8])
+        return self.names.get(key) or self.known_names.get(key, key.hex()[:8])
 
     def _item_news(self, changes: Iterable[tuple[int, bytes]]) -> None:
         """ "player2 found the key": only while our game plays (before, it is the room's state)."""
