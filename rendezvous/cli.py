@@ -163,14 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         type=_turn_url,
         help="a TURN server to hand out, turn:HOST:PORT[?transport=udp|tcp] or turns:...; repeatable "
-        "(needs --turn-secret-file)",
+        "(needs --turn-secret-file; default: none)",
     )
     nat.add_argument(
         "--turn-secret-file",
         metavar="PATH",
         type=Path,
         help="file holding coturn's static-auth-secret on one line (keep it chmod 600); the secret "
-        "is never logged nor shown",
+        "is never logged nor shown (default: none, no TURN)",
     )
     nat.add_argument(
         "--turn-lifetime",

@@ -25,11 +25,16 @@ WRITER_TCL = (
     START_TCL
     + """
 proc msxsync_test_poll {} {
-    if {[file exists {GO}]} { debug write memory 0xe011 7 } else { after realtime 0.1 msxsync_test_poll }
+    if {[file exists {GO}]} { debug write memory ADDRESS VALUE } else { after realtime 0.1 msxsync_test_poll }
 }
 msxsync_test_poll
-"""
+""".replace("ADDRESS", "0xe011").replace("VALUE", "7")
 )
+
+
+def writer_tcl(go: Path, address: int, value: int) -> str:
+    """START_TCL, then write VALUE at ADDRESS once the file GO exists."""
+    return WRITER_TCL.replace("{GO}", "{" + str(go) + "}").replace("0xe011 7", f"{address:#06x} {value}")
 
 
 class Peer:

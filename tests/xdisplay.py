@@ -36,10 +36,12 @@ def xvfb(size: str = "1280x800x24") -> Iterator[str]:
     )
     os.close(write)
     try:
-        with os.fdopen(read) as pipe:
-            number = _read_line(pipe, process)
+        # Xvfb writes the number and then a newline, separately: the pipe stays open until Xvfb
+        # ends, or the second write fails and Xvfb exits ("Cannot write display number").
+        number = _read_line(read, process)
         yield f":{number}"
     finally:
+        os.close(read)
         process.terminate()
         try:
             process.wait(5)
@@ -48,16 +50,20 @@ def xvfb(size: str = "1280x800x24") -> Iterator[str]:
             process.wait()
 
 
-def _read_line(pipe: object, process: subprocess.Popen[bytes]) -> str:
+def _read_line(fd: int, process: subprocess.Popen[bytes]) -> str:
+    """The display number Xvfb writes on FD (a line), within START_TIMEOUT."""
     import select
+    import time
 
-    fd = pipe.fileno()  # type: ignore[attr-defined]
-    ready, _, _ = select.select([fd], [], [], START_TIMEOUT)
-    line = os.read(fd, 64).decode().strip() if ready else ""
-    if not line:
-        process.kill()
-        raise AssertionError(f"Xvfb did not start within {START_TIMEOUT:g} s")
-    return line
+    deadline, text = time.monotonic() + START_TIMEOUT, b""
+    while not text.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 64) if ready else b""
+        if not chunk:
+            process.kill()
+            raise AssertionError(f"Xvfb did not start within {START_TIMEOUT:g} s")
+        text += chunk
+    return text.decode().strip()
 
 
 def windows(display: str) -> str:
