@@ -23,6 +23,7 @@ from nacl.signing import SigningKey
 
 from rendezvous import protocol
 from rendezvous.app import Config, create_app
+from rendezvous.fairness import SourceLimits
 
 ROM_BYTES = bytes(range(256)) * 64  # 16 KiB of fake ROM
 ROM_SHA1 = hashlib.sha1(ROM_BYTES).hexdigest()
@@ -44,8 +45,25 @@ def make_games(folder: Path) -> Path:
     return folder
 
 
+# Tests share one source address (127.0.0.1) unless they pick another: its shares are wide open
+# here, and the tests of the per-source limits set the ones they test.
+OPEN_SOURCES = SourceLimits(
+    connections=10_000,
+    rooms=10_000,
+    password_checks=100,
+    password_rate=1000.0,
+    password_burst=1000,
+    rate=1e6,
+    burst=10**6,
+    relay_rate=1e12,
+    relay_burst=10**12,
+)
+
+
 def config_for(games: Path, **changes: Any) -> Config:
-    base = Config(games=[games], heartbeat=30.0, hello_timeout=5.0, rate=1000.0, burst=1000)
+    base = Config(
+        games=[games], heartbeat=30.0, hello_timeout=5.0, rate=1000.0, burst=1000, sources=OPEN_SOURCES
+    )
     return replace(base, **changes)
 
 
