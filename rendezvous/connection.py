@@ -40,6 +40,7 @@ class Client:
     source: str = ""
     close_timeout: float = 5.0
     on_written: Callable[[float], None] | None = None  # seconds from queued to written
+    on_evicted: Callable[[], None] | None = None  # it leaves its room at once, not at the close
     key: str | None = None
     name: str = ""
     closing: bool = False
@@ -70,6 +71,8 @@ class Client:
             self.queue.get_nowait()
         self.backlog.sent(self.backlog.bytes)
         self.close(WSCloseCode.POLICY_VIOLATION, reason)
+        if self.on_evicted is not None:
+            self.on_evicted()
 
     def send_json(self, message: dict[str, object]) -> None:
         self.send(json.dumps(message))

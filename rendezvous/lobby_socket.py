@@ -239,6 +239,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     queue: asyncio.Queue[tuple[str, float] | object] = asyncio.Queue(config.send_queue)
     client = Client(ws, request, queue, backlog, source, config.close_timeout)
     client.on_written = server.metrics.message_latency.observe
+    client.on_evicted = lambda: _forget(server, client)
     try:
         await _serve(server, client)
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -18,10 +19,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from nacl.signing import SigningKey
 
-from rendezvous import protocol
+from rendezvous import listener, protocol
 from rendezvous.app import Config, create_app
 from rendezvous.fairness import SourceLimits
 
@@ -68,15 +68,17 @@ def config_for(games: Path, **changes: Any) -> Config:
 
 
 @asynccontextmanager
-async def running(config: Config) -> AsyncIterator[str]:
-    """The app served on 127.0.0.1, on the port the kernel gives (port 0); yields its base URL."""
-    runner = web.AppRunner(create_app(config), shutdown_timeout=2.0)
+async def running(config: Config, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """The app served on 127.0.0.1 as `msxsync-rendezvous` serves it (guarded site, short
+    keep-alive), on the port the kernel gives (port 0); yields its base URL."""
+    runner = listener.runner(create_app(config), config.keepalive_timeout, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    guard = listener.ConnectionGuard(config.max_http_connections, config.http_per_source)
+    site = listener.GuardedSite(runner, "127.0.0.1", 0, guard, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
 
@@ -169,6 +171,11 @@ class Player:
                     aiohttp.WSMsgType.ERROR,
                 ):
                     return msg
+
+
+def from_address(address: str) -> aiohttp.ClientSession:
+    """A client session whose connections come from `address` (any of 127.0.0.0/8 on Linux)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
 
 
 @asynccontextmanager
