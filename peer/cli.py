@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("MSXSYNC_RENDEZVOUS", DEFAULT_RENDEZVOUS),
         help="where to meet the other players (default %(default)s; env MSXSYNC_RENDEZVOUS)",
     )
+    game.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="trust this CA for an https:// rendezvous (a private CA); certificates are always checked",
+    )
     game.add_argument("--room", metavar="NAME", help="room to join (default: quick match)")
     game.add_argument("--password", metavar="SECRET", help="room password (keeps strangers out)")
     game.add_argument("--name", metavar="PLAYER", help="your name as others see it")
