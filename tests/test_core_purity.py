@@ -18,6 +18,8 @@ PURE_MODULES = [
     "peer.core.openmsx_protocol",
     "peer.core.signalling",
     "rendezvous.wire",
+    "rendezvous.fairness",
+    "rendezvous.rooms",
 ]
 FORBIDDEN = ["asyncio", "aiortc", "aiohttp", "subprocess", "socket", "aioice"]
 
