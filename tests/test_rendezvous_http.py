@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import aiohttp
@@ -111,3 +113,46 @@ def test_running_out_of_file_descriptors_is_logged_once_a_second(caplog: pytest.
         loop.close()
     lines = [r for r in caplog.records if "out of system resource" in r.getMessage()]
     assert len(lines) == 1 and lines[0].exc_info is None
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+async def test_status_page_renders_in_headless_chromium(games: Path, tmp_path: Path) -> None:
+    """Renders the page as a browser does; the screenshot is kept at tmp_path/status.png to look at."""
+    async with (
+        running(config_for(games)) as url,
+        aiohttp.ClientSession() as session,
+        logged_in(session, url, "alice") as alice,
+        logged_in(session, url, "bob") as bob,
+        logged_in(session, url, "carol") as carol,
+    ):
+        await alice.join("friday night")
+        await bob.join("friday night")
+        await carol.join("vault", password="pw")
+        await carol.expect("joined")
+        await bob.join("vault", password="wrong")
+        await bob.expect("error")
+        shot = tmp_path / "status.png"
+        chromium = [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1000,1100",
+            f"--screenshot={shot}",
+            f"{url}/",
+        ]
+        process = await asyncio.create_subprocess_exec(
+            *chromium, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
+    assert shot.stat().st_size > 10_000
+    assert b"Content Security Policy" not in stderr  # the style sheet was allowed, nothing refused
+    keep = os.environ.get("MSXSYNC_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)
