@@ -71,7 +71,13 @@ class HostRole:
             log.info("not announcing on the LAN: --ice-address keeps play on this machine")
             return
         try:
-            announcement = Announcement(player=self.player, game=game, room=room, key=self.me.hex())
+            announcement = Announcement(
+                player=self.player,
+                game=game,
+                room=room,
+                key=self.me.hex(),
+                password=self.options.password is not None,
+            )
             await self._stack.enter_async_context(lan.announce(announcement, port=self.options.port))
         except (lan.LanError, ValueError) as exc:
             log.warning("cannot announce on the LAN (%s); others can still join with --rendezvous", exc)

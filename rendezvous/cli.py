@@ -1,9 +1,10 @@
 """Command line of `msxsync-rendezvous`: parse flags, set up logging, serve until a signal.
 
 All behaviour lives in `rendezvous.app`; this module only turns flags into a `Config`, sets up
-logging (text or `--log-format json`), binds the guarded socket (`rendezvous.listener`, with TLS
-when given a certificate), serves metrics on their own address when asked, and stops: on SIGTERM
-clients are told the server is restarting (they reconnect and rejoin), on Ctrl-C it just closes.
+logging (text or `--log-format json`, `rendezvous.logs`), binds the guarded socket
+(`rendezvous.listener`, with TLS when given a certificate) and STUN, serves metrics on their own
+address when asked, and stops: on SIGTERM clients are told the server is restarting (they
+reconnect and rejoin), on Ctrl-C it just closes.
 """
 
 from __future__ import annotations
@@ -11,24 +12,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import ipaddress
-import json
 import logging
-import resource
 import signal
 import ssl
 import sys
 from collections.abc import Coroutine
 from dataclasses import replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from rendezvous import listener
+from rendezvous import ice, listener, wire
 from rendezvous.app import SERVER, VERSION, Config, announce_restart, create_app
+from rendezvous.logs import setup_logging
 from rendezvous.metrics import metrics_app
+from rendezvous.stun import StunResponder, serve_stun
 
 log = logging.getLogger("msxsync.rendezvous")
 DEFAULT_PORT = 4567
@@ -65,13 +66,24 @@ def _seconds(text: str) -> float:
     return value
 
 
+class _PrintProtocol(argparse.Action):
+    """`--protocol`: print PROTOCOL.md, which ships inside the package, and exit."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(resources.files("rendezvous").joinpath("PROTOCOL.md").read_text(encoding="utf-8"))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
     parser = argparse.ArgumentParser(
         prog="msxsync-rendezvous",
         description="Serve msxsync games, rooms and WebRTC signalling so players can meet. "
         "Game traffic never passes through it: players talk to each other directly. "
-        "The protocol is described in rendezvous/PROTOCOL.md.",
+        "--protocol prints the protocol it speaks (HTTP API, lobby and signalling websocket).",
     )
     parser.add_argument(
         "--host",
@@ -90,8 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="a games folder of *.regions (and ROMs); repeat for more; default: the bundled games",
     )
-    parser.add_argument("--log-level", default="INFO", choices=LEVELS, type=str.upper)
-    parser.add_argument("--log-file", type=Path, metavar="PATH", help="log here instead of stderr")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=LEVELS,
+        type=str.upper,
+        help="least important messages to log, any case (default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-file", type=Path, metavar="PATH", help="log here instead of stderr (default: stderr)"
+    )
     parser.add_argument(
         "--log-format",
         default="text",
@@ -123,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--hide-private-rooms",
         action="store_true",
         help="leave rooms that have a password off the status page",
+    )
+    parser.add_argument(
+        "--protocol",
+        action=_PrintProtocol,
+        help="print the protocol description that ships with this server, and exit (default: serve)",
     )
     limits = parser.add_argument_group("limits")
     limits.add_argument(
@@ -159,6 +184,44 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=defaults.hello_timeout,
         help="seconds a new connection has to say hello (default %(default)s)",
+    )
+    nat = parser.add_argument_group(
+        "internet play (STUN and TURN)",
+        "Players behind home routers find each other with STUN, which this server answers on UDP at "
+        "its HTTP port number by default (so one firewall rule, TCP+UDP, covers both). Players behind "
+        "strict (symmetric) NATs need a TURN relay: run coturn with use-auth-secret and give this "
+        "server the same secret; each player then gets short-lived credentials in its welcome. "
+        "See 'Running a public rendezvous' in README.md.",
+    )
+    nat.add_argument(
+        "--stun-port",
+        metavar="N",
+        type=_port,
+        help="UDP port for STUN (default: the HTTP port number; 0 turns STUN off)",
+    )
+    nat.add_argument(
+        "--turn",
+        action="append",
+        default=[],
+        metavar="URL",
+        type=_turn_url,
+        help="a TURN server to hand out, turn:HOST:PORT[?transport=udp|tcp] or turns:...; repeatable "
+        "(needs --turn-secret-file; default: none)",
+    )
+    nat.add_argument(
+        "--turn-secret-file",
+        metavar="PATH",
+        type=Path,
+        help="file holding coturn's static-auth-secret on one line (keep it chmod 600); the secret "
+        "is never logged nor shown (default: none, no TURN)",
+    )
+    nat.add_argument(
+        "--turn-lifetime",
+        metavar="SECONDS",
+        type=_lifetime,
+        default=ice.DEFAULT_LIFETIME,
+        help="how long handed-out TURN credentials work (default %(default)s = 12 h); a player "
+        "gets new ones whenever it reconnects",
     )
     src = defaults.sources
     per = parser.add_argument_group(
@@ -222,7 +285,41 @@ def _ip(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
 
 
-def config_from(args: argparse.Namespace) -> Config:
+def _turn_url(text: str) -> str:
+    if not wire.is_turn_url(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a TURN URL: turn:HOST:PORT, turn:HOST:PORT?transport=tcp or turns:HOST:PORT"
+        )
+    return text
+
+
+def _lifetime(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if not ice.MIN_LIFETIME <= value <= ice.MAX_LIFETIME:
+        raise argparse.ArgumentTypeError(f"{value} must be {ice.MIN_LIFETIME} to {ice.MAX_LIFETIME} seconds")
+    return value
+
+
+def ice_config_from(args: argparse.Namespace) -> ice.IceConfig:
+    """The TURN part of the ICE config (the STUN port is known once the HTTP port is bound);
+    ValueError with a sentence for the operator when the flags do not fit together."""
+    secret = None
+    if args.turn_secret_file is not None:
+        if not args.turn:
+            raise ValueError("--turn-secret-file without --turn: name the TURN server(s) to hand out")
+        secret = ice.read_secret(args.turn_secret_file)
+        warning = ice.secret_file_warning(args.turn_secret_file)
+        if warning is not None:
+            log.warning("%s", warning)
+    elif args.turn:
+        raise ValueError("--turn needs --turn-secret-file (coturn's static-auth-secret)")
+    return ice.IceConfig(turn_urls=tuple(args.turn), turn_secret=secret, turn_lifetime=args.turn_lifetime)
+
+
+def config_from(args: argparse.Namespace, ice_config: ice.IceConfig | None = None) -> Config:
     defaults = Config()
     sources = replace(
         defaults.sources,
@@ -233,6 +330,7 @@ def config_from(args: argparse.Namespace) -> Config:
         password_rate=args.password_checks_per_minute / 60,
     )
     return Config(
+        ice=ice_config or ice.IceConfig(),
         games=list(args.games) or None,
         max_clients=args.max_clients,
         max_rooms=args.max_rooms,
@@ -243,76 +341,33 @@ def config_from(args: argparse.Namespace) -> Config:
         trusted_proxies=frozenset(args.trust_proxy),
         hide_private_rooms=args.hide_private_rooms,
         http_per_source=max(args.http_connections_per_address, args.connections_per_address + 4),
-        max_http_connections=_http_cap(defaults.max_http_connections),
+        max_http_connections=listener.http_cap(defaults.max_http_connections),
     )
 
 
-def _http_cap(wanted: int) -> int:
-    """Open HTTP connections in all: under the open-files limit (raised to its hard ceiling), with
-    room to spare for the listening sockets, logs, games and the hashing threads."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    return max(16, min(wanted, soft - 64))
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, message, and the `event` fields a log call
-    passed in `extra` (join, leave, refusal: its source, key, room and reason)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, object] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        event = getattr(record, "event", None)
-        if isinstance(event, dict):
-            line.update(event)
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
-
-
-def setup_logging(level: str, log_file: Path | None, log_format: str = "text") -> None:
-    handler: logging.Handler = (
-        logging.FileHandler(log_file, encoding="utf-8") if log_file else logging.StreamHandler()
-    )
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-
-
-def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    return context
+class StunPortError(OSError):
+    """The STUN port could not be opened."""
 
 
 async def serve(
     config: Config,
     host: str,
     port: int,
+    stun_port: int | None = None,
     *,
     tls: ssl.SSLContext | None = None,
     metrics: tuple[str, int] | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM. SIGTERM first tells every client to reconnect (a restart);
-    then every websocket and the listening socket are closed."""
+    then every websocket and the listening socket are closed. STUN listens on `stun_port`
+    (None: the HTTP port, 0: no STUN); metrics on `metrics` when given."""
     app = create_app(config)
     loop = asyncio.get_running_loop()
     listener.throttle_accept_errors(loop)
     runner = listener.runner(app, config.keepalive_timeout)
     await runner.setup()
     runners = [runner]
+    stun = None
     try:
         guard = listener.ConnectionGuard(
             config.max_http_connections, config.http_per_source, config.trusted_proxies
@@ -322,11 +377,14 @@ async def serve(
         for address in runner.addresses:
             log.info("listening on %s://%s:%d/", scheme, *address[:2])
         if metrics is not None:
-            metrics_runner = web.AppRunner(metrics_app(app[SERVER].metrics), access_log=None)
-            await metrics_runner.setup()
-            runners.append(metrics_runner)
-            await web.TCPSite(metrics_runner, *metrics).start()
-            log.info("metrics on http://%s:%d/metrics", *metrics_runner.addresses[0][:2])
+            runners.append(await _serve_metrics(app, metrics))
+        if stun_port != 0:
+            stun_port = stun_port or runner.addresses[0][1]
+            stun = await _start_stun(app, host, stun_port)
+        turn = app[SERVER].ice
+        if turn.turn_urls:
+            urls = ", ".join(turn.turn_urls)
+            log.info("handing out TURN %s, credentials valid %d s", urls, turn.turn_lifetime)
         stop = asyncio.Event()
         restart = asyncio.Event()
         loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -336,8 +394,18 @@ async def serve(
             await _wait_clients_told(app, config.close_timeout)
         log.info("shutting down")
     finally:
+        if stun is not None:
+            stun.close()
         for each in reversed(runners):
             await each.cleanup()
+
+
+async def _serve_metrics(app: web.Application, address: tuple[str, int]) -> web.AppRunner:
+    runner = web.AppRunner(metrics_app(app[SERVER].metrics), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, *address).start()
+    log.info("metrics on http://%s:%d/metrics", *runner.addresses[0][:2])
+    return runner
 
 
 async def _first(*waits: Coroutine[Any, Any, object]) -> None:
@@ -351,11 +419,36 @@ async def _first(*waits: Coroutine[Any, Any, object]) -> None:
 
 async def _wait_clients_told(app: web.Application, within: float) -> None:
     """Tell every client to reconnect, and give them until `within` to take the message."""
-    server = app[SERVER]
     if announce_restart(app) == 0:
         return
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(server.wait_no_sockets(), within)
+        await asyncio.wait_for(app[SERVER].wait_no_sockets(), within)
+
+
+async def _start_stun(app: web.Application, host: str, port: int) -> asyncio.DatagramTransport:
+    server = app[SERVER]
+    responder = StunResponder(now=asyncio.get_running_loop().time())
+    try:
+        transport = await serve_stun(responder, host, port)
+    except OSError as exc:
+        raise StunPortError(
+            f"cannot listen for STUN on UDP {host} port {port}: {exc.strerror or exc}"
+        ) from None
+    server.stun = responder
+    server.ice = ice.IceConfig(
+        stun_port=port,
+        turn_urls=server.ice.turn_urls,
+        turn_secret=server.ice.turn_secret,
+        turn_lifetime=server.ice.turn_lifetime,
+    )
+    log.info("STUN on udp://%s:%d", host, port)
+    if server.ice.turn_urls:
+        log.info(
+            "handing out TURN %s, credentials valid %d s",
+            ", ".join(server.ice.turn_urls),
+            server.ice.turn_lifetime,
+        )
+    return transport
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,11 +465,19 @@ def main(argv: list[str] | None = None) -> int:
     tls = None
     if args.tls_cert is not None:
         try:
-            tls = tls_context(args.tls_cert, args.tls_key)
+            tls = listener.tls_context(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             parser.error(f"cannot load the TLS certificate or key: {exc}")
     try:
-        asyncio.run(serve(config_from(args), args.host, args.port, tls=tls, metrics=args.metrics))
+        ice_config = ice_config_from(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        config = config_from(args, ice_config)
+        asyncio.run(serve(config, args.host, args.port, args.stun_port, tls=tls, metrics=args.metrics))
+    except StunPortError as exc:
+        log.error("%s; pick another with --stun-port N, or --stun-port 0 to go without STUN", exc)
+        return 1
     except OSError as exc:
         log.error("cannot listen on %s port %d: %s", args.host, args.port, exc)
         return 1

@@ -57,7 +57,7 @@ def game_summary(entry: CatalogueEntry) -> dict[str, object]:
 async def healthz(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     body = {"status": "ok", "version": VERSION, "protocol": protocol.PROTOCOL_VERSION}
-    return web.json_response({**body, **server.statistics()})
+    return web.json_response({**body, **server.statistics(), "stun": server.stun_statistics()})
 
 
 async def list_games(request: web.Request) -> web.Response:
@@ -206,6 +206,14 @@ async def status_page(request: web.Request) -> web.Response:
     ]
     card_html = "".join(f'<div class="card"><b>{n}</b>{html.escape(label)}</div>' for label, n in cards)
     restarting = " Restarting: players will reconnect." if server.restarting else ""
+    stun = server.stun_statistics()
+    ice = server.ice
+    stun_line = (
+        "STUN off."
+        if stun is None or ice.stun_port is None
+        else f"STUN on UDP port {ice.stun_port}: {stun['answered']} answered, {stun['dropped']} dropped."
+    )
+    turn_line = f" TURN: {html.escape(', '.join(ice.turn_urls))}." if ice.turn_urls else " No TURN."
     note = f"<p class=sub>{hidden} passworded rooms not listed.</p>" if hidden else ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>msxsync rendezvous</title>
@@ -214,7 +222,8 @@ async def status_page(request: web.Request) -> web.Response:
 <style>{STYLE}</style></head><body>
 <h1>msxsync rendezvous</h1>
 <p class="sub">Version {html.escape(VERSION)}, protocol {protocol.PROTOCOL_VERSION}.
-Up {_duration(stats["uptime_s"])}. Refreshes every {REFRESH_SECONDS} s.{restarting}</p>
+Up {_duration(stats["uptime_s"])}. Refreshes every {REFRESH_SECONDS} s.{restarting}<br>
+{stun_line}{turn_line}</p>
 <div class="cards">{card_html}</div>
 <h2>Rooms</h2>{note}
 {_table(["room", "game", "players", "password", ""], rooms, "No rooms open.")}

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
+import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -208,3 +211,23 @@ def throttle_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
         suppressed = 0
 
     loop.set_exception_handler(handler)
+
+
+def http_cap(wanted: int) -> int:
+    """Open HTTP connections in all: under the open-files limit (raised to its hard ceiling), with
+    room to spare for the listening sockets, logs, games and the hashing threads."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return max(16, min(wanted, soft - 64))
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context

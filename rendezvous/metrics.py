@@ -15,27 +15,35 @@ from collections.abc import Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 PREFIX = "msxsync_rendezvous"
 
 
-class _Gauges(Collector):
-    def __init__(self, gauges: Callable[[], dict[str, int]]) -> None:
-        self._gauges = gauges
+class _ReadAtScrape(Collector):
+    """Values the server already counts, read when scraped: gauges, and counters kept elsewhere
+    (the STUN responder's)."""
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def __init__(self, gauges: Callable[[], dict[str, int]], counters: Callable[[], dict[str, int]]) -> None:
+        self._gauges = gauges
+        self._counters = counters
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         for name, value in self._gauges().items():
             yield GaugeMetricFamily(f"{PREFIX}_{name}", f"Current {name.replace('_', ' ')}.", value=value)
+        for name, value in self._counters().items():
+            yield CounterMetricFamily(f"{PREFIX}_{name}", f"{name.replace('_', ' ')}.", value=value)
 
 
 class Metrics:
     """Every counter the rendezvous exports; cheap enough to keep whether or not it is served."""
 
-    def __init__(self, gauges: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self, gauges: Callable[[], dict[str, int]], counters: Callable[[], dict[str, int]] = dict
+    ) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_Gauges(gauges))
+        self.registry.register(_ReadAtScrape(gauges, counters))
         self.joins = Counter(f"{PREFIX}_joins", "Players that joined a room.", registry=self.registry)
         self.refusals = Counter(
             f"{PREFIX}_refusals",
@@ -51,9 +59,6 @@ class Metrics:
         )
         self.relay_bytes = Counter(
             f"{PREFIX}_relay_bytes", "Bytes of signals and chat relayed to others.", registry=self.registry
-        )
-        self.stun_requests = Counter(
-            f"{PREFIX}_stun_requests", "STUN binding requests answered.", registry=self.registry
         )
         self.message_latency = Histogram(
             f"{PREFIX}_message_latency_seconds",

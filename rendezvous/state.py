@@ -27,8 +27,10 @@ from games.catalogue import Catalogue
 from rendezvous import protocol
 from rendezvous.connection import Client
 from rendezvous.fairness import SourceLimits, Sources
+from rendezvous.ice import IceConfig
 from rendezvous.metrics import Metrics
 from rendezvous.rooms import Deliver, Lobby, RoomError
+from rendezvous.stun import StunResponder
 
 T = TypeVar("T")
 VERSION = "0.1.0"
@@ -68,6 +70,7 @@ class Config:
     keepalive_timeout: float = 15.0  # HTTP: idle (or never-finished) connections close after this
     max_http_connections: int = 4096  # open HTTP connections (WebSockets included), all sources
     http_per_source: int = 64  # ... and from one address (a trusted proxy is exempt)
+    ice: IceConfig = field(default_factory=IceConfig)  # STUN and TURN handed out in the welcome
 
     def __post_init__(self) -> None:
         counts = ("max_clients", "max_rooms", "max_message", "burst", "send_queue", "send_queue_bytes")
@@ -159,10 +162,13 @@ class Server:
     restarting: bool = False  # SIGTERM came: clients are being told to reconnect
     metrics: Metrics = field(init=False)
     _sockets_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    ice: IceConfig = field(default_factory=IceConfig)  # the config's, with the STUN port once bound
+    stun: StunResponder | None = None  # set while the STUN server runs (its counters)
 
     def __post_init__(self) -> None:
+        self.ice = self.config.ice
         self.sources = Sources(self.config.sources)
-        self.metrics = Metrics(self.gauges)
+        self.metrics = Metrics(self.gauges, self.counters)
 
     def gauges(self) -> dict[str, int]:
         return {
@@ -172,6 +178,13 @@ class Server:
             "games": len(self.catalogue.entries),
             "sources": len(self.sources),
         }
+
+    def counters(self) -> dict[str, int]:
+        """Counters kept by others, for the metrics: STUN requests answered and dropped."""
+        stun = self.stun_statistics()
+        if stun is None:
+            return {}
+        return {f"stun_{name}": value for name, value in stun.items() if isinstance(value, int)}
 
     def statistics(self) -> dict[str, int]:
         """Every counter the server reports, in one place (health check and status page)."""
@@ -195,6 +208,9 @@ class Server:
         """Count one refusal (a join, a connection, a message) under its protocol error code."""
         self.refusals[reason] += 1
         self.metrics.refusals.labels(reason).inc()
+
+    def stun_statistics(self) -> dict[str, int] | None:
+        return None if self.stun is None else self.stun.statistics()
 
     def deliver(self, deliveries: list[Deliver]) -> None:
         encoded: dict[int, str] = {}  # a roster goes to many members: encode it once

@@ -20,6 +20,7 @@ PURE_MODULES = [
     "rendezvous.wire",
     "rendezvous.fairness",
     "rendezvous.rooms",
+    "rendezvous.ice",
 ]
 FORBIDDEN = ["asyncio", "aiortc", "aiohttp", "subprocess", "socket", "aioice"]
 

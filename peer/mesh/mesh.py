@@ -264,6 +264,10 @@ class Mesh:
 
     # ---- roster and signalling -------------------------------------------------------------
 
+    def set_ice(self, ice: IceOptions) -> None:
+        """ICE options for the links dialled from now on (fresh TURN credentials after a reconnect)."""
+        self._ice = ice
+
     def set_roster(self, keys: Iterable[bytes]) -> None:
         """The room's members as the rendezvous lists them (our own key may be included).
 

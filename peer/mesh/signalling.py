@@ -31,6 +31,7 @@ from peer.core.signalling import REJOIN_GRACE as REJOIN_GRACE
 from peer.core.signalling import (
     BadMessage,
     Disconnect,
+    IceServer,
     Notice,
     Refused,
     RosterChanged,
@@ -120,6 +121,11 @@ class SignallingClient:
     @property
     def roster(self) -> Roster | None:
         return self._protocol.roster
+
+    @property
+    def ice_servers(self) -> tuple[IceServer, ...]:
+        """The STUN and TURN servers of the latest welcome (new TURN credentials each time)."""
+        return self._protocol.ice_servers
 
     @property
     def stats(self) -> SignallingStatistics:
