@@ -302,7 +302,7 @@ async def attack_scenario(
     """Honest clients on a fresh server with production limits, while `name` runs (or "quiet")."""
     async with server_process(workdir, name) as (url, pid):
         tally = AttackTally()
-        attack = None
+        attack: asyncio.Task[None] | None = None
         if name != "quiet":
             attack = asyncio.create_task(ATTACKS[name](f"{url}/ws", ATTACKER, tally))
             await asyncio.sleep(settle)  # let the attack reach its full pressure first
@@ -338,7 +338,7 @@ def attacks_main(count: int, rounds: int, period: float, settle: float) -> int:
 
 
 async def bench(count: int, rounds: int, period: float, workdir: Path) -> dict[str, object]:
-    extra = ("--max-clients", str(count + 100), "--max-rooms", str(count))
+    extra: tuple[str, ...] = ("--max-clients", str(count + 100), "--max-rooms", str(count))
     # One address runs every client here: give it the whole server.
     extra += ("--connections-per-address", str(count + 100), "--rooms-per-address", str(count))
     extra += ("--messages-per-address", "100000", "--http-connections-per-address", str(count + 200))

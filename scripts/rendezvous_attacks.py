@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from nacl.signing import SigningKey
@@ -172,7 +173,7 @@ async def idle_http(url: str, address: str, tally: AttackTally) -> None:
             group.create_task(hold())
 
 
-ATTACKS: dict[str, Callable[[str, str, AttackTally], Awaitable[None]]] = {
+ATTACKS: dict[str, Callable[[str, str, AttackTally], Coroutine[Any, Any, None]]] = {
     "connection_slots": slots,
     "rooms": rooms,
     "password_queue": passwords,
