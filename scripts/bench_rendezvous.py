@@ -11,9 +11,10 @@ messages (p50/p99/max, sender to addressee through the server) and the server's 
     python3 scripts/bench_rendezvous.py --clients 500 --rounds 5
     python3 scripts/bench_rendezvous.py --attacks       # issue 16: honest players under attack
 
-With `--attacks`, the server runs with its production limits and honest clients from 127.0.0.3
-measure their join (connect, hello, join: until `joined`) and relay latency, p50 and p99, on a
-quiet server and then while one address (127.0.0.2) runs each attack of issue 16
+With `--attacks`, the server runs with its production limits and honest clients, each from its
+own address (127.0.1.N), measure their join (connect, hello, join: until `joined`) and relay
+latency, p50 and p99, on a quiet server and then while one address (127.0.0.2) runs each attack
+of issue 16
 (`scripts/rendezvous_attacks.py`), a fresh server for each, all in one run.
 """
 
@@ -25,6 +26,7 @@ import contextlib
 import json
 import os
 import resource
+import signal
 import statistics
 import sys
 import tempfile
@@ -39,13 +41,13 @@ from nacl.signing import SigningKey
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rendezvous_attacks import ATTACKS, AttackTally, session_from  # noqa: E402
+from rendezvous_attacks import ATTACKS, session_from  # noqa: E402
 
 from rendezvous.protocol import PROTOCOL_VERSION, signed_hello_bytes  # noqa: E402
 from tests.ports import unused_port  # noqa: E402
 
 ROOM_SIZE = 4
-ATTACKER, HONEST = "127.0.0.2", "127.0.0.3"
+ATTACKER, HONEST = "127.0.0.2", "127.0.1."  # honest players: 127.0.1.1, 127.0.1.2, ...
 
 
 def raise_open_files_limit(needed: int) -> None:
@@ -212,21 +214,23 @@ def percentile(values: list[float], fraction: float) -> float | None:
     return round(1000 * ordered[int(fraction * (len(ordered) - 1))], 3)
 
 
-async def run_honest(url: str, count: int, rounds: int, period: float, address: str) -> dict[str, object]:
-    """`count` clients from `address` each connect, say hello and join (timed one by one, 16 at
-    a time), then relay `rounds` signals; join and relay p50/p99 in ms."""
+async def run_honest(url: str, count: int, rounds: int, period: float, network: str) -> dict[str, object]:
+    """`count` clients, each from its own address (`network` + 1, 2, ...: households), connect,
+    say hello and join (timed one by one, 16 at a time), then relay `rounds` signals; join and
+    relay p50/p99 in ms."""
     tally = Tally(expected=count * rounds)
     clients = [Client(i, tally) for i in range(count)]
     joins: list[float] = []
     failures: list[str] = []
-    async with session_from(address) as session:
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = [await stack.enter_async_context(session_from(f"{network}{i + 1}")) for i in range(count)]
         gate = asyncio.Semaphore(16)
 
         async def enter(client: Client) -> None:
             async with gate:
                 started = time.perf_counter()
                 try:
-                    await client.connect(session, url)
+                    await client.connect(sessions[client.index], url)
                     await client.join()
                 except (ConnectionError, TimeoutError, aiohttp.ClientError) as exc:
                     failures.append(str(exc)[:160])
@@ -299,22 +303,26 @@ async def server_process(workdir: Path, name: str, *extra: str) -> AsyncIterator
 async def attack_scenario(
     name: str, count: int, rounds: int, period: float, settle: float, workdir: Path
 ) -> dict[str, object]:
-    """Honest clients on a fresh server with production limits, while `name` runs (or "quiet")."""
+    """Honest clients on a fresh server with production limits, while `name` runs (or "quiet")
+    in a process of its own, so that it competes with the clients only as a real attacker does."""
     async with server_process(workdir, name) as (url, pid):
-        tally = AttackTally()
-        attack: asyncio.Task[None] | None = None
+        attacker = None
         if name != "quiet":
-            attack = asyncio.create_task(ATTACKS[name](f"{url}/ws", ATTACKER, tally))
+            script = str(ROOT / "scripts" / "rendezvous_attacks.py")
+            command = [sys.executable, script, name, f"{url}/ws", ATTACKER, str(settle + 60)]
+            attacker = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
             await asyncio.sleep(settle)  # let the attack reach its full pressure first
         try:
             result = await run_honest(f"{url}/ws", count, rounds, period, HONEST)
         finally:
-            if attack is not None:
-                attack.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError, OSError):
-                    await attack
+            report: object = None
+            if attacker is not None:
+                attacker.send_signal(signal.SIGINT)
+                out, _ = await asyncio.wait_for(attacker.communicate(), 30)
+                lines = out.decode().strip().splitlines()
+                report = json.loads(lines[-1]) if lines else f"exit {attacker.returncode}"
         result["attack"] = name
-        result["attacker"] = {"welcomed": tally.welcomed, "sent": tally.sent, "refused": tally.refused}
+        result["attacker"] = report
         result["server_peak_rss_mib"] = round(peak_rss_kib(pid) / 1024, 1)
         return result
 

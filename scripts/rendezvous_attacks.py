@@ -10,12 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
+import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from nacl.signing import SigningKey
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rendezvous.wire import PROTOCOL_VERSION, signed_hello_bytes
 
@@ -60,6 +65,13 @@ async def drain(ws: aiohttp.ClientWebSocketResponse, tally: AttackTally) -> None
 
 
 async def _hold(session: aiohttp.ClientSession, url: str, tally: AttackTally, room: str | None) -> None:
+    try:
+        await _hold_one(session, url, tally, room)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        tally.refusal("connection_reset")  # the listener's per-address cap closes it at accept
+
+
+async def _hold_one(session: aiohttp.ClientSession, url: str, tally: AttackTally, room: str | None) -> None:
     async with session.ws_connect(url) as ws:
         if not await hello(ws, tally):
             return
@@ -82,6 +94,13 @@ async def rooms(url: str, address: str, tally: AttackTally) -> None:
 
 
 async def _guess(session: aiohttp.ClientSession, url: str, tally: AttackTally, owner: bool) -> None:
+    try:
+        await _guess_on(session, url, tally, owner)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        tally.refusal("connection_reset")
+
+
+async def _guess_on(session: aiohttp.ClientSession, url: str, tally: AttackTally, owner: bool) -> None:
     async with session.ws_connect(url) as ws:
         if not await hello(ws, tally):
             return
@@ -181,3 +200,34 @@ ATTACKS: dict[str, Callable[[str, str, AttackTally], Coroutine[Any, Any, None]]]
     "slow_readers": slow_readers,
     "idle_http": idle_http,
 }
+
+
+async def _run(name: str, url: str, address: str, seconds: float) -> AttackTally:
+    tally = AttackTally()
+    attack = asyncio.create_task(ATTACKS[name](url, address, tally))
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    attack.cancel()
+    with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError, OSError):
+        await attack
+    return tally
+
+
+def main() -> int:
+    """`rendezvous_attacks.py NAME WS_URL ADDRESS SECONDS`: run one attack in a process of its own
+    (so that it does not share an event loop with the clients being measured), then print what
+    it did as one JSON line."""
+    import resource
+
+    name, url, address, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    tally = asyncio.run(_run(name, url, address, seconds))
+    print(json.dumps({"welcomed": tally.welcomed, "sent": tally.sent, "refused": tally.refused}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
