@@ -39,6 +39,8 @@ class PeerLine:
     rtt: float | None
     last_change: float | None = None
     """Seconds since this player's last change reached us (None: none yet)."""
+    path: str | None = None
+    """How the link goes ("direct", "via TURN"), once known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +87,12 @@ def _count(players: int) -> str:
 def _peer(peer: PeerLine, live: bool) -> str:
     if not peer.connected:
         return f"{peer.name} (connecting)"
-    if peer.rtt is None or not live:
-        return peer.name
-    return f"{peer.name} {peer.rtt * 1000:.0f} ms"
+    words = [peer.name]
+    if peer.path is not None and peer.path != "direct":
+        words.append(peer.path)  # (direct is the normal case: only a relay is worth the space)
+    if peer.rtt is not None and live:
+        words.append(f"{peer.rtt * 1000:.0f} ms")
+    return " ".join(words)
 
 
 def format_peers(peers: tuple[PeerLine, ...]) -> list[str]:
@@ -99,7 +104,7 @@ def format_peers(peers: tuple[PeerLine, ...]) -> list[str]:
         rows.append(
             (
                 peer.name,
-                "direct" if peer.connected else "connecting",
+                (peer.path or "direct") if peer.connected else "connecting",
                 f"{peer.rtt * 1000:.0f} ms" if peer.rtt is not None and peer.connected else "-",
                 _ago(peer.last_change),
             )

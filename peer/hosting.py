@@ -28,11 +28,15 @@ LAN_DISCOVERY_SECONDS = 3.0
 
 
 @contextlib.asynccontextmanager
-async def hosting(options: PeerOptions, current: CatalogueEntry | None = None) -> AsyncIterator[str]:
+async def hosting(
+    options: PeerOptions, current: CatalogueEntry | None = None, *, hosted_by: bytes | None = None
+) -> AsyncIterator[str]:
     """Run the rendezvous in this process (the same application as msxsync-rendezvous).
 
     It serves the bundled games plus `--games` folders, and `current` (the game being played,
-    with our ROM) when this peer takes over hosting, so newcomers can still get it here."""
+    with our ROM) when this peer takes over hosting, so newcomers can still get it here. Its
+    welcome names `hosted_by` (our key): players know it is a player's program, which another
+    may replace if this one goes away (issue 17)."""
     from rendezvous.app import Config, create_app
 
     folders = [Path(folder) for folder in options.games]
@@ -41,7 +45,10 @@ async def hosting(options: PeerOptions, current: CatalogueEntry | None = None) -
         log.warning("games: %s", problem)
     if current is not None:
         catalogue.entries.setdefault(current.name, current)
-    runner = web.AppRunner(create_app(Config(catalogue=catalogue)), handle_signals=False)
+    runner = web.AppRunner(
+        create_app(Config(catalogue=catalogue, hosted_by=hosted_by.hex() if hosted_by else None)),
+        handle_signals=False,
+    )
     await runner.setup()
     listen = listen_address(options)
     site = web.TCPSite(runner, listen, options.port)

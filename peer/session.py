@@ -48,7 +48,7 @@ from peer.core.state import Layout, SharedState
 from peer.host_role import HostRole
 from peer.mesh.mesh import LinkLost, Mesh, PeerAdmitted, Published
 from peer.mesh.room import RoomSession
-from peer.mesh.signalling import Member, Roster
+from peer.mesh.signalling import Roster
 from peer.mesh.webrtc import IceOptions
 from peer.openmsx import Exited, LocalChanges, Logged, OpenMSXError, OpenMSXLink
 from peer.options import PeerOptions, PlayerError
@@ -124,6 +124,7 @@ class Session:
         self.news = ItemNews(definition.items, definition.counters)
         self.last_change: dict[bytes, float] = {}  # when each player's last change reached us
         self.names: dict[bytes, str] = {}
+        self.known_names: dict[bytes, str] = {}  # everyone ever in the room (a split drops them)
         self.standby: dict[bytes, str | None] = {}
         self.host_key: bytes | None = None
         self.roster: Roster | None = None
@@ -282,21 +283,20 @@ class Session:
     async def _watch_host(self, room: RoomSession) -> None:
         await self.host_role.watch(
             room,
+            origin=self.url,
             roster=lambda: self.roster,
-            host=lambda: self.host_key,
             admitted=lambda: self.mesh.admitted() if self.mesh is not None else set(),
             definition=self.definition,
             rom_path=self.rom_path,
             moved=self._host_moved,
+            tell=self._tell,
         )
 
-    def _host_moved(self, successor: Member) -> None:
-        self.host_key = successor.key
-        self._tell(
-            "you now host the room"
-            if successor.key == self.me
-            else f"{self._name(successor.key)} now hosts the room"
-        )
+    def _host_moved(self, host: bytes | None) -> None:
+        if host is None or host == self.host_key:
+            return
+        self.host_key = host
+        self._tell("you now host the room" if host == self.me else f"{self._name(host)} now hosts the room")
 
     # ---- the room: roster and mesh events ------------------------------------------------------
 
@@ -306,6 +306,7 @@ class Session:
         previous, first = self.names, self.roster is None
         self.roster = roster
         self.names = {member.key: safe_name(member.name) for member in roster.members}
+        self.known_names.update(self.names)
         self.standby = {member.key: member.standby for member in roster.members}
         if self.host_key != roster.host and roster.host in self.names:
             self.host_key = roster.host
@@ -345,7 +346,7 @@ class Session:
                 log.info("repaired differences with %s", self._name(peer))
 
     def _name(self, key: bytes) -> str:
-        return self.names.get(key, key.hex()[:8])
+        return self.names.get(key) or self.known_names.get(key, key.hex()[:8])
 
     def _item_news(self, changes: Iterable[tuple[int, bytes]]) -> None:
         """ "player2 found the key": only while our game plays (before, it is the room's state)."""
@@ -371,6 +372,8 @@ class Session:
         return [(address, state.read(address)) for address in sorted(self.news.addresses)]
 
     def _server(self) -> str:
+        if self.host_role.unreachable:
+            return "server unreachable, retrying"
         host = self.host_key
         return server_words(
             hosting=self.host_role.hosting,
@@ -474,9 +477,9 @@ class Session:
         for key, stats in self.mesh.statistics().items():
             rtt = stats.sync.rtt if stats.sync is not None else None
             changed = self.last_change.get(key)
-            lines.append(
-                PeerLine(self._name(key), key in admitted, rtt, None if changed is None else now - changed)
-            )
+            path = stats.path.value if stats.path is not None else None
+            ago = None if changed is None else now - changed
+            lines.append(PeerLine(self._name(key), key in admitted, rtt, ago, path))
         return tuple(lines)
 
     def _run_command(self, command: Command) -> None:

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from games.catalogue import CatalogueEntry
 from games.definition import is_valid_game_name
-from rendezvous import protocol
+from rendezvous import protocol, wire
 from rendezvous.state import SERVER, VERSION, log
 
 # --- HTTP ---------------------------------------------------------------------------------
@@ -99,6 +99,28 @@ def etag_matches(header_values: list[str], etag: str) -> bool:
             if tag == "*" or tag.removeprefix("W/") == etag:
                 return True
     return False
+
+
+async def room_info(request: web.Request) -> web.Response:
+    """One room by its exact name, for players looking for their room after a network split:
+    whether it is here, its game and size, and whose program this rendezvous is. Never keys of
+    members, passwords or hashes; rooms are not listed (a name must be known)."""
+    name = request.match_info["name"]
+    if not wire.is_valid_room_name(name):
+        raise _json_error(web.HTTPBadRequest, "bad_name", "That is not a valid room name.")
+    server = request.app[SERVER]
+    room = server.lobby.room(name)
+    if room is None:
+        raise _json_error(web.HTTPNotFound, "unknown_room", "There is no room of that name here.")
+    body = {
+        "room": room.name,
+        "game": room.game,
+        "players": len(room.members),
+        "capacity": room.capacity,
+        "password": room.password_hash is not None,
+        "hosted_by": server.config.hosted_by,
+    }
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
 def _read_rom(path: Path, sha256: str) -> bytes | None:

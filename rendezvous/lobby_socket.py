@@ -170,6 +170,7 @@ class Session:
                 "limits": self.config.limits_json(),
                 # Fresh TURN credentials on every welcome: a reconnect renews them.
                 "ice_servers": self.server.ice.servers_for(self.client.request.host, hello.key, time.time()),
+                "hosted_by": self.config.hosted_by,
             }
         )
 

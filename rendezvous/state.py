@@ -24,7 +24,7 @@ import nacl.pwhash
 from aiohttp import web
 
 from games.catalogue import Catalogue
-from rendezvous import protocol
+from rendezvous import protocol, wire
 from rendezvous.connection import Client
 from rendezvous.fairness import SourceLimits, Sources
 from rendezvous.ice import IceConfig
@@ -71,8 +71,13 @@ class Config:
     max_http_connections: int = 4096  # open HTTP connections (WebSockets included), all sources
     http_per_source: int = 64  # ... and from one address (a trusted proxy is exempt)
     ice: IceConfig = field(default_factory=IceConfig)  # STUN and TURN handed out in the welcome
+    # The key (64 hex digits) of the player whose program runs this rendezvous (LAN play, a
+    # takeover), None for a standalone server: players never replace a standalone one (issue 17).
+    hosted_by: str | None = None
 
     def __post_init__(self) -> None:
+        if self.hosted_by is not None and not wire.is_key(self.hosted_by):
+            raise ValueError("hosted_by must be a key: 64 lower-case hex digits")
         counts = ("max_clients", "max_rooms", "max_message", "burst", "send_queue", "send_queue_bytes")
         for name in (*counts, "hash_concurrency", "send_share", "max_http_connections", "http_per_source"):
             if getattr(self, name) < 1:

@@ -13,6 +13,7 @@ PURE_MODULES = [
     "peer.core.arming",
     "peer.core.gating",
     "peer.core.pacing",
+    "peer.core.paths",
     "peer.core.takeover",
     "peer.core.lan",
     "peer.core.openmsx_protocol",

@@ -48,9 +48,10 @@ def needs_coturn() -> None:
         pytest.skip(reason)
 
 
-async def sync_two(net: Internet, a: Player, b: Player, room: str) -> tuple[float, int]:
-    """Two nodes behind `a` and `b` join, link, write and converge: seconds to the link, and the
-    STUN packets the routers sent to the rendezvous until then."""
+async def sync_two(net: Internet, a: Player, b: Player, room: str, path: str = "direct") -> tuple[float, int]:
+    """Two nodes behind `a` and `b` join, link (each saying the link is PATH, as a player's
+    status line would), write and converge: seconds to the link, and the STUN packets the
+    routers sent to the rendezvous until then."""
     async with programs() as started:
         began = time.monotonic()
         nodes = []
@@ -60,7 +61,8 @@ async def sync_two(net: Internet, a: Player, b: Player, room: str) -> tuple[floa
         for node in nodes:
             await node.send(cmd="wait_admitted", count=1)
         for node in nodes:
-            await node.expect("admitted_all", LINK_TIMEOUT)
+            admitted = await node.expect("admitted_all", LINK_TIMEOUT)
+            assert admitted["paths"] == [path], admitted
         linked = time.monotonic() - began
         stun = sum(net.counted(p, PUBLIC, RENDEZVOUS_PORT) for p in (a, b))
         # Only what flows once linked tells the path: ICE checks try every pair first.
@@ -104,7 +106,7 @@ async def test_symmetric_nats_sync_through_turn(net: Internet, tmp_path: Path) -
     async with programs() as started:
         started.append(await start_coturn(net, tmp_path))
         started.append(await start_rendezvous(net, tmp_path, turn=True))
-        linked, _ = await sync_two(net, a, b, "symmetric")
+        linked, _ = await sync_two(net, a, b, "symmetric", path="via TURN")
     print(f"symmetric+symmetric via TURN: linked in {linked:.2f} s")
     for player, other in ((a, b), (b, a)):
         # Through coturn: each side either through its own allocation (to port 3478) or straight
@@ -120,5 +122,5 @@ async def test_cone_and_symmetric_sync(net: Internet, tmp_path: Path) -> None:
     async with programs() as started:
         started.append(await start_coturn(net, tmp_path))
         started.append(await start_rendezvous(net, tmp_path, turn=True))
-        linked, _ = await sync_two(net, a, b, "mixed")
+        linked, _ = await sync_two(net, a, b, "mixed", path="via TURN")
     print(f"cone+symmetric: linked in {linked:.2f} s")

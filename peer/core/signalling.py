@@ -168,9 +168,11 @@ class SignallingEvent:
 
 @dataclass(frozen=True, slots=True)
 class Welcomed(SignallingEvent):
-    """The hello was accepted; the join is queued. `ice_servers`: the rendezvous's STUN and TURN."""
+    """The hello was accepted; the join is queued. `ice_servers`: the rendezvous's STUN and TURN;
+    `hosted_by`: the player whose program the rendezvous is, None for a standalone server."""
 
     ice_servers: tuple[IceServer, ...] = ()
+    hosted_by: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +286,10 @@ class SignallingProtocol:
         self.password_token = password_token  # what the rendezvous sees instead of the password
         self.roster: Roster | None = None
         self.ice_servers: tuple[IceServer, ...] = ()  # from the latest welcome
+        # Whose program the rendezvous of the latest welcome is (None: a standalone server, never
+        # replaced); `welcomed` says whether there was a welcome at all.
+        self.hosted_by: bytes | None = None
+        self.welcomed = False
         self.stats = SignallingStatistics()
         self._signing_key = signing_key
         self._name, self._game, self._capacity = name, game, capacity
@@ -439,7 +445,12 @@ class SignallingProtocol:
         for problem in problems:
             self.stats.malformed += 1
             bad.append(BadMessage(problem, _excerpt(json.dumps(message.get("ice_servers")))))
-        return [*bad, Welcomed(self.ice_servers)]
+        hosted_by = message.get("hosted_by")
+        self.hosted_by, self.welcomed = parse_key(hosted_by), True
+        if hosted_by is not None and self.hosted_by is None:
+            self.stats.malformed += 1  # taken for a standalone server: the safe reading
+            bad.append(BadMessage("'hosted_by' is not a key", _excerpt(json.dumps(hosted_by))))
+        return [*bad, Welcomed(self.ice_servers, self.hosted_by)]
 
     # ---- in the room ---------------------------------------------------------------------------
 

@@ -103,7 +103,8 @@ async def command(node: Node, mesh: Mesh, order: dict[str, Any]) -> bool:
         case "wait_admitted":
             count = int(order["count"])
             await mesh.wait_until(lambda: len(mesh.admitted()) >= count)
-            emit(event="admitted_all", count=count)
+            paths = sorted({s.path.value for s in mesh.statistics().values() if s.path is not None})
+            emit(event="admitted_all", count=count, paths=paths)
         case "write":
             rng = random.Random(order.get("seed", 0))
             region = mesh.replica.state.layout

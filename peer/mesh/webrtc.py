@@ -356,6 +356,18 @@ class Link:
             raise ValueError("the link has not exchanged session descriptions")
         return sha256_fingerprint(local.sdp), sha256_fingerprint(remote.sdp)
 
+    def candidate_types(self) -> tuple[str, str] | None:
+        """The ICE candidate types (local, remote) of the pair in use, None before one is chosen.
+
+        aiortc does not expose the nominated pair; it lives in aioice's connection, reached
+        through private attributes: any change there gives None, never an error."""
+        try:
+            connection = self._pc.sctp.transport.transport._connection  # type: ignore[union-attr]
+            pair = connection._nominated.get(1)
+            return (pair.local_candidate.type, pair.remote_candidate.type) if pair else None
+        except AttributeError:
+            return None
+
     async def close(self) -> None:
         """Close the connection; reports `link_closed` if it was not closed already."""
         self._closed("closed locally")
