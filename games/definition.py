@@ -42,7 +42,7 @@ from games.named import NamedCounter, NamedItem, NamingError, parse_counter, par
 MAX_ADDRESS = 0xFFFF
 DIRECTIVE_PREFIX = "#!"
 _SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")  # matched whole: fullmatch
 _DIRECTIVE_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 
@@ -249,7 +249,7 @@ def check_named(
 
 def is_valid_game_name(name: str) -> bool:
     """Game names travel in URLs and protocol messages: keep them to a safe alphabet."""
-    return bool(_NAME_RE.match(name)) and ".." not in name
+    return _NAME_RE.fullmatch(name) is not None and ".." not in name
 
 
 def parse_definition(text: str, name: str, source: str | None = None) -> GameDefinition:
@@ -384,7 +384,7 @@ class _Parser:
             raise self.error(number, f"'{key}' needs a value")
         if key in self.fields:
             raise self.error(number, f"'{key}' is given twice")
-        if key != "title" and not _NAME_RE.match(value.replace(" ", "_")):
+        if key != "title" and not _NAME_RE.fullmatch(value.replace(" ", "_")):
             raise self.error(number, f"{key} {value!r} has unexpected characters")
         self.fields[key] = value
 

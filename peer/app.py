@@ -119,7 +119,8 @@ def _check_environment(options: PeerOptions) -> None:
 
 
 async def _get_game(options: PeerOptions, url: str, state_dir: Path) -> tuple[GameDefinition, Path]:
-    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
+    connector = aiohttp.TCPConnector(ssl=options.tls() or True)  # True: verify with the system's CAs
+    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT, connector=connector) as http:
         try:
             game = await rom.fetch_game(http, url, options.game)
             if options.rom:

@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to meet the other players (default %(default)s; env MSXSYNC_RENDEZVOUS)",
     )
     game.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="trust this CA for an https:// rendezvous, e.g. a private one (default: the system's "
+        "CAs; certificates are always checked)",
+    )
+    game.add_argument(
         "--room", metavar="NAME", help="room to join or create (default: quick match into an open room)"
     )
     game.add_argument(

@@ -137,7 +137,8 @@ class HostRole:
         lost_since: float | None = None
         probed_at = 0.0
         timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
+        connector = aiohttp.TCPConnector(ssl=self.options.tls() or True)  # --ca-file for the origin
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
             while True:
                 await asyncio.sleep(TAKEOVER_CHECK)
                 signalling, now = room.signalling, time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 
 
@@ -36,3 +37,14 @@ class PeerOptions:
     ice_addresses: tuple[str, ...] = ()
     rendezvous_ice: bool = True  # use the STUN/TURN servers the rendezvous names in its welcome
     quit_after: float | None = None  # for demos and benchmarks: end the session after this long
+    ca_file: str | None = None  # trust this CA for an https:// rendezvous (a private one)
+
+    def tls(self) -> ssl.SSLContext | None:
+        """What verifies an https:// rendezvous: the system's CAs (None: aiohttp's default, which
+        verifies), or only `ca_file`'s. Never no verification."""
+        if self.ca_file is None:
+            return None
+        try:
+            return ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise PlayerError(f"cannot read the CA file {self.ca_file}: {exc}") from None

@@ -206,6 +206,7 @@ class Session:
     def _room(self) -> RoomSession:
         return RoomSession(
             rendezvous=self.url,
+            tls=self.options.tls(),
             signing_key=self.key,
             name=self.player,
             game=self.definition.name,

@@ -15,11 +15,12 @@ from aiohttp import WSCloseCode, web
 
 from games.catalogue import Catalogue, bundled_games_dir, load_catalogue
 from rendezvous import httpapi
-from rendezvous.lobby_socket import websocket_handler
+from rendezvous.lobby_socket import RESTARTING, websocket_handler
+from rendezvous.protocol import ProtocolError
 from rendezvous.rooms import Lobby, LobbyLimits
 from rendezvous.state import SERVER, SERVER_NAME, VERSION, Config, Hasher, Server, log
 
-__all__ = ["SERVER", "SERVER_NAME", "VERSION", "Config", "Server", "create_app"]
+__all__ = ["SERVER", "SERVER_NAME", "VERSION", "Config", "Server", "announce_restart", "create_app"]
 
 
 def load_games(config: Config) -> Catalogue:
@@ -49,15 +50,32 @@ async def _close_sockets(app: web.Application) -> None:
     )
 
 
+def announce_restart(app: web.Application) -> int:
+    """SIGTERM: tell every client the server is restarting (a fatal `server_restarting` error,
+    then close code 1012) so that it reconnects, to this address, and rejoins its room by name;
+    the rooms' state lives in the peers. New connections are refused the same way meanwhile.
+    Returns how many clients were told."""
+    server = app[SERVER]
+    server.restarting = True
+    clients = list(server.clients.values())
+    error = ProtocolError("server_restarting", RESTARTING, fatal=True)
+    for client in clients:
+        client.fail(error)
+        client.close_code = WSCloseCode.SERVICE_RESTART
+    log.info("restarting: told %d clients to reconnect", len(clients))
+    return len(clients)
+
+
 def create_app(config: Config | None = None) -> web.Application:
     """A ready rendezvous application; run it with `web.run_app` or an `AppRunner`."""
     config = config or Config()
-    limits = LobbyLimits(max_rooms=config.max_rooms, room_capacity=config.room_capacity)
+    limits = LobbyLimits(config.max_rooms, config.room_capacity, config.sources.rooms)
     app = web.Application()
     hasher = Hasher(config.hash_concurrency, config.hash_waiting)
     app[SERVER] = Server(config, load_games(config), Lobby(limits), hasher)
     app.cleanup_ctx.append(_hashing_threads)
     app.on_shutdown.append(_close_sockets)
+    app.on_response_prepare.append(httpapi.security_headers)
     app.router.add_get("/", httpapi.status_page)
     app.router.add_get("/healthz", httpapi.healthz)
     app.router.add_get("/api/games", httpapi.list_games)

@@ -1,23 +1,34 @@
 """Command line of `msxsync-rendezvous`: parse flags, set up logging, serve until a signal.
 
-All behaviour lives in `rendezvous.app`; this module only turns flags into a `Config`, binds the
-socket and shuts down cleanly on Ctrl-C or SIGTERM.
+All behaviour lives in `rendezvous.app`; this module only turns flags into a `Config`, sets up
+logging (text or `--log-format json`, `rendezvous.logs`), binds the guarded socket
+(`rendezvous.listener`, with TLS when given a certificate) and STUN, serves metrics on their own
+address when asked, and stops: on SIGTERM clients are told the server is restarting (they
+reconnect and rejoin), on Ctrl-C it just closes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ipaddress
 import logging
 import signal
+import ssl
 import sys
+from collections.abc import Coroutine
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from rendezvous import ice, wire
-from rendezvous.app import SERVER, VERSION, Config, create_app
+from rendezvous import ice, listener, wire
+from rendezvous.app import SERVER, VERSION, Config, announce_restart, create_app
+from rendezvous.logs import setup_logging
+from rendezvous.metrics import metrics_app
 from rendezvous.stun import StunResponder, serve_stun
 
 log = logging.getLogger("msxsync.rendezvous")
@@ -102,6 +113,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-file", type=Path, metavar="PATH", help="log here instead of stderr (default: stderr)"
     )
     parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text lines, or one JSON object a line for log shippers (default %(default)s)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="serve https:// and wss:// with this certificate chain (with --tls-key)",
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    parser.add_argument(
+        "--metrics",
+        type=_address,
+        metavar="ADDR:PORT",
+        help="serve Prometheus metrics at http://ADDR:PORT/metrics (default: off; keep it private)",
+    )
+    parser.add_argument(
+        "--trust-proxy",
+        action="append",
+        default=[],
+        type=_ip,
+        metavar="ADDR",
+        help="a reverse proxy whose X-Forwarded-For names the real source; repeat for more",
+    )
+    parser.add_argument(
+        "--hide-private-rooms",
+        action="store_true",
+        help="leave rooms that have a password off the status page",
+    )
+    parser.add_argument(
         "--protocol",
         action=_PrintProtocol,
         help="print the protocol description that ships with this server, and exit (default: serve)",
@@ -180,8 +223,66 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long handed-out TURN credentials work (default %(default)s = 12 h); a player "
         "gets new ones whenever it reconnects",
     )
+    src = defaults.sources
+    per = parser.add_argument_group(
+        "limits per source address",
+        "what one address may hold, so that one host cannot shut the others out; the defaults "
+        "let a family or a LAN party behind one address play",
+    )
+    per.add_argument(
+        "--connections-per-address",
+        metavar="N",
+        type=_positive_int,
+        default=src.connections,
+        help="open websocket connections (default %(default)s)",
+    )
+    per.add_argument(
+        "--rooms-per-address",
+        metavar="N",
+        type=_positive_int,
+        default=src.rooms,
+        help="rooms it created that are still open (default %(default)s)",
+    )
+    per.add_argument(
+        "--messages-per-address",
+        metavar="N",
+        type=_positive_int,
+        default=int(src.rate),
+        help=f"messages a second over all its connections, bursts of {src.burst}; outlives "
+        "reconnects (default %(default)s; one connection: 20 a second, bursts of 60)",
+    )
+    per.add_argument(
+        "--password-checks-per-minute",
+        metavar="N",
+        type=_positive_int,
+        default=int(60 * src.password_rate),
+        help=f"password checks, after a burst of {src.password_burst}, "
+        f"{src.password_checks} at once (default %(default)s)",
+    )
+    per.add_argument(
+        "--http-connections-per-address",
+        metavar="N",
+        type=_positive_int,
+        default=defaults.http_per_source,
+        help="open HTTP connections, websockets included (default %(default)s; of "
+        f"{defaults.max_http_connections} in all, fewer if the open-files limit is lower)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     return parser
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ADDR:PORT")
+    return host.strip("[]"), _port(port)
+
+
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
 
 
 def _turn_url(text: str) -> str:
@@ -219,6 +320,15 @@ def ice_config_from(args: argparse.Namespace) -> ice.IceConfig:
 
 
 def config_from(args: argparse.Namespace, ice_config: ice.IceConfig | None = None) -> Config:
+    defaults = Config()
+    sources = replace(
+        defaults.sources,
+        connections=args.connections_per_address,
+        rooms=args.rooms_per_address,
+        rate=float(args.messages_per_address),
+        burst=max(4 * args.messages_per_address, 1),
+        password_rate=args.password_checks_per_minute / 60,
+    )
     return Config(
         ice=ice_config or ice.IceConfig(),
         games=list(args.games) or None,
@@ -227,32 +337,47 @@ def config_from(args: argparse.Namespace, ice_config: ice.IceConfig | None = Non
         room_capacity=args.room_capacity,
         heartbeat=args.heartbeat,
         hello_timeout=args.hello_timeout,
+        sources=sources,
+        trusted_proxies=frozenset(args.trust_proxy),
+        hide_private_rooms=args.hide_private_rooms,
+        http_per_source=max(args.http_connections_per_address, args.connections_per_address + 4),
+        max_http_connections=listener.http_cap(defaults.max_http_connections),
     )
-
-
-def setup_logging(level: str, log_file: Path | None) -> None:
-    handler: logging.Handler = (
-        logging.FileHandler(log_file, encoding="utf-8") if log_file else logging.StreamHandler()
-    )
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
 
 
 class StunPortError(OSError):
     """The STUN port could not be opened."""
 
 
-async def serve(config: Config, host: str, port: int, stun_port: int | None = None) -> None:
-    """Serve until SIGINT or SIGTERM, then close every websocket and the listening socket.
-    STUN listens on `stun_port` (None: the HTTP port, 0: no STUN)."""
+async def serve(
+    config: Config,
+    host: str,
+    port: int,
+    stun_port: int | None = None,
+    *,
+    tls: ssl.SSLContext | None = None,
+    metrics: tuple[str, int] | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM. SIGTERM first tells every client to reconnect (a restart);
+    then every websocket and the listening socket are closed. STUN listens on `stun_port`
+    (None: the HTTP port, 0: no STUN); metrics on `metrics` when given."""
     app = create_app(config)
-    runner = web.AppRunner(app, shutdown_timeout=5.0)
+    loop = asyncio.get_running_loop()
+    listener.throttle_accept_errors(loop)
+    runner = listener.runner(app, config.keepalive_timeout)
     await runner.setup()
+    runners = [runner]
     stun = None
     try:
-        await web.TCPSite(runner, host, port).start()
+        guard = listener.ConnectionGuard(
+            config.max_http_connections, config.http_per_source, config.trusted_proxies
+        )
+        await listener.GuardedSite(runner, host, port, guard, ssl_context=tls).start()
+        scheme = "https" if tls else "http"
         for address in runner.addresses:
-            log.info("listening on http://%s:%d/", *address[:2])
+            log.info("listening on %s://%s:%d/", scheme, *address[:2])
+        if metrics is not None:
+            runners.append(await _serve_metrics(app, metrics))
         if stun_port != 0:
             stun_port = stun_port or runner.addresses[0][1]
             stun = await _start_stun(app, host, stun_port)
@@ -261,15 +386,43 @@ async def serve(config: Config, host: str, port: int, stun_port: int | None = No
             urls = ", ".join(turn.turn_urls)
             log.info("handing out TURN %s, credentials valid %d s", urls, turn.turn_lifetime)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
+        restart = asyncio.Event()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, restart.set)
+        await _first(stop.wait(), restart.wait())
+        if restart.is_set():
+            await _wait_clients_told(app, config.close_timeout)
         log.info("shutting down")
     finally:
         if stun is not None:
             stun.close()
-        await runner.cleanup()
+        for each in reversed(runners):
+            await each.cleanup()
+
+
+async def _serve_metrics(app: web.Application, address: tuple[str, int]) -> web.AppRunner:
+    runner = web.AppRunner(metrics_app(app[SERVER].metrics), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, *address).start()
+    log.info("metrics on http://%s:%d/metrics", *runner.addresses[0][:2])
+    return runner
+
+
+async def _first(*waits: Coroutine[Any, Any, object]) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _wait_clients_told(app: web.Application, within: float) -> None:
+    """Tell every client to reconnect, and give them until `within` to take the message."""
+    if announce_restart(app) == 0:
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(app[SERVER].wait_no_sockets(), within)
 
 
 async def _start_stun(app: web.Application, host: str, port: int) -> asyncio.DatagramTransport:
@@ -303,16 +456,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.room_capacity < 2:
         parser.error("--room-capacity must be at least 2")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
     try:
-        setup_logging(args.log_level, args.log_file)
+        setup_logging(args.log_level, args.log_file, args.log_format)
     except OSError as exc:
         parser.error(f"cannot open the log file: {exc}")
+    tls = None
+    if args.tls_cert is not None:
+        try:
+            tls = listener.tls_context(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            parser.error(f"cannot load the TLS certificate or key: {exc}")
     try:
         ice_config = ice_config_from(args)
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        asyncio.run(serve(config_from(args, ice_config), args.host, args.port, args.stun_port))
+        config = config_from(args, ice_config)
+        asyncio.run(serve(config, args.host, args.port, args.stun_port, tls=tls, metrics=args.metrics))
     except StunPortError as exc:
         log.error("%s; pick another with --stun-port N, or --stun-port 0 to go without STUN", exc)
         return 1

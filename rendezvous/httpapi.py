@@ -1,12 +1,15 @@
 """HTTP side of the rendezvous: health, the game catalogue, ROM downloads and the status page.
 
 Game names from URLs are only ever looked up in the catalogue, never joined into a path; ROM
-bytes are served only if they still hash to what the catalogue (and the ETag) promises.
+bytes are served only if they still hash to what the catalogue (and the ETag) promises. Every
+response carries the security headers (`security_headers`); the status page needs no script
+and its one style sheet is allowed by its hash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import html
 import json
@@ -74,7 +77,7 @@ async def game_rom(request: web.Request) -> web.Response:
         raise _json_error(web.HTTPNotFound, "rom_absent", "This server does not have that ROM.")
     etag = f'"{rom.sha256}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if etag in request.headers.get("If-None-Match", ""):
+    if etag_matches(request.headers.getall("If-None-Match", []), etag):
         return web.Response(status=304, headers=headers)
     cache = request.app[SERVER].roms
     data = cache.get(entry.name)
@@ -86,6 +89,16 @@ async def game_rom(request: web.Request) -> web.Response:
             raise _json_error(web.HTTPNotFound, "rom_absent", "The ROM changed on this server.")
         cache[entry.name] = data
     return web.Response(body=data, content_type="application/octet-stream", headers=headers)
+
+
+def etag_matches(header_values: list[str], etag: str) -> bool:
+    """RFC 9110 If-None-Match: `*`, or a list of entity tags compared weakly (W/ ignored)."""
+    for value in header_values:
+        for candidate in value.split(","):
+            tag = candidate.strip()
+            if tag == "*" or tag.removeprefix("W/") == etag:
+                return True
+    return False
 
 
 async def room_info(request: web.Request) -> web.Response:
@@ -119,21 +132,102 @@ def _read_rom(path: Path, sha256: str) -> bytes | None:
     return data if hashlib.sha256(data).hexdigest() == sha256 else None
 
 
+STYLE = """
+body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#1d2330;
+background:#f6f7fb}
+h1{font-size:1.5rem;margin:0 0 .2rem}h2{font-size:1.1rem;margin:1.6rem 0 .4rem}
+.sub{color:#5a6275;margin:0 0 1rem}
+.cards{display:flex;flex-wrap:wrap;gap:.6rem}
+.card{background:#fff;border:1px solid #dde1ea;border-radius:8px;padding:.5rem .9rem;min-width:7rem}
+.card b{display:block;font-size:1.4rem}
+table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #dde1ea}
+th,td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #eceef4}
+th{background:#eef1f7;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.none{color:#5a6275;font-style:italic}
+"""
+STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+CSP = (
+    f"default-src 'none'; style-src 'sha256-{STYLE_HASH}'; img-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+REFRESH_SECONDS = 10
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: every answer says what it is and that it runs nothing."""
+    for name, value in SECURITY_HEADERS.items():
+        if name == "Cache-Control" and name in response.headers:
+            continue  # the ROM's own caching rule stays
+        response.headers.setdefault(name, value)
+
+
+def _table(headers: list[str], rows: list[list[str]], empty: str) -> str:
+    if not rows:
+        return f'<p class="none">{html.escape(empty)}</p>'
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td{' class=n' if c.isdigit() else ''}>{html.escape(c)}</td>" for c in row)
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _duration(seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    return (f"{days}d " if days else "") + f"{rest // 3600}h {rest // 60 % 60}m {rest % 60}s"
+
+
 async def status_page(request: web.Request) -> web.Response:
     server = request.app[SERVER]
-    esc = html.escape
+    config = server.config
     stats = server.statistics()
-    uptime = stats["uptime_s"]
-    games = "".join(
-        f"<tr><td>{esc(e.name)}</td><td>{esc(e.definition.title or e.name)}</td>"
-        f"<td>{'yes' if e.rom else 'no'}</td></tr>"
+    games = [
+        [e.name, e.definition.title or e.name, "yes" if e.rom else "no"]
         for _, e in sorted(server.catalogue.entries.items())
-    )
-    rooms = "".join(
-        f"<tr><td>{esc(r.name)}</td><td>{esc(r.game)}</td><td>{r.players}/{r.capacity}</td>"
-        f"<td>{'yes' if r.password else 'no'}</td></tr>"
-        for r in server.lobby.summaries()
-    )
+    ]
+    summaries = server.lobby.summaries()
+    shown = [r for r in summaries if not (config.hide_private_rooms and r.password)]
+    rooms = [
+        [
+            r.name,
+            r.game,
+            f"{r.players}/{r.capacity}",
+            "yes" if r.password else "no",
+            "quick" if r.quick else "",
+        ]
+        for r in shown
+    ]
+    hidden = len(summaries) - len(shown)
+    src = config.sources
+    limits = [
+        ["players on this server", str(config.max_clients)],
+        ["rooms on this server", str(config.max_rooms)],
+        ["players in a room", str(config.room_capacity)],
+        ["connections from one address", str(src.connections)],
+        ["rooms opened by one address", str(src.rooms)],
+        ["messages a second from one connection", f"{config.rate:g} (bursts of {config.burst})"],
+        ["messages a second from one address", f"{src.rate:g} (bursts of {src.burst})"],
+        ["password checks a minute from one address", f"{60 * src.password_rate:g}"],
+    ]
+    refusals = [[reason, str(count)] for reason, count in sorted(server.refusals.items())]
+    cards = [
+        ("players", stats["players"]),
+        ("connections", stats["connections"]),
+        ("rooms", stats["rooms"]),
+        ("games", stats["games"]),
+        ("refusals", stats["refusals"]),
+    ]
+    card_html = "".join(f'<div class="card"><b>{n}</b>{html.escape(label)}</div>' for label, n in cards)
+    restarting = " Restarting: players will reconnect." if server.restarting else ""
     stun = server.stun_statistics()
     ice = server.ice
     stun_line = (
@@ -141,17 +235,26 @@ async def status_page(request: web.Request) -> web.Response:
         if stun is None or ice.stun_port is None
         else f"STUN on UDP port {ice.stun_port}: {stun['answered']} answered, {stun['dropped']} dropped."
     )
-    turn_line = f" TURN: {esc(', '.join(ice.turn_urls))}." if ice.turn_urls else " No TURN."
+    turn_line = f" TURN: {html.escape(', '.join(ice.turn_urls))}." if ice.turn_urls else " No TURN."
+    note = f"<p class=sub>{hidden} passworded rooms not listed.</p>" if hidden else ""
     page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>msxsync rendezvous</title></head><body>
-<h1>msxsync rendezvous {esc(VERSION)}</h1>
-<p>Protocol {protocol.PROTOCOL_VERSION}. Up {uptime // 3600}h {uptime // 60 % 60}m {uptime % 60}s.
-{stats["connections"]} connected ({stats["players"]} said hello), {stats["rooms"]} rooms.
+<html lang="en"><head><meta charset="utf-8"><title>msxsync rendezvous</title>
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
+<style>{STYLE}</style></head><body>
+<h1>msxsync rendezvous</h1>
+<p class="sub">Version {html.escape(VERSION)}, protocol {protocol.PROTOCOL_VERSION}.
+Up {_duration(stats["uptime_s"])}. Refreshes every {REFRESH_SECONDS} s.{restarting}<br>
 {stun_line}{turn_line}</p>
+<div class="cards">{card_html}</div>
+<h2>Rooms</h2>{note}
+{_table(["room", "game", "players", "password", ""], rooms, "No rooms open.")}
 <h2>Games</h2>
-<table><tr><th>name</th><th>title</th><th>ROM here</th></tr>{games}</table>
-<h2>Rooms</h2>
-<table><tr><th>room</th><th>game</th><th>players</th><th>password</th></tr>{rooms}</table>
+{_table(["name", "title", "ROM here"], games, "No games.")}
+<h2>Refusals since start</h2>
+{_table(["reason", "count"], refusals, "None.")}
+<h2>Limits</h2>
+{_table(["limit", "value"], limits, "")}
 </body></html>
 """
     return web.Response(text=page, content_type="text/html")

@@ -1,9 +1,11 @@
 """The `/ws` endpoint: one WebSocket connection of the lobby and signalling protocol.
 
-Owns the per-connection adapter around the pure `rendezvous.protocol` and `rendezvous.rooms`:
-reading frames, the hello deadline and the rate limit. Per connection, the handler reads (this
-coroutine) and one writer task drains the `rendezvous.connection.Client` queue; both live in one
-TaskGroup.
+Owns the per-connection adapter around the pure `rendezvous.protocol`, `rendezvous.rooms` and
+`rendezvous.fairness`: reading frames, the hello deadline (absolute: pings do not restart it),
+the rate limits (the connection's, and its source address's, which outlive reconnects), the
+source's share of connections, password checks and relayed bytes, and the log line for every
+join, leave and refusal. Per connection, the handler reads (this coroutine) and one writer task
+drains the `rendezvous.connection.Client` queue; both live in one TaskGroup.
 """
 
 from __future__ import annotations
@@ -11,14 +13,26 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from rendezvous import protocol
 from rendezvous.connection import Client
+from rendezvous.fairness import SendBacklog
 from rendezvous.protocol import ProtocolError, RateLimiter
 from rendezvous.rooms import PasswordCheck, RoomError
-from rendezvous.state import SERVER, SERVER_NAME, Server, log
+from rendezvous.state import SERVER, SERVER_NAME, Server, log, source_of
+
+HELLO_FIRST = "Say hello (answer the challenge) first."
+RESTARTING = "The server is restarting; connect again in a moment."
+
+
+def note(event: str, client: Client, sentence: str, *args: object, **fields: Any) -> None:
+    """One log line for one thing that happened to a client; `fields` go to JSON logs as they are.
+    Never a password, hash or signature: only codes, names, rooms and the client's label."""
+    data = {"event": event, "source": client.source, "key": client.key, **fields}
+    log.info(sentence + " (%s)", *args, client.label, extra={"event": data})
 
 
 class Session:
@@ -38,10 +52,12 @@ class Session:
         self.client.send_json(protocol.challenge_message(self.nonce))
         deadline = self.clock() + self.config.hello_timeout
         while not self.client.closing:
-            timeout = None if self.client.key else max(0.001, deadline - self.clock())
             try:
-                msg = await ws.receive(timeout=timeout)
+                # Absolute: aiohttp's receive(timeout=) starts over on every ping it answers.
+                async with asyncio.timeout_at(None if self.client.key else deadline):
+                    msg = await ws.receive()
             except TimeoutError:
+                self.server.refused("hello_timeout")
                 self.client.fail(ProtocolError("hello_timeout", "No valid hello came in time."), fatal=True)
                 return
             if msg.type == WSMsgType.TEXT:
@@ -53,8 +69,15 @@ class Session:
                 return
 
     async def on_text(self, text: str) -> None:
-        verdict = self.limiter.admit(self.clock())
+        now = self.clock()
+        verdict = self.limiter.admit(now)
+        if verdict == "ok" and not self.server.sources.admit_message(self.client.source, now):
+            verdict = self.limiter.strike()  # the address's share, over all its connections
+            self.server.metrics.rate_limited.labels("source_messages").inc()
+        elif verdict != "ok":
+            self.server.metrics.rate_limited.labels("connection_messages").inc()
         if verdict == "flood":
+            self.server.refused("flooding")
             message = "Too many messages while rate limited; disconnecting."
             self.client.fail(ProtocolError("flooding", message, fatal=True))
             return
@@ -73,18 +96,24 @@ class Session:
         except ProtocolError as exc:
             if self.client.key and exc.request == "hello":  # even a malformed second hello
                 exc = ProtocolError("already_welcomed", "You have already said hello.")
+            elif self.client.key is None and exc.request != "hello":  # PROTOCOL.md: hello first
+                exc = ProtocolError("hello_required", HELLO_FIRST, request=exc.request)
             self.client.fail(exc)
             return
         try:
             await self.dispatch(request)
         except (ProtocolError, RoomError) as exc:
-            self.client.fail(exc, request=protocol.kind_of(request))
+            kind = protocol.kind_of(request)
+            if kind in ("join", "hello"):
+                self.server.refused(exc.code)
+                note("refused", self.client, "refused %s: %s", kind, exc.code, request=kind, reason=exc.code)
+            self.client.fail(exc, request=kind)
 
     async def dispatch(self, request: protocol.Request) -> None:
         key = self.client.key
         if key is None:
             if not isinstance(request, protocol.Hello):
-                raise ProtocolError("hello_required", "Say hello (answer the challenge) first.")
+                raise ProtocolError("hello_required", HELLO_FIRST)
             self.welcome(request)
             return
         lobby = self.server.lobby
@@ -94,15 +123,32 @@ class Session:
             case protocol.Join():
                 await self.join(key, request)
             case protocol.Leave():
+                room = lobby.room_of(key)
                 self.server.deliver(lobby.leave(key))
+                if room is not None:
+                    note("leave", self.client, "left room %r", room.name, room=room.name)
             case protocol.Kick(target):
                 self.server.deliver(lobby.kick(key, target))
+                note("kick", self.client, "kicked %s", target[:12], target=target)
             case protocol.Ready(ready):
                 self.server.deliver(lobby.set_ready(key, ready))
             case protocol.Signal(to, data):
-                self.server.deliver(lobby.relay(key, to, data))
+                deliveries = lobby.relay(key, to, data)
+                self.relay(deliveries[0].message)
+                self.server.deliver(deliveries)
             case protocol.Chat(text):
-                self.server.deliver(lobby.chat(key, text))
+                deliveries = lobby.chat(key, text)
+                self.relay(deliveries[0].message, len(deliveries))
+                self.server.deliver(deliveries)
+
+    def relay(self, message: dict[str, object], copies: int = 1) -> None:
+        """Charge the source's relay bytes for what the server is about to pass on, or refuse."""
+        size = len(str(message.get("data", message.get("text", "")))) * copies
+        if not self.server.sources.admit_relay(self.client.source, size, self.clock()):
+            self.server.metrics.rate_limited.labels("relay_bytes").inc()
+            rate = self.config.sources.relay_rate
+            raise ProtocolError("rate_limited", f"Your address relays more than {rate:g} bytes a second.")
+        self.server.metrics.relay_bytes.inc(size)
 
     def welcome(self, hello: protocol.Hello) -> None:
         protocol.verify_hello(hello, self.nonce)
@@ -114,7 +160,7 @@ class Session:
             previous.fail(ProtocolError("replaced", message, fatal=True))
         self.client.key, self.client.name = hello.key, hello.name
         self.server.clients[hello.key] = self.client
-        log.info("welcome %s", self.client.label)
+        note("welcome", self.client, "welcome")
         self.client.send_json(
             {
                 "type": "welcome",
@@ -134,18 +180,34 @@ class Session:
         lobby = self.server.lobby
         plan = lobby.plan_join(key, join.game, join.room, join.password)
         check = PasswordCheck()
-        hasher = self.server.hasher
-        if join.password is not None:
-            if plan.verify_against is not None:
-                matches = await hasher.verify(plan.verify_against, join.password)
-                check = PasswordCheck(plan.verify_against, matches)
-            elif plan.hash_new_password:
-                check = PasswordCheck(new_hash=await hasher.hash(join.password))
+        if join.password is not None and (plan.verify_against is not None or plan.hash_new_password):
+            check = await self.check_password(plan.verify_against, join.password)
         if self.client.closing:
             return
-        self.server.deliver(
-            lobby.join(key, self.client.name, join.game, join.room, join.capacity, check, join.standby)
-        )
+        source = self.client.source
+        args = (key, self.client.name, join.game, join.room, join.capacity, check, join.standby, source)
+        deliveries = lobby.join(*args)
+        self.server.deliver(deliveries)
+        room = str(deliveries[0].message["room"])
+        self.server.metrics.joins.inc()
+        note("join", self.client, "joined room %r of %s", room, join.game, room=room, game=join.game)
+
+    async def check_password(self, stored: bytes | None, password: str) -> PasswordCheck:
+        """Verify against `stored`, or hash a new room's password: within the source's share of
+        checks in flight and per minute, then the server's bounded queue."""
+        source = self.client.source
+        refusal = self.server.sources.begin_password_check(source, self.clock())
+        if refusal == "busy":
+            raise RoomError("busy", "Your address has password checks running; wait for them.")
+        if refusal is not None:
+            self.server.metrics.rate_limited.labels("password_checks").inc()
+            raise RoomError("rate_limited", "Your address has tried too many passwords; wait a minute.")
+        try:
+            if stored is not None:
+                return PasswordCheck(stored, await self.server.hasher.verify(stored, password))
+            return PasswordCheck(new_hash=await self.server.hasher.hash(password))
+        finally:
+            self.server.sources.end_password_check(source)
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
@@ -157,19 +219,46 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         timeout=config.close_timeout,
     )
     await ws.prepare(request)
-    if len(server.sockets) >= config.max_clients:
-        full = protocol.error_message("server_full", "The server is full; try later.", fatal=True)
-        await ws.send_json(full)
-        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER)
+    source = source_of(request, config.trusted_proxies)
+    now = asyncio.get_running_loop().time()
+    refusal = _refusal(server, source)
+    if refusal is not None or not server.sources.open(source, now):
+        code, message, close = refusal or (
+            "too_many_connections",
+            f"Your address has {config.sources.connections} connections open already.",
+            WSCloseCode.TRY_AGAIN_LATER,
+        )
+        server.refused(code)
+        log.info(
+            "refused a connection from %s: %s",
+            source,
+            code,
+            extra={"event": {"event": "refused", "source": source, "reason": code}},
+        )
+        await ws.send_json(protocol.error_message(code, message, fatal=True))
+        await ws.close(code=close)
         return ws
     server.sockets.add(ws)
-    client = Client(ws, request, asyncio.Queue(config.send_queue))
+    backlog = SendBacklog(config.send_queue_bytes, config.send_share, config.slow_grace)
+    queue: asyncio.Queue[tuple[str, float] | object] = asyncio.Queue(config.send_queue)
+    client = Client(ws, request, queue, backlog, source, config.close_timeout)
+    client.on_written = server.metrics.message_latency.observe
+    client.on_evicted = lambda: _forget(server, client)
     try:
         await _serve(server, client)
     finally:
-        server.sockets.discard(ws)
+        server.socket_ended(ws)
+        server.sources.close(source, asyncio.get_running_loop().time())
         _forget(server, client)
     return ws
+
+
+def _refusal(server: Server, source: str) -> tuple[str, str, int] | None:
+    if server.restarting:
+        return "server_restarting", RESTARTING, WSCloseCode.SERVICE_RESTART
+    if len(server.sockets) >= server.config.max_clients:
+        return "server_full", "The server is full; try later.", WSCloseCode.TRY_AGAIN_LATER
+    return None
 
 
 async def _serve(server: Server, client: Client) -> None:
@@ -190,5 +279,7 @@ def _forget(server: Server, client: Client) -> None:
     """The connection is over: leave its room and free its key (unless another took it over)."""
     if client.key is not None and server.clients.get(client.key) is client:
         del server.clients[client.key]
+        room = server.lobby.room_of(client.key)
         server.deliver(server.lobby.disconnect(client.key))
-        log.info("bye %s", client.label)
+        fields = {"room": room.name} if room is not None else {}
+        note("bye", client, "disconnected%s", f" from room {room.name!r}" if room else "", **fields)

@@ -8,6 +8,7 @@ code and sentence the client gets back (codes are listed in PROTOCOL.md).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from nacl.signing import VerifyKey
 
 from games.definition import is_valid_game_name
 from rendezvous import wire
+from rendezvous.fairness import text_problem
 
 # The constants both ends share live in `rendezvous.wire`; re-exported for the server's modules.
 from rendezvous.wire import CHAT_LIMIT as CHAT_LIMIT
@@ -162,9 +164,18 @@ class _Fields:
 def decode_frame(text: str) -> dict[str, object]:
     """A text frame as a JSON object, or `bad_json`."""
     try:
-        return wire.json_object(text)
+        body = wire.json_object(text)
     except wire.FrameError as exc:
         raise ProtocolError("bad_json", str(exc)) from None
+    try:  # a JSON escape can spell a lone surrogate, which no UTF-8 encoder takes
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        kind = body.get("type")
+        request = kind[:40] if isinstance(kind, str) and text_problem(kind) is None else None
+        raise ProtocolError(
+            "bad_message", "Every text must be valid Unicode (no lone surrogates).", request=request
+        ) from None
+    return body
 
 
 def parse_message(text: str) -> Request:
@@ -211,6 +222,8 @@ def _join(f: _Fields) -> Join:
     password = f.optional_text("password")
     if password is not None and not 1 <= len(password) <= MAX_PASSWORD:
         raise f.fail("password", f"null or 1 to {MAX_PASSWORD} characters")
+    if password is not None and (problem := text_problem(password)) is not None:
+        raise f.fail("password", problem)
     standby = f.optional_text("standby")
     if standby is not None and not wire.is_standby_url(standby):
         raise f.fail("standby", "null or a URL of the form http://HOST:PORT")
@@ -225,6 +238,8 @@ def _chat(f: _Fields) -> Chat:
     text = f.text("text")
     if not 1 <= len(text) <= CHAT_LIMIT:
         raise f.fail("text", f"1 to {CHAT_LIMIT} characters")
+    if (problem := text_problem(text)) is not None:
+        raise f.fail("text", problem)
     return Chat(text)
 
 
@@ -288,6 +303,10 @@ class RateLimiter:
             self.tokens -= 1.0
             self.strikes = 0
             return "ok"
+        return self.strike()
+
+    def strike(self) -> str:
+        """One message refused (by this bucket or a shared one): "limited", "drop" or "flood"."""
         self.strikes += 1
         if self.strikes > self.burst:
             return "flood"

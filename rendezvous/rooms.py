@@ -51,10 +51,11 @@ class PasswordCheck:
 class LobbyLimits:
     max_rooms: int = 1000
     room_capacity: int = 8
+    rooms_per_source: int = 8  # rooms one source address created that still exist
 
     def __post_init__(self) -> None:
-        if self.max_rooms < 1:
-            raise ValueError("max_rooms must be at least 1")
+        if self.max_rooms < 1 or self.rooms_per_source < 1:
+            raise ValueError("max_rooms and rooms_per_source must be at least 1")
         if self.room_capacity < 2:
             raise ValueError("room_capacity must be at least 2")
 
@@ -83,6 +84,7 @@ class Room:
     password_hash: bytes | None
     quick: bool
     serial: int  # creation order, for deterministic quick-match choice
+    source: str = ""  # the address that created it (its share of rooms counts it)
     members: list[Member] = field(default_factory=list)
     banned: set[str] = field(default_factory=set)
 
@@ -129,6 +131,7 @@ class Lobby:
         self.limits = limits or LobbyLimits()
         self._rooms: dict[str, Room] = {}
         self._room_of: dict[str, str] = {}
+        self._rooms_by_source: dict[str, int] = {}
         self._serial = 0
 
     # --- queries -------------------------------------------------------------------------
@@ -178,13 +181,15 @@ class Lobby:
         capacity: int | None,
         check: PasswordCheck | None = None,
         standby: str | None = None,
+        source: str = "",
     ) -> list[Deliver]:
-        """Put `key` into a room (quick match when `room` is None); `check` is the password work."""
+        """Put `key` into a room (quick match when `room` is None); `check` is the password work;
+        `source` is the joiner's address, charged with the room if this join creates it."""
         self._check_not_in_room(key)
         check = check or PasswordCheck()
         target = self._quick_room(game, capacity) if room is None else self._rooms.get(room)
         if target is None:
-            target = self._create(game, room, capacity, check)
+            target = self._create(game, room, capacity, check, source)
         else:
             self._check_can_enter(target, key, game)
             self._check_password(target, check)
@@ -231,8 +236,13 @@ class Lobby:
         candidates.sort(key=lambda r: (-len(r.members), r.serial))
         return candidates[0] if candidates else None
 
-    def _create(self, game: str, name: str | None, capacity: int | None, check: PasswordCheck) -> Room:
+    def _create(
+        self, game: str, name: str | None, capacity: int | None, check: PasswordCheck, source: str
+    ) -> Room:
         size = self._capacity(capacity)
+        if self._rooms_by_source.get(source, 0) >= self.limits.rooms_per_source:
+            share = self.limits.rooms_per_source
+            raise RoomError("too_many_rooms", f"Your address already has {share} rooms open; join one.")
         if len(self._rooms) >= self.limits.max_rooms:
             raise RoomError("too_many_rooms", "The server has as many rooms as it allows; try later.")
         if name is not None and check.checked_hash is not None:
@@ -241,8 +251,9 @@ class Lobby:
         self._serial += 1
         quick = name is None
         room_name = self._quick_name() if name is None else name
-        room = Room(room_name, game, size, None if quick else check.new_hash, quick, self._serial)
+        room = Room(room_name, game, size, None if quick else check.new_hash, quick, self._serial, source)
         self._rooms[room_name] = room
+        self._rooms_by_source[source] = self._rooms_by_source.get(source, 0) + 1
         return room
 
     def _quick_name(self) -> str:
@@ -317,6 +328,9 @@ class Lobby:
         del self._room_of[key]
         if not room.members:
             del self._rooms[room.name]
+            left = self._rooms_by_source.pop(room.source, 1) - 1
+            if left:
+                self._rooms_by_source[room.source] = left
             return []
         event = self._event(room, event_type, member, **extra)
         return [Deliver(k, event) for k in room.member_keys()] + self._roster(room)

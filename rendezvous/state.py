@@ -8,9 +8,11 @@ small dedicated thread pool with a bounded waiting line, because hashing is a Do
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +26,9 @@ from aiohttp import web
 from games.catalogue import Catalogue
 from rendezvous import protocol, wire
 from rendezvous.connection import Client
+from rendezvous.fairness import SourceLimits, Sources
 from rendezvous.ice import IceConfig
+from rendezvous.metrics import Metrics
 from rendezvous.rooms import Deliver, Lobby, RoomError
 from rendezvous.stun import StunResponder
 
@@ -54,9 +58,18 @@ class Config:
     rate: float = 20.0
     burst: int = 60
     send_queue: int = 256
+    send_queue_bytes: int = 1024 * 1024  # a client with more than this waiting is cut off at once
+    send_share: int = 256 * 1024  # ... and one with more than this waiting for `slow_grace` s
+    slow_grace: float = 10.0
     close_timeout: float = 5.0
     hash_concurrency: int = 2
     hash_waiting: int = 16
+    sources: SourceLimits = field(default_factory=SourceLimits)  # what one address may hold
+    trusted_proxies: frozenset[str] = frozenset()  # whose X-Forwarded-For names the source
+    hide_private_rooms: bool = False  # the status page leaves passworded rooms out
+    keepalive_timeout: float = 15.0  # HTTP: idle (or never-finished) connections close after this
+    max_http_connections: int = 4096  # open HTTP connections (WebSockets included), all sources
+    http_per_source: int = 64  # ... and from one address (a trusted proxy is exempt)
     ice: IceConfig = field(default_factory=IceConfig)  # STUN and TURN handed out in the welcome
     # The key (64 hex digits) of the player whose program runs this rendezvous (LAN play, a
     # takeover), None for a standalone server: players never replace a standalone one (issue 17).
@@ -65,15 +78,18 @@ class Config:
     def __post_init__(self) -> None:
         if self.hosted_by is not None and not wire.is_key(self.hosted_by):
             raise ValueError("hosted_by must be a key: 64 lower-case hex digits")
-        counts = ("max_clients", "max_rooms", "max_message", "burst", "send_queue")
-        for name in (*counts, "hash_concurrency"):
+        counts = ("max_clients", "max_rooms", "max_message", "burst", "send_queue", "send_queue_bytes")
+        for name in (*counts, "hash_concurrency", "send_share", "max_http_connections", "http_per_source"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.room_capacity < 2:
             raise ValueError("room_capacity must be at least 2")
         if self.hash_waiting < 0:
             raise ValueError("hash_waiting must not be negative")
-        for name in ("hello_timeout", "heartbeat", "rate", "close_timeout"):
+        if self.send_share > self.send_queue_bytes:
+            raise ValueError("send_share must not exceed send_queue_bytes")
+        positive = ("hello_timeout", "heartbeat", "rate", "close_timeout", "slow_grace", "keepalive_timeout")
+        for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
 
@@ -92,6 +108,7 @@ class Hasher:
     """argon2id hashing on a small dedicated thread pool, with a bounded waiting line."""
 
     def __init__(self, concurrency: int, waiting: int) -> None:
+        self.concurrency = concurrency
         self.executor = ThreadPoolExecutor(concurrency, thread_name_prefix="pwhash")
         self.slots = asyncio.Semaphore(concurrency)
         self.waiting = waiting
@@ -107,6 +124,10 @@ class Hasher:
                 return await loop.run_in_executor(self.executor, fn, *args)
         finally:
             self.queued -= 1
+
+    @property
+    def in_flight(self) -> int:
+        return self.queued
 
     async def hash(self, password: str) -> bytes:
         return await self._run(_argon2id_str, password.encode())
@@ -141,21 +162,57 @@ class Server:
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     clients: dict[str, Client] = field(default_factory=dict)
     roms: dict[str, bytes] = field(default_factory=dict)  # verified ROM bytes, read on demand
+    sources: Sources = field(default_factory=Sources)
+    refusals: Counter[str] = field(default_factory=Counter)  # by reason, since start
+    restarting: bool = False  # SIGTERM came: clients are being told to reconnect
+    metrics: Metrics = field(init=False)
+    _sockets_changed: asyncio.Event = field(default_factory=asyncio.Event)
     ice: IceConfig = field(default_factory=IceConfig)  # the config's, with the STUN port once bound
     stun: StunResponder | None = None  # set while the STUN server runs (its counters)
 
     def __post_init__(self) -> None:
         self.ice = self.config.ice
+        self.sources = Sources(self.config.sources)
+        self.metrics = Metrics(self.gauges, self.counters)
 
-    def statistics(self) -> dict[str, int]:
-        """Every counter the server reports, in one place (health check and status page)."""
+    def gauges(self) -> dict[str, int]:
         return {
             "connections": len(self.sockets),
             "players": len(self.clients),
             "rooms": self.lobby.room_count,
             "games": len(self.catalogue.entries),
+            "sources": len(self.sources),
+        }
+
+    def counters(self) -> dict[str, int]:
+        """Counters kept by others, for the metrics: STUN requests answered and dropped."""
+        stun = self.stun_statistics()
+        if stun is None:
+            return {}
+        return {f"stun_{name}": value for name, value in stun.items() if isinstance(value, int)}
+
+    def statistics(self) -> dict[str, int]:
+        """Every counter the server reports, in one place (health check and status page)."""
+        return {
+            **self.gauges(),
+            "refusals": sum(self.refusals.values()),
             "uptime_s": int(time.monotonic() - self.started),
         }
+
+    async def wait_no_sockets(self) -> None:
+        """Until every WebSocket has ended (`socket_ended` is told of each)."""
+        while self.sockets:
+            self._sockets_changed.clear()
+            await self._sockets_changed.wait()
+
+    def socket_ended(self, ws: web.WebSocketResponse) -> None:
+        self.sockets.discard(ws)
+        self._sockets_changed.set()
+
+    def refused(self, reason: str) -> None:
+        """Count one refusal (a join, a connection, a message) under its protocol error code."""
+        self.refusals[reason] += 1
+        self.metrics.refusals.labels(reason).inc()
 
     def stun_statistics(self) -> dict[str, int] | None:
         return None if self.stun is None else self.stun.statistics()
@@ -170,6 +227,22 @@ class Server:
             if text is None:
                 text = encoded[id(item.message)] = json.dumps(item.message)
             client.send(text)
+
+
+def source_of(request: web.Request, trusted: frozenset[str]) -> str:
+    """The address a request comes from: the peer's, unless the peer is a proxy the operator
+    named; then the nearest address in X-Forwarded-For that is not one of those proxies."""
+    peer = request.remote or "unknown"
+    if peer not in trusted:
+        return peer
+    hops = [hop.strip() for hop in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]
+    for hop in reversed(hops):
+        if hop and hop not in trusted:
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # a proxy we trust wrote something that is not an address
+    return peer
 
 
 SERVER = web.AppKey("server", Server)

@@ -9,6 +9,13 @@ messages (p50/p99/max, sender to addressee through the server) and the server's 
 
     python3 scripts/bench_rendezvous.py                 # 100 and 1000 clients
     python3 scripts/bench_rendezvous.py --clients 500 --rounds 5
+    python3 scripts/bench_rendezvous.py --attacks       # issue 16: honest players under attack
+
+With `--attacks`, the server runs with its production limits and honest clients, each from its
+own address (127.0.1.N), measure their join (connect, hello, join: until `joined`) and relay
+latency, p50 and p99, on a quiet server and then while one address (127.0.0.2) runs each attack
+of issue 16
+(`scripts/rendezvous_attacks.py`), a fresh server for each, all in one run.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ import contextlib
 import json
 import os
 import resource
+import signal
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +41,13 @@ from nacl.signing import SigningKey
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rendezvous_attacks import ATTACKS, session_from  # noqa: E402
+
 from rendezvous.protocol import PROTOCOL_VERSION, signed_hello_bytes  # noqa: E402
 from tests.ports import unused_port  # noqa: E402
 
 ROOM_SIZE = 4
+ATTACKER, HONEST = "127.0.0.2", "127.0.1."  # honest players: 127.0.1.1, 127.0.1.2, ...
 
 
 def raise_open_files_limit(needed: int) -> None:
@@ -195,13 +207,77 @@ async def run_clients(url: str, count: int, rounds: int, period: float) -> dict[
     }
 
 
-async def bench(count: int, rounds: int, period: float, workdir: Path) -> dict[str, object]:
+def percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(1000 * ordered[int(fraction * (len(ordered) - 1))], 3)
+
+
+async def run_honest(url: str, count: int, rounds: int, period: float, network: str) -> dict[str, object]:
+    """`count` clients, each from its own address (`network` + 1, 2, ...: households), connect,
+    say hello and join (timed one by one, 16 at a time), then relay `rounds` signals; join and
+    relay p50/p99 in ms."""
+    tally = Tally(expected=count * rounds)
+    clients = [Client(i, tally) for i in range(count)]
+    joins: list[float] = []
+    failures: list[str] = []
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = [await stack.enter_async_context(session_from(f"{network}{i + 1}")) for i in range(count)]
+        gate = asyncio.Semaphore(16)
+
+        async def enter(client: Client) -> None:
+            async with gate:
+                started = time.perf_counter()
+                try:
+                    await client.connect(sessions[client.index], url)
+                    await client.join()
+                except (ConnectionError, TimeoutError, aiohttp.ClientError) as exc:
+                    failures.append(str(exc)[:160])
+                    return
+                joins.append(time.perf_counter() - started)
+
+        async with asyncio.TaskGroup() as group:
+            for client in clients:
+                group.create_task(enter(client))
+        if not failures:
+            async with asyncio.TaskGroup() as group:
+                for client in clients:
+                    group.create_task(client.read_loop())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.gather(*(c.room_full.wait() for c in clients)), 30)
+                for _ in range(rounds):
+                    await relay_round(clients, period)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(tally.done.wait(), timeout=15)
+                for client in clients:
+                    assert client.ws is not None
+                    await client.ws.close()
+        for client in clients:
+            if client.ws is not None:
+                await client.ws.close()
+    relays = [x for c in clients for x in c.latencies]
+    return {
+        "joined": len(joins),
+        "join_failures": len(failures),
+        "first_failure": failures[0] if failures else None,
+        "join_p50_ms": percentile(joins, 0.5),
+        "join_p99_ms": percentile(joins, 0.99),
+        "relayed": len(relays),
+        "expected": tally.expected,
+        "relay_p50_ms": percentile(relays, 0.5),
+        "relay_p99_ms": percentile(relays, 0.99),
+    }
+
+
+@contextlib.asynccontextmanager
+async def server_process(workdir: Path, name: str, *extra: str) -> AsyncIterator[tuple[str, int]]:
+    """`msxsync-rendezvous` on 127.0.0.1 in its own process; yields its URL and pid."""
     port = unused_port()
     games = write_games(workdir / "games")
     command = [sys.executable, "-m", "rendezvous.cli", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--games", str(games), "--log-level", "WARNING"]
-    command += ["--log-file", str(workdir / f"server-{count}.log")]
-    command += ["--max-clients", str(count + 100), "--max-rooms", str(count)]
+    command += ["--games", str(games), "--log-level", "WARNING", "--stun-port", "0"]
+    command += ["--log-file", str(workdir / f"server-{name}.log"), *extra]
     server = await asyncio.create_subprocess_exec(*command, cwd=ROOT)
     try:
         async with aiohttp.ClientSession() as session:
@@ -218,12 +294,66 @@ async def bench(count: int, rounds: int, period: float, workdir: Path) -> dict[s
                 if time.perf_counter() > deadline or server.returncode is not None:
                     raise RuntimeError("the server did not start")
                 await asyncio.sleep(0.1)
-        result = await run_clients(f"http://127.0.0.1:{port}/ws", count, rounds, period)
-        result["server_peak_rss_mib"] = round(peak_rss_kib(server.pid) / 1024, 1)
-        return result
+        yield f"http://127.0.0.1:{port}", server.pid
     finally:
         server.terminate()
         await asyncio.wait_for(server.wait(), timeout=30)
+
+
+async def attack_scenario(
+    name: str, count: int, rounds: int, period: float, settle: float, workdir: Path
+) -> dict[str, object]:
+    """Honest clients on a fresh server with production limits, while `name` runs (or "quiet")
+    in a process of its own, so that it competes with the clients only as a real attacker does."""
+    async with server_process(workdir, name) as (url, pid):
+        attacker = None
+        if name != "quiet":
+            script = str(ROOT / "scripts" / "rendezvous_attacks.py")
+            command = [sys.executable, script, name, f"{url}/ws", ATTACKER, str(settle + 60)]
+            attacker = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+            await asyncio.sleep(settle)  # let the attack reach its full pressure first
+        try:
+            result = await run_honest(f"{url}/ws", count, rounds, period, HONEST)
+        finally:
+            report: object = None
+            if attacker is not None:
+                attacker.send_signal(signal.SIGINT)
+                out, _ = await asyncio.wait_for(attacker.communicate(), 30)
+                lines = out.decode().strip().splitlines()
+                report = json.loads(lines[-1]) if lines else f"exit {attacker.returncode}"
+        result["attack"] = name
+        result["attacker"] = report
+        result["server_peak_rss_mib"] = round(peak_rss_kib(pid) / 1024, 1)
+        return result
+
+
+def attacks_main(count: int, rounds: int, period: float, settle: float) -> int:
+    raise_open_files_limit(4096)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ["quiet", *ATTACKS]:
+            result = asyncio.run(attack_scenario(name, count, rounds, period, settle, Path(tmp)))
+            results.append(result)
+            print(
+                f"{name:16} join p50 {result['join_p50_ms']} p99 {result['join_p99_ms']} ms "
+                f"({result['joined']}/{count} joined), relay p50 {result['relay_p50_ms']} "
+                f"p99 {result['relay_p99_ms']} ms ({result['relayed']}/{result['expected']}), "
+                f"server RSS {result['server_peak_rss_mib']} MiB; attacker {result['attacker']}",
+                flush=True,
+            )
+    print(json.dumps({"benchmark": "rendezvous_attacks", "clients": count, "results": results}))
+    return 0
+
+
+async def bench(count: int, rounds: int, period: float, workdir: Path) -> dict[str, object]:
+    extra: tuple[str, ...] = ("--max-clients", str(count + 100), "--max-rooms", str(count))
+    # One address runs every client here: give it the whole server.
+    extra += ("--connections-per-address", str(count + 100), "--rooms-per-address", str(count))
+    extra += ("--messages-per-address", "100000", "--http-connections-per-address", str(count + 200))
+    async with server_process(workdir, str(count), *extra) as (url, pid):
+        result = await run_clients(f"{url}/ws", count, rounds, period)
+        result["server_peak_rss_mib"] = round(peak_rss_kib(pid) / 1024, 1)
+        return result
 
 
 def main() -> int:
@@ -231,7 +361,16 @@ def main() -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--rounds", type=int, default=10, help="signals sent by each client")
     parser.add_argument("--period", type=float, default=1.0, help="seconds per round")
+    parser.add_argument(
+        "--attacks",
+        action="store_true",
+        help="honest clients' join and relay latency on a quiet server, then during each attack",
+    )
+    parser.add_argument("--honest", type=int, default=40, help="honest clients with --attacks")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds an attack runs before measuring")
     args = parser.parse_args()
+    if args.attacks:
+        return attacks_main(args.honest, min(args.rounds, 5), min(args.period, 0.5), args.settle)
     raise_open_files_limit(2 * max(args.clients) + 256)
     results = []
     with tempfile.TemporaryDirectory() as tmp:

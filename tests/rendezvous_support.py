@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -18,11 +19,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from nacl.signing import SigningKey
 
-from rendezvous import protocol
+from rendezvous import listener, protocol
 from rendezvous.app import Config, create_app
+from rendezvous.fairness import SourceLimits
 
 ROM_BYTES = bytes(range(256)) * 64  # 16 KiB of fake ROM
 ROM_SHA1 = hashlib.sha1(ROM_BYTES).hexdigest()
@@ -44,21 +45,40 @@ def make_games(folder: Path) -> Path:
     return folder
 
 
+# Tests share one source address (127.0.0.1) unless they pick another: its shares are wide open
+# here, and the tests of the per-source limits set the ones they test.
+OPEN_SOURCES = SourceLimits(
+    connections=10_000,
+    rooms=10_000,
+    password_checks=100,
+    password_rate=1000.0,
+    password_burst=1000,
+    rate=1e6,
+    burst=10**6,
+    relay_rate=1e12,
+    relay_burst=10**12,
+)
+
+
 def config_for(games: Path, **changes: Any) -> Config:
-    base = Config(games=[games], heartbeat=30.0, hello_timeout=5.0, rate=1000.0, burst=1000)
+    base = Config(
+        games=[games], heartbeat=30.0, hello_timeout=5.0, rate=1000.0, burst=1000, sources=OPEN_SOURCES
+    )
     return replace(base, **changes)
 
 
 @asynccontextmanager
-async def running(config: Config) -> AsyncIterator[str]:
-    """The app served on 127.0.0.1, on the port the kernel gives (port 0); yields its base URL."""
-    runner = web.AppRunner(create_app(config), shutdown_timeout=2.0)
+async def running(config: Config, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """The app served on 127.0.0.1 as `msxsync-rendezvous` serves it (guarded site, short
+    keep-alive), on the port the kernel gives (port 0); yields its base URL."""
+    runner = listener.runner(create_app(config), config.keepalive_timeout, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    guard = listener.ConnectionGuard(config.max_http_connections, config.http_per_source)
+    site = listener.GuardedSite(runner, "127.0.0.1", 0, guard, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
 
@@ -153,6 +173,11 @@ class Player:
                     aiohttp.WSMsgType.ERROR,
                 ):
                     return msg
+
+
+def from_address(address: str) -> aiohttp.ClientSession:
+    """A client session whose connections come from `address` (any of 127.0.0.0/8 on Linux)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
 
 
 @asynccontextmanager

@@ -19,6 +19,8 @@ PURE_MODULES = [
     "peer.core.openmsx_protocol",
     "peer.core.signalling",
     "rendezvous.wire",
+    "rendezvous.fairness",
+    "rendezvous.rooms",
     "rendezvous.ice",
 ]
 FORBIDDEN = ["asyncio", "aiortc", "aiohttp", "subprocess", "socket", "aioice"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -51,6 +52,7 @@ class RoomSession:
         prepare: Callable[[Roster], Awaitable[tuple[SharedState | None, int]]] | None = None,
         on_roster: Callable[[Roster], None] | None = None,
         standby: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """`prepare(roster)`, when given, is awaited once the room is known (quick match names it
         on joining) and returns the state to start from and the session number to sign with;
@@ -75,6 +77,7 @@ class RoomSession:
             capacity=capacity,
             listener=self,
             standby=standby,
+            tls=tls,
         )
         self.mesh: Mesh | None = None
         self._ice_servers: tuple[IceServer, ...] = ()

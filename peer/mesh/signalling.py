@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -88,8 +89,10 @@ class SignallingClient:
         capacity: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         standby: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url.rstrip("/") + "/ws"
+        self._tls: ssl.SSLContext | bool = True if tls is None else tls  # True: verify, system CAs
         self._protocol = SignallingProtocol(
             signing_key=signing_key, name=name, game=game, room=room, capacity=capacity, standby=standby
         )
@@ -214,7 +217,8 @@ class SignallingClient:
 
     async def _connection(self, session: aiohttp.ClientSession) -> None:
         """One connection, until the protocol or the network ends it: always raises."""
-        async with session.ws_connect(self.url, heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME) as ws:
+        connecting = session.ws_connect(self.url, heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME, ssl=self._tls)
+        async with connecting as ws:
             self._ws = ws
             self._protocol.connection_made(self._clock())
             self._wake_writer = asyncio.Event()

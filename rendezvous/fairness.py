@@ -1,0 +1,240 @@
+"""Fair shares of a public rendezvous: what one source address, and one connection, may hold.
+
+Issue 16 found every limit per connection or global, so one host could lock everyone else out:
+take every connection slot, create every room, fill the password-hash queue, reconnect with a new
+key to get a fresh rate bucket, or park megabytes in send queues it never reads. This module
+owns the per-source accounting that answers that, and the byte bound of one send queue:
+
+- `TokenBucket`: rate and burst, with time passed in (`now`, monotonic seconds).
+- `Sources`: per source address, open connections, password checks in flight, and buckets for
+  messages, password checks and relayed bytes. The buckets outlive the connections (a
+  reconnect, with a new key or not, finds its address's bucket as it left it); an address is
+  forgotten only once it has no connection and every bucket has refilled.
+- `SendBacklog`: the bytes one connection has queued but not yet written; over `cap` it is cut
+  off at once, above `share` for longer than `grace` it is cut off too, whatever it answers to
+  pings (a slow reader cannot hold memory without end).
+- `text_problem`: whether a text from a client is fit to keep and show.
+
+Pure: no asyncio, aiohttp, sockets, clock or randomness; it must not import any of them.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved; `take(now, cost)` spends them or refuses."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.updated = now
+
+    def _refill(self, now: float) -> None:
+        elapsed = max(0.0, now - self.updated)
+        self.updated = max(self.updated, now)
+        self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+
+    def can_take(self, now: float, cost: float = 1.0) -> bool:
+        self._refill(now)
+        return self.tokens >= min(cost, self.burst)
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Spend `cost` tokens if there are that many (a cost above `burst` needs a full bucket)."""
+        if not self.can_take(now, cost):
+            return False
+        self.tokens -= min(cost, self.burst)
+        return True
+
+    def full(self, now: float) -> bool:
+        self._refill(now)
+        return self.tokens >= self.burst
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLimits:
+    """What one source address may hold. Defaults let a family (or a LAN party) behind one
+    address play: several players each with a spare connection, a few rooms each."""
+
+    connections: int = 16  # open WebSocket connections
+    rooms: int = 8  # rooms it created that still exist
+    password_checks: int = 2  # argon2id checks in flight at once
+    password_rate: float = 0.5  # checks a second sustained (30 a minute) ...
+    password_burst: int = 10  # ... after a burst of this many
+    rate: float = 60.0  # messages a second over all its connections, surviving reconnects ...
+    burst: int = 240  # ... after a burst of this many
+    relay_rate: float = 256 * 1024  # relayed bytes (signals, chat) a second ...
+    relay_burst: int = 2 * 1024 * 1024  # ... after a burst of this many
+
+    def __post_init__(self) -> None:
+        for name in ("connections", "rooms", "password_checks", "password_burst", "burst", "relay_burst"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("password_rate", "rate", "relay_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+
+
+@dataclass(slots=True)
+class _Source:
+    messages: TokenBucket
+    passwords: TokenBucket
+    relay: TokenBucket
+    connections: int = 0
+    checking: int = 0
+
+    def idle(self, now: float) -> bool:
+        buckets = (self.messages, self.passwords, self.relay)
+        return self.connections == 0 and self.checking == 0 and all(b.full(now) for b in buckets)
+
+
+@dataclass
+class SourceStatistics:
+    refused_connections: int = 0
+    limited_messages: int = 0
+    limited_relay: int = 0
+    refused_password_checks: int = 0
+
+
+@dataclass
+class Sources:
+    """The per-address ledger. Each method says yes or no; a "no" is counted in `stats`."""
+
+    limits: SourceLimits = field(default_factory=SourceLimits)
+    stats: SourceStatistics = field(default_factory=SourceStatistics)
+    _table: dict[str, _Source] = field(default_factory=dict)
+    _prune_countdown: int = 256
+
+    def _get(self, source: str, now: float) -> _Source:
+        entry = self._table.get(source)
+        if entry is None:
+            self._maybe_prune(now)
+            lim = self.limits
+            entry = self._table[source] = _Source(
+                TokenBucket(lim.rate, lim.burst, now),
+                TokenBucket(lim.password_rate, lim.password_burst, now),
+                TokenBucket(lim.relay_rate, lim.relay_burst, now),
+            )
+        return entry
+
+    def _maybe_prune(self, now: float) -> None:
+        self._prune_countdown -= 1
+        if self._prune_countdown > 0:
+            return
+        self._prune_countdown = max(256, len(self._table))
+        for source in [s for s, e in self._table.items() if e.idle(now)]:
+            del self._table[source]
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def connections(self, source: str) -> int:
+        entry = self._table.get(source)
+        return 0 if entry is None else entry.connections
+
+    def open(self, source: str, now: float) -> bool:
+        """Take a connection slot for `source`, or refuse (it holds its share)."""
+        entry = self._get(source, now)
+        if entry.connections >= self.limits.connections:
+            self.stats.refused_connections += 1
+            return False
+        entry.connections += 1
+        return True
+
+    def close(self, source: str, now: float) -> None:
+        entry = self._table.get(source)
+        if entry is not None and entry.connections > 0:
+            entry.connections -= 1
+            if entry.idle(now):
+                del self._table[source]
+
+    def admit_message(self, source: str, now: float) -> bool:
+        if self._get(source, now).messages.take(now):
+            return True
+        self.stats.limited_messages += 1
+        return False
+
+    def admit_relay(self, source: str, size: int, now: float) -> bool:
+        """`size` bytes to relay to others (a signal's data, a chat's text)."""
+        if self._get(source, now).relay.take(now, size):
+            return True
+        self.stats.limited_relay += 1
+        return False
+
+    def begin_password_check(self, source: str, now: float) -> str | None:
+        """None when `source` may have one more password checked now (then call
+        `end_password_check`), else the refusal code: `busy` (its share is in flight) or
+        `rate_limited` (it has made too many guesses lately)."""
+        entry = self._get(source, now)
+        if entry.checking >= self.limits.password_checks:
+            self.stats.refused_password_checks += 1
+            return "busy"
+        if not entry.passwords.take(now):
+            self.stats.refused_password_checks += 1
+            return "rate_limited"
+        entry.checking += 1
+        return None
+
+    def end_password_check(self, source: str) -> None:
+        entry = self._table.get(source)
+        if entry is not None and entry.checking > 0:
+            entry.checking -= 1
+
+
+class SendBacklog:
+    """Bytes queued for one connection and not yet written.
+
+    `add` says why the connection must go (a sentence for the log and the close frame), or None:
+    more than `cap` bytes waiting at once, or more than `share` continuously for `grace` seconds.
+    """
+
+    def __init__(self, cap: int, share: int, grace: float) -> None:
+        if not 0 < share <= cap or grace <= 0:
+            raise ValueError("need 0 < share <= cap and a positive grace")
+        self.cap = cap
+        self.share = share
+        self.grace = grace
+        self.bytes = 0
+        self.over_since: float | None = None
+
+    def add(self, size: int, now: float) -> str | None:
+        self.bytes += size
+        if self.bytes > self.cap:
+            return f"slow reader: {self.bytes} bytes waiting, more than {self.cap}"
+        if self.bytes <= self.share:
+            self.over_since = None
+            return None
+        if self.over_since is None:
+            self.over_since = now
+        elif now - self.over_since > self.grace:
+            return f"slow reader: more than {self.share} bytes waiting for over {self.grace:g} s"
+        return None
+
+    def sent(self, size: int) -> None:
+        self.bytes = max(0, self.bytes - size)
+        if self.bytes <= self.share:
+            self.over_since = None
+
+
+# Characters that change how the text around them reads (bidi overrides and isolates) or are not
+# text at all (controls, lone surrogates); tabs and newlines have no place in chat lines either.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` is unfit to keep and show to other players, or None when it is fine."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "valid Unicode (no lone surrogates)"
+    for char in text:
+        if char in _BIDI_CONTROLS:
+            return "free of direction overrides (U+202A-U+202E, U+2066-U+2069)"
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            return "free of control characters"
+    return None

@@ -1,0 +1,233 @@
+"""The attacks of issue 16, each run from one loopback address until cancelled, for
+`scripts/bench_rendezvous.py --attacks`: what honest players see while one address misbehaves.
+
+Each attack is an `async def attack(url, address)` that keeps up its pressure until cancelled and
+counts what it did in an `AttackTally`. Loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from nacl.signing import SigningKey
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rendezvous.wire import PROTOCOL_VERSION, signed_hello_bytes
+
+
+@dataclass
+class AttackTally:
+    welcomed: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    sent: int = 0
+
+    def refusal(self, code: str) -> None:
+        self.refused[code] = self.refused.get(code, 0) + 1
+
+
+def session_from(address: str) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(local_addr=(address, 0), limit=0)
+    return aiohttp.ClientSession(connector=connector)
+
+
+async def hello(ws: aiohttp.ClientWebSocketResponse, tally: AttackTally, name: str = "x") -> bool:
+    """Answer the challenge with a fresh key; False when the server refused instead."""
+    first = json.loads((await ws.receive(timeout=10)).data)
+    if first["type"] == "error":
+        tally.refusal(first["code"])
+        return False
+    signing = SigningKey.generate()
+    signature = signing.sign(signed_hello_bytes(bytes.fromhex(first["nonce"]))).signature.hex()
+    key = signing.verify_key.encode().hex()
+    message = {"type": "hello", "version": PROTOCOL_VERSION, "name": name, "key": key}
+    await ws.send_json({**message, "signature": signature})
+    tally.welcomed += 1
+    return True
+
+
+async def drain(ws: aiohttp.ClientWebSocketResponse, tally: AttackTally) -> None:
+    """Read (so pings are answered) and count refusals, until the socket ends."""
+    async for msg in ws:
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            body = json.loads(msg.data)
+            if body["type"] == "error":
+                tally.refusal(body["code"])
+
+
+async def _hold(session: aiohttp.ClientSession, url: str, tally: AttackTally, room: str | None) -> None:
+    try:
+        await _hold_one(session, url, tally, room)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        tally.refusal("connection_reset")  # the listener's per-address cap closes it at accept
+
+
+async def _hold_one(session: aiohttp.ClientSession, url: str, tally: AttackTally, room: str | None) -> None:
+    async with session.ws_connect(url) as ws:
+        if not await hello(ws, tally):
+            return
+        if room is not None:
+            await ws.send_json({"type": "join", "game": "bench", "room": room})
+        await drain(ws, tally)
+
+
+async def slots(url: str, address: str, tally: AttackTally, rooms: bool = False) -> None:
+    """Open welcomed, ping-answering sockets until refused (and with `rooms`, one room each)."""
+    async with session_from(address) as session, asyncio.TaskGroup() as group:
+        for i in range(2000):
+            group.create_task(_hold(session, url, tally, f"squat-{i}" if rooms else None))
+            await asyncio.sleep(0.001)  # pacing the attacker, not synchronising a test
+        await asyncio.Event().wait()
+
+
+async def rooms(url: str, address: str, tally: AttackTally) -> None:
+    await slots(url, address, tally, rooms=True)
+
+
+async def _guess(session: aiohttp.ClientSession, url: str, tally: AttackTally, owner: bool) -> None:
+    try:
+        await _guess_on(session, url, tally, owner)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        tally.refusal("connection_reset")
+
+
+async def _guess_on(session: aiohttp.ClientSession, url: str, tally: AttackTally, owner: bool) -> None:
+    async with session.ws_connect(url) as ws:
+        if not await hello(ws, tally):
+            return
+        password = "secret" if owner else "guess"
+        while True:
+            await ws.send_json({"type": "join", "game": "bench", "room": "vault", "password": password})
+            tally.sent += 1
+            body = json.loads((await ws.receive(timeout=30)).data)
+            while body["type"] not in ("error", "joined"):
+                body = json.loads((await ws.receive(timeout=30)).data)
+            if body["type"] == "joined":
+                await drain(ws, tally)
+                return
+            tally.refusal(body["code"])
+
+
+async def passwords(url: str, address: str, tally: AttackTally) -> None:
+    """18 connections guessing one room's password as fast as the answers come."""
+    async with session_from(address) as session, asyncio.TaskGroup() as group:
+        group.create_task(_guess(session, url, tally, owner=True))
+        for _ in range(18):
+            group.create_task(_guess(session, url, tally, owner=False))
+
+
+async def chat_reconnects(url: str, address: str, tally: AttackTally) -> None:
+    """Reconnect with a new key each time and chat into one room as fast as possible."""
+    async with session_from(address) as session:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.ws_connect(url) as ws:
+                    if not await hello(ws, tally):
+                        continue
+                    await ws.send_json({"type": "join", "game": "bench", "room": "spam"})
+                    for n in range(200):
+                        await ws.send_json({"type": "chat", "text": f"spam {n}"})
+                        tally.sent += 1
+
+
+async def slow_readers(url: str, address: str, tally: AttackTally) -> None:
+    """12 receivers that never read, in a room with a sender pushing 60 KB signals at them."""
+    async with session_from(address) as session, contextlib.AsyncExitStack() as stack:
+        sinks = []
+        for i in range(3):  # rooms of four: three sleepers and one sender each
+            sender = await stack.enter_async_context(session.ws_connect(url))
+            await hello(sender, tally)
+            await sender.send_json({"type": "join", "game": "bench", "room": f"sink-{i}"})
+            keys = []
+            for _ in range(3):
+                sleeper = await stack.enter_async_context(session.ws_connect(url, max_msg_size=0))
+                challenge = json.loads((await sleeper.receive(timeout=10)).data)
+                signing = SigningKey.generate()
+                nonce = bytes.fromhex(challenge["nonce"])
+                key = signing.verify_key.encode().hex()
+                signature = signing.sign(signed_hello_bytes(nonce)).signature.hex()
+                message = {"type": "hello", "version": PROTOCOL_VERSION, "name": "s", "key": key}
+                await sleeper.send_json({**message, "signature": signature})
+                await sleeper.send_json({"type": "join", "game": "bench", "room": f"sink-{i}"})
+                keys.append(key)
+            sinks.append((sender, keys))
+        blob = {"blob": "x" * 60_000}
+        while True:
+            for sender, keys in sinks:
+                for key in keys:
+                    with contextlib.suppress(ConnectionError):
+                        await sender.send_json({"type": "signal", "to": key, "data": blob})
+                        tally.sent += 1
+            await asyncio.sleep(0)
+
+
+async def idle_http(url: str, address: str, tally: AttackTally) -> None:
+    """Hold 1,000 idle TCP connections to the HTTP port, opening new ones as they are closed."""
+    host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+
+    async def hold() -> None:
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(host, int(port), local_addr=(address, 0))
+            except OSError:
+                tally.refusal("connect_failed")
+                await asyncio.sleep(0.1)
+                continue
+            tally.welcomed += 1
+            await reader.read()  # until the server closes it
+            tally.refusal("closed_by_server")
+            writer.close()
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(1000):
+            group.create_task(hold())
+
+
+ATTACKS: dict[str, Callable[[str, str, AttackTally], Coroutine[Any, Any, None]]] = {
+    "connection_slots": slots,
+    "rooms": rooms,
+    "password_queue": passwords,
+    "chat_reconnects": chat_reconnects,
+    "slow_readers": slow_readers,
+    "idle_http": idle_http,
+}
+
+
+async def _run(name: str, url: str, address: str, seconds: float) -> AttackTally:
+    tally = AttackTally()
+    attack = asyncio.create_task(ATTACKS[name](url, address, tally))
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    attack.cancel()
+    with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError, OSError):
+        await attack
+    return tally
+
+
+def main() -> int:
+    """`rendezvous_attacks.py NAME WS_URL ADDRESS SECONDS`: run one attack in a process of its own
+    (so that it does not share an event loop with the clients being measured), then print what
+    it did as one JSON line."""
+    import resource
+
+    name, url, address, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    tally = asyncio.run(_run(name, url, address, seconds))
+    print(json.dumps({"welcomed": tally.welcomed, "sent": tally.sent, "refused": tally.refused}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
