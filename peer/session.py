@@ -301,17 +301,18 @@ class Session:
         match event:
             case StateChanged():
                 self.persistence.changed()
-            case BytesChanged(_, changes):
+            case BytesChanged(_, changes, deltas):
                 self.terminal.bytes_in.add(time.monotonic(), sum(len(data) for _, data in changes))
                 self.persistence.changed()
-                self._act(self.gate.remote_changes(changes))
+                self._act(self.gate.remote_changes(changes, deltas))
             case FullStateReceived(peer):
                 if not self.gate.arming.room_ready:
                     log.info("got the room's state from %s", self._name(peer))
                     self._act(self.gate.room_is_ready())
-            case Published(runs):
+            case Published(runs, corrections, deltas):
                 self.terminal.bytes_out.add(time.monotonic(), sum(len(data) for _, data in runs))
                 self.persistence.changed()
+                self._act(self.gate.remote_changes(corrections, deltas))  # the room's merge of ours
             case PeerAdmitted(peer):
                 self._tell(f"{self._name(peer)} joined")
             case LinkLost(peer, reason):
@@ -329,8 +330,8 @@ class Session:
     async def _link_loop(self, link: OpenMSXLink) -> None:
         async for event in link.events():
             match event:
-                case LocalChanges(changes, emutime, written_at, report):
-                    self._act(self.gate.report(changes, emutime, written_at, report))
+                case LocalChanges(changes, emutime, written_at, report, before):
+                    self._act(self.gate.report(changes, emutime, written_at, report, before))
                 case Logged(_, text) if text.strip() == RESYNC_MESSAGE:
                     self.resync()
                 case Logged(level, text) if level in ("warning", "error") and "sequencer" not in text:
@@ -346,8 +347,8 @@ class Session:
     def _act(self, actions: Iterable[Action]) -> None:
         for action in actions:
             match action:
-                case Publish(runs, written_at) if self.mesh is not None:
-                    self.mesh.local_changes(runs, written_at)  # comes back as `Published`
+                case Publish(runs, written_at, deltas) if self.mesh is not None:
+                    self.mesh.local_changes(runs, written_at, deltas)  # comes back as `Published`
                 case WriteToEmulator() | AdoptRoom() if self.applier is not None:
                     self.applier.put(action)
                 case Check():

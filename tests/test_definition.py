@@ -190,7 +190,9 @@ def test_tabs_separate_words_and_a_byte_order_mark_is_ignored():
 def test_merge_rules_parse_and_round_trip_through_json(text, merge):
     from games.definition import definition_from_json
 
-    definition = parse_definition(f"g.rom\n#! merge {text}\ne000 e007 eight bytes\n#! merge lww\ne010 e010\n", "g")
+    definition = parse_definition(
+        f"g.rom\n#! merge {text}\ne000 e007 eight bytes\n#! merge lww\ne010 e010\n", "g"
+    )
     assert definition.regions[0].merge == merge
     assert definition.regions[1].merge == Merge()
     assert str(merge) == text

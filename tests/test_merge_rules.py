@@ -119,9 +119,11 @@ def restart(mesh: Mesh, index: int, session: int) -> None:
     old = mesh.replicas[index]
     stored = SharedState.from_bytes(old.state.layout, old.state.to_bytes())
     mesh.in_flight = [m for m in mesh.in_flight if index not in m[:2]]
-    new = Replica(signing_key=key(index), room=ROOM, regions=COUNTERS, session=session, now=mesh.now, state=stored)
+    new = Replica(
+        signing_key=key(index), room=ROOM, regions=COUNTERS, session=session, now=mesh.now, state=stored
+    )
     mesh.replicas[index] = new
-    for other_index, other in enumerate(mesh.replicas):
+    for other in mesh.replicas:
         if other is not new:
             other.remove_peer(new.key)
             other.add_peer(new.key, mesh.now)

@@ -4,8 +4,8 @@ An honest sender stays well inside the receivers' rate budget (`replica.RATE_PER
 messages a second with bursts of 480): local changes are published at most PUBLISH_RATE times a
 second, with bursts of PUBLISH_BURST (so a late frame followed by an on-time one is not delayed);
 changes made while no publication is due are coalesced (newest value per byte, counters' deltas
-summed) into the next batch, which carries the latest time the game made any of them. At 60 Hz every frame's batch goes
-out at once.
+summed) into the next batch, which carries the latest time the game made any of them. At 60 Hz
+every frame's batch goes out at once.
 
 Pure: `now` is a monotonic time passed in; `written_at` a wall time that is only carried along.
 """
