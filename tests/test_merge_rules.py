@@ -136,6 +136,7 @@ def expected_value(first: int, made: list[int]) -> int:
     return rules.shown(sum(made), merge)
 
 
+@pytest.mark.timeout(1800)  # (the long mode: 10,000 schedules of three replicas)
 @given(counter_ops)
 def test_counters_count_every_change_exactly_once(ops):
     mesh = Mesh.create(3, COUNTERS)

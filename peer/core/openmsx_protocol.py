@@ -530,7 +530,9 @@ namespace eval msxsync {
             incr value [expr {$byte * $weight}]
             set weight [expr {$weight * $radix}]
         }
-        set value [expr {min(max($value + $delta, 0), $weight - 1)}]
+        set value [expr {$value + $delta}]
+        if {$value < 0} { set value 0 }
+        if {$value > $weight - 1} { set value [expr {$weight - 1}] }
         set out {}
         for {set i 0} {$i < $width} {incr i} {
             set digit [expr {$value % $radix}]
