@@ -38,6 +38,7 @@ Delta = tuple[int, int]  # (a counter's first address, how much its shown value 
 Slot = tuple[bytes, int]  # (writer key, writer session): who owns one contribution to a counter
 NO_WRITER = b""  # the writer of bytes nobody has written yet; loses to every real write
 MAX_TOTAL = 2**63 - 1  # a contribution's total is a signed 64-bit number on the wire and on disk
+_LWW, _ADD = MergeRule.LWW, MergeRule.ADD
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,23 +160,25 @@ class SharedState:
         if writer == NO_WRITER:
             return []  # bytes nobody wrote (a snapshot's placeholders) are the identity of every rule
         index, rules_of = self.layout.index, self.layout.rules
+        lww, add = _LWW, _ADD  # (locals: an Enum member looked up per byte costs more than the merge)
         values, lamports, writers, dirty = self.values, self.lamports, self.writers, self.dirty
         changed: list[Run] = []
         run_start, run_bytes = -1, bytearray()
         for offset, value in enumerate(data):
             i = index(address + offset)
             rule = rules_of[i]
-            if rule is MergeRule.LWW:
+            if rule is lww:
                 if (lamport, writer, value) <= (lamports[i], writers[i], values[i]):
                     continue
                 merged = value
-            elif rule is MergeRule.ADD:
+                lamports[i], writers[i] = lamport, writer
+            elif rule is add:
                 raise ValueError(f"{address + offset:#06x} is a counter: it changes by contributions")
             else:  # a join: values and stamps each take the larger
                 merged = value if writers[i] == NO_WRITER else rules.join(rule, values[i], value)
                 if merged == values[i] and (lamport, writer) <= (lamports[i], writers[i]):
                     continue
-            lamports[i], writers[i] = max((lamport, writer), (lamports[i], writers[i]))
+                lamports[i], writers[i] = max((lamport, writer), (lamports[i], writers[i]))
             dirty.add(address + offset)
             if values[i] != merged:
                 values[i] = merged
