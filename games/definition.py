@@ -19,6 +19,8 @@ comment here, so old files parse exactly as before:
     #! sha1 4d51d3c5036311392b173a576bc7d91dc9fed6cb GoodMSX dump (remark after the hash)
     #! armed-when e000 == 01 and e001 & 80 != 00
     #! merge add le16 bcd                  (rule for the region lines that follow)
+    #! item e010 key                       (what a shared byte means: see `games.named`)
+    #! counter e018 bcd coins
 
 `armed-when` holds when every clause holds; a clause is ``ADDR [& MASK] OP VALUE`` with OP one of
 ``== != < <= > >=``, all numbers hex. `merge` names the rule for the regions after it until the
@@ -37,6 +39,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+
+from games.named import NamedCounter, NamedItem, NamingError, parse_counter, parse_item
 
 MAX_ADDRESS = 0xFFFF
 DIRECTIVE_PREFIX = "#!"
@@ -227,9 +231,22 @@ class GameDefinition:
     known_roms: tuple[KnownRom, ...] = ()
     armed_when: ArmedWhen | None = None
     extra: tuple[tuple[str, str], ...] = field(default=())
+    items: tuple[NamedItem, ...] = ()
+    counters: tuple[NamedCounter, ...] = ()
 
     def __post_init__(self) -> None:
         check_no_overlap(self.regions)
+        claimed: set[tuple[int, int | None]] = set()
+        named: list[NamedItem | NamedCounter] = [*self.items, *self.counters]
+        for each in named:
+            check_named(self.regions, each, claimed)
+
+    @property
+    def named_addresses(self) -> frozenset[int]:
+        """Every shared byte that has a name (an item, one of its bits, or a counter's byte)."""
+        return frozenset(
+            [item.address for item in self.items] + [a for c in self.counters for a in c.addresses]
+        )
 
     @property
     def shared_size(self) -> int:
@@ -255,6 +272,8 @@ class GameDefinition:
             ],
             "armed_when": str(self.armed_when) if self.armed_when else None,
             "known_roms": [{"sha1": rom.sha1, "remark": rom.remark} for rom in self.known_roms],
+            "items": [{"at": item.spec(), "name": item.name} for item in self.items],
+            "counters": [{"at": counter.spec(), "name": counter.name} for counter in self.counters],
         }
 
 
@@ -265,6 +284,25 @@ def check_no_overlap(regions: Sequence[Region]) -> None:
             raise ValueError(
                 f"regions {before.start:04x}-{before.end:04x} and {after.start:04x}-{after.end:04x} overlap"
             )
+
+
+def check_named(
+    regions: Sequence[Region], named: NamedItem | NamedCounter, claimed: set[tuple[int, int | None]]
+) -> None:
+    """NAMED lies inside one shared region and names nothing named before (CLAIMED, updated):
+    a whole byte conflicts with any of its bits, a bit with the whole byte or the same bit."""
+    if isinstance(named, NamedItem):
+        span, bits = (named.address, named.address), [named.bit]
+    else:
+        span, bits = (named.start, named.end), [None]
+    if not any(region.start <= span[0] and span[1] <= region.end for region in regions):
+        raise NamingError(f"{named.spec().split()[0]} ({named.name}) is not inside one shared region")
+    for address in range(span[0], span[1] + 1):
+        for bit in bits:
+            taken = (address, None) in claimed or (bit is None and any(a == address for a, _ in claimed))
+            if taken or (address, bit) in claimed:
+                raise NamingError(f"{address:04x} is named twice ({named.name})")
+            claimed.add((address, bit))
 
 
 def is_valid_game_name(name: str) -> bool:
@@ -286,6 +324,7 @@ class _Parser:
         self.known_roms: list[KnownRom] = []
         self.armed_when: ArmedWhen | None = None
         self.extra: list[tuple[str, str]] = []
+        self.named: list[tuple[int, NamedItem | NamedCounter]] = []
 
     def error(self, line: int, reason: str) -> DefinitionError:
         return DefinitionError(self.source, line, reason)
@@ -298,6 +337,7 @@ class _Parser:
         if not self.regions:
             raise self.error(len(lines), "no regions defined")
         self.check_overlaps()
+        self.check_named()
         return GameDefinition(
             name=name,
             rom_file=rom_file,
@@ -308,6 +348,8 @@ class _Parser:
             known_roms=tuple(self.known_roms),
             armed_when=self.armed_when,
             extra=tuple(self.extra),
+            items=tuple(named for _, named in self.named if isinstance(named, NamedItem)),
+            counters=tuple(named for _, named in self.named if isinstance(named, NamedCounter)),
         )
 
     def rom_line(self, lines: Sequence[str]) -> str:
@@ -356,6 +398,21 @@ class _Parser:
                     f"region {after.start:04x}-{after.end:04x} overlaps {before.start:04x}-{before.end:04x}",
                 )
 
+    def check_named(self) -> None:
+        regions = [region for _, region in self.regions]
+        claimed: set[tuple[int, int | None]] = set()
+        for number, named in self.named:
+            try:
+                check_named(regions, named, claimed)
+            except NamingError as exc:
+                raise self.error(number, str(exc)) from None
+
+    def name(self, number: int, key: str, value: str) -> None:
+        try:
+            self.named.append((number, parse_item(value) if key == "item" else parse_counter(value)))
+        except NamingError as exc:
+            raise self.error(number, str(exc)) from None
+
     def directive(self, number: int, body: str) -> None:
         key, *rest = body.split(maxsplit=1) or [""]
         value = rest[0].strip() if rest else ""
@@ -368,6 +425,8 @@ class _Parser:
                 self.armed(number, value)
             case "merge":
                 self.merge_rule(number, value)
+            case "item" | "counter":
+                self.name(number, key, value)
             case "msxsync":
                 if value != "1":
                     raise self.error(number, f"format version {value!r} is newer than this msxsync")
@@ -450,6 +509,9 @@ def definition_from_json(data: object, name: str, source: str = "rendezvous") ->
             if not (isinstance(start, int) and isinstance(end, int)):
                 raise ValueError("region bounds must be integers")
             lines.append(f"{start:x} {end:x} {_one_line(str(region.get('comment', '')))}".rstrip())
+        for key, plural in (("item", "items"), ("counter", "counters")):
+            for named in data.get(plural) or []:  # absent from an older rendezvous: no names
+                lines.append(f"#! {key} {_one_line(str(named['at']))} {_one_line(str(named['name']))}")
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise DefinitionError(source, 0, f"malformed definition: {exc}") from None
     return parse_definition("\n".join(lines) + "\n", name, source)

@@ -18,7 +18,7 @@ from games.definition import GameDefinition
 from peer import identity, rom
 from peer.console import safe_name
 from peer.host_role import HostRole
-from peer.hosting import find_lan_host
+from peer.hosting import find_lan_host, lan_options
 from peer.mesh.signalling import SignallingRefused
 from peer.openmsx import OpenMSXError
 from peer.options import PeerOptions, PlayerError
@@ -50,7 +50,8 @@ async def run_peer(options: PeerOptions) -> str:
             raise PlayerError(str(exc)) from None
         url = options.rendezvous
         if options.lan and not options.host:
-            url = await find_lan_host(options)
+            found = await find_lan_host(options)
+            url, options = found.url, lan_options(options, found)
         player = safe_name(options.name or os.environ.get("USER", "player"))
         host_role = await stack.enter_async_context(HostRole(options, player, bytes(key.verify_key)))
         if options.host:
@@ -86,6 +87,8 @@ _REFUSAL_ADVICE = {
     "banned": "pick another room with --room",
     "kicked": "pick another room with --room",
     "wrong_game": "pick another room with --room",
+    "version_mismatch": "this msxsync and the rendezvous are different releases; update the older "
+    "one (the rendezvous's status page shows its protocol version)",
     "replaced": "another msxsync-peer uses this player's identity; give each player their own --state-dir",
 }
 

@@ -1,13 +1,16 @@
-"""What the player reads and types on the terminal: the status line and the console commands.
+"""What the player reads and types on the terminal: the status line, the `peers` table and the
+console commands.
 
-Pure formatting and parsing; the session feeds it values and acts on the parsed commands.
+Pure formatting and parsing, in a player's words (no addresses, no rule syntax, no byte counts);
+the session feeds it values and acts on the parsed commands.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-HELP = "commands: say TEXT (chat to the room), peers, resync, quit"
+HELP = "commands: say TEXT (chat to the room), peers (who is here), resync (F10 in openMSX too), quit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,35 +37,92 @@ class PeerLine:
     name: str
     connected: bool
     rtt: float | None
+    last_change: float | None = None
+    """Seconds since this player's last change reached us (None: none yet)."""
+    path: str | None = None
+    """How the link goes ("direct", "via TURN"), once known."""
 
 
 @dataclass(frozen=True, slots=True)
 class Status:
     game: str
     room: str
-    host: str
+    server: str  # `server_words`
     armed: bool
     waiting_for: tuple[str, ...]
     peers: tuple[PeerLine, ...]
-    writes_out_per_s: float
-    writes_in_per_s: float
 
 
-def format_status(status: Status) -> str:
-    state = "armed" if status.armed else "waiting for " + ", ".join(status.waiting_for or ("arming",))
-    peers = ", ".join(_peer(p) for p in status.peers) or "alone"
-    return (
-        f"msxsync {status.game} room {status.room} | {state} | host {status.host} | "
-        f"peers: {peers} | writes/s out {status.writes_out_per_s:.1f} in {status.writes_in_per_s:.1f}"
-    )
+def server_words(*, hosting: bool, host_name: str | None, host_standby: str | None, url: str) -> str:
+    """Where the room lives, for the player: "you host it", "hosted by alice" only when alice's
+    program is the rendezvous (it serves at the URL we joined), else the server's address."""
+    if hosting:
+        return "you host it"
+    if host_name is not None and host_standby is not None and _same_server(host_standby, url):
+        return f"hosted by {host_name}"
+    return f"on {urlsplit(url).netloc or url}"
 
 
-def _peer(peer: PeerLine) -> str:
+def _same_server(first: str, second: str) -> bool:
+    a, b = urlsplit(first), urlsplit(second)
+    return (a.hostname, a.port or 80) == (b.hostname, b.port or 80)
+
+
+def format_status(status: Status, *, live: bool = True) -> str:
+    """The one status line. LIVE adds round trips (they change every second: a terminal redraws
+    them in place; a pipe gets the line only when its words change)."""
+    connected = [p for p in status.peers if p.connected]
+    if status.armed:
+        state = f"sharing with {_count(len(connected))}" if connected else "sharing (nobody else here yet)"
+    else:
+        state = "waiting for " + ", ".join(status.waiting_for) if status.waiting_for else "about to share"
+    players = ", ".join(_peer(p, live) for p in status.peers) or "nobody else yet"
+    return f"{status.game} | room {status.room} ({status.server}) | {state} | players: {players}"
+
+
+def _count(players: int) -> str:
+    return "1 player" if players == 1 else f"{players} players"
+
+
+def _peer(peer: PeerLine, live: bool) -> str:
     if not peer.connected:
         return f"{peer.name} (connecting)"
-    if peer.rtt is None:
-        return peer.name
-    return f"{peer.name} {peer.rtt * 1000:.0f} ms"
+    words = [peer.name]
+    if peer.path is not None and peer.path != "direct":
+        words.append(peer.path)  # (direct is the normal case: only a relay is worth the space)
+    if peer.rtt is not None and live:
+        words.append(f"{peer.rtt * 1000:.0f} ms")
+    return " ".join(words)
+
+
+def format_peers(peers: tuple[PeerLine, ...]) -> list[str]:
+    """The `peers` command's table: name, path, round trip, last change."""
+    if not peers:
+        return ["nobody else is in the room yet"]
+    rows = [("player", "path", "round trip", "last change")]
+    for peer in sorted(peers, key=lambda p: p.name.lower()):
+        rows.append(
+            (
+                peer.name,
+                (peer.path or "direct") if peer.connected else "connecting",
+                f"{peer.rtt * 1000:.0f} ms" if peer.rtt is not None and peer.connected else "-",
+                _ago(peer.last_change),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "none yet"
+    if seconds < 60:
+        return f"{seconds:.0f} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min ago"
+    return f"{seconds // 3600:.0f} h ago"
 
 
 def safe_name(name: str, limit: int = 24) -> str:

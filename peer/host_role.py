@@ -1,33 +1,53 @@
 """Who hosts the room, from this peer's side: hosting at start (--host), announcing on the LAN,
-and taking over when the host and the rendezvous are both gone.
+and, when the network splits, keeping the room whole (issue 17).
 
-The takeover rule itself is pure (`peer.core.takeover`); this module owns the in-process
-rendezvous (`peer.hosting`), the LAN announcement and the clock that decides when to act.
+The rules are pure (`peer.core.takeover`); this module owns the in-process rendezvous
+(`peer.hosting`), the LAN announcement, the probes of other rendezvous (`GET /api/rooms/{name}`)
+and the clock that decides when to act. Once a second it looks at the signalling connection:
+
+- a **standalone** rendezvous (the welcome's `hosted_by` is null) is never replaced: the signalling
+  client retries it by itself; this only tells the player it is unreachable, and "reconnected";
+- in a **player-hosted** room, a host and a peer that lost the rendezvous probe the original
+  rendezvous and every member's standby URL, and go where `takeover.move_to` says (a host that
+  moves stops hosting: its members lose it and look for the room the same way);
+- a peer that found the room nowhere for TAKEOVER_AFTER, and whose set of live links has held
+  still for STABLE_FOR (links that died with the same cable go silent a heartbeat apart), elects
+  `takeover.successor`: never itself when it has no live link.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from urllib.parse import quote
+
+import aiohttp
 
 from games.catalogue import CatalogueEntry, hash_rom
 from games.definition import GameDefinition
 from peer import lan
 from peer.core import takeover
 from peer.core.lan import Announcement
+from peer.core.takeover import Sighting
 from peer.hosting import hosting
 from peer.mesh.room import RoomSession
-from peer.mesh.signalling import Member, Roster
+from peer.mesh.signalling import Roster
 from peer.options import PeerOptions, PlayerError
 
 log = logging.getLogger("msxsync.peer")
 
 TAKEOVER_CHECK = 1.0
-TAKEOVER_AFTER = 3.0  # seconds without a rendezvous (and without the host) before taking over
+UNREACHABLE_AFTER = 3.0  # seconds without the rendezvous before the player is told
+TAKEOVER_AFTER = 3.0  # seconds without the rendezvous (and without the room anywhere) before electing
+STABLE_FOR = 2.0  # the live links must have held still this long: more than a heartbeat (1 s)
+PROBE_EVERY = 2.0  # a host that is fine looks for a better rendezvous of its room this often
+PROBE_TIMEOUT = 1.5
+RETARGET_GRACE = 6.0  # a fresh retarget to the same URL is left to finish (connect + handshake)
 
 
 class HostRole:
@@ -38,19 +58,32 @@ class HostRole:
         self.player = player
         self.me = me
         self.hosting = False
-        self._stack = contextlib.AsyncExitStack()
+        self.unreachable = False  # the player was told the rendezvous is unreachable
+        self._hosted: contextlib.AsyncExitStack | None = None  # our rendezvous and announcement
+        self._standby: dict[bytes, str] = {}  # every member's standby URL ever seen in the room
+        self._retargeted: tuple[str, float] | None = None
+        self._survivors: tuple[frozenset[bytes], float] = (frozenset(), 0.0)
 
     async def __aenter__(self) -> HostRole:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._stack.aclose()
+        await self.step_down()
 
     async def host(self, current: CatalogueEntry | None = None) -> str:
         """Run the rendezvous in this process; returns the URL this peer joins it at."""
-        url = await self._stack.enter_async_context(hosting(self.options, current))
+        stack = contextlib.AsyncExitStack()
+        url = await stack.enter_async_context(hosting(self.options, current, hosted_by=self.me))
+        self._hosted = stack
         self.hosting = True
         return url
+
+    async def step_down(self) -> None:
+        """Stop our rendezvous and its announcement (its clients are told it is going away)."""
+        hosted, self._hosted = self._hosted, None
+        self.hosting = False
+        if hosted is not None:
+            await hosted.aclose()
 
     def standby_url(self) -> str:
         """Where others would reach this peer's rendezvous, were it to host."""
@@ -70,64 +103,160 @@ class HostRole:
         if addresses and all(a.startswith("127.") or a == "::1" for a in addresses):
             log.info("not announcing on the LAN: --ice-address keeps play on this machine")
             return
+        if self._hosted is None:
+            return
         try:
-            announcement = Announcement(player=self.player, game=game, room=room, key=self.me.hex())
-            await self._stack.enter_async_context(lan.announce(announcement, port=self.options.port))
+            announcement = Announcement(
+                player=self.player,
+                game=game,
+                room=room,
+                key=self.me.hex(),
+                password=self.options.password is not None,
+            )
+            await self._hosted.enter_async_context(lan.announce(announcement, port=self.options.port))
         except (lan.LanError, ValueError) as exc:
             log.warning("cannot announce on the LAN (%s); others can still join with --rendezvous", exc)
+
+    # ---- the watch -----------------------------------------------------------------------------
 
     async def watch(
         self,
         room: RoomSession,
+        *,
+        origin: str,
         roster: Callable[[], Roster | None],
-        host: Callable[[], bytes | None],
         admitted: Callable[[], set[bytes]],
         definition: GameDefinition,
         rom_path: Path,
-        moved: Callable[[Member], None],
+        moved: Callable[[bytes | None], None],
+        tell: Callable[[str], None],
     ) -> None:
-        """When the rendezvous and the host are both gone, the first remaining member hosts."""
+        """Keep the room whole across network splits (see the module docstring). ORIGIN is the
+        rendezvous the session started with; MOVED is told who hosts after a move; TELL speaks to
+        the player."""
         lost_since: float | None = None
-        while True:
-            await asyncio.sleep(TAKEOVER_CHECK)
-            if room.signalling.stats.connected:
-                lost_since = None
-                continue
-            now = time.monotonic()
-            lost_since = lost_since if lost_since is not None else now
-            current = roster()
-            if now - lost_since < TAKEOVER_AFTER or current is None:
-                continue
-            successor = takeover.successor(
-                current.members, gone_host=host(), me=self.me, connected=admitted()
-            )
-            if successor is not None:
-                lost_since = None
-                await self._move_to(successor, room, definition, rom_path, moved)
+        probed_at = 0.0
+        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                await asyncio.sleep(TAKEOVER_CHECK)
+                signalling, now = room.signalling, time.monotonic()
+                self._remember(roster())
+                joined = signalling.joined
+                if joined:
+                    lost_since = None
+                    if self.unreachable:
+                        self.unreachable = False
+                        tell("reconnected to the room's server")
+                else:
+                    lost_since = now if lost_since is None else lost_since
+                    if not self.unreachable and now - lost_since >= UNREACHABLE_AFTER:
+                        self.unreachable = True
+                        tell("the room's server is unreachable: playing on, retrying")
+                if not signalling.welcomed or signalling.hosted_by is None:
+                    continue  # a standalone rendezvous is never replaced: the client retries it
+                if joined and (not self.hosting or now - probed_at < PROBE_EVERY):
+                    continue  # a member in the room: its host looks out for the room
+                probed_at = now
+                current = roster()
+                if current is None:
+                    continue
+                seen = await self._probe(http, self._urls(origin), current.room, definition.name)
+                target = takeover.move_to(signalling.hosted_by, joined=joined, me=self.me, seen=seen)
+                if target is not None:
+                    await self._go(room, target.url, target.hosted_by, moved, time.monotonic())
+                elif lost_since is not None and now - lost_since >= TAKEOVER_AFTER:
+                    await self._elect(room, current, admitted(), definition, rom_path, moved, now)
 
-    async def _move_to(
+    def _remember(self, roster: Roster | None) -> None:
+        for member in roster.members if roster is not None else ():
+            if member.standby is not None and member.key != self.me:
+                self._standby[member.key] = member.standby
+
+    def _urls(self, origin: str) -> list[str]:
+        """Where the room may be: the original rendezvous and every member's standby URL."""
+        urls = [origin.rstrip("/"), *(url.rstrip("/") for url in self._standby.values())]
+        return list(dict.fromkeys(urls))
+
+    async def _probe(
+        self, http: aiohttp.ClientSession, urls: Iterable[str], room: str, game: str
+    ) -> list[Sighting]:
+        found = await asyncio.gather(*(_room_info(http, url, room, game) for url in urls))
+        return [sighting for sighting in found if sighting is not None]
+
+    async def _elect(
         self,
-        successor: Member,
+        room: RoomSession,
+        roster: Roster,
+        linked: set[bytes],
+        definition: GameDefinition,
+        rom_path: Path,
+        moved: Callable[[bytes | None], None],
+        now: float,
+    ) -> None:
+        survivors = frozenset(linked)
+        if survivors != self._survivors[0]:
+            self._survivors = (survivors, now)
+        if now - self._survivors[1] < STABLE_FOR:
+            return
+        gone = room.signalling.hosted_by
+        chosen = takeover.successor(roster.members, gone_host=gone, me=self.me, connected=survivors)
+        if chosen is None:
+            return
+        if chosen.key == self.me:
+            await self._take_over(room, definition, rom_path, moved)
+        elif chosen.standby is not None:
+            await self._go(room, chosen.standby, chosen.key, moved, now)
+
+    async def _take_over(
+        self,
         room: RoomSession,
         definition: GameDefinition,
         rom_path: Path,
-        moved: Callable[[Member], None],
+        moved: Callable[[bytes | None], None],
     ) -> None:
-        url = successor.standby
-        if successor.key == self.me:
-            try:
-                # Hashing reads the ROM: a thread.
-                entry = await asyncio.to_thread(_catalogue_entry, definition, rom_path)
-                url = await self.host(entry)
-            except PlayerError as exc:
-                log.warning("cannot take over hosting: %s", exc)
-                return
-            await self.announce(
-                definition.name, room.signalling.roster.room if room.signalling.roster else None
-            )
-        moved(successor)
-        if url is not None:
-            await room.signalling.retarget(url)
+        try:
+            # Hashing reads the ROM: a thread.
+            entry = await asyncio.to_thread(_catalogue_entry, definition, rom_path)
+            url = await self.host(entry)
+        except PlayerError as exc:
+            log.warning("cannot take over hosting: %s", exc)
+            return
+        moved(self.me)
+        self._retargeted = (url, time.monotonic())
+        await room.signalling.retarget(url)
+        await self.announce(definition.name, room.signalling.room)  # mDNS takes a second or two
+
+    async def _go(
+        self,
+        room: RoomSession,
+        url: str,
+        host: bytes | None,
+        moved: Callable[[bytes | None], None],
+        now: float,
+    ) -> None:
+        """Join the room at URL (hosted by HOST); a host that moves stops hosting."""
+        last = self._retargeted
+        if last is not None and last[0] == url and now - last[1] < RETARGET_GRACE:
+            return  # that move is still under way
+        log.info("moving to the room's rendezvous at %s", url)
+        moved(host)
+        self._retargeted = (url, now)
+        await room.signalling.retarget(url)
+        if self.hosting:
+            await self.step_down()  # our members lose us, look for the room and follow
+
+
+async def _room_info(http: aiohttp.ClientSession, url: str, room: str, game: str) -> Sighting | None:
+    """Our room at the rendezvous at URL, or None (not there, unreachable, or a bad answer)."""
+    try:
+        async with http.get(f"{url}/api/rooms/{quote(room, safe='')}") as reply:
+            if reply.status != 200:
+                return None
+            body = json.loads(await reply.text())
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError, RecursionError):
+        return None
+    return takeover.parse_room_info(body, url=url, room=room, game=game)
 
 
 def _catalogue_entry(definition: GameDefinition, rom_path: Path) -> CatalogueEntry:

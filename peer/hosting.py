@@ -6,17 +6,20 @@ browses mDNS for hosts of a game (see `peer.lan`) and chooses one as `peer.core.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
+import getpass
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from aiohttp import web
 
 from games.catalogue import CatalogueEntry, bundled_games_dir, load_catalogue
 from peer import lan
-from peer.core.lan import Chosen, NoHost, Several, choose
+from peer.core.lan import Chosen, DiscoveredHost, NoHost, Several, choose, join_hint
 from peer.options import PeerOptions, PlayerError
 
 log = logging.getLogger("msxsync.peer")
@@ -25,11 +28,15 @@ LAN_DISCOVERY_SECONDS = 3.0
 
 
 @contextlib.asynccontextmanager
-async def hosting(options: PeerOptions, current: CatalogueEntry | None = None) -> AsyncIterator[str]:
+async def hosting(
+    options: PeerOptions, current: CatalogueEntry | None = None, *, hosted_by: bytes | None = None
+) -> AsyncIterator[str]:
     """Run the rendezvous in this process (the same application as msxsync-rendezvous).
 
     It serves the bundled games plus `--games` folders, and `current` (the game being played,
-    with our ROM) when this peer takes over hosting, so newcomers can still get it here."""
+    with our ROM) when this peer takes over hosting, so newcomers can still get it here. Its
+    welcome names `hosted_by` (our key): players know it is a player's program, which another
+    may replace if this one goes away (issue 17)."""
     from rendezvous.app import Config, create_app
 
     folders = [Path(folder) for folder in options.games]
@@ -38,9 +45,13 @@ async def hosting(options: PeerOptions, current: CatalogueEntry | None = None) -
         log.warning("games: %s", problem)
     if current is not None:
         catalogue.entries.setdefault(current.name, current)
-    runner = web.AppRunner(create_app(Config(catalogue=catalogue)), handle_signals=False)
+    runner = web.AppRunner(
+        create_app(Config(catalogue=catalogue, hosted_by=hosted_by.hex() if hosted_by else None)),
+        handle_signals=False,
+    )
     await runner.setup()
-    site = web.TCPSite(runner, "0.0.0.0", options.port)
+    listen = listen_address(options)
+    site = web.TCPSite(runner, listen, options.port)
     try:
         await site.start()
     except OSError as exc:
@@ -48,20 +59,26 @@ async def hosting(options: PeerOptions, current: CatalogueEntry | None = None) -
         raise PlayerError(
             f"cannot host on port {options.port} ({exc.strerror}); pick another with --port."
         ) from None
-    urls = " or ".join(f"http://{address}:{options.port}" for address in lan.local_addresses()[:3])
-    print(
-        f"msxsync-peer: hosting on port {options.port}; others join with --lan"
-        + (f" or --rendezvous {urls}" if urls else f" or --rendezvous http://<this machine>:{options.port}"),
-        file=sys.stderr,
-    )
+    hint = join_hint(lan.local_addresses(), options.port, listen)
+    print(f"msxsync-peer: hosting on port {options.port}; {hint}", file=sys.stderr)
     try:
         yield f"http://127.0.0.1:{options.port}"
     finally:
         await runner.cleanup()
 
 
-async def find_lan_host(options: PeerOptions) -> str:
-    """The rendezvous URL of the host on this network that runs our game (and room, if named)."""
+def listen_address(options: PeerOptions) -> str:
+    """Every IPv4 interface, or loopback only when --ice-address keeps play on this machine (the
+    demo: its rendezvous opens no port to the network)."""
+    addresses = options.ice_addresses
+    if addresses and all(a.startswith("127.") or a == "::1" for a in addresses):
+        return "127.0.0.1"
+    return "0.0.0.0"
+
+
+async def find_lan_host(options: PeerOptions) -> DiscoveredHost:
+    """The host on this network that runs our game (and room, if named); with several, the player
+    picks one at the terminal (or names it with --room)."""
     print(f"msxsync-peer: looking for a {options.game} host on this network...", file=sys.stderr)
     try:
         hosts = await lan.discover(options.game, timeout=LAN_DISCOVERY_SECONDS)
@@ -72,11 +89,41 @@ async def find_lan_host(options: PeerOptions) -> str:
     match choose(hosts, game=options.game, room=options.room):
         case Chosen(host):
             log.info("found %s", host.describe())
-            return host.url
+            return host
         case NoHost() as none:
             raise PlayerError(
                 none.describe() + "; ask a friend to start with --host, or give --rendezvous URL."
             )
         case Several() as several:
-            raise PlayerError(several.describe())
+            if not sys.stdin.isatty():
+                raise PlayerError(several.describe())
+            return await asyncio.to_thread(_pick, several.hosts)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _pick(hosts: Sequence[DiscoveredHost]) -> DiscoveredHost:
+    """Ask the player which host to join (a terminal is there)."""
+    print(f"msxsync-peer: {len(hosts)} hosts of this game on the network:", file=sys.stderr)
+    for number, host in enumerate(hosts, start=1):
+        print(f"  {number}. {host.describe()}", file=sys.stderr)
+    while True:
+        try:
+            answer = input(f"join which one (1-{len(hosts)})? ").strip()
+        except EOFError:
+            raise PlayerError("no host chosen; pick one with --room or --rendezvous URL.") from None
+        if answer.isdigit() and 1 <= int(answer) <= len(hosts):
+            return hosts[int(answer) - 1]
+        print(f"type a number from 1 to {len(hosts)}", file=sys.stderr)
+
+
+def lan_options(options: PeerOptions, host: DiscoveredHost) -> PeerOptions:
+    """--lan joins the room the host announced (unless --room named one), asking for its password
+    at the terminal when it has one and none was given."""
+    room = options.room if options.room is not None else host.room
+    password = options.password
+    if host.password and password is None:
+        if not sys.stdin.isatty():
+            raise PlayerError(f"{host.player}'s room {room} has a password: pass --password.")
+        password = getpass.getpass(f"password of {host.player}'s room {room}: ")
+    print(f"msxsync-peer: joining {host.describe()}", file=sys.stderr)
+    return dataclasses.replace(options, room=room, password=password)

@@ -34,4 +34,5 @@ class PeerOptions:
     turn_user: str | None = None
     turn_password: str | None = None
     ice_addresses: tuple[str, ...] = ()
+    rendezvous_ice: bool = True  # use the STUN/TURN servers the rendezvous names in its welcome
     quit_after: float | None = None  # for demos and benchmarks: end the session after this long

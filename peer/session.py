@@ -31,8 +31,10 @@ from nacl.signing import SigningKey
 
 from games.definition import GameDefinition, Region
 from peer.applier import Applier, ShowMessage
-from peer.console import Command, PeerLine, Status, safe_name
+from peer.console import HELP, Command, PeerLine, Status, format_peers, safe_name, server_words
 from peer.core.gating import Action, AdoptRoom, Check, Gate, Publish, Tell, WriteToEmulator
+from peer.core.items import ItemNews
+from peer.core.openmsx_protocol import REMEMBER_SHOWN, label_command, unlabel_command
 from peer.core.replica import (
     BytesChanged,
     ChatReceived,
@@ -46,7 +48,7 @@ from peer.core.state import Layout, SharedState
 from peer.host_role import HostRole
 from peer.mesh.mesh import LinkLost, Mesh, PeerAdmitted, Published
 from peer.mesh.room import RoomSession
-from peer.mesh.signalling import Member, Roster
+from peer.mesh.signalling import Roster
 from peer.mesh.webrtc import IceOptions
 from peer.openmsx import Exited, LocalChanges, Logged, OpenMSXError, OpenMSXLink
 from peer.options import PeerOptions, PlayerError
@@ -62,12 +64,16 @@ JOIN_TIMEOUT = 20.0
 BOOT_ARM_AFTER = 10.0
 ROOM_STATE_TIMEOUT = 10.0  # with others in the room but none reachable, play on with our own state
 ARMING_POLL = 0.25
-RESYNC_MESSAGE = "msxsync: resync requested"
+RESYNC_MESSAGE = "resync: asking the other players"
 RESYNC_KEY = "F10"
 # In a layer of our own: it wins over the default F10 binding while active, and leaving
-# deactivates it, so an attached openMSX gets its own F10 back.
-_BIND = f'bind -layer msxsync {RESYNC_KEY} {{message "{RESYNC_MESSAGE}" info}}; activate_input_layer msxsync'
-_UNBIND = f"deactivate_input_layer msxsync; unbind -layer msxsync {RESYNC_KEY}"
+# deactivates it, so an attached openMSX gets its own F10 back. Its message is the one on screen
+# until the resync's outcome replaces it (see `message_command`).
+_BIND = (
+    f'bind -layer msxsync {RESYNC_KEY} {{message "{RESYNC_MESSAGE}" info; {REMEMBER_SHOWN}}}; '
+    "activate_input_layer msxsync"
+)
+_UNBIND = f"deactivate_input_layer msxsync; unbind -layer msxsync {RESYNC_KEY}; {unlabel_command()}"
 
 
 def arm_after(given: float | None, definition: GameDefinition) -> float | None:
@@ -115,7 +121,11 @@ class Session:
             state_dir / "rooms.sqlite", game=definition.name, layout=self.gate.layout
         )
         self.terminal = Terminal(self.status, self._run_command)
+        self.news = ItemNews(definition.items, definition.counters)
+        self.last_change: dict[bytes, float] = {}  # when each player's last change reached us
         self.names: dict[bytes, str] = {}
+        self.known_names: dict[bytes, str] = {}  # everyone ever in the room (a split drops them)
+        self.standby: dict[bytes, str | None] = {}
         self.host_key: bytes | None = None
         self.roster: Roster | None = None
         self.mesh: Mesh | None = None
@@ -131,6 +141,8 @@ class Session:
             async with self._open_link() as link:
                 self.applier = Applier(link, self.definition.regions, self.gate, self._replica, self._act)
                 await self._install_key_binding(link)
+                with contextlib.suppress(OpenMSXError):  # two windows side by side: whose is whose
+                    await link.command(label_command(f"you are {self.player}"))
                 await self._check_arming_now(link)  # a game already in play (--attach) may never report
                 await self._play(link)
         except OpenMSXError as exc:
@@ -158,6 +170,7 @@ class Session:
         room = self._room()
         async with asyncio.TaskGroup() as tasks:
             self.mesh = await self._join(room, tasks)
+            self.news.seen(self._named_values())
             self.roster_changed(room.signalling.roster or self.roster)
             if self.host_role.hosting:
                 await self.host_role.announce(self.definition.name, self.roster.room if self.roster else None)
@@ -237,6 +250,7 @@ class Session:
                 turn_user=options.turn_user,
                 turn_password=options.turn_password,
                 host_addresses=options.ice_addresses or None,
+                use_rendezvous=options.rendezvous_ice,
             )
         except ValueError as exc:
             raise PlayerError(f"{exc}; see --help for the STUN/TURN URL forms.") from None
@@ -246,7 +260,7 @@ class Session:
         for task in background:
             task.cancel()
         with contextlib.suppress(OpenMSXError):
-            await link.show_message("msxsync: left the room")
+            await link.show_message("you left the room")
             await link.command(_UNBIND)  # an attached openMSX plays on, F10 as before
 
     def stop(self, reason: str) -> None:
@@ -268,29 +282,37 @@ class Session:
     async def _watch_host(self, room: RoomSession) -> None:
         await self.host_role.watch(
             room,
+            origin=self.url,
             roster=lambda: self.roster,
-            host=lambda: self.host_key,
             admitted=lambda: self.mesh.admitted() if self.mesh is not None else set(),
             definition=self.definition,
             rom_path=self.rom_path,
             moved=self._host_moved,
+            tell=self._tell,
         )
 
-    def _host_moved(self, successor: Member) -> None:
-        self.host_key = successor.key
-        self._tell(f"{self._name(successor.key)} now hosts the room")
+    def _host_moved(self, host: bytes | None) -> None:
+        if host is None or host == self.host_key:
+            return
+        self.host_key = host
+        self._tell("you now host the room" if host == self.me else f"{self._name(host)} now hosts the room")
 
     # ---- the room: roster and mesh events ------------------------------------------------------
 
     def roster_changed(self, roster: Roster | None) -> None:
         if roster is None:
             return
-        previous = self.names
+        previous, first = self.names, self.roster is None
         self.roster = roster
         self.names = {member.key: safe_name(member.name) for member in roster.members}
+        self.known_names.update(self.names)
+        self.standby = {member.key: member.standby for member in roster.members}
         if self.host_key != roster.host and roster.host in self.names:
             self.host_key = roster.host
-            self._tell(f"{self._name(roster.host)} hosts the room")
+            if first:
+                self._tell(f"you are {self.player}, in room {roster.room} ({self._server()})")
+            else:
+                log.info("the room's first member is now %s", self._name(roster.host))
         for key in set(previous) - set(self.names):
             self._tell(f"{previous[key]} left")
         if self.mesh is not None and set(roster.keys) <= {self.me} and not self.gate.arming.room_ready:
@@ -301,16 +323,17 @@ class Session:
         match event:
             case StateChanged():
                 self.persistence.changed()
-            case BytesChanged(_, changes, deltas):
-                self.terminal.bytes_in.add(time.monotonic(), sum(len(data) for _, data in changes))
+            case BytesChanged(peer, changes, deltas):
+                self.last_change[peer] = time.monotonic()
                 self.persistence.changed()
                 self._act(self.gate.remote_changes(changes, deltas))
+                self._item_news([*changes, *self._counter_runs(first for first, _ in deltas)])
             case FullStateReceived(peer):
                 if not self.gate.arming.room_ready:
                     log.info("got the room's state from %s", self._name(peer))
                     self._act(self.gate.room_is_ready())
             case Published(runs, corrections, deltas):
-                self.terminal.bytes_out.add(time.monotonic(), sum(len(data) for _, data in runs))
+                self.news.seen([*runs, *self._counter_runs()])
                 self.persistence.changed()
                 self._act(self.gate.remote_changes(corrections, deltas))  # the room's merge of ours
             case PeerAdmitted(peer):
@@ -320,10 +343,54 @@ class Session:
             case ChatReceived(peer, text):
                 self._tell(f"{self._name(peer)}: {safe_name(text, 200)}")
             case Repaired(peer):
-                self._tell(f"resynced with {self._name(peer)}")
+                log.info("repaired differences with %s", self._name(peer))
 
     def _name(self, key: bytes) -> str:
-        return self.names.get(key, key.hex()[:8])
+        return self.names.get(key) or self.known_names.get(key, key.hex()[:8])
+
+    def _item_news(self, changes: Iterable[tuple[int, bytes]]) -> None:
+        """ "player2 found the key": only while our game plays (before, it is the room's state)."""
+        if not self.gate.armed:
+            self.news.seen(changes)
+            return
+        news = self.news.remote(changes, self._writer_name)
+        for line in news:
+            self.terminal.say(line)
+        if news and self.applier is not None:
+            self.applier.put(ShowMessage("; ".join(news)))  # one message on screen, however many
+
+    def _counter_runs(self, firsts: Iterable[int] | None = None) -> list[tuple[int, bytes]]:
+        """The bytes counters (`add` regions) show now (all of them, or those at FIRSTS): they
+        change by deltas, never in a `BytesChanged` run."""
+        state = self._state()
+        if state is None:
+            return []
+        counters = state.layout.counters
+        wanted = counters if firsts is None else firsts
+        return [(first, state.read(first, counters[first].width)) for first in wanted]
+
+    def _writer_name(self, address: int) -> str:
+        state = self._state()
+        if state is None:
+            return "someone"
+        return self._name(state.writers[state.layout.index(address)])
+
+    def _named_values(self) -> list[tuple[int, bytes]]:
+        state = self._state()
+        if state is None:
+            return []
+        return [(address, state.read(address)) for address in sorted(self.news.addresses)]
+
+    def _server(self) -> str:
+        if self.host_role.unreachable:
+            return "server unreachable, retrying"
+        host = self.host_key
+        return server_words(
+            hosting=self.host_role.hosting,
+            host_name=self._name(host) if host is not None else None,
+            host_standby=self.standby.get(host) if host is not None else None,
+            url=self.url,
+        )
 
     # ---- openMSX events ------------------------------------------------------------------------
 
@@ -391,8 +458,9 @@ class Session:
         """Manual resync: ask every peer for its full state and re-adopt the room's bytes."""
         if self.mesh is not None:
             self.mesh.request_resync()
+        if not self.gate.armed:  # armed, the adoption's outcome says it (one message)
+            self._tell("resync: asked the room again (your game is not sharing yet)")
         self._act(self.gate.resync())
-        self._tell("msxsync: resync")
 
     # ---- what the player sees and types --------------------------------------------------------
 
@@ -403,23 +471,26 @@ class Session:
             self.applier.put(ShowMessage(text))
 
     def status(self) -> Status:
-        now = time.monotonic()
-        peers = []
-        if self.mesh is not None:
-            admitted = self.mesh.admitted()
-            for key, stats in self.mesh.statistics().items():
-                rtt = stats.sync.rtt if stats.sync is not None else None
-                peers.append(PeerLine(self._name(key), key in admitted, rtt))
         return Status(
-            game=self.definition.name,
+            game=self.definition.title or self.definition.name,
             room=self.roster.room if self.roster else "?",
-            host=self._name(self.host_key) if self.host_key else "?",
+            server=self._server(),
             armed=self.gate.armed,
             waiting_for=tuple(self.gate.waiting_for()),
-            peers=tuple(peers),
-            writes_out_per_s=self.terminal.bytes_out.per_second(now),
-            writes_in_per_s=self.terminal.bytes_in.per_second(now),
+            peers=self._peer_lines(),
         )
+
+    def _peer_lines(self) -> tuple[PeerLine, ...]:
+        if self.mesh is None:
+            return ()
+        now, admitted, lines = time.monotonic(), self.mesh.admitted(), []
+        for key, stats in self.mesh.statistics().items():
+            rtt = stats.sync.rtt if stats.sync is not None else None
+            changed = self.last_change.get(key)
+            path = stats.path.value if stats.path is not None else None
+            ago = None if changed is None else now - changed
+            lines.append(PeerLine(self._name(key), key in admitted, rtt, ago, path))
+        return tuple(lines)
 
     def _run_command(self, command: Command) -> None:
         match command:
@@ -427,15 +498,17 @@ class Session:
                 try:
                     self.mesh.send_chat(text)
                 except ValueError:
-                    print("msxsync: that message is too long", file=sys.stderr)
+                    self.terminal.say("msxsync: that message is too long")
+                else:
+                    self.terminal.say(f"{self.player} (you): {safe_name(text, 200)}")
             case Command("peers"):
-                self.terminal.show_status()
+                self.terminal.lines(format_peers(self._peer_lines()))
             case Command("resync"):
                 self.resync()
             case Command("quit"):
                 self.stop("quit")
             case Command(_, text):
-                print(text or "commands: say TEXT, peers, resync, quit", file=sys.stderr)
+                self.terminal.say(text or HELP)
 
     async def _install_key_binding(self, link: OpenMSXLink) -> None:
         """F10 in openMSX asks for a resync (the message comes back to us as a log line)."""

@@ -63,5 +63,6 @@ def create_app(config: Config | None = None) -> web.Application:
     app.router.add_get("/api/games", httpapi.list_games)
     app.router.add_get("/api/games/{name}", httpapi.game_detail)
     app.router.add_get("/api/games/{name}/rom", httpapi.game_rom)
+    app.router.add_get("/api/rooms/{name}", httpapi.room_info)
     app.router.add_get("/ws", websocket_handler)
     return app

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from games.catalogue import CatalogueEntry
 from games.definition import is_valid_game_name
-from rendezvous import protocol
+from rendezvous import protocol, wire
 from rendezvous.state import SERVER, VERSION, log
 
 # --- HTTP ---------------------------------------------------------------------------------
@@ -54,7 +54,7 @@ def game_summary(entry: CatalogueEntry) -> dict[str, object]:
 async def healthz(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     body = {"status": "ok", "version": VERSION, "protocol": protocol.PROTOCOL_VERSION}
-    return web.json_response({**body, **server.statistics()})
+    return web.json_response({**body, **server.statistics(), "stun": server.stun_statistics()})
 
 
 async def list_games(request: web.Request) -> web.Response:
@@ -88,6 +88,28 @@ async def game_rom(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type="application/octet-stream", headers=headers)
 
 
+async def room_info(request: web.Request) -> web.Response:
+    """One room by its exact name, for players looking for their room after a network split:
+    whether it is here, its game and size, and whose program this rendezvous is. Never keys of
+    members, passwords or hashes; rooms are not listed (a name must be known)."""
+    name = request.match_info["name"]
+    if not wire.is_valid_room_name(name):
+        raise _json_error(web.HTTPBadRequest, "bad_name", "That is not a valid room name.")
+    server = request.app[SERVER]
+    room = server.lobby.room(name)
+    if room is None:
+        raise _json_error(web.HTTPNotFound, "unknown_room", "There is no room of that name here.")
+    body = {
+        "room": room.name,
+        "game": room.game,
+        "players": len(room.members),
+        "capacity": room.capacity,
+        "password": room.password_hash is not None,
+        "hosted_by": server.config.hosted_by,
+    }
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
 def _read_rom(path: Path, sha256: str) -> bytes | None:
     """The ROM bytes, only if they are still the ones hashed at start (the ETag promises that)."""
     try:
@@ -112,11 +134,20 @@ async def status_page(request: web.Request) -> web.Response:
         f"<td>{'yes' if r.password else 'no'}</td></tr>"
         for r in server.lobby.summaries()
     )
+    stun = server.stun_statistics()
+    ice = server.ice
+    stun_line = (
+        "STUN off."
+        if stun is None or ice.stun_port is None
+        else f"STUN on UDP port {ice.stun_port}: {stun['answered']} answered, {stun['dropped']} dropped."
+    )
+    turn_line = f" TURN: {esc(', '.join(ice.turn_urls))}." if ice.turn_urls else " No TURN."
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>msxsync rendezvous</title></head><body>
 <h1>msxsync rendezvous {esc(VERSION)}</h1>
 <p>Protocol {protocol.PROTOCOL_VERSION}. Up {uptime // 3600}h {uptime // 60 % 60}m {uptime % 60}s.
-{stats["connections"]} connected ({stats["players"]} said hello), {stats["rooms"]} rooms.</p>
+{stats["connections"]} connected ({stats["players"]} said hello), {stats["rooms"]} rooms.
+{stun_line}{turn_line}</p>
 <h2>Games</h2>
 <table><tr><th>name</th><th>title</th><th>ROM here</th></tr>{games}</table>
 <h2>Rooms</h2>

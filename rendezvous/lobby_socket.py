@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -121,6 +122,9 @@ class Session:
                 "key": hello.key,
                 "server": SERVER_NAME,
                 "limits": self.config.limits_json(),
+                # Fresh TURN credentials on every welcome: a reconnect renews them.
+                "ice_servers": self.server.ice.servers_for(self.client.request.host, hello.key, time.time()),
+                "hosted_by": self.config.hosted_by,
             }
         )
 

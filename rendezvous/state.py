@@ -22,9 +22,11 @@ import nacl.pwhash
 from aiohttp import web
 
 from games.catalogue import Catalogue
-from rendezvous import protocol
+from rendezvous import protocol, wire
 from rendezvous.connection import Client
+from rendezvous.ice import IceConfig
 from rendezvous.rooms import Deliver, Lobby, RoomError
+from rendezvous.stun import StunResponder
 
 T = TypeVar("T")
 VERSION = "0.1.0"
@@ -55,8 +57,14 @@ class Config:
     close_timeout: float = 5.0
     hash_concurrency: int = 2
     hash_waiting: int = 16
+    ice: IceConfig = field(default_factory=IceConfig)  # STUN and TURN handed out in the welcome
+    # The key (64 hex digits) of the player whose program runs this rendezvous (LAN play, a
+    # takeover), None for a standalone server: players never replace a standalone one (issue 17).
+    hosted_by: str | None = None
 
     def __post_init__(self) -> None:
+        if self.hosted_by is not None and not wire.is_key(self.hosted_by):
+            raise ValueError("hosted_by must be a key: 64 lower-case hex digits")
         counts = ("max_clients", "max_rooms", "max_message", "burst", "send_queue")
         for name in (*counts, "hash_concurrency"):
             if getattr(self, name) < 1:
@@ -133,6 +141,11 @@ class Server:
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     clients: dict[str, Client] = field(default_factory=dict)
     roms: dict[str, bytes] = field(default_factory=dict)  # verified ROM bytes, read on demand
+    ice: IceConfig = field(default_factory=IceConfig)  # the config's, with the STUN port once bound
+    stun: StunResponder | None = None  # set while the STUN server runs (its counters)
+
+    def __post_init__(self) -> None:
+        self.ice = self.config.ice
 
     def statistics(self) -> dict[str, int]:
         """Every counter the server reports, in one place (health check and status page)."""
@@ -143,6 +156,9 @@ class Server:
             "games": len(self.catalogue.entries),
             "uptime_s": int(time.monotonic() - self.started),
         }
+
+    def stun_statistics(self) -> dict[str, int] | None:
+        return None if self.stun is None else self.stun.statistics()
 
     def deliver(self, deliveries: list[Deliver]) -> None:
         encoded: dict[int, str] = {}  # a roster goes to many members: encode it once

@@ -17,7 +17,7 @@ import json
 import re
 from typing import TypeGuard
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the welcome carries `ice_servers` (issue 13)
 HELLO_CONTEXT = b"msxsync-rendezvous-hello\x00"  # the client signs this, then the raw nonce
 NONCE_SIZE = 32
 MAX_NAME = 32  # player names: 1 to 32 printable characters
@@ -30,6 +30,15 @@ NONCE_PATTERN = re.compile(r"[0-9a-f]{64}")  # NONCE_SIZE bytes
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.+-]{0,31}")
 # Where a member would serve the rendezvous if it took over hosting: http(s)://HOST:PORT, nothing more.
 STANDBY_PATTERN = re.compile(r"https?://(\[[0-9a-fA-F:.]{2,45}\]|[A-Za-z0-9.-]{1,63}):[0-9]{1,5}")
+
+# ICE servers in the welcome (version 2): host names and IPv4 addresses only, as aiortc parses them.
+MAX_ICE_SERVERS = 8
+MAX_ICE_URLS = 4
+MAX_ICE_TEXT = 256  # username, credential
+ICE_HOST_PATTERN = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*")
+_ICE_PORT = r"(:(?P<port>[0-9]{1,5}))?"
+STUN_URL_PATTERN = re.compile(r"stun:(?P<host>[^:?]+)" + _ICE_PORT)
+TURN_URL_PATTERN = re.compile(r"turns?:(?P<host>[^:?]+)" + _ICE_PORT + r"(\?transport=(udp|tcp))?")
 
 
 def is_key(text: object) -> TypeGuard[str]:
@@ -52,6 +61,31 @@ def is_valid_room_name(name: object) -> TypeGuard[str]:
 
 def is_standby_url(text: object) -> TypeGuard[str]:
     return isinstance(text, str) and STANDBY_PATTERN.fullmatch(text) is not None
+
+
+def is_ice_host(text: object) -> TypeGuard[str]:
+    """A host name or IPv4 address fit for a stun:/turn: URL."""
+    return isinstance(text, str) and ICE_HOST_PATTERN.fullmatch(text) is not None
+
+
+def _ice_url(pattern: re.Pattern[str], text: object) -> bool:
+    if not isinstance(text, str) or len(text) > MAX_ICE_TEXT:
+        return False
+    match = pattern.fullmatch(text)
+    if match is None or not is_ice_host(match.group("host")):
+        return False
+    port = match.group("port")
+    return port is None or 1 <= int(port) <= 65535
+
+
+def is_stun_url(text: object) -> TypeGuard[str]:
+    """stun:HOST[:PORT]"""
+    return _ice_url(STUN_URL_PATTERN, text)
+
+
+def is_turn_url(text: object) -> TypeGuard[str]:
+    """turn:HOST[:PORT][?transport=udp|tcp] or turns:..."""
+    return _ice_url(TURN_URL_PATTERN, text)
 
 
 def is_player_name(name: object) -> TypeGuard[str]:

@@ -32,7 +32,7 @@ from nacl.signing import SigningKey
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rendezvous.protocol import signed_hello_bytes  # noqa: E402
+from rendezvous.protocol import PROTOCOL_VERSION, signed_hello_bytes  # noqa: E402
 from tests.ports import unused_port  # noqa: E402
 
 ROOM_SIZE = 4
@@ -111,7 +111,7 @@ class Client:
         challenge = await self.expect("challenge")
         nonce = bytes.fromhex(str(challenge["nonce"]))
         signature = self.signing.sign(signed_hello_bytes(nonce)).signature.hex()
-        hello = {"type": "hello", "version": 1, "name": f"c{self.index}", "key": self.key}
+        hello = {"type": "hello", "version": PROTOCOL_VERSION, "name": f"c{self.index}", "key": self.key}
         await self.ws.send_json({**hello, "signature": signature})
         await self.expect("welcome")
 

@@ -18,7 +18,7 @@ For --duration seconds (default 180), with `random.Random(--seed)`:
     restarted from the same folders after a 1-10 s pause;
   * watching: every 0.25 s each emulator's shared bytes (a write *reached the room* once another
     player's emulator showed it; an armed player showing zero where the room had a value is a
-    wipe), each peer's log (when it armed: "msxsync: sharing ("), every 3 s each peer's and
+    wipe), each peer's log (when it armed: "sharing with the room"), every 3 s each peer's and
     openMSX's VmRSS.
 Then the phases that end a run:
   1. settle: time until the three emulators' shared bytes are equal and equal to each disk's

@@ -80,14 +80,24 @@ def openmsx_running(pid: int) -> bool:
 class Peer:
     """One player's process and the test's own control connection to its openMSX."""
 
-    def __init__(self, name: str, folder: Path, args: Sequence[str], *, tty: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        folder: Path,
+        args: Sequence[str],
+        *,
+        tty: bool = False,
+        display: str | None = None,
+    ) -> None:
         self.name = name
         self.folder = folder
         self.state_dir = folder / "state"
         self.tmp = folder / "tmp"
         self.log_path = folder / f"{name}-{int(time.monotonic() * 1000)}.log"
+        self.log_file = folder / f"{name}-debug.log"  # --log-file: what the terminal leaves out
         self.args = list(args)
         self.tty = tty
+        self.display = display  # an X display for a window; None: --headless
         self.process: asyncio.subprocess.Process | None = None
         self.openmsx_pid: int | None = None
         self.messages: list[str] = []  # what openMSX showed on screen (and other log lines)
@@ -99,6 +109,9 @@ class Peer:
     def env(self) -> dict[str, str]:
         env = dict(os.environ, TMPDIR=str(self.tmp), PYTHONUNBUFFERED="1")
         env.pop("MSXSYNC_RENDEZVOUS", None)
+        if self.display is not None:
+            env["DISPLAY"] = self.display
+            env.pop("WAYLAND_DISPLAY", None)
         return env
 
     def argv(self) -> list[str]:
@@ -106,7 +119,9 @@ class Peer:
             sys.executable,
             "-m",
             "peer.cli",
-            "--headless",
+            *(["--headless"] if self.display is None else []),
+            "--log-file",
+            str(self.log_file),
             "--ice-address",
             "127.0.0.1",
             "--state-dir",
@@ -135,8 +150,14 @@ class Peer:
     def _new_log(self) -> BinaryIO:
         return self.log_path.open("wb")
 
-    def log(self) -> str:
+    def terminal(self) -> str:
+        """What the player's terminal showed (stdout and stderr)."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log(self) -> str:
+        """The terminal, then the log file (library lines, msxsync's info lines)."""
+        written = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        return self.terminal() + written
 
     async def wait_log(self, text: str, within: float = WAIT, count: int = 1) -> None:
         async def seen() -> bool:
@@ -346,9 +367,11 @@ class Peers:
         self.port = unused_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def new(self, name: str, *args: str, host: bool = False, tty: bool = False) -> Peer:
+    def new(
+        self, name: str, *args: str, host: bool = False, tty: bool = False, display: str | None = None
+    ) -> Peer:
         extra = ["--host", "--port", str(self.port)] if host else ["--rendezvous", self.url]
-        peer = Peer(name, self.root / name, [*extra, *args], tty=tty)
+        peer = Peer(name, self.root / name, [*extra, *args], tty=tty, display=display)
         self.all.append(peer)
         return peer
 

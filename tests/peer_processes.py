@@ -25,11 +25,16 @@ WRITER_TCL = (
     START_TCL
     + """
 proc msxsync_test_poll {} {
-    if {[file exists {GO}]} { debug write memory 0xe011 7 } else { after realtime 0.1 msxsync_test_poll }
+    if {[file exists {GO}]} { debug write memory ADDRESS VALUE } else { after realtime 0.1 msxsync_test_poll }
 }
 msxsync_test_poll
-"""
+""".replace("ADDRESS", "0xe011").replace("VALUE", "7")
 )
+
+
+def writer_tcl(go: Path, address: int, value: int) -> str:
+    """START_TCL, then write VALUE at ADDRESS once the file GO exists."""
+    return WRITER_TCL.replace("{GO}", "{" + str(go) + "}").replace("0xe011 7", f"{address:#06x} {value}")
 
 
 class Peer:
@@ -43,13 +48,17 @@ class Peer:
         command = [
             *prefix, sys.executable, "-m", "peer.cli", "--game", "demo", "--headless",
             "--state-dir", str(folder / "state"), "--name", name,
-            "--openmsx-script", str(folder / "script.tcl"), *args,
+            "--openmsx-script", str(folder / "script.tcl"), "--log-file", str(folder / "debug.log"), *args,
         ]  # fmt: skip
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd())
 
     def text(self) -> str:
-        return self.log.read_text(errors="replace")
+        """The terminal (stdout and stderr), then the log file (msxsync's info lines, libraries)."""
+        debug = self.folder / "debug.log"
+        return self.log.read_text(errors="replace") + (
+            debug.read_text(errors="replace") if debug.exists() else ""
+        )
 
     def stored(self, address: int) -> int | None:
         database = self.folder / "state" / "rooms.sqlite"

@@ -92,6 +92,7 @@ class Player:
         self.signing = SigningKey.generate()
         self.key = self.signing.verify_key.encode().hex()
         self.nonce = b""
+        self.welcomed: dict[str, Any] = {}  # the welcome, once logged in
 
     async def next(self, within: float = WAIT) -> dict[str, Any]:
         msg = await self.ws.receive(timeout=within)
@@ -119,10 +120,10 @@ class Player:
 
     async def challenge(self) -> None:
         body = await self.next()
-        assert body["type"] == "challenge" and body["version"] == 1
+        assert body["type"] == "challenge" and body["version"] == protocol.PROTOCOL_VERSION
         self.nonce = bytes.fromhex(body["nonce"])
 
-    def hello(self, version: int = 1) -> dict[str, Any]:
+    def hello(self, version: int = protocol.PROTOCOL_VERSION) -> dict[str, Any]:
         signature = self.signing.sign(protocol.signed_hello_bytes(self.nonce)).signature
         return {
             "type": "hello",
@@ -135,7 +136,8 @@ class Player:
     async def login(self) -> dict[str, Any]:
         await self.challenge()
         await self.send(**self.hello())
-        return await self.expect("welcome")
+        self.welcomed = await self.expect("welcome")
+        return self.welcomed
 
     async def join(self, room: str | None, game: str = "demo", **extra: Any) -> None:
         await self.send(type="join", game=game, room=room, **extra)

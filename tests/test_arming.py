@@ -9,7 +9,7 @@ from games.definition import ArmedClause, ArmedWhen, Comparison
 from peer.core.arming import Adopt, Arming, Check, Disarm
 
 IN_GAME = ArmedWhen((ArmedClause(0xE000, Comparison.EQ, 1),))
-LEFT_PLAY = Disarm("the game left play (armed-when no longer holds)")
+LEFT_PLAY = Disarm("the game is not in play")
 
 
 def test_without_a_condition_it_arms_once_the_room_is_known_and_the_emulator_confirms():
@@ -27,7 +27,7 @@ def test_without_a_condition_it_arms_once_the_room_is_known_and_the_emulator_con
 def test_title_screen_keeps_it_disarmed_then_play_arms_and_leaving_play_disarms():
     arming = Arming(IN_GAME)
     assert arming.room_is_ready() == []
-    assert arming.waiting_for() == ["the game (e000 == 01)"]
+    assert arming.waiting_for() == ["the game to start"]
     assert arming.observe({0xE000: 0}, 1.0, report=1) == []
     assert arming.observe({0xE000: 1}, 2.0, report=2) == [Check()]
     assert arming.check({0xE000: 1}, 2.1, last_report=2) == [Adopt("armed")]
@@ -45,7 +45,7 @@ def test_a_report_cannot_arm_when_the_emulator_disagrees():
     arming.room_is_ready()
     assert arming.observe({0xE000: 1}, 40.0, report=9) == [Check()]
     assert arming.check({0xE000: 0}, 0.1, last_report=0) == []
-    assert arming.waiting_for() == ["the game (e000 == 01)", "5.9 emulated s"]
+    assert arming.waiting_for() == ["the game to start", "the game to boot (6 s)"]
     assert arming.check({0xE000: 1}, 0.2, last_report=1) == []
     assert not arming.armed
 
@@ -54,7 +54,7 @@ def test_arm_after_waits_for_emulated_time_read_from_the_emulator():
     arming = Arming(None, arm_after=5.0)
     arming.room_is_ready()
     assert arming.check({}, 4.9, last_report=10) == []
-    assert arming.waiting_for() == ["0.1 emulated s"]
+    assert arming.waiting_for() == ["the game to boot (1 s)"]
     assert arming.observe({}, 5.0, report=11) == [Check()]  # a report alone does not arm
     assert not arming.armed
     assert arming.check({}, 5.0, last_report=11) == [Adopt("armed")]

@@ -13,11 +13,13 @@ PURE_MODULES = [
     "peer.core.arming",
     "peer.core.gating",
     "peer.core.pacing",
+    "peer.core.paths",
     "peer.core.takeover",
     "peer.core.lan",
     "peer.core.openmsx_protocol",
     "peer.core.signalling",
     "rendezvous.wire",
+    "rendezvous.ice",
 ]
 FORBIDDEN = ["asyncio", "aiortc", "aiohttp", "subprocess", "socket", "aioice"]
 

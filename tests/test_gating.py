@@ -34,7 +34,7 @@ def armed_gate() -> Gate:
     gate.room_is_ready()
     assert gate.report([(IN_PLAY, b"\x01")], 6.0, 100.0, 1) == [Check()]
     assert gate.probed({IN_PLAY: 1}, 6.1, 1) == [AdoptRoom("armed")]
-    assert gate.adopted("armed", [], 0) == [Tell("msxsync: sharing (armed, 0 bytes from the room)")]
+    assert gate.adopted("armed", [], 0) == [Tell("sharing with the room")]
     return gate
 
 
@@ -48,7 +48,7 @@ def test_nothing_is_published_before_the_check_that_armed() -> None:
     assert gate.report([(0xE002, b"\x05")], 6.2, 100.2, 3) == []  # adopting: dropped
     assert gate.adopted("armed", [(0xE003, b"\x04")], 2) == [
         Publish(((0xE003, b"\x04"),)),
-        Tell("msxsync: sharing (armed, 2 bytes from the room)"),
+        Tell("sharing with the room; you got the room's items"),
     ]
     assert gate.report([(0xE002, b"\x06"), (0xE300, b"\x01")], 6.3, 100.3, 4) == [
         Publish(((0xE002, b"\x06"),), 100.3)  # only shared bytes; stamped when the game wrote
@@ -64,7 +64,7 @@ def test_a_manual_resync_holds_the_games_changes_and_gives_them_back_newer() -> 
     assert gate.adopted("manual resync", [], 3) == [
         WriteToEmulator(runs),
         Publish(runs),
-        Tell("msxsync: sharing (manual resync, 3 bytes from the room)"),
+        Tell("resynced: you have the room's items"),
     ]
 
 
@@ -73,10 +73,8 @@ def test_leaving_play_disarms_and_drops_what_was_held() -> None:
     gate.resync()
     gate.report([(0xE004, b"\x0a")], 7.0, 101.0, 2)
     disarmed = gate.report([(IN_PLAY, b"\x00")], 7.1, 101.1, 3)
-    assert disarmed == [Tell("msxsync: paused sharing (the game left play (armed-when no longer holds))")]
-    assert gate.adopted("manual resync", [], 0)[-1] == Tell(
-        "msxsync: sharing (manual resync, 0 bytes from the room)"
-    )
+    assert disarmed == [Tell("paused sharing: the game is not in play")]
+    assert gate.adopted("manual resync", [], 0)[-1] == Tell("resynced: you have the room's items")
     assert gate.report([(0xE004, b"\x0b")], 7.2, 101.2, 4) == []
 
 
@@ -84,9 +82,7 @@ def test_a_second_adoption_keeps_the_gate_closed_until_it_ends() -> None:
     gate = armed_gate()
     gate.resync()
     gate.resync()
-    assert gate.adopted("manual resync", [(0xE005, b"\x01")], 0) == [
-        Tell("msxsync: sharing (manual resync, 0 bytes from the room)")
-    ]
+    assert gate.adopted("manual resync", [(0xE005, b"\x01")], 0) == []  # one message, at the end
     assert gate.adopting
     assert gate.report([(0xE006, b"\x01")], 8.0, 102.0, 2) == []
     assert Publish(((0xE005, b"\x01"),)) in gate.adopted("manual resync", [(0xE005, b"\x01")], 0)

@@ -69,6 +69,16 @@ def test_announcement_round_trips_through_txt_records():
     assert found.url == "http://192.168.1.20:4567"
 
 
+def test_a_password_room_says_so_and_never_the_password():
+    announcement = Announcement("Alice", "demo", "home", KEY, password=True)
+    records = txt_records(announcement)
+    assert records["pw"] == "1" and "password" not in " ".join(records.values())
+    found = parse_announcement({k.encode(): v.encode() for k, v in records.items()}, ["10.0.0.1"], 4567)
+    assert found.password
+    assert found.describe() == "Alice hosts demo (room home, with a password) at http://10.0.0.1:4567"
+    assert not parse_announcement(txt(), ["10.0.0.1"], 4567).password  # older hosts: no such key
+
+
 def test_room_is_optional():
     assert parse_announcement(txt(), ["10.0.0.1"], 4567).room is None
 

@@ -23,6 +23,7 @@ from peer.mesh.signalling import (
     SignallingRefused,
 )
 from peer.mesh.webrtc import IceOptions, offering_host_addresses, role_towards, sha256_fingerprint
+from rendezvous import wire
 from tests.mesh_support import LOOPBACK, LocalSignals, make_node, rendezvous, running, wait_all
 
 # ---- ICE options ------------------------------------------------------------------------------
@@ -127,10 +128,10 @@ async def garbage_rendezvous(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse()
     await ws.prepare(request)
     nonce = bytes(range(32))
-    await ws.send_json({"type": "challenge", "version": 1, "nonce": nonce.hex()})
+    await ws.send_json({"type": "challenge", "version": wire.PROTOCOL_VERSION, "nonce": nonce.hex()})
     hello = await ws.receive_json()
     VerifyKey(bytes.fromhex(hello["key"])).verify(HELLO_DOMAIN + nonce, bytes.fromhex(hello["signature"]))
-    await ws.send_json({"type": "welcome", "version": 1, "key": hello["key"]})
+    await ws.send_json({"type": "welcome", "version": wire.PROTOCOL_VERSION, "key": hello["key"]})
     join = await ws.receive_json()
     me, other = hello["key"], "ab" * 32
     members = [{"key": me, "name": "me", "ready": False}, {"key": other, "name": "o"}]

@@ -22,6 +22,7 @@ import pytest
 
 from peer.openmsx import OpenMSXError
 from peer.openmsx.process import HEADLESS_ENV
+from peer.session import RESYNC_MESSAGE
 from tests.peer_harness import RIGHT, ROOT, Peer, Peers, openmsx_running, wait_until
 
 pytestmark = [
@@ -36,7 +37,7 @@ COINS = 0xE018
 RESERVED = 0xE019  # between the shared bytes and the position: private
 PLAYER_X = 0xE020
 SHARED = range(0xE010, 0xE019)
-SHARING = "msxsync: sharing ("
+SHARING = "sharing with the room"
 
 
 @pytest.fixture
@@ -173,7 +174,7 @@ async def test_title_screen_disarms_and_rearming_adopts_the_room(peers: Peers) -
 
     # Alice goes back to the title screen: she stops sharing.
     await alice.write(STATE, 0)
-    await alice.wait_log("msxsync: paused sharing")
+    await alice.wait_log("paused sharing: the game is not in play")
     # While disarmed her game loses item 0 (as a fresh boot would): never published.
     await alice.write(ITEM0, 0)
     await alice.frames()
@@ -207,11 +208,11 @@ async def test_manual_resync_and_chat(peers: Peers) -> None:
     await alice.frames()
     assert await alice.byte(ITEM0) == 0
     binding = await alice.tcl("bind -layer msxsync F10")
-    assert '"msxsync: resync requested"' in binding, binding
+    assert f'"{RESYNC_MESSAGE}"' in binding, binding
     assert "msxsync" in await alice.tcl("activate_input_layer")  # lists the active layers
     await alice.tcl(binding.split(":", 1)[1].strip())  # what pressing F10 runs
     await alice.wait_byte(ITEM0, 1)
-    await alice.wait_log("msxsync: resync")
+    await alice.wait_log("resynced: you have the room's items")
     assert await bob.byte(ITEM0) == 1
 
     # The console's resync does the same.
@@ -224,6 +225,7 @@ async def test_manual_resync_and_chat(peers: Peers) -> None:
     bob.type("say meet me at the crown")
     await alice.wait_message("bob: meet me at the crown")
     await alice.wait_log("bob: meet me at the crown")
+    await bob.wait_log("bob (you): meet me at the crown")  # the sender sees what they said
 
     bob.type("say " + "x" * 501)
     await bob.wait_log("msxsync: that message is too long")
@@ -252,8 +254,10 @@ async def test_manual_resync_and_chat(peers: Peers) -> None:
 
 async def test_ctrl_c_ends_the_session_cleanly(peers: Peers) -> None:
     alice, bob = await start_room(peers, ["alice", "bob"], tty=True)
-    bob.type("peers")  # the console's status line, at once
-    await bob.wait_log("| armed | host alice | peers: alice ")
+    await bob.wait_log("(hosted by alice) | sharing with 1 player | players: alice")
+    bob.type("peers")  # a small table, at once
+    await bob.wait_log("player  path    round trip  last change")
+    await bob.wait_log("alice   direct  ")
     await pick_up_item0(alice)
     await alice.write(COINS, 0x11)
     await bob.wait_byte(ITEM0, 1)

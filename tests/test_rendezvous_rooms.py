@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from rendezvous import protocol
-from rendezvous.protocol import ProtocolError, RateLimiter, parse_message
+from rendezvous.protocol import PROTOCOL_VERSION, ProtocolError, RateLimiter, parse_message
 from rendezvous.rooms import Deliver, Lobby, LobbyLimits, PasswordCheck, RoomError, recipients
 
 A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
@@ -198,7 +198,7 @@ def test_invariants_hold_under_any_sequence(sequence: list[tuple[str, str, str, 
 # --- wire parsing ------------------------------------------------------------------------
 
 
-def signed_hello(nonce: bytes, key: SigningKey | None = None, version: int = 1) -> str:
+def signed_hello(nonce: bytes, key: SigningKey | None = None, version: int = PROTOCOL_VERSION) -> str:
     key = key or SigningKey.generate()
     signature = key.sign(protocol.signed_hello_bytes(nonce)).signature
     return json.dumps(
@@ -227,7 +227,7 @@ def test_version_mismatch_names_both_versions() -> None:
     with pytest.raises(ProtocolError) as err:
         parse_message(signed_hello(bytes(32), version=7))
     assert err.value.code == "version_mismatch" and err.value.fatal
-    assert "1" in err.value.message and "7" in err.value.message
+    assert str(PROTOCOL_VERSION) in err.value.message and "7" in err.value.message
 
 
 @pytest.mark.parametrize(
@@ -246,7 +246,7 @@ def test_version_mismatch_names_both_versions() -> None:
         ('{"type": "signal", "to": "' + A + '", "data": []}', "bad_message"),
         ('{"type": "chat", "text": ""}', "bad_message"),
         ('{"type": "chat", "text": "' + "x" * 501 + '"}', "bad_message"),
-        ('{"type": "hello", "version": 1, "name": "\\u0000", "key": "' + A + '"}', "bad_message"),
+        ('{"type": "hello", "version": 2, "name": "\\u0000", "key": "' + A + '"}', "bad_message"),
         ("[" * 100000, "bad_json"),
     ],
 )

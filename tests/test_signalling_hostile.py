@@ -66,12 +66,12 @@ class Rendezvous:
             await script(ws)
         if ws.closed:
             return ws
-        await ws.send_json({"type": "challenge", "version": 1, "nonce": NONCE.hex()})
+        await ws.send_json({"type": "challenge", "version": wire.PROTOCOL_VERSION, "nonce": NONCE.hex()})
         hello = await ws.receive_json(timeout=WAIT)
         VerifyKey(bytes.fromhex(hello["key"])).verify(
             wire.signed_hello_bytes(NONCE), bytes.fromhex(hello["signature"])
         )
-        await ws.send_json({"type": "welcome", "version": 1, "key": hello["key"]})
+        await ws.send_json({"type": "welcome", "version": wire.PROTOCOL_VERSION, "key": hello["key"]})
         join = await ws.receive_json(timeout=WAIT)
         members = [{"key": hello["key"], "name": "me", "ready": False}, {"key": KEY, "name": "other"}]
         await ws.send_json({"type": "joined", "room": join["room"], "host": hello["key"], "members": members})
@@ -176,7 +176,9 @@ async def _hang_up(ws: web.WebSocketResponse) -> None:
 
 HANDSHAKE_CASES: dict[str, Script] = {
     "nested JSON": _sends("[" * 100_000),
-    "non-hex nonce": _sends(json.dumps({"type": "challenge", "version": 1, "nonce": "zz" * 32})),
+    "non-hex nonce": _sends(
+        json.dumps({"type": "challenge", "version": wire.PROTOCOL_VERSION, "nonce": "zz" * 32})
+    ),
     "nonce with a newline": _sends(json.dumps({"type": "challenge", "nonce": NONCE.hex()[:-1] + "\n"})),
     "binary": _sends(b"\x00" * 64),
     "welcome first": _sends('{"type": "welcome"}'),

@@ -29,6 +29,7 @@ from peer.core.signalling import (
     REJOIN_GRACE,
     BadMessage,
     Disconnect,
+    IceServer,
     Notice,
     Phase,
     Refused,
@@ -93,10 +94,12 @@ def drive(proto: SignallingProtocol, phase: Phase, now: float = 0.0) -> None:
     proto.connection_made(now)
     if phase is Phase.AWAIT_CHALLENGE:
         return
-    proto.receive_text(json.dumps({"type": "challenge", "version": 1, "nonce": NONCE.hex()}), now)
+    proto.receive_text(
+        json.dumps({"type": "challenge", "version": wire.PROTOCOL_VERSION, "nonce": NONCE.hex()}), now
+    )
     if phase is Phase.AWAIT_WELCOME:
         return
-    proto.receive_text('{"type": "welcome", "version": 1}', now)
+    proto.receive_text(json.dumps({"type": "welcome", "version": wire.PROTOCOL_VERSION}), now)
     if phase is Phase.JOINING:
         return
     proto.receive_text(roster_text(proto.key, OTHER, kind="joined"), now)
@@ -365,3 +368,36 @@ def test_the_rendezvous_package_has_no_import_cycle() -> None:
 
     cycles = sorted(name for name in graph if reaches(name, name, {name}))
     assert cycles == []
+
+
+# ---- protocol 2: versions and ICE servers ------------------------------------------------------
+
+
+def test_a_challenge_of_another_version_ends_the_client_naming_both() -> None:
+    proto, _ = make()
+    proto.connection_made(0.0)
+    events = proto.receive_text(json.dumps({"type": "challenge", "version": 1, "nonce": NONCE.hex()}), 0.0)
+    assert len(events) == 1 and isinstance(events[0], Refused)
+    assert events[0].code == "version_mismatch" and "1" in events[0].message
+    assert str(wire.PROTOCOL_VERSION) in events[0].message and proto.phase is Phase.ENDED
+
+
+def test_the_welcome_hands_over_good_ice_servers_and_reports_bad_ones() -> None:
+    proto, _ = make()
+    drive(proto, Phase.AWAIT_WELCOME)
+    sent(proto)
+    servers = [{"urls": ["stun:rv.example:4567"]}, {"urls": ["turn:x:1"], "username": 5}, 7]
+    welcome = {"type": "welcome", "version": wire.PROTOCOL_VERSION, "ice_servers": servers}
+    events = proto.receive_text(json.dumps(welcome), 0.0)
+    assert events[-1] == Welcomed((IceServer(("stun:rv.example:4567",)),))
+    assert sum(isinstance(e, BadMessage) for e in events) == 2
+    assert proto.phase is Phase.JOINING and sent(proto)[0]["type"] == "join"  # and carries on
+    assert proto.ice_servers == (IceServer(("stun:rv.example:4567",)),)
+
+
+@pytest.mark.parametrize("value", ["stun:x", {"urls": "stun:x"}, [[]] * 100, None])
+def test_any_ice_servers_value_leaves_the_welcome_standing(value: object) -> None:
+    proto, _ = make()
+    drive(proto, Phase.AWAIT_WELCOME)
+    events = proto.receive_text(json.dumps({"type": "welcome", "ice_servers": value}), 0.0)
+    assert isinstance(events[-1], Welcomed) and proto.phase is Phase.JOINING

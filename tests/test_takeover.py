@@ -49,11 +49,11 @@ def test_host_killed_earliest_joiner_takes_over_and_newcomers_still_join(tmp_pat
         tmp_path / "carol", "carol", [*LOCAL, "--rendezvous", url, "--port", str(unused_port())], START_TCL
     )
     peers.append(carol)
-    wait_for(lambda: all("msxsync: sharing" in p.text() for p in peers), "all three to arm", peers)
+    wait_for(lambda: all("sharing with the room" in p.text() for p in peers), "all three to arm", peers)
 
     alice.kill()
     wait_for(lambda: "bob now hosts the room" in carol.text(), "carol to follow bob", peers)
-    assert "bob now hosts the room" in bob.text()
+    assert "you now host the room" in bob.text()
     go.touch()
     wait_for(lambda: carol.stored(ITEM) == 7, "bob's write to reach carol", peers)
 

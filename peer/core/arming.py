@@ -25,6 +25,7 @@ Pure: the peer feeds observations in and acts on the returned `Action`s.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -80,14 +81,15 @@ class Arming:
         return self.phase is Phase.ARMED
 
     def waiting_for(self) -> list[str]:
-        """What still keeps this peer from arming, in words for the status line."""
+        """What still keeps this peer from arming, in a player's words for the status line
+        ("waiting for " + ", ".join(...)): no addresses, no rule syntax."""
         reasons = []
         if not self.room_ready:
-            reasons.append("the room's state")
+            reasons.append("the room's items")
         if not self.condition_holds:
-            reasons.append(f"the game ({self.armed_when})")
+            reasons.append("the game to start")
         if self.arm_after is not None and self.emulated_time < self.arm_after:
-            reasons.append(f"{self.arm_after - self.emulated_time:.1f} emulated s")
+            reasons.append(f"the game to boot ({math.ceil(self.arm_after - self.emulated_time)} s)")
         return reasons
 
     def room_is_ready(self) -> list[Action]:
@@ -138,5 +140,5 @@ class Arming:
             return [Adopt("armed")]
         if not ready and self.phase is Phase.ARMED and not self.condition_holds:
             self.phase, self.armed_after_report = Phase.DISARMED, None
-            return [Disarm("the game left play (armed-when no longer holds)")]
+            return [Disarm("the game is not in play")]
         return []

@@ -40,10 +40,12 @@ __all__ = [
     "Tell",
     "WriteToEmulator",
     "room_bytes",
+    "sharing_words",
     "unwritten_values",
 ]
 
 ARMING = "armed"  # the reason of the adoption that arming starts
+SHARING = "sharing with the room"  # the first words a player reads once their game shares
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +183,7 @@ class Gate:
         self._adoptions = max(0, self._adoptions - 1)
         actions: list[Action] = []
         if self.adopting:  # another adoption follows: it publishes, once the room's bytes are in
-            return [Tell(f"msxsync: sharing ({reason}, {adopted} bytes from the room)")]
+            return []  # (and tells: one message, not one per adoption)
         if game_values and self.armed:
             game_runs, game_deltas = self.split(game_values, ())  # (an unwritten counter shows 0)
             actions.append(Publish(tuple(game_runs), None, tuple(game_deltas)))
@@ -191,7 +193,7 @@ class Gate:
             runs = tuple((address, bytes([value])) for address, value in held)
             # the game's newer bytes win; its counts add to the room's it was just given
             actions += [WriteToEmulator(runs, held_deltas), Publish(runs, None, held_deltas)]
-        actions.append(Tell(f"msxsync: sharing ({reason}, {adopted} bytes from the room)"))
+        actions.append(Tell(sharing_words(reason, adopted)))
         return actions
 
     def waiting_for(self) -> list[str]:
@@ -211,10 +213,17 @@ class Gate:
                 case arming.Disarm(reason):
                     self._held.clear()
                     self._held_deltas.clear()
-                    actions.append(Tell(f"msxsync: paused sharing ({reason})"))
+                    actions.append(Tell(f"paused sharing: {reason}"))
                 case Check():
                     actions.append(Check())
         return actions
+
+
+def sharing_words(reason: str, adopted: int) -> str:
+    """What the player reads once an adoption is done (ARMING's, or a manual resync's)."""
+    if reason != ARMING:
+        return "resynced: you have the room's items"
+    return SHARING + ("; you got the room's items" if adopted else "")
 
 
 def room_bytes(state: SharedState) -> list[Run]:

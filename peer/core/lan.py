@@ -43,6 +43,7 @@ class Announcement:
     game: str
     room: str | None
     key: str  # the host's Ed25519 public key, 64 lower-case hex digits
+    password: bool = False  # the room asks for one (never the password itself)
 
     def __post_init__(self) -> None:
         check_player_name(self.player)
@@ -73,6 +74,8 @@ def txt_records(announcement: Announcement) -> dict[str, str]:
     }
     if announcement.room is not None:
         records["room"] = announcement.room
+    if announcement.password:
+        records["pw"] = "1"
     return records
 
 
@@ -134,6 +137,7 @@ class DiscoveredHost:
     room: str | None
     key: str
     urls: tuple[str, ...]
+    password: bool = False
 
     @property
     def url(self) -> str:
@@ -141,6 +145,8 @@ class DiscoveredHost:
 
     def describe(self) -> str:
         room = f"room {self.room}" if self.room is not None else "quick match"
+        if self.password:
+            room += ", with a password"
         return f"{self.player} hosts {self.game} ({room}) at {self.url}"
 
 
@@ -161,11 +167,19 @@ def parse_announcement(
         game=_required(fields, "game"),
         room=fields.get("room"),
         key=_required(fields, "key"),
+        password=fields.get("pw") == "1",
     )
     if port is None:
         raise AnnouncementError("no port")
     urls = rendezvous_urls(addresses, check_port(port))
-    return DiscoveredHost(announcement.player, announcement.game, announcement.room, announcement.key, urls)
+    return DiscoveredHost(
+        announcement.player,
+        announcement.game,
+        announcement.room,
+        announcement.key,
+        urls,
+        announcement.password,
+    )
 
 
 def _txt_fields(properties: Mapping[bytes, bytes | None]) -> dict[str, str]:
@@ -176,7 +190,7 @@ def _txt_fields(properties: Mapping[bytes, bytes | None]) -> dict[str, str]:
             key = raw_key.decode("ascii").lower()
         except UnicodeDecodeError:
             continue  # not one of ours; unknown keys are ignored
-        if key in fields or key not in ("v", "game", "name", "room", "key"):
+        if key in fields or key not in ("v", "game", "name", "room", "key", "pw"):
             continue
         if raw_value is None:
             raise AnnouncementError(f"TXT key {key!r} has no value")
@@ -217,6 +231,26 @@ def rendezvous_urls(addresses: Iterable[str], port: int) -> tuple[str, ...]:
         f"http://{address}:{port}" if address.version == 4 else f"http://[{address}]:{port}"
         for address in usable
     )
+
+
+def join_hint(addresses: Iterable[str], port: int, listen: str) -> str:
+    """How others join a rendezvous this machine hosts, listening on LISTEN (an address).
+
+    Only addresses the server answers on and other players can use are offered: none but
+    loopback when it listens on loopback, IPv4 ones when it listens on every IPv4 interface
+    (0.0.0.0 does not answer on IPv6); IPv6 addresses go in brackets."""
+    if ipaddress.ip_address(listen).is_loopback:
+        return (
+            f"others on this machine join with --rendezvous http://127.0.0.1:{port} "
+            "(this room is closed to the network)"
+        )
+    if ipaddress.ip_address(listen).version == 4:
+        addresses = [a for a in addresses if ":" not in a]
+    try:
+        urls = rendezvous_urls(addresses, port)[:3]
+    except AnnouncementError:
+        urls = (f"http://<this machine's address>:{port}",)
+    return "others join with --lan or --rendezvous " + " or ".join(urls)
 
 
 def deduplicate(hosts: Iterable[DiscoveredHost]) -> list[DiscoveredHost]:

@@ -218,11 +218,42 @@ def hex_text(text: str) -> str:
 
 
 def message_command(text: str, level: str = "info") -> str:
-    """Show TEXT on openMSX's screen (OSD) and console. Control characters become spaces."""
+    """Show TEXT on openMSX's screen (OSD) and console. Control characters become spaces.
+
+    It replaces msxsync's previous message if that one is still shown: openMSX stacks messages
+    downwards from the top border, and a stack of them would cover the game's own status line.
+    (Every control connection still gets it as a log line.)"""
     if level not in ("info", "warning", "error"):
         raise ValueError(f"message level {level!r}")
     clean = "".join(ch if ch.isprintable() else " " for ch in text)
-    return f"message {hex_text(clean[:MAX_MESSAGE_CHARS])} {level}"
+    return (
+        "catch {if {[info exists ::msxsync_shown] && [osd exists $::msxsync_shown]} "
+        "{osd destroy $::msxsync_shown}}; "
+        f"message {hex_text(clean[:MAX_MESSAGE_CHARS])} {level}; {REMEMBER_SHOWN}"
+    )
+
+
+# After a `message`: remember its on-screen widget, so that the next one replaces it.
+REMEMBER_SHOWN = "catch {set ::msxsync_shown [osd::peek_latest_display_message_widget]}"
+LABEL_WIDGET = "msxsync_label"
+
+
+def label_command(text: str) -> str:
+    """A small lasting label in the bottom right corner of openMSX's screen (e.g. "you are
+    player1"), so that two windows side by side are told apart: in the border, clear of the
+    game's picture and of openMSX's LEDs (bottom left)."""
+    clean = "".join(ch if ch.isprintable() else " " for ch in text)[:40]
+    width = 6 + 5 * len(clean)
+    return (
+        f"catch {{osd destroy {LABEL_WIDGET}}}; "
+        f"osd create rectangle {LABEL_WIDGET} -x {317 - width} -y 226 -w {width} -h 11 -scaled true "
+        "-rgba 0x000000a0 -z 4; "
+        f"osd create text {LABEL_WIDGET}.text -x 3 -y 1 -size 8 -rgba 0xffffffff -text {hex_text(clean)}"
+    )
+
+
+def unlabel_command() -> str:
+    return f"catch {{osd destroy {LABEL_WIDGET}}}"
 
 
 def read_command(address: int, length: int) -> str:

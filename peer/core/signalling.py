@@ -1,9 +1,10 @@
 """The signalling client's protocol object: the rendezvous WebSocket seen from a player, sans I/O.
 
-Owns what the client says and how it judges what the rendezvous says (PROTOCOL.md, version 1):
-the challenge and signed hello, the join, the roster with its rejoin grace, and the `signal`
-relay. It does no I/O (no asyncio, aiohttp, sockets or clock: `now` comes in as an argument, from
-a monotonic clock), like the server's `rendezvous.protocol` and aioquic's connection:
+Owns what the client says and how it judges what the rendezvous says (PROTOCOL.md, version 2):
+the challenge and signed hello, the welcome's ICE servers, the join, the roster with its rejoin
+grace, and the `signal` relay. It does no I/O (no asyncio, aiohttp, sockets or clock: `now` comes
+in as an argument, from a monotonic clock), like the server's `rendezvous.protocol` and aioquic's
+connection:
 
     connection_made(now)            a socket is open
     receive_text(text, now)         -> events      one text frame
@@ -84,6 +85,56 @@ def parse_key(text: object) -> bytes | None:
     return bytes.fromhex(text) if wire.is_key(text) else None
 
 
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    """One STUN or TURN server as the welcome names it (an RTCIceServer's fields)."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.urls) <= wire.MAX_ICE_URLS:
+            raise ValueError(f"an ICE server has 1 to {wire.MAX_ICE_URLS} URLs")
+        for url in self.urls:
+            if not (wire.is_stun_url(url) or wire.is_turn_url(url)):
+                raise ValueError(f"not a stun:/turn:/turns: URL: {url[:60]!r}")
+        turn = any(wire.is_turn_url(url) for url in self.urls)
+        if turn and (self.username is None or self.credential is None):
+            raise ValueError("a TURN server needs a username and a credential")
+        for text in (self.username, self.credential):
+            if text is not None and not (0 < len(text) <= wire.MAX_ICE_TEXT and text.isprintable()):
+                raise ValueError(
+                    f"TURN username and credential are 1 to {wire.MAX_ICE_TEXT} printable characters"
+                )
+
+
+def parse_ice_servers(value: object) -> tuple[tuple[IceServer, ...], list[str]]:
+    """The welcome's `ice_servers`: the valid servers, and a reason for each one skipped."""
+    if value is None:
+        return (), []
+    if not isinstance(value, list):
+        return (), ["'ice_servers' is not a list"]
+    servers, problems = [], []
+    for item in value[: wire.MAX_ICE_SERVERS]:
+        try:
+            if not isinstance(item, dict):
+                raise ValueError("not an object")
+            urls, username, credential = item.get("urls"), item.get("username"), item.get("credential")
+            if isinstance(urls, str):
+                urls = [urls]
+            if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+                raise ValueError("'urls' is not a list of strings")
+            if not isinstance(username, str | None) or not isinstance(credential, str | None):
+                raise ValueError("'username' and 'credential' are strings")
+            servers.append(IceServer(tuple(urls), username, credential))
+        except ValueError as exc:
+            problems.append(f"an ICE server was skipped: {exc}")
+    if len(value) > wire.MAX_ICE_SERVERS:
+        problems.append(f"only the first {wire.MAX_ICE_SERVERS} ICE servers are used")
+    return tuple(servers), problems
+
+
 def parse_member(item: object) -> Member | None:
     if not isinstance(item, dict):
         return None
@@ -117,7 +168,11 @@ class SignallingEvent:
 
 @dataclass(frozen=True, slots=True)
 class Welcomed(SignallingEvent):
-    """The hello was accepted; the join is queued."""
+    """The hello was accepted; the join is queued. `ice_servers`: the rendezvous's STUN and TURN;
+    `hosted_by`: the player whose program the rendezvous is, None for a standalone server."""
+
+    ice_servers: tuple[IceServer, ...] = ()
+    hosted_by: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +285,11 @@ class SignallingProtocol:
         self.standby = standby
         self.password_token = password_token  # what the rendezvous sees instead of the password
         self.roster: Roster | None = None
+        self.ice_servers: tuple[IceServer, ...] = ()  # from the latest welcome
+        # Whose program the rendezvous of the latest welcome is (None: a standalone server, never
+        # replaced); `welcomed` says whether there was a welcome at all.
+        self.hosted_by: bytes | None = None
+        self.welcomed = False
         self.stats = SignallingStatistics()
         self._signing_key = signing_key
         self._name, self._game, self._capacity = name, game, capacity
@@ -339,9 +399,16 @@ class SignallingProtocol:
     def _challenge(self, message: dict[str, Any], kind: str, now: float) -> list[SignallingEvent]:
         if kind == "error":
             return self._error(message, handshake=True)
-        nonce = message.get("nonce")
+        nonce, version = message.get("nonce"), message.get("version")
         if kind != "challenge" or not wire.is_nonce(nonce):
             return self._drop(f"expected a challenge, got {kind[:40]!r}")
+        if isinstance(version, int) and version != wire.PROTOCOL_VERSION:
+            # Without a version the hello goes out, and the server judges it (PROTOCOL.md).
+            return self._refuse(
+                "version_mismatch",
+                f"The rendezvous speaks protocol version {version}; this msxsync speaks version "
+                f"{wire.PROTOCOL_VERSION}.",
+            )
         proof = wire.signed_hello_bytes(bytes.fromhex(nonce))
         hello = {
             "type": "hello",
@@ -373,7 +440,17 @@ class SignallingProtocol:
             "standby": self.standby,
         }
         self._outbox.append(json.dumps(join))
-        return [Welcomed()]
+        self.ice_servers, problems = parse_ice_servers(message.get("ice_servers"))
+        bad: list[SignallingEvent] = []
+        for problem in problems:
+            self.stats.malformed += 1
+            bad.append(BadMessage(problem, _excerpt(json.dumps(message.get("ice_servers")))))
+        hosted_by = message.get("hosted_by")
+        self.hosted_by, self.welcomed = parse_key(hosted_by), True
+        if hosted_by is not None and self.hosted_by is None:
+            self.stats.malformed += 1  # taken for a standalone server: the safe reading
+            bad.append(BadMessage("'hosted_by' is not a key", _excerpt(json.dumps(hosted_by))))
+        return [*bad, Welcomed(self.ice_servers, self.hosted_by)]
 
     # ---- in the room ---------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from peer.core.dial import (
     GiveUp,
 )
 from peer.core.pacing import PublishPacer
+from peer.core.paths import Path, classify
 from peer.core.replica import (
     CutPeer,
     Event,
@@ -137,6 +138,7 @@ class LinkStatistics:
     pauses: int = 0
     unsendable: int = 0  # messages dropped because the channel was not open (resynced later)
     last_loss: str = ""
+    path: Path | None = None  # of the current link, once ICE chose one
     sync: PeerStatistics | None = None
 
 
@@ -268,6 +270,10 @@ class Mesh:
                 self._signals.send_signal(peer.key, Restart(last_link).to_wire())
 
     # ---- roster and signalling -------------------------------------------------------------
+
+    def set_ice(self, ice: IceOptions) -> None:
+        """ICE options for the links dialled from now on (fresh TURN credentials after a reconnect)."""
+        self._ice = ice
 
     def set_roster(self, keys: Iterable[bytes]) -> None:
         """The room's members as the rendezvous lists them (our own key may be included).
@@ -592,6 +598,7 @@ class Mesh:
             stats = peer.stats
             stats.state = peer.dial.state.value
             stats.sync = sync.get(key)
+            stats.path = _path_of(peer.link) if peer.admitted else None
             report[key] = stats
         return report
 
@@ -600,6 +607,7 @@ class Mesh:
         parts = []
         for key, stats in sorted(self.statistics().items()):
             part = f"{key.hex()[:6]} {stats.state}"
+            part += f" {stats.path.value}" if stats.path is not None else ""
             sync = stats.sync
             if sync is not None and stats.state == "admitted":
                 rtt = "?" if sync.rtt is None else f"{sync.rtt * 1000:.1f}ms"
@@ -625,3 +633,13 @@ class Mesh:
         Bound it with `asyncio.timeout`; the mesh changes at least at every heartbeat."""
         while not condition():
             await self._changed.wait()
+
+
+def _path_of(link: Link | None) -> Path | None:
+    types = link.candidate_types() if link is not None else None
+    if types is None:
+        return None
+    try:
+        return classify(*types)
+    except ValueError:  # a candidate type aioice made up: say nothing rather than guess
+        return None

@@ -103,7 +103,8 @@ async def command(node: Node, mesh: Mesh, order: dict[str, Any]) -> bool:
         case "wait_admitted":
             count = int(order["count"])
             await mesh.wait_until(lambda: len(mesh.admitted()) >= count)
-            emit(event="admitted_all", count=count)
+            paths = sorted({s.path.value for s in mesh.statistics().values() if s.path is not None})
+            emit(event="admitted_all", count=count, paths=paths)
         case "write":
             rng = random.Random(order.get("seed", 0))
             region = mesh.replica.state.layout
@@ -187,7 +188,13 @@ async def main_async(options: argparse.Namespace) -> None:
         room=options.room,
         password=options.password,
         regions=regions,
-        ice=IceOptions(host_addresses=("127.0.0.1",)) if options.loopback else IceOptions(),
+        ice=IceOptions(
+            stun=tuple(options.stun),
+            turn=options.turn,
+            turn_user=options.turn_user,
+            turn_password=options.turn_password,
+            host_addresses=("127.0.0.1",) if options.loopback else None,
+        ),
         on_event=node.on_event,
     )
     async with asyncio.TaskGroup() as tasks:
@@ -209,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--loopback", action="store_true", help="offer 127.0.0.1 host candidates (one machine)"
     )
+    parser.add_argument("--stun", action="append", default=[], metavar="URL", help="STUN server")
+    parser.add_argument("--turn", metavar="URL", help="TURN server")
+    parser.add_argument("--turn-user", metavar="U")
+    parser.add_argument("--turn-password", metavar="P")
     parser.add_argument("--log-level", default="warning")
     options = parser.parse_args(argv)
     logging.basicConfig(level=options.log_level.upper(), stream=sys.stderr)

@@ -20,6 +20,7 @@ from nacl.signing import SigningKey
 from games.definition import Region
 from peer.core.binding import derive_room_key
 from peer.core.replica import Event, Replica
+from peer.core.signalling import IceServer
 from peer.core.state import SharedState
 from peer.mesh.mesh import Mesh
 from peer.mesh.signalling import Roster, SignallingClient
@@ -76,6 +77,7 @@ class RoomSession:
             standby=standby,
         )
         self.mesh: Mesh | None = None
+        self._ice_servers: tuple[IceServer, ...] = ()
         self._early: list[tuple[bytes, dict[str, Any]]] = []
         self._ready = asyncio.Event()
         self._signalling_task: asyncio.Task[None] | None = None
@@ -137,10 +139,15 @@ class RoomSession:
             signing_key=self._signing_key,
             room=roster.room,
             signals=self.signalling,
-            ice=self._ice,
+            ice=self._current_ice(),
             room_key=room_key,
             on_event=self._on_event,
         )
+
+    def _current_ice(self) -> IceOptions:
+        """The player's ICE options with the servers of the rendezvous's latest welcome."""
+        self._ice_servers = self.signalling.ice_servers
+        return (self._ice or IceOptions()).with_rendezvous(self._ice_servers)
 
     async def wait_ready(self) -> Mesh:
         await self._ready.wait()
@@ -158,6 +165,8 @@ class RoomSession:
         if self._on_roster is not None:
             self._on_roster(roster)
         if self.mesh is not None and self._ready.is_set():
+            if self.signalling.ice_servers != self._ice_servers:  # a reconnect's new welcome
+                self.mesh.set_ice(self._current_ice())
             self.mesh.set_roster(roster.keys)
 
     def signal_received(self, sender: bytes, data: dict[str, Any]) -> None:

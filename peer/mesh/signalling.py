@@ -30,6 +30,7 @@ from peer.core.signalling import REJOIN_GRACE as REJOIN_GRACE
 from peer.core.signalling import (
     BadMessage,
     Disconnect,
+    IceServer,
     Notice,
     Refused,
     RosterChanged,
@@ -48,7 +49,9 @@ log = logging.getLogger(__name__)
 
 HELLO_DOMAIN = HELLO_CONTEXT  # the name this module used before rendezvous.wire held it
 BACKOFF_FIRST = 0.5
-BACKOFF_MAX = 10.0
+BACKOFF_MAX = 3.0  # a blip must heal within seconds (issue 17): retry at least this often
+CONNECT_TIMEOUT = 4.0
+HEARTBEAT = 6.0  # a ping this often, and the connection is given up 3 s after one goes unanswered
 MAX_FRAME = 256 * 1024  # aiohttp ends the connection (a reconnect) on anything larger
 
 
@@ -119,6 +122,21 @@ class SignallingClient:
         return self._protocol.roster
 
     @property
+    def ice_servers(self) -> tuple[IceServer, ...]:
+        """The STUN and TURN servers of the latest welcome (new TURN credentials each time)."""
+        return self._protocol.ice_servers
+
+    @property
+    def hosted_by(self) -> bytes | None:
+        """Whose program the rendezvous is (latest welcome); None: a standalone server."""
+        return self._protocol.hosted_by
+
+    @property
+    def welcomed(self) -> bool:
+        """Whether any rendezvous ever welcomed us (before that, `hosted_by` means nothing)."""
+        return self._protocol.welcomed
+
+    @property
     def stats(self) -> SignallingStatistics:
         return self._protocol.stats
 
@@ -160,7 +178,10 @@ class SignallingClient:
             # Argon2id costs ~0.1 s of CPU: keep the event loop free meanwhile.
             token = await asyncio.to_thread(rendezvous_password, self._password, self.room)
             self._protocol.password_token = token
-        async with aiohttp.ClientSession() as session:
+        # A connect that hangs (a pulled cable swallows the SYN) gives up in CONNECT_TIMEOUT, so
+        # the next try, after the backoff, is never more than a few seconds behind the network.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, connect=CONNECT_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
                 try:
                     await self._connection(session)
@@ -193,7 +214,7 @@ class SignallingClient:
 
     async def _connection(self, session: aiohttp.ClientSession) -> None:
         """One connection, until the protocol or the network ends it: always raises."""
-        async with session.ws_connect(self.url, heartbeat=10.0, max_msg_size=MAX_FRAME) as ws:
+        async with session.ws_connect(self.url, heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME) as ws:
             self._ws = ws
             self._protocol.connection_made(self._clock())
             self._wake_writer = asyncio.Event()

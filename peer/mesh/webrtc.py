@@ -20,6 +20,17 @@ Choices, and why:
   several peers on one machine). It is applied only while this adapter gathers candidates, through
   a context variable read by a wrapper around `aioice.ice.get_host_addresses` (aioice looks that
   function up at gather time); connections made without the option see aioice's own answer.
+- **A TURN relay never pairs with a peer's private host address** (issue 13). aiortc offers host
+  candidates too, so aioice pairs our relay candidate with the peer's 10.x / 192.168.x host
+  candidates and asks the TURN server to relay a check there. A public TURN server cannot reach a
+  private address of another network; where it has no route (or an upstream router answers with
+  ICMP unreachable) the send fails, and coturn 4.6 then closes the whole allocation ("closed (2nd
+  stage), reason: general"): the relay-to-relay check that would have worked dies with it, and
+  every redial repeats this. Plain aioice with `TransportPolicy.RELAY` never forms such pairs,
+  which is why it connected. So while this adapter's connections pair candidates, a relay
+  candidate skips remote host candidates with private addresses (a wrapper around aioice's
+  `Candidate.can_pair_with`, applied through the same context variable mechanism as below);
+  host-to-host pairs on a LAN are untouched.
 - **Backpressure**: aiortc's `send()` never blocks, and a burst of small messages can kill the
   SCTP association. The link reports `bufferedAmount` and a "drained" event when it falls below
   `LOW_WATER`, so the mesh can pause the peer in the replica (which then coalesces) above
@@ -30,13 +41,16 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import enum
+import ipaddress
 import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import aioice.candidate
 import aioice.ice
 from aiortc import (
     RTCConfiguration,
@@ -47,6 +61,7 @@ from aiortc import (
 )
 
 from peer.core.binding import Role
+from peer.core.signalling import IceServer
 from peer.core.signals import Answer, Offer
 
 log = logging.getLogger(__name__)
@@ -69,6 +84,14 @@ class IceOptions:
     turn_user: str | None = None
     turn_password: str | None = None
     host_addresses: tuple[str, ...] | None = None  # None: the machine's interfaces (aioice)
+    # The rendezvous's STUN and TURN (its welcome), after the player's own: aiortc uses only the
+    # first STUN and the first TURN server it is given, so a player's --stun / --turn win.
+    rendezvous_servers: tuple[IceServer, ...] = ()
+    use_rendezvous: bool = True  # False: the player turned the rendezvous's servers off
+
+    def with_rendezvous(self, servers: tuple[IceServer, ...]) -> IceOptions:
+        """These options with the servers a rendezvous welcome named (unless turned off)."""
+        return dataclasses.replace(self, rendezvous_servers=servers if self.use_rendezvous else ())
 
     def __post_init__(self) -> None:
         for url in self.stun:
@@ -84,6 +107,10 @@ class IceOptions:
         if self.turn is not None:
             servers.append(
                 RTCIceServer(urls=self.turn, username=self.turn_user, credential=self.turn_password)
+            )
+        for server in self.rendezvous_servers:
+            servers.append(
+                RTCIceServer(urls=list(server.urls), username=server.username, credential=server.credential)
             )
         return RTCConfiguration(iceServers=servers)
 
@@ -105,9 +132,16 @@ def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 
 @contextlib.contextmanager
 def offering_host_addresses(addresses: tuple[str, ...] | None) -> Iterator[None]:
-    """Within this block (and tasks it starts), ICE gathering offers exactly `addresses`."""
+    """Within this block (and tasks it starts), ICE gathering offers exactly `addresses`, and a
+    relay candidate does not pair with a private host address (see the module docstring)."""
+    aioice.candidate.Candidate.can_pair_with = _can_pair_with  # type: ignore[method-assign]
+    aioice.ice.server_reflexive_candidate = _padded_server_reflexive_candidate
+    pairing = _relay_rule.set(True)
     if addresses is None:
-        yield
+        try:
+            yield
+        finally:
+            _relay_rule.reset(pairing)
         return
     aioice.ice.get_host_addresses = _get_host_addresses  # idempotent; see the module docstring
     token = _host_addresses.set(addresses)
@@ -115,6 +149,57 @@ def offering_host_addresses(addresses: tuple[str, ...] | None) -> Iterator[None]
         yield
     finally:
         _host_addresses.reset(token)
+        _relay_rule.reset(pairing)
+
+
+# ---- relay pairing ---------------------------------------------------------------------------
+
+_relay_rule: contextvars.ContextVar[bool] = contextvars.ContextVar("msxsync_relay_rule", default=False)
+_aioice_can_pair_with = aioice.candidate.Candidate.can_pair_with
+
+
+def relay_can_reach(local_type: str, remote_type: str, remote_host: str) -> bool:
+    """False for a relay candidate and a peer's host candidate on a private address: a TURN
+    server cannot reach it, and coturn drops the whole allocation when it tries."""
+    if local_type != "relay" or remote_type != "host":
+        return True
+    try:
+        return not ipaddress.ip_address(remote_host.split("%")[0]).is_private
+    except ValueError:  # an mDNS name: aioice already keeps relays away from those
+        return True
+
+
+# ---- STUN requests large enough to be answered --------------------------------------------------
+
+# A STUN server that never amplifies (the rendezvous's: `rendezvous.stun`) answers only requests
+# at least as large as its answer (32 bytes for IPv4, 44 for IPv6); aioice sends bare 20-byte
+# Binding requests, so ours carry a SOFTWARE attribute that makes them 48 bytes.
+STUN_SOFTWARE = "msxsync (padded to answer)"
+_aioice_server_reflexive_candidate = aioice.ice.server_reflexive_candidate
+
+
+class _PaddingProtocol:
+    """The one protocol call `server_reflexive_candidate` makes, with SOFTWARE added."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.local_candidate = inner.local_candidate
+
+    async def request(self, request: Any, addr: tuple[str, int], **kwargs: Any) -> Any:
+        request.attributes["SOFTWARE"] = STUN_SOFTWARE
+        return await self.inner.request(request, addr, **kwargs)
+
+
+async def _padded_server_reflexive_candidate(protocol: Any, stun_server: tuple[str, int]) -> Any:
+    if _relay_rule.get():
+        protocol = _PaddingProtocol(protocol)
+    return await _aioice_server_reflexive_candidate(protocol, stun_server)
+
+
+def _can_pair_with(self: aioice.candidate.Candidate, other: aioice.candidate.Candidate) -> bool:
+    if _relay_rule.get() and not relay_can_reach(self.type, other.type, other.host):
+        return False
+    return _aioice_can_pair_with(self, other)
 
 
 # ---- links ----------------------------------------------------------------------------------
@@ -193,13 +278,14 @@ class Link:
     async def answer(self, sdp: str) -> None:
         """Answerer: take the peer's offer and send our answer."""
         self.state = LinkState.CONNECTING
-        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         with offering_host_addresses(self._ice.host_addresses):
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             await self._pc.setLocalDescription(await self._pc.createAnswer())
         self._send_description()
 
     async def accept_answer(self, sdp: str) -> None:
-        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        with offering_host_addresses(self._ice.host_addresses):  # ICE starts (and pairs) here
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
     def _send_description(self) -> None:
         description = self._pc.localDescription
@@ -269,6 +355,18 @@ class Link:
         if local is None or remote is None:
             raise ValueError("the link has not exchanged session descriptions")
         return sha256_fingerprint(local.sdp), sha256_fingerprint(remote.sdp)
+
+    def candidate_types(self) -> tuple[str, str] | None:
+        """The ICE candidate types (local, remote) of the pair in use, None before one is chosen.
+
+        aiortc does not expose the nominated pair; it lives in aioice's connection, reached
+        through private attributes: any change there gives None, never an error."""
+        try:
+            connection = self._pc.sctp.transport.transport._connection  # type: ignore[union-attr]
+            pair = connection._nominated.get(1)
+            return (pair.local_candidate.type, pair.remote_candidate.type) if pair else None
+        except AttributeError:
+            return None
 
     async def close(self) -> None:
         """Close the connection; reports `link_closed` if it was not closed already."""

@@ -110,10 +110,10 @@ class OpenMSXLink:
         """
         return _attached(cls, regions, pid, os.environ if env is None else env)
 
-    async def _setup(self, *, launched: bool, headless: bool) -> None:
+    async def _setup(self, *, launched: bool) -> None:
         try:
             async with asyncio.timeout(SETUP_TIMEOUT):
-                await self._install(launched=launched, headless=headless)
+                await self._install(launched=launched)
         except TimeoutError:
             raise OpenMSXError(f"openMSX did not answer within {SETUP_TIMEOUT:g} s") from None
         except LinkClosed:
@@ -121,9 +121,13 @@ class OpenMSXLink:
             exited = self._exited or Exited("openMSX stopped while starting", "")
             raise OpenMSXError(f"{exited.reason}\n{exited.stderr_tail}".rstrip()) from None
 
-    async def _install(self, *, launched: bool, headless: bool) -> None:
+    async def _install(self, *, launched: bool) -> None:
         await self.command("openmsx_update enable setting")
-        if headless:
+        if launched:
+            # Under -control openMSX starts with renderer none, on a desktop too: SDL opens the
+            # player's window (headless: SDL's dummy driver, which still renders every frame and
+            # keeps openMSX servicing commands and `after frame`). An attached openMSX is the
+            # player's own: its renderer is left as they set it.
             await self.command("set renderer SDL")
         await self.command(watch_script(self.regions, self.run))
         await self.command("msxsync::start")
@@ -299,7 +303,7 @@ async def _launched(
             tasks.create_task(link._read_stderr(process.stderr))
             tasks.create_task(link._pump())
             try:
-                await link._setup(launched=True, headless=spec.headless)
+                await link._setup(launched=True)
                 yield link
             finally:
                 await link._stop_child(process)
@@ -322,7 +326,7 @@ async def _attached(
     async with _owning_tasks() as tasks:
         tasks.create_task(link._pump())
         try:
-            await link._setup(launched=False, headless=False)
+            await link._setup(launched=False)
             yield link
         finally:
             await link._detach()

@@ -1,0 +1,25 @@
+"""Which way a peer's link goes, in a player's words: directly, or through a relay.
+
+ICE picks one pair of candidates per link; their types (RFC 8445: host, srflx, prflx, relay) say
+the path. A relay candidate on either side means every packet goes through a TURN server; any other
+pair is a direct path (on the same network, or through both routers after hole punching). Pure.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+CANDIDATE_TYPES = frozenset({"host", "srflx", "prflx", "relay"})
+
+
+class Path(Enum):
+    DIRECT = "direct"
+    TURN = "via TURN"
+
+
+def classify(local_type: str, remote_type: str) -> Path:
+    """The path of a nominated candidate pair; unknown types are refused (ValueError)."""
+    for kind in (local_type, remote_type):
+        if kind not in CANDIDATE_TYPES:
+            raise ValueError(f"unknown ICE candidate type {kind!r}")
+    return Path.TURN if "relay" in (local_type, remote_type) else Path.DIRECT
