@@ -374,3 +374,23 @@ def test_a_short_burst_is_throttled_but_not_cut():
         events += a.receive(b.key, b"\x00" * 200, mesh.now + n / 10_000, wall=mesh.wall)
     assert any(isinstance(e, Rejected) and e.reason == "rate_limited" for e in events)
     assert not any(isinstance(e, CutPeer) for e in events)
+
+
+def test_a_batch_past_the_clock_bound_is_refused_alone_not_the_whole_patch():
+    """F1: a member mixes a far-future batch of its own into a patch with A's honest write; the
+    receiver refuses the one batch (counted against the member) and merges A's."""
+    mesh = Mesh.create(3)
+    mesh.deliver_all()
+    mesh.write(0, 0xE000, b"\x05")
+    mesh.deliver_all()
+    (honest,) = mesh.replicas[2].state.batches_backing([0xE000])
+    receiver = Replica(signing_key=key(7), room=ROOM, regions=REGIONS, session=900, now=mesh.now)
+    member = mesh.replicas[2]
+    receiver.add_members([mesh.replicas[0].key])
+    receiver.add_peer(member.key, mesh.now)
+    ahead = signed(key(2), int(mesh.now * 1000) + MAX_AHEAD_MS + 20, ((0xE001, b"\x66"),), session=102)
+    patch = codec.StatePatch(True, 0, 1, (ahead.raw, honest.raw))
+    events = receiver.receive(member.key, _from(key(2), patch, seq=5, session=102), mesh.now, wall=mesh.wall)
+    assert [e.reason for e in events if isinstance(e, Rejected)] == ["lamport_ahead"]
+    assert receiver.state.read(0xE000, 2) == b"\x05\x00"
+    assert receiver.statistics().peers[member.key].rejections["lamport_ahead"] == 1
