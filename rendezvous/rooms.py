@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 JsonObject = dict[str, object]
 
+MAX_PAST = 64  # departed members a room remembers (wire.MAX_PAST_MEMBERS is what a client takes)
+
 
 class RoomError(Exception):
     """A refused request: `code` is the protocol error code, `message` one sentence."""
@@ -87,6 +89,9 @@ class Room:
     source: str = ""  # the address that created it (its share of rooms counts it)
     members: list[Member] = field(default_factory=list)
     banned: set[str] = field(default_factory=set)
+    past: list[str] = field(default_factory=list)
+    """Keys of members who left, most recent last (at most MAX_PAST): a joiner accepts the
+    signed writes they made while members (peer.core.replica)."""
 
     @property
     def host(self) -> str:
@@ -98,6 +103,13 @@ class Room:
 
     def member(self, key: str) -> Member | None:
         return next((m for m in self.members if m.key == key), None)
+
+    def remember(self, key: str) -> None:
+        """KEY left: keep it among the past members (the most recent MAX_PAST)."""
+        if key in self.past:
+            self.past.remove(key)
+        self.past.append(key)
+        del self.past[:-MAX_PAST]
 
     def member_keys(self) -> list[str]:
         return [m.key for m in self.members]
@@ -264,6 +276,8 @@ class Lobby:
 
     def _add(self, room: Room, member: Member) -> list[Deliver]:
         room.members.append(member)
+        if member.key in room.past:  # back: a member again, not a past one
+            room.past.remove(member.key)
         self._room_of[member.key] = room.name
         joined: JsonObject = {
             "type": "joined",
@@ -274,6 +288,7 @@ class Lobby:
             "password": room.password_hash is not None,
             "quick": room.quick,
             "members": [m.to_json() for m in room.members],
+            "past": list(room.past),
         }
         event = self._event(room, "member_joined", member)
         out = [Deliver(member.key, joined)]
@@ -326,6 +341,7 @@ class Lobby:
             return []
         room.members.remove(member)
         del self._room_of[key]
+        room.remember(key)
         if not room.members:
             del self._rooms[room.name]
             left = self._rooms_by_source.pop(room.source, 1) - 1
@@ -376,6 +392,7 @@ class Lobby:
             "room": room.name,
             "host": room.host,
             "members": [m.to_json() for m in room.members],
+            "past": list(room.past),
         }
         return [Deliver(k, roster) for k in room.member_keys()]
 

@@ -122,3 +122,27 @@ async def test_mesh_survives_rendezvous_restart(tmp_path: Path) -> None:
         await write_and_converge(meshes, random.Random(4), frames=10)
         # Partial rosters while the others rejoin must not have torn any link down.
         assert not [e for e in group.events if isinstance(e, LinkLost)]
+
+
+async def test_a_joiner_accepts_the_signed_writes_of_a_member_who_left_before_it_came(tmp_path: Path) -> None:
+    """Writes stay signed by their authors (protocol 3) and a joiner only accepts members' batches:
+    the rendezvous names the members who left (`past`), so their writes still reach newcomers."""
+    async with rendezvous(tmp_path) as server, players(server.url, 2) as group:
+        first, second = await wait_meshed(group)
+        first.local_changes([(REGIONS[0].start, b"\x2a")])
+        async with asyncio.timeout(10):
+            await second.wait_until(lambda: second.replica.state.read(REGIONS[0].start) == b"\x2a")
+        group.sessions[0].stop()  # the writer leaves the room for good
+        async with asyncio.timeout(10):
+            await second.wait_until(lambda: not second.admitted())
+        async with players(server.url, 1) as newcomer:
+            session = newcomer.sessions[0]
+            assert session.mesh is not None
+            mesh = session.mesh
+            async with asyncio.timeout(15):
+                await mesh.wait_until(lambda: mesh.replica.state.read(REGIONS[0].start) == b"\x2a")
+            assert session.signalling.roster is not None
+            assert first.key in session.signalling.roster.past
+            refused = mesh.replica.statistics().rejections
+            assert refused["unknown_author"] == 0, refused
+            assert mesh.replica.state.digest() == second.replica.state.digest()

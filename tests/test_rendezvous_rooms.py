@@ -13,7 +13,7 @@ from nacl.signing import SigningKey
 
 from rendezvous import protocol
 from rendezvous.protocol import PROTOCOL_VERSION, ProtocolError, RateLimiter, parse_message
-from rendezvous.rooms import Deliver, Lobby, LobbyLimits, PasswordCheck, RoomError, recipients
+from rendezvous.rooms import MAX_PAST, Deliver, Lobby, LobbyLimits, PasswordCheck, RoomError, recipients
 
 A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 
@@ -296,3 +296,18 @@ def test_standby_url_is_carried_in_the_roster_and_validated():
     for bad in ["file:///etc/passwd", "http://host", "http://a b:1", "javascript:1", "http://x:1/path"]:
         with pytest.raises(protocol.ProtocolError):
             protocol.parse_message(f'{{"type":"join","game":"demo","room":null,"standby":"{bad}"}}')
+
+
+def test_rosters_name_the_members_who_left_most_recent_last_and_bounded() -> None:
+    rooms = lobby()
+    for key in (A, B, C):
+        rooms.join(key, key[:1], "demo", "r", None)
+    rooms.leave(A)
+    out = rooms.disconnect(B)
+    assert out[-1].message["past"] == [A, B]
+    joined = rooms.join(A, "a", "demo", "r", None)  # back again: a member, not past
+    assert joined[0].message["past"] == [B]
+    room = rooms._rooms["r"]
+    for number in range(MAX_PAST + 5):
+        room.remember(f"{number:064x}")
+    assert len(room.past) == MAX_PAST and room.past[-1] == f"{MAX_PAST + 4:064x}"

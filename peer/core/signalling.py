@@ -74,6 +74,8 @@ class Roster:
     room: str
     host: bytes
     members: tuple[Member, ...]
+    past: tuple[bytes, ...] = ()
+    """Members who left (their signed writes from while they were members stay valid)."""
 
     @property
     def keys(self) -> list[bytes]:
@@ -155,7 +157,13 @@ def parse_roster(message: dict[str, Any]) -> Roster | None:
     valid = [m for m in members if m is not None]
     if len(valid) != len(members) or len({m.key for m in valid}) != len(valid):
         return None  # a bad or repeated member
-    return Roster(room, host, tuple(valid))
+    past = message.get("past", [])  # (absent from older rendezvous)
+    if not isinstance(past, list) or len(past) > MAX_MEMBERS:
+        return None
+    past_keys = [parse_key(item) for item in past]
+    if any(key is None for key in past_keys):
+        return None
+    return Roster(room, host, tuple(valid), tuple(k for k in past_keys if k is not None))
 
 
 # ---- events ------------------------------------------------------------------------------------
@@ -492,7 +500,7 @@ class SignallingProtocol:
             present = {m.key for m in roster.members}
             kept = tuple(m for k, m in self._previous.items() if k not in present)
             self._grace_roster = roster if kept else None
-            roster = Roster(roster.room, roster.host, roster.members + kept)
+            roster = Roster(roster.room, roster.host, roster.members + kept, roster.past)
         else:
             self._previous = {}
             self._grace_roster = None
@@ -505,7 +513,7 @@ class SignallingProtocol:
         self._previous = {}
         if server is None or self.roster is None:
             return []
-        self.roster = Roster(server.room, self.roster.host, server.members)
+        self.roster = Roster(server.room, self.roster.host, server.members, server.past)
         return [RosterChanged(self.roster)]
 
     def _signal(self, message: dict[str, Any], text: str) -> list[SignallingEvent]:

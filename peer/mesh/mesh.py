@@ -275,6 +275,10 @@ class Mesh:
         """ICE options for the links dialled from now on (fresh TURN credentials after a reconnect)."""
         self._ice = ice
 
+    def add_past_members(self, keys: Iterable[bytes]) -> None:
+        """Members who left before we knew them: their signed writes are accepted (not dialled)."""
+        self.replica.add_members(set(keys) - {self.key})
+
     def set_roster(self, keys: Iterable[bytes]) -> None:
         """The room's members as the rendezvous lists them (our own key may be included).
 

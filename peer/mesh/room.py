@@ -98,7 +98,10 @@ class RoomSession:
         self.mesh = mesh = await self._make_mesh(roster)
         self._mesh_task = tasks.create_task(mesh.run())
         await mesh.wait_running()
-        mesh.set_roster(self.signalling.roster.keys if self.signalling.roster else [])
+        current = self.signalling.roster
+        if current is not None:
+            mesh.add_past_members(current.past)
+        mesh.set_roster(current.keys if current is not None else [])
         for sender, data in self._early:
             mesh.handle_signal(sender, data)
         self._early.clear()
@@ -170,6 +173,7 @@ class RoomSession:
         if self.mesh is not None and self._ready.is_set():
             if self.signalling.ice_servers != self._ice_servers:  # a reconnect's new welcome
                 self.mesh.set_ice(self._current_ice())
+            self.mesh.add_past_members(roster.past)
             self.mesh.set_roster(roster.keys)
 
     def signal_received(self, sender: bytes, data: dict[str, Any]) -> None:
