@@ -119,7 +119,8 @@ async def test_hello_and_welcome(base: str, session: aiohttp.ClientSession) -> N
         await alice.error("hello_required")
         await alice.send(**alice.hello())
         welcome = await alice.expect("welcome")
-        assert welcome["key"] == alice.key and welcome["version"] == 2
+        assert welcome["key"] == alice.key and welcome["version"] == 3
+        assert welcome["relay"]["client_rate"] > 0  # the relay of last resort is on by default
         assert welcome["limits"]["max_message"] == 65536
         await alice.send(**alice.hello())
         await alice.error("already_welcomed")
