@@ -18,14 +18,17 @@ comment here, so old files parse exactly as before:
     #! romtype KonamiSCC                   (optional openMSX -romtype)
     #! sha1 4d51d3c5036311392b173a576bc7d91dc9fed6cb GoodMSX dump (remark after the hash)
     #! armed-when e000 == 01 and e001 & 80 != 00
-    #! merge lww                           (rule for the region lines that follow)
+    #! merge add le16 bcd                  (rule for the region lines that follow)
     #! item e010 key                       (what a shared byte means: see `games.named`)
     #! counter e018 bcd coins
 
 `armed-when` holds when every clause holds; a clause is ``ADDR [& MASK] OP VALUE`` with OP one of
 ``== != < <= > >=``, all numbers hex. `merge` names the rule for the regions after it until the
-next `merge`; only ``lww`` (last writer wins) is implemented, other names are refused with a clear
-error so that a file never means something this version cannot do.
+next `merge`: ``lww`` (last writer wins, the default), ``max``, ``min``, ``bit-or``, ``bit-and``
+(per byte), or ``add`` with options ``le16``/``le32`` (one counter per 2 or 4 bytes, low byte
+first; a region's length must be a multiple) and ``bcd`` (two decimal digits per byte). What each
+rule does is `peer.core.merge`'s business; an unknown name or option is refused with a clear error
+so that a file never means something this version cannot do.
 """
 
 from __future__ import annotations
@@ -57,13 +60,63 @@ class DefinitionError(ValueError):
 
 
 class MergeRule(Enum):
-    """How concurrent writes to one byte are merged. Only LWW is implemented so far."""
+    """How concurrent writes to one shared byte (or counter) are merged (see `peer.core.merge`)."""
 
     LWW = "lww"
+    MAX = "max"
+    MIN = "min"
+    BIT_OR = "bit-or"
+    BIT_AND = "bit-and"
+    ADD = "add"
 
 
 # Names reserved for later rules: a file using them gets "not supported yet", not "unknown".
-RESERVED_MERGE_RULES = frozenset({"bit-or", "max", "add"})
+RESERVED_MERGE_RULES: frozenset[str] = frozenset()
+_WIDTHS = {"le16": 2, "le32": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """A region's merge rule with its options: `width` bytes per counter, `bcd` digits (add only)."""
+
+    rule: MergeRule = MergeRule.LWW
+    width: int = 1
+    bcd: bool = False
+
+    def __post_init__(self) -> None:
+        if self.width not in (1, 2, 4):
+            raise ValueError(f"a counter is 1, 2 or 4 bytes wide, not {self.width}")
+        if (self.width != 1 or self.bcd) and self.rule is not MergeRule.ADD:
+            raise ValueError(f"'{self.rule.value}' takes no options (widths and bcd are for 'add')")
+
+    def __str__(self) -> str:
+        words = [self.rule.value]
+        words += [name for name, width in _WIDTHS.items() if width == self.width]
+        return " ".join([*words, "bcd"] if self.bcd else words)
+
+    @classmethod
+    def parse(cls, text: str) -> Merge:
+        """`add le16 bcd` and the like; raises ValueError naming what is wrong."""
+        name, *options = text.split() or [""]
+        if name in RESERVED_MERGE_RULES:
+            raise ValueError(f"merge rule {name!r} is not supported yet (use lww)")
+        try:
+            rule = MergeRule(name)
+        except ValueError:
+            known = ", ".join(rule.value for rule in MergeRule)
+            raise ValueError(f"unknown merge rule {name!r} (known: {known})") from None
+        width, bcd = 1, False
+        for option in options:
+            if option in _WIDTHS and width == 1:
+                width = _WIDTHS[option]
+            elif option == "bcd" and not bcd:
+                bcd = True
+            else:
+                raise ValueError(f"unknown or repeated merge option {option!r} (add takes le16|le32, bcd)")
+        return cls(rule, width, bcd)
+
+
+LWW = Merge()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +125,7 @@ class Region:
 
     start: int
     end: int
-    merge: MergeRule = MergeRule.LWW
+    merge: Merge = LWW
     comment: str = ""
 
     def __post_init__(self) -> None:
@@ -80,6 +133,11 @@ class Region:
             raise ValueError(f"region {self.start:#06x}-{self.end:#06x} is outside 0000-ffff")
         if self.end < self.start:
             raise ValueError(f"region {self.start:04x}-{self.end:04x} is reversed")
+        if self.size % self.merge.width:
+            raise ValueError(
+                f"region {self.start:04x}-{self.end:04x} ({self.size} bytes) is not a whole number "
+                f"of {self.merge.width}-byte counters"
+            )
 
     @property
     def size(self) -> int:
@@ -209,7 +267,7 @@ class GameDefinition:
             "machine": self.machine,
             "romtype": self.romtype,
             "regions": [
-                {"start": r.start, "end": r.end, "merge": r.merge.value, "comment": r.comment}
+                {"start": r.start, "end": r.end, "merge": str(r.merge), "comment": r.comment}
                 for r in self.regions
             ],
             "armed_when": str(self.armed_when) if self.armed_when else None,
@@ -260,7 +318,7 @@ def parse_definition(text: str, name: str, source: str | None = None) -> GameDef
 class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
-        self.merge = MergeRule.LWW
+        self.merge = LWW
         self.regions: list[tuple[int, Region]] = []
         self.fields: dict[str, str] = {}
         self.known_roms: list[KnownRom] = []
@@ -397,12 +455,10 @@ class _Parser:
         self.known_roms.append(KnownRom(digest, remark.strip()))
 
     def merge_rule(self, number: int, value: str) -> None:
-        if value in RESERVED_MERGE_RULES:
-            raise self.error(number, f"merge rule {value!r} is not supported yet (use lww)")
         try:
-            self.merge = MergeRule(value)
-        except ValueError:
-            raise self.error(number, f"unknown merge rule {value!r} (known: lww)") from None
+            self.merge = Merge.parse(value)
+        except ValueError as exc:
+            raise self.error(number, str(exc)) from None
 
     def armed(self, number: int, value: str) -> None:
         if self.armed_when is not None:

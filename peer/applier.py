@@ -14,10 +14,11 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from games.definition import Region
+from games.definition import Merge, MergeRule, Region
 from peer.core.gating import Action, AdoptRoom, Gate, WriteToEmulator, room_bytes, unwritten_values
+from peer.core.openmsx_protocol import CounterDelta
 from peer.core.replica import Replica
-from peer.core.state import Run
+from peer.core.state import Delta, Run
 from peer.openmsx import OpenMSXLink
 
 log = logging.getLogger("msxsync.peer")
@@ -57,6 +58,12 @@ class Applier:
     ) -> None:
         self._link = link
         self._regions = tuple(regions)
+        self._counters: dict[int, Merge] = {
+            first: region.merge
+            for region in self._regions
+            if region.merge.rule is MergeRule.ADD
+            for first in range(region.start, region.end + 1, region.merge.width)
+        }
         self._gate = gate
         self._replica = replica
         self._act = act
@@ -80,11 +87,15 @@ class Applier:
                 await self._adopt(reason)
             case ShowMessage(text):
                 await self._link.show_message(text)
-            case WriteToEmulator(runs) if self._gate.armed:
-                await self._write(runs)
+            case WriteToEmulator(runs, deltas) if self._gate.armed:
+                await self._write(runs, deltas)
 
-    async def _write(self, runs: Iterable[Run]) -> None:
-        missed = await self._link.apply(split_at_regions(runs, self._regions))
+    async def _write(self, runs: Iterable[Run], deltas: Iterable[Delta] = ()) -> None:
+        adds = [
+            CounterDelta(first, self._counters[first].width, self._counters[first].bcd, delta)
+            for first, delta in deltas
+        ]
+        missed = await self._link.apply(split_at_regions(runs, self._regions), adds)
         if missed:
             log.warning("%d shared bytes did not take in openMSX (no RAM mapped there now)", len(missed))
 

@@ -52,10 +52,11 @@ class Persistence:
 
     async def flush(self, state: SharedState | None) -> None:
         self._changed.clear()
-        if self._store is None or state is None or not state.dirty:
+        if self._store is None or state is None or not state.has_dirty:
             return
         rows = rows_for(state, state.take_dirty())
-        await asyncio.get_running_loop().run_in_executor(self._disk, self._store.write_rows, rows)
+        counted = state.take_dirty_contributions()
+        await asyncio.get_running_loop().run_in_executor(self._disk, self._store.write_rows, rows, counted)
 
     def close(self) -> None:
         self._disk.shutdown(wait=True)

@@ -327,18 +327,19 @@ class Session:
         match event:
             case StateChanged():
                 self.persistence.changed()
-            case BytesChanged(peer, changes):
+            case BytesChanged(peer, changes, deltas):
                 self.last_change[peer] = time.monotonic()
                 self.persistence.changed()
-                self._act(self.gate.remote_changes(changes))
-                self._item_news(changes)
+                self._act(self.gate.remote_changes(changes, deltas))
+                self._item_news([*changes, *self._counter_runs(first for first, _ in deltas)])
             case FullStateReceived(peer):
                 if not self.gate.arming.room_ready:
                     log.info("got the room's state from %s", self._name(peer))
                     self._act(self.gate.room_is_ready())
-            case Published(runs):
-                self.news.seen(runs)
+            case Published(runs, corrections, deltas):
+                self.news.seen([*runs, *self._counter_runs()])
                 self.persistence.changed()
+                self._act(self.gate.remote_changes(corrections, deltas))  # the room's merge of ours
             case PeerAdmitted(peer):
                 self._tell(f"{self._name(peer)} joined")
             case LinkLost(peer, reason):
@@ -364,6 +365,16 @@ class Session:
             self.terminal.say(line)
         if news and self.applier is not None:
             self.applier.put(ShowMessage("; ".join(news)))  # one message on screen, however many
+
+    def _counter_runs(self, firsts: Iterable[int] | None = None) -> list[tuple[int, bytes]]:
+        """The bytes counters (`add` regions) show now (all of them, or those at FIRSTS): they
+        change by deltas, never in a `BytesChanged` run."""
+        state = self._state()
+        if state is None:
+            return []
+        counters = state.layout.counters
+        wanted = counters if firsts is None else firsts
+        return [(first, state.read(first, counters[first].width)) for first in wanted]
 
     def _writer_name(self, address: int) -> str:
         state = self._state()
@@ -393,8 +404,8 @@ class Session:
     async def _link_loop(self, link: OpenMSXLink) -> None:
         async for event in link.events():
             match event:
-                case LocalChanges(changes, emutime, written_at, report):
-                    self._act(self.gate.report(changes, emutime, written_at, report))
+                case LocalChanges(changes, emutime, written_at, report, before):
+                    self._act(self.gate.report(changes, emutime, written_at, report, before))
                 case Logged(_, text) if text.strip() == RESYNC_MESSAGE:
                     self.resync()
                 case Logged(level, text) if level in ("warning", "error") and "sequencer" not in text:
@@ -410,8 +421,8 @@ class Session:
     def _act(self, actions: Iterable[Action]) -> None:
         for action in actions:
             match action:
-                case Publish(runs, written_at) if self.mesh is not None:
-                    self.mesh.local_changes(runs, written_at)  # comes back as `Published`
+                case Publish(runs, written_at, deltas) if self.mesh is not None:
+                    self.mesh.local_changes(runs, written_at, deltas)  # comes back as `Published`
                 case WriteToEmulator() | AdoptRoom() if self.applier is not None:
                     self.applier.put(action)
                 case Check():

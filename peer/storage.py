@@ -12,6 +12,9 @@ Sessions: every start takes the next session number from the database, committed
 used, so the pair (session, sequence number) that signs a message is never reused, even after a
 crash. The store is synchronous: call it from one worker thread, not the event loop.
 
+Counters (`add` regions) are stored as their contributions, one row per (counter, writer,
+session), never as bytes: the value is their sum, so a restart keeps every contribution.
+
 One session per state folder: `folder_lock` holds an advisory lock on `<folder>/lock` for the
 session's life (released by the kernel when the process ends, however it ends).
 """
@@ -25,7 +28,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from peer.core.state import NO_WRITER, Entry, Layout, SharedState
+from peer.core.state import NO_WRITER, Contribution, Entry, Layout, SharedState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -35,6 +38,10 @@ CREATE TABLE IF NOT EXISTS bytes (
     room TEXT NOT NULL, address INTEGER NOT NULL, value INTEGER NOT NULL,
     lamport INTEGER NOT NULL, writer BLOB NOT NULL, PRIMARY KEY (room, address)
 );
+CREATE TABLE IF NOT EXISTS contributions (
+    room TEXT NOT NULL, address INTEGER NOT NULL, writer BLOB NOT NULL, session INTEGER NOT NULL,
+    lamport INTEGER NOT NULL, total INTEGER NOT NULL, PRIMARY KEY (room, address, writer, session)
+);
 """
 
 
@@ -43,11 +50,11 @@ Row = tuple[int, int, int, bytes]  # address, value, lamport, writer
 
 def rows_for(state: SharedState, addresses: Iterable[int]) -> list[Row]:
     """The stamped bytes at `addresses` as plain rows (bytes nobody wrote are not worth storing)."""
-    index = state.layout.index
+    index, counter_of = state.layout.index, state.layout.counter_of
     rows = []
     for address in sorted(set(addresses)):
         i = index(address)
-        if i >= 0 and state.writers[i] != NO_WRITER:
+        if i >= 0 and state.writers[i] != NO_WRITER and counter_of(address) is None:
             rows.append((address, state.values[i], state.lamports[i], state.writers[i]))
     return rows
 
@@ -117,26 +124,39 @@ class RoomStore:
             "SELECT address, value, lamport, writer FROM bytes WHERE room = ?", (self.key,)
         ).fetchall()
         state.merge(_valid_entries(self.layout, rows))
+        counted = self._db.execute(
+            "SELECT address, lamport, writer, session, total FROM contributions WHERE room = ?", (self.key,)
+        ).fetchall()
+        state.merge_contributions(_valid_contributions(self.layout, counted))
         state.take_dirty()  # what was just read needs no saving
+        state.take_dirty_contributions()
         return state
 
     def save(self, state: SharedState, addresses: Iterable[int]) -> int:
         """Store the current value and stamp of `addresses`; returns how many rows were written."""
         return self.write_rows(rows_for(state, addresses))
 
-    def write_rows(self, rows: list[Row]) -> int:
-        """Write rows taken with `rows_for` (may run in a worker thread: rows are plain values)."""
-        if rows:
+    def write_rows(self, rows: list[Row], contributions: Iterable[Contribution] = ()) -> int:
+        """Write rows taken with `rows_for` and contributions taken with
+        `SharedState.take_dirty_contributions`, in one transaction (may run in a worker thread:
+        both are plain values)."""
+        counted = [(self.key, c.address, c.writer, c.session, c.lamport, c.total) for c in contributions]
+        if rows or counted:
             with self._transaction():
                 self._db.executemany(
                     "INSERT OR REPLACE INTO bytes (room, address, value, lamport, writer) "
                     "VALUES (?, ?, ?, ?, ?)",
                     [(self.key, *row) for row in rows],
                 )
-        return len(rows)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO contributions (room, address, writer, session, lamport, total) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    counted,
+                )
+        return len(rows) + len(counted)
 
     def save_all(self, state: SharedState) -> int:
-        return self.save(state, self.layout.addresses)
+        return self.write_rows(rows_for(state, self.layout.addresses), state.contributions())
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
@@ -151,6 +171,17 @@ class _Transaction:
 
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
         self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _valid_contributions(layout: Layout, rows: list[tuple[int, int, bytes, int, int]]) -> list[Contribution]:
+    contributions = []
+    for address, lamport, writer, session, total in rows:
+        if address in layout.counters and isinstance(writer, bytes) and lamport > 0:
+            try:
+                contributions.append(Contribution(address, lamport, writer, session, total))
+            except ValueError:
+                continue
+    return contributions
 
 
 def _valid_entries(layout: Layout, rows: list[tuple[int, int, int, bytes]]) -> list[Entry]:

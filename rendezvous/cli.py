@@ -123,9 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-cert",
         type=Path,
         metavar="PEM",
-        help="serve https:// and wss:// with this certificate chain (with --tls-key)",
+        help="serve https:// and wss:// with this certificate chain (with --tls-key; default: plain http)",
     )
-    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    parser.add_argument(
+        "--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert (default: none)"
+    )
     parser.add_argument(
         "--metrics",
         type=_address,
@@ -138,12 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         type=_ip,
         metavar="ADDR",
-        help="a reverse proxy whose X-Forwarded-For names the real source; repeat for more",
+        help="a reverse proxy whose X-Forwarded-For names the real source; repeat for more "
+        "(default: none, the socket's address counts)",
     )
     parser.add_argument(
         "--hide-private-rooms",
         action="store_true",
-        help="leave rooms that have a password off the status page",
+        help="leave rooms that have a password off the status page (default: listed, without their password)",
     )
     parser.add_argument(
         "--protocol",

@@ -5,7 +5,9 @@ Measures, in one run and side by side with the floor (bare Ed25519 sign / verify
 number of bytes, which no signed protocol can beat):
 - encode + sign of a realistic frame batch (16 runs of 1-8 bytes);
 - decode + verify + merge of that batch into a replica;
-- merge of a full 4 KiB state snapshot (as on a join or resync).
+- merge of a full 4 KiB state snapshot (as on a join or resync);
+- the merge cost of each rule beside lww, in the same run: one 4 KiB region under each rule,
+  a stream of one-byte writes from two writers (per-byte rules) or of counter totals (`add`).
 Prints a human line per figure, then one JSON line.
 """
 
@@ -23,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nacl.signing import SigningKey
 
-from games.definition import Region
+from games.definition import Merge, MergeRule, Region
 from peer.core import codec
 from peer.core.replica import Replica
-from peer.core.state import Layout, SharedState
+from peer.core.state import Contribution, Layout, SharedState
 
 ROOM = "bench"
 NOW = 1_800_000_000.0
@@ -81,6 +83,8 @@ def main() -> None:
     signed = sender.sign(payload)
     verify_key = sender.verify_key
 
+    operations_by_rule = rule_operations(rng)
+
     # Interleaved short rounds, median per figure: the machine is shared and noisy, and this way
     # each figure and its floor see the same conditions.
     operations: dict[str, Callable[[int], object]] = {
@@ -89,6 +93,7 @@ def main() -> None:
         "decode_verify_merge_per_s": receive,
         "floor_verify_per_s": lambda _: verify_key.verify(signed),
         "merge_4k_state_per_s": lambda _: fresh_merge(),
+        **operations_by_rule,
     }
     samples: dict[str, list[float]] = {name: [] for name in operations}
     for _ in range(7):
@@ -104,7 +109,50 @@ def main() -> None:
         f"(bare verify {results['floor_verify_per_s']:,.0f}/s); "
         f"4 KiB state merge {results['merge_4k_state_per_s']:,.0f}/s"
     )
+    print(
+        "merges per second by rule (one write of one byte, or one counter total): "
+        + ", ".join(
+            f"{name.removeprefix('merge_').removesuffix('_per_s')} {results[name]:,.0f}"
+            for name in operations_by_rule
+        )
+    )
     print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in results.items()}))
+
+
+RULES = {
+    "lww": Merge(),
+    "max": Merge(MergeRule.MAX),
+    "min": Merge(MergeRule.MIN),
+    "bit_or": Merge(MergeRule.BIT_OR),
+    "bit_and": Merge(MergeRule.BIT_AND),
+    "add": Merge(MergeRule.ADD),
+    "add_le16_bcd": Merge(MergeRule.ADD, 2, True),
+}
+
+
+def rule_operations(rng: random.Random) -> dict[str, Callable[[int], object]]:
+    """One merge per call for each rule, into a 4 KiB region under that rule: a one-byte write
+    under a fresh stamp (per-byte rules) or a new total of one of 8 writers (counters)."""
+    writers = [bytes([n]) * 32 for n in range(1, 9)]
+    values = rng.randbytes(4096)
+    operations: dict[str, Callable[[int], object]] = {}
+    for name, merge in RULES.items():
+        state = SharedState(Layout([Region(0xE000, 0xEFFF, merge)]))
+        if merge.rule is MergeRule.ADD:
+            firsts = list(state.layout.counters)
+
+            def count(i: int, state: SharedState = state, firsts: list[int] = firsts) -> int:
+                first = firsts[i % len(firsts)]
+                return state.contribute(Contribution(first, i + 1, writers[i % 8], 1, i // 8))
+
+            operations[f"merge_{name}_per_s"] = count
+        else:
+
+            def write(i: int, state: SharedState = state) -> object:
+                return state.apply(0xE000 + i % 4096, values[i % 4096 : i % 4096 + 1], i + 1, writers[i % 2])
+
+            operations[f"merge_{name}_per_s"] = write
+    return operations
 
 
 if __name__ == "__main__":

@@ -292,6 +292,20 @@ class Peer:
                 return None
         return None if row is None else int(row[0])
 
+    def stored_counter(self, address: int) -> int | None:
+        """The sum of every contribution to the counter at ADDRESS in this peer's durable state."""
+        path = self.state_dir / "rooms.sqlite"
+        if not path.exists():
+            return None
+        with contextlib.closing(sqlite3.connect(path, timeout=1.0)) as db:
+            try:
+                row = db.execute(
+                    "SELECT SUM(total) FROM contributions WHERE address = ?", (address,)
+                ).fetchone()
+            except sqlite3.OperationalError:
+                return None
+        return None if row is None or row[0] is None else int(row[0])
+
     # ---- ending ----------------------------------------------------------------------------------
 
     async def disconnect(self) -> None:

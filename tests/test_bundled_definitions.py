@@ -50,6 +50,7 @@ def test_demo_regions_match_the_ram_map_in_its_source() -> None:
     items = asm_constant("ITEM_COUNT")
     assert demo.regions[0] == Region(inventory, inventory + items - 1, comment="inventory")
     assert demo.regions[1].start == demo.regions[1].end == asm_constant("COINS")
+    assert str(demo.regions[1].merge) == "add bcd"  # every player's coins add up (BCD 00-99)
     assert demo.armed_when is not None
     assert demo.armed_when.addresses == (asm_constant("STATE"),)
     for private in ("PLAYER_X", "PLAYER_Y", "COIN_INDEX", "KEYS_PREV", "FRAMES"):
@@ -84,6 +85,7 @@ def test_galious_shares_the_inventory() -> None:
         (0xE070, 0xE074),  # weapons
         (0xE075, 0xE099),  # items
     ]
+    assert [str(region.merge) for region in galious.regions] == ["add le16 bcd", "bit-or", "lww", "lww"]
     for personal in (0xE051, 0xE052, 0xE053, 0xE055, 0xE056, 0xE057, 0xE510):
         assert not galious.is_shared(personal), hex(personal)  # experience, vitality, weapon
 

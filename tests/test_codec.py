@@ -127,8 +127,8 @@ def test_size_is_checked_before_anything_else():
 
 def test_other_protocol_version_is_named():
     message = bytearray(signed(codec.Chat("x")))
-    message[0] = 2
-    with pytest.raises(DecodeError, match="protocol 2, this peer speaks 1"):
+    message[0] = 1
+    with pytest.raises(DecodeError, match="protocol 1, this peer speaks 2"):
         decode(bytes(message), room=ROOM, keys={SENDER})
 
 

@@ -6,6 +6,7 @@ from games.definition import (
     ArmedClause,
     Comparison,
     DefinitionError,
+    Merge,
     MergeRule,
     Region,
     parse_definition,
@@ -54,7 +55,7 @@ def test_extension_directives():
     assert definition.known_roms[0].sha1 == "4d51d3c5036311392b173a576bc7d91dc9fed6cb"
     assert definition.known_roms[0].remark == "GoodMSX dump, Konami mapper"
     assert definition.accepts_sha1("4D51D3C5036311392B173A576BC7D91DC9FED6CB")
-    assert definition.regions == (Region(0xE010, 0xE01F, MergeRule.LWW, "inventory"),)
+    assert definition.regions == (Region(0xE010, 0xE01F, Merge(MergeRule.LWW), "inventory"),)
     armed = definition.armed_when
     assert armed is not None
     assert armed.clauses == (
@@ -89,7 +90,10 @@ def test_extended_file_is_plain_comments_to_the_old_reader():
         ("g.rom\ne000 10000\n", 2, "above ffff"),
         ("g.rom\ne000 e00f\ne008 e010\n", 3, "overlaps"),
         ("g.rom\ne008 e010\n\ne000 e008\n", 4, "overlaps"),
-        ("g.rom\n#! merge bit-or\ne000 e001\n", 2, "not supported yet"),
+        ("g.rom\n#! merge add le16\ne000 e002\n", 3, "not a whole number of 2-byte counters"),
+        ("g.rom\n#! merge max le16\ne000 e001\n", 2, "takes no options"),
+        ("g.rom\n#! merge add le24\ne000 e001\n", 2, "unknown or repeated merge option"),
+        ("g.rom\n#! merge add bcd bcd\ne000 e001\n", 2, "unknown or repeated merge option"),
         ("g.rom\n#! merge nonsense\ne000 e001\n", 2, "unknown merge rule"),
         ("g.rom\n#! sha1 1234\ne000 e001\n", 2, "not a SHA-1"),
         ("g.rom\n#! armed-when e000 = 01\ne000 e001\n", 2, "unknown comparison"),
@@ -167,3 +171,29 @@ def test_tabs_separate_words_and_a_byte_order_mark_is_ignored():
     definition = parse_definition(text, "g")
     assert definition.rom_file == "g.rom"
     assert definition.known_roms[0].remark == "GoodMSX"
+
+
+@pytest.mark.parametrize(
+    ("text", "merge"),
+    [
+        ("lww", Merge()),
+        ("max", Merge(MergeRule.MAX)),
+        ("min", Merge(MergeRule.MIN)),
+        ("bit-or", Merge(MergeRule.BIT_OR)),
+        ("bit-and", Merge(MergeRule.BIT_AND)),
+        ("add", Merge(MergeRule.ADD)),
+        ("add bcd", Merge(MergeRule.ADD, 1, True)),
+        ("add le16 bcd", Merge(MergeRule.ADD, 2, True)),
+        ("add le32", Merge(MergeRule.ADD, 4, False)),
+    ],
+)
+def test_merge_rules_parse_and_round_trip_through_json(text, merge):
+    from games.definition import definition_from_json
+
+    definition = parse_definition(
+        f"g.rom\n#! merge {text}\ne000 e007 eight bytes\n#! merge lww\ne010 e010\n", "g"
+    )
+    assert definition.regions[0].merge == merge
+    assert definition.regions[1].merge == Merge()
+    assert str(merge) == text
+    assert definition_from_json(definition.to_json(), "g").regions == definition.regions

@@ -133,7 +133,16 @@ def test_message_text_travels_as_hex() -> None:
 
 def test_apply_command_addresses_regions_by_index_and_offset() -> None:
     tcl = proto.apply_command(REGIONS, [(0xE040, b"\x99\x98"), (0xC003, b"\x01")])
-    assert tcl == "msxsync::apply {0 64 9998 1 3 01}"
+    assert tcl == "msxsync::apply {0 64 9998 1 3 01} {}"
+
+
+def test_counter_deltas_travel_as_numbers_with_their_shape() -> None:
+    tcl = proto.apply_command(REGIONS, [], [proto.CounterDelta(0xE010, 2, True, -7)])
+    assert tcl == "msxsync::apply {} {0 16 2 1 -7}"
+    with pytest.raises(ValueError):
+        proto.apply_command(REGIONS, [], [proto.CounterDelta(0xE0FF, 2, False, 1)])  # leaves region
+    with pytest.raises(ValueError):
+        proto.CounterDelta(0xE010, 3, False, 1)
 
 
 @pytest.mark.parametrize(
@@ -188,8 +197,15 @@ def test_run_nonces_are_hex_of_enough_random_bytes() -> None:
 
 
 def test_change_reports_decode() -> None:
-    report = proto.parse_changes(f"{RUN} 7 8.25 1700000000123456 57344 cb 57360 3031")
-    assert report == proto.ChangeReport(RUN, 7, 8.25, 1700000000.123456, ((0xE000, b"\xcb"), (0xE010, b"01")))
+    report = proto.parse_changes(f"{RUN} 7 8.25 1700000000123456 57344 cb 00 57360 3031 2020")
+    assert report == proto.ChangeReport(
+        RUN,
+        7,
+        8.25,
+        1700000000.123456,
+        ((0xE000, b"\xcb"), (0xE010, b"01")),
+        ((0xE000, b"\x00"), (0xE010, b"  ")),
+    )
 
 
 @pytest.mark.parametrize(
@@ -200,12 +216,14 @@ def test_change_reports_decode() -> None:
         f"{RUN} 1 2.0 5",
         f"{RUN} 1 2.0 5 57344",
         f"{RUN} x 2.0 5 1 00",
-        f"{RUN} 1 2.0 5 1 0",
-        f"{RUN} 1 2.0 5 65535 0000",
-        f"{RUN} 1 2 5 -1 00",
-        f"{RUN} 1 nan 5 1 00",
-        f"{RUN} 1 -1 5 1 00",
-        f"{RUN} 1 2.0 -5 1 00",
+        f"{RUN} 1 2.0 5 1 0 0",
+        f"{RUN} 1 2.0 5 1 00",
+        f"{RUN} 1 2.0 5 1 00 0000",
+        f"{RUN} 1 2.0 5 65535 0000 0000",
+        f"{RUN} 1 2 5 -1 00 00",
+        f"{RUN} 1 nan 5 1 00 00",
+        f"{RUN} 1 -1 5 1 00 00",
+        f"{RUN} 1 2.0 -5 1 00 00",
         "1 2.0 57344 cb",  # the format before run nonces: what an old settings.xml holds
         "zzzzzzzzzzzzzzzz 1 2.0 5 1 00",
     ],

@@ -148,7 +148,7 @@ async def test_kill_9_then_one_restarted_alone_puts_the_room_back_from_its_disk(
     await alice.wait_byte(ITEM2, 0x09)
 
     async def on_alices_disk() -> bool:
-        return alice.stored(ITEM0) == 1 and alice.stored(COINS) == 0x42 and alice.stored(ITEM2) == 0x09
+        return alice.stored(ITEM0) == 1 and alice.stored_counter(COINS) == 42 and alice.stored(ITEM2) == 0x09
 
     await wait_until(on_alices_disk, "alice to store the room's bytes")
     await asyncio.gather(alice.kill9(), bob.kill9())
@@ -269,14 +269,14 @@ async def test_ctrl_c_ends_the_session_cleanly(peers: Peers) -> None:
     assert "session ended (interrupted)" in bob.log()
     assert not openmsx_running(openmsx), "bob's openMSX is still running"
     await alice.wait_message("bob left")
-    assert (bob.stored(ITEM0), bob.stored(COINS)) == (1, 0x11)
+    assert (bob.stored(ITEM0), bob.stored_counter(COINS)) == (1, 11)
 
     # openMSX crashing ends alice's session too, with the reason.
     assert alice.openmsx_pid is not None and alice.process is not None
     os.kill(alice.openmsx_pid, signal.SIGKILL)
     assert await asyncio.wait_for(alice.process.wait(), 15) == 0, alice.log()
     assert "session ended (openMSX went away: openMSX was killed by SIGKILL)" in alice.log()
-    assert alice.stored(COINS) == 0x11
+    assert alice.stored_counter(COINS) == 11
 
 
 async def test_arm_after_waits_for_emulated_seconds(peers: Peers) -> None:

@@ -139,3 +139,22 @@ def test_a_damaged_identity_is_refused_not_replaced(tmp_path, content):
     with pytest.raises(IdentityError, match="move it away"):
         load_or_create(tmp_path)
     assert (tmp_path / "identity.key").read_bytes() == content
+
+
+def test_counters_come_back_as_every_contribution(tmp_path):
+    from games.definition import Merge, MergeRule
+    from peer.core.state import Contribution
+
+    layout = Layout([Region(0xE000, 0xE001, Merge(MergeRule.ADD, 2, True)), Region(0xE010, 0xE01F)])
+    store = RoomStore(tmp_path / "rooms.sqlite", game="g", room="r", layout=layout)
+    state = SharedState(layout)
+    state.contribute(Contribution(0xE000, 10, b"\x01" * 32, 1, 40))
+    state.contribute(Contribution(0xE000, 11, b"\x02" * 32, 5, 2))
+    state.apply(0xE010, b"\x07", 12, b"\x02" * 32)
+    store.write_rows(rows_for(state, state.take_dirty()), state.take_dirty_contributions())
+    state.contribute(Contribution(0xE000, 13, b"\x01" * 32, 1, 41))  # a newer total of one slot
+    store.write_rows([], state.take_dirty_contributions())
+    store.close()
+    again = RoomStore(tmp_path / "rooms.sqlite", game="g", room="r", layout=layout).load()
+    assert again.digest() == state.digest()
+    assert again.counter_value(0xE000) == 43 and again.read(0xE000, 2) == b"\x43\x00"

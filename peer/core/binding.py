@@ -62,6 +62,7 @@ class RefusalReason(enum.Enum):
     ROLE_MISMATCH = "role-mismatch"
     PASSWORD_MISMATCH = "password-mismatch"
     PROTOCOL = "protocol"  # out-of-order or malformed binding messages
+    VERSION = "version"  # the peer speaks another msxsync protocol version
     TIMEOUT = "timeout"
 
 
@@ -191,6 +192,8 @@ class Binding:
         try:
             message = codec.decode(data, room=self.room, keys=keys)
         except codec.DecodeError as exc:
+            if exc.reason == "version":
+                return self._refuse(RefusalReason.VERSION, version_sentence(data))
             unknown = exc.reason == "unknown_sender"
             return self._refuse(RefusalReason.UNKNOWN_KEY if unknown else RefusalReason.BAD_MESSAGE, str(exc))
         match message.body:
@@ -268,6 +271,16 @@ class Binding:
         self._deadline = None
         self.outcome = Refused(self.peer, reason, detail)
         return self.outcome
+
+
+def version_sentence(data: bytes) -> str:
+    """What to tell a player whose peer sent a message of another protocol version."""
+    theirs = data[0] if data else 0
+    newer = "an older" if theirs < codec.PROTOCOL_VERSION else "a newer"
+    return (
+        f"the other player runs {newer} msxsync (protocol {theirs}, this one speaks "
+        f"{codec.PROTOCOL_VERSION}); everyone in a room needs the same version"
+    )
 
 
 def _ordered(role: Role, local: _T, remote: _T) -> tuple[_T, _T]:

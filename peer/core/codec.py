@@ -12,6 +12,12 @@ addresses, bytes). The room is not sent, only signed, so a message cannot be rep
 the signature, and only then parses the body: it returns a verified `Decoded` or raises `DecodeError`
 with a short `reason` code, nothing else. `encode` refuses to build anything `decode` would refuse.
 
+Version 2 (merge rules) adds counters: a `WriteBatch` carries, besides byte runs, the sender's new
+totals of the counters it changed (its slot is its key and the header's session), and a
+`StatePatch` carries contributions (`state.Contribution`) besides byte entries. A version-1 peer
+cannot take part in a room with counters, and its messages are refused as `version` (the mesh
+tells the player which msxsync the other side runs).
+
 Sequence number 0 is reserved for the identity handshake (`Nonce`, `Proof`), which happens before a
 peer is admitted and is not tracked by the replica.
 """
@@ -28,9 +34,9 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from peer.core.clock import MAX_LAMPORT
-from peer.core.state import Entry, Run
+from peer.core.state import MAX_TOTAL, Contribution, Entry, Run
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_MESSAGE_SIZE = 64 * 1024  # aiortc's maximum data-channel message
 MAX_CHAT_BYTES = 500
 MAX_TEXT_BYTES = 200
@@ -42,6 +48,8 @@ _DOMAIN = b"msxsync/1\x00"
 _HEADER = struct.Struct(">BBQQ32s")
 _RUN = struct.Struct(">HH")
 _ENTRY = struct.Struct(">HHQH")
+_COUNTER = struct.Struct(">Hq")
+_CONTRIBUTION = struct.Struct(">HQHQq")
 HEADER_SIZE = _HEADER.size
 MIN_MESSAGE_SIZE = HEADER_SIZE + SIGNATURE_SIZE
 
@@ -77,18 +85,26 @@ def _check_lamport(lamport: int) -> None:
         raise ValueError(f"Lamport value {lamport} is out of range")
 
 
+Total = tuple[int, int]  # (a counter's first address, the sender's new total there)
+
+
 @dataclass(frozen=True, slots=True)
 class WriteBatch:
-    """One frame's local changes from one sender, all under one Lamport value."""
+    """One frame's local changes from one sender, all under one Lamport value: byte runs, and
+    the sender's new totals of the counters it changed."""
 
     lamport: int
     runs: tuple[Run, ...]
+    totals: tuple[Total, ...] = ()
 
     def __post_init__(self) -> None:
         _check_lamport(self.lamport)
-        if not self.runs:
-            raise ValueError("a write batch needs at least one run")
+        if not self.runs and not self.totals:
+            raise ValueError("a write batch needs at least one run or total")
         _check_runs(self.runs)
+        for address, total in self.totals:
+            if not (0 <= address <= 0xFFFF and -MAX_TOTAL <= total <= MAX_TOTAL):
+                raise ValueError(f"a total of {total} at {address:#x} is out of range")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +115,7 @@ class StatePatch:
     part: int
     parts: int
     entries: tuple[Entry, ...]
+    contributions: tuple[Contribution, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.part < self.parts <= 0xFFFF:
@@ -107,6 +124,9 @@ class StatePatch:
         for entry in self.entries:
             if entry.lamport < 0 or entry.lamport > MAX_LAMPORT or len(entry.writer) > KEY_SIZE:
                 raise ValueError("entry stamp out of range")
+        for c in self.contributions:
+            if not (0 <= c.address <= 0xFFFF and 0 < c.lamport <= MAX_LAMPORT and len(c.writer) == KEY_SIZE):
+                raise ValueError("contribution out of range")
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +245,7 @@ def _pack_runs(runs: tuple[Run, ...]) -> bytes:
 
 
 def _pack_patch(patch: StatePatch) -> bytes:
-    writers = sorted({entry.writer for entry in patch.entries})
+    writers = sorted({entry.writer for entry in patch.entries} | {c.writer for c in patch.contributions})
     slot = {writer: i for i, writer in enumerate(writers)}
     parts = [struct.pack(">BHHH", patch.full, patch.part, patch.parts, len(writers))]
     parts += [bytes([len(writer)]) + writer for writer in writers]
@@ -233,13 +253,20 @@ def _pack_patch(patch: StatePatch) -> bytes:
     for entry in patch.entries:
         parts += [_ENTRY.pack(entry.address, len(entry.data), entry.lamport, slot[entry.writer])]
         parts.append(entry.data)
+    parts.append(struct.pack(">H", len(patch.contributions)))
+    for c in patch.contributions:
+        parts.append(_CONTRIBUTION.pack(c.address, c.lamport, slot[c.writer], c.session, c.total))
     return b"".join(parts)
+
+
+def _pack_totals(totals: tuple[Total, ...]) -> bytes:
+    return struct.pack(">H", len(totals)) + b"".join(_COUNTER.pack(a, t) for a, t in totals)
 
 
 def _pack_body(body: Body) -> tuple[Kind, bytes]:
     match body:
-        case WriteBatch(lamport, runs):
-            return Kind.WRITE_BATCH, struct.pack(">Q", lamport) + _pack_runs(runs)
+        case WriteBatch(lamport, runs, _):
+            return Kind.WRITE_BATCH, struct.pack(">Q", lamport) + _pack_runs(runs) + _pack_totals(body.totals)
         case StatePatch():
             return Kind.STATE_PATCH, _pack_patch(body)
         case Digest(digest, max_lamport):
@@ -342,7 +369,13 @@ def _read_patch(reader: _Reader) -> StatePatch:
         if slot >= len(writers):
             raise DecodeError("malformed", "entry names a writer that is not in the table")
         entries.append(Entry(address, lamport, writers[slot], reader.take(length)))
-    return StatePatch(bool(full), part, parts, tuple(entries))
+    contributions = []
+    for _ in range(reader.number(">H")):
+        address, lamport, slot, session, total = reader.unpack(_CONTRIBUTION)
+        if slot >= len(writers):
+            raise DecodeError("malformed", "contribution names a writer that is not in the table")
+        contributions.append(Contribution(address, lamport, writers[slot], session, total))
+    return StatePatch(bool(full), part, parts, tuple(entries), tuple(contributions))
 
 
 def _read_proof(reader: _Reader) -> Proof:
@@ -357,7 +390,9 @@ def _read_body(kind: int, reader: _Reader) -> Body:
     match kind:
         case Kind.WRITE_BATCH:
             lamport = reader.number(">Q")
-            return WriteBatch(lamport, _read_runs(reader))
+            runs = _read_runs(reader)
+            totals = tuple(reader.unpack(_COUNTER) for _ in range(reader.number(">H")))
+            return WriteBatch(lamport, runs, tuple((a, t) for a, t in totals))
         case Kind.STATE_PATCH:
             return _read_patch(reader)
         case Kind.DIGEST:

@@ -14,6 +14,10 @@ of bytes:
   is in play: its changes are held and, once the room's bytes are in, written back and published
   (they are newer). On arming they are the boot's or the title screen's: dropped.
 
+Counters (`add` regions) never travel as bytes: a report's counter bytes become deltas (new minus
+old, `peer.core.merge.delta`), published as such and held as such; remote counter changes reach
+the emulator as deltas too (`WriteToEmulator.deltas`).
+
 Pure: no I/O, no clock. Every method returns the `Action`s to carry out, in order.
 """
 
@@ -24,8 +28,9 @@ from dataclasses import dataclass
 
 from games.definition import ArmedWhen, Region
 from peer.core import arming
+from peer.core import merge as rules
 from peer.core.arming import Arming, Check
-from peer.core.state import NO_WRITER, Layout, Run, SharedState
+from peer.core.state import Delta, Layout, Run, SharedState
 
 __all__ = [
     "AdoptRoom",
@@ -45,17 +50,21 @@ SHARING = "sharing with the room"  # the first words a player reads once their g
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Publish these local bytes; `written_at` is when the game made them (None: now)."""
+    """Publish these local bytes and counter deltas; `written_at` is when the game made them
+    (None: now)."""
 
     runs: tuple[Run, ...]
     written_at: float | None = None
+    deltas: tuple[Delta, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class WriteToEmulator:
-    """Write these bytes into the emulator (the room's, so never reported back as local)."""
+    """Write these bytes into the emulator and add these deltas to its counters (the room's, so
+    never reported back as local)."""
 
     runs: tuple[Run, ...]
+    deltas: tuple[Delta, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +96,7 @@ class Gate:
         self._adoptions = 0  # asked for and not finished (each one's `adopted` comes, in order)
         self._holding = False
         self._held: dict[int, int] = {}
+        self._held_deltas: dict[int, int] = {}
 
     @property
     def armed(self) -> bool:
@@ -99,25 +109,56 @@ class Gate:
     # ---- inputs --------------------------------------------------------------------------------
 
     def report(
-        self, changes: Iterable[Run], emutime: float, written_at: float | None, number: int
+        self,
+        changes: Iterable[Run],
+        emutime: float,
+        written_at: float | None,
+        number: int,
+        before: Iterable[Run] = (),
     ) -> list[Action]:
-        """The watcher's report number NUMBER: local changes seen at `emutime`, made by `written_at`."""
-        shared: list[Run] = []
+        """The watcher's report number NUMBER: local changes seen at `emutime`, made by `written_at`
+        (`before`: the same runs as the previous check saw them)."""
+        changes = list(changes)
         for address, data in changes:
             for offset, value in enumerate(data):
                 if address + offset in self.watched:
                     self.memory[address + offset] = value
-            if self.layout.check_run(address, len(data)):
-                shared.append((address, data))
+        shared, deltas = self.split(changes, before)
         known = all(address in self.memory for address in self.watched)  # (a probe tells them all)
         actions = self._follow(self.arming.observe(self.memory, emutime, number)) if known else []
-        if not shared or not self.arming.publishes(number):
+        if not (shared or deltas) or not self.arming.publishes(number):
             return actions  # before the check that armed, or disarming: boot or title screen
         if not self.adopting:
-            actions.append(Publish(tuple(shared), written_at))
+            actions.append(Publish(tuple(shared), written_at, tuple(deltas)))
         elif self._holding:
             self._held.update((a + i, value) for a, data in shared for i, value in enumerate(data))
+            for first, delta in deltas:
+                self._held_deltas[first] = self._held_deltas.get(first, 0) + delta
         return actions
+
+    def split(self, changes: Iterable[Run], before: Iterable[Run]) -> tuple[list[Run], list[Delta]]:
+        """Shared bytes outside counters as runs, and each counter's change as a delta (a byte with
+        no old value is taken as changed from 0, as an unwritten counter shows)."""
+        layout = self.layout
+        old = {a + i: value for a, data in before for i, value in enumerate(data)}
+        runs: list[tuple[int, bytearray]] = []
+        deltas: dict[int, int] = {}
+        for address, data in changes:
+            for offset, value in enumerate(data):
+                at = address + offset
+                if layout.index(at) < 0:
+                    continue
+                first = layout.counter_of(at)
+                if first is None:
+                    if runs and runs[-1][0] + len(runs[-1][1]) == at:
+                        runs[-1][1].append(value)
+                    else:
+                        runs.append((at, bytearray([value])))
+                else:
+                    merge = layout.counters[first]
+                    change = rules.delta(at - first, old.get(at, 0), value, merge)
+                    deltas[first] = deltas.get(first, 0) + change
+        return [(a, bytes(d)) for a, d in runs], [(f, d) for f, d in sorted(deltas.items()) if d]
 
     def probed(self, memory: Mapping[int, int], emutime: float, last_report: int) -> list[Action]:
         """What the running emulator said just now (see `arming.Check`)."""
@@ -131,9 +172,11 @@ class Gate:
     def resync(self) -> list[Action]:
         return self._follow(self.arming.resync())
 
-    def remote_changes(self, runs: Sequence[Run]) -> list[Action]:
-        """Bytes other peers' writes changed in the replica."""
-        return [WriteToEmulator(tuple(runs))] if self.armed and runs else []
+    def remote_changes(self, runs: Sequence[Run], deltas: Sequence[Delta] = ()) -> list[Action]:
+        """Bytes other peers' writes changed in the replica, and how far counters moved."""
+        if not self.armed or not (runs or deltas):
+            return []
+        return [WriteToEmulator(tuple(runs), tuple(deltas))]
 
     def adopted(self, reason: str, game_values: Sequence[Run], adopted: int) -> list[Action]:
         """The room's `adopted` bytes are in the emulator; `game_values` are its bytes nobody wrote."""
@@ -142,11 +185,14 @@ class Gate:
         if self.adopting:  # another adoption follows: it publishes, once the room's bytes are in
             return []  # (and tells: one message, not one per adoption)
         if game_values and self.armed:
-            actions.append(Publish(tuple(game_values)))
+            game_runs, game_deltas = self.split(game_values, ())  # (an unwritten counter shows 0)
+            actions.append(Publish(tuple(game_runs), None, tuple(game_deltas)))
         held, self._held = sorted(self._held.items()), {}
-        if held and self.armed:
+        held_deltas, self._held_deltas = tuple(sorted(self._held_deltas.items())), {}
+        if (held or held_deltas) and self.armed:
             runs = tuple((address, bytes([value])) for address, value in held)
-            actions += [WriteToEmulator(runs), Publish(runs)]  # the game's newer bytes win
+            # the game's newer bytes win; its counts add to the room's it was just given
+            actions += [WriteToEmulator(runs, held_deltas), Publish(runs, None, held_deltas)]
         actions.append(Tell(sharing_words(reason, adopted)))
         return actions
 
@@ -162,9 +208,11 @@ class Gate:
                     self._holding = reason != ARMING
                     if not self._holding:
                         self._held.clear()
+                        self._held_deltas.clear()
                     actions.append(AdoptRoom(reason))
                 case arming.Disarm(reason):
                     self._held.clear()
+                    self._held_deltas.clear()
                     actions.append(Tell(f"paused sharing: {reason}"))
                 case Check():
                     actions.append(Check())
@@ -179,8 +227,9 @@ def sharing_words(reason: str, adopted: int) -> str:
 
 
 def room_bytes(state: SharedState) -> list[Run]:
-    """Every byte some peer has written, as runs: what an adopting emulator must take."""
-    return [(entry.address, entry.data) for entry in state.entries() if entry.writer != NO_WRITER]
+    """Every byte some peer has written (counters as the value they show), as runs: what an
+    adopting emulator must take."""
+    return state.written_runs()
 
 
 def unwritten_values(

@@ -17,9 +17,11 @@ This module owns two things and does no I/O (no asyncio, subprocess or sockets):
 The watcher itself (`watch_script`) is Tcl that openMSX runs at the end of every emulated frame
 (``after frame``, at most every `MIN_CHECK_GAP_US` of real time, plus a real-time poll): it
 reads every shared region through the CPU's view, compares it with the snapshot of the previous
-check, and reports only the bytes that differ, as one ``user_setting`` update per check.
-`apply_command` writes remote bytes and updates that snapshot in the same Tcl command, so
-applied bytes never come back as local changes. The docstring of `peer.openmsx` explains why
+check, and reports only the bytes that differ (new and old values: a counter's change is their
+difference), as one ``user_setting`` update per check. `apply_command` writes remote bytes, and
+adds remote deltas to counters (read, add, write in Tcl, so that a count the game made since the
+last check stays), and updates that snapshot the same way in the same Tcl command, so applied
+bytes never come back as local changes. The docstring of `peer.openmsx` explains why
 per-frame reads rather than watchpoints.
 """
 
@@ -280,8 +282,29 @@ def _region_of(regions: Sequence[_Region], address: int, length: int) -> int:
     raise ValueError(f"{length} bytes at {address:#06x} are not inside one shared region")
 
 
-def apply_command(regions: Sequence[_Region], changes: Iterable[tuple[int, bytes]]) -> str:
-    """Tcl writing CHANGES (address, bytes) into memory and into the watcher's snapshot.
+@dataclass(frozen=True, slots=True)
+class CounterDelta:
+    """Add `delta` to the counter of `width` bytes (low first, `bcd` digits) at `address`,
+    saturating at 0 and at the largest value its bytes hold."""
+
+    address: int
+    width: int
+    bcd: bool
+    delta: int
+
+    def __post_init__(self) -> None:
+        if self.width not in (1, 2, 4) or not isinstance(self.delta, int):
+            raise ValueError(f"a counter of {self.width} bytes, delta {self.delta!r}")
+        if abs(self.delta) >= 2**40:
+            raise ValueError(f"a delta of {self.delta} is out of range")
+        _check_span(self.address, self.width)
+
+
+def apply_command(
+    regions: Sequence[_Region], changes: Iterable[tuple[int, bytes]], deltas: Iterable[CounterDelta] = ()
+) -> str:
+    """Tcl writing CHANGES (address, bytes) and adding DELTAS to counters, in memory and in the
+    watcher's snapshot.
 
     Every change must lie inside one of REGIONS (the same list `watch_script` was built from).
     The reply lists the addresses whose byte did not read back as written (ROM mapped there).
@@ -293,9 +316,14 @@ def apply_command(regions: Sequence[_Region], changes: Iterable[tuple[int, bytes
         _check_span(address, len(data))
         index = _region_of(regions, address, len(data))
         words += [str(index), str(address - regions[index].start), bytes(data).hex()]
-    if not words:
+    adds: list[str] = []
+    for counter in deltas:
+        index = _region_of(regions, counter.address, counter.width)
+        offset = counter.address - regions[index].start
+        adds += [str(index), str(offset), str(counter.width), str(int(counter.bcd)), str(counter.delta)]
+    if not words and not adds:
         raise ValueError("nothing to apply")
-    return "msxsync::apply {" + " ".join(words) + "}"
+    return "msxsync::apply {" + " ".join(words) + "} {" + " ".join(adds) + "}"
 
 
 def watch_script(regions: Sequence[_Region], run: str) -> str:
@@ -364,6 +392,7 @@ class ChangeReport:
     a report whose nonce is not this link's is a leftover of an earlier run, never a change.
     `emutime` is openMSX's emulated time of the check (seconds), `written_at` its wall time
     (seconds since the epoch, from Tcl's clock): when the game made these writes, at the latest.
+    `before` holds the same runs with the values the previous check saw.
     """
 
     run: str
@@ -371,6 +400,7 @@ class ChangeReport:
     emutime: float
     written_at: float
     changes: tuple[tuple[int, bytes], ...]
+    before: tuple[tuple[int, bytes], ...] = ()
 
 
 def new_run_nonce(random_bytes: bytes) -> str:
@@ -381,16 +411,15 @@ def new_run_nonce(random_bytes: bytes) -> str:
 
 
 def parse_changes(value: str) -> ChangeReport:
-    """Decode one watcher report: ``RUN SEQ EMUTIME WALL_US ADDR HEX ADDR HEX …``."""
+    """Decode one watcher report: ``RUN SEQ EMUTIME WALL_US ADDR NEW OLD ADDR NEW OLD …``."""
     words = value.split()
-    if len(words) < 6 or len(words) % 2 or not _NONCE_RE.match(words[0]):
+    if len(words) < 7 or (len(words) - 4) % 3 or not _NONCE_RE.match(words[0]):
         raise ProtocolError(f"bad change report {value[:60]!r}")
     try:
         seq, emutime, wall_us = int(words[1]), float(words[2]), int(words[3])
-        changes = tuple(
-            (int(address), decode_hex_reply(data, len(data) // 2))
-            for address, data in zip(words[4::2], words[5::2], strict=True)
-        )
+        triples = list(zip(words[4::3], words[5::3], words[6::3], strict=True))
+        changes = tuple((int(address), decode_hex_reply(new, len(new) // 2)) for address, new, _ in triples)
+        before = tuple((int(address), decode_hex_reply(old, len(new) // 2)) for address, new, old in triples)
     except ValueError as error:
         raise ProtocolError(f"bad change report {value[:60]!r}: {error}") from None
     if not (emutime >= 0 and wall_us >= 0):  # (also refuses nan)
@@ -398,7 +427,7 @@ def parse_changes(value: str) -> ChangeReport:
     for address, data in changes:
         if not data or address < 0 or address + len(data) > ADDRESS_SPACE:
             raise ProtocolError(f"change report outside the address space: {value[:60]!r}")
-    return ChangeReport(words[0], seq, emutime, wall_us / 1e6, changes)
+    return ChangeReport(words[0], seq, emutime, wall_us / 1e6, changes, before)
 
 
 # Why it looks like this:
@@ -414,7 +443,9 @@ def parse_changes(value: str) -> ChangeReport:
 #   the run nonce tells this run's reports from a value openMSX saved in settings.xml; the wall
 #   time of the check is when the game's writes were made, at the latest.
 # - `apply` writes through the CPU view and puts what reads back into the snapshot, in the same
-#   Tcl command, so nothing it wrote is reported as a local change.
+#   Tcl command, so nothing it wrote is reported as a local change. A counter's delta is added
+#   to memory and to the snapshot alike, so a count the game made since the check still shows
+#   as the difference between them and is reported at the next check.
 _WATCH_TCL = r"""
 if {[namespace exists msxsync]} {
     # Left by a link that did not detach (a crashed peer): stop its timers before replacing it.
@@ -444,6 +475,7 @@ namespace eval msxsync {
         set runs {}
         set run_address -1
         set run_hex {}
+        set run_old {}
         set total [string length $new]
         for {set chunk 0} {$chunk < $total} {incr chunk 32} {
             set last [expr {$chunk + 31}]
@@ -453,18 +485,22 @@ namespace eval msxsync {
             set stop [expr {$last < $total ? $last : $total}]
             for {set i $chunk} {$i < $stop} {incr i 2} {
                 set byte [string range $new $i [expr {$i + 1}]]
-                if {$byte eq [string range $old $i [expr {$i + 1}]]} { continue }
+                set was [string range $old $i [expr {$i + 1}]]
+                if {$byte eq $was} { continue }
+                if {$was eq {}} { set was 00 }
                 set address [expr {$start + $i / 2}]
                 if {$run_address >= 0 && $address == $run_address + [string length $run_hex] / 2} {
                     append run_hex $byte
+                    append run_old $was
                 } else {
-                    if {$run_address >= 0} { lappend runs $run_address $run_hex }
+                    if {$run_address >= 0} { lappend runs $run_address $run_hex $run_old }
                     set run_address $address
                     set run_hex $byte
+                    set run_old $was
                 }
             }
         }
-        if {$run_address >= 0} { lappend runs $run_address $run_hex }
+        if {$run_address >= 0} { lappend runs $run_address $run_hex $run_old }
         return $runs
     }
     proc tick {} {
@@ -515,10 +551,46 @@ namespace eval msxsync {
         set poll_id {}
         return
     }
-    proc apply {writes} {
+    proc add_to {hex width bcd delta} {
+        set radix [expr {$bcd ? 100 : 256}]
+        set value 0
+        set weight 1
+        for {set i 0} {$i < $width} {incr i} {
+            scan [string range $hex [expr {2 * $i}] [expr {2 * $i + 1}]] %x byte
+            if {$bcd} { set byte [expr {($byte >> 4) * 10 + ($byte & 15)}] }
+            incr value [expr {$byte * $weight}]
+            set weight [expr {$weight * $radix}]
+        }
+        set value [expr {$value + $delta}]
+        if {$value < 0} { set value 0 }
+        if {$value > $weight - 1} { set value [expr {$weight - 1}] }
+        set out {}
+        for {set i 0} {$i < $width} {incr i} {
+            set digit [expr {$value % $radix}]
+            set value [expr {$value / $radix}]
+            if {$bcd} { set digit [expr {($digit / 10) << 4 | $digit % 10}] }
+            append out [format %02x $digit]
+        }
+        return $out
+    }
+    proc apply {writes {adds {}}} {
         variable regions
         variable snapshot
         set failed {}
+        foreach {index offset width bcd delta} $adds {
+            set address [expr {[lindex $regions [expr {2 * $index}]] + $offset}]
+            set now [binary encode hex [debug read_block memory $address $width]]
+            set hex [add_to $now $width $bcd $delta]
+            debug write_block memory $address [binary decode hex $hex]
+            set first [expr {2 * $offset}]
+            set last [expr {$first + 2 * $width - 1}]
+            set old [string range [lindex $snapshot $index] $first $last]
+            lset snapshot $index [string replace [lindex $snapshot $index] $first $last \
+                [add_to $old $width $bcd $delta]]
+            if {[binary encode hex [debug read_block memory $address $width]] ne $hex} {
+                lappend failed $address
+            }
+        }
         foreach {index offset hex} $writes {
             set address [expr {[lindex $regions [expr {2 * $index}]] + $offset}]
             set length [expr {[string length $hex] / 2}]

@@ -3,9 +3,9 @@
 An honest sender stays well inside the receivers' rate budget (`replica.RATE_PER_SECOND`, 240
 messages a second with bursts of 480): local changes are published at most PUBLISH_RATE times a
 second, with bursts of PUBLISH_BURST (so a late frame followed by an on-time one is not delayed);
-changes made while no publication is due are coalesced (newest value per byte) into the next
-batch, which carries the latest time the game made any of them. At 60 Hz every frame's batch goes
-out at once.
+changes made while no publication is due are coalesced (newest value per byte, counters' deltas
+summed) into the next batch, which carries the latest time the game made any of them. At 60 Hz
+every frame's batch goes out at once.
 
 Pure: `now` is a monotonic time passed in; `written_at` a wall time that is only carried along.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from peer.core.state import Run
+from peer.core.state import Delta, Run
 
 PUBLISH_RATE = 120.0
 PUBLISH_BURST = 4.0
@@ -25,6 +25,7 @@ PUBLISH_BURST = 4.0
 class Batch:
     runs: tuple[Run, ...]
     written_at: float
+    deltas: tuple[Delta, ...] = ()
 
 
 class PublishPacer:
@@ -34,14 +35,17 @@ class PublishPacer:
         self._rate, self._burst = rate, burst
         self._tokens, self._tokens_at = burst, now
         self._pending: dict[int, int] = {}  # address -> newest value not yet published
+        self._deltas: dict[int, int] = {}  # counter -> sum of the deltas not yet published
         self._written_at: float | None = None
         self._due: float | None = None
 
-    def add(self, runs: Iterable[Run], written_at: float) -> None:
+    def add(self, runs: Iterable[Run], written_at: float, deltas: Iterable[Delta] = ()) -> None:
         """Changes the game made by `written_at` (checked to be shared by the caller)."""
         for address, data in runs:
             for offset, value in enumerate(data):
                 self._pending[address + offset] = value
+        for first, delta in deltas:
+            self._deltas[first] = self._deltas.get(first, 0) + delta
         self._written_at = written_at if self._written_at is None else max(self._written_at, written_at)
 
     def get_timer(self) -> float | None:
@@ -56,11 +60,13 @@ class PublishPacer:
             self._due = now + (1.0 - self._tokens) / self._rate
             return None
         self._due = None
-        if not self._pending or self._written_at is None:
+        if not (self._pending or self._deltas) or self._written_at is None:
             return None
         self._tokens -= 1.0
-        batch = Batch(tuple(_runs(self._pending)), self._written_at)
+        deltas = tuple((first, delta) for first, delta in sorted(self._deltas.items()) if delta)
+        batch = Batch(tuple(_runs(self._pending)), self._written_at, deltas)
         self._pending.clear()
+        self._deltas.clear()
         self._written_at = None
         return batch
 

@@ -18,9 +18,14 @@ because a forged signature costs as much to reject as a good one to accept):
 3. per link, sequence numbers: a duplicate (same seq, same signature) is dropped; the same seq with a
    different message is a forgery (equivocation) and is refused and reported; a gap means messages
    were lost, so this replica asks the peer for its full state;
-4. writes and patches must lie inside the shared regions and carry Lamport values not too far ahead
+4. writes and patches must lie inside the shared regions (bytes outside counters, totals and
+   contributions at a counter's first address) and carry Lamport values not too far ahead
    of this replica's wall clock (see `clock` for why that bound is the same on every replica);
    a message that breaks either rule is refused whole, never applied in part.
+
+Counters (`add` regions): this replica's own slot is (its key, its session); a local delta is
+folded into that slot's total under a new stamp and the new total is published; a peer's batch
+carries its totals, merged into the slot (its key, the session in its header). See `merge`.
 Each refusal is counted under its reason in `statistics()` and reported as a `Rejected` event.
 
 State exchange: when a peer is added (first contact or reconnect) both sides send their full state,
@@ -43,8 +48,9 @@ from nacl.signing import SigningKey
 
 from games.definition import Region
 from peer.core import codec
+from peer.core import merge as rules
 from peer.core.clock import HybridClock, is_too_far_ahead, wall_ms
-from peer.core.state import NO_WRITER, Entry, Layout, Run, SharedState
+from peer.core.state import NO_WRITER, Contribution, Delta, Entry, Layout, Run, SharedState
 
 HEARTBEAT_INTERVAL = 1.0
 SILENT_AFTER = 5.0
@@ -71,10 +77,27 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class BytesChanged(Event):
-    """Remote writes changed these shared bytes: write them into the emulator."""
+    """Remote writes changed these shared bytes: write them into the emulator, and add `deltas`
+    to its counters (a counter is never written whole: the game may have counted meanwhile)."""
 
     peer: bytes
     changes: tuple[Run, ...]
+    deltas: tuple[Delta, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LocalOutcome:
+    """What `Replica.local_changes` did: the byte runs and counter totals it published, and what
+    the emulator must be given so that it shows the room's merge (`corrections`: bytes the
+    game wrote that lost a join; `deltas`: how far a saturated counter moved otherwise)."""
+
+    runs: tuple[Run, ...] = ()
+    totals: tuple[tuple[int, int], ...] = ()
+    corrections: tuple[Run, ...] = ()
+    deltas: tuple[Delta, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.runs or self.totals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +200,7 @@ class _Link:
     connected: bool = True
     paused: bool = False
     dirty: set[int] = field(default_factory=set)
+    dirty_counters: set[int] = field(default_factory=set)
     tokens: float = RATE_BURST
     tokens_at: float = 0.0
     flood_strikes: float = 0.0
@@ -230,6 +254,7 @@ class Replica:
         link.connected, link.paused, link.cut = True, False, False
         link.flood_strikes = 0.0
         link.dirty.clear()
+        link.dirty_counters.clear()
         link.next_digest = now + DIGEST_INTERVAL
         self._send_full_state(link, now)
 
@@ -239,6 +264,7 @@ class Replica:
         if link is not None:
             link.connected = False  # nothing is sent or accepted until `add_peer` again
             link.dirty.clear()
+            link.dirty_counters.clear()
 
     def is_connected(self, peer: bytes) -> bool:
         link = self.links.get(peer)
@@ -255,46 +281,92 @@ class Replica:
         if link is None or not link.paused or not link.connected:
             return
         link.paused = False
-        if link.dirty:
-            self._send_entries(link, self.state.entries(link.dirty), full=False, now=now)
+        if link.dirty or link.dirty_counters:
+            mine = [c for c in self.state.contributions() if c.address in link.dirty_counters]
+            own = [c for c in mine if (c.writer, c.session) == (self.key, self.session)]
+            self._send_entries(link, self.state.entries(link.dirty), own, full=False, now=now)
             link.dirty.clear()
+            link.dirty_counters.clear()
 
     # ---- local side ---------------------------------------------------------------------------
 
     def local_changes(
-        self, changes: Iterable[Run], now: float, *, wall: float, written_at: float | None = None
-    ) -> list[Run]:
-        """Publish changes made by this peer's game; returns what was published.
+        self,
+        changes: Iterable[Run],
+        now: float,
+        *,
+        wall: float,
+        written_at: float | None = None,
+        deltas: Iterable[Delta] = (),
+    ) -> LocalOutcome:
+        """Publish changes made by this peer's game: bytes outside counters, and how much the game
+        changed counters (`deltas`, by first address); returns what was published.
 
         `written_at` is the wall time the game made them (the watcher's check), `wall` the wall
         time they are published: the stamp is built from the former (see `clock` for why)."""
+        changes = list(changes)
         runs = [run for run in self._differing(changes) if run[1]]
-        if not runs:
-            return []
+        deltas = [(first, delta) for first, delta in deltas if delta]
+        for first, _ in deltas:
+            if first not in self.state.layout.counters:
+                raise ValueError(f"local change at {first:#06x} is not a counter")
+        if not runs and not deltas:
+            return LocalOutcome(corrections=tuple(self._corrections(changes)))
         lamport = self.clock.stamp(wall if written_at is None else written_at, wall)
         self.state.apply_runs(runs, lamport, self.key)
+        totals, moved = self._count(deltas, lamport)
         self.local_batches += 1
-        batch = codec.WriteBatch(lamport, tuple(runs))
+        batch = codec.WriteBatch(lamport, tuple(runs), tuple(totals))
         for link in self._open_links():
             if link.paused:
                 link.dirty.update(a for address, data in runs for a in range(address, address + len(data)))
+                link.dirty_counters.update(first for first, _ in totals)
             else:
                 self._send(link, batch, now)
-                link.stats.writes_sent += sum(len(data) for _, data in runs)
-        return runs
+                link.stats.writes_sent += sum(len(data) for _, data in runs) + len(totals)
+        return LocalOutcome(tuple(runs), tuple(totals), tuple(self._corrections(changes)), tuple(moved))
+
+    def _count(self, deltas: list[Delta], lamport: int) -> tuple[list[tuple[int, int]], list[Delta]]:
+        """Fold local deltas into this replica's own slots; returns the new totals, and how far
+        each counter's shown value moved beyond the delta the game itself made (saturation)."""
+        slot = (self.key, self.session)
+        totals: list[tuple[int, int]] = []
+        corrections: list[Delta] = []
+        for first, delta in deltas:
+            total = self.state.total(first, slot) + delta
+            moved = self.state.contribute(Contribution(first, lamport, self.key, self.session, total))
+            totals.append((first, total))
+            if moved != delta:
+                corrections.append((first, moved - delta))
+        return totals, corrections
+
+    def _corrections(self, changes: list[Run]) -> list[Run]:
+        """Bytes the game wrote that the room's merge did not keep (a lost join): the emulator
+        must show the room's."""
+        layout, values = self.state.layout, self.state.values
+        runs: list[tuple[int, bytearray]] = []
+        for address, data in changes:
+            for offset, value in enumerate(data):
+                i = layout.index(address + offset)
+                if layout.rules[i] in rules.JOINS and values[i] != value:
+                    _append_byte(runs, address + offset, values[i])
+        return [(address, bytes(data)) for address, data in runs]
 
     def _differing(self, changes: Iterable[Run]) -> list[Run]:
-        """Validate local changes and keep the bytes the room does not already hold.
+        """Validate local changes and keep the bytes that would change the room's.
 
         A byte nobody has written yet (`NO_WRITER`) always counts: the replica's 0 there is a
-        placeholder, not the room's value, so the game's own value must be published."""
+        placeholder, not the room's value, so the game's own value must be published. A byte
+        under a join rule counts only when the join moves (a `max` byte the game lowered does not)."""
         layout, values, writers = self.state.layout, self.state.values, self.state.writers
         runs: list[tuple[int, bytearray]] = []
         for address, data in changes:
-            if not layout.check_run(address, len(data)):
-                raise ValueError(f"local change at {address:#06x} is outside the shared regions")
+            if not layout.check_bytes(address, len(data)):
+                raise ValueError(f"local change at {address:#06x} is outside the shared bytes")
             for offset, value in enumerate(data):
                 i = layout.index(address + offset)
+                if writers[i] != NO_WRITER and layout.rules[i] in rules.JOINS:
+                    value = rules.join(layout.rules[i], values[i], value)
                 if values[i] != value or writers[i] == NO_WRITER:
                     _append_byte(runs, address + offset, value)
         return [(address, bytes(data)) for address, data in runs]
@@ -424,27 +496,38 @@ class Replica:
 
     def _receive_batch(self, link: _Link, batch: codec.WriteBatch, wall: float) -> list[Event]:
         problem = self._check_stamped_runs(((a, d, batch.lamport) for a, d in batch.runs), wall)
+        problem = problem or self._check_counters((a for a, _ in batch.totals), batch.lamport, wall)
         if problem:
             return [self._reject(link, link.peer, *problem)]
         self.clock.observe(batch.lamport, wall)
-        link.stats.writes_received += sum(len(data) for _, data in batch.runs)
+        link.stats.writes_received += sum(len(data) for _, data in batch.runs) + len(batch.totals)
         changes = self.state.apply_runs(batch.runs, batch.lamport, link.peer)
-        return self._merged(link, changes)
+        session = link.session or 0
+        deltas = self.state.merge_contributions(
+            Contribution(first, batch.lamport, link.peer, session, total) for first, total in batch.totals
+        )
+        return self._merged(link, changes, deltas)
 
-    def _merged(self, link: _Link, changes: list[Run]) -> list[Event]:
-        events: list[Event] = [BytesChanged(link.peer, tuple(changes))] if changes else []
-        if self.state.dirty:
+    def _merged(self, link: _Link, changes: list[Run], deltas: list[Delta]) -> list[Event]:
+        events: list[Event] = []
+        if changes or deltas:
+            events.append(BytesChanged(link.peer, tuple(changes), tuple(deltas)))
+        if self.state.has_dirty:
             events.append(StateChanged())
         return events
 
     def _receive_patch(self, link: _Link, patch: codec.StatePatch, wall: float) -> list[Event]:
         problem = self._check_stamped_runs(((e.address, e.data, e.lamport) for e in patch.entries), wall)
+        for c in patch.contributions:
+            problem = problem or self._check_counters((c.address,), c.lamport, wall)
         if problem:
             return [self._reject(link, link.peer, *problem)]
         for entry in patch.entries:
             self.clock.observe(entry.lamport, wall)
+        for c in patch.contributions:
+            self.clock.observe(c.lamport, wall)
         changes = self.state.merge(patch.entries)
-        events = self._merged(link, changes)
+        events = self._merged(link, changes, self.state.merge_contributions(patch.contributions))
         if patch.full and patch.part == patch.parts - 1:
             events.append(FullStateReceived(link.peer))
         return events
@@ -453,10 +536,18 @@ class Replica:
         self, runs: Iterable[tuple[int, bytes, int]], wall: float
     ) -> tuple[str, str] | None:
         for address, data, lamport in runs:
-            if not self.state.layout.check_run(address, len(data)):
+            if not self.state.layout.check_bytes(address, len(data)):
                 return "outside_regions", f"{len(data)} bytes at {address:#06x}"
             if is_too_far_ahead(lamport, wall):
                 return "lamport_ahead", f"Lamport {lamport} is beyond this peer's clock bound"
+        return None
+
+    def _check_counters(self, firsts: Iterable[int], lamport: int, wall: float) -> tuple[str, str] | None:
+        for first in firsts:
+            if first not in self.state.layout.counters:
+                return "outside_regions", f"no counter at {first:#06x}"
+        if is_too_far_ahead(lamport, wall):
+            return "lamport_ahead", f"Lamport {lamport} is beyond this peer's clock bound"
         return None
 
     def _receive_digest(self, link: _Link, digest: codec.Digest, now: float) -> list[Event]:
@@ -464,8 +555,9 @@ class Replica:
             return []
         if digest.max_lamport != self.state.max_lamport:
             newer = [e for e in self.state.entries() if e.lamport > digest.max_lamport]
-            if newer:
-                self._send_entries(link, newer, full=False, now=now)
+            counted = self.state.contributions(newer_than=digest.max_lamport)
+            if newer or counted:
+                self._send_entries(link, newer, counted, full=False, now=now)
             return []
         link.stats.repairs += 1
         self._send_full_state(link, now)
@@ -512,12 +604,19 @@ class Replica:
         self._send(link, codec.Digest(self.state.digest(), self.state.max_lamport), now)
 
     def _send_full_state(self, link: _Link, now: float) -> None:
-        self._send_entries(link, self.state.entries(), full=True, now=now)
+        self._send_entries(link, self.state.entries(), self.state.contributions(), full=True, now=now)
 
-    def _send_entries(self, link: _Link, entries: list[Entry], *, full: bool, now: float) -> None:
+    def _send_entries(
+        self, link: _Link, entries: list[Entry], contributions: list[Contribution], *, full: bool, now: float
+    ) -> None:
         parts = split_entries(entries, PATCH_BUDGET)
-        for number, part in enumerate(parts):
-            self._send(link, codec.StatePatch(full, number, len(parts), tuple(part)), now)
+        extra = split_contributions(contributions, PATCH_BUDGET)
+        if contributions and not parts[-1]:
+            parts.pop()
+        counted: list[list[Contribution]] = [[] for _ in parts] + extra
+        parts += [[] for _ in extra]
+        for number, (part, more) in enumerate(zip(parts, counted, strict=True)):
+            self._send(link, codec.StatePatch(full, number, len(parts), tuple(part), tuple(more)), now)
 
     def _reject(self, link: _Link | None, peer: bytes, reason: str, detail: str = "") -> Rejected:
         self.rejections[reason] += 1
@@ -558,6 +657,15 @@ def split_entries(entries: list[Entry], budget: int) -> list[list[Entry]]:
         parts[-1].append(entry)
         size += cost
     return parts
+
+
+_CONTRIBUTION_SIZE = 28 + 33  # a contribution plus, at worst, one new writer in the table
+
+
+def split_contributions(contributions: list[Contribution], budget: int) -> list[list[Contribution]]:
+    """Group contributions into parts of at most `budget` bytes (none when there are none)."""
+    per_part = max(1, budget // _CONTRIBUTION_SIZE)
+    return [contributions[i : i + per_part] for i in range(0, len(contributions), per_part)]
 
 
 def _cut_long(entries: list[Entry], limit: int) -> Iterable[Entry]:

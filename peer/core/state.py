@@ -1,19 +1,25 @@
-"""Per-byte last-writer-wins state over a game's shared regions.
+"""The room's shared state: per-byte values with stamps, merged by each region's rule, and counters.
 
-Every shared byte carries (value, lamport, writer); a write wins when its (lamport, writer) pair is
-greater than the byte's current one, writers being 32-byte keys compared as bytes. Should one writer
-ever use one stamp for two values (only a broken or hostile peer can), the larger value wins, so even
-then every replica picks the same byte. The rule is a join on a total order, so any replicas that
-received the same writes in any order, any number of times, hold the same bytes: that is the whole
-convergence argument, and the property tests check it.
+Every shared byte carries (value, lamport, writer). Under `lww` (the default) a write wins when its
+(lamport, writer) pair is greater than the byte's current one, writers being 32-byte keys compared
+as bytes. Should one writer ever use one stamp for two values (only a broken or hostile peer can),
+the larger value wins, so even then every replica picks the same byte. The rule is a join on a total
+order, so any replicas that received the same writes in any order, any number of times, hold the
+same bytes: that is the whole convergence argument, and the property tests check it. The other
+per-byte rules (`max`, `min`, `bit-or`, `bit-and`) join values and stamps separately; `add` regions
+hold counters made of per-writer contributions. `peer.core.merge` explains each rule and why it
+converges; this module applies them.
 
 This module owns the state and its durable serialisation. It knows nothing of messages, peers or
-time; addresses handed to it must already be inside the regions (`Layout.check_run` says so).
+time; addresses handed to it must already be inside the regions (`Layout.check_run` says so), and
+bytes written as bytes must not be in an `add` region (`Layout.check_bytes`): a counter changes
+only through contributions.
 
 What must reach the disk is what the merge decided, value *and* stamp: a write of an unchanged value
 under a newer stamp changes no byte but must be saved, or after a restart the disk would hold the older
 stamp (or none) and the replica would disagree with the room. So the state keeps the set of addresses
-whose stamp moved (`dirty`), and the persistence drains it (`take_dirty`).
+whose stamp moved (`dirty`) and the contributions that moved (`dirty_contributions`), and the
+persistence drains them (`take_dirty`, `take_dirty_contributions`).
 """
 
 from __future__ import annotations
@@ -24,10 +30,15 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from games.definition import Region, check_no_overlap
+from games.definition import LWW, Merge, MergeRule, Region, check_no_overlap
+from peer.core import merge as rules
 
 Run = tuple[int, bytes]  # (first address, bytes)
+Delta = tuple[int, int]  # (a counter's first address, how much its shown value changed)
+Slot = tuple[bytes, int]  # (writer key, writer session): who owns one contribution to a counter
 NO_WRITER = b""  # the writer of bytes nobody has written yet; loses to every real write
+MAX_TOTAL = 2**63 - 1  # a contribution's total is a signed 64-bit number on the wire and on disk
+_LWW, _ADD = MergeRule.LWW, MergeRule.ADD
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,21 +51,50 @@ class Entry:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One slot's net contribution to the counter at `address`, as of `lamport`."""
+
+    address: int
+    lamport: int
+    writer: bytes
+    session: int
+    total: int
+
+    def __post_init__(self) -> None:
+        if not -MAX_TOTAL <= self.total <= MAX_TOTAL:
+            raise ValueError(f"a contribution of {self.total} is out of range")
+        if not 0 <= self.session < 2**64:
+            raise ValueError("a session is an unsigned 64-bit number")
+
+
 class Layout:
-    """Maps CPU addresses to positions in the flat state arrays."""
+    """Maps CPU addresses to positions in the flat state arrays, with each byte's merge rule."""
 
     def __init__(self, regions: Sequence[Region]) -> None:
         check_no_overlap(regions)
         self.regions = tuple(sorted(regions, key=lambda region: region.start))
         self._index = array("l", [-1]) * 0x10000
         self.addresses: list[int] = []
+        self.rules: list[MergeRule] = []
+        self.counters: dict[int, Merge] = {}
+        """The first address of every counter (`add` unit) and its rule."""
+        self._counter_of: dict[int, int] = {}
         for region in self.regions:
             for address in range(region.start, region.end + 1):
                 self._index[address] = len(self.addresses)
                 self.addresses.append(address)
+                self.rules.append(region.merge.rule)
+            if region.merge.rule is MergeRule.ADD:
+                for first in range(region.start, region.end + 1, region.merge.width):
+                    self.counters[first] = region.merge
+                    for address in range(first, first + region.merge.width):
+                        self._counter_of[address] = first
         self.size = len(self.addresses)
-        description = ",".join(f"{r.start:04x}-{r.end:04x}" for r in self.regions).encode()
-        self.fingerprint = hashlib.blake2b(description, digest_size=8).digest()
+        description = ",".join(f"{r.start:04x}-{r.end:04x}" for r in self.regions)
+        if any(region.merge != LWW for region in self.regions):  # (an all-LWW layout keeps its old name)
+            description += "|" + ",".join(str(r.merge) for r in self.regions)
+        self.fingerprint = hashlib.blake2b(description.encode(), digest_size=8).digest()
 
     def index(self, address: int) -> int:
         """Position of a shared address, or -1."""
@@ -67,6 +107,16 @@ class Layout:
         index = self._index
         return all(index[a] >= 0 for a in range(address, address + length))
 
+    def check_bytes(self, address: int, length: int) -> bool:
+        """True when every byte of the run is shared and none belongs to a counter."""
+        return self.check_run(address, length) and not any(
+            a in self._counter_of for a in range(address, address + length)
+        )
+
+    def counter_of(self, address: int) -> int | None:
+        """The first address of the counter this byte belongs to (None: not in an `add` region)."""
+        return self._counter_of.get(address)
+
 
 class SharedState:
     """The replica's view of every shared byte, with the stamp that put it there."""
@@ -76,13 +126,26 @@ class SharedState:
         self.values = bytearray(layout.size)
         self.lamports = [0] * layout.size
         self.writers = [NO_WRITER] * layout.size
+        self.slots: dict[int, dict[Slot, tuple[int, int]]] = {first: {} for first in layout.counters}
+        """Per counter, every slot's (lamport, total)."""
         self.dirty: set[int] = set()
-        """Addresses whose value or stamp changed since the last `take_dirty`."""
+        """Addresses whose value or stamp changed since the last `take_dirty` (counters excluded)."""
+        self.dirty_contributions: set[tuple[int, bytes, int]] = set()
+        """(counter, writer, session) whose contribution changed since `take_dirty_contributions`."""
 
     def take_dirty(self) -> set[int]:
         """The addresses to save now (and forget them)."""
         dirty, self.dirty = self.dirty, set()
         return dirty
+
+    def take_dirty_contributions(self) -> list[Contribution]:
+        """The contributions to save now (and forget them)."""
+        keys, self.dirty_contributions = self.dirty_contributions, set()
+        return [self._contribution(first, (writer, session)) for first, writer, session in sorted(keys)]
+
+    @property
+    def has_dirty(self) -> bool:
+        return bool(self.dirty or self.dirty_contributions)
 
     @property
     def max_lamport(self) -> int:
@@ -94,23 +157,36 @@ class SharedState:
 
     def apply(self, address: int, data: bytes, lamport: int, writer: bytes) -> list[Run]:
         """Merge one run written under one stamp; returns the runs whose *values* changed."""
-        index = self.layout.index
+        if writer == NO_WRITER:
+            return []  # bytes nobody wrote (a snapshot's placeholders) are the identity of every rule
+        index, rules_of = self.layout.index, self.layout.rules
+        lww, add = _LWW, _ADD  # (locals: an Enum member looked up per byte costs more than the merge)
         values, lamports, writers, dirty = self.values, self.lamports, self.writers, self.dirty
         changed: list[Run] = []
         run_start, run_bytes = -1, bytearray()
         for offset, value in enumerate(data):
             i = index(address + offset)
-            if (lamport, writer, value) > (lamports[i], writers[i], values[i]):
-                lamports[i] = lamport
-                writers[i] = writer
-                dirty.add(address + offset)
-                if values[i] != value:
-                    values[i] = value
-                    if run_start + len(run_bytes) != address + offset:
-                        if run_bytes:
-                            changed.append((run_start, bytes(run_bytes)))
-                        run_start, run_bytes = address + offset, bytearray()
-                    run_bytes.append(value)
+            rule = rules_of[i]
+            if rule is lww:
+                if (lamport, writer, value) <= (lamports[i], writers[i], values[i]):
+                    continue
+                merged = value
+                lamports[i], writers[i] = lamport, writer
+            elif rule is add:
+                raise ValueError(f"{address + offset:#06x} is a counter: it changes by contributions")
+            else:  # a join: values and stamps each take the larger
+                merged = value if writers[i] == NO_WRITER else rules.join(rule, values[i], value)
+                if merged == values[i] and (lamport, writer) <= (lamports[i], writers[i]):
+                    continue
+                lamports[i], writers[i] = max((lamport, writer), (lamports[i], writers[i]))
+            dirty.add(address + offset)
+            if values[i] != merged:
+                values[i] = merged
+                if run_start + len(run_bytes) != address + offset:
+                    if run_bytes:
+                        changed.append((run_start, bytes(run_bytes)))
+                    run_start, run_bytes = address + offset, bytearray()
+                run_bytes.append(merged)
         if run_bytes:
             changed.append((run_start, bytes(run_bytes)))
         return changed
@@ -121,6 +197,46 @@ class SharedState:
             changed.extend(self.apply(address, data, lamport, writer))
         return changed
 
+    def contribute(self, contribution: Contribution) -> int:
+        """Merge one slot's contribution; returns how much the counter's shown value changed."""
+        first = contribution.address
+        slots = self.slots[first]  # (KeyError: not a counter; callers check first)
+        slot = (contribution.writer, contribution.session)
+        incoming = (contribution.lamport, contribution.total)
+        if slot in slots and incoming <= slots[slot]:
+            return 0
+        slots[slot] = incoming
+        self.dirty_contributions.add((first, contribution.writer, contribution.session))
+        return self._show_counter(first)
+
+    def merge_contributions(self, contributions: Iterable[Contribution]) -> list[Delta]:
+        moved: dict[int, int] = {}
+        for contribution in contributions:
+            change = self.contribute(contribution)
+            if change:
+                moved[contribution.address] = moved.get(contribution.address, 0) + change
+        return [(first, change) for first, change in moved.items() if change]
+
+    def total(self, first: int, slot: Slot) -> int:
+        """A slot's current total in the counter at FIRST (0 when it has none)."""
+        return self.slots[first].get(slot, (0, 0))[1]
+
+    def counter_value(self, first: int) -> int:
+        """The counter's shown value (saturated)."""
+        merge = self.layout.counters[first]
+        return rules.shown(rules.total_of(total for _, total in self.slots[first].values()), merge)
+
+    def _show_counter(self, first: int) -> int:
+        """Put the counter's shown value and newest stamp into its bytes; returns the value's change."""
+        merge, index = self.layout.counters[first], self.layout.index(first)
+        before = rules.decode(bytes(self.values[index : index + merge.width]), merge)
+        after = self.counter_value(first)
+        lamport, writer = max((lamport, slot[0]) for slot, (lamport, _) in self.slots[first].items())
+        self.values[index : index + merge.width] = rules.encode(after, merge)
+        for i in range(index, index + merge.width):
+            self.lamports[i], self.writers[i] = lamport, writer
+        return after - before
+
     def merge(self, entries: Iterable[Entry]) -> list[Run]:
         """Merge a snapshot or a patch; returns the runs whose values changed."""
         changed: list[Run] = []
@@ -129,9 +245,32 @@ class SharedState:
         return changed
 
     def entries(self, addresses: Iterable[int] | None = None) -> list[Entry]:
-        """The state (or the given addresses of it) as runs of equal stamp."""
+        """The state's bytes (or the given addresses of them) as runs of equal stamp; counters'
+        bytes are not entries (their contributions are)."""
         wanted = self.layout.addresses if addresses is None else sorted(set(addresses))
-        return list(self._group(wanted))
+        counter_of = self.layout.counter_of
+        return list(self._group(a for a in wanted if counter_of(a) is None))
+
+    def contributions(self, newer_than: int = -1) -> list[Contribution]:
+        """Every contribution to every counter (or those stamped after NEWER_THAN)."""
+        return [
+            Contribution(first, lamport, writer, session, total)
+            for first, slots in self.slots.items()
+            for (writer, session), (lamport, total) in sorted(slots.items())
+            if lamport > newer_than
+        ]
+
+    def _contribution(self, first: int, slot: Slot) -> Contribution:
+        lamport, total = self.slots[first][slot]
+        return Contribution(first, lamport, slot[0], slot[1], total)
+
+    def written_runs(self) -> list[Run]:
+        """Every byte some peer has written, counters' shown values included, as runs."""
+        runs: list[Run] = []
+        for entry in self._group(self.layout.addresses):
+            if entry.writer != NO_WRITER:
+                runs.append((entry.address, entry.data))
+        return runs
 
     def _group(self, addresses: Iterable[int]) -> Iterator[Entry]:
         index = self.layout.index
@@ -148,13 +287,17 @@ class SharedState:
             yield Entry(start, stamp[0], stamp[1], bytes(data))
 
     def digest(self) -> bytes:
-        """32 bytes that are equal exactly when two replicas hold the same bytes and stamps."""
+        """32 bytes that are equal exactly when two replicas hold the same bytes, stamps and
+        contributions."""
         hasher = hashlib.blake2b(digest_size=32)
         hasher.update(self.layout.fingerprint)
         hasher.update(self.values)
         hasher.update(array("q", self.lamports).tobytes())
         for writer in self.writers:
             hasher.update(bytes([len(writer)]) + writer)
+        for c in self.contributions():
+            hasher.update(_CONTRIBUTION.pack(c.address, c.lamport, len(c.writer), c.session, c.total))
+            hasher.update(c.writer)
         return hasher.digest()
 
     def copy(self) -> SharedState:
@@ -162,10 +305,11 @@ class SharedState:
         clone.values[:] = self.values
         clone.lamports[:] = self.lamports
         clone.writers[:] = self.writers
+        clone.slots = {first: dict(slots) for first, slots in self.slots.items()}
         return clone
 
-    # Durable form: magic, layout fingerprint, then the entries. Nothing else is needed to resume.
-    _MAGIC = b"MXSSTATE1"
+    # Durable form: magic, layout fingerprint, the entries, then the contributions.
+    _MAGIC = b"MXSSTATE2"
     _ENTRY = struct.Struct(">HHQB")
 
     def to_bytes(self) -> bytes:
@@ -176,18 +320,28 @@ class SharedState:
             parts.append(self._ENTRY.pack(entry.address, len(entry.data), entry.lamport, len(entry.writer)))
             parts.append(entry.writer)
             parts.append(entry.data)
+        contributions = self.contributions()
+        parts.append(struct.pack(">I", len(contributions)))
+        for c in contributions:
+            parts += [_CONTRIBUTION.pack(c.address, c.lamport, len(c.writer), c.session, c.total), c.writer]
         return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, layout: Layout, blob: bytes) -> SharedState:
         """Restore a stored state; raises ValueError for anything that is not one of ours."""
         state = cls(layout)
-        state.merge(_parse_stored(layout, blob))
+        entries, contributions = _parse_stored(layout, blob)
+        state.merge(entries)
+        state.merge_contributions(contributions)
         state.take_dirty()
+        state.take_dirty_contributions()
         return state
 
 
-def _parse_stored(layout: Layout, blob: bytes) -> list[Entry]:
+_CONTRIBUTION = struct.Struct(">HQBQq")
+
+
+def _parse_stored(layout: Layout, blob: bytes) -> tuple[list[Entry], list[Contribution]]:
     magic = SharedState._MAGIC
     if not blob.startswith(magic):
         raise ValueError("not a stored msxsync state")
@@ -207,11 +361,24 @@ def _parse_stored(layout: Layout, blob: bytes) -> list[Entry]:
             offset += writer_length + length
             if len(writer) != writer_length or len(data) != length:
                 raise ValueError("stored state is truncated")
-            if not layout.check_run(address, length):
+            if not layout.check_bytes(address, length):
                 raise ValueError(f"stored state has bytes outside the regions at {address:04x}")
             entries.append(Entry(address, lamport, writer, data))
+        (count,) = struct.unpack_from(">I", blob, offset)
+        offset += 4
+        contributions = []
+        for _ in range(count):
+            address, lamport, writer_length, session, total = _CONTRIBUTION.unpack_from(blob, offset)
+            offset += _CONTRIBUTION.size
+            writer = blob[offset : offset + writer_length]
+            offset += writer_length
+            if len(writer) != writer_length:
+                raise ValueError("stored state is truncated")
+            if address not in layout.counters:
+                raise ValueError(f"stored state has a counter at {address:04x}, which is none")
+            contributions.append(Contribution(address, lamport, writer, session, total))
     except struct.error:
         raise ValueError("stored state is truncated") from None
     if offset != len(blob):
         raise ValueError("stored state has trailing bytes")
-    return entries
+    return entries, contributions

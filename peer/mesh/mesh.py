@@ -76,7 +76,7 @@ from peer.core.replica import (
     Replica,
 )
 from peer.core.signals import Answer, Offer, Restart, SignalError, parse_signal
-from peer.core.state import Run
+from peer.core.state import Delta, Run
 from peer.mesh.webrtc import (
     HIGH_WATER,
     LOW_WATER,
@@ -127,9 +127,14 @@ class PeerRefused(Event):
 
 @dataclass(frozen=True, slots=True)
 class Published(Event):
-    """Our own changes went out (merged into the replica and sent to every admitted peer)."""
+    """Our own changes went out (merged into the replica and sent to every admitted peer).
+
+    `corrections` (bytes) and `deltas` (counters) are what the emulator must be given so that it
+    shows the room's merge of them (see `replica.LocalOutcome`)."""
 
     runs: tuple[Run, ...]
+    corrections: tuple[Run, ...] = ()
+    deltas: tuple[Delta, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -766,19 +771,25 @@ class Mesh:
 
     # ---- the application's side ------------------------------------------------------------
 
-    def local_changes(self, changes: Iterable[Run], written_at: float | None = None) -> None:
+    def local_changes(
+        self, changes: Iterable[Run], written_at: float | None = None, deltas: Iterable[Delta] = ()
+    ) -> None:
         """Changes from our emulator; raises ValueError for bytes outside the shared regions.
 
         Normally one call per frame, published at once as one signed batch to every admitted
         peer; faster calls are coalesced and paced (`peer.core.pacing`). `written_at` is the wall
-        time the game made them (default: now).
+        time the game made them (default: now); `deltas` how much it changed counters.
         """
         changes = list(changes)
         layout = self.replica.state.layout
         for address, data in changes:
             if not layout.check_run(address, len(data)):
                 raise ValueError(f"change at {address:#06x} is outside the shared regions")
-        self._pacer.add(changes, self._wall() if written_at is None else written_at)
+        deltas = list(deltas)
+        for first, _ in deltas:
+            if first not in layout.counters:
+                raise ValueError(f"change at {first:#06x} is not a counter")
+        self._pacer.add(changes, self._wall() if written_at is None else written_at, deltas)
         if self._pacer.get_timer() is None:
             self._publish(self._clock())
 
@@ -789,11 +800,11 @@ class Mesh:
             self._wake.set()  # (a batch waiting for the pace has a deadline now)
             return
         published = self.replica.local_changes(
-            batch.runs, now, wall=self._wall(), written_at=batch.written_at
+            batch.runs, now, wall=self._wall(), written_at=batch.written_at, deltas=batch.deltas
         )
         self._flush()
-        if published:
-            self._emit(Published(tuple(published)))
+        if published or published.corrections or published.deltas:
+            self._emit(Published(published.runs, published.corrections, published.deltas))
 
     def send_chat(self, text: str) -> None:
         self.replica.send_chat(text, self._clock())

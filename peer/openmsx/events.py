@@ -12,13 +12,15 @@ class LocalChanges:
     `changes` holds (CPU address, new bytes) runs, each inside one shared region; `emutime` is
     openMSX's emulated time (seconds) of the frame that saw them, `written_at` the wall time of
     that check (seconds since the epoch): when the game made them, at the latest. `report`
-    numbers the watcher's reports of this run (see `OpenMSXLink.probe`).
+    numbers the watcher's reports of this run (see `OpenMSXLink.probe`). `before` holds the same
+    runs with the values of the previous check (a counter's change is the difference).
     """
 
     changes: tuple[tuple[int, bytes], ...]
     emutime: float
     written_at: float
     report: int
+    before: tuple[tuple[int, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

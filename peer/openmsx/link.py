@@ -20,6 +20,7 @@ from pathlib import Path
 from games.definition import Region
 from peer.core.openmsx_protocol import (
     CHANGES_SETTING,
+    CounterDelta,
     Log,
     Probe,
     ProtocolError,
@@ -171,13 +172,16 @@ class OpenMSXLink:
         """Run a Tcl command in openMSX (low level; `CommandError` on nok)."""
         return await self._client.command(tcl)
 
-    async def apply(self, changes: Iterable[tuple[int, bytes]]) -> tuple[int, ...]:
-        """Write remote bytes where the CPU sees them, without reporting them back as local.
+    async def apply(
+        self, changes: Iterable[tuple[int, bytes]], deltas: Iterable[CounterDelta] = ()
+    ) -> tuple[int, ...]:
+        """Write remote bytes where the CPU sees them, and add DELTAS to counters in place, without
+        reporting either back as local.
 
         Every change must lie inside one shared region (ValueError otherwise). Returns the
         addresses of writes that did not read back as written (no RAM mapped there now).
         """
-        reply = await self.command(apply_command(self.regions, changes))
+        reply = await self.command(apply_command(self.regions, changes, deltas))
         try:
             return tuple(int(word) for word in reply.split())
         except ValueError:
@@ -224,7 +228,7 @@ class OpenMSXLink:
                 log.info("ignored a change report of an earlier msxsync run (%s)", report.run[:8])
                 return
             self._queue.put_nowait(
-                LocalChanges(report.changes, report.emutime, report.written_at, report.seq)
+                LocalChanges(report.changes, report.emutime, report.written_at, report.seq, report.before)
             )
 
     async def _pump(self) -> None:

@@ -1,0 +1,108 @@
+"""The merge rules a game definition can give a region (`#! merge RULE`), as pure functions.
+
+This module owns what each rule means; `peer.core.state` keeps the stamps and contributions and
+calls these. It imports nothing but the definition's types.
+
+Per-byte rules. Every shared byte carries (value, stamp); an unwritten byte is the bottom element.
+- `lww`: the higher stamp wins (the pair is ordered, see `state`).
+- `max`, `min`, `bit-or`, `bit-and`: the value is the join of the two values (max, min, OR, AND)
+  and the stamp the higher one. Each is commutative, associative and idempotent on values and on
+  stamps, and an unwritten byte is the identity, so any replicas that received the same writes in
+  any order, any number of times, hold the same bytes. A local write that loses the join (a game
+  clearing a bit-or flag) is answered by writing the room's byte back into that emulator.
+
+Counters: `add` (width 1, 2 or 4 bytes, low byte first; `bcd`: two decimal digits per byte).
+A counter is a state-based PN-counter. Its state is a map from *slot* = (writer key, writer
+session) to (lamport, total), where `total` is the net sum of every increment and decrement that
+slot's game made; only the slot's owner ever changes it, always under a newer Lamport stamp.
+Merging two states keeps, per slot, the pair with the higher (lamport, total): a pointwise max over
+a total order, hence commutative, associative and idempotent, so states converge under any
+delivery order, duplicates, drops (a later total or a full state carries every earlier increment
+of that slot), partitions and reconnects. The counter's value is a function of the state only:
+the sum of all totals (an exact integer), shown saturated into the counter's range. Each increment
+lives in exactly one slot's total, so it is counted exactly once.
+Why the session is part of the slot: a peer that crashes after publishing and before its disk
+caught up would, on restart, resume from an older total of its own and overwrite the room's newer
+one under a fresh stamp, losing increments. A new session (a number taken from the disk and
+committed before use, never reused) opens a new slot instead, and the old slot keeps whatever the
+room holds. A restart from disk therefore never takes anything away; slots cost ~60 bytes each.
+
+Ends of the range: the value shown to the game **saturates** at 0 and at the largest number the
+bytes hold (99 for `add bcd`, 9999 for `add le16 bcd`, 65535 for `add le16`). Games that keep coins,
+arrows or scores stop at the top (the demo's coins stop at 99, Galious's counters at 999), and a
+wrap would turn one coin too many into an empty purse. The room keeps the exact sum beyond the
+ends, so spending after two players together went past the top leaves what the sum says.
+
+A local change is read from the emulator as a delta (new minus old bytes, as the watcher saw
+them: a counter's value is linear in its bytes, so bytes that did not change cancel out); a remote
+change reaches the emulator as a delta of the shown value, added inside openMSX in one Tcl command
+(`peer.core.openmsx_protocol`), so an increment the game made since the last check is never
+overwritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from games.definition import Merge, MergeRule
+
+JOINS = frozenset({MergeRule.MAX, MergeRule.MIN, MergeRule.BIT_OR, MergeRule.BIT_AND})
+
+
+def join(rule: MergeRule, old: int, new: int) -> int:
+    """The join of two written byte values under a per-byte rule other than LWW."""
+    match rule:
+        case MergeRule.MAX:
+            return max(old, new)
+        case MergeRule.MIN:
+            return min(old, new)
+        case MergeRule.BIT_OR:
+            return old | new
+        case MergeRule.BIT_AND:
+            return old & new
+    raise ValueError(f"{rule.value} is not a per-byte join")
+
+
+def radix(merge: Merge) -> int:
+    """What one byte of a counter counts: 256, or 100 for BCD."""
+    return 100 if merge.bcd else 256
+
+
+def top(merge: Merge) -> int:
+    """The largest value a counter's bytes hold."""
+    return int(radix(merge) ** merge.width - 1)
+
+
+def byte_value(byte: int, bcd: bool) -> int:
+    """A byte's number: itself, or its two decimal digits (a nibble above 9 counts as its value)."""
+    return (byte >> 4) * 10 + (byte & 0x0F) if bcd else byte
+
+
+def decode(data: bytes, merge: Merge) -> int:
+    base = radix(merge)
+    return sum(byte_value(byte, merge.bcd) * base**i for i, byte in enumerate(data))
+
+
+def encode(value: int, merge: Merge) -> bytes:
+    """The bytes showing VALUE, saturated into the counter's range."""
+    value = min(max(value, 0), top(merge))
+    base, out = radix(merge), bytearray()
+    for _ in range(merge.width):
+        value, digit = divmod(value, base)
+        out.append((digit // 10) << 4 | digit % 10 if merge.bcd else digit)
+    return bytes(out)
+
+
+def shown(total: int, merge: Merge) -> int:
+    """The value a counter shows for the room's exact sum."""
+    return min(max(total, 0), top(merge))
+
+
+def delta(position: int, old: int, new: int, merge: Merge) -> int:
+    """How much the counter changed when its byte number POSITION went from OLD to NEW."""
+    weight = radix(merge) ** position
+    return int((byte_value(new, merge.bcd) - byte_value(old, merge.bcd)) * weight)
+
+
+def total_of(totals: Iterable[int]) -> int:
+    return sum(totals)
