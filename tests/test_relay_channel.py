@@ -105,7 +105,7 @@ def test_the_offerer_relays_after_a_bounded_time_and_direct_takes_over() -> None
     dial.dial(2, dial.retry_at)
     dial.opened()
     dial.admitted()
-    assert dial.state is DialState.ADMITTED
+    assert dial.state.value == "admitted"
 
 
 def test_a_lost_relay_waits_again_and_the_answerer_never_starts_one() -> None:

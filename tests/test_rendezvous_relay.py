@@ -23,7 +23,7 @@ async def joined(players: list[Player], room: str = "r") -> None:
 
 async def binary_frames(player: Player, within: float) -> list[bytes]:
     """Every binary frame that arrives until nothing has come for `within` seconds."""
-    frames = []
+    frames: list[bytes] = []
     while True:
         try:
             msg = await player.ws.receive(timeout=within)
