@@ -51,6 +51,7 @@ from tests.internet_support import (  # noqa: E402
 )
 
 FRAME = 1 / 60
+GAME = "bench.rom\n#! title Paths benchmark\nc000 c0ff stamps\n"  # as bench_mesh.py's
 RELAY_FRAME = 160
 LINK_TIMEOUT = 60.0
 
@@ -70,7 +71,7 @@ async def measure_pair(
     async with programs() as started:
         nodes: list[Node] = []
         for slot, player in enumerate((a, b)):
-            nodes.append(await start_node(net, player, room, slot, extra))
+            nodes.append(await start_node(net, player, room, slot, [*extra, "--game", "bench"]))
             started.append(nodes[-1])
         began = time.monotonic()
         for node in nodes:
@@ -98,7 +99,10 @@ async def part_one(seconds: float) -> dict[str, Any]:
     try:
         async with programs() as started:
             started.append(await start_coturn(net, folder))
-            started.append(await start_rendezvous(net, folder, turn=True))
+            games = folder / "games"  # a game whose region holds every node's time stamp
+            games.mkdir()
+            (games / "bench.regions").write_text(GAME, encoding="utf-8")
+            started.append(await start_rendezvous(net, folder, turn=True, extra=["--games", str(games)]))
             cases = {
                 "direct": (("cone", "cone"), []),
                 "turn": (("symmetric", "symmetric"), []),
