@@ -176,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: use them)",
     )
     misc.add_argument(
+        "--no-relay",
+        dest="relay",
+        action="store_false",
+        help="never reach a player through the rendezvous's relay, the last resort when neither a "
+        "direct path nor TURN works (default: use it when the rendezvous offers it)",
+    )
+    misc.add_argument(
         "--log-level",
         default="info",
         type=str.lower,

@@ -35,6 +35,7 @@ from peer.console import HELP, Command, PeerLine, Status, format_peers, safe_nam
 from peer.core.gating import Action, AdoptRoom, Check, Gate, Publish, Tell, WriteToEmulator
 from peer.core.items import ItemNews
 from peer.core.openmsx_protocol import REMEMBER_SHOWN, label_command, unlabel_command
+from peer.core.paths import Path as LinkPath
 from peer.core.replica import (
     BytesChanged,
     ChatReceived,
@@ -46,7 +47,7 @@ from peer.core.replica import (
 )
 from peer.core.state import Layout, SharedState
 from peer.host_role import HostRole
-from peer.mesh.mesh import LinkLost, Mesh, PeerAdmitted, Published
+from peer.mesh.mesh import LinkLost, Mesh, PathChanged, PeerAdmitted, Published
 from peer.mesh.room import RoomSession
 from peer.mesh.signalling import Roster
 from peer.mesh.webrtc import IceOptions
@@ -121,6 +122,7 @@ class Session:
             state_dir / "rooms.sqlite", game=definition.name, layout=self.gate.layout
         )
         self.terminal = Terminal(self.status, self._run_command)
+        self.relay_told: set[bytes] = set()  # players we said can only be reached via the relay
         self.news = ItemNews(definition.items, definition.counters)
         self.last_change: dict[bytes, float] = {}  # when each player's last change reached us
         self.names: dict[bytes, str] = {}
@@ -218,6 +220,7 @@ class Session:
             prepare=self._prepare_room,
             on_roster=self.roster_changed,
             standby=self.host_role.standby_url(),
+            relay=self.options.relay,
         )
 
     async def _until_stopped(self) -> None:
@@ -341,6 +344,9 @@ class Session:
                 self._tell(f"{self._name(peer)} joined")
             case LinkLost(peer, reason):
                 log.info("connection to %s lost: %s", self._name(peer), reason)
+            case PathChanged(peer, LinkPath.RELAYED) if peer not in self.relay_told:
+                self.relay_told.add(peer)  # once per player and session: it is news, not noise
+                self._tell(f"{self._name(peer)} can only be reached through the server's relay")
             case ChatReceived(peer, text):
                 self._tell(f"{self._name(peer)}: {safe_name(text, 200)}")
             case Repaired(peer):

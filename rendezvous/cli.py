@@ -29,6 +29,7 @@ from rendezvous import ice, listener, wire
 from rendezvous.app import SERVER, VERSION, Config, announce_restart, create_app
 from rendezvous.logs import setup_logging
 from rendezvous.metrics import metrics_app
+from rendezvous.relay import RelayLimits
 from rendezvous.stun import StunResponder, serve_stun
 
 log = logging.getLogger("msxsync.rendezvous")
@@ -197,6 +198,20 @@ def build_parser() -> argparse.ArgumentParser:
         "See 'Running a public rendezvous' in README.md.",
     )
     nat.add_argument(
+        "--no-relay",
+        action="store_true",
+        help="do not relay mesh messages for players who reach each other neither directly nor "
+        "through TURN (the relay is on by default: the last resort, rate limited per player and room)",
+    )
+    nat.add_argument(
+        "--relay-rate",
+        metavar="BYTES",
+        type=int,
+        default=64 * 1024,
+        help="bytes a second one player may send through the relay (default %(default)s; a room "
+        "gets four times that, all its players together)",
+    )
+    nat.add_argument(
         "--stun-port",
         metavar="N",
         type=_port,
@@ -345,6 +360,13 @@ def config_from(args: argparse.Namespace, ice_config: ice.IceConfig | None = Non
         hide_private_rooms=args.hide_private_rooms,
         http_per_source=max(args.http_connections_per_address, args.connections_per_address + 4),
         max_http_connections=listener.http_cap(defaults.max_http_connections),
+        relay=RelayLimits(
+            enabled=not args.no_relay,
+            client_rate=float(args.relay_rate),
+            client_burst=8 * args.relay_rate,
+            room_rate=4.0 * args.relay_rate,
+            room_burst=32 * args.relay_rate,
+        ),
     )
 
 

@@ -35,7 +35,7 @@ class Client:
 
     ws: web.WebSocketResponse
     request: web.Request
-    queue: asyncio.Queue[tuple[str, float] | object]
+    queue: asyncio.Queue[tuple[str | bytes, float] | object]
     backlog: SendBacklog = field(default_factory=lambda: SendBacklog(1 << 20, 1 << 18, 10.0))
     source: str = ""
     close_timeout: float = 5.0
@@ -48,7 +48,8 @@ class Client:
     close_reason: str = ""
     _abort_later: asyncio.TimerHandle | None = None
 
-    def send(self, text: str) -> None:
+    def send(self, text: str | bytes) -> None:
+        """Queue a text frame (JSON), or a binary one (a relayed mesh frame)."""
         if self.closing:
             return
         now = asyncio.get_running_loop().time()
@@ -125,7 +126,10 @@ class Client:
                     await self.ws.close(code=self.close_code, message=message)
                     return
                 text, queued = item
-                await self.ws.send_str(text)
+                if isinstance(text, bytes):
+                    await self.ws.send_bytes(text)
+                else:
+                    await self.ws.send_str(text)
             except ConnectionError:
                 # The peer is gone (or was aborted): nothing left to write to.
                 return

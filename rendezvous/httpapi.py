@@ -57,7 +57,9 @@ def game_summary(entry: CatalogueEntry) -> dict[str, object]:
 async def healthz(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     body = {"status": "ok", "version": VERSION, "protocol": protocol.PROTOCOL_VERSION}
-    return web.json_response({**body, **server.statistics(), "stun": server.stun_statistics()})
+    relay = server.relay.statistics() if server.config.relay.enabled else None
+    stats = {**server.statistics(), "stun": server.stun_statistics(), "relay": relay}
+    return web.json_response({**body, **stats})
 
 
 async def list_games(request: web.Request) -> web.Response:

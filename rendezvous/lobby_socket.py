@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from rendezvous import protocol
+from rendezvous import protocol, wire
 from rendezvous.connection import Client
 from rendezvous.fairness import SendBacklog
 from rendezvous.protocol import ProtocolError, RateLimiter
@@ -46,6 +46,7 @@ class Session:
         self.clock = loop.time
         self.limiter = RateLimiter(self.config.rate, self.config.burst, self.clock())
         self.nonce = secrets.token_bytes(protocol.NONCE_SIZE)
+        self.relay_spell = False  # relayed frames are being refused: the client was told
 
     async def run(self) -> None:
         ws = self.client.ws
@@ -63,10 +64,53 @@ class Session:
             if msg.type == WSMsgType.TEXT:
                 await self.on_text(msg.data)
             elif msg.type == WSMsgType.BINARY:
-                binary = ProtocolError("binary_not_supported", "Send JSON in text frames only.")
-                self.client.fail(binary)
+                self.on_binary(msg.data)
             else:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. far too large a frame)
                 return
+
+    def on_binary(self, data: bytes) -> None:
+        """A relayed mesh frame: RECIPIENT KEY (32 bytes) + the peers' sealed bytes, passed on as
+        SENDER KEY + the same bytes, within the relay's limits, or dropped (PROTOCOL.md, "Relay")."""
+        key, relay = self.client.key, self.server.relay
+        if not self.config.relay.enabled:
+            self.client.fail(ProtocolError("binary_not_supported", "This server does not relay."))
+            return
+        if key is None:
+            self.client.fail(ProtocolError("hello_required", HELLO_FIRST))
+            return
+        room = self.server.lobby.room_of(key)
+        payload = data[wire.RELAY_KEY_SIZE :]
+        to = data[: wire.RELAY_KEY_SIZE].hex()
+        problem = None
+        if room is None:
+            problem = ProtocolError("not_in_room", "Relayed frames go only to members of your room.")
+        elif not payload or len(payload) > wire.RELAY_MAX_PAYLOAD:
+            problem = ProtocolError("too_large", f"Relayed frames carry 1 to {wire.RELAY_MAX_PAYLOAD} bytes.")
+        elif to == key or room.member(to) is None or to not in self.server.clients:
+            problem = ProtocolError("bad_target", "Relayed frames go only to another member of your room.")
+        if problem is not None or room is None:
+            relay.drop(problem.code if problem is not None else "not_in_room")
+            self._relay_refused(problem)
+            return
+        now = self.clock()
+        refusal = relay.admit(key, room.name, len(payload), now)
+        if refusal is None and not self.server.sources.admit_relay(self.client.source, len(payload), now):
+            refusal = relay.drop("address")
+        if refusal is not None:
+            self.server.metrics.rate_limited.labels(f"relay_{refusal}").inc()
+            rate = self.config.relay.client_rate if refusal == "client" else self.config.relay.room_rate
+            message = f"The relay carries at most {rate:g} bytes a second for each {refusal}; frame dropped."
+            self._relay_refused(ProtocolError("rate_limited", message))
+            return
+        self.relay_spell = False
+        self.server.metrics.relay_bytes.inc(len(payload))
+        self.server.clients[to].send(bytes.fromhex(key) + payload)
+
+    def _relay_refused(self, error: ProtocolError | None) -> None:
+        """Tell the client once per spell of refused frames (a stream of errors helps nobody)."""
+        if error is not None and not self.relay_spell:
+            self.client.fail(error)
+        self.relay_spell = True
 
     async def on_text(self, text: str) -> None:
         now = self.clock()
@@ -171,6 +215,7 @@ class Session:
                 # Fresh TURN credentials on every welcome: a reconnect renews them.
                 "ice_servers": self.server.ice.servers_for(self.client.request.host, hello.key, time.time()),
                 "hosted_by": self.config.hosted_by,
+                "relay": self.config.relay.to_json(),
             }
         )
 
@@ -240,7 +285,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         return ws
     server.sockets.add(ws)
     backlog = SendBacklog(config.send_queue_bytes, config.send_share, config.slow_grace)
-    queue: asyncio.Queue[tuple[str, float] | object] = asyncio.Queue(config.send_queue)
+    queue: asyncio.Queue[tuple[str | bytes, float] | object] = asyncio.Queue(config.send_queue)
     client = Client(ws, request, queue, backlog, source, config.close_timeout)
     client.on_written = server.metrics.message_latency.observe
     client.on_evicted = lambda: _forget(server, client)
@@ -281,5 +326,7 @@ def _forget(server: Server, client: Client) -> None:
         del server.clients[client.key]
         room = server.lobby.room_of(client.key)
         server.deliver(server.lobby.disconnect(client.key))
+        server.relay.forget_client(client.key)
+        server.relay.forget_rooms({summary.name for summary in server.lobby.summaries()})
         fields = {"room": room.name} if room is not None else {}
         note("bye", client, "disconnected%s", f" from room {room.name!r}" if room else "", **fields)

@@ -29,6 +29,7 @@ from rendezvous.connection import Client
 from rendezvous.fairness import SourceLimits, Sources
 from rendezvous.ice import IceConfig
 from rendezvous.metrics import Metrics
+from rendezvous.relay import RelayLedger, RelayLimits
 from rendezvous.rooms import Deliver, Lobby, RoomError
 from rendezvous.stun import StunResponder
 
@@ -74,6 +75,7 @@ class Config:
     # The key (64 hex digits) of the player whose program runs this rendezvous (LAN play, a
     # takeover), None for a standalone server: players never replace a standalone one (issue 17).
     hosted_by: str | None = None
+    relay: RelayLimits = field(default_factory=RelayLimits)  # the relay of last resort
 
     def __post_init__(self) -> None:
         if self.hosted_by is not None and not wire.is_key(self.hosted_by):
@@ -169,10 +171,12 @@ class Server:
     _sockets_changed: asyncio.Event = field(default_factory=asyncio.Event)
     ice: IceConfig = field(default_factory=IceConfig)  # the config's, with the STUN port once bound
     stun: StunResponder | None = None  # set while the STUN server runs (its counters)
+    relay: RelayLedger = field(init=False)
 
     def __post_init__(self) -> None:
         self.ice = self.config.ice
         self.sources = Sources(self.config.sources)
+        self.relay = RelayLedger(self.config.relay)
         self.metrics = Metrics(self.gauges, self.counters)
 
     def gauges(self) -> dict[str, int]:
@@ -186,10 +190,9 @@ class Server:
 
     def counters(self) -> dict[str, int]:
         """Counters kept by others, for the metrics: STUN requests answered and dropped."""
-        stun = self.stun_statistics()
-        if stun is None:
-            return {}
-        return {f"stun_{name}": value for name, value in stun.items() if isinstance(value, int)}
+        stun = self.stun_statistics() or {}
+        relay = {f"relay_{name}": value for name, value in self.relay.statistics().items()}
+        return {**{f"stun_{name}": value for name, value in stun.items() if isinstance(value, int)}, **relay}
 
     def statistics(self) -> dict[str, int]:
         """Every counter the server reports, in one place (health check and status page)."""

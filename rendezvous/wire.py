@@ -17,12 +17,17 @@ import json
 import re
 from typing import TypeGuard
 
-PROTOCOL_VERSION = 2  # 2: the welcome carries `ice_servers` (issue 13)
+PROTOCOL_VERSION = 3  # 2: the welcome carries `ice_servers`; 3: the relay (binary frames), issue 13
 HELLO_CONTEXT = b"msxsync-rendezvous-hello\x00"  # the client signs this, then the raw nonce
 NONCE_SIZE = 32
 MAX_NAME = 32  # player names: 1 to 32 printable characters
 MAX_PASSWORD = 128
 CHAT_LIMIT = 500
+# The relay (version 3): a binary frame is a 32-byte key (the recipient, or on the way back the
+# sender) and then the peers' own bytes, at most RELAY_MAX_PAYLOAD of them (a 64 KiB mesh message
+# sealed for the relay, and room to spare).
+RELAY_KEY_SIZE = 32
+RELAY_MAX_PAYLOAD = 64 * 1024 + 64
 
 KEY_PATTERN = re.compile(r"[0-9a-f]{64}")  # an Ed25519 public key, lower-case hex
 SIGNATURE_PATTERN = re.compile(r"[0-9a-f]{128}")

@@ -88,9 +88,15 @@ async def start(net: Internet, namespace: str, name: str, argv: Sequence[str], *
 
 
 async def start_rendezvous(
-    net: Internet, folder: Path, *, turn: bool = False, extra: Sequence[str] = ()
+    net: Internet,
+    folder: Path,
+    *,
+    turn: bool = False,
+    extra: Sequence[str] = (),
+    module: str = "rendezvous.cli",
 ) -> Program:
-    argv = [sys.executable, "-m", "rendezvous.cli", "--port", str(RENDEZVOUS_PORT), *extra]
+    """`module`: another entry point that takes the same options (a tampering one, for tests)."""
+    argv = [sys.executable, "-m", module, "--port", str(RENDEZVOUS_PORT), *extra]
     if turn:
         secret = folder / "turn-secret"
         secret.write_text(TURN_SECRET + "\n")

@@ -122,6 +122,9 @@ class Recorder:
         self.signals.append((sender, data))
         self.got_signal.set()
 
+    def relay_received(self, sender: bytes, frame: bytes) -> None:
+        pass
+
 
 async def garbage_rendezvous(request: web.Request) -> web.WebSocketResponse:
     """Speaks the protocol correctly, but sends garbage between the real messages."""

@@ -38,6 +38,9 @@ class Rosters:
     def signal_received(self, sender: bytes, data: dict[str, Any]) -> None:
         pass
 
+    def relay_received(self, sender: bytes, frame: bytes) -> None:
+        pass
+
 
 def client(url: str, name: str, tls: ssl.SSLContext | None = None) -> tuple[SignallingClient, Rosters]:
     rosters = Rosters()

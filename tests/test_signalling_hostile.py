@@ -49,6 +49,9 @@ class Recorder:
         if data == MARK:
             self.marked.set()
 
+    def relay_received(self, sender: bytes, frame: bytes) -> None:
+        pass
+
 
 class Rendezvous:
     """Correct, except that connection number `n` runs `hostile[n]` at its `where` point."""

@@ -178,6 +178,11 @@ class Binding:
         self.state = BindingState.AWAITING_NONCE
         self.outcome: BindingEvent | None = None
 
+    @property
+    def remote_nonce(self) -> bytes | None:
+        """The peer's nonce once it came (on the relay: its ephemeral X25519 public key)."""
+        return self._remote_nonce
+
     def receive(self, data: bytes, keys: Collection[bytes]) -> Proof | BindingEvent:
         """A message from the link before admission, decoded against the room's `keys` (the roster).
 

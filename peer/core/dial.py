@@ -10,12 +10,19 @@ adapter asks it what to do (`handle_timer`, `restart_requested`) and tells it wh
        ▲                          │  ▲                   │                     │
        └──────── lost ◀───────────┴──┴── dial / offered ─┴─────────────────────┘
     BINDING, ADMITTED ──banned──▶ BANNED ──(timer: ban over)──▶ WAITING
+    WAITING, CONNECTING, BINDING ──relay──▶ RELAY_BINDING ──relay admitted──▶ RELAYED
+    RELAY_BINDING, RELAYED ──admitted (a direct link)──▶ ADMITTED;  ──relay lost──▶ WAITING
 
 - WAITING: no link; at `retry_at` the offerer dials and the answerer asks the offerer to (the
   "restart" signal). Each failure doubles the wait, up to `RETRY_MAX`.
 - CONNECTING / BINDING: a link is being negotiated, then proving identities; past the deadline
   (`CONNECT_TIMEOUT` after it started) it is given up and counts as lost.
 - BANNED: the peer was refused or cut; no link with it, offers and restarts ignored, until then.
+- RELAY_BINDING / RELAYED: no direct link came up within `RELAY_AFTER` seconds, so the peers bind
+  (then talk) through the rendezvous's relay (`peer.core.relay`); the offerer starts it
+  (`StartRelay`), the answerer follows when the offerer's relay nonce arrives. Meanwhile direct
+  attempts go on in the background, as in WAITING / CONNECTING (dial, give up, wait, at most
+  `RELAYED_RETRY_MAX` apart): one that is admitted takes over (ADMITTED) and the relay is dropped.
 
 Coming back fast: a dead path makes the waits grow, and the path's return is not seen by a link
 that no longer exists. So every sign that the peer is reachable again is a `hint`: the
@@ -37,6 +44,8 @@ CONNECT_TIMEOUT = 15.0  # a link not admitted by then is given up
 HINT_GRACE = 1.0  # an attempt this old that has not opened is given up on a hint
 REFUSED_WAIT = 30.0  # a refused peer gets no link before this
 CUT_WAIT = 30.0  # nor a peer cut off for flooding
+RELAY_AFTER = CONNECT_TIMEOUT + 1.0  # unreached this long (one whole direct attempt): relay
+RELAYED_RETRY_MAX = 10.0  # while relayed, a direct attempt at least this often
 
 
 class DialState(enum.Enum):
@@ -45,6 +54,8 @@ class DialState(enum.Enum):
     BINDING = "binding"
     ADMITTED = "admitted"
     BANNED = "banned"
+    RELAY_BINDING = "relay-binding"
+    RELAYED = "relayed"
 
 
 class Input(enum.Enum):
@@ -55,9 +66,16 @@ class Input(enum.Enum):
     LOST = "lost"  # the link closed, failed, went silent or was given up
     BANNED = "banned"  # refused or cut
     UNBANNED = "unbanned"  # the ban is over
+    RELAY = "relay"  # a relay session starts (ours, or the offerer's nonce arrived)
+    RELAY_ADMITTED = "relay-admitted"  # its binding verified
+    RELAY_LOST = "relay-lost"  # it went silent, was refused, or the rendezvous went away
 
 
 _LINKED = (DialState.CONNECTING, DialState.BINDING, DialState.ADMITTED)  # a link exists
+_UNREACHED = (DialState.WAITING, DialState.CONNECTING, DialState.BINDING)  # no admitted link
+RELAYING = (DialState.RELAY_BINDING, DialState.RELAYED)
+_RELAYING = RELAYING
+_DIRECT_ATTEMPT = (Input.DIAL, Input.OFFERED, Input.OPENED, Input.LOST)
 TRANSITIONS: dict[tuple[DialState, Input], DialState] = {
     (DialState.WAITING, Input.DIAL): DialState.CONNECTING,
     (DialState.WAITING, Input.OFFERED): DialState.CONNECTING,
@@ -70,6 +88,15 @@ TRANSITIONS: dict[tuple[DialState, Input], DialState] = {
     (DialState.BINDING, Input.BANNED): DialState.BANNED,  # refused
     (DialState.ADMITTED, Input.BANNED): DialState.BANNED,  # cut
     (DialState.BANNED, Input.UNBANNED): DialState.WAITING,
+    **{(state, Input.RELAY): DialState.RELAY_BINDING for state in _UNREACHED},
+    (DialState.RELAY_BINDING, Input.RELAY): DialState.RELAY_BINDING,  # the offerer started over
+    (DialState.RELAY_BINDING, Input.RELAY_ADMITTED): DialState.RELAYED,
+    # direct attempts go on beside the relay, without changing its state ...
+    **{(state, what): state for state in _RELAYING for what in _DIRECT_ATTEMPT},
+    # ... until one is admitted: the direct link takes over
+    **{(state, Input.ADMITTED): DialState.ADMITTED for state in _RELAYING},
+    **{(state, Input.RELAY_LOST): DialState.WAITING for state in _RELAYING},
+    **{(state, Input.BANNED): DialState.BANNED for state in _RELAYING},
 }
 
 
@@ -99,7 +126,12 @@ class GiveUp:
     reason: str
 
 
-Action = Dial | AskRedial | GiveUp
+@dataclass(frozen=True, slots=True)
+class StartRelay:
+    """Offerer: start a relay session through the rendezvous (send our relay nonce)."""
+
+
+Action = Dial | AskRedial | GiveUp | StartRelay
 
 
 class DialMachine:
@@ -113,6 +145,11 @@ class DialMachine:
         self.retry_at: float | None = now if offerer else None  # an answerer waits to be dialled
         self.deadline: float | None = None
         self._started_at = now
+        self.unreached_since: float | None = now  # no admitted link (direct or relayed) since
+
+    @property
+    def relaying(self) -> bool:
+        return self.state in RELAYING
 
     # ---- what happened ---------------------------------------------------------------------
 
@@ -127,11 +164,30 @@ class DialMachine:
 
     def admitted(self) -> None:
         self._move(Input.ADMITTED)
-        self.deadline, self.backoff = None, RETRY_FIRST
+        self.deadline, self.backoff, self.retry_at = None, RETRY_FIRST, None
+        self.unreached_since = None
 
     def lost(self, now: float) -> None:
+        """The direct link (or attempt) is lost; while relayed the relay carries on."""
+        if self.state is DialState.ADMITTED:
+            self.unreached_since = now
         self._move(Input.LOST)
         self.deadline = None
+        self._retry_after(now)
+
+    def relay(self) -> None:
+        self._move(Input.RELAY)
+
+    def relay_admitted(self, now: float) -> None:
+        self._move(Input.RELAY_ADMITTED)
+        if self.deadline is None:  # no direct attempt in flight: the next one in the background
+            self._retry_after(now)
+
+    def relay_lost(self, now: float) -> None:
+        self._move(Input.RELAY_LOST)
+        self.unreached_since = now
+        self.deadline = None
+        self.backoff = RETRY_FIRST
         self._retry_after(now)
 
     def banned(self, now: float, wait: float) -> None:
@@ -144,16 +200,30 @@ class DialMachine:
 
     # ---- what to do ------------------------------------------------------------------------
 
-    def get_timer(self) -> float | None:
-        return self.deadline if self.deadline is not None else self.retry_at
+    def get_timer(self, relay: bool = False) -> float | None:
+        """`relay`: whether a relay session may be started (both the rendezvous and we allow it)."""
+        times = [self.deadline if self.deadline is not None else self.retry_at]
+        due = self._relay_due()
+        if relay and due is not None:
+            times.append(due)
+        return min((t for t in times if t is not None), default=None)
 
-    def handle_timer(self, now: float) -> Action | None:
+    def _relay_due(self) -> float | None:
+        if not self.offerer or self.state not in _UNREACHED or self.unreached_since is None:
+            return None
+        return self.unreached_since + RELAY_AFTER
+
+    def handle_timer(self, now: float, relay: bool = False) -> Action | None:
         if self.state is DialState.BANNED and self.retry_at is not None and now >= self.retry_at:
             self._move(Input.UNBANNED)
             self.backoff = RETRY_FIRST
+        due = self._relay_due()
+        if relay and due is not None and now >= due:
+            return StartRelay()
         if self.deadline is not None and now >= self.deadline:
             return GiveUp(f"not admitted within {CONNECT_TIMEOUT:g} s")
-        if self.state is not DialState.WAITING or self.retry_at is None or now < self.retry_at:
+        idle = self.state is DialState.WAITING or (self.relaying and self.deadline is None)
+        if not idle or self.retry_at is None or now < self.retry_at:
             return None
         if self.offerer:
             return Dial()
@@ -173,8 +243,10 @@ class DialMachine:
         """Offerer: the answerer says it has no link, the last it had being `link_id`."""
         if not self.offerer or self.state is DialState.BANNED:
             return None
-        stale = self.state is DialState.CONNECTING and now - self._started_at >= HINT_GRACE
-        if self.state is DialState.WAITING or self.link_id <= link_id or stale:
+        connecting = self.state is DialState.CONNECTING or (self.relaying and self.deadline is not None)
+        stale = connecting and now - self._started_at >= HINT_GRACE
+        idle = self.state is DialState.WAITING or (self.relaying and self.deadline is None)
+        if idle or self.link_id <= link_id or stale:
             self.backoff = RETRY_FIRST
             return Dial()
         return None
@@ -196,4 +268,4 @@ class DialMachine:
 
     def _retry_after(self, now: float) -> None:
         self.retry_at = now + self.backoff
-        self.backoff = min(RETRY_MAX, self.backoff * 2)
+        self.backoff = min(RELAYED_RETRY_MAX if self.relaying else RETRY_MAX, self.backoff * 2)

@@ -1,18 +1,19 @@
 """The signalling client's protocol object: the rendezvous WebSocket seen from a player, sans I/O.
 
-Owns what the client says and how it judges what the rendezvous says (PROTOCOL.md, version 2):
-the challenge and signed hello, the welcome's ICE servers, the join, the roster with its rejoin
-grace, and the `signal` relay. It does no I/O (no asyncio, aiohttp, sockets or clock: `now` comes
-in as an argument, from a monotonic clock), like the server's `rendezvous.protocol` and aioquic's
-connection:
+Owns what the client says and how it judges what the rendezvous says (PROTOCOL.md, version 3):
+the challenge and signed hello, the welcome's ICE servers and relay limits, the join, the roster
+with its rejoin grace, the `signal` relay, and the binary relay frames of mesh messages. It does
+no I/O (no asyncio, aiohttp, sockets or clock: `now` comes in as an argument, from a monotonic
+clock), like the server's `rendezvous.protocol` and aioquic's connection:
 
     connection_made(now)            a socket is open
     receive_text(text, now)         -> events      one text frame
-    receive_binary(data)            -> events      one binary frame (never valid)
+    receive_binary(data)            -> events      one binary frame (a relayed mesh frame)
     handle_timer(now)               -> events      when now >= get_timer()
     connection_lost()               the socket is gone, whoever closed it
     send_signal(to, data)           queue a relay to another member
-    data_to_send()                  -> list[str]   the text frames to write, in order
+    send_relay(to, frame)           queue a relayed mesh frame (binary)
+    data_to_send()                  -> list[str | bytes]   the frames to write, in order
 
 Threat model: the rendezvous is not trusted with the game, but it could be malicious or broken.
 Nothing it sends may end the session: every frame that is not valid JSON (deep nesting included),
@@ -39,6 +40,7 @@ HANDSHAKE_TIMEOUT = 10.0  # for each of challenge and welcome
 JOIN_TIMEOUT = 60.0  # the server may be hashing a room password behind a short queue
 REJOIN_GRACE = 10.0
 OUTBOX_SIZE = 256  # signals queued and not yet written; beyond that they are dropped
+RELAY_OUTBOX_BYTES = 512 * 1024  # relayed frames queued and not yet written; beyond, dropped
 MAX_MEMBERS = 256  # a roster longer than this is not a room, it is an attack on the mesh
 EXCERPT = 80  # characters of a bad frame kept for the log
 
@@ -137,6 +139,27 @@ def parse_ice_servers(value: object) -> tuple[tuple[IceServer, ...], list[str]]:
     return tuple(servers), problems
 
 
+@dataclass(frozen=True, slots=True)
+class RelayLimits:
+    """The welcome's `relay` (version 3): the server relays mesh frames within these rates."""
+
+    client_rate: float  # bytes a second one connection may have relayed ...
+    client_burst: int
+    room_rate: float  # ... and one room, all its members together
+    room_burst: int
+
+
+def parse_relay_limits(value: object) -> RelayLimits | None:
+    """The welcome's `relay`; None (no relay) for null, absent or anything malformed."""
+    if not isinstance(value, dict):
+        return None
+    numbers = [value.get(name) for name in ("client_rate", "client_burst", "room_rate", "room_burst")]
+    if not all(isinstance(n, int | float) and not isinstance(n, bool) and n > 0 for n in numbers):
+        return None
+    client_rate, client_burst, room_rate, room_burst = numbers
+    return RelayLimits(float(client_rate), int(client_burst), float(room_rate), int(room_burst))  # type: ignore[arg-type]
+
+
 def parse_member(item: object) -> Member | None:
     if not isinstance(item, dict):
         return None
@@ -194,6 +217,14 @@ class RosterChanged(SignallingEvent):
 class SignalReceived(SignallingEvent):
     sender: bytes
     data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayReceived(SignallingEvent):
+    """A mesh frame another member sent through the rendezvous's relay (opaque here)."""
+
+    sender: bytes
+    frame: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +293,9 @@ class SignallingStatistics:
     signals_dropped: int = 0
     malformed: int = 0
     connected: bool = False
+    relay_sent: int = 0  # frames
+    relay_received: int = 0
+    relay_dropped: int = 0  # not joined, the server does not relay, or the outbox was full
 
 
 def _excerpt(text: str) -> str:
@@ -298,12 +332,14 @@ class SignallingProtocol:
         # replaced); `welcomed` says whether there was a welcome at all.
         self.hosted_by: bytes | None = None
         self.welcomed = False
+        self.relay: RelayLimits | None = None  # the latest welcome's; None: it does not relay
         self.stats = SignallingStatistics()
         self._signing_key = signing_key
         self._name, self._game, self._capacity = name, game, capacity
         self._phase = Phase.OFFLINE
-        self._outbox: list[str] = []
+        self._outbox: list[str | bytes] = []
         self._queued_signals = 0
+        self._queued_relay = 0  # bytes
         self._deadline: float | None = None  # of the handshake or the join
         self._previous: dict[bytes, Member] = {}  # the roster before the last reconnect
         self._grace_until = 0.0
@@ -346,13 +382,26 @@ class SignallingProtocol:
             self.stats.disconnects += 1
         self.stats.connected = False
         self._outbox.clear()
-        self._queued_signals = 0
+        self._queued_signals = self._queued_relay = 0
         self._deadline = None
 
-    def data_to_send(self) -> list[str]:
+    def data_to_send(self) -> list[str | bytes]:
         frames, self._outbox = self._outbox, []
-        self._queued_signals = 0
+        self._queued_signals = self._queued_relay = 0
         return frames
+
+    def send_relay(self, to: bytes, frame: bytes) -> bool:
+        """Queue a mesh frame for the relay; False (dropped, counted) unless joined to a server
+        that relays, or when too much waits already: the mesh's replica resyncs after a gap."""
+        size = len(frame)
+        full = self._queued_relay + size > RELAY_OUTBOX_BYTES
+        if not self.joined or self.relay is None or full or size > wire.RELAY_MAX_PAYLOAD:
+            self.stats.relay_dropped += 1
+            return False
+        self._outbox.append(to + frame)
+        self._queued_relay += size
+        self.stats.relay_sent += 1
+        return True
 
     def send_signal(self, to: bytes, data: dict[str, Any]) -> None:
         """Queue a signal; dropped (and counted) unless joined: the mesh will retry."""
@@ -380,9 +429,16 @@ class SignallingProtocol:
         return []
 
     def receive_binary(self, data: bytes) -> list[SignallingEvent]:
+        """A relayed frame: the sender's key, then its bytes (judged by the mesh, not here)."""
         if self._phase in (Phase.OFFLINE, Phase.ENDED):
             return []
-        return self._bad("a binary frame", repr(data[:EXCERPT]))
+        if not self.joined or self.relay is None:
+            return self._bad("a binary frame outside the relay", repr(data[:EXCERPT]))
+        sender, frame = data[: wire.RELAY_KEY_SIZE], data[wire.RELAY_KEY_SIZE :]
+        if len(sender) != wire.RELAY_KEY_SIZE or not frame:
+            return self._bad("a relayed frame too short", repr(data[:EXCERPT]))
+        self.stats.relay_received += 1
+        return [RelayReceived(sender, frame)]
 
     def receive_text(self, text: str, now: float) -> list[SignallingEvent]:
         if self._phase in (Phase.OFFLINE, Phase.ENDED):
@@ -453,6 +509,7 @@ class SignallingProtocol:
         for problem in problems:
             self.stats.malformed += 1
             bad.append(BadMessage(problem, _excerpt(json.dumps(message.get("ice_servers")))))
+        self.relay = parse_relay_limits(message.get("relay"))
         hosted_by = message.get("hosted_by")
         self.hosted_by, self.welcomed = parse_key(hosted_by), True
         if hosted_by is not None and self.hosted_by is None:

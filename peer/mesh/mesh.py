@@ -12,6 +12,14 @@ reconnection schedule. It is the aioquic-style glue between the pure pieces and 
   makes that happen at once; on admission the replica exchanges digests and state, so nothing
   is lost.
 
+The last resort (issue 13): when a peer stays unreached for `RELAY_AFTER` seconds, and both the
+rendezvous and this player allow it, its messages go through the rendezvous's relay (a
+`RelaySender`, frames fed back to `handle_relay`): the same binding as a direct link, with X25519
+nonces, then every message sealed (`peer.core.relay`, whose docstring holds the threat model).
+The replica does not notice which path a peer is on: when a background direct attempt is admitted
+the mesh just sends on it, keeping the replica's link (sequence numbers go on: nothing is sent
+twice), and for `RELAY_DRAIN` seconds still opens what was in flight on the relay (nothing is lost).
+
 It does not own the signalling connection (a `SignalSender` is passed in, and signals are fed to
 `handle_signal`) nor the emulator (changes come in through `local_changes`, and `BytesChanged`
 goes out through `on_event`). Two clocks are injected: `clock`, monotonic, runs every timer (the
@@ -30,6 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from nacl.signing import SigningKey
@@ -44,9 +53,19 @@ from peer.core.dial import (
     DialMachine,
     DialState,
     GiveUp,
+    StartRelay,
 )
 from peer.core.pacing import PublishPacer
 from peer.core.paths import Path, classify
+from peer.core.relay import (
+    RELAY_FINGERPRINT,
+    Ephemeral,
+    RelayChannel,
+    RelayError,
+    RelayRefusal,
+    handshake_frame,
+    split_handshake,
+)
 from peer.core.replica import (
     CutPeer,
     Event,
@@ -70,6 +89,8 @@ from peer.mesh.webrtc import (
 )
 
 log = logging.getLogger(__name__)
+
+RELAY_DRAIN = 10.0  # after moving to a direct link, what was in flight on the relay still counts
 
 # What aiortc raises while applying a session description a peer sent us: a fuzz of mutated
 # offers (400 cases) produced AssertionError, ValueError, AttributeError, KeyError and TypeError
@@ -122,6 +143,31 @@ class LinkLost(Event):
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class PathChanged(Event):
+    """An admitted peer is now reached another way (e.g. relayed, then direct)."""
+
+    peer: bytes
+    path: Path
+
+
+class RelaySender(Protocol):
+    """The rendezvous's relay, as the signalling client offers it."""
+
+    def relay_available(self) -> bool: ...
+    def send_relay(self, to: bytes, frame: bytes) -> bool: ...
+
+
+@dataclass(slots=True)
+class _RelaySession:
+    """One relay session with a peer: binding, then (admitted) the sealing channel."""
+
+    ephemeral: Ephemeral
+    binding: Binding
+    channel: RelayChannel | None = None
+    drain_until: float | None = None  # set once a direct link took over
+
+
 # ---- per-peer bookkeeping --------------------------------------------------------------------
 
 
@@ -139,6 +185,9 @@ class LinkStatistics:
     unsendable: int = 0  # messages dropped because the channel was not open (resynced later)
     last_loss: str = ""
     path: Path | None = None  # of the current link, once ICE chose one
+    relay_refusals: Counter[str] = field(default_factory=Counter)  # frames refused on the relay
+    relayed: int = 0  # relay sessions admitted
+    moved_to_direct: int = 0  # relayed, then a direct link took over
     sync: PeerStatistics | None = None
 
 
@@ -149,6 +198,7 @@ class _Peer:
     dial: DialMachine  # when to dial, give up, try again (the state `link` must agree with)
     link: Link | None = None
     binding: Binding | None = None
+    relay: _RelaySession | None = None
     paused: bool = False
     stats: LinkStatistics = field(default_factory=LinkStatistics)
 
@@ -174,9 +224,11 @@ class Mesh:
         wall: Callable[[], float] = time.time,
         nonces: Callable[[int], bytes] = os.urandom,
         water_marks: tuple[int, int] = (LOW_WATER, HIGH_WATER),
+        relay: RelaySender | None = None,
     ) -> None:
         """`water_marks`: a link's buffered bytes above the high mark pause the peer in the
-        replica; falling below the low mark resumes it."""
+        replica; falling below the low mark resumes it. `relay`: the rendezvous's relay, None
+        when the player turned it off (`--no-relay`)."""
         self.replica = replica
         self.key = bytes(signing_key.verify_key)
         self.room = room
@@ -189,6 +241,8 @@ class Mesh:
         self._wall = wall
         self._nonces = nonces
         self._low_water, self._high_water = water_marks
+        self._relay = relay
+        self.relay_refusals: Counter[str] = Counter()  # relayed frames refused, all peers
         if not 0 < self._low_water < self._high_water:
             raise ValueError("water marks must be 0 < low < high")
         self._peers: dict[bytes, _Peer] = {}
@@ -218,6 +272,7 @@ class Mesh:
                         await asyncio.wait_for(self._wake.wait(), delay)
             finally:
                 for peer in list(self._peers.values()):
+                    self._end_relay(peer, "mesh stopped")
                     self._close_link(peer, "mesh stopped")
                 self._tasks = None
 
@@ -239,10 +294,13 @@ class Mesh:
 
     def _next_deadline(self) -> float | None:
         deadlines = [self.replica.get_timer(), self._pacer.get_timer()]
+        relay = self._relay_ok()
         for peer in self._peers.values():
-            deadlines.append(peer.dial.get_timer())
+            deadlines.append(peer.dial.get_timer(relay))
             if peer.binding is not None:
                 deadlines.append(peer.binding.get_timer())
+            if peer.relay is not None:
+                deadlines += [peer.relay.binding.get_timer(), peer.relay.drain_until]
         return min((d for d in deadlines if d is not None), default=None)
 
     def _handle_timers(self, now: float) -> None:
@@ -260,7 +318,16 @@ class Mesh:
             refused = peer.binding.handle_timer(now)
             if refused is not None:
                 self._refuse(peer, refused)
-        match peer.dial.handle_timer(now):
+        session = peer.relay
+        if session is not None:
+            refused = session.binding.handle_timer(now)
+            if refused is not None:
+                self._relay_refused(peer, refused)
+            elif session.drain_until is not None and now >= session.drain_until:
+                peer.relay = None
+        match peer.dial.handle_timer(now, self._relay_ok()):
+            case StartRelay():
+                self._start_relay(peer, now)
             case GiveUp(reason):
                 self._drop_link(peer, reason)
             case Dial():
@@ -288,7 +355,9 @@ class Mesh:
         self.replica.add_members(wanted)  # their signed writes are accepted from now on, for good
         now = self._clock()
         for key in set(self._peers) - wanted:
-            self._close_link(self._peers.pop(key), "left the room")
+            gone = self._peers.pop(key)
+            self._end_relay(gone, "left the room")
+            self._close_link(gone, "left the room")
         for key in wanted:
             known = self._peers.get(key)
             if known is not None:
@@ -450,8 +519,18 @@ class Mesh:
                 self._send_handshake(peer, proof)
 
     def _admit(self, peer: _Peer) -> None:
+        relayed = peer.dial.state is DialState.RELAYED
         peer.dial.admitted()
         peer.stats.admissions += 1
+        if relayed and peer.relay is not None:
+            # The replica keeps its link: the next message simply goes the direct way, and what
+            # is still in flight on the relay is opened for a while yet.
+            peer.relay.drain_until = self._clock() + RELAY_DRAIN
+            peer.stats.moved_to_direct += 1
+            log.info("peer %s: moved from the relay to a direct link", peer.key.hex()[:8])
+            self._emit(PathChanged(peer.key, _path_of(peer.link) or Path.DIRECT))
+            return
+        peer.relay = None  # a relay session still binding is not needed any more
         self.replica.add_peer(peer.key, self._clock())
         log.info("peer %s admitted", peer.key.hex()[:8])
         self._emit(PeerAdmitted(peer.key))
@@ -463,9 +542,153 @@ class Mesh:
         self._emit(PeerRefused(peer.key, refused.reason.value, refused.detail))
 
     def _ban(self, peer: _Peer, reason: str, wait: float) -> None:
+        self._end_relay(peer, reason)
         self._close_link(peer, reason)
         peer.dial.banned(self._clock(), wait)
         self._wake.set()
+
+    # ---- the relay through the rendezvous (the last resort) ------------------------------------
+
+    def _relay_ok(self) -> bool:
+        return self._relay is not None and self._relay.relay_available()
+
+    def _new_relay_session(self, peer: _Peer, now: float) -> _RelaySession:
+        ephemeral = Ephemeral.from_secret(self._nonces(codec.NONCE_SIZE))
+        binding = Binding(
+            room=self.room,
+            role=peer.role,
+            local_key=self.key,
+            peer=peer.key,
+            local_fingerprint=RELAY_FINGERPRINT,
+            remote_fingerprint=RELAY_FINGERPRINT,
+            local_nonce=ephemeral.public,
+            room_key=self._room_key,
+            now=now,
+        )
+        peer.dial.relay()
+        peer.relay = _RelaySession(ephemeral, binding)
+        self._send_relay_handshake(peer, codec.Nonce(ephemeral.public))
+        self._wake.set()
+        self._notify()
+        return peer.relay
+
+    def _start_relay(self, peer: _Peer, now: float) -> None:
+        log.info("peer %s unreached: trying the rendezvous's relay", peer.key.hex()[:8])
+        self._new_relay_session(peer, now)
+
+    def _send_relay_handshake(self, peer: _Peer, body: codec.Body) -> None:
+        data = codec.encode(
+            body, signing_key=self._signing_key, room=self.room, session=self.replica.session, seq=0
+        )
+        if self._relay is not None:
+            self._relay.send_relay(peer.key, handshake_frame(data))
+
+    def _send_relayed(self, peer: _Peer, data: bytes) -> None:
+        session = peer.relay
+        if session is None or session.channel is None or self._relay is None:
+            peer.stats.unsendable += 1
+            return
+        if not self._relay.send_relay(peer.key, session.channel.seal(data)):
+            peer.stats.unsendable += 1
+
+    def handle_relay(self, sender: bytes, frame: bytes) -> None:
+        """A frame the rendezvous relayed from `sender`: opened, checked, and fed on (or refused
+        and counted; the rendezvous may have made it up)."""
+        peer = self._peers.get(sender)
+        if peer is None or self._relay is None or self._tasks is None:
+            self._count_relay_refusal(None, "relay_unknown_peer")
+            return
+        session = peer.relay
+        try:
+            if session is not None and session.channel is not None:
+                data = session.channel.open(frame)
+            else:
+                self._relay_handshake(peer, split_handshake(frame))
+                self._flush()
+                return
+        except RelayError as exc:
+            log.debug("relayed frame from %s refused: %s", sender.hex()[:8], exc)
+            self._count_relay_refusal(peer, exc.reason.value)
+            return
+        if self.replica.is_connected(peer.key):
+            for event in self.replica.receive(peer.key, data, self._clock(), wall=self._wall()):
+                self._handle_event(event)
+        self._flush()
+
+    def _relay_handshake(self, peer: _Peer, data: bytes) -> None:
+        session = peer.relay
+        is_nonce = len(data) > 1 and data[1] == codec.Kind.NONCE
+        if peer.role is Role.ANSWERER and is_nonce:
+            unreached = (DialState.WAITING, DialState.CONNECTING, DialState.BINDING)
+            restart = peer.dial.state is DialState.RELAY_BINDING  # the offerer started over
+            if peer.dial.state not in unreached and not restart:
+                raise RelayError(RelayRefusal.UNEXPECTED, f"a relay nonce while {peer.dial.state.value}")
+            session = self._new_relay_session(peer, self._clock())
+        if session is None:
+            raise RelayError(RelayRefusal.UNEXPECTED, "a handshake frame outside a relay session")
+        match session.binding.receive(data, keys=set(self._peers)):
+            case Refused() as refused:
+                self._relay_refused(peer, refused)
+            case Admitted():
+                self._relay_admitted(peer, session)
+            case proof:
+                self._send_relay_handshake(peer, proof)
+
+    def _relay_admitted(self, peer: _Peer, session: _RelaySession) -> None:
+        remote = session.binding.remote_nonce
+        if remote is None:  # (the binding admits only after the peer's nonce)
+            raise RuntimeError("relay binding admitted without the peer's nonce")
+        try:
+            session.channel = RelayChannel(
+                ephemeral=session.ephemeral, peer_public=remote, role=peer.role, room=self.room
+            )
+        except RelayError as exc:
+            self._count_relay_refusal(peer, exc.reason.value)
+            self._relay_lost(peer, str(exc))
+            return
+        now = self._clock()
+        peer.dial.relay_admitted(now)
+        peer.stats.admissions += 1
+        peer.stats.relayed += 1
+        self.replica.add_peer(peer.key, now)
+        log.warning("peer %s can only be reached through the rendezvous's relay", peer.key.hex()[:8])
+        self._emit(PeerAdmitted(peer.key))
+        self._emit(PathChanged(peer.key, Path.RELAYED))
+
+    def _relay_refused(self, peer: _Peer, refused: Refused) -> None:
+        """A relay binding that failed: the rendezvous may be to blame, so no ban, only a count."""
+        who, why = peer.key.hex()[:8], refused.reason.value
+        log.warning("relay binding with %s failed: %s (%s)", who, why, refused.detail)
+        self._count_relay_refusal(peer, f"relay_binding_{refused.reason.value}")
+        self._relay_lost(peer, f"relay binding failed: {refused.reason.value}")
+
+    def _relay_lost(self, peer: _Peer, reason: str) -> None:
+        if not peer.dial.relaying:
+            peer.relay = None
+            return
+        self._end_relay(peer, reason)
+        peer.dial.relay_lost(self._clock())
+        peer.stats.reconnects += 1
+        self._wake.set()
+
+    def _end_relay(self, peer: _Peer, reason: str) -> None:
+        """Forget the relay session; if the peer was synced through it, the replica forgets it."""
+        if peer.relay is None:
+            return
+        peer.relay = None
+        if peer.dial.state is DialState.RELAYED:
+            self.replica.remove_peer(peer.key)
+            peer.stats.links_lost += 1
+            peer.stats.last_loss = reason
+            log.info("relayed link with %s lost: %s", peer.key.hex()[:8], reason)
+            self._emit(LinkLost(peer.key, reason))
+        self._notify()
+
+    def _count_relay_refusal(self, peer: _Peer | None, reason: str) -> None:
+        self.relay_refusals[reason] += 1
+        if peer is not None:
+            peer.stats.relay_refusals[reason] += 1
+        self._notify()
 
     # ---- replica events --------------------------------------------------------------------
 
@@ -483,14 +706,18 @@ class Mesh:
 
     def _cut(self, key: bytes, reason: str) -> None:
         peer = self._peers.get(key)
-        if peer is not None and peer.link is not None:
+        if peer is not None and (peer.link is not None or peer.dial.state is DialState.RELAYED):
             log.warning("cutting peer %s off: %s", key.hex()[:8], reason)
             peer.stats.cuts += 1
             self._ban(peer, f"cut: {reason}", CUT_WAIT)
 
     def _lose(self, key: bytes, reason: str) -> None:
         peer = self._peers.get(key)
-        if peer is not None:
+        if peer is None:
+            return
+        if peer.dial.relaying:
+            self._relay_lost(peer, reason)
+        else:
             self._drop_link(peer, reason)
 
     def _drop_link(self, peer: _Peer, reason: str) -> None:
@@ -510,6 +737,7 @@ class Mesh:
         if link is None:
             return
         if was_admitted:
+            peer.relay = None  # a relay still draining went with the direct link it gave way to
             self.replica.remove_peer(peer.key)
             peer.stats.links_lost += 1
             peer.stats.last_loss = reason
@@ -525,6 +753,9 @@ class Mesh:
         """Hand the replica's queued messages to the links; pause peers whose channel backs up."""
         for key, data in self.replica.messages_to_send():
             peer = self._peers.get(key)
+            if peer is not None and peer.dial.state is DialState.RELAYED:
+                self._send_relayed(peer, data)
+                continue
             if peer is None or peer.link is None or not peer.admitted:
                 continue
             if len(data) > MAX_MESSAGE or not peer.link.send(data):
@@ -589,7 +820,9 @@ class Mesh:
         self._flush()
 
     def admitted(self) -> set[bytes]:
-        return {key for key, peer in self._peers.items() if peer.admitted}
+        """Peers we sync with, directly or through the relay."""
+        synced = (DialState.ADMITTED, DialState.RELAYED)
+        return {key for key, peer in self._peers.items() if peer.dial.state in synced}
 
     def link(self, key: bytes) -> Link | None:
         """The current link with a peer (tests use it to send raw bytes or close it)."""
@@ -604,6 +837,8 @@ class Mesh:
             stats.state = peer.dial.state.value
             stats.sync = sync.get(key)
             stats.path = _path_of(peer.link) if peer.admitted else None
+            if peer.dial.state is DialState.RELAYED:
+                stats.path = Path.RELAYED
             report[key] = stats
         return report
 
@@ -614,7 +849,7 @@ class Mesh:
             part = f"{key.hex()[:6]} {stats.state}"
             part += f" {stats.path.value}" if stats.path is not None else ""
             sync = stats.sync
-            if sync is not None and stats.state == "admitted":
+            if sync is not None and stats.state in ("admitted", "relayed"):
                 rtt = "?" if sync.rtt is None else f"{sync.rtt * 1000:.1f}ms"
                 part += f" rtt {rtt} out {sync.writes_sent}B in {sync.writes_received}B"
                 rejected = sum(sync.rejections.values())

@@ -9,6 +9,9 @@ object per line:
     {"cmd": "wait_admitted", "count": 2}        -> {"event": "admitted_all", "count": 2}
     {"cmd": "write", "frames": 30, "seed": 1}   -> {"event": "written"}   (one batch per 60 Hz frame)
     {"cmd": "digest"}                           -> {"event": "digest", "digest": HEX, "admitted": N}
+    {"cmd": "wait_path", "path": "direct"}      -> {"event": "path", "path": "direct"}  (every peer's)
+    {"cmd": "stats"}  -> {"event": "stats", "paths": [...], "relay_refusals": {...}, "rejections": {...},
+                          "moved_to_direct": N, "links_lost": N, "writes_received": N}
     {"cmd": "bench", "seconds": 5, "per_frame": 1, "noise": 0}
         -> {"event": "bench", "latencies_ms": [...], "cpu": FRACTION, "links_lost": N, ...}
        (`per_frame` calls of local_changes per frame, each with the time stamp and `noise`
@@ -118,6 +121,30 @@ async def command(node: Node, mesh: Mesh, order: dict[str, Any]) -> bool:
         case "digest":
             digest = mesh.replica.state.digest().hex()
             emit(event="digest", digest=digest, admitted=len(mesh.admitted()))
+        case "wait_path":
+            path = str(order["path"])
+
+            def on_path() -> bool:
+                stats = mesh.statistics().values()
+                return bool(stats) and all(s.path is not None and s.path.value == path for s in stats)
+
+            await mesh.wait_until(on_path)
+            emit(event="path", path=path)
+        case "stats":
+            stats = mesh.statistics().values()
+            rejections: dict[str, int] = {}
+            for s in stats:
+                for reason, count in (s.sync.rejections if s.sync else {}).items():
+                    rejections[reason] = rejections.get(reason, 0) + count
+            emit(
+                event="stats",
+                paths=sorted({s.path.value for s in stats if s.path is not None}),
+                relay_refusals=dict(mesh.relay_refusals),
+                rejections=rejections,
+                moved_to_direct=sum(s.moved_to_direct for s in stats),
+                links_lost=sum(s.links_lost for s in stats),
+                writes_received=sum(s.sync.writes_received for s in stats if s.sync),
+            )
         case "bench":
             per_frame, noise = int(order.get("per_frame", 1)), int(order.get("noise", 0))
             await bench(node, mesh, float(order["seconds"]), per_frame, noise)
@@ -194,8 +221,10 @@ async def main_async(options: argparse.Namespace) -> None:
             turn_user=options.turn_user,
             turn_password=options.turn_password,
             host_addresses=("127.0.0.1",) if options.loopback else None,
+            use_rendezvous=options.rendezvous_ice,
         ),
         on_event=node.on_event,
+        relay=options.relay,
     )
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(session.run())
@@ -220,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turn", metavar="URL", help="TURN server")
     parser.add_argument("--turn-user", metavar="U")
     parser.add_argument("--turn-password", metavar="P")
+    parser.add_argument("--no-rendezvous-ice", dest="rendezvous_ice", action="store_false")
+    parser.add_argument("--no-relay", dest="relay", action="store_false")
     parser.add_argument("--log-level", default="warning")
     options = parser.parse_args(argv)
     logging.basicConfig(level=options.log_level.upper(), stream=sys.stderr)

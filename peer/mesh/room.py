@@ -53,10 +53,12 @@ class RoomSession:
         on_roster: Callable[[Roster], None] | None = None,
         standby: str | None = None,
         tls: ssl.SSLContext | None = None,
+        relay: bool = True,
     ) -> None:
         """`prepare(roster)`, when given, is awaited once the room is known (quick match names it
         on joining) and returns the state to start from and the session number to sign with;
-        `on_roster` sees every roster, the first included."""
+        `on_roster` sees every roster, the first included. `relay`: whether peers that cannot be
+        reached otherwise may be reached through the rendezvous's relay (`--no-relay`: False)."""
         if password is not None and room is None:
             raise ValueError("quick-match rooms have no password")
         self._signing_key = signing_key
@@ -67,6 +69,7 @@ class RoomSession:
         self._on_event = on_event
         self._prepare = prepare
         self._on_roster = on_roster
+        self._relay = relay
         self.signalling = SignallingClient(
             rendezvous,
             signing_key=signing_key,
@@ -148,6 +151,7 @@ class RoomSession:
             ice=self._current_ice(),
             room_key=room_key,
             on_event=self._on_event,
+            relay=self.signalling if self._relay else None,
         )
 
     def _current_ice(self) -> IceOptions:
@@ -181,3 +185,7 @@ class RoomSession:
             self.mesh.handle_signal(sender, data)
         elif len(self._early) < EARLY_SIGNALS:
             self._early.append((sender, data))
+
+    def relay_received(self, sender: bytes, frame: bytes) -> None:
+        if self.mesh is not None and self._ready.is_set():
+            self.mesh.handle_relay(sender, frame)

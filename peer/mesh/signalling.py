@@ -6,7 +6,9 @@ frames and timer ticks (monotonic time), writes what it queues, and acts on its 
 and signals go to the listener, bad messages are logged, `Disconnect` closes the socket and
 reconnects with exponential backoff (joining the same room again by the name it was given, so
 quick-match rooms are found again), `Refused` ends `run()` with `SignallingRefused`. Meanwhile
-the mesh keeps its established links, since game traffic never passes through here.
+the mesh keeps its established direct links, since their traffic never passes through here; only
+a peer reached through the rendezvous's relay (binary frames, `send_relay` / `relay_received`)
+depends on this connection.
 
 No frame from the rendezvous can end the session except a refusal PROTOCOL.md lists: malformed
 JSON (deep nesting included), wrong shapes, binary frames and messages out of order are logged
@@ -34,6 +36,7 @@ from peer.core.signalling import (
     IceServer,
     Notice,
     Refused,
+    RelayReceived,
     RosterChanged,
     SignallingEvent,
     SignallingProtocol,
@@ -71,6 +74,7 @@ class _Reconnect(Exception):
 class SignallingListener(Protocol):
     def roster_changed(self, roster: Roster) -> None: ...
     def signal_received(self, sender: bytes, data: dict[str, Any]) -> None: ...
+    def relay_received(self, sender: bytes, frame: bytes) -> None: ...
 
 
 class SignallingClient:
@@ -155,6 +159,16 @@ class SignallingClient:
         self._protocol.send_signal(to, data)
         self._wake_writer.set()
 
+    def relay_available(self) -> bool:
+        """Whether the rendezvous relays mesh frames (its latest welcome said so) and we are in."""
+        return self._protocol.relay is not None and self._protocol.joined
+
+    def send_relay(self, to: bytes, frame: bytes) -> bool:
+        """Queue a mesh frame for the relay; False when it was dropped (the mesh resyncs later)."""
+        queued = self._protocol.send_relay(to, frame)
+        self._wake_writer.set()
+        return queued
+
     async def wait_until(self, condition: Callable[[], bool]) -> None:
         """Until `condition()` holds, re-checked whenever the connection or roster changes."""
         while not condition():
@@ -235,9 +249,12 @@ class SignallingClient:
         while True:
             await wake.wait()
             wake.clear()
-            for text in self._protocol.data_to_send():
+            for frame in self._protocol.data_to_send():
                 try:
-                    await ws.send_str(text)
+                    if isinstance(frame, bytes):
+                        await ws.send_bytes(frame)
+                    else:
+                        await ws.send_str(frame)
                 except (aiohttp.ClientError, ConnectionError) as exc:
                     log.info("cannot write to the rendezvous: %s", exc)
                     await ws.close()  # the reader sees the end and reports it
@@ -278,6 +295,8 @@ class SignallingClient:
                     self._notify()
                 case SignalReceived(sender, data):
                     self._listener.signal_received(sender, data)
+                case RelayReceived(sender, frame):
+                    self._listener.relay_received(sender, frame)
                 case BadMessage(reason, excerpt):
                     log.warning("bad message from the rendezvous (%s): %r", reason, excerpt)
                 case Notice(code, message):
