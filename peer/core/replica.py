@@ -12,8 +12,10 @@ notion of time: Lamport stamps (`clock`), the bound on values from the future, a
 
 Rules applied to everything a peer sends, in this order (cheap checks before the signature check,
 because a forged signature costs as much to reject as a good one to accept):
-1. the sender must be admitted, and within its rate budget (token bucket, `RATE_PER_SECOND`);
-   a peer that keeps flooding gets a `CutPeer` event;
+1. the sender must be admitted, and within its rate budget (token bucket, `RATE_PER_SECOND`),
+   charged for the work a message asks for (its bytes, runs and signatures), not per message;
+   every refusal is a strike, and a peer that keeps flooding or sending what is refused gets
+   a `CutPeer` event;
 2. `codec.decode` checks size, sender and signature, then parses;
 3. per link, sequence numbers: a duplicate (same seq, same signature) is dropped; the same seq with a
    different message is a forgery (equivocation) and is refused and reported; a gap means messages
@@ -66,9 +68,24 @@ SILENT_AFTER = 5.0
 DIGEST_INTERVAL = 3.0
 RATE_PER_SECOND = 240.0  # four times one message per 60 Hz frame, plus room for state exchange
 RATE_BURST = 480.0
-# Flood strikes: every rate-limited message adds one, and FLOOD_LEAK are forgiven per second, so a
-# burst is merely throttled while sustained flooding (even at a few times the rate, which refilled
-# tokens would hide from a count "in a row") reaches CUT_AFTER_REJECTIONS within a second or so.
+# Work, not messages, is charged (F2): a message costs one token, plus one per BYTES_PER_TOKEN of
+# its size past FREE_BYTES (charged before it is decoded, so a refused heavy message costs as much
+# as a good one),
+# plus one per RUNS_PER_TOKEN runs and per BATCHES_PER_TOKEN signed batches it carries (charged
+# once it is parsed; the bucket may go into debt). A frame's write (tens of bytes, a few runs)
+# costs about 1; a 64 KiB batch about 130, so a member can push at most ~2 of those a second.
+BYTES_PER_TOKEN = 512
+FREE_BYTES = 256
+RUNS_PER_TOKEN = 16
+BATCHES_PER_TOKEN = 4
+# A full state this replica asked for (on adding a peer, or by a resync request) is real work it
+# wants done: the link is credited, once per request, what the largest full state of this layout
+# costs (every byte its own signed batch of about STATE_BATCH_BYTES), beyond the burst.
+STATE_BATCH_BYTES = 128
+REQUEST_INTERVAL = 5.0  # at most one resync request per peer per this many seconds
+# Strikes: every refusal adds some (a rate-limited message its cost in tokens, any other refusal
+# one), and FLOOD_LEAK are forgiven per second, so a burst is merely throttled while sustained
+# flooding or a stream of bad messages reaches CUT_AFTER_REJECTIONS within a second or so.
 CUT_AFTER_REJECTIONS = 200
 FLOOD_LEAK = 50.0
 BEATS_KEPT = 8  # our heartbeats remembered to time their echoes on the monotonic clock
@@ -215,16 +232,57 @@ class _Link:
     tokens_at: float = 0.0
     flood_strikes: float = 0.0
     flood_at: float = 0.0
+    asked_at: float = float("-inf")  # when we last asked this peer for its full state
+    awaiting: bool = False  # asked, and the last part of its full state has not come yet
+    credited_at: float = float("-inf")
+    state_credit: float = 0.0  # tokens only state patches may spend (see `STATE_BATCH_BYTES`)
     cut: bool = False
     stats: PeerStatistics = field(default_factory=PeerStatistics)
 
-    def take_token(self, now: float) -> bool:
+    def take_tokens(self, cost: float, now: float, *, patch: bool = False) -> bool:
+        """Charge `cost` if the bucket holds at least one token (it may go into debt); a state
+        patch spends the state credit first."""
         self.tokens = min(RATE_BURST, self.tokens + (now - self.tokens_at) * RATE_PER_SECOND)
         self.tokens_at = now
+        if patch and self.state_credit >= cost:
+            self.state_credit -= cost
+            return True
         if self.tokens < 1.0:
             return False
-        self.tokens -= 1.0
+        self.tokens -= cost
         return True
+
+    def strike(self, weight: float, now: float) -> bool:
+        """Count a refusal; True when this one reaches the cut (once per connection)."""
+        leaked = max(0.0, self.flood_strikes - (now - self.flood_at) * FLOOD_LEAK)
+        self.flood_strikes, self.flood_at = leaked + weight, now
+        if self.flood_strikes >= CUT_AFTER_REJECTIONS and not self.cut:
+            self.cut = True  # reported once per connection; `add_peer` starts afresh
+            return True
+        return False
+
+
+def message_cost(size: int) -> float:
+    """Tokens a message of `size` bytes costs before it is parsed."""
+    return 1.0 + max(0, size - FREE_BYTES) / BYTES_PER_TOKEN
+
+
+def full_state_cost(layout: Layout) -> float:
+    """Tokens the largest full state of `layout` costs to receive."""
+    size = layout.size * STATE_BATCH_BYTES
+    parts = size // PATCH_BUDGET + 1
+    return parts + size / BYTES_PER_TOKEN + layout.size * (1 / BATCHES_PER_TOKEN + 1 / RUNS_PER_TOKEN)
+
+
+def parsed_cost(body: codec.Body) -> float:
+    """Tokens for the work a parsed message asks for beyond its size: runs and signatures."""
+    match body:
+        case codec.WriteBatch(runs=runs):
+            return len(runs) / RUNS_PER_TOKEN
+        case codec.StatePatch(batches=batches):
+            return len(batches) / BATCHES_PER_TOKEN
+        case _:
+            return 0.0
 
 
 class Replica:
@@ -269,6 +327,7 @@ class Replica:
         link.dirty.clear()
         link.dirty_counters.clear()
         link.next_digest = now + DIGEST_INTERVAL
+        self._credit_full_state(link, now)  # both sides send their full state on contact
         self._send_full_state(link, now)
 
     def add_members(self, keys: Iterable[bytes]) -> None:
@@ -408,8 +467,7 @@ class Replica:
     def request_resync(self, now: float) -> None:
         """Ask every peer for its full state (the manual resync)."""
         for link in self._open_links():
-            link.stats.resyncs_requested += 1
-            self._send(link, codec.ResyncRequest(), now)
+            self._ask_full_state(link, now)
 
     def say_goodbye(self, reason: str, now: float) -> None:
         for link in self._open_links():
@@ -448,12 +506,14 @@ class Replica:
         link = self.links.get(peer)
         if link is None or not link.connected:
             return [self._reject(link, peer, "not_admitted")]
-        if not link.take_token(now):
-            return self._rate_limited(link, now)
+        cost = message_cost(len(data))
+        if not link.take_tokens(cost, now, patch=data[1:2] == bytes([codec.Kind.STATE_PATCH])):
+            return self._rate_limited(link, cost, now)
         try:
             message = codec.decode(data, room=self.room, keys=(peer,), max_runs=self.state.layout.size)
         except codec.DecodeError as exc:
-            return [self._reject(link, peer, exc.reason, str(exc))]
+            return self._refuse(link, now, exc.reason, str(exc))
+        link.tokens -= parsed_cost(message.body)
         link.last_heard, link.silent_reported = now, False
         link.stats.messages_received += 1
         link.stats.bytes_received += len(data)
@@ -462,19 +522,24 @@ class Replica:
             return verdict
         return self._dispatch(link, message.body, now, wall)
 
-    def _rate_limited(self, link: _Link, now: float) -> list[Event]:
-        leaked = max(0.0, link.flood_strikes - (now - link.flood_at) * FLOOD_LEAK)
-        link.flood_strikes, link.flood_at = leaked + 1.0, now
+    def _rate_limited(self, link: _Link, cost: float, now: float) -> list[Event]:
         events: list[Event] = [self._reject(link, link.peer, "rate_limited")]
-        if link.flood_strikes >= CUT_AFTER_REJECTIONS and not link.cut:
-            link.cut = True  # reported once per connection; `add_peer` starts afresh
+        if link.strike(cost, now):
             events.append(CutPeer(link.peer, "flooding"))
+        return events
+
+    def _refuse(self, link: _Link, now: float, reason: str, detail: str = "") -> list[Event]:
+        """Refuse one message (or one batch of a patch) from an admitted peer; it counts as a
+        strike, so a peer that keeps sending what this replica refuses is cut."""
+        events: list[Event] = [self._reject(link, link.peer, reason, detail)]
+        if link.strike(1.0, now):
+            events.append(CutPeer(link.peer, f"refused too often ({reason})"))
         return events
 
     def _check_sequence(self, link: _Link, message: codec.Decoded, now: float) -> list[Event] | None:
         """None when the message is new and in order enough to process; else the events."""
         if message.seq == 0:
-            return [self._reject(link, link.peer, "handshake_after_admission")]
+            return self._refuse(link, now, "handshake_after_admission")
         if message.session != link.session:
             link.session, link.highest_seq = message.session, 0  # the peer restarted
             link.recent.clear()
@@ -483,12 +548,11 @@ class Replica:
             if seen == message.signature:
                 link.stats.rejections["duplicate"] += 1
                 return []
-            return [self._reject(link, link.peer, "forgery", f"two messages with seq {message.seq}")]
+            return self._refuse(link, now, "forgery", f"two messages with seq {message.seq}")
         if message.seq <= link.highest_seq - SEQ_WINDOW:
-            return [self._reject(link, link.peer, "stale", f"seq {message.seq}")]
+            return self._refuse(link, now, "stale", f"seq {message.seq}")
         if link.highest_seq and message.seq > link.highest_seq + 1:
-            link.stats.resyncs_requested += 1  # messages were lost on the way
-            self._send(link, codec.ResyncRequest(), now)
+            self._ask_full_state(link, now)  # messages were lost on the way
         link.highest_seq = max(link.highest_seq, message.seq)
         link.recent[message.seq] = message.signature
         while len(link.recent) > SEQ_WINDOW:
@@ -498,9 +562,9 @@ class Replica:
     def _dispatch(self, link: _Link, body: codec.Body, now: float, wall: float) -> list[Event]:
         match body:
             case codec.WriteBatch():
-                return self._receive_batch(link, body, wall)
+                return self._receive_batch(link, body, now, wall)
             case codec.StatePatch():
-                return self._receive_patch(link, body, wall)
+                return self._receive_patch(link, body, now, wall)
             case codec.Digest():
                 return self._receive_digest(link, body, now)
             case codec.ResyncRequest():
@@ -515,16 +579,16 @@ class Replica:
                 self.remove_peer(link.peer)
                 return [PeerLeft(link.peer, reason)]
             case _:
-                return [self._reject(link, link.peer, "handshake_after_admission")]
+                return self._refuse(link, now, "handshake_after_admission")
 
-    def _receive_batch(self, link: _Link, batch: codec.WriteBatch, wall: float) -> list[Event]:
+    def _receive_batch(self, link: _Link, batch: codec.WriteBatch, now: float, wall: float) -> list[Event]:
         problem = self._check_batch(batch.lamport, batch.runs, batch.totals, wall)
         if problem:
-            return [self._reject(link, link.peer, *problem)]
+            return self._refuse(link, now, *problem)
         try:
             signed = codec.batch_of(link.peer, link.session or 0, batch, room=self.room)
         except codec.DecodeError as exc:
-            return [self._reject(link, link.peer, exc.reason, str(exc))]
+            return self._refuse(link, now, exc.reason, str(exc))
         self.clock.observe(batch.lamport, wall)
         link.stats.writes_received += signed.size + len(batch.totals)
         changes, deltas = self.state.apply_batch(signed)
@@ -544,7 +608,7 @@ class Replica:
             events.append(StateChanged())
         return events
 
-    def _receive_patch(self, link: _Link, patch: codec.StatePatch, wall: float) -> list[Event]:
+    def _receive_patch(self, link: _Link, patch: codec.StatePatch, now: float, wall: float) -> list[Event]:
         """Merge every signed batch of the patch that verifies and keeps the rules; each one that
         does not is refused alone and counted against the sender."""
         events: list[Event] = []
@@ -556,11 +620,11 @@ class Replica:
                     raw, room=self.room, authors=self.members, max_runs=self.state.layout.size
                 )
             except codec.DecodeError as exc:
-                events.append(self._reject(link, link.peer, exc.reason, str(exc)))
+                events += self._refuse(link, now, exc.reason, str(exc))
                 continue
             problem = self._check_batch(signed.lamport, signed.runs, signed.totals, wall)
             if problem:
-                events.append(self._reject(link, link.peer, *problem))
+                events += self._refuse(link, now, *problem)
                 continue
             self.clock.observe(signed.lamport, wall)
             changed, moved = self.state.apply_batch(signed)
@@ -568,6 +632,7 @@ class Replica:
             deltas += moved
         events += self._merged(link, changes, deltas)
         if patch.full and patch.part == patch.parts - 1:
+            link.awaiting = False
             events.append(FullStateReceived(link.peer))
         return events
 
@@ -613,6 +678,22 @@ class Replica:
                 link.stats.rtt = rtt
 
     # ---- sending ------------------------------------------------------------------------------
+
+    def _ask_full_state(self, link: _Link, now: float) -> None:
+        """Ask for the peer's full state, at most once per `REQUEST_INTERVAL` (later asks are
+        merged into the one in flight: its answer holds everything they would have brought)."""
+        if link.awaiting and now - link.asked_at < REQUEST_INTERVAL:
+            return
+        link.stats.resyncs_requested += 1
+        self._credit_full_state(link, now)
+        self._send(link, codec.ResyncRequest(), now)
+
+    def _credit_full_state(self, link: _Link, now: float) -> None:
+        link.asked_at, link.awaiting = now, True
+        if now - link.credited_at < REQUEST_INTERVAL:
+            return  # one credit per interval, however often the state is asked for
+        link.credited_at = now
+        link.state_credit = full_state_cost(self.state.layout)
 
     def _open_links(self) -> list[_Link]:
         return [link for link in self.links.values() if link.connected]
