@@ -1,8 +1,11 @@
 """The emulator applier: everything msxsync writes into openMSX, in order, from one task.
 
-Remote bytes, adoptions of the room's state and on-screen messages go through one queue of typed
-commands, so that an adoption's writes, the remote bytes that follow it and the messages about
-both reach the emulator in the order they were decided. The applier does the I/O of an adoption
+Remote bytes and adoptions of the room's state go through one queue of typed commands, so that an
+adoption's writes and the remote bytes that follow it reach the emulator in the order they were
+decided. On-screen messages have their own lane (issue 18, F3): a short queue that drops its
+oldest line when full and is served only when no write is waiting, so a flood of chat can neither
+delay the game's bytes nor pile up lines on screen; a message still follows the writes queued
+before it. The applier does the I/O of an adoption
 (write the room's bytes, read the regions) and hands the outcome back to the gate
 (`peer.core.gating`), whose actions the session carries out.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +36,7 @@ class ShowMessage:
 
 
 Command = WriteToEmulator | AdoptRoom | ShowMessage
+MESSAGES_KEPT = 4  # on-screen lines waiting; a newer one pushes out the oldest
 
 
 def split_at_regions(runs: Iterable[Run], regions: Iterable[Region]) -> list[Run]:
@@ -67,15 +72,38 @@ class Applier:
         self._gate = gate
         self._replica = replica
         self._act = act
-        self._queue: asyncio.Queue[Command] = asyncio.Queue()
+        self._writes: deque[WriteToEmulator | AdoptRoom] = deque()
+        self._messages: deque[ShowMessage] = deque(maxlen=MESSAGES_KEPT)
+        self._dropped = 0
+        self._wake = asyncio.Event()
 
     def put(self, command: Command) -> None:
-        self._queue.put_nowait(command)
+        if isinstance(command, ShowMessage):
+            self._dropped += len(self._messages) == self._messages.maxlen
+            self._messages.append(command)
+        else:
+            self._writes.append(command)
+        self._wake.set()
+
+    @property
+    def messages_dropped(self) -> int:
+        """On-screen lines pushed out by newer ones before they were shown."""
+        return self._dropped
+
+    def pending(self) -> tuple[int, int]:
+        """(writes, messages) waiting."""
+        return len(self._writes), len(self._messages)
+
+    async def _next(self) -> Command:
+        while not (self._writes or self._messages):
+            self._wake.clear()
+            await self._wake.wait()
+        return self._writes.popleft() if self._writes else self._messages.popleft()
 
     async def run(self) -> None:
         """Until openMSX goes away (raises OpenMSXError then)."""
         while True:
-            command = await self._queue.get()
+            command = await self._next()
             try:
                 await self._carry_out(command)
             except ValueError as exc:  # refused by the link's validation: report, keep playing

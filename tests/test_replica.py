@@ -442,3 +442,15 @@ def test_every_refusal_counts_toward_cutting_the_peer():
         events += a.receive(b.key, bytes(tampered), mesh.now + n / 300, wall=mesh.wall)
     assert "rate_limited" not in {e.reason for e in events if isinstance(e, Rejected)}
     assert len([e for e in events if isinstance(e, CutPeer)]) == 1
+
+
+def test_chat_has_its_own_small_budget_and_a_chat_flood_is_cut():
+    """F3: 200 chats a second went through whole and were never cut."""
+    mesh, a, b = _two()
+    events = []
+    for n in range(400):  # 200 a second for 2 s
+        chat = _from(key(1), codec.Chat(f"spam {n}"), seq=100 + n)
+        events += a.receive(b.key, chat, mesh.now + n / 200, wall=mesh.wall)
+    shown = [e for e in events if isinstance(e, ChatReceived)]
+    assert 5 <= len(shown) <= 5 + 2 * 2 + 1
+    assert len([e for e in events if isinstance(e, CutPeer)]) == 1

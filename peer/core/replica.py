@@ -15,7 +15,7 @@ because a forged signature costs as much to reject as a good one to accept):
 1. the sender must be admitted, and within its rate budget (token bucket, `RATE_PER_SECOND`),
    charged for the work a message asks for (its bytes, runs and signatures), not per message;
    every refusal is a strike, and a peer that keeps flooding or sending what is refused gets
-   a `CutPeer` event;
+   a `CutPeer` event; chat has its own, smaller budget (`CHAT_PER_SECOND`);
 2. `codec.decode` checks size, sender and signature, then parses;
 3. per link, sequence numbers: a duplicate (same seq, same signature) is dropped; the same seq with a
    different message is a forgery (equivocation) and is refused and reported; a gap means messages
@@ -83,6 +83,8 @@ BATCHES_PER_TOKEN = 4
 # costs (every byte its own signed batch of about STATE_BATCH_BYTES), beyond the burst.
 STATE_BATCH_BYTES = 128
 REQUEST_INTERVAL = 5.0  # at most one resync request per peer per this many seconds
+CHAT_PER_SECOND = 2.0  # chat has a lane of its own (F3): a few lines a second, in small bursts
+CHAT_BURST = 5.0
 # Strikes: every refusal adds some (a rate-limited message its cost in tokens, any other refusal
 # one), and FLOOD_LEAK are forgiven per second, so a burst is merely throttled while sustained
 # flooding or a stream of bad messages reaches CUT_AFTER_REJECTIONS within a second or so.
@@ -235,6 +237,8 @@ class _Link:
     asked_at: float = float("-inf")  # when we last asked this peer for its full state
     awaiting: bool = False  # asked, and the last part of its full state has not come yet
     credited_at: float = float("-inf")
+    chat_tokens: float = CHAT_BURST
+    chat_at: float = 0.0
     state_credit: float = 0.0  # tokens only state patches may spend (see `STATE_BATCH_BYTES`)
     cut: bool = False
     stats: PeerStatistics = field(default_factory=PeerStatistics)
@@ -250,6 +254,14 @@ class _Link:
         if self.tokens < 1.0:
             return False
         self.tokens -= cost
+        return True
+
+    def take_chat(self, now: float) -> bool:
+        self.chat_tokens = min(CHAT_BURST, self.chat_tokens + (now - self.chat_at) * CHAT_PER_SECOND)
+        self.chat_at = now
+        if self.chat_tokens < 1.0:
+            return False
+        self.chat_tokens -= 1.0
         return True
 
     def strike(self, weight: float, now: float) -> bool:
@@ -320,7 +332,7 @@ class Replica:
         self.members.add(peer)
         link = self.links.get(peer)
         if link is None:
-            link = self.links[peer] = _Link(peer, added_at=now, tokens_at=now)
+            link = self.links[peer] = _Link(peer, added_at=now, tokens_at=now, chat_at=now)
         link.last_heard, link.silent_reported = now, False
         link.connected, link.paused, link.cut = True, False, False
         link.flood_strikes = 0.0
@@ -574,6 +586,8 @@ class Replica:
                 self._receive_heartbeat(link, body, now, wall)
                 return []
             case codec.Chat(text):
+                if not link.take_chat(now):
+                    return self._refuse(link, now, "chat_limited")
                 return [ChatReceived(link.peer, text)]
             case codec.Bye(reason):
                 self.remove_peer(link.peer)
