@@ -56,3 +56,17 @@ def test_no_change_is_lost_and_the_pace_is_kept(calls: list[tuple[float, int, in
     for (t1, _), (t2, _) in zip(sent, sent[int(PUBLISH_BURST) :], strict=False):
         # A bucket of BURST tokens refilled at RATE: any BURST + 1 batches span at least 1 / RATE.
         assert t2 - t1 >= 1 / PUBLISH_RATE - 1e-9
+
+
+def test_a_heavy_frame_is_charged_its_work_and_holds_the_next_one_back():
+    """Receivers charge bytes and runs (issue 18, F2): an honest sender paces the same way."""
+    from peer.core.pacing import PublishPacer, batch_cost
+
+    pacer = PublishPacer(0.0)
+    heavy = [(at, b"\x01" * 8) for at in range(0, 0xC000, 16)]
+    pacer.add(heavy, 1.0)
+    assert pacer.take(0.0) is not None
+    pacer.add([(0xE000, b"\x02")], 1.0)
+    assert pacer.take(0.0) is None
+    due = pacer.get_timer()
+    assert due is not None and due >= (batch_cost(heavy) - 4) / 120

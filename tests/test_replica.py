@@ -10,6 +10,7 @@ from peer.core import codec
 from peer.core.clock import MAX_AHEAD_MS
 from peer.core.replica import (
     CUT_AFTER_REJECTIONS,
+    FULL_STATE_INTERVAL,
     RUNS_PER_TOKEN,
     SILENT_AFTER,
     BytesChanged,
@@ -454,3 +455,38 @@ def test_chat_has_its_own_small_budget_and_a_chat_flood_is_cut():
     shown = [e for e in events if isinstance(e, ChatReceived)]
     assert 5 <= len(shown) <= 5 + 2 * 2 + 1
     assert len([e for e in events if isinstance(e, CutPeer)]) == 1
+
+
+def _full_parts_sent(replica, peer):
+    out = replica.messages_to_send()
+    bodies = [codec.decode(data, room=ROOM, keys=(replica.key,)).body for to, data in out if to == peer]
+    return [b for b in bodies if isinstance(b, codec.StatePatch) and b.full]
+
+
+def test_resync_requests_are_merged_into_one_full_state_per_interval():
+    """F5: every request got its own full state (37x amplification in the issue)."""
+    mesh, a, b = _two()
+    mesh.write(0, 0xE000, b"\x05")
+    mesh.deliver_all()
+    a.messages_to_send()
+    for n in range(50):  # 50 requests in one second
+        a.receive(b.key, _from(key(1), codec.ResyncRequest(), seq=100 + n), mesh.now + n / 50, wall=mesh.wall)
+    assert len(_full_parts_sent(a, b.key)) == 1
+    later = mesh.now + FULL_STATE_INTERVAL
+    assert a.get_timer() is not None and a.get_timer() <= later
+    a.handle_timer(later, wall=mesh.wall + FULL_STATE_INTERVAL)
+    assert len(_full_parts_sent(a, b.key)) == 1  # the merged ones, once
+    a.handle_timer(later + FULL_STATE_INTERVAL, wall=mesh.wall + 2 * FULL_STATE_INTERVAL)
+    assert _full_parts_sent(a, b.key) == []  # nothing more was asked
+
+
+def test_a_paused_link_gets_the_full_state_it_asked_for_only_on_resume():
+    mesh, a, b = _two()
+    a.messages_to_send()
+    later = mesh.now + FULL_STATE_INTERVAL
+    a.pause_peer(b.key)
+    a.receive(b.key, _from(key(1), codec.ResyncRequest(), seq=100), later, wall=mesh.wall)
+    a.handle_timer(later + 1, wall=mesh.wall)
+    assert _full_parts_sent(a, b.key) == []
+    a.resume_peer(b.key, later + 2)
+    assert len(_full_parts_sent(a, b.key)) == 1

@@ -7,6 +7,11 @@ changes made while no publication is due are coalesced (newest value per byte, c
 summed) into the next batch, which carries the latest time the game made any of them. At 60 Hz
 every frame's batch goes out at once.
 
+Receivers charge work, not messages (`replica.message_cost`: bytes and runs), so the pacer charges
+a batch the same way: a frame of a few bytes costs one token, a frame of 24 KiB in 1,500 runs costs
+about 150, and the next batch waits until the bucket is back above one token. At PUBLISH_RATE,
+half the receivers' rate, an honest sender is never throttled however much its game writes.
+
 Pure: `now` is a monotonic time passed in; `written_at` a wall time that is only carried along.
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from peer.core.replica import RUNS_PER_TOKEN, message_cost
 from peer.core.state import Delta, Run
 
 PUBLISH_RATE = 120.0
@@ -62,13 +68,24 @@ class PublishPacer:
         self._due = None
         if not (self._pending or self._deltas) or self._written_at is None:
             return None
-        self._tokens -= 1.0
+        runs = _runs(self._pending)
+        self._tokens -= batch_cost(runs)
         deltas = tuple((first, delta) for first, delta in sorted(self._deltas.items()) if delta)
-        batch = Batch(tuple(_runs(self._pending)), self._written_at, deltas)
+        batch = Batch(tuple(runs), self._written_at, deltas)
         self._pending.clear()
         self._deltas.clear()
         self._written_at = None
         return batch
+
+
+WIRE_OVERHEAD = 200  # header, stamp, totals and signatures of a batch message, roughly
+
+
+def batch_cost(runs: list[Run]) -> float:
+    """What a receiver charges for a batch of these runs (see `replica.message_cost`)."""
+    size = WIRE_OVERHEAD + sum(4 + len(data) for _, data in runs)
+    cost = message_cost(size) + len(runs) / RUNS_PER_TOKEN
+    return 1.0 if cost < 2.0 else cost  # a game's usual frame counts as one message
 
 
 def _runs(values: dict[int, int]) -> list[Run]:

@@ -83,6 +83,14 @@ BATCHES_PER_TOKEN = 4
 # costs (every byte its own signed batch of about STATE_BATCH_BYTES), beyond the burst.
 STATE_BATCH_BYTES = 128
 REQUEST_INTERVAL = 5.0  # at most one resync request per peer per this many seconds
+# Full state on a peer's demand (a resync request, a digest that shows divergence) is sent at most
+# once per FULL_STATE_INTERVAL per peer (F5); demands in between are merged into one answer sent
+# when the interval is over, never while the peer's channel is paused, and its bytes are charged to
+# the requester: the next answer waits at least as long as those bytes take at
+# FULL_STATE_BYTES_PER_SECOND (charging its message budget instead would throttle an honest peer's
+# writes after a large resync).
+FULL_STATE_INTERVAL = 5.0
+FULL_STATE_BYTES_PER_SECOND = 32 * 1024
 CHAT_PER_SECOND = 2.0  # chat has a lane of its own (F3): a few lines a second, in small bursts
 CHAT_BURST = 5.0
 # Strikes: every refusal adds some (a rate-limited message its cost in tokens, any other refusal
@@ -240,6 +248,8 @@ class _Link:
     chat_tokens: float = CHAT_BURST
     chat_at: float = 0.0
     state_credit: float = 0.0  # tokens only state patches may spend (see `STATE_BATCH_BYTES`)
+    full_next_at: float = float("-inf")  # when this peer may next have our full state
+    full_due: bool = False  # the peer asked for our full state and is waiting for it
     cut: bool = False
     stats: PeerStatistics = field(default_factory=PeerStatistics)
 
@@ -340,6 +350,7 @@ class Replica:
         link.dirty_counters.clear()
         link.next_digest = now + DIGEST_INTERVAL
         self._credit_full_state(link, now)  # both sides send their full state on contact
+        link.full_due = False
         self._send_full_state(link, now)
 
     def add_members(self, keys: Iterable[bytes]) -> None:
@@ -374,6 +385,7 @@ class Replica:
             self._send_batches(link, backing, full=False, now=now)
             link.dirty.clear()
             link.dirty_counters.clear()
+        self._answer_full_state(link, now)
 
     # ---- local side ---------------------------------------------------------------------------
 
@@ -496,6 +508,8 @@ class Replica:
         deadlines = []
         for link in self._open_links():
             deadlines += [link.last_heartbeat + HEARTBEAT_INTERVAL, link.next_digest]
+            if link.full_due and not link.paused:
+                deadlines.append(link.full_next_at)
             if not link.silent_reported:
                 deadlines.append(link.last_heard + SILENT_AFTER)
         return min(deadlines, default=None)
@@ -507,6 +521,8 @@ class Replica:
                 self._send_heartbeat(link, now, wall)
             if now >= link.next_digest:
                 self._send_digest(link, now)
+            if link.full_due:
+                self._answer_full_state(link, now)
             if not link.silent_reported and now - link.last_heard >= SILENT_AFTER:
                 link.silent_reported = True
                 events.append(PeerSilent(link.peer))
@@ -580,7 +596,8 @@ class Replica:
             case codec.Digest():
                 return self._receive_digest(link, body, now)
             case codec.ResyncRequest():
-                self._send_full_state(link, now)
+                link.full_due = True
+                self._answer_full_state(link, now)
                 return []
             case codec.Heartbeat():
                 self._receive_heartbeat(link, body, now, wall)
@@ -677,7 +694,8 @@ class Replica:
                 self._send_batches(link, newer, full=False, now=now)
             return []
         link.stats.repairs += 1
-        self._send_full_state(link, now)
+        link.full_due = True
+        self._answer_full_state(link, now)
         return [Repaired(link.peer)]
 
     def _receive_heartbeat(self, link: _Link, beat: codec.Heartbeat, now: float, wall: float) -> None:
@@ -735,6 +753,17 @@ class Replica:
     def _send_digest(self, link: _Link, now: float) -> None:
         link.next_digest = now + DIGEST_INTERVAL
         self._send(link, codec.Digest(self.state.digest(), self.state.max_lamport), now)
+
+    def _answer_full_state(self, link: _Link, now: float) -> None:
+        """Send the full state a peer is waiting for, if its link allows it now (see
+        `FULL_STATE_INTERVAL`); otherwise it stays due and a timer or `resume_peer` sends it."""
+        if not link.full_due or link.paused or now < link.full_next_at:
+            return
+        link.full_due = False
+        sent = link.stats.bytes_sent
+        self._send_full_state(link, now)
+        charged = (link.stats.bytes_sent - sent) / FULL_STATE_BYTES_PER_SECOND
+        link.full_next_at = now + max(FULL_STATE_INTERVAL, charged)
 
     def _send_full_state(self, link: _Link, now: float) -> None:
         self._send_batches(link, self.state.signed_batches(), full=True, now=now)
