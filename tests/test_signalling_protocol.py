@@ -25,6 +25,7 @@ from peer.core.signalling import (
     HANDSHAKE_TIMEOUT,
     JOIN_REFUSALS,
     JOIN_TIMEOUT,
+    MAX_CAPACITY,
     OUTBOX_SIZE,
     REJOIN_GRACE,
     BadMessage,
@@ -401,3 +402,26 @@ def test_any_ice_servers_value_leaves_the_welcome_standing(value: object) -> Non
     drive(proto, Phase.AWAIT_WELCOME)
     events = proto.receive_text(json.dumps({"type": "welcome", "ice_servers": value}), 0.0)
     assert isinstance(events[-1], Welcomed) and proto.phase is Phase.JOINING
+
+
+def test_a_roster_larger_than_the_rooms_capacity_is_refused() -> None:
+    """Issue 18: a lying rendezvous listed 1,100 fake members and the peer dialled them all."""
+    proto, _ = make()
+    drive(proto, Phase.JOINING)
+    fakes = [SigningKey.generate().verify_key.encode() for _ in range(5)]
+    joined = json.loads(roster_text(proto.key, OTHER, kind="joined"))
+    joined["capacity"] = 4
+    (changed,) = proto.receive_text(json.dumps(joined), 1.0)
+    assert isinstance(changed, RosterChanged)
+    events = proto.receive_text(roster_text(proto.key, *fakes), 2.0)
+    assert [type(e) for e in events] == [BadMessage]
+    many = [SigningKey.generate().verify_key.encode() for _ in range(MAX_CAPACITY)]
+    fresh, _ = make()
+    drive(fresh, Phase.JOINING)
+    events = fresh.receive_text(roster_text(fresh.key, *many, kind="joined"), 1.0)  # no capacity said
+    assert [type(e) for e in events] == [BadMessage]
+    joined["capacity"] = 1100
+    third, _ = make()
+    drive(third, Phase.JOINING)
+    joined["members"][0]["key"] = third.key.hex()
+    assert [type(e) for e in third.receive_text(json.dumps(joined), 1.0)] == [BadMessage]

@@ -42,6 +42,10 @@ REJOIN_GRACE = 10.0
 OUTBOX_SIZE = 256  # signals queued and not yet written; beyond that they are dropped
 RELAY_OUTBOX_BYTES = 512 * 1024  # relayed frames queued and not yet written; beyond, dropped
 MAX_MEMBERS = 256  # a roster longer than this is not a room, it is an attack on the mesh
+# The most players a room may hold as far as this peer is concerned: every member is a WebRTC link
+# (sockets, a DTLS session, an SCTP association); a rendezvous (in LAN play, any player) that
+# claims more, or lists more members than the capacity it announced, is lying (issue 18).
+MAX_CAPACITY = 32
 EXCERPT = 80  # characters of a bad frame kept for the log
 
 # Before we are in the room: errors worth retrying (the server was busy) and final refusals.
@@ -336,6 +340,7 @@ class SignallingProtocol:
         self.stats = SignallingStatistics()
         self._signing_key = signing_key
         self._name, self._game, self._capacity = name, game, capacity
+        self._room_capacity = min(capacity or MAX_CAPACITY, MAX_CAPACITY)  # as `joined` says
         self._phase = Phase.OFFLINE
         self._outbox: list[str | bytes] = []
         self._queued_signals = 0
@@ -543,6 +548,14 @@ class SignallingProtocol:
             return self._bad("a malformed roster", _excerpt(text))
         if self.key not in roster.keys:
             return self._bad("a roster that does not list us", _excerpt(text))
+        if message.get("type") == "joined" and "capacity" in message:  # (absent: an older server)
+            capacity = message["capacity"]
+            if not isinstance(capacity, int) or not 2 <= capacity <= MAX_CAPACITY:
+                return self._bad(f"a room capacity of {capacity!r}", _excerpt(text))
+            self._room_capacity = capacity
+        if len(roster.members) > self._room_capacity:
+            detail = f"a roster of {len(roster.members)} members in a room for {self._room_capacity}"
+            return self._bad(detail, _excerpt(text))
         if self._phase is Phase.JOINING:
             if self.room is not None and roster.room != self.room:
                 return self._bad(f"a roster of another room than {self.room!r}", _excerpt(text))
