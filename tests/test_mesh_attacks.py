@@ -292,3 +292,30 @@ async def test_a_member_cannot_change_or_invent_other_writers_bytes() -> None:
             await b.mesh.wait_until(lambda: refused() == {"bad_batch_signature": 1, "unknown_author": 1})
         assert b.replica.state.read(ADDRESS) == a.replica.state.read(ADDRESS) == b"\x05"
         assert b.digest() == a.digest()
+
+
+async def test_a_spoofed_offer_neither_drops_the_admitted_link_nor_bans_the_key() -> None:
+    """Issue 18: an offer the rendezvous made up in B's name closed A's live link with B, and the
+    failed binding that followed banned B's key for 30 s."""
+    signals = LocalSignals()
+    a, b = make_node(signals), make_node(signals)
+    offerer, answerer = (a, b) if role_towards(a.key, b.key) is Role.OFFERER else (b, a)
+    async with running(a, b):
+        for node in (a, b):
+            node.mesh.set_roster([a.key, b.key])
+        await wait_all([a, b], lambda n: len(n.mesh.admitted()) == 1, within=10)
+        liar = RTCPeerConnection(LOOPBACK.configuration())
+        liar.createDataChannel("msxsync")
+        with offering_host_addresses(LOOPBACK.host_addresses):
+            await liar.setLocalDescription(await liar.createOffer())
+        spoofed = {"kind": "offer", "link": 999, "sdp": liar.localDescription.sdp}
+        answerer.mesh.handle_signal(offerer.key, spoofed)
+        async with asyncio.timeout(10):
+            await answerer.mesh.wait_until(lambda: answerer.mesh.statistics()[offerer.key].offers_held == 1)
+        offerer.mesh.local_changes([(ADDRESS, b"\x42")])
+        async with asyncio.timeout(10):
+            await answerer.mesh.wait_until(lambda: answerer.replica.state.read(ADDRESS) == b"\x42")
+        stats = answerer.mesh.statistics()[offerer.key]
+        assert stats.links_lost == 0 and not stats.refusals
+        assert answerer.mesh.admitted() == {offerer.key}
+        await liar.close()

@@ -365,6 +365,11 @@ class Replica:
             link.dirty.clear()
             link.dirty_counters.clear()
 
+    def heard_within(self, peer: bytes, now: float, seconds: float) -> bool:
+        """Whether a connected peer's last message came at most `seconds` before `now`."""
+        link = self.links.get(peer)
+        return link is not None and link.connected and now - link.last_heard <= seconds
+
     def is_connected(self, peer: bytes) -> bool:
         link = self.links.get(peer)
         return link is not None and link.connected

@@ -44,7 +44,7 @@ from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from nacl.signing import SigningKey
 
 from peer.core import codec
-from peer.core.binding import Admitted, Binding, Refused, Role
+from peer.core.binding import Admitted, Binding, RefusalReason, Refused, Role
 from peer.core.dial import (
     CUT_WAIT,
     REFUSED_WAIT,
@@ -90,6 +90,9 @@ from peer.mesh.webrtc import (
 
 log = logging.getLogger(__name__)
 
+LIVE_LINK = 2.5  # seconds: heard from this recently, a link is alive and no offer ends it
+HELD_OFFER_TTL = 10.0  # a held offer is answered if the live link is lost within this
+BANNED_FOR = frozenset({RefusalReason.PASSWORD_MISMATCH})  # refusals the key signed for itself
 RELAY_DRAIN = 10.0  # after moving to a direct link, what was in flight on the relay still counts
 
 # What aiortc raises while applying a session description a peer sent us: a fuzz of mutated
@@ -183,6 +186,7 @@ class LinkStatistics:
     cuts: int = 0
     pauses: int = 0
     unsendable: int = 0  # messages dropped because the channel was not open (resynced later)
+    offers_held: int = 0  # offers that came while our link with the peer was alive (see `_answer`)
     last_loss: str = ""
     path: Path | None = None  # of the current link, once ICE chose one
     relay_refusals: Counter[str] = field(default_factory=Counter)  # frames refused on the relay
@@ -200,6 +204,7 @@ class _Peer:
     binding: Binding | None = None
     relay: _RelaySession | None = None
     paused: bool = False
+    held_offer: tuple[int, str, float] | None = None  # (link id, sdp, when): see `Mesh._answer`
     stats: LinkStatistics = field(default_factory=LinkStatistics)
 
     @property
@@ -402,9 +407,19 @@ class Mesh:
         self._spawn(self._offer(link))
 
     def _answer(self, peer: _Peer, link_id: int, sdp: str, now: float) -> None:
+        """Answer an offer relayed by the rendezvous. The offer proves nothing (the rendezvous may
+        have made it up), so it never ends a link that is alive: while we heard from the peer in
+        the last `LIVE_LINK` seconds, the offer is held, and answered only if that link is lost
+        within `HELD_OFFER_TTL` (a peer that really restarted goes silent or closes its link)."""
         if not peer.dial.may_answer():
             log.info("ignoring an offer from %s: refused or cut recently", peer.key.hex()[:8])
             return
+        if peer.admitted and peer.link is not None and self.replica.heard_within(peer.key, now, LIVE_LINK):
+            log.info("holding an offer from %s: our link with it is alive", peer.key.hex()[:8])
+            peer.held_offer = (link_id, sdp, now)
+            peer.stats.offers_held += 1
+            return
+        peer.held_offer = None
         self._close_link(peer, "superseded by a new offer")
         link = self._new_link(peer, link_id)
         peer.dial.offered(link_id, now)
@@ -536,9 +551,15 @@ class Mesh:
         self._emit(PeerAdmitted(peer.key))
 
     def _refuse(self, peer: _Peer, refused: Refused) -> None:
+        """A binding that failed. Only a refusal the key itself signed for (its proof verified,
+        the password did not) bans it; any other may be the rendezvous's doing (a made-up offer,
+        swapped fingerprints), so the link is dropped and dialled again later, the key not banned."""
         log.warning("refused peer %s: %s (%s)", peer.key.hex()[:8], refused.reason.value, refused.detail)
         peer.stats.refusals[refused.reason.value] += 1
-        self._ban(peer, f"refused: {refused.reason.value}", REFUSED_WAIT)
+        if refused.reason in BANNED_FOR:
+            self._ban(peer, f"refused: {refused.reason.value}", REFUSED_WAIT)
+        else:
+            self._drop_link(peer, f"refused: {refused.reason.value}")
         self._emit(PeerRefused(peer.key, refused.reason.value, refused.detail))
 
     def _ban(self, peer: _Peer, reason: str, wait: float) -> None:
@@ -726,9 +747,13 @@ class Mesh:
         if peer.link is None:
             return
         self._close_link(peer, reason)
-        peer.dial.lost(self._clock())
+        now = self._clock()
+        peer.dial.lost(now)
         peer.stats.reconnects += 1
         self._wake.set()
+        held, peer.held_offer = peer.held_offer, None
+        if held is not None and now - held[2] < HELD_OFFER_TTL:
+            self._answer(peer, held[0], held[1], now)
 
     def _close_link(self, peer: _Peer, reason: str) -> None:
         """Forget and close the current link, if any (the dial machine is told by the caller)."""
