@@ -43,6 +43,7 @@ from peer.core.replica import (
     FullStateReceived,
     Repaired,
     Replica,
+    RosterDiffers,
     StateChanged,
 )
 from peer.core.state import Layout, SharedState
@@ -332,8 +333,8 @@ class Session:
                 self.persistence.changed()
                 self._act(self.gate.remote_changes(changes, deltas))
                 self._item_news([*changes, *self._counter_runs(first for first, _ in deltas)])
-            case FullStateReceived(peer):
-                if not self.gate.arming.room_ready:
+            case FullStateReceived(peer, room_state):
+                if room_state and not self.gate.arming.room_ready:
                     log.info("got the room's state from %s", self._name(peer))
                     self._act(self.gate.room_is_ready())
             case Published(runs, corrections, deltas):
@@ -351,6 +352,13 @@ class Session:
                 self._tell(f"{self._name(peer)}: {safe_name(text, 200)}")
             case Repaired(peer):
                 log.info("repaired differences with %s", self._name(peer))
+            case RosterDiffers(peer, agree):
+                if agree:
+                    self._tell(f"{self._name(peer)} and you see the same players again")
+                else:
+                    self._tell(
+                        f"{self._name(peer)} sees other players than you: the server may split the room"
+                    )
 
     def _name(self, key: bytes) -> str:
         return self.names.get(key) or self.known_names.get(key, key.hex()[:8])

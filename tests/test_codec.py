@@ -127,9 +127,17 @@ def test_size_is_checked_before_anything_else():
 
 def test_other_protocol_version_is_named():
     message = bytearray(signed(codec.Chat("x")))
-    message[0] = 2
-    with pytest.raises(DecodeError, match="protocol 2, this peer speaks 3"):
+    message[0] = 3
+    with pytest.raises(DecodeError, match="protocol 3, this peer speaks 4"):
         decode(bytes(message), room=ROOM, keys={SENDER})
+
+
+def test_heartbeats_carry_a_roster_hash_that_ignores_order():
+    keys = [bytes([n]) * 32 for n in range(3)]
+    assert codec.roster_hash(keys) == codec.roster_hash(list(reversed(keys)))
+    assert codec.roster_hash(keys) != codec.roster_hash(keys[:2])
+    beat = codec.Heartbeat(5, 4, 3, codec.roster_hash(keys))
+    assert decode(signed(beat), room=ROOM, keys={SENDER}).body == beat
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from peer.core.clock import MAX_AHEAD_MS
 from peer.core.replica import (
     CUT_AFTER_REJECTIONS,
     FULL_STATE_INTERVAL,
+    HEARTBEAT_INTERVAL,
     RUNS_PER_TOKEN,
     SILENT_AFTER,
     BytesChanged,
@@ -22,6 +23,7 @@ from peer.core.replica import (
     Rejected,
     Repaired,
     Replica,
+    RosterDiffers,
 )
 from peer.core.state import Layout, SharedState
 from tests.sim import REGIONS, ROOM, START, Mesh, key, open_stored, signed, write_batch
@@ -490,3 +492,42 @@ def test_a_paused_link_gets_the_full_state_it_asked_for_only_on_resume():
     assert _full_parts_sent(a, b.key) == []
     a.resume_peer(b.key, later + 2)
     assert len(_full_parts_sent(a, b.key)) == 1
+
+
+def test_heartbeats_say_when_two_peers_were_given_different_rosters():
+    """Issue 18: a rendezvous giving members different rosters split the room without a word."""
+    mesh, a, b = _two()
+    a.set_roster([a.key, b.key])
+    b.set_roster([a.key, b.key, key(6).verify_key.encode()])  # a member A was never told about
+    for _ in range(5):
+        mesh.advance(HEARTBEAT_INTERVAL)
+        mesh.deliver_all()
+    assert (0, RosterDiffers(b.key)) in mesh.events and (1, RosterDiffers(a.key)) in mesh.events
+    b.set_roster([a.key, b.key])
+    mesh.advance(HEARTBEAT_INTERVAL)
+    mesh.deliver_all()
+    assert (0, RosterDiffers(b.key, agree=True)) in mesh.events
+
+
+def test_an_empty_full_state_from_a_new_member_is_not_the_rooms_state():
+    """Issue 18: a joiner armed on a brand-new member's empty one-part full state."""
+    mesh = Mesh.create(2)  # A (0) and B (1) have played
+    mesh.write(0, 0xE000, b"\x07")
+    mesh.deliver_all()
+    member = Replica(signing_key=key(4), room=ROOM, regions=REGIONS, session=44, now=mesh.now)
+    joiner = Replica(signing_key=key(5), room=ROOM, regions=REGIONS, session=55, now=mesh.now)
+    joiner.set_roster([r.key for r in (*mesh.replicas, member, joiner)])
+    member.add_peer(joiner.key, mesh.now)
+    joiner.add_peer(member.key, mesh.now)
+    (part,) = [data for to, data in member.messages_to_send() if to == joiner.key]
+    events = joiner.receive(member.key, part, mesh.now, wall=mesh.wall)
+    assert FullStateReceived(member.key, room_state=False) in events
+    old = mesh.replicas[0]
+    old.add_peer(joiner.key, mesh.now)
+    joiner.add_peer(old.key, mesh.now)
+    events = []
+    for to, data in old.messages_to_send():
+        if to == joiner.key:
+            events += joiner.receive(old.key, data, mesh.now, wall=mesh.wall)
+    assert FullStateReceived(old.key, room_state=True) in events
+    assert joiner.state.read(0xE000) == b"\x07"

@@ -29,6 +29,10 @@ never change them or make up writes under another key. Runs must be sorted and n
 batch may not have more runs than the caller allows (the layout's size), checked before any run is
 read. A version-2 peer's messages are refused as `version`.
 
+Version 4 (issue 18): a `Heartbeat` also carries `roster`, a hash of the room's members as the
+sender's rendezvous lists them (`roster_hash`), so that peers given different rosters find out and
+say so. A version-3 peer's messages are refused as `version` (the binding tells the player).
+
 Sequence number 0 is reserved for the identity handshake (`Nonce`, `Proof`), which happens before a
 peer is admitted and is not tracked by the replica.
 """
@@ -47,7 +51,8 @@ from nacl.signing import SigningKey, VerifyKey
 from peer.core.clock import MAX_LAMPORT
 from peer.core.state import MAX_TOTAL, Run, SignedBatch
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
+ROSTER_HASH_SIZE = 8
 MAX_MESSAGE_SIZE = 64 * 1024  # aiortc's maximum data-channel message
 MAX_CHAT_BYTES = 500
 MAX_TEXT_BYTES = 200
@@ -172,11 +177,19 @@ class Heartbeat:
     sent_ms: int
     echo_ms: int = 0
     held_ms: int = 0
+    roster: bytes = bytes(ROSTER_HASH_SIZE)  # `roster_hash` of the sender's roster; zeros: none yet
 
     def __post_init__(self) -> None:
         for value in (self.sent_ms, self.echo_ms, self.held_ms):
             if not 0 <= value <= MAX_LAMPORT:
                 raise ValueError("heartbeat time out of range")
+        if len(self.roster) != ROSTER_HASH_SIZE:
+            raise ValueError("a roster hash has 8 bytes")
+
+
+def roster_hash(keys: Collection[bytes]) -> bytes:
+    """What a `Heartbeat` says about the roster: the same for the same set of keys, in any order."""
+    return hashlib.blake2b(b"".join(sorted(set(keys))), digest_size=ROSTER_HASH_SIZE).digest()
 
 
 def _check_text(text: str, limit: int) -> None:
@@ -287,8 +300,8 @@ def _pack_body(body: Body) -> tuple[Kind, bytes]:
             return Kind.DIGEST, digest + struct.pack(">Q", max_lamport)
         case ResyncRequest():
             return Kind.RESYNC_REQUEST, b""
-        case Heartbeat(sent_ms, echo_ms, held_ms):
-            return Kind.HEARTBEAT, struct.pack(">QQQ", sent_ms, echo_ms, held_ms)
+        case Heartbeat(sent_ms, echo_ms, held_ms, roster):
+            return Kind.HEARTBEAT, struct.pack(">QQQ", sent_ms, echo_ms, held_ms) + roster
         case Chat(text):
             return Kind.CHAT, _pack_text(text)
         case Nonce(nonce):
@@ -414,7 +427,8 @@ def _read_body(kind: int, reader: _Reader, max_runs: int) -> Body:
         case Kind.RESYNC_REQUEST:
             return ResyncRequest()
         case Kind.HEARTBEAT:
-            return Heartbeat(reader.number(">Q"), reader.number(">Q"), reader.number(">Q"))
+            times = reader.number(">Q"), reader.number(">Q"), reader.number(">Q")
+            return Heartbeat(*times, reader.take(ROSTER_HASH_SIZE))
         case Kind.CHAT:
             return Chat(reader.text())
         case Kind.NONCE:

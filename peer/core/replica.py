@@ -98,6 +98,7 @@ CHAT_BURST = 5.0
 # flooding or a stream of bad messages reaches CUT_AFTER_REJECTIONS within a second or so.
 CUT_AFTER_REJECTIONS = 200
 FLOOD_LEAK = 50.0
+ROSTER_GRACE = 3.0  # rosters change at slightly different times on each peer; longer is a split
 BEATS_KEPT = 8  # our heartbeats remembered to time their echoes on the monotonic clock
 SEQ_WINDOW = 512  # how many recent signatures per link are kept to spot duplicates and forgeries
 PATCH_BUDGET = 48 * 1024  # bytes of signed batches per state patch message, well under 64 KiB
@@ -179,9 +180,22 @@ class ChatReceived(Event):
 
 @dataclass(frozen=True, slots=True)
 class FullStateReceived(Event):
-    """The last part of a peer's full state was merged: this replica now knows the room."""
+    """The last part of a peer's full state was merged. `room_state`: this replica may now take
+    its state for the room's (see `Replica.has_room_state`); a brand-new member's (possibly empty)
+    state alone is not that."""
 
     peer: bytes
+    room_state: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RosterDiffers(Event):
+    """The peer's heartbeats have named another roster than ours for `ROSTER_GRACE` seconds: the
+    rendezvous may be giving members different rosters (splitting the room). `agree` is True when
+    the two rosters are the same again after such a report."""
+
+    peer: bytes
+    agree: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +264,8 @@ class _Link:
     state_credit: float = 0.0  # tokens only state patches may spend (see `STATE_BATCH_BYTES`)
     full_next_at: float = float("-inf")  # when this peer may next have our full state
     full_due: bool = False  # the peer asked for our full state and is waiting for it
+    roster_differs_since: float | None = None
+    roster_reported: bool = False
     cut: bool = False
     stats: PeerStatistics = field(default_factory=PeerStatistics)
 
@@ -330,6 +346,12 @@ class Replica:
         self.members: set[bytes] = {self.key} | {b.author for b in self.state.batches.values()}
         """Keys whose signed batches are accepted: never shrinks (see the module docstring)."""
         self.rejections: Counter[str] = Counter()
+        self.roster = bytes(codec.ROSTER_HASH_SIZE)  # the hash of the roster we were given
+        self.roster_keys: frozenset[bytes] = frozenset()
+        self.vouched: set[bytes] = self.members - {self.key}
+        """Members known to have been in the room: authors of what was stored, and authors of
+        batches another member passed on to us (not only their own say-so)."""
+        self.full_states_from: set[bytes] = set()
         self.local_batches = 0
         self._outbox: list[tuple[bytes, bytes]] = []
 
@@ -353,6 +375,11 @@ class Replica:
         link.full_due = False
         self._send_full_state(link, now)
 
+    def set_roster(self, keys: Iterable[bytes]) -> None:
+        """The room's current members as our rendezvous lists them (heartbeats compare them)."""
+        self.roster_keys = frozenset(keys) - {self.key}
+        self.roster = codec.roster_hash({self.key, *self.roster_keys})
+
     def add_members(self, keys: Iterable[bytes]) -> None:
         """Keys the room's roster lists: their signed writes are accepted from now on."""
         self.members.update(keys)
@@ -364,6 +391,17 @@ class Replica:
             link.connected = False  # nothing is sent or accepted until `add_peer` again
             link.dirty.clear()
             link.dirty_counters.clear()
+
+    def has_room_state(self, latest: bytes) -> bool:
+        """Whether the full states merged so far, `latest`'s the last, are the room's: `latest`
+        is known to have been in the room (`vouched`), or two members or every other member of
+        the roster sent theirs. A member that joined a moment ago cannot make a joiner take its
+        empty state for the room's before the older members' states arrive."""
+        return (
+            latest in self.vouched
+            or len(self.full_states_from) >= 2
+            or self.roster_keys <= self.full_states_from
+        )
 
     def heard_within(self, peer: bytes, now: float, seconds: float) -> bool:
         """Whether a connected peer's last message came at most `seconds` before `now`."""
@@ -606,7 +644,7 @@ class Replica:
                 return []
             case codec.Heartbeat():
                 self._receive_heartbeat(link, body, now, wall)
-                return []
+                return self._compare_rosters(link, body.roster, now)
             case codec.Chat(text):
                 if not link.take_chat(now):
                     return self._refuse(link, now, "chat_limited")
@@ -663,13 +701,16 @@ class Replica:
                 events += self._refuse(link, now, *problem)
                 continue
             self.clock.observe(signed.lamport, wall)
+            if signed.author != link.peer:
+                self.vouched.add(signed.author)
             changed, moved = self.state.apply_batch(signed)
             changes += changed
             deltas += moved
         events += self._merged(link, changes, deltas)
         if patch.full and patch.part == patch.parts - 1:
             link.awaiting = False
-            events.append(FullStateReceived(link.peer))
+            self.full_states_from.add(link.peer)
+            events.append(FullStateReceived(link.peer, self.has_room_state(link.peer)))
         return events
 
     def _check_stamped_runs(
@@ -714,6 +755,21 @@ class Replica:
             if rtt >= 0:
                 link.stats.rtt = rtt
 
+    def _compare_rosters(self, link: _Link, theirs: bytes, now: float) -> list[Event]:
+        unknown = bytes(codec.ROSTER_HASH_SIZE)
+        if theirs == self.roster or unknown in (theirs, self.roster):
+            link.roster_differs_since = None
+            if link.roster_reported:
+                link.roster_reported = False
+                return [RosterDiffers(link.peer, agree=True)]
+            return []
+        if link.roster_differs_since is None:
+            link.roster_differs_since = now
+        if now - link.roster_differs_since >= ROSTER_GRACE and not link.roster_reported:
+            link.roster_reported = True
+            return [RosterDiffers(link.peer)]
+        return []
+
     # ---- sending ------------------------------------------------------------------------------
 
     def _ask_full_state(self, link: _Link, now: float) -> None:
@@ -753,7 +809,7 @@ class Replica:
         link.beats.append((sent_ms, now))
         while len(link.beats) > BEATS_KEPT:
             link.beats.popleft()
-        self._send(link, codec.Heartbeat(sent_ms, echo_ms, max(0, held_ms)), now)
+        self._send(link, codec.Heartbeat(sent_ms, echo_ms, max(0, held_ms), self.roster), now)
 
     def _send_digest(self, link: _Link, now: float) -> None:
         link.next_digest = now + DIGEST_INTERVAL
