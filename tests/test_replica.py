@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from games.definition import Region
 from peer.core import codec
-from peer.core.clock import MAX_AHEAD_MS
+from peer.core.clock import HOLD_MS, MAX_AHEAD_MS
 from peer.core.replica import (
     CUT_AFTER_REJECTIONS,
     FULL_STATE_INTERVAL,
@@ -197,7 +197,7 @@ def test_writes_outside_the_regions_are_refused_whole():
 def test_far_future_lamport_is_refused_the_same_on_every_replica():
     mesh = Mesh.create(3)
     mesh.deliver_all()
-    ahead = int(mesh.now * 1000) + MAX_AHEAD_MS + 1
+    ahead = int(mesh.now * 1000) + MAX_AHEAD_MS + HOLD_MS + 1
     for target in (0, 2):
         message = _from(key(1), write_batch(key(1), ahead, ((0xE000, b"\x09"),)), seq=70 + target)
         events = mesh.replicas[target].receive(mesh.replicas[1].key, message, mesh.now, wall=mesh.wall)
@@ -394,7 +394,9 @@ def test_a_batch_past_the_clock_bound_is_refused_alone_not_the_whole_patch():
     member = mesh.replicas[2]
     receiver.add_members([mesh.replicas[0].key])
     receiver.add_peer(member.key, mesh.now)
-    ahead = signed(key(2), int(mesh.now * 1000) + MAX_AHEAD_MS + 20, ((0xE001, b"\x66"),), session=102)
+    ahead = signed(
+        key(2), int(mesh.now * 1000) + MAX_AHEAD_MS + HOLD_MS + 20, ((0xE001, b"\x66"),), session=102
+    )
     patch = codec.StatePatch(True, 0, 1, (ahead.raw, honest.raw))
     events = receiver.receive(member.key, _from(key(2), patch, seq=5, session=102), mesh.now, wall=mesh.wall)
     assert [e.reason for e in events if isinstance(e, Rejected)] == ["lamport_ahead"]

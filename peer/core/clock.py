@@ -17,6 +17,26 @@ would make replicas disagree about the stamp and therefore about the winner).
 The cost: a player whose clock runs more than `MAX_AHEAD_MS` fast has their writes refused everywhere.
 Heartbeats carry wall time so the peer can tell such a player why (see `replica.PeerStatistics.skew`).
 
+How far ahead, and what happens just past it (issue 18, F1). The bound is also what a malicious
+member can push the room's clock to: it stamps at a receiver's bound, every honest replica that
+merges the write stamps its next writes above it, and those stamps stay that far ahead of real
+time. Ten minutes (the first choice) let it do that by ten minutes, and it split the room: with
+honest clocks 20 ms apart, the fast replica's writes (stamped just past its own bound) were past
+the slower replica's bound and refused. So:
+- `MAX_AHEAD_MS` is 60 s. Clock skew between players' machines is what it must cover: the skews
+  our peers measure from heartbeats (`PeerStatistics.skew`) are tens of milliseconds between
+  machines synchronised by NTP (every desktop OS does so by default), and seconds for a machine
+  that has not synchronised for days (a PC clock drifts by up to ~1 s a day); a minute covers
+  a week of drift with room to spare, and caps what a liar can inflate the room's clock by.
+- A value past the bound by at most `HOLD_MS` is not refused but held (`hold_or_refuse`) until
+  this replica's clock catches up: a write from a replica whose clock is up to `HOLD_MS` ahead
+  of ours, stamped after it merged a value at its own bound, arrives late by the skew between
+  the two clocks, never lost. Only values beyond bound + HOLD_MS are refused (and counted).
+- A sender's own write stamped past its own clock's bound (its clock as its heartbeats show it)
+  is that sender's fault, since an honest replica holds such values rather than merging them and
+  so never stamps above its own bound: it counts against the sender (`replica.SENDER_SLACK_MS`),
+  though it is still merged when within ours, so that every replica decides the same way.
+
 A write is stamped for when the game made it, not for when this process got round to it
 (`stamp(written_at, now)`). A peer whose process stalls (a closed laptop lid, swapping, a debugger)
 while its emulator plays on reads those writes late; stamped "now" they would beat newer writes by
@@ -36,7 +56,8 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import deque
 
-MAX_AHEAD_MS = 10 * 60 * 1000
+MAX_AHEAD_MS = 60 * 1000
+HOLD_MS = 10 * 1000
 MAX_LAMPORT = 2**63 - 1
 SEEN_HISTORY_S = 300.0
 
@@ -48,6 +69,15 @@ def wall_ms(now: float) -> int:
 def is_too_far_ahead(value: int, now: float) -> bool:
     """True when a received Lamport value lies beyond what any honest clock can have produced yet."""
     return value > wall_ms(now) + MAX_AHEAD_MS
+
+
+def hold_or_refuse(value: int, now: float) -> str | None:
+    """None when a received value may be merged now; "hold" when it is past the bound by at most
+    `HOLD_MS` (merge it once `is_too_far_ahead` says no); "refuse" beyond that."""
+    excess = value - (wall_ms(now) + MAX_AHEAD_MS)
+    if excess <= 0:
+        return None
+    return "hold" if excess <= HOLD_MS else "refuse"
 
 
 class HybridClock:

@@ -51,6 +51,8 @@ once is harmless and nothing depends on history. Every `DIGEST_INTERVAL` seconds
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -60,7 +62,7 @@ from nacl.signing import SigningKey
 from games.definition import Region
 from peer.core import codec
 from peer.core import merge as rules
-from peer.core.clock import HybridClock, is_too_far_ahead, wall_ms
+from peer.core.clock import MAX_AHEAD_MS, HybridClock, hold_or_refuse, is_too_far_ahead, wall_ms
 from peer.core.state import NO_WRITER, Delta, Layout, Run, SharedState, SignedBatch
 
 HEARTBEAT_INTERVAL = 1.0
@@ -98,6 +100,8 @@ CHAT_BURST = 5.0
 # flooding or a stream of bad messages reaches CUT_AFTER_REJECTIONS within a second or so.
 CUT_AFTER_REJECTIONS = 200
 FLOOD_LEAK = 50.0
+HELD_PER_PEER = 256  # batches from the near future held per peer (see `clock`); more are refused
+SENDER_SLACK_MS = 2_000  # a sender's stamp may pass its own bound by this (RTT, clock noise)
 ROSTER_GRACE = 3.0  # rosters change at slightly different times on each peer; longer is a split
 BEATS_KEPT = 8  # our heartbeats remembered to time their echoes on the monotonic clock
 SEQ_WINDOW = 512  # how many recent signatures per link are kept to spot duplicates and forgeries
@@ -264,6 +268,7 @@ class _Link:
     state_credit: float = 0.0  # tokens only state patches may spend (see `STATE_BATCH_BYTES`)
     full_next_at: float = float("-inf")  # when this peer may next have our full state
     full_due: bool = False  # the peer asked for our full state and is waiting for it
+    held: int = 0  # its batches waiting for our clock's bound to reach their stamps
     roster_differs_since: float | None = None
     roster_reported: bool = False
     cut: bool = False
@@ -352,6 +357,9 @@ class Replica:
         """Members known to have been in the room: authors of what was stored, and authors of
         batches another member passed on to us (not only their own say-so)."""
         self.full_states_from: set[bytes] = set()
+        self._held: list[tuple[int, int, bytes, SignedBatch]] = []  # a heap by Lamport value
+        self._held_order = itertools.count()
+        self._wall_offset = 0.0  # wall minus monotonic, as last seen (to time held batches)
         self.local_batches = 0
         self._outbox: list[tuple[bytes, bytes]] = []
 
@@ -555,10 +563,12 @@ class Replica:
                 deadlines.append(link.full_next_at)
             if not link.silent_reported:
                 deadlines.append(link.last_heard + SILENT_AFTER)
+        if self._held:  # when our clock's bound reaches the lowest held stamp
+            deadlines.append((self._held[0][0] - MAX_AHEAD_MS) / 1000 - self._wall_offset)
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float, *, wall: float) -> list[Event]:
-        events: list[Event] = []
+        events: list[Event] = self._release_held(now, wall)
         for link in self._open_links():
             if now - link.last_heartbeat >= HEARTBEAT_INTERVAL:
                 self._send_heartbeat(link, now, wall)
@@ -574,6 +584,10 @@ class Replica:
     # ---- receiving ----------------------------------------------------------------------------
 
     def receive(self, peer: bytes, data: bytes, now: float, *, wall: float) -> list[Event]:
+        released = self._release_held(now, wall) if self._held else []
+        return released + self._receive(peer, data, now, wall)
+
+    def _receive(self, peer: bytes, data: bytes, now: float, wall: float) -> list[Event]:
         link = self.links.get(peer)
         if link is None or not link.connected:
             return [self._reject(link, peer, "not_admitted")]
@@ -656,23 +670,90 @@ class Replica:
                 return self._refuse(link, now, "handshake_after_admission")
 
     def _receive_batch(self, link: _Link, batch: codec.WriteBatch, now: float, wall: float) -> list[Event]:
-        problem = self._check_batch(batch.lamport, batch.runs, batch.totals, wall)
+        problem = self._check_batch(batch.runs, batch.totals)
         if problem:
             return self._refuse(link, now, *problem)
         try:
             signed = codec.batch_of(link.peer, link.session or 0, batch, room=self.room)
         except codec.DecodeError as exc:
             return self._refuse(link, now, exc.reason, str(exc))
-        self.clock.observe(batch.lamport, wall)
         link.stats.writes_received += signed.size + len(batch.totals)
-        changes, deltas = self.state.apply_batch(signed)
-        return self._merged(link, changes, deltas)
+        changes: list[Run] = []
+        deltas: list[Delta] = []
+        events = self._take(link, signed, now, wall, changes, deltas)
+        return events + self._merged(link, changes, deltas)
 
-    def _check_batch(
-        self, lamport: int, runs: Iterable[Run], totals: Iterable[tuple[int, int]], wall: float
-    ) -> tuple[str, str] | None:
-        problem = self._check_stamped_runs(((a, d, lamport) for a, d in runs), wall)
-        return problem or self._check_counters((a for a, _ in totals), lamport, wall)
+    def _take(
+        self,
+        link: _Link,
+        signed: SignedBatch,
+        now: float,
+        wall: float,
+        changes: list[Run],
+        deltas: list[Delta],
+    ) -> list[Event]:
+        """Apply a checked signed batch now, hold it until our clock's bound reaches its stamp,
+        or refuse it (see `clock`); a stamp far above its sender's own clock counts against it."""
+        events: list[Event] = []
+        if signed.author == link.peer and self._ahead_of_sender(link, signed.lamport, wall):
+            events += self._refuse(link, now, "stamp_ahead_of_sender", f"Lamport {signed.lamport}")
+        match hold_or_refuse(signed.lamport, wall):
+            case None:
+                self._apply(link.peer, signed, wall, changes, deltas)
+            case "hold" if link.held < HELD_PER_PEER:
+                link.held += 1
+                heapq.heappush(self._held, (signed.lamport, next(self._held_order), link.peer, signed))
+            case _:
+                detail = f"Lamport {signed.lamport} is beyond this peer's clock bound"
+                events += self._refuse(link, now, "lamport_ahead", detail)
+        return events
+
+    def _ahead_of_sender(self, link: _Link, lamport: int, wall: float) -> bool:
+        """The sender stamped its own write past its own clock's bound (its clock as its
+        heartbeats show it): an honest replica never merges a value past its bound (it holds it,
+        see `clock`), so it never stamps one either (issue 18, F1)."""
+        skew = link.stats.skew
+        if skew is None:
+            return False
+        return lamport > wall_ms(wall + skew) + MAX_AHEAD_MS + SENDER_SLACK_MS
+
+    def _apply(
+        self, peer: bytes, signed: SignedBatch, wall: float, changes: list[Run], deltas: list[Delta]
+    ) -> None:
+        self.clock.observe(signed.lamport, wall)
+        if signed.author != peer:
+            self.vouched.add(signed.author)
+        changed, moved = self.state.apply_batch(signed)
+        changes += changed
+        deltas += moved
+
+    def _release_held(self, now: float, wall: float) -> list[Event]:
+        """Apply the held batches whose stamps our clock's bound has reached."""
+        self._wall_offset = wall - now
+        released: dict[bytes, tuple[list[Run], list[Delta]]] = {}
+        while self._held and not is_too_far_ahead(self._held[0][0], wall):
+            _, _, peer, signed = heapq.heappop(self._held)
+            link = self.links.get(peer)
+            if link is not None:
+                link.held -= 1
+            changes, deltas = released.setdefault(peer, ([], []))
+            self._apply(peer, signed, wall, changes, deltas)
+        events: list[Event] = []
+        for peer, (changes, deltas) in released.items():
+            if changes or deltas:
+                events.append(BytesChanged(peer, tuple(changes), tuple(deltas)))
+        if released and self.state.has_dirty:
+            events.append(StateChanged())
+        return events
+
+    def _check_batch(self, runs: Iterable[Run], totals: Iterable[tuple[int, int]]) -> tuple[str, str] | None:
+        for address, data in runs:
+            if not self.state.layout.check_bytes(address, len(data)):
+                return "outside_regions", f"{len(data)} bytes at {address:#06x}"
+        for first, _ in totals:
+            if first not in self.state.layout.counters:
+                return "outside_regions", f"no counter at {first:#06x}"
+        return None
 
     def _merged(self, link: _Link, changes: list[Run], deltas: list[Delta]) -> list[Event]:
         events: list[Event] = []
@@ -696,40 +777,17 @@ class Replica:
             except codec.DecodeError as exc:
                 events += self._refuse(link, now, exc.reason, str(exc))
                 continue
-            problem = self._check_batch(signed.lamport, signed.runs, signed.totals, wall)
+            problem = self._check_batch(signed.runs, signed.totals)
             if problem:
                 events += self._refuse(link, now, *problem)
                 continue
-            self.clock.observe(signed.lamport, wall)
-            if signed.author != link.peer:
-                self.vouched.add(signed.author)
-            changed, moved = self.state.apply_batch(signed)
-            changes += changed
-            deltas += moved
+            events += self._take(link, signed, now, wall, changes, deltas)
         events += self._merged(link, changes, deltas)
         if patch.full and patch.part == patch.parts - 1:
             link.awaiting = False
             self.full_states_from.add(link.peer)
             events.append(FullStateReceived(link.peer, self.has_room_state(link.peer)))
         return events
-
-    def _check_stamped_runs(
-        self, runs: Iterable[tuple[int, bytes, int]], wall: float
-    ) -> tuple[str, str] | None:
-        for address, data, lamport in runs:
-            if not self.state.layout.check_bytes(address, len(data)):
-                return "outside_regions", f"{len(data)} bytes at {address:#06x}"
-            if is_too_far_ahead(lamport, wall):
-                return "lamport_ahead", f"Lamport {lamport} is beyond this peer's clock bound"
-        return None
-
-    def _check_counters(self, firsts: Iterable[int], lamport: int, wall: float) -> tuple[str, str] | None:
-        for first in firsts:
-            if first not in self.state.layout.counters:
-                return "outside_regions", f"no counter at {first:#06x}"
-        if is_too_far_ahead(lamport, wall):
-            return "lamport_ahead", f"Lamport {lamport} is beyond this peer's clock bound"
-        return None
 
     def _receive_digest(self, link: _Link, digest: codec.Digest, now: float) -> list[Event]:
         if digest.digest == self.state.digest():
