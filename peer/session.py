@@ -398,8 +398,8 @@ class Session:
     async def _link_loop(self, link: OpenMSXLink) -> None:
         async for event in link.events():
             match event:
-                case LocalChanges(changes, emutime, written_at, report, before):
-                    self._act(self.gate.report(changes, emutime, written_at, report, before))
+                case LocalChanges(changes, emutime, written_at, report, before, jumped):
+                    self._act(self.gate.report(changes, emutime, written_at, report, before, jumped=jumped))
                 case Logged(_, text) if text.strip() == RESYNC_MESSAGE:
                     self.resync()
                 case Logged(level, text) if level in ("warning", "error") and "sequencer" not in text:
