@@ -17,9 +17,10 @@ numbers, not emulated time: a loaded savestate or openMSX's reverse moves emulat
 On arming the peer first *adopts* the room: every byte some peer has written goes into the
 emulator, overwriting what the boot or title screen put there; the bytes nobody has written yet are
 then filled from the game (published as local changes). From then on local changes are published and
-remote ones applied. When the emulator jumps in time (a loadstate, openMSX's reverse) the
-room wins: the jump's bytes are never published, and the peer re-adopts (`jumped`). When the condition stops holding (back to the title screen) the peer disarms
-and later re-arms the same way. A manual resync re-adopts on demand.
+remote ones applied. When the condition stops holding (back to the title screen) the peer disarms
+and later re-arms the same way. A manual resync re-adopts on demand. When the emulator jumps in
+time (a loadstate, openMSX's reverse) the room wins: the jump's bytes are never published, and the
+peer re-adopts (`jumped`).
 
 Pure: the peer feeds observations in and acts on the returned `Action`s.
 """
