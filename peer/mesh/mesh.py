@@ -56,6 +56,7 @@ from peer.core.replica import (
     Rejected,
     Replica,
 )
+from peer.core.room_game import GameCheck
 from peer.core.signals import Answer, Offer, Restart, SignalError, parse_signal
 from peer.core.state import Delta, Run
 from peer.mesh.webrtc import (
@@ -174,9 +175,11 @@ class Mesh:
         wall: Callable[[], float] = time.time,
         nonces: Callable[[int], bytes] = os.urandom,
         water_marks: tuple[int, int] = (LOW_WATER, HIGH_WATER),
+        game_check: GameCheck | None = None,
     ) -> None:
         """`water_marks`: a link's buffered bytes above the high mark pause the peer in the
-        replica; falling below the low mark resumes it."""
+        replica; falling below the low mark resumes it. `game_check`: our game in the hello, and
+        the check of each peer's (`peer.core.room_game`)."""
         self.replica = replica
         self.key = bytes(signing_key.verify_key)
         self.room = room
@@ -188,6 +191,7 @@ class Mesh:
         self._clock = clock
         self._wall = wall
         self._nonces = nonces
+        self._game_check = game_check
         self._low_water, self._high_water = water_marks
         if not 0 < self._low_water < self._high_water:
             raise ValueError("water marks must be 0 < low < high")
@@ -399,8 +403,10 @@ class Mesh:
             local_nonce=self._nonces(codec.NONCE_SIZE),
             room_key=self._room_key,
             now=now,
+            platform_check=self._game_check.check if self._game_check else None,
         )
-        self._send_handshake(peer, codec.Nonce(peer.binding.local_nonce))
+        platform = self._game_check.platform if self._game_check else None
+        self._send_handshake(peer, codec.Nonce(peer.binding.local_nonce, platform))
         self._wake.set()
 
     def link_message(self, link: Link, data: bytes) -> None:

@@ -21,6 +21,7 @@ from nacl.signing import SigningKey
 from games.definition import Region
 from peer.core.binding import derive_room_key
 from peer.core.replica import Event, Replica
+from peer.core.room_game import GameCheck
 from peer.core.signalling import IceServer
 from peer.core.state import SharedState
 from peer.mesh.mesh import Mesh
@@ -53,6 +54,7 @@ class RoomSession:
         on_roster: Callable[[Roster], None] | None = None,
         standby: str | None = None,
         tls: ssl.SSLContext | None = None,
+        game_check: GameCheck | None = None,
     ) -> None:
         """`prepare(roster)`, when given, is awaited once the room is known (quick match names it
         on joining) and returns the state to start from and the session number to sign with;
@@ -67,6 +69,7 @@ class RoomSession:
         self._on_event = on_event
         self._prepare = prepare
         self._on_roster = on_roster
+        self._game_check = game_check
         self.signalling = SignallingClient(
             rendezvous,
             signing_key=signing_key,
@@ -145,6 +148,7 @@ class RoomSession:
             ice=self._current_ice(),
             room_key=room_key,
             on_event=self._on_event,
+            game_check=self._game_check,
         )
 
     def _current_ice(self) -> IceOptions:
