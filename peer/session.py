@@ -357,7 +357,7 @@ class Session:
                 self._tell(f"{self._name(peer)} joined")
                 self._tell_different(peer)
             case PeerRefused(peer, "different-game", detail):
-                log.warning("not sharing with %s: it %s", self._name(peer), detail)
+                log.info("not sharing with %s: it %s", self._name(peer), detail)
             case LinkLost(peer, reason):
                 log.info("connection to %s lost: %s", self._name(peer), reason)
             case ChatReceived(peer, text):
