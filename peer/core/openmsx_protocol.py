@@ -55,18 +55,24 @@ no frame followed, and while no frame ends at all (emulation paused, or renderer
 JUMP_DETECTION = """How the watcher tells a jump in time from the game's own writes.
 
 openMSX changes memory without any watchpoint event when a savestate is loaded and when its
-reverse feature (on by default) goes back or forward, and a replay does the same. Every one of
-them restores a snapshot into a *new machine* and switches to it (`loadstate` is
-`restore_machine` + `activate_machine`; `reverse goback` and `reverse goto`, backwards or
-forwards, do the same inside openMSX): the active machine's id (`machine`) changes. Each check
-notes that id and the emulated time, and its report says JUMPED when the id changed or the time
-went backwards since the previous check. The id is the robust signal: a state loaded one frame
-after it was saved, checked at the next frame's end, shows no time going back at all (seen on
-openMSX 18), and a savestate of an earlier session can lie ahead in emulated time. The time
-check stays as a second guard. Hooking the commands in Tcl (renaming `loadstate`, `reverse`)
-was not taken: it misses the same jump made another way (`restore_machine` + `activate_machine`,
-a replay given on the command line) and leaves openMSX's own commands replaced should msxsync
-die. Both openMSX 18's loadstate and reverse goback/goto are covered by tests."""
+reverse feature (on by default) goes back. Each of these restores a snapshot into a *new machine*
+and switches to it (`loadstate` is `restore_machine` + `activate_machine`; `reverse goback` and
+`reverse goto` do the same inside openMSX), so the active machine's id (`machine`) changes. Each
+check notes that id and the emulated time, and its report says JUMPED when the id changed or the
+time went backwards since the previous check. The id is the robust signal: a state loaded one
+frame after it was saved, checked at the next frame's end, shows no time going back at all (seen
+on openMSX 18), and a savestate of an earlier session can lie ahead in emulated time. The time
+check stays as a second guard. A `reverse goto` forward inside a replay either restores a later
+snapshot (a new machine: a jump) or emulates on from the current memory with the recorded input
+(the game's own writes, reported as such). The first check after a jump cannot tell the jump's
+bytes from what the game wrote in that same frame: all of them are dropped.
+
+Hooking the commands in Tcl (renaming `loadstate`, `reverse`) was not taken: it misses the same
+jump made another way (`restore_machine` + `activate_machine`, the reverse bar's own calls, a
+replay given on the command line) and leaves openMSX's own commands replaced should msxsync die.
+Tested with real openMSX 18: `loadstate`, `reverse goback` and `reverse goto` each give exactly
+one jumped report (tests/test_openmsx_link.py), and a player's savestate or rewind takes nothing
+from the others (tests/test_savestates_e2e.py)."""
 
 MAX_MESSAGE_CHARS = 200
 ADDRESS_SPACE = 0x10000
