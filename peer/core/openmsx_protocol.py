@@ -68,7 +68,7 @@ snapshot (a new machine: a jump) or emulates on from the current memory with the
 bytes from what the game wrote in that same frame: all of them are dropped.
 
 Hooking the commands in Tcl (renaming `loadstate`, `reverse`) was not taken: it misses the same
-jump made another way (`restore_machine` + `activate_machine`, the reverse bar's own calls, a
+jump made another way (`restore_machine` + `activate_machine` called directly, a
 replay given on the command line) and leaves openMSX's own commands replaced should msxsync die.
 Tested with real openMSX 18: `loadstate`, `reverse goback` and `reverse goto` each give exactly
 one jumped report (tests/test_openmsx_link.py), and a player's savestate or rewind takes nothing
