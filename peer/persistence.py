@@ -56,7 +56,10 @@ class Persistence:
             return
         rows = rows_for(state, state.take_dirty())
         counted = state.take_dirty_contributions()
-        await asyncio.get_running_loop().run_in_executor(self._disk, self._store.write_rows, rows, counted)
+        batches, dropped = state.take_batch_changes()
+        await asyncio.get_running_loop().run_in_executor(
+            self._disk, self._store.write_rows, rows, counted, batches, dropped
+        )
 
     def close(self) -> None:
         self._disk.shutdown(wait=True)

@@ -15,6 +15,13 @@ crash. The store is synchronous: call it from one worker thread, not the event l
 Counters (`add` regions) are stored as their contributions, one row per (counter, writer,
 session), never as bytes: the value is their sum, so a restart keeps every contribution.
 
+Signed authorship (protocol 3): what is loaded is the `batches` table, the signed batches that
+back the current state (`SharedState.batches`), each checked against its author's signature on
+load; a batch that fails is skipped. The `bytes` and `contributions` rows are still written (they
+show what the merge decided, for tools), but never loaded: they carry no signature, and a peer that
+loaded them could not prove them to anyone. A store written by an older msxsync therefore starts
+empty, and the room gives the peer its state back.
+
 One session per state folder: `folder_lock` holds an advisory lock on `<folder>/lock` for the
 session's life (released by the kernel when the process ends, however it ends).
 """
@@ -28,7 +35,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from peer.core.state import NO_WRITER, Contribution, Entry, Layout, SharedState
+from peer.core import codec
+from peer.core.state import NO_WRITER, Contribution, Layout, SharedState, SignedBatch
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -37,6 +45,9 @@ CREATE TABLE IF NOT EXISTS meta (
 CREATE TABLE IF NOT EXISTS bytes (
     room TEXT NOT NULL, address INTEGER NOT NULL, value INTEGER NOT NULL,
     lamport INTEGER NOT NULL, writer BLOB NOT NULL, PRIMARY KEY (room, address)
+);
+CREATE TABLE IF NOT EXISTS batches (
+    room TEXT NOT NULL, id BLOB NOT NULL, raw BLOB NOT NULL, PRIMARY KEY (room, id)
 );
 CREATE TABLE IF NOT EXISTS contributions (
     room TEXT NOT NULL, address INTEGER NOT NULL, writer BLOB NOT NULL, session INTEGER NOT NULL,
@@ -92,6 +103,7 @@ def folder_lock(state_dir: Path) -> Iterator[None]:
 class RoomStore:
     def __init__(self, path: Path, *, game: str, room: str, layout: Layout) -> None:
         self.layout = layout
+        self.room = room
         self.key = f"{game}\x00{room}\x00{layout.fingerprint.hex()}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,31 +130,55 @@ class RoomStore:
         return session
 
     def load(self) -> SharedState:
-        """The stored state of this room (empty when there is none); bad rows are skipped."""
+        """The stored state of this room (empty when there is none); batches whose signature
+        or addresses are wrong are skipped."""
         state = SharedState(self.layout)
-        rows = self._db.execute(
-            "SELECT address, value, lamport, writer FROM bytes WHERE room = ?", (self.key,)
-        ).fetchall()
-        state.merge(_valid_entries(self.layout, rows))
-        counted = self._db.execute(
-            "SELECT address, lamport, writer, session, total FROM contributions WHERE room = ?", (self.key,)
-        ).fetchall()
-        state.merge_contributions(_valid_contributions(self.layout, counted))
+        rows = self._db.execute("SELECT raw FROM batches WHERE room = ?", (self.key,)).fetchall()
+        for (raw,) in rows:
+            batch = self._open(raw)
+            if batch is not None:
+                state.apply_batch(batch)
         state.take_dirty()  # what was just read needs no saving
         state.take_dirty_contributions()
+        state.take_batch_changes()
         return state
 
-    def save(self, state: SharedState, addresses: Iterable[int]) -> int:
-        """Store the current value and stamp of `addresses`; returns how many rows were written."""
-        return self.write_rows(rows_for(state, addresses))
+    def _open(self, raw: object) -> SignedBatch | None:
+        if not isinstance(raw, bytes):
+            return None
+        try:
+            batch = codec.open_batch(raw, room=self.room, authors=None, max_runs=self.layout.size)
+        except codec.DecodeError:
+            return None
+        layout = self.layout
+        if not all(layout.check_bytes(address, len(data)) for address, data in batch.runs):
+            return None
+        if any(first not in layout.counters for first, _ in batch.totals):
+            return None
+        return batch
 
-    def write_rows(self, rows: list[Row], contributions: Iterable[Contribution] = ()) -> int:
-        """Write rows taken with `rows_for` and contributions taken with
-        `SharedState.take_dirty_contributions`, in one transaction (may run in a worker thread:
-        both are plain values)."""
+    def save(self, state: SharedState, addresses: Iterable[int]) -> int:
+        """Store the current value and stamp of `addresses` and the batch changes; returns how
+        many rows were written."""
+        return self.write_rows(rows_for(state, addresses), (), *state.take_batch_changes())
+
+    def write_rows(
+        self,
+        rows: list[Row],
+        contributions: Iterable[Contribution] = (),
+        batches: Iterable[SignedBatch] = (),
+        dropped: Iterable[bytes] = (),
+    ) -> int:
+        """Write rows taken with `rows_for`, contributions taken with
+        `SharedState.take_dirty_contributions` and the batch changes of `take_batch_changes`, in
+        one transaction (may run in a worker thread: all are plain values)."""
         counted = [(self.key, c.address, c.writer, c.session, c.lamport, c.total) for c in contributions]
-        if rows or counted:
+        kept = [(self.key, b.id, b.raw) for b in batches]
+        gone = [(self.key, i) for i in dropped]
+        if rows or counted or kept or gone:
             with self._transaction():
+                self._db.executemany("INSERT OR REPLACE INTO batches (room, id, raw) VALUES (?, ?, ?)", kept)
+                self._db.executemany("DELETE FROM batches WHERE room = ? AND id = ?", gone)
                 self._db.executemany(
                     "INSERT OR REPLACE INTO bytes (room, address, value, lamport, writer) "
                     "VALUES (?, ?, ?, ?, ?)",
@@ -153,10 +189,12 @@ class RoomStore:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     counted,
                 )
-        return len(rows) + len(counted)
+        return len(rows) + len(counted) + len(kept) + len(gone)
 
     def save_all(self, state: SharedState) -> int:
-        return self.write_rows(rows_for(state, self.layout.addresses), state.contributions())
+        self._db.execute("DELETE FROM batches WHERE room = ?", (self.key,))
+        batches = state.signed_batches()
+        return self.write_rows(rows_for(state, self.layout.addresses), state.contributions(), batches)
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
@@ -171,22 +209,3 @@ class _Transaction:
 
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
         self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-
-def _valid_contributions(layout: Layout, rows: list[tuple[int, int, bytes, int, int]]) -> list[Contribution]:
-    contributions = []
-    for address, lamport, writer, session, total in rows:
-        if address in layout.counters and isinstance(writer, bytes) and lamport > 0:
-            try:
-                contributions.append(Contribution(address, lamport, writer, session, total))
-            except ValueError:
-                continue
-    return contributions
-
-
-def _valid_entries(layout: Layout, rows: list[tuple[int, int, int, bytes]]) -> list[Entry]:
-    entries = []
-    for address, value, lamport, writer in rows:
-        if layout.index(address) >= 0 and 0 <= value <= 255 and lamport >= 0 and isinstance(writer, bytes):
-            entries.append(Entry(address, lamport, writer, bytes([value])))
-    return entries

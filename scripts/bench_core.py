@@ -7,7 +7,12 @@ number of bytes, which no signed protocol can beat):
 - decode + verify + merge of that batch into a replica;
 - merge of a full 4 KiB state snapshot (as on a join or resync);
 - the merge cost of each rule beside lww, in the same run: one 4 KiB region under each rule,
-  a stream of one-byte writes from two writers (per-byte rules) or of counter totals (`add`).
+  a stream of one-byte writes from two writers (per-byte rules) or of counter totals (`add`);
+- the cost of signed authorship (protocol 3) for the demo's and Galious's regions: after a
+  session of play (3 writers, 5,000 frame batches of a few runs each, counters counted), the bytes
+  of one full state (the signed batches that still back a byte) beside the bytes of the unsigned
+  per-byte entries it replaced, how many batches, and the time a joiner spends to verify and
+  merge it all.
 Prints a human line per figure, then one JSON line.
 """
 
@@ -25,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nacl.signing import SigningKey
 
-from games.definition import Merge, MergeRule, Region
+from games.definition import Merge, MergeRule, Region, parse_definition
 from peer.core import codec
 from peer.core.replica import Replica
 from peer.core.state import Contribution, Layout, SharedState
@@ -44,17 +49,63 @@ def rate(operation: Callable[[int], object], seconds: float = 1.0) -> float:
     return count / elapsed
 
 
-def frame_batch(rng: random.Random, lamport: int) -> codec.WriteBatch:
+def frame_batch(rng: random.Random, lamport: int, key: SigningKey) -> codec.WriteBatch:
     addresses = sorted(rng.sample(range(0xE000, 0xE800, 16), 16))
     runs = tuple((address, rng.randbytes(rng.randint(1, 8))) for address in addresses)
-    return codec.WriteBatch(lamport, runs)
+    batch = codec.sign_batch(key, room=ROOM, session=1, lamport=lamport, runs=runs, totals=())
+    return codec.WriteBatch.of(batch)
+
+
+def signed_state_cost(game: str) -> dict[str, float | int]:
+    """Bytes per full state and a joiner's verify+merge time after a simulated session."""
+    root = Path(__file__).resolve().parent.parent / "games"
+    definition = parse_definition((root / f"{game}.regions").read_text(), game)
+    rng = random.Random(2)
+    keys = [SigningKey(bytes([n]) * 32) for n in (1, 2, 3)]
+    writers = [
+        Replica(signing_key=k, room=ROOM, regions=definition.regions, session=n + 1, now=NOW)
+        for n, k in enumerate(keys)
+    ]
+    state = SharedState(Layout(definition.regions))
+    layout = state.layout
+    plain = [a for a in layout.addresses if layout.counter_of(a) is None]
+    counters = list(layout.counters)
+    for frame in range(5000):
+        writer = writers[frame % 3]
+        wall = NOW + frame / 60
+        runs = [
+            (a, bytes([rng.randrange(256)])) for a in rng.sample(plain, min(len(plain), rng.randint(1, 6)))
+        ]
+        deltas = [(rng.choice(counters), rng.choice([-1, 1, 5]))] if counters and frame % 7 == 0 else []
+        writer.local_changes(runs, wall, wall=wall, deltas=deltas)
+        for batch in writer.state.signed_batches(newer_than=writer.state.max_lamport - 1):
+            state.apply_batch(batch)
+    raws = [b.raw for b in state.signed_batches()]
+    receiver = Replica(
+        signing_key=SigningKey(b"\x09" * 32), room=ROOM, regions=definition.regions, session=9, now=NOW
+    )
+    receiver.add_members(bytes(k.verify_key) for k in keys)
+    started = time.perf_counter()
+    for raw in raws:
+        batch = codec.open_batch(raw, room=ROOM, authors=receiver.members, max_runs=layout.size)
+        receiver.state.apply_batch(batch)
+    elapsed = time.perf_counter() - started
+    assert receiver.state.digest() == state.digest()
+    unsigned = sum(14 + len(e.data) for e in state.entries()) + 33 * 3 + 61 * len(state.contributions())
+    return {
+        f"{game}_shared_bytes": layout.size,
+        f"{game}_full_state_batches": len(raws),
+        f"{game}_full_state_bytes": sum(len(raw) + 4 for raw in raws),
+        f"{game}_unsigned_state_bytes": unsigned,
+        f"{game}_verify_merge_ms": round(elapsed * 1000, 2),
+    }
 
 
 def main() -> None:
     rng = random.Random(1)
     sender, receiver = SigningKey(b"\x01" * 32), SigningKey(b"\x02" * 32)
     regions = [Region(0xE000, 0xEFFF)]
-    batches = [frame_batch(rng, int(NOW * 1000) + n) for n in range(1000)]
+    batches = [frame_batch(rng, int(NOW * 1000) + n, sender) for n in range(1000)]
 
     def encode(i: int) -> bytes:
         return codec.encode(batches[i % 1000], signing_key=sender, room=ROOM, session=1, seq=i + 1)
@@ -72,6 +123,7 @@ def main() -> None:
     full = SharedState(Layout(regions))
     for n, address in enumerate(range(0xE000, 0xF000, 4)):
         full.apply(address, rng.randbytes(4), int(NOW * 1000) + n, bytes(sender.verify_key))
+    costs = {**signed_state_cost("demo"), **signed_state_cost("galious")}
     entries = full.entries()
 
     layout = Layout(regions)
@@ -102,6 +154,7 @@ def main() -> None:
     results: dict[str, float | int] = {name: statistics.median(v) for name, v in samples.items()}
     results["batch_bytes"] = len(messages[0])
     results["state_entries"] = len(entries)
+    results.update(costs)
     print(
         f"frame batch ({results['batch_bytes']} B, 16 runs): encode+sign "
         f"{results['encode_sign_per_s']:,.0f}/s (bare sign {results['floor_sign_per_s']:,.0f}/s); "
@@ -116,6 +169,16 @@ def main() -> None:
             for name in operations_by_rule
         )
     )
+    for game in ("demo", "galious"):
+        figure = {
+            name.removeprefix(f"{game}_"): value for name, value in costs.items() if name.startswith(game)
+        }
+        print(
+            f"{game}: {figure['shared_bytes']} shared bytes; a full state after 5,000 batches is "
+            f"{figure['full_state_batches']} signed batches, {figure['full_state_bytes']:,} B "
+            f"(unsigned entries were {figure['unsigned_state_bytes']:,} B); "
+            f"verify+merge {figure['verify_merge_ms']} ms"
+        )
     print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in results.items()}))
 
 

@@ -6,12 +6,15 @@ duplicate or reorder, and which pairs are partitioned.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nacl.signing import SigningKey
 
 from games.definition import Region
+from peer.core import codec
 from peer.core.replica import DIGEST_INTERVAL, BytesChanged, Event, Replica
+from peer.core.state import Run, SignedBatch
 
 REGIONS = (Region(0xE000, 0xE00F), Region(0xE100, 0xE103))
 ROOM = "sim-room"
@@ -20,6 +23,24 @@ START = 1_800_000_000.0
 
 def key(number: int) -> SigningKey:
     return SigningKey(bytes([number + 1]) * 32)
+
+
+def signed(
+    signing_key: SigningKey, lamport: int, runs: tuple[Run, ...], *, session: int = 101, room: str = ROOM
+) -> SignedBatch:
+    """A batch signed by SIGNING_KEY (tests' key(1) has session 101 in `Mesh.create`)."""
+    return codec.sign_batch(signing_key, room=room, session=session, lamport=lamport, runs=runs, totals=())
+
+
+def write_batch(
+    signing_key: SigningKey, lamport: int, runs: tuple[Run, ...], *, session: int = 101
+) -> codec.WriteBatch:
+    return codec.WriteBatch.of(signed(signing_key, lamport, runs, session=session))
+
+
+def open_stored(room: str = ROOM) -> Callable[[bytes], SignedBatch]:
+    """How a test restores `SharedState.from_bytes`: every batch's signature checked."""
+    return lambda raw: codec.open_batch(raw, room=room, authors=None)
 
 
 @dataclass

@@ -8,7 +8,6 @@ from nacl.signing import SigningKey
 from peer.core import codec
 from peer.core.codec import DecodeError, decode, encode
 from peer.core.room_game import Platform
-from peer.core.state import Entry
 
 KEY = SigningKey(b"\x01" * 32)
 OTHER = SigningKey(b"\x02" * 32)
@@ -23,23 +22,24 @@ def runs():
         ),
         min_size=1,
         max_size=16,
-    ).map(tuple)
+    ).map(_ordered)
 
 
-entries = st.lists(
-    st.builds(
-        Entry,
-        address=st.integers(0, 0xFF00),
-        lamport=st.integers(0, 2**63 - 1),
-        writer=st.sampled_from([b"", SENDER, bytes(OTHER.verify_key)]),
-        data=st.binary(min_size=1, max_size=32),
-    ),
-    max_size=12,
-).map(tuple)
+def _ordered(runs):
+    """Runs sorted, with any that overlap the one before left out (what a batch may carry)."""
+    kept, end = [], 0
+    for address, data in sorted(runs):
+        if address >= end:
+            kept.append((address, data))
+            end = address + len(data)
+    return tuple(kept)
+
+
+batches = st.lists(st.binary(max_size=80), max_size=6).map(tuple)
 
 bodies = st.one_of(
     st.builds(codec.WriteBatch, lamport=st.integers(1, 2**63 - 1), runs=runs()),
-    st.builds(codec.StatePatch, full=st.booleans(), part=st.just(0), parts=st.just(1), entries=entries),
+    st.builds(codec.StatePatch, full=st.booleans(), part=st.just(0), parts=st.just(1), batches=batches),
     st.builds(codec.Digest, digest=st.binary(min_size=32, max_size=32), max_lamport=st.integers(0, 2**40)),
     st.just(codec.ResyncRequest()),
     st.builds(codec.Heartbeat, sent_ms=st.integers(0, 2**50), echo_ms=st.integers(0, 2**50)),
@@ -138,8 +138,8 @@ def test_size_is_checked_before_anything_else():
 
 def test_other_protocol_version_is_named():
     message = bytearray(signed(codec.Chat("x")))
-    message[0] = 1
-    with pytest.raises(DecodeError, match="protocol 1, this peer speaks 3"):
+    message[0] = 3
+    with pytest.raises(DecodeError, match="protocol 3, this peer speaks 4"):
         decode(bytes(message), room=ROOM, keys={SENDER})
 
 
@@ -154,8 +154,51 @@ def test_other_protocol_version_is_named():
         lambda: codec.Nonce(b"n" * 32, Platform(b"short")),
         lambda: codec.Nonce(b"n" * 32, Platform(b"s" * 20, "a\nb")),
         lambda: codec.StatePatch(True, 1, 1, ()),
+        lambda: codec.WriteBatch(1, ((5, b"xy"), (6, b"z"))),
+        lambda: codec.WriteBatch(1, ((6, b"x"), (5, b"z"))),
     ],
 )
 def test_invalid_bodies_cannot_be_built(build):
     with pytest.raises(ValueError):
         build()
+
+
+def _batch(key=KEY, lamport=7, runs=((0xE000, b"\x05"),), session=3):
+    return codec.sign_batch(key, room=ROOM, session=session, lamport=lamport, runs=runs, totals=())
+
+
+def test_a_signed_batch_opens_only_unchanged_and_by_a_member():
+    batch = _batch()
+    opened = codec.open_batch(batch.raw, room=ROOM, authors={SENDER})
+    assert (opened.author, opened.lamport, opened.runs, opened.session) == (
+        SENDER,
+        7,
+        ((0xE000, b"\x05"),),
+        3,
+    )
+    with pytest.raises(DecodeError, match="unknown_author"):
+        codec.open_batch(batch.raw, room=ROOM, authors={bytes(OTHER.verify_key)})
+    with pytest.raises(DecodeError, match="bad_batch_signature"):
+        codec.open_batch(batch.raw, room="another room", authors={SENDER})
+    changed = bytearray(batch.raw)
+    changed[-65] ^= 0xFA  # the byte's value: 0x05 becomes 0xFF
+    with pytest.raises(DecodeError, match="bad_batch_signature"):
+        codec.open_batch(bytes(changed), room=ROOM, authors={SENDER})
+
+
+def test_a_batch_with_more_runs_than_allowed_is_refused_before_its_runs_are_read():
+    runs = tuple((0xE000 + 2 * n, b"\x01") for n in range(40))
+    with pytest.raises(DecodeError, match="too_many_runs"):
+        codec.open_batch(_batch(runs=runs).raw, room=ROOM, authors={SENDER}, max_runs=32)
+    message = signed(codec.WriteBatch.of(_batch(runs=runs)))
+    with pytest.raises(DecodeError, match="too_many_runs"):
+        decode(message, room=ROOM, keys={SENDER}, max_runs=32)
+
+
+def test_a_write_batch_carries_its_authors_signature():
+    batch = _batch()
+    decoded = decode(signed(codec.WriteBatch.of(batch)), room=ROOM, keys={SENDER})
+    assert isinstance(decoded.body, codec.WriteBatch)
+    assert codec.batch_of(SENDER, 3, decoded.body, room=ROOM) == batch
+    with pytest.raises(DecodeError, match="bad_batch_signature"):
+        codec.batch_of(SENDER, 4, decoded.body, room=ROOM)  # another session: not what was signed

@@ -15,10 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from games.definition import Merge, MergeRule, Region
+from peer.core import codec
 from peer.core import merge as rules
 from peer.core.replica import Replica
 from peer.core.state import Contribution, Layout, SharedState
-from tests.sim import ROOM, START, Mesh, key
+from tests.sim import ROOM, START, Mesh, key, open_stored
 
 WRITERS = [bytes([n]) * 32 for n in range(1, 5)]
 PER_BYTE = [MergeRule.LWW, MergeRule.MAX, MergeRule.MIN, MergeRule.BIT_OR, MergeRule.BIT_AND]
@@ -117,7 +118,7 @@ counter_ops = st.lists(
 def restart(mesh: Mesh, index: int, session: int) -> None:
     """Replica INDEX stops and starts again from its durable form, with a new session number."""
     old = mesh.replicas[index]
-    stored = SharedState.from_bytes(old.state.layout, old.state.to_bytes())
+    stored = SharedState.from_bytes(old.state.layout, old.state.to_bytes(), open_stored())
     mesh.in_flight = [m for m in mesh.in_flight if index not in m[:2]]
     new = Replica(
         signing_key=key(index), room=ROOM, regions=COUNTERS, session=session, now=mesh.now, state=stored
@@ -232,10 +233,16 @@ def test_a_restart_from_disk_opens_a_new_slot_and_takes_nothing():
 
 def test_durable_form_keeps_contributions():
     state = SharedState(Layout(COUNTERS))
-    state.contribute(Contribution(0xE004, 10, WRITERS[0], 7, -3))
-    state.contribute(Contribution(0xE004, 11, WRITERS[1], 8, 1234))
-    state.apply(0xE010, b"\x03", 4, WRITERS[2])
-    again = SharedState.from_bytes(state.layout, state.to_bytes())
+    for signer, session, lamport, runs, totals in [
+        (key(0), 7, 10, (), ((0xE004, -3),)),
+        (key(1), 8, 11, (), ((0xE004, 1234),)),
+        (key(2), 9, 4, ((0xE010, b"\x03"),), ()),
+    ]:
+        batch = codec.sign_batch(
+            signer, room=ROOM, session=session, lamport=lamport, runs=runs, totals=totals
+        )
+        state.apply_batch(batch)
+    again = SharedState.from_bytes(state.layout, state.to_bytes(), open_stored())
     assert again.digest() == state.digest()
     assert again.counter_value(0xE004) == 1231
 

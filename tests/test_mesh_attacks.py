@@ -149,6 +149,14 @@ async def test_swapped_fingerprints_are_refused() -> None:
         await relay.close()
 
 
+def signed_write(node: Node, lamport: int, runs: tuple[tuple[int, bytes], ...]) -> codec.WriteBatch:
+    """A write batch as NODE's own replica would sign it."""
+    batch = codec.sign_batch(
+        node.signing_key, room=ROOM, session=node.replica.session, lamport=lamport, runs=runs, totals=()
+    )
+    return codec.WriteBatch.of(batch)
+
+
 def forged(body: codec.Body, key: SigningKey, session: int, seq: int, room: str = ROOM) -> bytes:
     return codec.encode(body, signing_key=key, room=room, session=session, seq=seq)
 
@@ -166,8 +174,8 @@ async def test_forged_replayed_and_far_future_batches_are_refused() -> None:
         session = b.replica.session
         sent = b.replica.statistics().peers[a.key].messages_sent
         seq = sent + 100  # ahead of B's own messages, within the replica's window
-        write = codec.WriteBatch(wall_ms(time.time()), ((ADDRESS, b"\x99"),))
-        far = codec.WriteBatch(wall_ms(time.time()) + 2 * MAX_AHEAD_MS, ((ADDRESS, b"\x66"),))
+        write = signed_write(b, wall_ms(time.time()), ((ADDRESS, b"\x99"),))
+        far = signed_write(b, wall_ms(time.time()) + 2 * MAX_AHEAD_MS, ((ADDRESS, b"\x66"),))
         tampered = bytearray(forged(write, b.signing_key, session, seq))
         tampered[codec.HEADER_SIZE + 8] ^= 1  # the written byte, under B's signature
         far_message = forged(far, b.signing_key, session, seq)
@@ -221,7 +229,7 @@ async def test_flood_is_throttled_then_cut_while_others_stay_fast() -> None:
                 if cut() or link.buffered_amount > 1_000_000:
                     return
                 for n in range(seq, seq + 50):
-                    batch = codec.WriteBatch(wall_ms(time.time()), ((ADDRESS + 1, bytes([n % 256])),))
+                    batch = signed_write(flooder, wall_ms(time.time()), ((ADDRESS + 1, bytes([n % 256])),))
                     link.send(forged(batch, flooder.signing_key, session, n))
                 await asyncio.sleep(0)
 
@@ -244,3 +252,43 @@ async def test_flood_is_throttled_then_cut_while_others_stay_fast() -> None:
         assert c.key in a.mesh.admitted()
     # A generous bound: the honest peer's writes kept arriving while A shed the flood.
     assert max(latencies) < 1.0, latencies
+
+
+async def test_a_member_cannot_change_or_invent_other_writers_bytes() -> None:
+    """F4: a member passes on A's signed write with its byte changed (0x05 to 0xFF, A's stamp and
+    signature kept) and a write by a key outside the room; B refuses both, A's byte stands."""
+    signals = LocalSignals()
+    a, b, member = make_node(signals), make_node(signals), make_node(signals)
+    nodes = [a, b, member]
+    async with running(*nodes):
+        for node in nodes:
+            node.mesh.set_roster([n.key for n in nodes])
+        await wait_all(nodes, lambda n: len(n.mesh.admitted()) == 2, within=15)
+        a.mesh.local_changes([(ADDRESS, b"\x05")])
+        await wait_all(nodes, lambda n: n.replica.state.read(ADDRESS) == b"\x05", within=10)
+        (original,) = member.replica.state.batches_backing([ADDRESS])
+        assert original.author == a.key
+        changed = bytearray(original.raw)
+        changed[-65] = 0xFF  # the written byte, just before A's signature
+        outsider = codec.sign_batch(
+            SigningKey.generate(),
+            room=ROOM,
+            session=1,
+            lamport=original.lamport + 1,
+            runs=((ADDRESS, b"\xff"),),
+            totals=(),
+        )
+        patch = codec.StatePatch(True, 0, 1, (bytes(changed), outsider.raw))
+        link = member.mesh.link(b.key)
+        assert link is not None
+        seq = member.replica.statistics().peers[b.key].messages_sent + 100
+        link.send(forged(patch, member.signing_key, member.replica.session, seq))
+
+        def refused() -> dict[str, int]:
+            stats = b.replica.statistics().peers[member.key]
+            return {r: stats.rejections[r] for r in ("bad_batch_signature", "unknown_author")}
+
+        async with asyncio.timeout(10):
+            await b.mesh.wait_until(lambda: refused() == {"bad_batch_signature": 1, "unknown_author": 1})
+        assert b.replica.state.read(ADDRESS) == a.replica.state.read(ADDRESS) == b"\x05"
+        assert b.digest() == a.digest()

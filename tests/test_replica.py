@@ -21,7 +21,7 @@ from peer.core.replica import (
     Replica,
 )
 from peer.core.state import Layout, SharedState
-from tests.sim import REGIONS, ROOM, START, Mesh, key
+from tests.sim import REGIONS, ROOM, START, Mesh, key, open_stored, signed, write_batch
 
 RATE_BURST_MESSAGES = 600  # the 480-message burst allowance plus 120 over it
 
@@ -157,7 +157,7 @@ def test_returning_peer_with_old_durable_state_is_accepted_and_merged():
     mesh.advance(3600.0)  # an hour of play without the second player
     mesh.write(0, 0xE002, b"\x22")
     mesh.deliver_all()
-    old = SharedState.from_bytes(Layout(REGIONS), stored)
+    old = SharedState.from_bytes(Layout(REGIONS), stored, open_stored())
     back = Replica(signing_key=key(1), room=ROOM, regions=REGIONS, session=999, now=mesh.now, state=old)
     mesh.replicas[1] = back
     back.add_peer(mesh.replicas[0].key, mesh.now)
@@ -182,7 +182,7 @@ def _from(sender_key, body, seq, session=101, room=ROOM):
 def test_writes_outside_the_regions_are_refused_whole():
     mesh, a, b = _two()
     before = a.state.digest()
-    bad = codec.WriteBatch(int(mesh.now * 1000), ((0xE000, b"\x01"), (0xE010, b"\x02")))
+    bad = write_batch(key(1), int(mesh.now * 1000), ((0xE000, b"\x01"), (0xE010, b"\x02")))
     events = a.receive(b.key, _from(key(1), bad, seq=50), mesh.now, wall=mesh.wall)
     assert events == [Rejected(b.key, "outside_regions", "1 bytes at 0xe010")]
     assert a.state.digest() == before
@@ -194,14 +194,11 @@ def test_far_future_lamport_is_refused_the_same_on_every_replica():
     mesh.deliver_all()
     ahead = int(mesh.now * 1000) + MAX_AHEAD_MS + 1
     for target in (0, 2):
-        message = _from(key(1), codec.WriteBatch(ahead, ((0xE000, b"\x09"),)), seq=70 + target)
+        message = _from(key(1), write_batch(key(1), ahead, ((0xE000, b"\x09"),)), seq=70 + target)
         events = mesh.replicas[target].receive(mesh.replicas[1].key, message, mesh.now, wall=mesh.wall)
         assert [e.reason for e in events if isinstance(e, Rejected)] == ["lamport_ahead"]
         assert mesh.replicas[target].state.read(0xE000) == b"\x00"
-    patch = codec.StatePatch(False, 0, 1, tuple(SharedState(Layout(REGIONS)).entries()))
-    patch = codec.StatePatch(
-        False, 0, 1, (patch.entries[0].__class__(0xE000, ahead, mesh.replicas[1].key, b"\x09"),)
-    )
+    patch = codec.StatePatch(False, 0, 1, (signed(key(1), ahead, ((0xE000, b"\x09"),)).raw,))
     message = _from(key(1), patch, seq=90)
     events = mesh.replicas[0].receive(mesh.replicas[1].key, message, mesh.now, wall=mesh.wall)
     assert [e.reason for e in events if isinstance(e, Rejected)] == ["lamport_ahead"]
@@ -210,11 +207,11 @@ def test_far_future_lamport_is_refused_the_same_on_every_replica():
 def test_duplicates_are_dropped_and_equivocation_is_a_forgery():
     mesh, a, b = _two()
     lamport = int(mesh.now * 1000) + 5
-    first = _from(key(1), codec.WriteBatch(lamport, ((0xE000, b"\x01"),)), seq=40)
+    first = _from(key(1), write_batch(key(1), lamport, ((0xE000, b"\x01"),)), seq=40)
     assert isinstance(a.receive(b.key, first, mesh.now, wall=mesh.wall)[0], BytesChanged)
     assert a.receive(b.key, first, mesh.now, wall=mesh.wall) == []
     assert a.statistics().peers[b.key].rejections["duplicate"] == 1
-    other = _from(key(1), codec.WriteBatch(lamport, ((0xE000, b"\x02"),)), seq=40)
+    other = _from(key(1), write_batch(key(1), lamport, ((0xE000, b"\x02"),)), seq=40)
     events = a.receive(b.key, other, mesh.now, wall=mesh.wall)
     assert [e.reason for e in events if isinstance(e, Rejected)] == ["forgery"]
     assert a.state.read(0xE000) == b"\x01"
@@ -222,7 +219,7 @@ def test_duplicates_are_dropped_and_equivocation_is_a_forgery():
 
 def test_forged_signature_and_unknown_or_unadmitted_senders_are_refused():
     mesh, a, b = _two()
-    batch = codec.WriteBatch(int(mesh.now * 1000), ((0xE000, b"\x01"),))
+    batch = write_batch(key(1), int(mesh.now * 1000), ((0xE000, b"\x01"),))
     impostor = _from(key(6), batch, seq=60)
     assert [e.reason for e in a.receive(b.key, impostor, mesh.now, wall=mesh.wall)] == ["unknown_sender"]
     stranger = key(6).verify_key.encode()
@@ -249,8 +246,8 @@ def test_a_gap_in_sequence_numbers_asks_for_full_state():
 def test_divergence_is_repaired_by_the_digest_check():
     mesh, a, b = _two()
     # Same Lamport, different bytes: the highest values match, only the digest tells.
-    a.state.apply(0xE005, b"\x05", 10, a.key)
-    b.state.apply(0xE006, b"\x06", 10, a.key)
+    a.state.apply_batch(signed(key(0), 10, ((0xE005, b"\x05"),), session=100))
+    b.state.apply_batch(signed(key(0), 10, ((0xE006, b"\x06"),), session=100))
     mesh.advance(3.0)
     mesh.deliver_all()
     assert mesh.converged()
@@ -338,7 +335,7 @@ def test_full_state_of_a_large_region_is_split_into_messages_that_fit():
     big = (Region(0x8000, 0xBFFF),)  # 16 KiB, every byte a different stamp in the worst case
     mesh = Mesh.create(2, regions=big)
     for address in range(0x8000, 0x8000 + 4000, 2):
-        mesh.replicas[0].state.apply(address, b"\x01", 5 + address, mesh.replicas[0].key)
+        mesh.replicas[0].state.apply_batch(signed(key(0), 5 + address, ((address, b"\x01"),), session=100))
     mesh.replicas[0].add_peer(mesh.replicas[1].key, mesh.now)
     mesh.collect()
     sizes = [len(data) for _, _, data in mesh.in_flight]
@@ -377,3 +374,23 @@ def test_a_short_burst_is_throttled_but_not_cut():
         events += a.receive(b.key, b"\x00" * 200, mesh.now + n / 10_000, wall=mesh.wall)
     assert any(isinstance(e, Rejected) and e.reason == "rate_limited" for e in events)
     assert not any(isinstance(e, CutPeer) for e in events)
+
+
+def test_a_batch_past_the_clock_bound_is_refused_alone_not_the_whole_patch():
+    """F1: a member mixes a far-future batch of its own into a patch with A's honest write; the
+    receiver refuses the one batch (counted against the member) and merges A's."""
+    mesh = Mesh.create(3)
+    mesh.deliver_all()
+    mesh.write(0, 0xE000, b"\x05")
+    mesh.deliver_all()
+    (honest,) = mesh.replicas[2].state.batches_backing([0xE000])
+    receiver = Replica(signing_key=key(7), room=ROOM, regions=REGIONS, session=900, now=mesh.now)
+    member = mesh.replicas[2]
+    receiver.add_members([mesh.replicas[0].key])
+    receiver.add_peer(member.key, mesh.now)
+    ahead = signed(key(2), int(mesh.now * 1000) + MAX_AHEAD_MS + 20, ((0xE001, b"\x66"),), session=102)
+    patch = codec.StatePatch(True, 0, 1, (ahead.raw, honest.raw))
+    events = receiver.receive(member.key, _from(key(2), patch, seq=5, session=102), mesh.now, wall=mesh.wall)
+    assert [e.reason for e in events if isinstance(e, Rejected)] == ["lamport_ahead"]
+    assert receiver.state.read(0xE000, 2) == b"\x05\x00"
+    assert receiver.statistics().peers[member.key].rejections["lamport_ahead"] == 1

@@ -6,10 +6,11 @@ from hypothesis import strategies as st
 
 from games.definition import Region
 from peer.core.state import Entry, Layout, SharedState
+from tests.sim import key, open_stored, signed
 
 LAYOUT = Layout([Region(0xE000, 0xE00F), Region(0xE100, 0xE103)])
 ADDRESSES = LAYOUT.addresses
-WRITERS = [bytes([n]) * 32 for n in range(1, 5)]
+WRITERS = sorted(bytes(key(n).verify_key) for n in range(4))  # in the order ties break
 
 writes = st.lists(
     st.tuples(
@@ -81,23 +82,50 @@ def test_entries_group_equal_stamps_and_split_at_region_gaps():
     assert state.entries([0xE00F]) == [Entry(0xE00F, 3, WRITERS[0], b"\x02")]
 
 
+SIGNERS = {bytes(k.verify_key): k for k in (key(n) for n in range(4))}
+
+
+def replay_signed(ops):
+    """The same writes as signed batches, each by one of four real keys."""
+    state = SharedState(LAYOUT)
+    for address, value, lamport, writer in ops:
+        signer = SIGNERS[writer]
+        state.apply_batch(signed(signer, lamport, ((address, bytes([value])),)))
+    return state
+
+
 @given(writes)
 def test_durable_form_round_trips(ops):
-    state = replay(ops)
-    assert SharedState.from_bytes(LAYOUT, state.to_bytes()).digest() == state.digest()
+    state = replay_signed(ops)
+    assert SharedState.from_bytes(LAYOUT, state.to_bytes(), open_stored()).digest() == state.digest()
+
+
+@given(writes)
+def test_only_batches_that_still_hold_a_byte_are_kept(ops):
+    state = replay_signed(ops)
+    index = LAYOUT.index
+    backing = {
+        (a, state.lamports[index(a)], state.writers[index(a)]) for a in ADDRESSES if state.writers[index(a)]
+    }
+    kept = {(a, b.lamport, b.author) for b in state.batches.values() for a, _ in b.runs}
+    assert kept == backing
 
 
 def test_durable_form_refuses_what_is_not_ours():
-    blob = replay([(0xE000, 1, 1, WRITERS[0])]).to_bytes()
+    blob = replay_signed([(0xE000, 1, 1, WRITERS[0])]).to_bytes()
     other = Layout([Region(0xE000, 0xE001)])
     with pytest.raises(ValueError, match="other regions"):
-        SharedState.from_bytes(other, blob)
+        SharedState.from_bytes(other, blob, open_stored())
     with pytest.raises(ValueError, match="truncated"):
-        SharedState.from_bytes(LAYOUT, blob[:-1])
+        SharedState.from_bytes(LAYOUT, blob[:-1], open_stored())
     with pytest.raises(ValueError, match="not a stored"):
-        SharedState.from_bytes(LAYOUT, b"junk")
+        SharedState.from_bytes(LAYOUT, b"junk", open_stored())
     with pytest.raises(ValueError, match="trailing"):
-        SharedState.from_bytes(LAYOUT, blob + b"x")
+        SharedState.from_bytes(LAYOUT, blob + b"x", open_stored())
+    forged = bytearray(blob)
+    forged[-65] ^= 1  # the last batch's byte
+    with pytest.raises(ValueError, match="bad_batch_signature"):
+        SharedState.from_bytes(LAYOUT, bytes(forged), open_stored())
 
 
 def test_layout_checks_runs():

@@ -12,21 +12,32 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nacl.signing import SigningKey
 
 from games.definition import Region
-from peer.core.state import Entry, Layout, SharedState
+from peer.core.state import Layout, SharedState
 from peer.identity import IdentityError, load_or_create
 from peer.storage import RoomStore, rows_for
+from tests.sim import signed
 
 LAYOUT = Layout([Region(0xE000, 0xE00F)])
-WRITER = b"\x07" * 32
+SIGNERS = [SigningKey(bytes([n]) * 32) for n in range(1, 4)]
+
+
+def write(state, address, data, lamport, signer=SIGNERS[0], room="r"):
+    """A signed write merged into STATE (what the store keeps is signed batches)."""
+    return state.apply_batch(signed(signer, lamport, ((address, data),), room=room))[0]
+
+
+def save(store, state):
+    return store.write_rows(rows_for(state, state.take_dirty()), (), *state.take_batch_changes())
 
 
 def test_saved_bytes_come_back_with_their_stamps(tmp_path):
     state = SharedState(LAYOUT)
-    state.apply(0xE000, b"\x01\x02", 10, WRITER)
+    write(state, 0xE000, b"\x01\x02", 10)
     store = RoomStore(tmp_path / "db.sqlite", game="demo", room="r", layout=LAYOUT)
-    assert store.save(state, [0xE000, 0xE001, 0xE002]) == 2  # unwritten bytes are not stored
+    assert store.save(state, [0xE000, 0xE001, 0xE002]) == 3  # two bytes (unwritten ones are not) and a batch
     store.close()
     again = RoomStore(tmp_path / "db.sqlite", game="demo", room="r", layout=LAYOUT).load()
     assert again.digest() == state.digest()
@@ -35,11 +46,11 @@ def test_saved_bytes_come_back_with_their_stamps(tmp_path):
 def test_a_new_stamp_on_an_unchanged_value_is_saved(tmp_path):
     state = SharedState(LAYOUT)
     store = RoomStore(tmp_path / "db.sqlite", game="demo", room="r", layout=LAYOUT)
-    state.apply(0xE000, b"\x05", 10, WRITER)
-    store.write_rows(rows_for(state, state.take_dirty()))
-    assert state.apply(0xE000, b"\x05", 20, b"\x09" * 32) == []  # no value changed...
+    write(state, 0xE000, b"\x05", 10)
+    save(store, state)
+    assert write(state, 0xE000, b"\x05", 20, SIGNERS[1]) == []  # no value changed...
     assert state.dirty == {0xE000}  # ...but the stamp did, and must reach the disk
-    store.write_rows(rows_for(state, state.take_dirty()))
+    save(store, state)
     assert store.load().digest() == state.digest()
 
 
@@ -48,7 +59,7 @@ _writes = st.tuples(
     _addresses,
     st.binary(min_size=1, max_size=4),
     st.integers(0, 6),  # few stamps and writers: ties and equal values under new stamps are common
-    st.sampled_from([b"\x01" * 32, b"\x02" * 32, b"\x03" * 32]),
+    st.sampled_from(SIGNERS),
 )
 _steps = st.lists(st.one_of(st.tuples(st.just("write"), _writes), st.just(("flush", None))), max_size=60)
 
@@ -62,15 +73,14 @@ def test_the_disk_equals_memory_after_any_sequence_of_merges(steps) -> None:
         path = Path(folder) / "db.sqlite"
         store = RoomStore(path, game="g", room="r", layout=LAYOUT)
         state = SharedState(LAYOUT)
-        for kind, write in steps:
+        for kind, step in steps:
             if kind == "write":
-                address, data, lamport, writer = write
-                data = data[: 0xE010 - address]
-                state.merge([Entry(address, lamport, writer, data)])
+                address, data, lamport, signer = step
+                write(state, address, data[: 0xE010 - address], lamport + 1, signer)
             else:
-                store.write_rows(rows_for(state, state.take_dirty()))
+                save(store, state)
                 assert store.load().digest() == state.digest()
-        store.write_rows(rows_for(state, state.take_dirty()))
+        save(store, state)
         store.close()
         again = RoomStore(path, game="g", room="r", layout=LAYOUT)
         assert again.load().digest() == state.digest()
@@ -79,7 +89,7 @@ def test_the_disk_equals_memory_after_any_sequence_of_merges(steps) -> None:
 
 def test_rooms_and_definitions_are_kept_apart(tmp_path):
     state = SharedState(LAYOUT)
-    state.apply(0xE000, b"\x01", 10, WRITER)
+    write(state, 0xE000, b"\x01", 10)
     RoomStore(tmp_path / "db", game="demo", room="r", layout=LAYOUT).save_all(state)
     other_room = RoomStore(tmp_path / "db", game="demo", room="s", layout=LAYOUT).load()
     assert other_room.read(0xE000) == b"\x00"
@@ -100,12 +110,17 @@ def test_a_save_survives_kill_9(tmp_path):
         import os, sys
         from pathlib import Path
         from games.definition import Region
+        from nacl.signing import SigningKey
+        from peer.core import codec
         from peer.core.state import Layout, SharedState
         from peer.storage import RoomStore
         layout = Layout([Region(0xE000, 0xE00F)])
         store = RoomStore(Path({str(tmp_path / "db")!r}), game="demo", room="r", layout=layout)
         state = SharedState(layout)
-        state.apply(0xE003, b"\\x2a", 99, b"\\x07" * 32)
+        signer = SigningKey(b"\\x07" * 32)
+        state.apply_batch(
+            codec.sign_batch(signer, room="r", session=1, lamport=99, runs=((0xE003, b"\\x2a"),), totals=())
+        )
         store.save(state, [0xE003])
         print("saved", flush=True)
         sys.stdin.read()
@@ -143,18 +158,38 @@ def test_a_damaged_identity_is_refused_not_replaced(tmp_path, content):
 
 def test_counters_come_back_as_every_contribution(tmp_path):
     from games.definition import Merge, MergeRule
-    from peer.core.state import Contribution
+    from peer.core import codec
 
     layout = Layout([Region(0xE000, 0xE001, Merge(MergeRule.ADD, 2, True)), Region(0xE010, 0xE01F)])
     store = RoomStore(tmp_path / "rooms.sqlite", game="g", room="r", layout=layout)
     state = SharedState(layout)
-    state.contribute(Contribution(0xE000, 10, b"\x01" * 32, 1, 40))
-    state.contribute(Contribution(0xE000, 11, b"\x02" * 32, 5, 2))
-    state.apply(0xE010, b"\x07", 12, b"\x02" * 32)
-    store.write_rows(rows_for(state, state.take_dirty()), state.take_dirty_contributions())
-    state.contribute(Contribution(0xE000, 13, b"\x01" * 32, 1, 41))  # a newer total of one slot
-    store.write_rows([], state.take_dirty_contributions())
+
+    def count(signer, session, lamport, total, runs=()):
+        state.apply_batch(
+            codec.sign_batch(
+                signer, room="r", session=session, lamport=lamport, runs=runs, totals=((0xE000, total),)
+            )
+        )
+        store.write_rows(
+            rows_for(state, state.take_dirty()), state.take_dirty_contributions(), *state.take_batch_changes()
+        )
+
+    count(SIGNERS[0], 1, 10, 40)
+    count(SIGNERS[1], 5, 12, 2, ((0xE010, b"\x07"),))
+    count(SIGNERS[0], 1, 13, 41)  # a newer total of one slot
     store.close()
     again = RoomStore(tmp_path / "rooms.sqlite", game="g", room="r", layout=layout).load()
     assert again.digest() == state.digest()
     assert again.counter_value(0xE000) == 43 and again.read(0xE000, 2) == b"\x43\x00"
+
+
+def test_a_stored_batch_that_was_tampered_with_is_not_loaded(tmp_path):
+    state = SharedState(LAYOUT)
+    write(state, 0xE000, b"\x05", 10)
+    store = RoomStore(tmp_path / "db", game="demo", room="r", layout=LAYOUT)
+    save(store, state)
+    (raw,) = store._db.execute("SELECT raw FROM batches").fetchone()
+    changed = bytearray(raw)
+    changed[-65] = 0xFF
+    store._db.execute("UPDATE batches SET raw = ?", (bytes(changed),))
+    assert store.load().read(0xE000) == b"\x00"

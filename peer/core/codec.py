@@ -18,9 +18,20 @@ totals of the counters it changed (its slot is its key and the header's session)
 cannot take part in a room with counters, and its messages are refused as `version` (the mesh
 tells the player which msxsync the other side runs).
 
-Version 3 (one ROM per room) adds to the hello (`Nonce`) the sender's `Platform`: its ROM's SHA-1,
-its machine and whether the player forced another ROM (`peer.core.room_game`); a version-2 peer's
-hello has none and is refused as `version`.
+Version 3 (signed authorship): every write keeps its author's signature wherever it travels. A
+`WriteBatch` carries, besides its runs and totals, the author's signature of the batch itself
+(``b"msxsync/batch/3\0" + blake2b(room) + author + session + lamport + runs + totals``), made once
+and the same towards every peer; the receiver rebuilds the `state.SignedBatch` from the header's
+sender and session and checks it (`batch_of`). A `StatePatch` (full state, repair, catch-up) is a
+list of such signed batches as their authors signed them (`SignedBatch.raw`), each checked by
+`open_batch` against the keys of the room's members: a sender can pass on other members' writes,
+never change them or make up writes under another key. Runs must be sorted and not overlap, and a
+batch may not have more runs than the caller allows (the layout's size), checked before any run is
+read. A version-2 peer's messages are refused as `version`.
+
+Version 4 (one ROM per room) adds to the hello (`Nonce`) the sender's `Platform`: its ROM's SHA-1,
+its machine and whether the player forced another ROM (`peer.core.room_game`). A version-3 peer's
+messages are refused as `version`.
 
 Sequence number 0 is reserved for the identity handshake (`Nonce`, `Proof`), which happens before a
 peer is admitted and is not tracked by the replica.
@@ -39,9 +50,9 @@ from nacl.signing import SigningKey, VerifyKey
 
 from peer.core.clock import MAX_LAMPORT
 from peer.core.room_game import SHA1_SIZE, Platform
-from peer.core.state import MAX_TOTAL, Contribution, Entry, Run
+from peer.core.state import MAX_TOTAL, Run, SignedBatch
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 MAX_MESSAGE_SIZE = 64 * 1024  # aiortc's maximum data-channel message
 MAX_CHAT_BYTES = 500
 MAX_TEXT_BYTES = 200
@@ -50,11 +61,12 @@ SIGNATURE_SIZE = 64
 DIGEST_SIZE = 32
 NONCE_SIZE = 32
 _DOMAIN = b"msxsync/1\x00"
+_BATCH_DOMAIN = b"msxsync/batch/3\x00"
+_BATCH_HEAD = struct.Struct(">32sQQ")  # author, session, lamport
+MAX_RUNS = 0xFFFF
 _HEADER = struct.Struct(">BBQQ32s")
 _RUN = struct.Struct(">HH")
-_ENTRY = struct.Struct(">HHQH")
 _COUNTER = struct.Struct(">Hq")
-_CONTRIBUTION = struct.Struct(">HQHQq")
 HEADER_SIZE = _HEADER.size
 MIN_MESSAGE_SIZE = HEADER_SIZE + SIGNATURE_SIZE
 
@@ -80,9 +92,13 @@ class DecodeError(ValueError):
 
 
 def _check_runs(runs: tuple[Run, ...]) -> None:
+    end = 0
     for address, data in runs:
         if not (0 <= address <= 0xFFFF and len(data) >= 1 and address + len(data) <= 0x10000):
             raise ValueError(f"run at {address:#x} of {len(data)} bytes leaves the address space")
+        if address < end:
+            raise ValueError(f"run at {address:#x} is out of order or overlaps the one before")
+        end = address + len(data)
 
 
 def _check_lamport(lamport: int) -> None:
@@ -101,9 +117,18 @@ class WriteBatch:
     lamport: int
     runs: tuple[Run, ...]
     totals: tuple[Total, ...] = ()
+    signature: bytes = bytes(SIGNATURE_SIZE)  # the author's signature of the batch (`sign_batch`)
+
+    @classmethod
+    def of(cls, batch: SignedBatch) -> WriteBatch:
+        return cls(batch.lamport, batch.runs, batch.totals, batch.id)
 
     def __post_init__(self) -> None:
         _check_lamport(self.lamport)
+        if len(self.signature) != SIGNATURE_SIZE:
+            raise ValueError("a batch signature is 64 bytes")
+        if len({address for address, _ in self.totals}) != len(self.totals):
+            raise ValueError("a batch names one counter twice")
         if not self.runs and not self.totals:
             raise ValueError("a write batch needs at least one run or total")
         _check_runs(self.runs)
@@ -114,24 +139,19 @@ class WriteBatch:
 
 @dataclass(frozen=True, slots=True)
 class StatePatch:
-    """Bytes with their own stamps: part `part` of `parts` of a full state, or a partial patch."""
+    """Signed batches as their authors signed them (`SignedBatch.raw`): part `part` of `parts` of
+    a full state, or a partial patch."""
 
     full: bool
     part: int
     parts: int
-    entries: tuple[Entry, ...]
-    contributions: tuple[Contribution, ...] = ()
+    batches: tuple[bytes, ...]
 
     def __post_init__(self) -> None:
         if not 0 <= self.part < self.parts <= 0xFFFF:
             raise ValueError(f"part {self.part} of {self.parts} is impossible")
-        _check_runs(tuple((e.address, e.data) for e in self.entries))
-        for entry in self.entries:
-            if entry.lamport < 0 or entry.lamport > MAX_LAMPORT or len(entry.writer) > KEY_SIZE:
-                raise ValueError("entry stamp out of range")
-        for c in self.contributions:
-            if not (0 <= c.address <= 0xFFFF and 0 < c.lamport <= MAX_LAMPORT and len(c.writer) == KEY_SIZE):
-                raise ValueError("contribution out of range")
+        if len(self.batches) > 0xFFFF:
+            raise ValueError("too many batches in one patch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,17 +273,9 @@ def _pack_runs(runs: tuple[Run, ...]) -> bytes:
 
 
 def _pack_patch(patch: StatePatch) -> bytes:
-    writers = sorted({entry.writer for entry in patch.entries} | {c.writer for c in patch.contributions})
-    slot = {writer: i for i, writer in enumerate(writers)}
-    parts = [struct.pack(">BHHH", patch.full, patch.part, patch.parts, len(writers))]
-    parts += [bytes([len(writer)]) + writer for writer in writers]
-    parts.append(struct.pack(">H", len(patch.entries)))
-    for entry in patch.entries:
-        parts += [_ENTRY.pack(entry.address, len(entry.data), entry.lamport, slot[entry.writer])]
-        parts.append(entry.data)
-    parts.append(struct.pack(">H", len(patch.contributions)))
-    for c in patch.contributions:
-        parts.append(_CONTRIBUTION.pack(c.address, c.lamport, slot[c.writer], c.session, c.total))
+    parts = [struct.pack(">BHHH", patch.full, patch.part, patch.parts, len(patch.batches))]
+    for raw in patch.batches:
+        parts += [struct.pack(">I", len(raw)), raw]
     return b"".join(parts)
 
 
@@ -273,8 +285,10 @@ def _pack_totals(totals: tuple[Total, ...]) -> bytes:
 
 def _pack_body(body: Body) -> tuple[Kind, bytes]:
     match body:
-        case WriteBatch(lamport, runs, _):
-            return Kind.WRITE_BATCH, struct.pack(">Q", lamport) + _pack_runs(runs) + _pack_totals(body.totals)
+        case WriteBatch(lamport, runs, totals, signature):
+            return Kind.WRITE_BATCH, struct.pack(">Q", lamport) + _pack_runs(runs) + _pack_totals(
+                totals
+            ) + signature
         case StatePatch():
             return Kind.STATE_PATCH, _pack_patch(body)
         case Digest(digest, max_lamport):
@@ -382,32 +396,32 @@ class _Reader:
             raise DecodeError("malformed", "trailing bytes after the body")
 
 
-def _read_runs(reader: _Reader) -> tuple[Run, ...]:
+def _read_runs(reader: _Reader, max_runs: int = MAX_RUNS) -> tuple[Run, ...]:
+    count = reader.number(">H")
+    if count > max_runs:
+        raise DecodeError("too_many_runs", f"{count} runs, at most {max_runs}")
     runs = []
-    for _ in range(reader.number(">H")):
+    end = 0
+    for _ in range(count):
         address, length = reader.unpack(_RUN)
+        if address < end or length == 0:
+            raise DecodeError("malformed", "runs out of order, overlapping or empty")
+        end = address + length
         runs.append((address, reader.take(length)))
     return tuple(runs)
 
 
+def _read_totals(reader: _Reader) -> tuple[Total, ...]:
+    totals = tuple(reader.unpack(_COUNTER) for _ in range(reader.number(">H")))
+    return tuple((a, t) for a, t in totals)
+
+
 def _read_patch(reader: _Reader) -> StatePatch:
-    full, part, parts, writer_count = reader.unpack(struct.Struct(">BHHH"))
+    full, part, parts, count = reader.unpack(struct.Struct(">BHHH"))
     if full > 1:
         raise DecodeError("malformed", "bad flag")
-    writers = [reader.take(reader.number(">B")) for _ in range(writer_count)]
-    entries = []
-    for _ in range(reader.number(">H")):
-        address, length, lamport, slot = reader.unpack(_ENTRY)
-        if slot >= len(writers):
-            raise DecodeError("malformed", "entry names a writer that is not in the table")
-        entries.append(Entry(address, lamport, writers[slot], reader.take(length)))
-    contributions = []
-    for _ in range(reader.number(">H")):
-        address, lamport, slot, session, total = reader.unpack(_CONTRIBUTION)
-        if slot >= len(writers):
-            raise DecodeError("malformed", "contribution names a writer that is not in the table")
-        contributions.append(Contribution(address, lamport, writers[slot], session, total))
-    return StatePatch(bool(full), part, parts, tuple(entries), tuple(contributions))
+    batches = tuple(reader.take(reader.number(">I")) for _ in range(count))
+    return StatePatch(bool(full), part, parts, batches)
 
 
 def _read_proof(reader: _Reader) -> Proof:
@@ -418,13 +432,13 @@ def _read_proof(reader: _Reader) -> Proof:
     return Proof(role, offerer_fp, answerer_fp, offerer_nonce, answerer_nonce, mac)
 
 
-def _read_body(kind: int, reader: _Reader) -> Body:
+def _read_body(kind: int, reader: _Reader, max_runs: int) -> Body:
     match kind:
         case Kind.WRITE_BATCH:
             lamport = reader.number(">Q")
-            runs = _read_runs(reader)
-            totals = tuple(reader.unpack(_COUNTER) for _ in range(reader.number(">H")))
-            return WriteBatch(lamport, runs, tuple((a, t) for a, t in totals))
+            runs = _read_runs(reader, max_runs)
+            totals = _read_totals(reader)
+            return WriteBatch(lamport, runs, totals, reader.take(SIGNATURE_SIZE))
         case Kind.STATE_PATCH:
             return _read_patch(reader)
         case Kind.DIGEST:
@@ -444,7 +458,7 @@ def _read_body(kind: int, reader: _Reader) -> Body:
     raise DecodeError("unknown_kind", f"message kind {kind}")
 
 
-def decode(data: bytes, *, room: str, keys: Collection[bytes]) -> Decoded:
+def decode(data: bytes, *, room: str, keys: Collection[bytes], max_runs: int = MAX_RUNS) -> Decoded:
     """Verify and parse one message from a sender in `keys`, or raise DecodeError."""
     if len(data) > MAX_MESSAGE_SIZE:
         raise DecodeError("too_large", f"{len(data)} bytes")
@@ -462,10 +476,73 @@ def decode(data: bytes, *, room: str, keys: Collection[bytes]) -> Decoded:
         raise DecodeError("bad_signature") from None
     reader = _Reader(signed[HEADER_SIZE:])
     try:
-        body = _read_body(kind, reader)
+        body = _read_body(kind, reader, max_runs)
     except ValueError as exc:  # a dataclass refused the values (DecodeError is a ValueError too)
         if isinstance(exc, DecodeError):
             raise
         raise DecodeError("malformed", str(exc)) from None
     reader.finish()
     return Decoded(session, seq, sender, body, signature)
+
+
+# ---- signed batches ---------------------------------------------------------------------------
+
+
+def _batch_content(author: bytes, session: int, batch: WriteBatch) -> bytes:
+    head = _BATCH_HEAD.pack(author, session, batch.lamport)
+    return head + _pack_runs(batch.runs) + _pack_totals(batch.totals)
+
+
+def sign_batch(
+    signing_key: SigningKey,
+    *,
+    room: str,
+    session: int,
+    lamport: int,
+    runs: tuple[Run, ...],
+    totals: tuple[Total, ...],
+) -> SignedBatch:
+    """Sign one local write once; the result travels unchanged to every peer and to the disk."""
+    author = bytes(signing_key.verify_key)
+    content = _batch_content(author, session, WriteBatch(lamport, runs, totals))
+    signature = signing_key.sign(_BATCH_DOMAIN + room_id(room) + content).signature
+    return SignedBatch(author, session, lamport, runs, totals, content + signature)
+
+
+def batch_of(sender: bytes, session: int, batch: WriteBatch, *, room: str) -> SignedBatch:
+    """The signed batch a received `WriteBatch` carries, its author's signature checked."""
+    content = _batch_content(sender, session, batch)
+    _verify(sender, room, content, batch.signature)
+    return SignedBatch(sender, session, batch.lamport, batch.runs, batch.totals, content + batch.signature)
+
+
+def open_batch(
+    raw: bytes, *, room: str, authors: Collection[bytes] | None, max_runs: int = MAX_RUNS
+) -> SignedBatch:
+    """Verify and parse a signed batch by one of `authors` (None: by anyone, for this peer's own
+    disk, whose batches were checked when they were accepted), or raise DecodeError."""
+    if len(raw) < _BATCH_HEAD.size + 4 + SIGNATURE_SIZE:
+        raise DecodeError("truncated", "a signed batch is too short")
+    author, session, lamport = _BATCH_HEAD.unpack_from(raw)
+    if authors is not None and author not in authors:
+        raise DecodeError("unknown_author", author.hex()[:8])
+    content, signature = raw[:-SIGNATURE_SIZE], raw[-SIGNATURE_SIZE:]
+    _verify(author, room, content, signature)
+    reader = _Reader(content[_BATCH_HEAD.size :])
+    try:
+        runs = _read_runs(reader, max_runs)
+        totals = _read_totals(reader)
+        reader.finish()
+        WriteBatch(lamport, runs, totals, signature)  # the same rules as a batch sent directly
+    except ValueError as exc:
+        if isinstance(exc, DecodeError):
+            raise
+        raise DecodeError("malformed", str(exc)) from None
+    return SignedBatch(author, session, lamport, runs, totals, bytes(raw))
+
+
+def _verify(author: bytes, room: str, content: bytes, signature: bytes) -> None:
+    try:
+        VerifyKey(author).verify(_BATCH_DOMAIN + room_id(room) + content, signature)
+    except BadSignatureError:
+        raise DecodeError("bad_batch_signature") from None

@@ -28,6 +28,15 @@ folded into that slot's total under a new stamp and the new total is published; 
 carries its totals, merged into the slot (its key, the session in its header). See `merge`.
 Each refusal is counted under its reason in `statistics()` and reported as a `Rejected` event.
 
+Authorship (protocol 3): a local write is signed once as a `SignedBatch` and that signature goes
+with it everywhere: to every peer, into full state, repair and catch-up patches, onto the disk. The
+state is the set of signed batches that still back a current byte (see `state`); a patch carries
+them as their authors signed them, and each one is checked against its author's key, which must be
+a member's (`members`: this peer, every peer ever added, every key the roster ever listed, and the
+authors of what was stored; a departed member's writes stay valid). A batch that fails is refused
+alone (the rest of the patch is merged) and counted against the sender, so a member can pass on
+other members' writes but never change them or credit bytes to anyone else.
+
 State exchange: when a peer is added (first contact or reconnect) both sides send their full state,
 split into patches that fit one message; merging is idempotent and commutative, so both sending at
 once is harmless and nothing depends on history. Every `DIGEST_INTERVAL` seconds each side sends a
@@ -50,7 +59,7 @@ from games.definition import Region
 from peer.core import codec
 from peer.core import merge as rules
 from peer.core.clock import HybridClock, is_too_far_ahead, wall_ms
-from peer.core.state import NO_WRITER, Contribution, Delta, Entry, Layout, Run, SharedState
+from peer.core.state import NO_WRITER, Delta, Layout, Run, SharedState, SignedBatch
 
 HEARTBEAT_INTERVAL = 1.0
 SILENT_AFTER = 5.0
@@ -64,7 +73,8 @@ CUT_AFTER_REJECTIONS = 200
 FLOOD_LEAK = 50.0
 BEATS_KEPT = 8  # our heartbeats remembered to time their echoes on the monotonic clock
 SEQ_WINDOW = 512  # how many recent signatures per link are kept to spot duplicates and forgeries
-PATCH_BUDGET = 48 * 1024  # bytes of entries per state patch message, well under 64 KiB
+PATCH_BUDGET = 48 * 1024  # bytes of signed batches per state patch message, well under 64 KiB
+BATCH_BUDGET = 32 * 1024  # bytes of runs per local signed batch, so that any batch fits in a patch
 
 
 # ---- events -----------------------------------------------------------------------------------
@@ -237,6 +247,8 @@ class Replica:
         self.state = state if state is not None else SharedState(Layout(regions))
         self.clock = HybridClock(self.state.max_lamport)
         self.links: dict[bytes, _Link] = {}
+        self.members: set[bytes] = {self.key} | {b.author for b in self.state.batches.values()}
+        """Keys whose signed batches are accepted: never shrinks (see the module docstring)."""
         self.rejections: Counter[str] = Counter()
         self.local_batches = 0
         self._outbox: list[tuple[bytes, bytes]] = []
@@ -247,6 +259,7 @@ class Replica:
         """Start syncing with an admitted peer: exchange digests, then full state if they differ."""
         if peer == self.key:
             raise ValueError("a replica cannot add itself as a peer")
+        self.members.add(peer)
         link = self.links.get(peer)
         if link is None:
             link = self.links[peer] = _Link(peer, added_at=now, tokens_at=now)
@@ -257,6 +270,10 @@ class Replica:
         link.dirty_counters.clear()
         link.next_digest = now + DIGEST_INTERVAL
         self._send_full_state(link, now)
+
+    def add_members(self, keys: Iterable[bytes]) -> None:
+        """Keys the room's roster lists: their signed writes are accepted from now on."""
+        self.members.update(keys)
 
     def remove_peer(self, peer: bytes) -> None:
         """Forget a peer's connection; its sequence numbers are kept in case it comes back."""
@@ -282,9 +299,8 @@ class Replica:
             return
         link.paused = False
         if link.dirty or link.dirty_counters:
-            mine = [c for c in self.state.contributions() if c.address in link.dirty_counters]
-            own = [c for c in mine if (c.writer, c.session) == (self.key, self.session)]
-            self._send_entries(link, self.state.entries(link.dirty), own, full=False, now=now)
+            backing = self.state.batches_backing(link.dirty, link.dirty_counters)
+            self._send_batches(link, backing, full=False, now=now)
             link.dirty.clear()
             link.dirty_counters.clear()
 
@@ -313,32 +329,39 @@ class Replica:
         if not runs and not deltas:
             return LocalOutcome(corrections=tuple(self._corrections(changes)))
         lamport = self.clock.stamp(wall if written_at is None else written_at, wall)
-        self.state.apply_runs(runs, lamport, self.key)
-        totals, moved = self._count(deltas, lamport)
+        runs.sort()
+        slot = (self.key, self.session)
+        totals = [(first, self.state.total(first, slot) + delta) for first, delta in deltas]
+        moved: dict[int, int] = {}
+        for group, counted in _batch_groups(runs, totals):
+            signed = codec.sign_batch(
+                self.signing_key,
+                room=self.room,
+                session=self.session,
+                lamport=lamport,
+                runs=group,
+                totals=counted,
+            )
+            for first, change in self.state.apply_batch(signed)[1]:
+                moved[first] = moved.get(first, 0) + change
+            self._publish(signed, now)
         self.local_batches += 1
-        batch = codec.WriteBatch(lamport, tuple(runs), tuple(totals))
+        corrections = [
+            (first, moved.get(first, 0) - delta) for first, delta in deltas if moved.get(first, 0) != delta
+        ]
+        return LocalOutcome(tuple(runs), tuple(totals), tuple(self._corrections(changes)), tuple(corrections))
+
+    def _publish(self, signed: SignedBatch, now: float) -> None:
+        batch = codec.WriteBatch.of(signed)
         for link in self._open_links():
             if link.paused:
-                link.dirty.update(a for address, data in runs for a in range(address, address + len(data)))
-                link.dirty_counters.update(first for first, _ in totals)
+                link.dirty.update(
+                    a for address, data in signed.runs for a in range(address, address + len(data))
+                )
+                link.dirty_counters.update(first for first, _ in signed.totals)
             else:
                 self._send(link, batch, now)
-                link.stats.writes_sent += sum(len(data) for _, data in runs) + len(totals)
-        return LocalOutcome(tuple(runs), tuple(totals), tuple(self._corrections(changes)), tuple(moved))
-
-    def _count(self, deltas: list[Delta], lamport: int) -> tuple[list[tuple[int, int]], list[Delta]]:
-        """Fold local deltas into this replica's own slots; returns the new totals, and how far
-        each counter's shown value moved beyond the delta the game itself made (saturation)."""
-        slot = (self.key, self.session)
-        totals: list[tuple[int, int]] = []
-        corrections: list[Delta] = []
-        for first, delta in deltas:
-            total = self.state.total(first, slot) + delta
-            moved = self.state.contribute(Contribution(first, lamport, self.key, self.session, total))
-            totals.append((first, total))
-            if moved != delta:
-                corrections.append((first, moved - delta))
-        return totals, corrections
+                link.stats.writes_sent += signed.size + len(signed.totals)
 
     def _corrections(self, changes: list[Run]) -> list[Run]:
         """Bytes the game wrote that the room's merge did not keep (a lost join): the emulator
@@ -428,7 +451,7 @@ class Replica:
         if not link.take_token(now):
             return self._rate_limited(link, now)
         try:
-            message = codec.decode(data, room=self.room, keys=(peer,))
+            message = codec.decode(data, room=self.room, keys=(peer,), max_runs=self.state.layout.size)
         except codec.DecodeError as exc:
             return [self._reject(link, peer, exc.reason, str(exc))]
         link.last_heard, link.silent_reported = now, False
@@ -495,18 +518,23 @@ class Replica:
                 return [self._reject(link, link.peer, "handshake_after_admission")]
 
     def _receive_batch(self, link: _Link, batch: codec.WriteBatch, wall: float) -> list[Event]:
-        problem = self._check_stamped_runs(((a, d, batch.lamport) for a, d in batch.runs), wall)
-        problem = problem or self._check_counters((a for a, _ in batch.totals), batch.lamport, wall)
+        problem = self._check_batch(batch.lamport, batch.runs, batch.totals, wall)
         if problem:
             return [self._reject(link, link.peer, *problem)]
+        try:
+            signed = codec.batch_of(link.peer, link.session or 0, batch, room=self.room)
+        except codec.DecodeError as exc:
+            return [self._reject(link, link.peer, exc.reason, str(exc))]
         self.clock.observe(batch.lamport, wall)
-        link.stats.writes_received += sum(len(data) for _, data in batch.runs) + len(batch.totals)
-        changes = self.state.apply_runs(batch.runs, batch.lamport, link.peer)
-        session = link.session or 0
-        deltas = self.state.merge_contributions(
-            Contribution(first, batch.lamport, link.peer, session, total) for first, total in batch.totals
-        )
+        link.stats.writes_received += signed.size + len(batch.totals)
+        changes, deltas = self.state.apply_batch(signed)
         return self._merged(link, changes, deltas)
+
+    def _check_batch(
+        self, lamport: int, runs: Iterable[Run], totals: Iterable[tuple[int, int]], wall: float
+    ) -> tuple[str, str] | None:
+        problem = self._check_stamped_runs(((a, d, lamport) for a, d in runs), wall)
+        return problem or self._check_counters((a for a, _ in totals), lamport, wall)
 
     def _merged(self, link: _Link, changes: list[Run], deltas: list[Delta]) -> list[Event]:
         events: list[Event] = []
@@ -517,17 +545,28 @@ class Replica:
         return events
 
     def _receive_patch(self, link: _Link, patch: codec.StatePatch, wall: float) -> list[Event]:
-        problem = self._check_stamped_runs(((e.address, e.data, e.lamport) for e in patch.entries), wall)
-        for c in patch.contributions:
-            problem = problem or self._check_counters((c.address,), c.lamport, wall)
-        if problem:
-            return [self._reject(link, link.peer, *problem)]
-        for entry in patch.entries:
-            self.clock.observe(entry.lamport, wall)
-        for c in patch.contributions:
-            self.clock.observe(c.lamport, wall)
-        changes = self.state.merge(patch.entries)
-        events = self._merged(link, changes, self.state.merge_contributions(patch.contributions))
+        """Merge every signed batch of the patch that verifies and keeps the rules; each one that
+        does not is refused alone and counted against the sender."""
+        events: list[Event] = []
+        changes: list[Run] = []
+        deltas: list[Delta] = []
+        for raw in patch.batches:
+            try:
+                signed = codec.open_batch(
+                    raw, room=self.room, authors=self.members, max_runs=self.state.layout.size
+                )
+            except codec.DecodeError as exc:
+                events.append(self._reject(link, link.peer, exc.reason, str(exc)))
+                continue
+            problem = self._check_batch(signed.lamport, signed.runs, signed.totals, wall)
+            if problem:
+                events.append(self._reject(link, link.peer, *problem))
+                continue
+            self.clock.observe(signed.lamport, wall)
+            changed, moved = self.state.apply_batch(signed)
+            changes += changed
+            deltas += moved
+        events += self._merged(link, changes, deltas)
         if patch.full and patch.part == patch.parts - 1:
             events.append(FullStateReceived(link.peer))
         return events
@@ -554,10 +593,9 @@ class Replica:
         if digest.digest == self.state.digest():
             return []
         if digest.max_lamport != self.state.max_lamport:
-            newer = [e for e in self.state.entries() if e.lamport > digest.max_lamport]
-            counted = self.state.contributions(newer_than=digest.max_lamport)
-            if newer or counted:
-                self._send_entries(link, newer, counted, full=False, now=now)
+            newer = self.state.signed_batches(newer_than=digest.max_lamport)
+            if newer:
+                self._send_batches(link, newer, full=False, now=now)
             return []
         link.stats.repairs += 1
         self._send_full_state(link, now)
@@ -604,19 +642,12 @@ class Replica:
         self._send(link, codec.Digest(self.state.digest(), self.state.max_lamport), now)
 
     def _send_full_state(self, link: _Link, now: float) -> None:
-        self._send_entries(link, self.state.entries(), self.state.contributions(), full=True, now=now)
+        self._send_batches(link, self.state.signed_batches(), full=True, now=now)
 
-    def _send_entries(
-        self, link: _Link, entries: list[Entry], contributions: list[Contribution], *, full: bool, now: float
-    ) -> None:
-        parts = split_entries(entries, PATCH_BUDGET)
-        extra = split_contributions(contributions, PATCH_BUDGET)
-        if contributions and not parts[-1]:
-            parts.pop()
-        counted: list[list[Contribution]] = [[] for _ in parts] + extra
-        parts += [[] for _ in extra]
-        for number, (part, more) in enumerate(zip(parts, counted, strict=True)):
-            self._send(link, codec.StatePatch(full, number, len(parts), tuple(part), tuple(more)), now)
+    def _send_batches(self, link: _Link, batches: list[SignedBatch], *, full: bool, now: float) -> None:
+        parts = split_batches([b.raw for b in batches], PATCH_BUDGET)
+        for number, part in enumerate(parts):
+            self._send(link, codec.StatePatch(full, number, len(parts), tuple(part)), now)
 
     def _reject(self, link: _Link | None, peer: bytes, reason: str, detail: str = "") -> Rejected:
         self.rejections[reason] += 1
@@ -642,34 +673,35 @@ def _append_byte(runs: list[tuple[int, bytearray]], address: int, value: int) ->
         runs.append((address, bytearray([value])))
 
 
-_ENTRY_OVERHEAD = 14 + 33  # entry header plus, at worst, one new writer in the table
-
-
-def split_entries(entries: list[Entry], budget: int) -> list[list[Entry]]:
-    """Group entries into parts of at most `budget` bytes, splitting long runs; never empty."""
-    parts: list[list[Entry]] = [[]]
+def split_batches(raws: list[bytes], budget: int) -> list[list[bytes]]:
+    """Group signed batches into parts of at most `budget` bytes (each fits alone); never empty."""
+    parts: list[list[bytes]] = [[]]
     size = 0
-    for entry in _cut_long(entries, budget - _ENTRY_OVERHEAD):
-        cost = len(entry.data) + _ENTRY_OVERHEAD
+    for raw in raws:
+        cost = len(raw) + 4
         if size + cost > budget and parts[-1]:
             parts.append([])
             size = 0
-        parts[-1].append(entry)
+        parts[-1].append(raw)
         size += cost
     return parts
 
 
-_CONTRIBUTION_SIZE = 28 + 33  # a contribution plus, at worst, one new writer in the table
-
-
-def split_contributions(contributions: list[Contribution], budget: int) -> list[list[Contribution]]:
-    """Group contributions into parts of at most `budget` bytes (none when there are none)."""
-    per_part = max(1, budget // _CONTRIBUTION_SIZE)
-    return [contributions[i : i + per_part] for i in range(0, len(contributions), per_part)]
-
-
-def _cut_long(entries: list[Entry], limit: int) -> Iterable[Entry]:
-    for entry in entries:
-        for offset in range(0, len(entry.data), limit):
-            chunk = entry.data[offset : offset + limit]
-            yield Entry(entry.address + offset, entry.lamport, entry.writer, chunk)
+def _batch_groups(
+    runs: list[Run], totals: list[tuple[int, int]]
+) -> Iterable[tuple[tuple[Run, ...], tuple[tuple[int, int], ...]]]:
+    """Cut one local write into batches of at most `BATCH_BUDGET` bytes of runs (totals go with
+    the first), so that every signed batch fits in one patch message."""
+    group: list[Run] = []
+    size = 0
+    first = True
+    for address, data in runs:
+        for offset in range(0, len(data), BATCH_BUDGET):
+            chunk = data[offset : offset + BATCH_BUDGET]
+            if size + len(chunk) > BATCH_BUDGET and group:
+                yield tuple(group), tuple(totals) if first else ()
+                group, size, first = [], 0, False
+            group.append((address + offset, chunk))
+            size += len(chunk)
+    if group or (first and totals):
+        yield tuple(group), tuple(totals) if first else ()

@@ -15,6 +15,15 @@ time; addresses handed to it must already be inside the regions (`Layout.check_r
 bytes written as bytes must not be in an `add` region (`Layout.check_bytes`): a counter changes
 only through contributions.
 
+Signed data keeps its signature wherever it travels: besides the merged bytes, the state keeps the
+set of `SignedBatch`es (each one author's write exactly as that author signed it) that still hold a
+current byte or counter slot. `apply_batch` merges one and records, per byte and per slot, which
+batches back the current value (under `lww` the one batch whose stamp is current; under a join the
+batches whose values join to it); a batch is dropped once it backs nothing. Full state, repair and
+the disk carry these batches, never bytes re-stamped by whoever sends them, so a receiver verifies
+every byte against its author's key (`codec.open_batch`). Bytes merged with `merge`/`apply` (tests,
+old stores) are unbacked: they count for the merge but are never sent on.
+
 What must reach the disk is what the merge decided, value *and* stamp: a write of an unchanged value
 under a newer stamp changes no byte but must be saved, or after a restart the disk would hold the older
 stamp (or none) and the replica would disagree with the room. So the state keeps the set of addresses
@@ -27,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from games.definition import LWW, Merge, MergeRule, Region, check_no_overlap
@@ -66,6 +75,29 @@ class Contribution:
             raise ValueError(f"a contribution of {self.total} is out of range")
         if not 0 <= self.session < 2**64:
             raise ValueError("a session is an unsigned 64-bit number")
+
+
+@dataclass(frozen=True, slots=True)
+class SignedBatch:
+    """One author's write as it signed it: byte runs and its new counter totals, all under one
+    Lamport stamp, the counter slot being (author, session). `raw` is the signed encoding that
+    travels and is stored (built and checked by `peer.core.codec`); its last 64 bytes are the
+    Ed25519 signature, which identifies the batch."""
+
+    author: bytes
+    session: int
+    lamport: int
+    runs: tuple[Run, ...]
+    totals: tuple[tuple[int, int], ...]
+    raw: bytes
+
+    @property
+    def id(self) -> bytes:
+        return self.raw[-64:]
+
+    @property
+    def size(self) -> int:
+        return sum(len(data) for _, data in self.runs)
 
 
 class Layout:
@@ -132,6 +164,16 @@ class SharedState:
         """Addresses whose value or stamp changed since the last `take_dirty` (counters excluded)."""
         self.dirty_contributions: set[tuple[int, bytes, int]] = set()
         """(counter, writer, session) whose contribution changed since `take_dirty_contributions`."""
+        self.batches: dict[bytes, SignedBatch] = {}
+        """The signed batches that still back a current byte or slot, by id (signature)."""
+        self._backers: list[tuple[bytes, ...]] = [()] * layout.size
+        self._slot_backer: dict[tuple[int, bytes, int], bytes] = {}
+        self._holds: dict[bytes, int] = {}
+        self.added_batches: set[bytes] = set()
+        """Ids of batches kept since the last `take_batch_changes` (to store)."""
+        self.dropped_batches: set[bytes] = set()
+        """Ids of stored batches that back nothing any more (to delete)."""
+        self._current: bytes | None = None  # the batch being applied, while `apply_batch` runs
 
     def take_dirty(self) -> set[int]:
         """The addresses to save now (and forget them)."""
@@ -145,7 +187,7 @@ class SharedState:
 
     @property
     def has_dirty(self) -> bool:
-        return bool(self.dirty or self.dirty_contributions)
+        return bool(self.dirty or self.dirty_contributions or self.added_batches or self.dropped_batches)
 
     @property
     def max_lamport(self) -> int:
@@ -172,13 +214,16 @@ class SharedState:
                     continue
                 merged = value
                 lamports[i], writers[i] = lamport, writer
+                self._back(i, replace=True)
             elif rule is add:
                 raise ValueError(f"{address + offset:#06x} is a counter: it changes by contributions")
             else:  # a join: values and stamps each take the larger
                 merged = value if writers[i] == NO_WRITER else rules.join(rule, values[i], value)
                 if merged == values[i] and (lamport, writer) <= (lamports[i], writers[i]):
                     continue
+                newest = (lamport, writer) >= (lamports[i], writers[i])
                 lamports[i], writers[i] = max((lamport, writer), (lamports[i], writers[i]))
+                self._back(i, replace=merged == value and newest)
             dirty.add(address + offset)
             if values[i] != merged:
                 values[i] = merged
@@ -190,6 +235,77 @@ class SharedState:
         if run_bytes:
             changed.append((run_start, bytes(run_bytes)))
         return changed
+
+    def apply_batch(self, batch: SignedBatch) -> tuple[list[Run], list[Delta]]:
+        """Merge one verified signed batch (its runs and its author's totals) and keep it while
+        it backs anything; returns the runs whose values changed and the counters' moves.
+        Applying a batch already kept changes nothing."""
+        if batch.id in self.batches:
+            return [], []
+        self.batches[batch.id] = batch
+        self._holds[batch.id] = 0
+        self._current = batch.id
+        try:
+            changed = self.apply_runs(batch.runs, batch.lamport, batch.author)
+            moved = self.merge_contributions(
+                Contribution(first, batch.lamport, batch.author, batch.session, total)
+                for first, total in batch.totals
+            )
+        finally:
+            self._current = None
+        if self._holds[batch.id] == 0:
+            del self.batches[batch.id], self._holds[batch.id]
+        else:
+            self.added_batches.add(batch.id)
+        return changed, moved
+
+    def take_batch_changes(self) -> tuple[list[SignedBatch], set[bytes]]:
+        """The batches to store and the ids to delete since the last call (and forget them)."""
+        added = [self.batches[i] for i in self.added_batches if i in self.batches]
+        dropped, self.added_batches, self.dropped_batches = self.dropped_batches, set(), set()
+        return added, dropped
+
+    def batches_backing(self, addresses: Iterable[int], counters: Iterable[int] = ()) -> list[SignedBatch]:
+        """The signed batches that back the current value of any of these bytes or counters."""
+        index, ids = self.layout.index, set[bytes]()
+        for address in addresses:
+            ids.update(self._backers[index(address)])
+        wanted = set(counters)
+        ids.update(b for (first, _, _), b in self._slot_backer.items() if first in wanted)
+        return [self.batches[i] for i in self._order(ids)]
+
+    def signed_batches(self, newer_than: int = -1) -> list[SignedBatch]:
+        """Every kept batch (or those stamped after NEWER_THAN), oldest stamp first."""
+        return [self.batches[i] for i in self._order(self.batches) if self.batches[i].lamport > newer_than]
+
+    def _order(self, ids: Iterable[bytes]) -> list[bytes]:
+        return sorted(ids, key=lambda i: (self.batches[i].lamport, i))
+
+    def _back(self, i: int, *, replace: bool) -> None:
+        """Byte I took a value from the batch being applied (if any): record who backs it
+        (REPLACE: that batch alone now decides the byte; else it joins the batches that do)."""
+        old, current = self._backers[i], self._current
+        mine = (current,) if current is not None else ()
+        new = mine if replace else old + tuple(b for b in mine if b not in old)
+        self._backers[i] = new
+        if current is not None and current not in old:
+            self._holds[current] += 1
+        for backer in old:
+            if backer not in new:
+                self._release(backer)
+
+    def _release(self, backer: bytes) -> None:
+        holds = self._holds.get(backer)
+        if holds is None:
+            return
+        if holds > 1:
+            self._holds[backer] = holds - 1
+            return
+        del self._holds[backer], self.batches[backer]
+        if backer in self.added_batches:
+            self.added_batches.discard(backer)
+        else:
+            self.dropped_batches.add(backer)
 
     def apply_runs(self, runs: Iterable[Run], lamport: int, writer: bytes) -> list[Run]:
         changed: list[Run] = []
@@ -207,6 +323,13 @@ class SharedState:
             return 0
         slots[slot] = incoming
         self.dirty_contributions.add((first, contribution.writer, contribution.session))
+        key = (first, contribution.writer, contribution.session)
+        old = self._slot_backer.pop(key, None)
+        if self._current is not None:
+            self._slot_backer[key] = self._current
+            self._holds[self._current] += 1
+        if old is not None:
+            self._release(old)
         return self._show_counter(first)
 
     def merge_contributions(self, contributions: Iterable[Contribution]) -> list[Delta]:
@@ -306,42 +429,45 @@ class SharedState:
         clone.lamports[:] = self.lamports
         clone.writers[:] = self.writers
         clone.slots = {first: dict(slots) for first, slots in self.slots.items()}
+        clone.batches = dict(self.batches)
+        clone._backers = list(self._backers)
+        clone._slot_backer = dict(self._slot_backer)
+        clone._holds = dict(self._holds)
         return clone
 
-    # Durable form: magic, layout fingerprint, the entries, then the contributions.
-    _MAGIC = b"MXSSTATE2"
-    _ENTRY = struct.Struct(">HHQB")
+    # Durable form: magic, layout fingerprint, then the signed batches as their authors signed them.
+    _MAGIC = b"MXSSTATE3"
 
     def to_bytes(self) -> bytes:
-        parts = [self._MAGIC, self.layout.fingerprint]
-        entries = [e for e in self.entries() if e.writer != NO_WRITER]
-        parts.append(struct.pack(">I", len(entries)))
-        for entry in entries:
-            parts.append(self._ENTRY.pack(entry.address, len(entry.data), entry.lamport, len(entry.writer)))
-            parts.append(entry.writer)
-            parts.append(entry.data)
-        contributions = self.contributions()
-        parts.append(struct.pack(">I", len(contributions)))
-        for c in contributions:
-            parts += [_CONTRIBUTION.pack(c.address, c.lamport, len(c.writer), c.session, c.total), c.writer]
+        parts = [self._MAGIC, self.layout.fingerprint, struct.pack(">I", len(self.batches))]
+        for batch in self.signed_batches():
+            parts += [struct.pack(">I", len(batch.raw)), batch.raw]
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, layout: Layout, blob: bytes) -> SharedState:
-        """Restore a stored state; raises ValueError for anything that is not one of ours."""
+    def from_bytes(
+        cls, layout: Layout, blob: bytes, open_batch: Callable[[bytes], SignedBatch]
+    ) -> SharedState:
+        """Restore a stored state, every batch checked by OPEN_BATCH (`codec.open_batch`, which
+        raises a ValueError); raises ValueError for anything that is not one of ours."""
         state = cls(layout)
-        entries, contributions = _parse_stored(layout, blob)
-        state.merge(entries)
-        state.merge_contributions(contributions)
+        for raw in _parse_stored(layout, blob):
+            batch = open_batch(raw)
+            if not all(layout.check_bytes(address, len(data)) for address, data in batch.runs):
+                raise ValueError("stored state has bytes outside the regions")
+            if any(first not in layout.counters for first, _ in batch.totals):
+                raise ValueError("stored state has a counter where there is none")
+            state.apply_batch(batch)
         state.take_dirty()
         state.take_dirty_contributions()
+        state.take_batch_changes()
         return state
 
 
 _CONTRIBUTION = struct.Struct(">HQBQq")
 
 
-def _parse_stored(layout: Layout, blob: bytes) -> tuple[list[Entry], list[Contribution]]:
+def _parse_stored(layout: Layout, blob: bytes) -> list[bytes]:
     magic = SharedState._MAGIC
     if not blob.startswith(magic):
         raise ValueError("not a stored msxsync state")
@@ -349,36 +475,19 @@ def _parse_stored(layout: Layout, blob: bytes) -> tuple[list[Entry], list[Contri
     if blob[offset : offset + 8] != layout.fingerprint:
         raise ValueError("stored state is for other regions (the game definition changed)")
     offset += 8
+    raws = []
     try:
         (count,) = struct.unpack_from(">I", blob, offset)
         offset += 4
-        entries = []
         for _ in range(count):
-            address, length, lamport, writer_length = SharedState._ENTRY.unpack_from(blob, offset)
-            offset += SharedState._ENTRY.size
-            writer = blob[offset : offset + writer_length]
-            data = blob[offset + writer_length : offset + writer_length + length]
-            offset += writer_length + length
-            if len(writer) != writer_length or len(data) != length:
+            (length,) = struct.unpack_from(">I", blob, offset)
+            raw = blob[offset + 4 : offset + 4 + length]
+            if len(raw) != length:
                 raise ValueError("stored state is truncated")
-            if not layout.check_bytes(address, length):
-                raise ValueError(f"stored state has bytes outside the regions at {address:04x}")
-            entries.append(Entry(address, lamport, writer, data))
-        (count,) = struct.unpack_from(">I", blob, offset)
-        offset += 4
-        contributions = []
-        for _ in range(count):
-            address, lamport, writer_length, session, total = _CONTRIBUTION.unpack_from(blob, offset)
-            offset += _CONTRIBUTION.size
-            writer = blob[offset : offset + writer_length]
-            offset += writer_length
-            if len(writer) != writer_length:
-                raise ValueError("stored state is truncated")
-            if address not in layout.counters:
-                raise ValueError(f"stored state has a counter at {address:04x}, which is none")
-            contributions.append(Contribution(address, lamport, writer, session, total))
+            raws.append(raw)
+            offset += 4 + length
     except struct.error:
         raise ValueError("stored state is truncated") from None
     if offset != len(blob):
         raise ValueError("stored state has trailing bytes")
-    return entries, contributions
+    return raws

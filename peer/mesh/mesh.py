@@ -285,6 +285,7 @@ class Mesh:
         Being listed is a sign a member is reachable through the rendezvous again (our signalling
         came back, or it rejoined): each one's dial machine takes it as a hint to try at once."""
         wanted = set(keys) - {self.key}
+        self.replica.add_members(wanted)  # their signed writes are accepted from now on, for good
         now = self._clock()
         for key in set(self._peers) - wanted:
             self._close_link(self._peers.pop(key), "left the room")
