@@ -197,7 +197,7 @@ def test_run_nonces_are_hex_of_enough_random_bytes() -> None:
 
 
 def test_change_reports_decode() -> None:
-    report = proto.parse_changes(f"{RUN} 7 8.25 1700000000123456 57344 cb 00 57360 3031 2020")
+    report = proto.parse_changes(f"{RUN} 7 8.25 1700000000123456 0 57344 cb 00 57360 3031 2020")
     assert report == proto.ChangeReport(
         RUN,
         7,
@@ -206,6 +206,8 @@ def test_change_reports_decode() -> None:
         ((0xE000, b"\xcb"), (0xE010, b"01")),
         ((0xE000, b"\x00"), (0xE010, b"  ")),
     )
+    assert not report.jumped
+    assert proto.parse_changes(f"{RUN} 8 2.5 1700000000123456 1 57344 00 cb").jumped
 
 
 @pytest.mark.parametrize(
@@ -214,18 +216,21 @@ def test_change_reports_decode() -> None:
         "",
         f"{RUN} 1 2.0",
         f"{RUN} 1 2.0 5",
-        f"{RUN} 1 2.0 5 57344",
-        f"{RUN} x 2.0 5 1 00",
-        f"{RUN} 1 2.0 5 1 0 0",
-        f"{RUN} 1 2.0 5 1 00",
-        f"{RUN} 1 2.0 5 1 00 0000",
-        f"{RUN} 1 2.0 5 65535 0000 0000",
-        f"{RUN} 1 2 5 -1 00 00",
-        f"{RUN} 1 nan 5 1 00 00",
-        f"{RUN} 1 -1 5 1 00 00",
-        f"{RUN} 1 2.0 -5 1 00 00",
+        f"{RUN} 1 2.0 5 0 57344",
+        f"{RUN} x 2.0 5 0 1 00 00",
+        f"{RUN} 1 2.0 5 0 1 0 0",
+        f"{RUN} 1 2.0 5 0 1 00",
+        f"{RUN} 1 2.0 5 0 1 00 0000",
+        f"{RUN} 1 2.0 5 0 65535 0000 0000",
+        f"{RUN} 1 2 5 0 -1 00 00",
+        f"{RUN} 1 nan 5 0 1 00 00",
+        f"{RUN} 1 -1 5 0 1 00 00",
+        f"{RUN} 1 2.0 -5 0 1 00 00",
+        f"{RUN} 1 2.0 5 2 1 00 00",  # the jump flag is 0 or 1
+        f"{RUN} 1 2.0 5 01 1 00 00",
+        f"{RUN} 1 2.0 5 1 00 00",  # the format before jump flags
         "1 2.0 57344 cb",  # the format before run nonces: what an old settings.xml holds
-        "zzzzzzzzzzzzzzzz 1 2.0 5 1 00",
+        "zzzzzzzzzzzzzzzz 1 2.0 5 0 1 00 00",
     ],
 )
 def test_bad_change_reports_are_protocol_errors(value: str) -> None:

@@ -228,7 +228,14 @@ class OpenMSXLink:
                 log.info("ignored a change report of an earlier msxsync run (%s)", report.run[:8])
                 return
             self._queue.put_nowait(
-                LocalChanges(report.changes, report.emutime, report.written_at, report.seq, report.before)
+                LocalChanges(
+                    report.changes,
+                    report.emutime,
+                    report.written_at,
+                    report.seq,
+                    report.before,
+                    report.jumped,
+                )
             )
 
     async def _pump(self) -> None:
