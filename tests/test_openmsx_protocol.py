@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from games.definition import Region
 from peer.core import openmsx_protocol as proto
 from peer.core.openmsx_protocol import (
+    ControlStreamError,
     ControlStreamParser,
     Log,
-    ProtocolError,
     Reply,
     Update,
 )
@@ -65,7 +65,7 @@ def test_stream_ending_between_elements_is_a_plain_end() -> None:
 def test_truncated_reply_is_an_error_at_close() -> None:
     parser = ControlStreamParser()
     assert parser.feed(b'<openmsx-output><reply result="ok">12') == []
-    with pytest.raises(ProtocolError, match="truncated"):
+    with pytest.raises(ControlStreamError, match="truncated"):
         parser.close()
 
 
@@ -85,9 +85,9 @@ def test_truncated_reply_is_an_error_at_close() -> None:
 )
 def test_malformed_input_is_a_clear_error(data: bytes, match: str) -> None:
     parser = ControlStreamParser()
-    with pytest.raises(ProtocolError, match=match):
+    with pytest.raises(ControlStreamError, match=match):
         parser.feed(data)
-    with pytest.raises(ProtocolError):  # a broken stream stays broken
+    with pytest.raises(ControlStreamError):  # a broken stream stays broken
         parser.feed(b"<reply result='ok'/>")
 
 
@@ -95,7 +95,7 @@ def test_an_endless_element_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(proto, "MAX_PENDING_BYTES", 1000)
     parser = ControlStreamParser()
     parser.feed(b"<openmsx-output><reply result='ok'>")
-    with pytest.raises(ProtocolError, match="still open"):
+    with pytest.raises(ControlStreamError, match="still open"):
         for _ in range(20):
             parser.feed(b"x" * 100)
 
@@ -112,7 +112,7 @@ def test_garbage_either_parses_or_raises_protocol_error(data: bytes) -> None:
     try:
         parser.feed(b"<openmsx-output>" + data)
         parser.close()
-    except ProtocolError:
+    except ControlStreamError:
         pass
 
 
@@ -170,9 +170,9 @@ def test_read_command_is_bounded() -> None:
     with pytest.raises(ValueError):
         proto.read_command(0xFFFF, 2)
     assert proto.decode_hex_reply("00ff", 2) == b"\x00\xff"
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ControlStreamError):
         proto.decode_hex_reply("00f", 2)
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ControlStreamError):
         proto.decode_hex_reply("zz", 1)
 
 
@@ -234,7 +234,7 @@ def test_change_reports_decode() -> None:
     ],
 )
 def test_bad_change_reports_are_protocol_errors(value: str) -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ControlStreamError):
         proto.parse_changes(value)
 
 
@@ -249,7 +249,7 @@ def test_probe_reads_time_report_count_and_bytes_in_one_command() -> None:
     )
     assert proto.parse_probe("0.25 0", []) == proto.Probe(0.25, 0, {})
     for bad in ("7.5 12 01", "7.5 x 01 ff", "nan 1 01 ff", "1 -1 01 ff", "1 1 0g ff", "1 1 01 ff 00"):
-        with pytest.raises(ProtocolError):
+        with pytest.raises(ControlStreamError):
             proto.parse_probe(bad, [0xE000, 0xE001])
     with pytest.raises(ValueError):
         proto.probe_command([0x10000])

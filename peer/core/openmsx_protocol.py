@@ -7,7 +7,7 @@ This module owns two things and does no I/O (no asyncio, subprocess or sockets):
   complete top-level elements as events: `Reply` (``<reply result="ok|nok">``), `Log`
   (``<log level=…>``) and `Update` (``<update type=… name=…>``). Malformed XML, a known element
   with missing or bad attributes, an element nested where text is expected, a buffered element
-  larger than `MAX_PENDING_BYTES`, or a stream that ends inside an element raise `ProtocolError`.
+  larger than `MAX_PENDING_BYTES`, or a stream that ends inside an element raise `ControlStreamError`.
   Unknown top-level elements are skipped so that a newer openMSX does not break the link.
 * Builders of every Tcl command the link sends. Nothing from outside (the network, a user) is
   ever spliced into Tcl as text: addresses are checked to be integers inside the shared regions
@@ -83,7 +83,7 @@ _NONCE_RE = re.compile(r"^[0-9a-f]{16,64}\Z")
 _XML_FORBIDDEN_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
-class ProtocolError(ValueError):
+class ControlStreamError(ValueError):
     """openMSX (or whatever is on the control channel) sent something we cannot accept."""
 
 
@@ -129,7 +129,7 @@ class ControlStreamParser:
     """Incremental parser of ``<openmsx-output>…</openmsx-output>``.
 
     `feed` returns the events completed by the bytes given; `close` says the stream ended and
-    raises `ProtocolError` if it ended inside an element. After a `ProtocolError` the parser is
+    raises `ControlStreamError` if it ended inside an element. After a `ControlStreamError` the parser is
     unusable (XML offers no way to resynchronise) and every call raises again.
     """
 
@@ -137,7 +137,7 @@ class ControlStreamParser:
         self._parser: XMLPullParser[Element] = XMLPullParser(events=("start", "end"))
         self._depth = 0
         self._pending = 0
-        self._failed: ProtocolError | None = None
+        self._failed: ControlStreamError | None = None
         self.finished = False
         """True once ``</openmsx-output>`` arrived: openMSX closed the channel cleanly."""
 
@@ -151,7 +151,7 @@ class ControlStreamParser:
             events = self._collect()
         except ParseError as error:
             return self._fail(f"malformed control stream: {error}")
-        except ProtocolError as error:
+        except ControlStreamError as error:
             return self._fail(str(error))
         if self._depth > 1 and self._pending > MAX_PENDING_BYTES:
             return self._fail(f"an element is still open after {self._pending} bytes")
@@ -171,7 +171,7 @@ class ControlStreamParser:
             raise self._failed
 
     def _fail(self, reason: str) -> list[ControlEvent]:
-        self._failed = ProtocolError(reason)
+        self._failed = ControlStreamError(reason)
         raise self._failed
 
     def _collect(self) -> list[ControlEvent]:
@@ -195,9 +195,9 @@ class ControlStreamParser:
     def _start(self, element: Element) -> None:
         self._depth += 1
         if self._depth == 1 and element.tag != "openmsx-output":
-            raise ProtocolError(f"expected <openmsx-output>, got <{element.tag}>")
+            raise ControlStreamError(f"expected <openmsx-output>, got <{element.tag}>")
         if self._depth > 2:
-            raise ProtocolError(f"unexpected <{element.tag}> inside a control element")
+            raise ControlStreamError(f"unexpected <{element.tag}> inside a control element")
 
 
 def _to_event(element: Element) -> ControlEvent | None:
@@ -205,17 +205,17 @@ def _to_event(element: Element) -> ControlEvent | None:
     if element.tag == "reply":
         result = element.get("result")
         if result not in ("ok", "nok"):
-            raise ProtocolError(f"<reply> with result={result!r}, expected ok or nok")
+            raise ControlStreamError(f"<reply> with result={result!r}, expected ok or nok")
         return Reply(result == "ok", text)
     if element.tag == "log":
         level = element.get("level")
         if level not in _LOG_LEVELS:
-            raise ProtocolError(f"<log> with level={level!r}")
+            raise ControlStreamError(f"<log> with level={level!r}")
         return Log(level, text)
     if element.tag == "update":
         kind, name = element.get("type"), element.get("name")
         if not kind or name is None:
-            raise ProtocolError("<update> without type or name")
+            raise ControlStreamError("<update> without type or name")
         return Update(kind, name, text, element.get("machine"))
     return None  # an element kind this version does not know: skipped on purpose
 
@@ -286,7 +286,7 @@ def read_command(address: int, length: int) -> str:
 
 def decode_hex_reply(text: str, length: int) -> bytes:
     if len(text) != 2 * length or (length and not _HEX_RE.match(text)):
-        raise ProtocolError(f"expected {length} bytes as hex, got {text[:40]!r}")
+        raise ControlStreamError(f"expected {length} bytes as hex, got {text[:40]!r}")
     return bytes.fromhex(text)
 
 
@@ -394,14 +394,14 @@ def probe_command(addresses: Sequence[int]) -> str:
 def parse_probe(reply: str, addresses: Sequence[int]) -> Probe:
     words = reply.split()
     if len(words) != 2 + len(addresses):
-        raise ProtocolError(f"bad probe reply {reply[:60]!r}")
+        raise ControlStreamError(f"bad probe reply {reply[:60]!r}")
     try:
         emutime, last_report = float(words[0]), int(words[1])
         values = [decode_hex_reply(word, 1)[0] for word in words[2:]]
     except ValueError as error:
-        raise ProtocolError(f"bad probe reply {reply[:60]!r}: {error}") from None
+        raise ControlStreamError(f"bad probe reply {reply[:60]!r}: {error}") from None
     if not (emutime >= 0 and last_report >= 0):
-        raise ProtocolError(f"bad probe reply {reply[:60]!r}")
+        raise ControlStreamError(f"bad probe reply {reply[:60]!r}")
     return Probe(emutime, last_report, dict(zip(addresses, values, strict=True)))
 
 
@@ -439,19 +439,19 @@ def parse_changes(value: str) -> ChangeReport:
     """Decode one watcher report: ``RUN SEQ EMUTIME WALL_US JUMPED ADDR NEW OLD ADDR NEW OLD …``."""
     words = value.split()
     if len(words) < 8 or (len(words) - 5) % 3 or not _NONCE_RE.match(words[0]) or words[4] not in ("0", "1"):
-        raise ProtocolError(f"bad change report {value[:60]!r}")
+        raise ControlStreamError(f"bad change report {value[:60]!r}")
     try:
         seq, emutime, wall_us = int(words[1]), float(words[2]), int(words[3])
         triples = list(zip(words[5::3], words[6::3], words[7::3], strict=True))
         changes = tuple((int(address), decode_hex_reply(new, len(new) // 2)) for address, new, _ in triples)
         before = tuple((int(address), decode_hex_reply(old, len(new) // 2)) for address, new, old in triples)
     except ValueError as error:
-        raise ProtocolError(f"bad change report {value[:60]!r}: {error}") from None
+        raise ControlStreamError(f"bad change report {value[:60]!r}: {error}") from None
     if not (emutime >= 0 and wall_us >= 0):  # (also refuses nan)
-        raise ProtocolError(f"bad times in change report {value[:60]!r}")
+        raise ControlStreamError(f"bad times in change report {value[:60]!r}")
     for address, data in changes:
         if not data or address < 0 or address + len(data) > ADDRESS_SPACE:
-            raise ProtocolError(f"change report outside the address space: {value[:60]!r}")
+            raise ControlStreamError(f"change report outside the address space: {value[:60]!r}")
     return ChangeReport(words[0], seq, emutime, wall_us / 1e6, changes, before, words[4] == "1")
 
 
