@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -479,10 +479,6 @@ class _Parser:
             raise self.error(number, f"unknown comparison {words[1]!r}") from None
         address = self.hex_word(number, words[0], "address")
         return ArmedClause(address, comparison, self.hex_word(number, words[2], "value", 0xFF), mask)
-
-
-def shared_addresses(regions: Iterable[Region]) -> list[int]:
-    return [address for region in regions for address in range(region.start, region.end + 1)]
 
 
 def definition_from_json(data: object, name: str, source: str = "rendezvous") -> GameDefinition:

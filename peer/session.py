@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -46,9 +47,10 @@ from peer.core.replica import (
     RosterDiffers,
     StateChanged,
 )
+from peer.core.room_game import Admit, GameCheck, Platform, Refuse, judge, refusal_sentence
 from peer.core.state import Layout, SharedState
 from peer.host_role import HostRole
-from peer.mesh.mesh import LinkLost, Mesh, PathChanged, PeerAdmitted, Published
+from peer.mesh.mesh import LinkLost, Mesh, PathChanged, PeerAdmitted, PeerRefused, Published
 from peer.mesh.room import RoomSession
 from peer.mesh.signalling import Roster
 from peer.mesh.webrtc import IceOptions
@@ -84,6 +86,13 @@ def arm_after(given: float | None, definition: GameDefinition) -> float | None:
     if given is not None or definition.armed_when is not None:
         return given
     return BOOT_ARM_AFTER
+
+
+def platform(options: PeerOptions, definition: GameDefinition, rom_path: Path) -> Platform:
+    """What this player's game runs (the hello's): the ROM's SHA-1, and the machine when the
+    definition names one (then a --machine that differs counts as another game)."""
+    machine = (options.machine or definition.machine or "") if definition.machine else ""
+    return Platform(hashlib.sha1(rom_path.read_bytes()).digest(), machine, options.force_rom)
 
 
 def watched_regions(definition: GameDefinition) -> list[Region]:
@@ -133,6 +142,10 @@ class Session:
         self.roster: Roster | None = None
         self.mesh: Mesh | None = None
         self.applier: Applier | None = None
+        self.platform = platform(options, definition, rom_path)
+        self._different: dict[bytes, str] = {}  # admitted peers of another ROM or machine: whose, what
+        self._told_different: set[bytes] = set()
+        self._refusal: str | None = None  # the room refused our game: the sentence to end with
         self._check_arming = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stop_reason = "quit"
@@ -152,6 +165,8 @@ class Session:
             raise PlayerError(f"openMSX failed: {exc}") from None
         finally:
             self.persistence.close()
+        if self._refusal is not None:
+            raise PlayerError(self._refusal)
         return self._stop_reason
 
     def _open_link(self) -> contextlib.AbstractAsyncContextManager[OpenMSXLink]:
@@ -222,6 +237,7 @@ class Session:
             on_roster=self.roster_changed,
             standby=self.host_role.standby_url(),
             relay=self.options.relay,
+            game_check=GameCheck(self.platform, self._check_peer_game),
         )
 
     async def _until_stopped(self) -> None:
@@ -343,6 +359,9 @@ class Session:
                 self._act(self.gate.remote_changes(corrections, deltas))  # the room's merge of ours
             case PeerAdmitted(peer):
                 self._tell(f"{self._name(peer)} joined")
+                self._tell_different(peer)
+            case PeerRefused(peer, "different-game", detail):
+                log.info("not sharing with %s: it %s", self._name(peer), detail)
             case LinkLost(peer, reason):
                 log.info("connection to %s lost: %s", self._name(peer), reason)
             case PathChanged(peer, LinkPath.RELAYED) if peer not in self.relay_told:
@@ -359,6 +378,33 @@ class Session:
                     self._tell(
                         f"{self._name(peer)} sees other players than you: the server may split the room"
                     )
+
+    def _check_peer_game(self, peer: bytes, theirs: Platform | None) -> str | None:
+        """The binding's check of a peer's hello (see `peer.core.room_game`): None admits."""
+        if theirs is None:
+            return "named no game in its hello"
+        host = self.roster.host if self.roster is not None else None
+        verdict = judge(self.platform, theirs, i_started=host == self.me, they_started=host == peer)
+        match verdict:
+            case Refuse(detail, fatal=True):
+                game = self.definition.title or self.definition.name
+                self._refusal = refusal_sentence(game, theirs, self.platform)
+                self.stop("refused: another game")
+                return detail
+            case Refuse(detail):
+                return detail
+            case Admit(they_differ=True, what=what):
+                self._different[peer] = f"{self._name(peer)} plays a different {what}"
+            case Admit(i_differ=True, what=what):
+                self._different[self.me] = f"{self.player} (you) plays a different {what}"
+        return None
+
+    def _tell_different(self, peer: bytes) -> None:
+        """Once per player: "player2 plays a different ROM" (a --force-rom player was admitted)."""
+        for who in (peer, self.me):
+            if who in self._different and who not in self._told_different:
+                self._told_different.add(who)
+                self._tell(self._different[who])
 
     def _name(self, key: bytes) -> str:
         return self.names.get(key) or self.known_names.get(key, key.hex()[:8])
@@ -412,8 +458,8 @@ class Session:
     async def _link_loop(self, link: OpenMSXLink) -> None:
         async for event in link.events():
             match event:
-                case LocalChanges(changes, emutime, written_at, report, before):
-                    self._act(self.gate.report(changes, emutime, written_at, report, before))
+                case LocalChanges(changes, emutime, written_at, report, before, jumped):
+                    self._act(self.gate.report(changes, emutime, written_at, report, before, jumped=jumped))
                 case Logged(_, text) if text.strip() == RESYNC_MESSAGE:
                     self.resync()
                 case Logged(level, text) if level in ("warning", "error") and "sequencer" not in text:

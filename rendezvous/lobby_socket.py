@@ -35,7 +35,7 @@ def note(event: str, client: Client, sentence: str, *args: object, **fields: Any
     log.info(sentence + " (%s)", *args, client.label, extra={"event": data})
 
 
-class Session:
+class ClientReader:
     """Reads one client's frames and turns them into lobby operations."""
 
     def __init__(self, server: Server, client: Client) -> None:
@@ -310,7 +310,7 @@ async def _serve(server: Server, client: Client) -> None:
     async with asyncio.TaskGroup() as group:
         writer = group.create_task(client.write_loop())
         try:
-            await Session(server, client).run()
+            await ClientReader(server, client).run()
         finally:
             _forget(server, client)
             client.close(WSCloseCode.OK)  # no-op if a fatal error already asked to close

@@ -63,7 +63,7 @@ class LobbyLimits:
 
 
 @dataclass(slots=True)
-class Member:
+class RoomMember:
     key: str
     name: str
     ready: bool = False
@@ -87,7 +87,7 @@ class Room:
     quick: bool
     serial: int  # creation order, for deterministic quick-match choice
     source: str = ""  # the address that created it (its share of rooms counts it)
-    members: list[Member] = field(default_factory=list)
+    members: list[RoomMember] = field(default_factory=list)
     banned: set[str] = field(default_factory=set)
     past: list[str] = field(default_factory=list)
     """Keys of members who left, most recent last (at most MAX_PAST): a joiner accepts the
@@ -101,7 +101,7 @@ class Room:
     def full(self) -> bool:
         return len(self.members) >= self.capacity
 
-    def member(self, key: str) -> Member | None:
+    def member(self, key: str) -> RoomMember | None:
         return next((m for m in self.members if m.key == key), None)
 
     def remember(self, key: str) -> None:
@@ -205,7 +205,7 @@ class Lobby:
         else:
             self._check_can_enter(target, key, game)
             self._check_password(target, check)
-        return self._add(target, Member(key, name, standby=standby))
+        return self._add(target, RoomMember(key, name, standby=standby))
 
     def _check_not_in_room(self, key: str) -> None:
         current = self.room_of(key)
@@ -274,7 +274,7 @@ class Lobby:
             number += 1
         return f"quick-{number}"
 
-    def _add(self, room: Room, member: Member) -> list[Deliver]:
+    def _add(self, room: Room, member: RoomMember) -> list[Deliver]:
         room.members.append(member)
         if member.key in room.past:  # back: a member again, not a past one
             room.past.remove(member.key)
@@ -376,7 +376,7 @@ class Lobby:
     # --- helpers -------------------------------------------------------------------------
 
     @staticmethod
-    def _event(room: Room, event_type: str, member: Member, **extra: object) -> JsonObject:
+    def _event(room: Room, event_type: str, member: RoomMember, **extra: object) -> JsonObject:
         return {
             "type": event_type,
             "room": room.name,

@@ -17,12 +17,12 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from rendezvous import cli
-from rendezvous.lobby_socket import Session
+from rendezvous.lobby_socket import ClientReader
 
 EVERY = 40
 KINDS = ("flip", "replay", "inject", "reorder")
 SEALED = 1
-_original: Callable[[Session, bytes], None] = Session.on_binary
+_original: Callable[[ClientReader, bytes], None] = ClientReader.on_binary
 _count: defaultdict[str, int] = defaultdict(int)
 _earlier: dict[str, bytes] = {}
 _held: dict[str, bytes] = {}
@@ -33,7 +33,7 @@ def _say(kind: str) -> None:
     sys.stdout.flush()
 
 
-def tampering_on_binary(self: Session, data: bytes) -> None:
+def tampering_on_binary(self: ClientReader, data: bytes) -> None:
     sender = self.client.key or "?"
     if len(data) <= 33 or data[32] != SEALED:
         _original(self, data)  # the binding's handshake goes through untouched
@@ -69,7 +69,7 @@ def tampering_on_binary(self: Session, data: bytes) -> None:
 
 
 def main() -> int:
-    Session.on_binary = tampering_on_binary  # type: ignore[method-assign]
+    ClientReader.on_binary = tampering_on_binary  # type: ignore[method-assign]
     return cli.main()
 
 

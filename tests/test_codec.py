@@ -7,6 +7,7 @@ from nacl.signing import SigningKey
 
 from peer.core import codec
 from peer.core.codec import DecodeError, decode, encode
+from peer.core.room_game import Platform
 
 KEY = SigningKey(b"\x01" * 32)
 OTHER = SigningKey(b"\x02" * 32)
@@ -43,7 +44,17 @@ bodies = st.one_of(
     st.just(codec.ResyncRequest()),
     st.builds(codec.Heartbeat, sent_ms=st.integers(0, 2**50), echo_ms=st.integers(0, 2**50)),
     st.builds(codec.Chat, text=st.text(max_size=100)),
-    st.builds(codec.Nonce, nonce=st.binary(min_size=32, max_size=32)),
+    st.builds(
+        codec.Nonce,
+        nonce=st.binary(min_size=32, max_size=32),
+        platform=st.none()
+        | st.builds(
+            Platform,
+            rom=st.binary(min_size=20, max_size=20),
+            machine=st.sampled_from(["", "C-BIOS_MSX1", "Panasonic_FS-A1GT"]),
+            forced=st.booleans(),
+        ),
+    ),
     st.builds(
         codec.Proof,
         role=st.sampled_from([0, 1]),
@@ -127,8 +138,8 @@ def test_size_is_checked_before_anything_else():
 
 def test_other_protocol_version_is_named():
     message = bytearray(signed(codec.Chat("x")))
-    message[0] = 3
-    with pytest.raises(DecodeError, match="protocol 3, this peer speaks 4"):
+    message[0] = 4
+    with pytest.raises(DecodeError, match="protocol 4, this peer speaks 5"):
         decode(bytes(message), room=ROOM, keys={SENDER})
 
 
@@ -148,6 +159,8 @@ def test_heartbeats_carry_a_roster_hash_that_ignores_order():
         lambda: codec.WriteBatch(1, ((0xFFFF, b"xy"),)),
         lambda: codec.Chat("x" * 501),
         lambda: codec.Nonce(b"short"),
+        lambda: codec.Nonce(b"n" * 32, Platform(b"short")),
+        lambda: codec.Nonce(b"n" * 32, Platform(b"s" * 20, "a\nb")),
         lambda: codec.StatePatch(True, 1, 1, ()),
         lambda: codec.WriteBatch(1, ((5, b"xy"), (6, b"z"))),
         lambda: codec.WriteBatch(1, ((6, b"x"), (5, b"z"))),

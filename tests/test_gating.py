@@ -68,6 +68,32 @@ def test_a_manual_resync_holds_the_games_changes_and_gives_them_back_newer() -> 
     ]
 
 
+def test_a_jump_in_time_publishes_nothing_and_puts_the_rooms_bytes_back() -> None:
+    gate = armed_gate()
+    old = [(0xE004, b"\x00"), (0xE018, b"\x00")]  # a loadstate: the item and counter of back then
+    assert gate.report(old, 3.0, 101.0, 2, [(0xE004, b"\x01"), (0xE018, b"\x05")], jumped=True) == [
+        AdoptRoom("jumped in time")
+    ]
+    assert gate.report([(0xE005, b"\x02")], 3.1, 101.1, 3) == []  # the game plays on: held
+    runs = ((0xE005, b"\x02"),)
+    assert gate.adopted("jumped in time", [], 9) == [
+        WriteToEmulator(runs),
+        Publish(runs),
+        Tell("you loaded a state; kept the room's items"),
+    ]
+    assert gate.report([(0xE006, b"\x03")], 3.2, 101.2, 4) == [Publish(((0xE006, b"\x03"),), 101.2)]
+
+
+def test_a_jump_to_the_title_screen_disarms_and_one_before_arming_is_left_to_arming() -> None:
+    gate = armed_gate()
+    assert gate.report([(IN_PLAY, b"\x00"), (0xE004, b"\x00")], 1.0, 101.0, 2, jumped=True) == [
+        Tell("paused sharing: the game is not in play")
+    ]
+    booting = Gate(LAYOUT, IN_GAME, None)
+    booting.room_is_ready()
+    assert booting.report([(0xE004, b"\x00")], 1.0, 100.0, 1, jumped=True) == []
+
+
 def test_leaving_play_disarms_and_drops_what_was_held() -> None:
     gate = armed_gate()
     gate.resync()

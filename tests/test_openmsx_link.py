@@ -345,3 +345,35 @@ async def test_a_player_closing_an_attached_openmsx_is_an_exited_event(
             events = [event async for event in link.events()]
         assert events and isinstance(events[-1], Exited), events
         assert "closed the control connection" in events[-1].reason
+
+
+async def next_report(link: OpenMSXLink) -> LocalChanges:
+    async with asyncio.timeout(WAIT):
+        async for event in link.events():
+            if isinstance(event, LocalChanges):
+                return event
+    pytest.fail("events ended")
+
+
+async def reports_after(link: OpenMSXLink, command: str) -> list[LocalChanges]:
+    """The frame counter changes every frame: the reports of five frames after COMMAND."""
+    last = (await link.probe([])).last_report  # (earlier reports may still be queued)
+    await link.command(command)
+    reports: list[LocalChanges] = []
+    while len(reports) < 5:
+        report = await next_report(link)
+        if report.report > last:
+            reports.append(report)
+    return reports
+
+
+async def test_loadstate_and_reverse_are_reported_as_jumps(msx2: OpenMSXLink) -> None:
+    """Kept last: it moves this module's openMSX back in time."""
+    assert not any(report.jumped for report in await reports_after(msx2, "savestate msxsync_link"))
+    for jump in ("loadstate msxsync_link", "reverse goback 0.5", "reverse goto {back}"):
+        await reports_after(msx2, "set throttle on")  # history to go back to
+        back = await msx2.emulated_time() - 0.05
+        reports = await reports_after(msx2, jump.format(back=back))
+        # (One frame may still be checked between the probe and the jump.)
+        jumped = [report.jumped for report in reports]
+        assert jumped.count(True) == 1, (jump, [(r.report, r.emutime, r.jumped) for r in reports])

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from games.definition import Region
 from peer.core import openmsx_protocol as proto
 from peer.core.openmsx_protocol import (
+    ControlStreamError,
     ControlStreamParser,
     Log,
-    ProtocolError,
     Reply,
     Update,
 )
@@ -65,7 +65,7 @@ def test_stream_ending_between_elements_is_a_plain_end() -> None:
 def test_truncated_reply_is_an_error_at_close() -> None:
     parser = ControlStreamParser()
     assert parser.feed(b'<openmsx-output><reply result="ok">12') == []
-    with pytest.raises(ProtocolError, match="truncated"):
+    with pytest.raises(ControlStreamError, match="truncated"):
         parser.close()
 
 
@@ -85,9 +85,9 @@ def test_truncated_reply_is_an_error_at_close() -> None:
 )
 def test_malformed_input_is_a_clear_error(data: bytes, match: str) -> None:
     parser = ControlStreamParser()
-    with pytest.raises(ProtocolError, match=match):
+    with pytest.raises(ControlStreamError, match=match):
         parser.feed(data)
-    with pytest.raises(ProtocolError):  # a broken stream stays broken
+    with pytest.raises(ControlStreamError):  # a broken stream stays broken
         parser.feed(b"<reply result='ok'/>")
 
 
@@ -95,7 +95,7 @@ def test_an_endless_element_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(proto, "MAX_PENDING_BYTES", 1000)
     parser = ControlStreamParser()
     parser.feed(b"<openmsx-output><reply result='ok'>")
-    with pytest.raises(ProtocolError, match="still open"):
+    with pytest.raises(ControlStreamError, match="still open"):
         for _ in range(20):
             parser.feed(b"x" * 100)
 
@@ -112,7 +112,7 @@ def test_garbage_either_parses_or_raises_protocol_error(data: bytes) -> None:
     try:
         parser.feed(b"<openmsx-output>" + data)
         parser.close()
-    except ProtocolError:
+    except ControlStreamError:
         pass
 
 
@@ -170,9 +170,9 @@ def test_read_command_is_bounded() -> None:
     with pytest.raises(ValueError):
         proto.read_command(0xFFFF, 2)
     assert proto.decode_hex_reply("00ff", 2) == b"\x00\xff"
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ControlStreamError):
         proto.decode_hex_reply("00f", 2)
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ControlStreamError):
         proto.decode_hex_reply("zz", 1)
 
 
@@ -197,7 +197,7 @@ def test_run_nonces_are_hex_of_enough_random_bytes() -> None:
 
 
 def test_change_reports_decode() -> None:
-    report = proto.parse_changes(f"{RUN} 7 8.25 1700000000123456 57344 cb 00 57360 3031 2020")
+    report = proto.parse_changes(f"{RUN} 7 8.25 1700000000123456 0 57344 cb 00 57360 3031 2020")
     assert report == proto.ChangeReport(
         RUN,
         7,
@@ -206,6 +206,8 @@ def test_change_reports_decode() -> None:
         ((0xE000, b"\xcb"), (0xE010, b"01")),
         ((0xE000, b"\x00"), (0xE010, b"  ")),
     )
+    assert not report.jumped
+    assert proto.parse_changes(f"{RUN} 8 2.5 1700000000123456 1 57344 00 cb").jumped
 
 
 @pytest.mark.parametrize(
@@ -214,22 +216,25 @@ def test_change_reports_decode() -> None:
         "",
         f"{RUN} 1 2.0",
         f"{RUN} 1 2.0 5",
-        f"{RUN} 1 2.0 5 57344",
-        f"{RUN} x 2.0 5 1 00",
-        f"{RUN} 1 2.0 5 1 0 0",
-        f"{RUN} 1 2.0 5 1 00",
-        f"{RUN} 1 2.0 5 1 00 0000",
-        f"{RUN} 1 2.0 5 65535 0000 0000",
-        f"{RUN} 1 2 5 -1 00 00",
-        f"{RUN} 1 nan 5 1 00 00",
-        f"{RUN} 1 -1 5 1 00 00",
-        f"{RUN} 1 2.0 -5 1 00 00",
+        f"{RUN} 1 2.0 5 0 57344",
+        f"{RUN} x 2.0 5 0 1 00 00",
+        f"{RUN} 1 2.0 5 0 1 0 0",
+        f"{RUN} 1 2.0 5 0 1 00",
+        f"{RUN} 1 2.0 5 0 1 00 0000",
+        f"{RUN} 1 2.0 5 0 65535 0000 0000",
+        f"{RUN} 1 2 5 0 -1 00 00",
+        f"{RUN} 1 nan 5 0 1 00 00",
+        f"{RUN} 1 -1 5 0 1 00 00",
+        f"{RUN} 1 2.0 -5 0 1 00 00",
+        f"{RUN} 1 2.0 5 2 1 00 00",  # the jump flag is 0 or 1
+        f"{RUN} 1 2.0 5 01 1 00 00",
+        f"{RUN} 1 2.0 5 1 00 00",  # the format before jump flags
         "1 2.0 57344 cb",  # the format before run nonces: what an old settings.xml holds
-        "zzzzzzzzzzzzzzzz 1 2.0 5 1 00",
+        "zzzzzzzzzzzzzzzz 1 2.0 5 0 1 00 00",
     ],
 )
 def test_bad_change_reports_are_protocol_errors(value: str) -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ControlStreamError):
         proto.parse_changes(value)
 
 
@@ -244,7 +249,7 @@ def test_probe_reads_time_report_count_and_bytes_in_one_command() -> None:
     )
     assert proto.parse_probe("0.25 0", []) == proto.Probe(0.25, 0, {})
     for bad in ("7.5 12 01", "7.5 x 01 ff", "nan 1 01 ff", "1 -1 01 ff", "1 1 0g ff", "1 1 01 ff 00"):
-        with pytest.raises(ProtocolError):
+        with pytest.raises(ControlStreamError):
             proto.parse_probe(bad, [0xE000, 0xE001])
     with pytest.raises(ValueError):
         proto.probe_command([0x10000])

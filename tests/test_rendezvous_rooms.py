@@ -286,10 +286,10 @@ def test_pure_modules_do_not_import_the_network() -> None:
 
 def test_standby_url_is_carried_in_the_roster_and_validated():
     from rendezvous import protocol
-    from rendezvous.rooms import Member
+    from rendezvous.rooms import RoomMember
 
-    assert Member("k", "n", standby="http://10.0.0.2:4567").to_json()["standby"] == "http://10.0.0.2:4567"
-    assert "standby" not in Member("k", "n").to_json()
+    assert RoomMember("k", "n", standby="http://10.0.0.2:4567").to_json()["standby"] == "http://10.0.0.2:4567"
+    assert "standby" not in RoomMember("k", "n").to_json()
     good = protocol.parse_message('{"type":"join","game":"demo","room":null,"standby":"http://[::1]:4567"}')
     assert isinstance(good, protocol.Join)
     assert good.standby == "http://[::1]:4567"

@@ -18,7 +18,9 @@ On arming the peer first *adopts* the room: every byte some peer has written goe
 emulator, overwriting what the boot or title screen put there; the bytes nobody has written yet are
 then filled from the game (published as local changes). From then on local changes are published and
 remote ones applied. When the condition stops holding (back to the title screen) the peer disarms
-and later re-arms the same way. A manual resync re-adopts on demand.
+and later re-arms the same way. A manual resync re-adopts on demand. When the emulator jumps in
+time (a loadstate, openMSX's reverse) the room wins: the jump's bytes are never published, and the
+peer re-adopts (`jumped`).
 
 Pure: the peer feeds observations in and acts on the returned `Action`s.
 """
@@ -35,6 +37,9 @@ from games.definition import ArmedWhen
 class Phase(Enum):
     DISARMED = "disarmed"
     ARMED = "armed"
+
+
+JUMPED = "jumped in time"  # the reason of the adoption a loadstate or openMSX's reverse starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,12 @@ class Arming:
     def resync(self) -> list[Action]:
         """Manual resync: re-adopt the room's state now if armed."""
         return [Adopt("manual resync")] if self.armed else []
+
+    def jumped(self, report: int) -> list[Action]:
+        """Report number `report` says the emulator jumped in time (a loadstate, reverse): the
+        room wins, so re-adopt its state if armed. (A jump reported before the check that armed
+        is covered by that arming's own adoption.)"""
+        return [Adopt(JUMPED)] if self.publishes(report) else []
 
     def _feed(self, memory: dict[int, int], emulated_time: float) -> None:
         if not emulated_time >= 0:  # (refuses nan too)

@@ -12,6 +12,10 @@ that does not know the password cannot admit an impostor either.
 This module owns the state machine of that exchange for one connection. It is pure: nonces and
 `now` come in as arguments, it does no I/O and imports no network code. The adapter encodes what
 it asks to send as codec `Nonce` / `Proof` bodies and feeds back what it decoded.
+
+The nonce message is also each side's hello: it names the game the sender runs (its ROM's SHA-1
+and machine, `peer.core.room_game.Platform`). The binding hands it to `platform_check`, and a
+peer whose game may not share with ours is refused (`DIFFERENT_GAME`) before anything is shared.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -27,6 +31,7 @@ import nacl.pwhash
 
 from peer.core import codec
 from peer.core.codec import Proof
+from peer.core.room_game import Platform
 
 NONCE_SIZE = 32
 MAC_SIZE = 32
@@ -63,6 +68,7 @@ class RefusalReason(enum.Enum):
     PASSWORD_MISMATCH = "password-mismatch"
     PROTOCOL = "protocol"  # out-of-order or malformed binding messages
     VERSION = "version"  # the peer speaks another msxsync protocol version
+    DIFFERENT_GAME = "different-game"  # its ROM or machine is not the room's (`room_game`)
     TIMEOUT = "timeout"
 
 
@@ -163,7 +169,10 @@ class Binding:
         local_nonce: bytes,
         room_key: bytes | None,
         now: float,
+        platform_check: Callable[[bytes, Platform | None], str | None] | None = None,
     ) -> None:
+        """`platform_check(peer, platform)`: why a peer whose hello names PLATFORM may not share
+        with us, or None (no check: anything goes)."""
         if len(local_nonce) != NONCE_SIZE:
             raise ValueError(f"local nonce must be {NONCE_SIZE} bytes")
         self.room = room
@@ -172,6 +181,7 @@ class Binding:
         self.peer = peer
         self.local_nonce = local_nonce
         self._room_key = room_key
+        self._platform_check = platform_check
         self._fingerprints = _ordered(role, local_fingerprint, remote_fingerprint)
         self._remote_nonce: bytes | None = None
         self._deadline: float | None = now + BIND_TIMEOUT
@@ -197,19 +207,22 @@ class Binding:
             unknown = exc.reason == "unknown_sender"
             return self._refuse(RefusalReason.UNKNOWN_KEY if unknown else RefusalReason.BAD_MESSAGE, str(exc))
         match message.body:
-            case codec.Nonce(nonce):
-                return self.receive_nonce(nonce)
+            case codec.Nonce(nonce, platform):
+                return self.receive_nonce(nonce, platform)
             case Proof():
                 return self.receive_proof(message.sender, message.body)
             case _:
                 return self._refuse(RefusalReason.PROTOCOL, f"{type(message.body).__name__} before admission")
 
-    def receive_nonce(self, nonce: bytes) -> Proof | Refused:
-        """The peer's nonce: returns our proof to send, or a refusal."""
+    def receive_nonce(self, nonce: bytes, platform: Platform | None = None) -> Proof | Refused:
+        """The peer's nonce and game: returns our proof to send, or a refusal."""
         if self.state is not BindingState.AWAITING_NONCE:
             return self._refuse(RefusalReason.PROTOCOL, f"nonce in state {self.state.value}")
         if len(nonce) != NONCE_SIZE or nonce == self.local_nonce:
             return self._refuse(RefusalReason.PROTOCOL, "nonce of wrong size or echoed")
+        problem = self._platform_check(self.peer, platform) if self._platform_check else None
+        if problem is not None:
+            return self._refuse(RefusalReason.DIFFERENT_GAME, problem)
         self._remote_nonce = nonce
         self.state = BindingState.AWAITING_PROOF
         nonces = _ordered(self.role, self.local_nonce, nonce)

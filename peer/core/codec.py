@@ -29,9 +29,13 @@ never change them or make up writes under another key. Runs must be sorted and n
 batch may not have more runs than the caller allows (the layout's size), checked before any run is
 read. A version-2 peer's messages are refused as `version`.
 
-Version 4 (issue 18): a `Heartbeat` also carries `roster`, a hash of the room's members as the
+Version 4 (one ROM per room) adds to the hello (`Nonce`) the sender's `Platform`: its ROM's SHA-1,
+its machine and whether the player forced another ROM (`peer.core.room_game`). A version-3 peer's
+messages are refused as `version`.
+
+Version 5 (issue 18): a `Heartbeat` also carries `roster`, a hash of the room's members as the
 sender's rendezvous lists them (`roster_hash`), so that peers given different rosters find out and
-say so. A version-3 peer's messages are refused as `version` (the binding tells the player).
+say so. A version-4 peer's messages are refused as `version` (the binding tells the player).
 
 Sequence number 0 is reserved for the identity handshake (`Nonce`, `Proof`), which happens before a
 peer is admitted and is not tracked by the replica.
@@ -49,9 +53,10 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from peer.core.clock import MAX_LAMPORT
+from peer.core.room_game import SHA1_SIZE, Platform
 from peer.core.state import MAX_TOTAL, Run, SignedBatch
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 ROSTER_HASH_SIZE = 8
 MAX_MESSAGE_SIZE = 64 * 1024  # aiortc's maximum data-channel message
 MAX_CHAT_BYTES = 500
@@ -207,7 +212,10 @@ class Chat:
 
 @dataclass(frozen=True, slots=True)
 class Nonce:
+    """The binding's hello: a fresh nonce, and what the sender's game runs (None: not said)."""
+
     nonce: bytes
+    platform: Platform | None = None
 
     def __post_init__(self) -> None:
         if len(self.nonce) != NONCE_SIZE:
@@ -304,13 +312,37 @@ def _pack_body(body: Body) -> tuple[Kind, bytes]:
             return Kind.HEARTBEAT, struct.pack(">QQQ", sent_ms, echo_ms, held_ms) + roster
         case Chat(text):
             return Kind.CHAT, _pack_text(text)
-        case Nonce(nonce):
-            return Kind.NONCE, nonce
+        case Nonce(nonce, platform):
+            return Kind.NONCE, nonce + _pack_platform(platform)
         case Proof():
             return Kind.PROOF, _pack_proof(body)
         case Bye(reason):
             return Kind.BYE, _pack_text(reason)
     raise TypeError(f"cannot encode {body!r}")
+
+
+_HAS_PLATFORM, _FORCED = 1, 2
+
+
+def _pack_platform(platform: Platform | None) -> bytes:
+    if platform is None:
+        return b"\x00"
+    flags = _HAS_PLATFORM | (_FORCED if platform.forced else 0)
+    return bytes([flags]) + platform.rom + _pack_text(platform.machine)
+
+
+def _read_platform(reader: _Reader) -> Platform | None:
+    flags = reader.number(">B")
+    if flags & ~(_HAS_PLATFORM | _FORCED) or flags == _FORCED:
+        raise DecodeError("malformed", f"hello flags {flags:#x}")
+    if not flags & _HAS_PLATFORM:
+        return None
+    rom = reader.take(SHA1_SIZE)
+    machine = reader.text()
+    try:
+        return Platform(rom, machine, bool(flags & _FORCED))
+    except ValueError as exc:
+        raise DecodeError("malformed", str(exc)) from None
 
 
 def _pack_proof(proof: Proof) -> bytes:
@@ -432,7 +464,7 @@ def _read_body(kind: int, reader: _Reader, max_runs: int) -> Body:
         case Kind.CHAT:
             return Chat(reader.text())
         case Kind.NONCE:
-            return Nonce(reader.take(NONCE_SIZE))
+            return Nonce(reader.take(NONCE_SIZE), _read_platform(reader))
         case Kind.PROOF:
             return _read_proof(reader)
         case Kind.BYE:

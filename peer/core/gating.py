@@ -13,6 +13,10 @@ of bytes:
   the bytes nobody has written to `adopted`, which publishes them. During a manual resync the game
   is in play: its changes are held and, once the room's bytes are in, written back and published
   (they are newer). On arming they are the boot's or the title screen's: dropped.
+- a jump in time (a loadstate, openMSX's reverse; the watcher's report says so, see
+  `peer.core.openmsx_protocol.JUMP_DETECTION`): the room wins. The jump's bytes are dropped, never
+  published, and an adoption puts the room's bytes back; what the game writes until it is done
+  is held, as during a manual resync (it is newer than the room's).
 
 Counters (`add` regions) never travel as bytes: a report's counter bytes become deltas (new minus
 old, `peer.core.merge.delta`), published as such and held as such; remote counter changes reach
@@ -46,6 +50,7 @@ __all__ = [
 
 ARMING = "armed"  # the reason of the adoption that arming starts
 SHARING = "sharing with the room"  # the first words a player reads once their game shares
+JUMPED_WORDS = "you loaded a state; kept the room's items"  # after a loadstate or a rewind
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +120,13 @@ class Gate:
         written_at: float | None,
         number: int,
         before: Iterable[Run] = (),
+        *,
+        jumped: bool = False,
     ) -> list[Action]:
         """The watcher's report number NUMBER: local changes seen at `emutime`, made by `written_at`
-        (`before`: the same runs as the previous check saw them)."""
+        (`before`: the same runs as the previous check saw them). A report that `jumped` (a
+        loadstate, openMSX's reverse) holds the jump's bytes, not the game's: they are never
+        published; the room's bytes go back into the emulator instead (the room wins)."""
         changes = list(changes)
         for address, data in changes:
             for offset, value in enumerate(data):
@@ -126,6 +135,8 @@ class Gate:
         shared, deltas = self.split(changes, before)
         known = all(address in self.memory for address in self.watched)  # (a probe tells them all)
         actions = self._follow(self.arming.observe(self.memory, emutime, number)) if known else []
+        if jumped:
+            return actions + self._follow(self.arming.jumped(number))
         if not (shared or deltas) or not self.arming.publishes(number):
             return actions  # before the check that armed, or disarming: boot or title screen
         if not self.adopting:
@@ -221,6 +232,8 @@ class Gate:
 
 def sharing_words(reason: str, adopted: int) -> str:
     """What the player reads once an adoption is done (ARMING's, or a manual resync's)."""
+    if reason == arming.JUMPED:
+        return JUMPED_WORDS
     if reason != ARMING:
         return "resynced: you have the room's items"
     return SHARING + ("; you got the room's items" if adopted else "")

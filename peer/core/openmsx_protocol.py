@@ -7,7 +7,7 @@ This module owns two things and does no I/O (no asyncio, subprocess or sockets):
   complete top-level elements as events: `Reply` (``<reply result="ok|nok">``), `Log`
   (``<log level=…>``) and `Update` (``<update type=… name=…>``). Malformed XML, a known element
   with missing or bad attributes, an element nested where text is expected, a buffered element
-  larger than `MAX_PENDING_BYTES`, or a stream that ends inside an element raise `ProtocolError`.
+  larger than `MAX_PENDING_BYTES`, or a stream that ends inside an element raise `ControlStreamError`.
   Unknown top-level elements are skipped so that a newer openMSX does not break the link.
 * Builders of every Tcl command the link sends. Nothing from outside (the network, a user) is
   ever spliced into Tcl as text: addresses are checked to be integers inside the shared regions
@@ -52,6 +52,28 @@ POLL_US = 50_000
 no frame followed, and while no frame ends at all (emulation paused, or renderer none, where
 `after frame` never fires), so a write by a tool or a loadstate while paused is still seen."""
 
+JUMP_DETECTION = """How the watcher tells a jump in time from the game's own writes.
+
+openMSX changes memory without any watchpoint event when a savestate is loaded and when its
+reverse feature (on by default) goes back. Each of these restores a snapshot into a *new machine*
+and switches to it (`loadstate` is `restore_machine` + `activate_machine`; `reverse goback` and
+`reverse goto` do the same inside openMSX), so the active machine's id (`machine`) changes. Each
+check notes that id and the emulated time, and its report says JUMPED when the id changed or the
+time went backwards since the previous check. The id is the robust signal: a state loaded one
+frame after it was saved, checked at the next frame's end, shows no time going back at all (seen
+on openMSX 18), and a savestate of an earlier session can lie ahead in emulated time. The time
+check stays as a second guard. A `reverse goto` forward inside a replay either restores a later
+snapshot (a new machine: a jump) or emulates on from the current memory with the recorded input
+(the game's own writes, reported as such). The first check after a jump cannot tell the jump's
+bytes from what the game wrote in that same frame: all of them are dropped.
+
+Hooking the commands in Tcl (renaming `loadstate`, `reverse`) was not taken: it misses the same
+jump made another way (`restore_machine` + `activate_machine` called directly, a
+replay given on the command line) and leaves openMSX's own commands replaced should msxsync die.
+Tested with real openMSX 18: `loadstate`, `reverse goback` and `reverse goto` each give exactly
+one jumped report (tests/test_openmsx_link.py), and a player's savestate or rewind takes nothing
+from the others (tests/test_savestates_e2e.py)."""
+
 MAX_MESSAGE_CHARS = 200
 ADDRESS_SPACE = 0x10000
 _LOG_LEVELS = frozenset({"info", "warning", "error", "progress"})
@@ -61,7 +83,7 @@ _NONCE_RE = re.compile(r"^[0-9a-f]{16,64}\Z")
 _XML_FORBIDDEN_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
-class ProtocolError(ValueError):
+class ControlStreamError(ValueError):
     """openMSX (or whatever is on the control channel) sent something we cannot accept."""
 
 
@@ -107,7 +129,7 @@ class ControlStreamParser:
     """Incremental parser of ``<openmsx-output>…</openmsx-output>``.
 
     `feed` returns the events completed by the bytes given; `close` says the stream ended and
-    raises `ProtocolError` if it ended inside an element. After a `ProtocolError` the parser is
+    raises `ControlStreamError` if it ended inside an element. After a `ControlStreamError` the parser is
     unusable (XML offers no way to resynchronise) and every call raises again.
     """
 
@@ -115,7 +137,7 @@ class ControlStreamParser:
         self._parser: XMLPullParser[Element] = XMLPullParser(events=("start", "end"))
         self._depth = 0
         self._pending = 0
-        self._failed: ProtocolError | None = None
+        self._failed: ControlStreamError | None = None
         self.finished = False
         """True once ``</openmsx-output>`` arrived: openMSX closed the channel cleanly."""
 
@@ -129,7 +151,7 @@ class ControlStreamParser:
             events = self._collect()
         except ParseError as error:
             return self._fail(f"malformed control stream: {error}")
-        except ProtocolError as error:
+        except ControlStreamError as error:
             return self._fail(str(error))
         if self._depth > 1 and self._pending > MAX_PENDING_BYTES:
             return self._fail(f"an element is still open after {self._pending} bytes")
@@ -149,7 +171,7 @@ class ControlStreamParser:
             raise self._failed
 
     def _fail(self, reason: str) -> list[ControlEvent]:
-        self._failed = ProtocolError(reason)
+        self._failed = ControlStreamError(reason)
         raise self._failed
 
     def _collect(self) -> list[ControlEvent]:
@@ -173,9 +195,9 @@ class ControlStreamParser:
     def _start(self, element: Element) -> None:
         self._depth += 1
         if self._depth == 1 and element.tag != "openmsx-output":
-            raise ProtocolError(f"expected <openmsx-output>, got <{element.tag}>")
+            raise ControlStreamError(f"expected <openmsx-output>, got <{element.tag}>")
         if self._depth > 2:
-            raise ProtocolError(f"unexpected <{element.tag}> inside a control element")
+            raise ControlStreamError(f"unexpected <{element.tag}> inside a control element")
 
 
 def _to_event(element: Element) -> ControlEvent | None:
@@ -183,17 +205,17 @@ def _to_event(element: Element) -> ControlEvent | None:
     if element.tag == "reply":
         result = element.get("result")
         if result not in ("ok", "nok"):
-            raise ProtocolError(f"<reply> with result={result!r}, expected ok or nok")
+            raise ControlStreamError(f"<reply> with result={result!r}, expected ok or nok")
         return Reply(result == "ok", text)
     if element.tag == "log":
         level = element.get("level")
         if level not in _LOG_LEVELS:
-            raise ProtocolError(f"<log> with level={level!r}")
+            raise ControlStreamError(f"<log> with level={level!r}")
         return Log(level, text)
     if element.tag == "update":
         kind, name = element.get("type"), element.get("name")
         if not kind or name is None:
-            raise ProtocolError("<update> without type or name")
+            raise ControlStreamError("<update> without type or name")
         return Update(kind, name, text, element.get("machine"))
     return None  # an element kind this version does not know: skipped on purpose
 
@@ -264,7 +286,7 @@ def read_command(address: int, length: int) -> str:
 
 def decode_hex_reply(text: str, length: int) -> bytes:
     if len(text) != 2 * length or (length and not _HEX_RE.match(text)):
-        raise ProtocolError(f"expected {length} bytes as hex, got {text[:40]!r}")
+        raise ControlStreamError(f"expected {length} bytes as hex, got {text[:40]!r}")
     return bytes.fromhex(text)
 
 
@@ -372,14 +394,14 @@ def probe_command(addresses: Sequence[int]) -> str:
 def parse_probe(reply: str, addresses: Sequence[int]) -> Probe:
     words = reply.split()
     if len(words) != 2 + len(addresses):
-        raise ProtocolError(f"bad probe reply {reply[:60]!r}")
+        raise ControlStreamError(f"bad probe reply {reply[:60]!r}")
     try:
         emutime, last_report = float(words[0]), int(words[1])
         values = [decode_hex_reply(word, 1)[0] for word in words[2:]]
     except ValueError as error:
-        raise ProtocolError(f"bad probe reply {reply[:60]!r}: {error}") from None
+        raise ControlStreamError(f"bad probe reply {reply[:60]!r}: {error}") from None
     if not (emutime >= 0 and last_report >= 0):
-        raise ProtocolError(f"bad probe reply {reply[:60]!r}")
+        raise ControlStreamError(f"bad probe reply {reply[:60]!r}")
     return Probe(emutime, last_report, dict(zip(addresses, values, strict=True)))
 
 
@@ -392,7 +414,9 @@ class ChangeReport:
     a report whose nonce is not this link's is a leftover of an earlier run, never a change.
     `emutime` is openMSX's emulated time of the check (seconds), `written_at` its wall time
     (seconds since the epoch, from Tcl's clock): when the game made these writes, at the latest.
-    `before` holds the same runs with the values the previous check saw.
+    `before` holds the same runs with the values the previous check saw. `jumped` says the
+    emulator jumped in time since that check (a loadstate, openMSX's reverse, a replay): these
+    bytes are the jump's, not the game's writes (see `JUMP_DETECTION`).
     """
 
     run: str
@@ -401,6 +425,7 @@ class ChangeReport:
     written_at: float
     changes: tuple[tuple[int, bytes], ...]
     before: tuple[tuple[int, bytes], ...] = ()
+    jumped: bool = False
 
 
 def new_run_nonce(random_bytes: bytes) -> str:
@@ -411,23 +436,23 @@ def new_run_nonce(random_bytes: bytes) -> str:
 
 
 def parse_changes(value: str) -> ChangeReport:
-    """Decode one watcher report: ``RUN SEQ EMUTIME WALL_US ADDR NEW OLD ADDR NEW OLD …``."""
+    """Decode one watcher report: ``RUN SEQ EMUTIME WALL_US JUMPED ADDR NEW OLD ADDR NEW OLD …``."""
     words = value.split()
-    if len(words) < 7 or (len(words) - 4) % 3 or not _NONCE_RE.match(words[0]):
-        raise ProtocolError(f"bad change report {value[:60]!r}")
+    if len(words) < 8 or (len(words) - 5) % 3 or not _NONCE_RE.match(words[0]) or words[4] not in ("0", "1"):
+        raise ControlStreamError(f"bad change report {value[:60]!r}")
     try:
         seq, emutime, wall_us = int(words[1]), float(words[2]), int(words[3])
-        triples = list(zip(words[4::3], words[5::3], words[6::3], strict=True))
+        triples = list(zip(words[5::3], words[6::3], words[7::3], strict=True))
         changes = tuple((int(address), decode_hex_reply(new, len(new) // 2)) for address, new, _ in triples)
         before = tuple((int(address), decode_hex_reply(old, len(new) // 2)) for address, new, old in triples)
     except ValueError as error:
-        raise ProtocolError(f"bad change report {value[:60]!r}: {error}") from None
+        raise ControlStreamError(f"bad change report {value[:60]!r}: {error}") from None
     if not (emutime >= 0 and wall_us >= 0):  # (also refuses nan)
-        raise ProtocolError(f"bad times in change report {value[:60]!r}")
+        raise ControlStreamError(f"bad times in change report {value[:60]!r}")
     for address, data in changes:
         if not data or address < 0 or address + len(data) > ADDRESS_SPACE:
-            raise ProtocolError(f"change report outside the address space: {value[:60]!r}")
-    return ChangeReport(words[0], seq, emutime, wall_us / 1e6, changes, before)
+            raise ControlStreamError(f"change report outside the address space: {value[:60]!r}")
+    return ChangeReport(words[0], seq, emutime, wall_us / 1e6, changes, before, words[4] == "1")
 
 
 # Why it looks like this:
@@ -442,6 +467,8 @@ def parse_changes(value: str) -> ChangeReport:
 #   reaches the controller as one <update>. The sequence number makes every value distinct;
 #   the run nonce tells this run's reports from a value openMSX saved in settings.xml; the wall
 #   time of the check is when the game's writes were made, at the latest.
+# - A check also notes the active machine and the emulated time; a report made after either
+#   changed the wrong way says so (JUMPED, see `JUMP_DETECTION`).
 # - `apply` writes through the CPU view and puts what reads back into the snapshot, in the same
 #   Tcl command, so nothing it wrote is reported as a local change. A counter's delta is added
 #   to memory and to the snapshot alike, so a count the game made since the check still shows
@@ -460,6 +487,8 @@ namespace eval msxsync {
     variable last_check 0
     variable last_frame 0
     variable pending 0
+    variable machine {}
+    variable time 0
     if {"@SETTING@" ni [user_setting info]} {
         user_setting create string @SETTING@ "msxsync: shared RAM changes (internal)" {}
     }
@@ -526,17 +555,26 @@ namespace eval msxsync {
         variable regions
         variable snapshot
         variable seq
+        variable machine
+        variable time
         set current [read_regions]
+        set now_machine [machine]
+        set now_time [machine_info time]
+        set jumped [expr {$now_machine ne $machine || $now_time < $time}]
+        set machine $now_machine
+        set time $now_time
         if {$current eq $snapshot} { return }
         set changes {}
         foreach {start length} $regions old $snapshot new $current {
             if {$old ne $new} { lappend changes {*}[diff $start $old $new] }
         }
         set snapshot $current
-        set ::@SETTING@ "@RUN@ [incr seq] [machine_info time] $now $changes"
+        set ::@SETTING@ "@RUN@ [incr seq] $now_time $now $jumped $changes"
     }
     proc start {} {
         variable snapshot [read_regions]
+        variable machine [machine]
+        variable time [machine_info time]
         stop
         variable after_id [after frame msxsync::tick]
         variable poll_id [after realtime @POLL_S@ msxsync::poll]

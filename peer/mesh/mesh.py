@@ -75,6 +75,7 @@ from peer.core.replica import (
     Rejected,
     Replica,
 )
+from peer.core.room_game import GameCheck
 from peer.core.signals import Answer, Offer, Restart, SignalError, parse_signal
 from peer.core.state import Delta, Run
 from peer.mesh.webrtc import (
@@ -230,10 +231,12 @@ class Mesh:
         nonces: Callable[[int], bytes] = os.urandom,
         water_marks: tuple[int, int] = (LOW_WATER, HIGH_WATER),
         relay: RelaySender | None = None,
+        game_check: GameCheck | None = None,
     ) -> None:
         """`water_marks`: a link's buffered bytes above the high mark pause the peer in the
         replica; falling below the low mark resumes it. `relay`: the rendezvous's relay, None
-        when the player turned it off (`--no-relay`)."""
+        when the player turned it off (`--no-relay`). `game_check`: our game in the hello, and
+        the check of each peer's (`peer.core.room_game`)."""
         self.replica = replica
         self.key = bytes(signing_key.verify_key)
         self.room = room
@@ -245,6 +248,7 @@ class Mesh:
         self._clock = clock
         self._wall = wall
         self._nonces = nonces
+        self._game_check = game_check
         self._low_water, self._high_water = water_marks
         self._relay = relay
         self.relay_refusals: Counter[str] = Counter()  # relayed frames refused, all peers
@@ -489,8 +493,10 @@ class Mesh:
             local_nonce=self._nonces(codec.NONCE_SIZE),
             room_key=self._room_key,
             now=now,
+            platform_check=self._game_check.check if self._game_check else None,
         )
-        self._send_handshake(peer, codec.Nonce(peer.binding.local_nonce))
+        platform = self._game_check.platform if self._game_check else None
+        self._send_handshake(peer, codec.Nonce(peer.binding.local_nonce, platform))
         self._wake.set()
 
     def link_message(self, link: Link, data: bytes) -> None:

@@ -21,6 +21,7 @@ from nacl.signing import SigningKey
 from games.definition import Region
 from peer.core.binding import derive_room_key
 from peer.core.replica import Event, Replica
+from peer.core.room_game import GameCheck
 from peer.core.signalling import IceServer
 from peer.core.state import SharedState
 from peer.mesh.mesh import Mesh
@@ -54,6 +55,7 @@ class RoomSession:
         standby: str | None = None,
         tls: ssl.SSLContext | None = None,
         relay: bool = True,
+        game_check: GameCheck | None = None,
     ) -> None:
         """`prepare(roster)`, when given, is awaited once the room is known (quick match names it
         on joining) and returns the state to start from and the session number to sign with;
@@ -70,6 +72,7 @@ class RoomSession:
         self._prepare = prepare
         self._on_roster = on_roster
         self._relay = relay
+        self._game_check = game_check
         self.signalling = SignallingClient(
             rendezvous,
             signing_key=signing_key,
@@ -152,6 +155,7 @@ class RoomSession:
             room_key=room_key,
             on_event=self._on_event,
             relay=self.signalling if self._relay else None,
+            game_check=self._game_check,
         )
 
     def _current_ice(self) -> IceOptions:

@@ -32,6 +32,9 @@ Design, and why:
   do not come (paused emulation, a pending skipped check, renderer none). openMSX handles frame
   events between slices of emulation, so on a loaded machine one check can also cover two
   frames: still at most one batch per frame, only intermediate values go unseen.
+  A check also notes the active machine and the emulated time: loadstate and reverse restore
+  into a new machine, so the report of a check after one says it *jumped* and the peer re-takes
+  the room's bytes instead of publishing the jump's (`peer.core.openmsx_protocol.JUMP_DETECTION`).
 * **Events leave Tcl as a user_setting update** (``msxsync_changes``, enabled with
   ``openmsx_update enable setting``). It arrives on the control channel in order with the
   replies, in both launch and attach mode (stderr is not ours when attached), and is invisible

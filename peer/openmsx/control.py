@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from peer.core.openmsx_protocol import (
     OPENING,
+    ControlStreamError,
     ControlStreamParser,
     Log,
-    ProtocolError,
     Reply,
     Update,
     encode_command,
@@ -73,7 +73,7 @@ class ControlClient:
         return await future
 
     async def run(self) -> None:
-        """Read until the stream ends. Raises `ProtocolError` on a broken stream."""
+        """Read until the stream ends. Raises `ControlStreamError` on a broken stream."""
         try:
             while chunk := await self._reader.read(_READ_SIZE):
                 for event in self._parser.feed(chunk):
@@ -97,7 +97,7 @@ class ControlClient:
             self._on_event(event)
             return
         if not self._pending:
-            raise ProtocolError(f"a reply nobody asked for: {event.text[:60]!r}")
+            raise ControlStreamError(f"a reply nobody asked for: {event.text[:60]!r}")
         command, future = self._pending.popleft()
         if future.done():  # the caller gave up (cancelled); the reply keeps the order right
             return

@@ -14,6 +14,8 @@ class LocalChanges:
     that check (seconds since the epoch): when the game made them, at the latest. `report`
     numbers the watcher's reports of this run (see `OpenMSXLink.probe`). `before` holds the same
     runs with the values of the previous check (a counter's change is the difference).
+    `jumped`: the emulator jumped in time since that check (a loadstate, openMSX's reverse), so
+    these bytes are the jump's, not the game's (`peer.core.openmsx_protocol.JUMP_DETECTION`).
     """
 
     changes: tuple[tuple[int, bytes], ...]
@@ -21,6 +23,7 @@ class LocalChanges:
     written_at: float
     report: int
     before: tuple[tuple[int, bytes], ...] = ()
+    jumped: bool = False
 
 
 @dataclass(frozen=True, slots=True)

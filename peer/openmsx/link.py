@@ -20,10 +20,10 @@ from pathlib import Path
 from games.definition import Region
 from peer.core.openmsx_protocol import (
     CHANGES_SETTING,
+    ControlStreamError,
     CounterDelta,
     Log,
     Probe,
-    ProtocolError,
     Update,
     apply_command,
     decode_hex_reply,
@@ -185,7 +185,7 @@ class OpenMSXLink:
         try:
             return tuple(int(word) for word in reply.split())
         except ValueError:
-            raise ProtocolError(f"bad reply to apply: {reply[:60]!r}") from None
+            raise ControlStreamError(f"bad reply to apply: {reply[:60]!r}") from None
 
     async def read(self, address: int, length: int) -> bytes:
         """LENGTH bytes at a CPU address, as the CPU sees them now."""
@@ -201,7 +201,7 @@ class OpenMSXLink:
         try:
             return float(reply)
         except ValueError:
-            raise ProtocolError(f"bad emulated time {reply[:40]!r}") from None
+            raise ControlStreamError(f"bad emulated time {reply[:40]!r}") from None
 
     async def probe(self, addresses: Sequence[int]) -> Probe:
         """Emulated time, the watcher's last report number and the bytes at ADDRESSES, read at
@@ -220,7 +220,7 @@ class OpenMSXLink:
         elif event.name == CHANGES_SETTING and event.value:
             try:
                 report = parse_changes(event.value)
-            except ProtocolError as error:
+            except ControlStreamError as error:
                 self._queue.put_nowait(Logged("error", f"ignored a bad change report: {error}"))
                 return
             if report.run != self.run:
@@ -228,7 +228,14 @@ class OpenMSXLink:
                 log.info("ignored a change report of an earlier msxsync run (%s)", report.run[:8])
                 return
             self._queue.put_nowait(
-                LocalChanges(report.changes, report.emutime, report.written_at, report.seq, report.before)
+                LocalChanges(
+                    report.changes,
+                    report.emutime,
+                    report.written_at,
+                    report.seq,
+                    report.before,
+                    report.jumped,
+                )
             )
 
     async def _pump(self) -> None:
@@ -236,7 +243,7 @@ class OpenMSXLink:
         broken = None
         try:
             await self._client.run()
-        except ProtocolError as error:
+        except ControlStreamError as error:
             broken = f"openMSX sent a broken control stream ({error})"
             if self._process is not None and self._process.returncode is None:
                 self._process.kill()  # we cannot talk to it any more: do not leave it running

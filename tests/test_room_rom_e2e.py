@@ -1,0 +1,90 @@
+"""One ROM per room with real peers: a player whose ROM (or machine) is not the room's is refused
+before anything is shared, with one sentence; with --force-rom they play, and everybody is told.
+
+The test cartridge's definition (tests/test_peer_e2e.py `make_testcart_games`) lists no known
+dumps, so a patched ROM passes the local check and only the room can tell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.peer_harness import Peers, wait_until
+from tests.test_peer_e2e import SHARING, TESTCART, make_testcart_games, start_room
+
+pytestmark = [
+    pytest.mark.openmsx,
+    pytest.mark.skipif(shutil.which("openmsx") is None, reason="openmsx is not installed"),
+    pytest.mark.timeout(120),
+]
+
+
+@pytest.fixture
+async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
+    group = Peers(tmp_path)
+    try:
+        yield group
+    finally:
+        await group.close()
+
+
+def patched_cartridge(folder: Path) -> Path:
+    """The test cartridge with one byte of its padding changed: another ROM, same program."""
+    data = bytearray(TESTCART.read_bytes())
+    data[-1] ^= 0x01
+    path = folder / "patched.rom"
+    path.write_bytes(bytes(data))
+    return path
+
+
+async def test_another_rom_is_refused_unless_forced(peers: Peers, tmp_path: Path) -> None:
+    games = make_testcart_games(tmp_path / "games")
+    patched = patched_cartridge(tmp_path)
+    alice = peers.new("alice", "--game", "testcart", "--games", str(games), host=True)
+    await alice.start()
+    await peers.host_ready(alice)
+
+    bob = peers.new("bob", "--game", "testcart", "--rom", str(patched))
+    await bob.start()
+    assert bob.process is not None
+    process = bob.process
+
+    async def bob_ended() -> bool:
+        return process.returncode is not None
+
+    await wait_until(bob_ended, f"bob to be refused\n{bob.log()[-2000:]}")
+    assert process.returncode != 0
+    words = bob.terminal()
+    sentence = "this room plays msxsync test cartridge with ROM SHA-1 "
+    assert sentence + hashlib.sha1(TESTCART.read_bytes()).hexdigest() in words, words
+    assert hashlib.sha1(patched.read_bytes()).hexdigest() in words
+    assert "bob joined" not in alice.log()
+    await alice.wait_log("not sharing with bob")
+
+    carol = peers.new("carol", "--game", "testcart", "--rom", str(patched), "--force-rom")
+    await carol.start()
+    await alice.wait_log("carol plays a different ROM")
+    await carol.wait_log("carol (you) plays a different ROM")
+    await carol.connect()
+    await carol.fast_until(SHARING)
+    assert alice.log().count("carol plays a different ROM") == 1
+
+
+async def test_another_machine_than_the_definitions_is_refused(peers: Peers) -> None:
+    (alice,) = await start_room(peers, ["alice"])
+    bob = peers.new("bob", "--game", "demo", "--machine", "C-BIOS_MSX2")
+    await bob.start()
+    assert bob.process is not None
+    process = bob.process
+
+    async def bob_ended() -> bool:
+        return process.returncode is not None
+
+    await wait_until(bob_ended, f"bob to be refused\n{bob.log()[-2000:]}")
+    assert "machine C-BIOS_MSX1" in bob.terminal() and "machine C-BIOS_MSX2" in bob.terminal()
+    await alice.wait_log("not sharing with bob")
