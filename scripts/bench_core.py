@@ -63,7 +63,7 @@ def signed_state_cost(game: str) -> dict[str, float | int]:
     rng = random.Random(2)
     keys = [SigningKey(bytes([n]) * 32) for n in (1, 2, 3)]
     writers = [
-        Replica(signing_key=k, room=ROOM, regions=definition.regions, session=n + 1, now=NOW)
+        Replica(signing_key=k, room=ROOM, regions=definition.regions, session=n + 1)
         for n, k in enumerate(keys)
     ]
     state = SharedState(Layout(definition.regions))
@@ -81,9 +81,7 @@ def signed_state_cost(game: str) -> dict[str, float | int]:
         for batch in writer.state.signed_batches(newer_than=writer.state.max_lamport - 1):
             state.apply_batch(batch)
     raws = [b.raw for b in state.signed_batches()]
-    receiver = Replica(
-        signing_key=SigningKey(b"\x09" * 32), room=ROOM, regions=definition.regions, session=9, now=NOW
-    )
+    receiver = Replica(signing_key=SigningKey(b"\x09" * 32), room=ROOM, regions=definition.regions, session=9)
     receiver.add_members(bytes(k.verify_key) for k in keys)
     started = time.perf_counter()
     for raw in raws:
@@ -111,7 +109,7 @@ def main() -> None:
         return codec.encode(batches[i % 1000], signing_key=sender, room=ROOM, session=1, seq=i + 1)
 
     messages = [encode(i) for i in range(20_000)]
-    replica = Replica(signing_key=receiver, room=ROOM, regions=regions, session=2, now=NOW)
+    replica = Replica(signing_key=receiver, room=ROOM, regions=regions, session=2)
     replica.add_peer(bytes(sender.verify_key), NOW)
     peer = bytes(sender.verify_key)
     clock = [NOW]

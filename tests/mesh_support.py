@@ -103,7 +103,6 @@ def make_node(
         room=ROOM,
         regions=regions,
         session=random.getrandbits(63),
-        now=wall(),
     )
     events: list[Event] = []
     bound = signals.sender(bytes(key.verify_key)) if isinstance(signals, LocalSignals) else signals

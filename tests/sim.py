@@ -55,8 +55,7 @@ class Mesh:
     @classmethod
     def create(cls, size: int, regions: tuple[Region, ...] = REGIONS) -> Mesh:
         replicas = [
-            Replica(signing_key=key(n), room=ROOM, regions=regions, session=n + 100, now=START)
-            for n in range(size)
+            Replica(signing_key=key(n), room=ROOM, regions=regions, session=n + 100) for n in range(size)
         ]
         mesh = cls(replicas)
         for replica in replicas:

@@ -23,8 +23,7 @@ class SkewedRoom:
         self.skews = [s / 1000 for s in skews_ms]
         self.now = START
         self.replicas = [
-            Replica(signing_key=key(n), room=ROOM, regions=REGIONS, session=100 + n, now=START)
-            for n in range(HONEST)
+            Replica(signing_key=key(n), room=ROOM, regions=REGIONS, session=100 + n) for n in range(HONEST)
         ]
         for replica in self.replicas:
             for other in self.replicas:

@@ -120,9 +120,7 @@ def restart(mesh: Mesh, index: int, session: int) -> None:
     old = mesh.replicas[index]
     stored = SharedState.from_bytes(old.state.layout, old.state.to_bytes(), open_stored())
     mesh.in_flight = [m for m in mesh.in_flight if index not in m[:2]]
-    new = Replica(
-        signing_key=key(index), room=ROOM, regions=COUNTERS, session=session, now=mesh.now, state=stored
-    )
+    new = Replica(signing_key=key(index), room=ROOM, regions=COUNTERS, session=session, state=stored)
     mesh.replicas[index] = new
     for other in mesh.replicas:
         if other is not new:
@@ -225,7 +223,7 @@ def test_a_restart_from_disk_opens_a_new_slot_and_takes_nothing():
     state.contribute(Contribution(0xE000, 10, WRITERS[0], 1, 12))  # the room saw 12
     older = SharedState(Layout(COUNTERS))
     older.contribute(Contribution(0xE000, 5, WRITERS[0], 1, 10))  # the disk caught up to 10 only
-    restarted = Replica(signing_key=key(0), room=ROOM, regions=COUNTERS, session=2, now=START, state=older)
+    restarted = Replica(signing_key=key(0), room=ROOM, regions=COUNTERS, session=2, state=older)
     restarted.local_changes([], START, wall=START, deltas=[(0xE000, 1)])
     state.merge_contributions(restarted.state.contributions())
     assert state.counter_value(0xE000) == 13

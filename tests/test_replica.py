@@ -113,7 +113,7 @@ def test_a_write_reaches_every_peer_as_a_change_event():
         changes = mesh.changes_seen_by(index)
         assert changes[-1].changes == ((0xE003, b"\x2a\x2b"),)
         assert changes[-1].peer == mesh.replicas[1].key
-    assert mesh.replicas[1].statistics().peers[mesh.replicas[0].key].writes_sent == 2
+    assert mesh.replicas[1].statistics().peers[mesh.replicas[0].key].shared_bytes_sent == 2
 
 
 def test_unchanged_local_values_send_nothing():
@@ -141,7 +141,7 @@ def test_late_joiner_adopts_the_room_and_wipes_nobody():
     mesh = Mesh.create(2)
     mesh.write(0, 0xE000, b"\x07\x08")
     mesh.deliver_all()
-    newcomer = Replica(signing_key=key(5), room=ROOM, regions=REGIONS, session=9, now=mesh.now)
+    newcomer = Replica(signing_key=key(5), room=ROOM, regions=REGIONS, session=9)
     mesh.replicas.append(newcomer)
     for old in mesh.replicas[:2]:
         old.add_peer(newcomer.key, mesh.now)
@@ -163,7 +163,7 @@ def test_returning_peer_with_old_durable_state_is_accepted_and_merged():
     mesh.write(0, 0xE002, b"\x22")
     mesh.deliver_all()
     old = SharedState.from_bytes(Layout(REGIONS), stored, open_stored())
-    back = Replica(signing_key=key(1), room=ROOM, regions=REGIONS, session=999, now=mesh.now, state=old)
+    back = Replica(signing_key=key(1), room=ROOM, regions=REGIONS, session=999, state=old)
     mesh.replicas[1] = back
     back.add_peer(mesh.replicas[0].key, mesh.now)
     mesh.replicas[0].add_peer(back.key, mesh.now)
@@ -351,7 +351,7 @@ def test_full_state_of_a_large_region_is_split_into_messages_that_fit():
 
 
 def test_a_replica_does_not_peer_with_itself():
-    replica = Replica(signing_key=key(0), room=ROOM, regions=REGIONS, session=1, now=START)
+    replica = Replica(signing_key=key(0), room=ROOM, regions=REGIONS, session=1)
     try:
         replica.add_peer(replica.key, START)
     except ValueError:
@@ -390,7 +390,7 @@ def test_a_batch_past_the_clock_bound_is_refused_alone_not_the_whole_patch():
     mesh.write(0, 0xE000, b"\x05")
     mesh.deliver_all()
     (honest,) = mesh.replicas[2].state.batches_backing([0xE000])
-    receiver = Replica(signing_key=key(7), room=ROOM, regions=REGIONS, session=900, now=mesh.now)
+    receiver = Replica(signing_key=key(7), room=ROOM, regions=REGIONS, session=900)
     member = mesh.replicas[2]
     receiver.add_members([mesh.replicas[0].key])
     receiver.add_peer(member.key, mesh.now)
@@ -408,7 +408,7 @@ BIG = (Region(0x8000, 0xBFFF),)  # 16 KiB shared
 
 
 def _big_pair():
-    a = Replica(signing_key=key(0), room=ROOM, regions=BIG, session=100, now=START)
+    a = Replica(signing_key=key(0), room=ROOM, regions=BIG, session=100)
     a.add_peer(key(1).verify_key.encode(), START)
     return a, key(1).verify_key.encode()
 
@@ -516,8 +516,8 @@ def test_an_empty_full_state_from_a_new_member_is_not_the_rooms_state():
     mesh = Mesh.create(2)  # A (0) and B (1) have played
     mesh.write(0, 0xE000, b"\x07")
     mesh.deliver_all()
-    member = Replica(signing_key=key(4), room=ROOM, regions=REGIONS, session=44, now=mesh.now)
-    joiner = Replica(signing_key=key(5), room=ROOM, regions=REGIONS, session=55, now=mesh.now)
+    member = Replica(signing_key=key(4), room=ROOM, regions=REGIONS, session=44)
+    joiner = Replica(signing_key=key(5), room=ROOM, regions=REGIONS, session=55)
     joiner.set_roster([r.key for r in (*mesh.replicas, member, joiner)])
     member.add_peer(joiner.key, mesh.now)
     joiner.add_peer(member.key, mesh.now)

@@ -1,6 +1,6 @@
 """The sans-I/O sync engine of one room: what to send, what to accept, what changed.
 
-A `Replica` owns this peer's `SharedState` and clock and one `_Link` per admitted peer. The mesh
+A `Replica` owns this peer's `SharedState` and clock and one `_PeerSync` per admitted peer. The mesh
 adapter feeds it bytes and time and drains `messages_to_send()`; the peer program feeds it local
 changes and applies the `BytesChanged` events to the emulator. Nothing here does I/O or reads a clock.
 
@@ -220,8 +220,8 @@ class PeerStatistics:
     messages_received: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
-    writes_sent: int = 0
-    writes_received: int = 0
+    shared_bytes_sent: int = 0
+    shared_bytes_received: int = 0
     repairs: int = 0
     resyncs_requested: int = 0
     rejections: Counter[str] = field(default_factory=Counter)
@@ -239,7 +239,7 @@ class ReplicaStatistics:
 
 
 @dataclass(slots=True)
-class _Link:
+class _PeerSync:
     peer: bytes
     added_at: float
     next_seq: int = 1
@@ -338,7 +338,6 @@ class Replica:
         room: str,
         regions: Sequence[Region],
         session: int,
-        now: float,
         state: SharedState | None = None,
     ) -> None:
         self.signing_key = signing_key
@@ -347,7 +346,7 @@ class Replica:
         self.session = session
         self.state = state if state is not None else SharedState(Layout(regions))
         self.clock = HybridClock(self.state.max_lamport)
-        self.links: dict[bytes, _Link] = {}
+        self.links: dict[bytes, _PeerSync] = {}
         self.members: set[bytes] = {self.key} | {b.author for b in self.state.batches.values()}
         """Keys whose signed batches are accepted: never shrinks (see the module docstring)."""
         self.rejections: Counter[str] = Counter()
@@ -372,7 +371,7 @@ class Replica:
         self.members.add(peer)
         link = self.links.get(peer)
         if link is None:
-            link = self.links[peer] = _Link(peer, added_at=now, tokens_at=now, chat_at=now)
+            link = self.links[peer] = _PeerSync(peer, added_at=now, tokens_at=now, chat_at=now)
         link.last_heard, link.silent_reported = now, False
         link.connected, link.paused, link.cut = True, False, False
         link.flood_strikes = 0.0
@@ -495,7 +494,7 @@ class Replica:
                 link.dirty_counters.update(first for first, _ in signed.totals)
             else:
                 self._send(link, batch, now)
-                link.stats.writes_sent += signed.size + len(signed.totals)
+                link.stats.shared_bytes_sent += signed.size + len(signed.totals)
 
     def _corrections(self, changes: list[Run]) -> list[Run]:
         """Bytes the game wrote that the room's merge did not keep (a lost join): the emulator
@@ -607,13 +606,13 @@ class Replica:
             return verdict
         return self._dispatch(link, message.body, now, wall)
 
-    def _rate_limited(self, link: _Link, cost: float, now: float) -> list[Event]:
+    def _rate_limited(self, link: _PeerSync, cost: float, now: float) -> list[Event]:
         events: list[Event] = [self._reject(link, link.peer, "rate_limited")]
         if link.strike(cost, now):
             events.append(CutPeer(link.peer, "flooding"))
         return events
 
-    def _refuse(self, link: _Link, now: float, reason: str, detail: str = "") -> list[Event]:
+    def _refuse(self, link: _PeerSync, now: float, reason: str, detail: str = "") -> list[Event]:
         """Refuse one message (or one batch of a patch) from an admitted peer; it counts as a
         strike, so a peer that keeps sending what this replica refuses is cut."""
         events: list[Event] = [self._reject(link, link.peer, reason, detail)]
@@ -621,7 +620,7 @@ class Replica:
             events.append(CutPeer(link.peer, f"refused too often ({reason})"))
         return events
 
-    def _check_sequence(self, link: _Link, message: codec.Decoded, now: float) -> list[Event] | None:
+    def _check_sequence(self, link: _PeerSync, message: codec.Decoded, now: float) -> list[Event] | None:
         """None when the message is new and in order enough to process; else the events."""
         if message.seq == 0:
             return self._refuse(link, now, "handshake_after_admission")
@@ -644,7 +643,7 @@ class Replica:
             link.recent.popitem(last=False)
         return None
 
-    def _dispatch(self, link: _Link, body: codec.Body, now: float, wall: float) -> list[Event]:
+    def _dispatch(self, link: _PeerSync, body: codec.Body, now: float, wall: float) -> list[Event]:
         match body:
             case codec.WriteBatch():
                 return self._receive_batch(link, body, now, wall)
@@ -669,7 +668,9 @@ class Replica:
             case _:
                 return self._refuse(link, now, "handshake_after_admission")
 
-    def _receive_batch(self, link: _Link, batch: codec.WriteBatch, now: float, wall: float) -> list[Event]:
+    def _receive_batch(
+        self, link: _PeerSync, batch: codec.WriteBatch, now: float, wall: float
+    ) -> list[Event]:
         problem = self._check_batch(batch.runs, batch.totals)
         if problem:
             return self._refuse(link, now, *problem)
@@ -677,7 +678,7 @@ class Replica:
             signed = codec.batch_of(link.peer, link.session or 0, batch, room=self.room)
         except codec.DecodeError as exc:
             return self._refuse(link, now, exc.reason, str(exc))
-        link.stats.writes_received += signed.size + len(batch.totals)
+        link.stats.shared_bytes_received += signed.size + len(batch.totals)
         changes: list[Run] = []
         deltas: list[Delta] = []
         events = self._take(link, signed, now, wall, changes, deltas)
@@ -685,7 +686,7 @@ class Replica:
 
     def _take(
         self,
-        link: _Link,
+        link: _PeerSync,
         signed: SignedBatch,
         now: float,
         wall: float,
@@ -708,7 +709,7 @@ class Replica:
                 events += self._refuse(link, now, "lamport_ahead", detail)
         return events
 
-    def _ahead_of_sender(self, link: _Link, lamport: int, wall: float) -> bool:
+    def _ahead_of_sender(self, link: _PeerSync, lamport: int, wall: float) -> bool:
         """The sender stamped its own write past its own clock's bound (its clock as its
         heartbeats show it): an honest replica never merges a value past its bound (it holds it,
         see `clock`), so it never stamps one either (issue 18, F1)."""
@@ -755,7 +756,7 @@ class Replica:
                 return "outside_regions", f"no counter at {first:#06x}"
         return None
 
-    def _merged(self, link: _Link, changes: list[Run], deltas: list[Delta]) -> list[Event]:
+    def _merged(self, link: _PeerSync, changes: list[Run], deltas: list[Delta]) -> list[Event]:
         events: list[Event] = []
         if changes or deltas:
             events.append(BytesChanged(link.peer, tuple(changes), tuple(deltas)))
@@ -763,7 +764,9 @@ class Replica:
             events.append(StateChanged())
         return events
 
-    def _receive_patch(self, link: _Link, patch: codec.StatePatch, now: float, wall: float) -> list[Event]:
+    def _receive_patch(
+        self, link: _PeerSync, patch: codec.StatePatch, now: float, wall: float
+    ) -> list[Event]:
         """Merge every signed batch of the patch that verifies and keeps the rules; each one that
         does not is refused alone and counted against the sender."""
         events: list[Event] = []
@@ -789,7 +792,7 @@ class Replica:
             events.append(FullStateReceived(link.peer, self.has_room_state(link.peer)))
         return events
 
-    def _receive_digest(self, link: _Link, digest: codec.Digest, now: float) -> list[Event]:
+    def _receive_digest(self, link: _PeerSync, digest: codec.Digest, now: float) -> list[Event]:
         if digest.digest == self.state.digest():
             return []
         if digest.max_lamport != self.state.max_lamport:
@@ -802,7 +805,7 @@ class Replica:
         self._answer_full_state(link, now)
         return [Repaired(link.peer)]
 
-    def _receive_heartbeat(self, link: _Link, beat: codec.Heartbeat, now: float, wall: float) -> None:
+    def _receive_heartbeat(self, link: _PeerSync, beat: codec.Heartbeat, now: float, wall: float) -> None:
         link.echo = (beat.sent_ms, now)
         link.stats.skew = beat.sent_ms / 1000 - wall
         # The echo names one of our heartbeats by its wall `sent_ms`; the round trip is timed on
@@ -813,7 +816,7 @@ class Replica:
             if rtt >= 0:
                 link.stats.rtt = rtt
 
-    def _compare_rosters(self, link: _Link, theirs: bytes, now: float) -> list[Event]:
+    def _compare_rosters(self, link: _PeerSync, theirs: bytes, now: float) -> list[Event]:
         unknown = bytes(codec.ROSTER_HASH_SIZE)
         if theirs == self.roster or unknown in (theirs, self.roster):
             link.roster_differs_since = None
@@ -830,7 +833,7 @@ class Replica:
 
     # ---- sending ------------------------------------------------------------------------------
 
-    def _ask_full_state(self, link: _Link, now: float) -> None:
+    def _ask_full_state(self, link: _PeerSync, now: float) -> None:
         """Ask for the peer's full state, at most once per `REQUEST_INTERVAL` (later asks are
         merged into the one in flight: its answer holds everything they would have brought)."""
         if link.awaiting and now - link.asked_at < REQUEST_INTERVAL:
@@ -839,17 +842,17 @@ class Replica:
         self._credit_full_state(link, now)
         self._send(link, codec.ResyncRequest(), now)
 
-    def _credit_full_state(self, link: _Link, now: float) -> None:
+    def _credit_full_state(self, link: _PeerSync, now: float) -> None:
         link.asked_at, link.awaiting = now, True
         if now - link.credited_at < REQUEST_INTERVAL:
             return  # one credit per interval, however often the state is asked for
         link.credited_at = now
         link.state_credit = full_state_cost(self.state.layout)
 
-    def _open_links(self) -> list[_Link]:
+    def _open_links(self) -> list[_PeerSync]:
         return [link for link in self.links.values() if link.connected]
 
-    def _send(self, link: _Link, body: codec.Body, now: float) -> None:
+    def _send(self, link: _PeerSync, body: codec.Body, now: float) -> None:
         message = codec.encode(
             body, signing_key=self.signing_key, room=self.room, session=self.session, seq=link.next_seq
         )
@@ -858,7 +861,7 @@ class Replica:
         link.stats.bytes_sent += len(message)
         self._outbox.append((link.peer, message))
 
-    def _send_heartbeat(self, link: _Link, now: float, wall: float) -> None:
+    def _send_heartbeat(self, link: _PeerSync, now: float, wall: float) -> None:
         echo_ms = held_ms = 0
         if link.echo is not None:
             echo_ms, held_ms = link.echo[0], int((now - link.echo[1]) * 1000)
@@ -869,11 +872,11 @@ class Replica:
             link.beats.popleft()
         self._send(link, codec.Heartbeat(sent_ms, echo_ms, max(0, held_ms), self.roster), now)
 
-    def _send_digest(self, link: _Link, now: float) -> None:
+    def _send_digest(self, link: _PeerSync, now: float) -> None:
         link.next_digest = now + DIGEST_INTERVAL
         self._send(link, codec.Digest(self.state.digest(), self.state.max_lamport), now)
 
-    def _answer_full_state(self, link: _Link, now: float) -> None:
+    def _answer_full_state(self, link: _PeerSync, now: float) -> None:
         """Send the full state a peer is waiting for, if its link allows it now (see
         `FULL_STATE_INTERVAL`); otherwise it stays due and a timer or `resume_peer` sends it."""
         if not link.full_due or link.paused or now < link.full_next_at:
@@ -884,15 +887,15 @@ class Replica:
         charged = (link.stats.bytes_sent - sent) / FULL_STATE_BYTES_PER_SECOND
         link.full_next_at = now + max(FULL_STATE_INTERVAL, charged)
 
-    def _send_full_state(self, link: _Link, now: float) -> None:
+    def _send_full_state(self, link: _PeerSync, now: float) -> None:
         self._send_batches(link, self.state.signed_batches(), full=True, now=now)
 
-    def _send_batches(self, link: _Link, batches: list[SignedBatch], *, full: bool, now: float) -> None:
+    def _send_batches(self, link: _PeerSync, batches: list[SignedBatch], *, full: bool, now: float) -> None:
         parts = split_batches([b.raw for b in batches], PATCH_BUDGET)
         for number, part in enumerate(parts):
             self._send(link, codec.StatePatch(full, number, len(parts), tuple(part)), now)
 
-    def _reject(self, link: _Link | None, peer: bytes, reason: str, detail: str = "") -> Rejected:
+    def _reject(self, link: _PeerSync | None, peer: bytes, reason: str, detail: str = "") -> Rejected:
         self.rejections[reason] += 1
         if link is not None:
             link.stats.rejections[reason] += 1

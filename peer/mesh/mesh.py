@@ -1,6 +1,6 @@
 """The mesh: one room's WebRTC links around one `Replica`, and the loop that drives them.
 
-The mesh owns, per roster member, at most one current `Link`, its identity `Binding` and its
+The mesh owns, per roster member, at most one current `PeerLink`, its identity `Binding` and its
 reconnection schedule. It is the aioquic-style glue between the pure pieces and the wire:
 - link bytes go to the binding until the peer is admitted, then to `replica.receive`;
 - whatever the replica queued is flushed to the links right away (`_flush`), keeping each data
@@ -83,8 +83,8 @@ from peer.mesh.webrtc import (
     LOW_WATER,
     MAX_MESSAGE,
     IceOptions,
-    Link,
     LinkState,
+    PeerLink,
     SignalSender,
     role_towards,
 )
@@ -201,7 +201,7 @@ class _Peer:
     key: bytes
     role: Role
     dial: DialMachine  # when to dial, give up, try again (the state `link` must agree with)
-    link: Link | None = None
+    link: PeerLink | None = None
     binding: Binding | None = None
     relay: _RelaySession | None = None
     paused: bool = False
@@ -437,8 +437,8 @@ class Mesh:
             return
         self._spawn(self._apply_description(peer, link, link.accept_answer(sdp)))
 
-    def _new_link(self, peer: _Peer, link_id: int) -> Link:
-        link = Link(
+    def _new_link(self, peer: _Peer, link_id: int) -> PeerLink:
+        link = PeerLink(
             local_key=self.key,
             peer=peer.key,
             link_id=link_id,
@@ -451,13 +451,13 @@ class Mesh:
         self._wake.set()
         return link
 
-    async def _offer(self, link: Link) -> None:
+    async def _offer(self, link: PeerLink) -> None:
         """Our own offer: nothing from the peer is parsed here, so an error is a bug and ends
         the mesh; only a link that was closed meanwhile (superseded, peer left) is routine."""
         with contextlib.suppress(InvalidStateError):
             await link.offer()
 
-    async def _apply_description(self, peer: _Peer, link: Link, step: Awaitable[None]) -> None:
+    async def _apply_description(self, peer: _Peer, link: PeerLink, step: Awaitable[None]) -> None:
         """Apply a description the peer sent; what aiortc's parser raises drops only that link."""
         try:
             await step
@@ -468,11 +468,11 @@ class Mesh:
 
     # ---- link events (LinkListener) --------------------------------------------------------
 
-    def _current(self, link: Link) -> _Peer | None:
+    def _current(self, link: PeerLink) -> _Peer | None:
         peer = self._peers.get(link.peer)
         return peer if peer is not None and peer.link is link else None
 
-    def link_open(self, link: Link) -> None:
+    def link_open(self, link: PeerLink) -> None:
         peer = self._current(link)
         if peer is None:
             return
@@ -499,7 +499,7 @@ class Mesh:
         self._send_handshake(peer, codec.Nonce(peer.binding.local_nonce, platform))
         self._wake.set()
 
-    def link_message(self, link: Link, data: bytes) -> None:
+    def link_message(self, link: PeerLink, data: bytes) -> None:
         peer = self._current(link)
         if peer is None:
             return
@@ -510,14 +510,14 @@ class Mesh:
             self._bind_message(peer, peer.binding, data)
         self._flush()
 
-    def link_drained(self, link: Link) -> None:
+    def link_drained(self, link: PeerLink) -> None:
         peer = self._current(link)
         if peer is not None and peer.paused:
             peer.paused = False
             self.replica.resume_peer(peer.key, self._clock())
             self._flush()
 
-    def link_closed(self, link: Link, reason: str) -> None:
+    def link_closed(self, link: PeerLink, reason: str) -> None:
         peer = self._current(link)
         if peer is not None:
             self._drop_link(peer, reason)
@@ -856,7 +856,7 @@ class Mesh:
         synced = (DialState.ADMITTED, DialState.RELAYED)
         return {key for key, peer in self._peers.items() if peer.dial.state in synced}
 
-    def link(self, key: bytes) -> Link | None:
+    def link(self, key: bytes) -> PeerLink | None:
         """The current link with a peer (tests use it to send raw bytes or close it)."""
         peer = self._peers.get(key)
         return None if peer is None else peer.link
@@ -883,7 +883,7 @@ class Mesh:
             sync = stats.sync
             if sync is not None and stats.state in ("admitted", "relayed"):
                 rtt = "?" if sync.rtt is None else f"{sync.rtt * 1000:.1f}ms"
-                part += f" rtt {rtt} out {sync.writes_sent}B in {sync.writes_received}B"
+                part += f" rtt {rtt} out {sync.shared_bytes_sent}B in {sync.shared_bytes_received}B"
                 rejected = sum(sync.rejections.values())
                 part += f" rejected {rejected}" if rejected else ""
             part += f" lost {stats.links_lost}" if stats.links_lost else ""
@@ -907,7 +907,7 @@ class Mesh:
             await self._changed.wait()
 
 
-def _path_of(link: Link | None) -> Path | None:
+def _path_of(link: PeerLink | None) -> Path | None:
     types = link.candidate_types() if link is not None else None
     if types is None:
         return None

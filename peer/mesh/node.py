@@ -11,7 +11,7 @@ object per line:
     {"cmd": "digest"}                           -> {"event": "digest", "digest": HEX, "admitted": N}
     {"cmd": "wait_path", "path": "direct"}      -> {"event": "path", "path": "direct"}  (every peer's)
     {"cmd": "stats"}  -> {"event": "stats", "paths": [...], "relay_refusals": {...}, "rejections": {...},
-                          "moved_to_direct": N, "links_lost": N, "writes_received": N}
+                          "moved_to_direct": N, "links_lost": N, "shared_bytes_received": N}
     {"cmd": "bench", "seconds": 5, "per_frame": 1, "noise": 0}
         -> {"event": "bench", "latencies_ms": [...], "cpu": FRACTION, "links_lost": N, ...}
        (`per_frame` calls of local_changes per frame, each with the time stamp and `noise`
@@ -143,7 +143,7 @@ async def command(node: Node, mesh: Mesh, order: dict[str, Any]) -> bool:
                 rejections=rejections,
                 moved_to_direct=sum(s.moved_to_direct for s in stats),
                 links_lost=sum(s.links_lost for s in stats),
-                writes_received=sum(s.sync.writes_received for s in stats if s.sync),
+                shared_bytes_received=sum(s.sync.shared_bytes_received for s in stats if s.sync),
             )
         case "bench":
             per_frame, noise = int(order.get("per_frame", 1)), int(order.get("noise", 0))

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import secrets
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -143,7 +142,6 @@ class RoomSession:
             room=roster.room,
             regions=self._regions,
             session=session,
-            now=time.time(),
             state=state,
         )
         return Mesh(

@@ -1,6 +1,6 @@
-"""The WebRTC adapter: owns aiortc peer connections, one `Link` per pair of room members.
+"""The WebRTC adapter: owns aiortc peer connections, one `PeerLink` per pair of room members.
 
-A `Link` is one attempt at a connection with one peer: an `RTCPeerConnection` and its single
+A `PeerLink` is one attempt at a connection with one peer: an `RTCPeerConnection` and its single
 data channel "msxsync". It knows nothing of the sync protocol; it reports open / message /
 drained / closed to a `LinkListener` (the mesh) and sends the bytes it is given.
 
@@ -208,10 +208,10 @@ def _can_pair_with(self: aioice.candidate.Candidate, other: aioice.candidate.Can
 class LinkListener(Protocol):
     """What a link reports to; every call is made from the event loop, never concurrently."""
 
-    def link_open(self, link: Link) -> None: ...
-    def link_message(self, link: Link, data: bytes) -> None: ...
-    def link_drained(self, link: Link) -> None: ...
-    def link_closed(self, link: Link, reason: str) -> None: ...
+    def link_open(self, link: PeerLink) -> None: ...
+    def link_message(self, link: PeerLink, data: bytes) -> None: ...
+    def link_drained(self, link: PeerLink) -> None: ...
+    def link_closed(self, link: PeerLink, reason: str) -> None: ...
 
 
 class SignalSender(Protocol):
@@ -238,7 +238,7 @@ def sha256_fingerprint(sdp: str) -> str:
     return "sha-256 " + match.group(1).upper()
 
 
-class Link:
+class PeerLink:
     """One connection attempt with one peer. `link_id` tells its signals from older attempts'."""
 
     def __init__(
