@@ -170,9 +170,8 @@ def test_any_sequence_keeps_the_machine_consistent(
         if dial.state is DialState.ADMITTED:
             assert dial.get_timer() is None
         if dial.state is DialState.BANNED:
-            assert (
-                dial.retry_at is not None and dial.retry_at >= now - elapsed
-            )  # (an ended ban waits for its timer)
+            # Every ban has an end, and the timer is what lifts it (steps may pass it first).
+            assert dial.retry_at is not None and dial.get_timer() is not None
 
 
 @given(offerer=st.booleans(), hops=st.lists(st.floats(0.0, 40.0), min_size=1, max_size=30))
@@ -225,6 +224,7 @@ def test_a_malformed_signal_is_a_signal_error(data: object) -> None:
         parse_signal(data)
 
 
+@pytest.mark.timeout(1800)  # (the long mode: 10,000 nested values)
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.text(max_size=20),
