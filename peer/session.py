@@ -33,6 +33,7 @@ from nacl.signing import SigningKey
 from games.definition import GameDefinition, Region
 from peer.applier import Applier, ShowMessage
 from peer.console import HELP, Command, PeerLine, Status, format_peers, safe_name, server_words
+from peer.core.clock import clocks_far_apart
 from peer.core.gating import Action, AdoptRoom, Check, Gate, Publish, Tell, WriteToEmulator
 from peer.core.items import ItemNews
 from peer.core.openmsx_protocol import REMEMBER_SHOWN, label_command, unlabel_command
@@ -68,6 +69,7 @@ JOIN_TIMEOUT = 20.0
 BOOT_ARM_AFTER = 10.0
 ROOM_STATE_TIMEOUT = 10.0  # with others in the room but none reachable, play on with our own state
 ARMING_POLL = 0.25
+CLOCK_CHECK = 5.0
 RESYNC_MESSAGE = "resync: asking the other players"
 RESYNC_KEY = "F10"
 # In a layer of our own: it wins over the default F10 binding while active, and leaving
@@ -199,6 +201,7 @@ class Session:
                 tasks.create_task(self._arming_loop(link)),
                 tasks.create_task(self.terminal.status_loop()),
                 tasks.create_task(self._room_state_deadline()),
+                tasks.create_task(self._clock_watch()),
             ]
             if sys.stdin.isatty():
                 background.append(tasks.create_task(self.terminal.console_loop()))
@@ -497,6 +500,25 @@ class Session:
             self._check_arming.clear()
             if not self.gate.armed:
                 await self._check_arming_now(link)
+
+    async def _clock_watch(self) -> None:
+        """Tell the player once per peer when the two clocks are far apart: writes stamped more
+        than the clock bound ahead of a receiver's clock are refused there (`peer.core.clock`)."""
+        told: set[bytes] = set()
+        while True:
+            await asyncio.sleep(CLOCK_CHECK)
+            if self.mesh is None:
+                continue
+            for key, stats in self.mesh.statistics().items():
+                skew = stats.sync.skew if stats.sync is not None else None
+                if skew is None or not clocks_far_apart(skew) or key in told:
+                    continue
+                told.add(key)
+                faster = "yours" if skew < 0 else f"{self._name(key)}'s"
+                self._tell(
+                    f"your clock and {self._name(key)}'s differ by {abs(skew):.0f} s ({faster} is ahead); "
+                    "set both to the time from the internet, or some writes will be refused"
+                )
 
     async def _room_state_deadline(self) -> None:
         await asyncio.sleep(ROOM_STATE_TIMEOUT)

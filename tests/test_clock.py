@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.core.clock import SEEN_HISTORY_S, HybridClock, wall_ms
+from peer.core.clock import MAX_AHEAD_MS, SEEN_HISTORY_S, HybridClock, clocks_far_apart, wall_ms
 
 T = 1_800_000_000.0  # a wall time, seconds
 
@@ -90,3 +90,10 @@ def test_own_writes_increase_and_beat_everything_seen_before_they_were_made(
             clock.observe(value, now)
             seen.append((now, value))
         assert clock.last == max(own + [v for _, v in seen], default=0)
+
+
+def test_players_are_told_about_clocks_far_apart_well_before_writes_are_refused() -> None:
+    bound = MAX_AHEAD_MS / 1000
+    assert not clocks_far_apart(2.0) and not clocks_far_apart(-2.0)  # ordinary drift
+    assert clocks_far_apart(bound / 2) and clocks_far_apart(-bound / 2)
+    assert clocks_far_apart(bound) and clocks_far_apart(-10 * bound)

@@ -133,3 +133,12 @@ class HybridClock:
         """The highest value seen at or before `when` (own values not included)."""
         position = bisect_right(self._seen_times, when)
         return self._seen_values[position - 1] if position else self._seen_floor
+
+
+CLOCK_WARN_S = MAX_AHEAD_MS / 1000 / 3
+"""Players whose clocks differ by this much are told so, well before writes are refused."""
+
+
+def clocks_far_apart(skew_s: float) -> bool:
+    """Whether a peer's clock (its heartbeats' skew from ours, seconds) is worth telling about."""
+    return abs(skew_s) >= CLOCK_WARN_S
