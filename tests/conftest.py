@@ -7,8 +7,8 @@ import shutil
 import pytest
 from hypothesis import HealthCheck, settings
 
-# Fixtures shared by the rendezvous test modules (games, base, session).
-pytest_plugins = ["tests.rendezvous_support"]
+# Shared fixtures: the rendezvous test modules' (games, base, session) and the real peers' (peers).
+pytest_plugins = ["tests.rendezvous_support", "tests.peer_harness"]
 
 settings.register_profile(
     "default", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]

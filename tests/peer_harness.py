@@ -20,9 +20,11 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
+
+import pytest
 
 from peer.core.openmsx_protocol import Log, Update
 from peer.openmsx.control import ControlClient, OpenMSXError
@@ -385,3 +387,14 @@ class Peers:
 
     async def close(self) -> None:
         await asyncio.gather(*(peer.stop(within=5.0) for peer in self.all), return_exceptions=True)
+
+
+@pytest.fixture
+async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
+    """The test's players; whatever is still running at the end is stopped (a module may define
+    its own `peers`, which wins)."""
+    group = Peers(tmp_path)
+    try:
+        yield group
+    finally:
+        await group.close()

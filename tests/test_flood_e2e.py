@@ -8,8 +8,6 @@ import asyncio
 import shutil
 import statistics
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -24,15 +22,6 @@ pytestmark = [
 
 ITEM1 = 0xE011
 FLOOD = 300
-
-
-@pytest.fixture
-async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
-    group = Peers(tmp_path)
-    try:
-        yield group
-    finally:
-        await group.close()
 
 
 async def write_latencies(writer: Peer, reader: Peer, values: range) -> list[float]:

@@ -7,8 +7,6 @@ game's own status line left readable. Bob's own game shows his pickups itself: n
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -21,15 +19,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("openmsx") is None, reason="openmsx is not installed"),
     pytest.mark.timeout(120),
 ]
-
-
-@pytest.fixture
-async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
-    group = Peers(tmp_path)
-    try:
-        yield group
-    finally:
-        await group.close()
 
 
 async def shown_now(peer: Peer) -> str:

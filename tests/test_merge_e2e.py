@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -40,15 +38,6 @@ proc coin_loop {{n}} {{
     after time {GAP} [list coin_loop [expr {{$n - 1}}]]
 }}
 """
-
-
-@pytest.fixture
-async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
-    group = Peers(tmp_path)
-    try:
-        yield group
-    finally:
-        await group.close()
 
 
 async def collect(peer: Peer) -> None:

@@ -15,7 +15,6 @@ import contextlib
 import os
 import shutil
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -38,15 +37,6 @@ RESERVED = 0xE019  # between the shared bytes and the position: private
 PLAYER_X = 0xE020
 SHARED = range(0xE010, 0xE019)
 SHARING = "sharing with the room"
-
-
-@pytest.fixture
-async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
-    group = Peers(tmp_path)
-    try:
-        yield group
-    finally:
-        await group.close()
 
 
 async def start_room(peers: Peers, names: list[str], *args: str, tty: bool = False) -> list[Peer]:

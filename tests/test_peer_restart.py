@@ -58,15 +58,6 @@ def cartridge_games(folder: Path) -> Path:
 
 
 @pytest.fixture
-async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
-    group = Peers(tmp_path)
-    try:
-        yield group
-    finally:
-        await group.close()
-
-
-@pytest.fixture
 async def rendezvous(tmp_path: Path) -> AsyncIterator[str]:
     async with running(Config(games=[cartridge_games(tmp_path / "games")])) as url:
         yield url

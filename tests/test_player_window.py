@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,15 +35,6 @@ pytestmark = [
 def display() -> Iterator[str]:
     with xvfb() as name:
         yield name
-
-
-@pytest.fixture
-async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
-    group = Peers(tmp_path)
-    try:
-        yield group
-    finally:
-        await group.close()
 
 
 async def screenshot(peer: Peer, name: str) -> Path:

@@ -11,8 +11,6 @@ watchpoint on the shared bytes (it fires for the game's writes and for msxsync's
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -34,15 +32,6 @@ _WATCH_LOSSES = (
     "{if {$::wp_last_value == 0} {lappend ::msxsync_test_lost "
     '"[format %04x $::wp_last_address]@[machine_info time]"}}'
 )
-
-
-@pytest.fixture
-async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
-    group = Peers(tmp_path)
-    try:
-        yield group
-    finally:
-        await group.close()
 
 
 async def losses(peer: Peer) -> str:

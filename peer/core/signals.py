@@ -13,7 +13,7 @@ from current ones; in a restart it is the last attempt the answerer had (0: none
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 MAX_SDP = 16 * 1024
 MAX_LINK_ID = 2**53  # JSON numbers stay exact below this
@@ -35,29 +35,29 @@ def _check_sdp(sdp: object) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Offer:
+class _Description:
+    """A session description for link `link` (an offer or its answer)."""
+
     link: int
     sdp: str
+    KIND: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         _check_link(self.link)
         _check_sdp(self.sdp)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"kind": "offer", "link": self.link, "sdp": self.sdp}
+        return {"kind": self.KIND, "link": self.link, "sdp": self.sdp}
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
-    link: int
-    sdp: str
+class Offer(_Description):
+    KIND: ClassVar[str] = "offer"
 
-    def __post_init__(self) -> None:
-        _check_link(self.link)
-        _check_sdp(self.sdp)
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"kind": "answer", "link": self.link, "sdp": self.sdp}
+@dataclass(frozen=True, slots=True)
+class Answer(_Description):
+    KIND: ClassVar[str] = "answer"
 
 
 @dataclass(frozen=True, slots=True)
