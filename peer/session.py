@@ -51,7 +51,8 @@ from peer.core.replica import (
 from peer.core.room_game import Admit, GameCheck, Platform, Refuse, judge, refusal_sentence
 from peer.core.state import Layout, SharedState
 from peer.host_role import HostRole
-from peer.mesh.mesh import LinkLost, Mesh, PathChanged, PeerAdmitted, PeerRefused, Published
+from peer.mesh.events import LinkLost, PathChanged, PeerAdmitted, PeerRefused, Published
+from peer.mesh.mesh import Mesh
 from peer.mesh.room import RoomSession
 from peer.mesh.signalling import Roster
 from peer.mesh.webrtc import IceOptions

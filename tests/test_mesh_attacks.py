@@ -15,7 +15,7 @@ from nacl.signing import SigningKey
 from peer.core import codec
 from peer.core.binding import Role, derive_room_key
 from peer.core.clock import MAX_AHEAD_MS, wall_ms
-from peer.mesh.mesh import PeerRefused
+from peer.mesh.events import PeerRefused
 from peer.mesh.webrtc import offering_host_addresses, role_towards
 from tests.mesh_support import (
     LOOPBACK,

@@ -8,7 +8,7 @@ import time
 
 from games.definition import Region
 from peer.core.replica import SILENT_AFTER, BytesChanged, Rejected
-from peer.mesh.mesh import LinkLost, PeerAdmitted
+from peer.mesh.events import LinkLost, PeerAdmitted
 from peer.mesh.webrtc import MAX_MESSAGE
 from tests.mesh_support import (
     LocalSignals,

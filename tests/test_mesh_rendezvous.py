@@ -14,7 +14,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from peer.core.replica import Event
-from peer.mesh.mesh import LinkLost, Mesh
+from peer.mesh.events import LinkLost
+from peer.mesh.mesh import Mesh
 from peer.mesh.room import RoomSession
 from tests.mesh_support import LOOPBACK, REGIONS, random_changes, rendezvous
 

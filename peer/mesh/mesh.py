@@ -71,13 +71,13 @@ from peer.core.replica import (
     Event,
     PeerLeft,
     PeerSilent,
-    PeerStatistics,
     Rejected,
     Replica,
 )
 from peer.core.room_game import GameCheck
 from peer.core.signals import Answer, Offer, Restart, SignalError, parse_signal
 from peer.core.state import Delta, Run
+from peer.mesh.events import LinkLost, LinkStatistics, PathChanged, PeerAdmitted, PeerRefused, Published
 from peer.mesh.webrtc import (
     HIGH_WATER,
     LOW_WATER,
@@ -114,47 +114,6 @@ _SDP_ERRORS = (
 )
 
 
-# ---- events the mesh adds to the replica's ----------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PeerAdmitted(Event):
-    peer: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class PeerRefused(Event):
-    peer: bytes
-    reason: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class Published(Event):
-    """Our own changes went out (merged into the replica and sent to every admitted peer).
-
-    `corrections` (bytes) and `deltas` (counters) are what the emulator must be given so that it
-    shows the room's merge of them (see `replica.LocalOutcome`)."""
-
-    runs: tuple[Run, ...]
-    corrections: tuple[Run, ...] = ()
-    deltas: tuple[Delta, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class LinkLost(Event):
-    peer: bytes
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class PathChanged(Event):
-    """An admitted peer is now reached another way (e.g. relayed, then direct)."""
-
-    peer: bytes
-    path: Path
-
-
 class RelaySender(Protocol):
     """The rendezvous's relay, as the signalling client offers it."""
 
@@ -173,27 +132,6 @@ class _RelaySession:
 
 
 # ---- per-peer bookkeeping --------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class LinkStatistics:
-    """Per peer connection: the mesh's counters next to the replica's `PeerStatistics`."""
-
-    state: str = DialState.WAITING.value
-    admissions: int = 0
-    reconnects: int = 0
-    links_lost: int = 0
-    refusals: Counter[str] = field(default_factory=Counter)
-    cuts: int = 0
-    pauses: int = 0
-    unsendable: int = 0  # messages dropped because the channel was not open (resynced later)
-    offers_held: int = 0  # offers that came while our link with the peer was alive (see `_answer`)
-    last_loss: str = ""
-    path: Path | None = None  # of the current link, once ICE chose one
-    relay_refusals: Counter[str] = field(default_factory=Counter)  # frames refused on the relay
-    relayed: int = 0  # relay sessions admitted
-    moved_to_direct: int = 0  # relayed, then a direct link took over
-    sync: PeerStatistics | None = None
 
 
 @dataclass(slots=True)

@@ -40,7 +40,8 @@ from nacl.signing import SigningKey
 
 from games.definition import Region
 from peer.core.replica import BytesChanged, Event
-from peer.mesh.mesh import LinkLost, Mesh
+from peer.mesh.events import LinkLost
+from peer.mesh.mesh import Mesh
 from peer.mesh.room import RoomSession
 from peer.mesh.signalling import SignallingRefused
 from peer.mesh.webrtc import IceOptions

@@ -1,0 +1,76 @@
+"""What the mesh tells the application: its events and its per-peer statistics.
+
+Owns the events the mesh adds to the replica's (`peer.core.replica.Event`): a peer admitted or
+refused, our own changes published, a link lost, a peer reached another way; and `LinkStatistics`,
+the mesh's counters per peer connection next to the replica's `PeerStatistics`. Plain data, no
+behaviour: the mesh (`peer.mesh.mesh`) produces them, the session and the tools read them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from peer.core.dial import DialState
+from peer.core.paths import Path
+from peer.core.replica import Event, PeerStatistics
+from peer.core.state import Delta, Run
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAdmitted(Event):
+    peer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRefused(Event):
+    peer: bytes
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Published(Event):
+    """Our own changes went out (merged into the replica and sent to every admitted peer).
+
+    `corrections` (bytes) and `deltas` (counters) are what the emulator must be given so that it
+    shows the room's merge of them (see `replica.LocalOutcome`)."""
+
+    runs: tuple[Run, ...]
+    corrections: tuple[Run, ...] = ()
+    deltas: tuple[Delta, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LinkLost(Event):
+    peer: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PathChanged(Event):
+    """An admitted peer is now reached another way (e.g. relayed, then direct)."""
+
+    peer: bytes
+    path: Path
+
+
+@dataclass(slots=True)
+class LinkStatistics:
+    """Per peer connection: the mesh's counters next to the replica's `PeerStatistics`."""
+
+    state: str = DialState.WAITING.value
+    admissions: int = 0
+    reconnects: int = 0
+    links_lost: int = 0
+    refusals: Counter[str] = field(default_factory=Counter)
+    cuts: int = 0
+    pauses: int = 0
+    unsendable: int = 0  # messages dropped because the channel was not open (resynced later)
+    offers_held: int = 0  # offers that came while our link with the peer was alive (see `_answer`)
+    last_loss: str = ""
+    path: Path | None = None  # of the current link, once ICE chose one
+    relay_refusals: Counter[str] = field(default_factory=Counter)  # frames refused on the relay
+    relayed: int = 0  # relay sessions admitted
+    moved_to_direct: int = 0  # relayed, then a direct link took over
+    sync: PeerStatistics | None = None
