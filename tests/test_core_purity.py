@@ -18,6 +18,7 @@ PURE_MODULES = [
     "peer.core.lan",
     "peer.core.openmsx_protocol",
     "peer.core.signalling",
+    "peer.core.relay_session",
     "rendezvous.wire",
     "rendezvous.fairness",
     "rendezvous.rooms",

@@ -69,6 +69,7 @@ class RelayError(ValueError):
     def __init__(self, reason: RelayRefusal, detail: str = "") -> None:
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
         self.reason = reason
+        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)

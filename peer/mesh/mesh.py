@@ -43,7 +43,7 @@ from typing import Protocol
 from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from nacl.signing import SigningKey
 
-from peer.core import codec
+from peer.core import codec, relay_session
 from peer.core.binding import Admitted, Binding, RefusalReason, Refused, Role
 from peer.core.dial import (
     CUT_WAIT,
@@ -57,15 +57,8 @@ from peer.core.dial import (
 )
 from peer.core.pacing import PublishPacer
 from peer.core.paths import Path, classify
-from peer.core.relay import (
-    RELAY_FINGERPRINT,
-    Ephemeral,
-    RelayChannel,
-    RelayError,
-    RelayRefusal,
-    handshake_frame,
-    split_handshake,
-)
+from peer.core.relay import RelayRefusal
+from peer.core.relay_session import Drained, Dropped, Opened, RelaySession, Reply, is_relay_nonce, stray
 from peer.core.replica import (
     CutPeer,
     Event,
@@ -94,7 +87,6 @@ log = logging.getLogger(__name__)
 LIVE_LINK = 2.5  # seconds: heard from this recently, a link is alive and no offer ends it
 HELD_OFFER_TTL = 10.0  # a held offer is answered if the live link is lost within this
 BANNED_FOR = frozenset({RefusalReason.PASSWORD_MISMATCH})  # refusals the key signed for itself
-RELAY_DRAIN = 10.0  # after moving to a direct link, what was in flight on the relay still counts
 
 # What aiortc raises while applying a session description a peer sent us: a fuzz of mutated
 # offers (400 cases) produced AssertionError, ValueError, AttributeError, KeyError and TypeError
@@ -121,16 +113,6 @@ class RelaySender(Protocol):
     def send_relay(self, to: bytes, frame: bytes) -> bool: ...
 
 
-@dataclass(slots=True)
-class _RelaySession:
-    """One relay session with a peer: binding, then (admitted) the sealing channel."""
-
-    ephemeral: Ephemeral
-    binding: Binding
-    channel: RelayChannel | None = None
-    drain_until: float | None = None  # set once a direct link took over
-
-
 # ---- per-peer bookkeeping --------------------------------------------------------------------
 
 
@@ -141,7 +123,7 @@ class _Peer:
     dial: DialMachine  # when to dial, give up, try again (the state `link` must agree with)
     link: PeerLink | None = None
     binding: Binding | None = None
-    relay: _RelaySession | None = None
+    relay: RelaySession | None = None
     paused: bool = False
     held_offer: tuple[int, str, float] | None = None  # (link id, sdp, when): see `Mesh._answer`
     stats: LinkStatistics = field(default_factory=LinkStatistics)
@@ -247,7 +229,7 @@ class Mesh:
             if peer.binding is not None:
                 deadlines.append(peer.binding.get_timer())
             if peer.relay is not None:
-                deadlines += [peer.relay.binding.get_timer(), peer.relay.drain_until]
+                deadlines.append(peer.relay.get_timer())
         return min((d for d in deadlines if d is not None), default=None)
 
     def _handle_timers(self, now: float) -> None:
@@ -265,12 +247,10 @@ class Mesh:
             refused = peer.binding.handle_timer(now)
             if refused is not None:
                 self._refuse(peer, refused)
-        session = peer.relay
-        if session is not None:
-            refused = session.binding.handle_timer(now)
-            if refused is not None:
-                self._relay_refused(peer, refused)
-            elif session.drain_until is not None and now >= session.drain_until:
+        match peer.relay.handle_timer(now) if peer.relay is not None else None:
+            case relay_session.Refused() as failed:
+                self._relay_refused(peer, failed)
+            case Drained():
                 peer.relay = None
         match peer.dial.handle_timer(now, self._relay_ok()):
             case StartRelay():
@@ -485,7 +465,7 @@ class Mesh:
         if relayed and peer.relay is not None:
             # The replica keeps its link: the next message simply goes the direct way, and what
             # is still in flight on the relay is opened for a while yet.
-            peer.relay.drain_until = self._clock() + RELAY_DRAIN
+            peer.relay.drain(self._clock())
             peer.stats.moved_to_direct += 1
             log.info("peer %s: moved from the relay to a direct link", peer.key.hex()[:8])
             self._emit(PathChanged(peer.key, _path_of(peer.link) or Path.DIRECT))
@@ -518,43 +498,38 @@ class Mesh:
     def _relay_ok(self) -> bool:
         return self._relay is not None and self._relay.relay_available()
 
-    def _new_relay_session(self, peer: _Peer, now: float) -> _RelaySession:
-        ephemeral = Ephemeral.from_secret(self._nonces(codec.NONCE_SIZE))
-        binding = Binding(
+    def _new_relay_session(self, peer: _Peer, now: float) -> RelaySession:
+        session = RelaySession(
             room=self.room,
             role=peer.role,
-            local_key=self.key,
+            signing_key=self._signing_key,
+            session=self.replica.session,
             peer=peer.key,
-            local_fingerprint=RELAY_FINGERPRINT,
-            remote_fingerprint=RELAY_FINGERPRINT,
-            local_nonce=ephemeral.public,
+            secret=self._nonces(codec.NONCE_SIZE),
             room_key=self._room_key,
             now=now,
         )
         peer.dial.relay()
-        peer.relay = _RelaySession(ephemeral, binding)
-        self._send_relay_handshake(peer, codec.Nonce(ephemeral.public))
+        peer.relay = session
+        self._send_relay_frame(peer, session.start().frame)
         self._wake.set()
         self._notify()
-        return peer.relay
+        return session
 
     def _start_relay(self, peer: _Peer, now: float) -> None:
         log.info("peer %s unreached: trying the rendezvous's relay", peer.key.hex()[:8])
         self._new_relay_session(peer, now)
 
-    def _send_relay_handshake(self, peer: _Peer, body: codec.Body) -> None:
-        data = codec.encode(
-            body, signing_key=self._signing_key, room=self.room, session=self.replica.session, seq=0
-        )
+    def _send_relay_frame(self, peer: _Peer, frame: bytes) -> None:
         if self._relay is not None:
-            self._relay.send_relay(peer.key, handshake_frame(data))
+            self._relay.send_relay(peer.key, frame)
 
     def _send_relayed(self, peer: _Peer, data: bytes) -> None:
         session = peer.relay
-        if session is None or session.channel is None or self._relay is None:
+        if session is None or not session.admitted or self._relay is None:
             peer.stats.unsendable += 1
             return
-        if not self._relay.send_relay(peer.key, session.channel.seal(data)):
+        if not self._relay.send_relay(peer.key, session.seal(data)):
             peer.stats.unsendable += 1
 
     def handle_relay(self, sender: bytes, frame: bytes) -> None:
@@ -565,53 +540,37 @@ class Mesh:
             self._count_relay_refusal(None, "relay_unknown_peer")
             return
         session = peer.relay
-        try:
-            if session is not None and session.channel is not None:
-                data = session.channel.open(frame)
-            else:
-                self._relay_handshake(peer, split_handshake(frame))
-                self._flush()
+        if (session is None or not session.admitted) and peer.role is Role.ANSWERER and is_relay_nonce(frame):
+            # The offerer starts a relay session (or starts over): the answerer follows.
+            unreached = (DialState.WAITING, DialState.CONNECTING, DialState.BINDING)
+            restart = peer.dial.state is DialState.RELAY_BINDING
+            if peer.dial.state not in unreached and not restart:
+                unexpected = Dropped(RelayRefusal.UNEXPECTED, f"a relay nonce while {peer.dial.state.value}")
+                self._relay_dropped(peer, unexpected)
                 return
-        except RelayError as exc:
-            log.debug("relayed frame from %s refused: %s", sender.hex()[:8], exc)
-            self._count_relay_refusal(peer, exc.reason.value)
-            return
-        if self.replica.is_connected(peer.key):
-            for event in self.replica.receive(peer.key, data, self._clock(), wall=self._wall()):
-                self._handle_event(event)
+            session = self._new_relay_session(peer, self._clock())
+        match stray(frame) if session is None else session.receive(frame, keys=set(self._peers)):
+            case Dropped() as dropped:
+                self._relay_dropped(peer, dropped)
+                return
+            case Opened(data) if self.replica.is_connected(peer.key):
+                for event in self.replica.receive(peer.key, data, self._clock(), wall=self._wall()):
+                    self._handle_event(event)
+            case Reply(reply):
+                self._send_relay_frame(peer, reply)
+            case relay_session.Admitted():
+                self._relay_admitted(peer)
+            case relay_session.Refused() as refused:
+                self._relay_refused(peer, refused)
         self._flush()
 
-    def _relay_handshake(self, peer: _Peer, data: bytes) -> None:
-        session = peer.relay
-        is_nonce = len(data) > 1 and data[1] == codec.Kind.NONCE
-        if peer.role is Role.ANSWERER and is_nonce:
-            unreached = (DialState.WAITING, DialState.CONNECTING, DialState.BINDING)
-            restart = peer.dial.state is DialState.RELAY_BINDING  # the offerer started over
-            if peer.dial.state not in unreached and not restart:
-                raise RelayError(RelayRefusal.UNEXPECTED, f"a relay nonce while {peer.dial.state.value}")
-            session = self._new_relay_session(peer, self._clock())
-        if session is None:
-            raise RelayError(RelayRefusal.UNEXPECTED, "a handshake frame outside a relay session")
-        match session.binding.receive(data, keys=set(self._peers)):
-            case Refused() as refused:
-                self._relay_refused(peer, refused)
-            case Admitted():
-                self._relay_admitted(peer, session)
-            case proof:
-                self._send_relay_handshake(peer, proof)
+    def _relay_dropped(self, peer: _Peer, dropped: Dropped) -> None:
+        log.debug(
+            "relayed frame from %s refused: %s (%s)", peer.key.hex()[:8], dropped.counter, dropped.detail
+        )
+        self._count_relay_refusal(peer, dropped.counter)
 
-    def _relay_admitted(self, peer: _Peer, session: _RelaySession) -> None:
-        remote = session.binding.remote_nonce
-        if remote is None:  # (the binding admits only after the peer's nonce)
-            raise RuntimeError("relay binding admitted without the peer's nonce")
-        try:
-            session.channel = RelayChannel(
-                ephemeral=session.ephemeral, peer_public=remote, role=peer.role, room=self.room
-            )
-        except RelayError as exc:
-            self._count_relay_refusal(peer, exc.reason.value)
-            self._relay_lost(peer, str(exc))
-            return
+    def _relay_admitted(self, peer: _Peer) -> None:
         now = self._clock()
         peer.dial.relay_admitted(now)
         peer.stats.admissions += 1
@@ -621,12 +580,13 @@ class Mesh:
         self._emit(PeerAdmitted(peer.key))
         self._emit(PathChanged(peer.key, Path.RELAYED))
 
-    def _relay_refused(self, peer: _Peer, refused: Refused) -> None:
-        """A relay binding that failed: the rendezvous may be to blame, so no ban, only a count."""
-        who, why = peer.key.hex()[:8], refused.reason.value
-        log.warning("relay binding with %s failed: %s (%s)", who, why, refused.detail)
-        self._count_relay_refusal(peer, f"relay_binding_{refused.reason.value}")
-        self._relay_lost(peer, f"relay binding failed: {refused.reason.value}")
+    def _relay_refused(self, peer: _Peer, refused: relay_session.Refused) -> None:
+        """A relay session that failed: the rendezvous may be to blame, so no ban, only a count."""
+        log.warning(
+            "relay session with %s failed: %s (%s)", peer.key.hex()[:8], refused.counter, refused.detail
+        )
+        self._count_relay_refusal(peer, refused.counter)
+        self._relay_lost(peer, refused.sentence)
 
     def _relay_lost(self, peer: _Peer, reason: str) -> None:
         if not peer.dial.relaying:
