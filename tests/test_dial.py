@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from peer.core.dial import (
     CONNECT_TIMEOUT,
+    HELD_OFFER_TTL,
     HINT_GRACE,
     RETRY_FIRST,
     RETRY_MAX,
@@ -20,6 +21,7 @@ from peer.core.dial import (
     DialMachine,
     DialState,
     GiveUp,
+    HeldOffer,
     Input,
 )
 from peer.core.signals import Answer, Offer, Restart, SignalError, parse_signal
@@ -111,10 +113,69 @@ def test_illegal_inputs_raise_and_leave_the_state_alone() -> None:
     assert dial.state is DialState.WAITING
 
 
+def admitted_answerer(now: float = 0.0) -> DialMachine:
+    dial = DialMachine(offerer=False, now=now)
+    dial.offered(1, now)
+    dial.opened()
+    dial.admitted()
+    return dial
+
+
+def test_an_offer_held_while_the_link_lives_is_handed_back_when_it_is_lost_soon() -> None:
+    dial = admitted_answerer()
+    dial.hold_offer(5, "v=0 first", 1.0)
+    dial.hold_offer(6, "v=0 second", 2.0)  # only the newest is held
+    assert dial.state is DialState.ADMITTED  # holding changes nothing else
+    assert dial.lost(2.0 + HELD_OFFER_TTL - 0.01) == HeldOffer(6, "v=0 second", 2.0)
+    assert dial.held is None  # taken: handed back once
+    dial.offered(6, 12.0)
+    dial.lost(12.5)
+    assert dial.held is None
+
+
+def test_a_held_offer_expires_and_a_newer_offer_or_a_ban_forgets_it() -> None:
+    dial = admitted_answerer()
+    dial.hold_offer(5, "v=0", 1.0)
+    assert dial.lost(1.0 + HELD_OFFER_TTL) is None  # too old: the peer did not really restart
+    assert dial.held is None
+    dial = admitted_answerer()
+    dial.hold_offer(5, "v=0", 1.0)
+    dial.offered(7, 2.0)  # another offer, answered: the held one is stale
+    assert dial.held is None and dial.lost(3.0) is None
+    dial = admitted_answerer()
+    dial.hold_offer(5, "v=0", 1.0)
+    dial.banned(2.0, 30.0)
+    assert dial.held is None
+
+
+def test_only_an_admitted_answerer_holds_offers() -> None:
+    offerer = DialMachine(offerer=True, now=0.0)
+    offerer.dial(1, 0.0)
+    offerer.opened()
+    offerer.admitted()
+    with pytest.raises(DialError):
+        offerer.hold_offer(1, "v=0", 1.0)
+    answerer = DialMachine(offerer=False, now=0.0)
+    answerer.offered(1, 0.0)
+    with pytest.raises(DialError):
+        answerer.hold_offer(2, "v=0", 1.0)  # nothing alive to protect: answer it
+    assert answerer.held is None
+
+
+def test_the_answerer_follows_a_relay_nonce_only_while_unreached() -> None:
+    dial = DialMachine(offerer=False, now=0.0)
+    assert dial.may_follow_relay()
+    dial.relay()
+    assert dial.may_follow_relay()  # the offerer started over
+    dial.relay_admitted(1.0)
+    assert not dial.may_follow_relay()  # relayed already
+    assert not admitted_answerer().may_follow_relay()
+
+
 inputs = st.lists(
     st.tuples(
         st.sampled_from(
-            ["dial", "offered", "opened", "admitted", "lost", "banned", "hint", "restart", "timer"]
+            ["dial", "offered", "opened", "admitted", "lost", "banned", "hint", "restart", "timer", "hold"]
         ),
         st.floats(0.0, 20.0),
         st.integers(0, 5),
@@ -129,7 +190,8 @@ def test_any_sequence_keeps_the_machine_consistent(
 ) -> None:
     """Whatever happens in whatever order: only table transitions occur, an illegal input changes
     nothing, the wait stays within bounds, a timer exists in every state but admitted, and it is
-    never due before now was reached (so the loop never spins)."""
+    never due before now was reached (so the loop never spins). An offer is held only by an
+    admitted answerer, and a loss hands it back only within its time to live."""
     now = 0.0
     dial = DialMachine(offerer=offerer, now=now)
     for what, elapsed, link in steps:
@@ -146,7 +208,11 @@ def test_any_sequence_keeps_the_machine_consistent(
                 case "admitted":
                     dial.admitted()
                 case "lost":
-                    dial.lost(now)
+                    held = dial.lost(now)
+                    assert held is None or now - held.at < HELD_OFFER_TTL
+                case "hold":
+                    dial.hold_offer(link, "v=0", now)
+                    assert not offerer and before is DialState.ADMITTED
                 case "banned":
                     dial.banned(now, 30.0)
                 case "hint":
@@ -166,6 +232,9 @@ def test_any_sequence_keeps_the_machine_consistent(
         moved = dial.state is not before
         assert not moved or what == "timer" or (before, Input(what)) in TRANSITIONS
         assert RETRY_FIRST <= dial.backoff <= RETRY_MAX
+        assert dial.held is None or (not offerer and dial.held.at <= now)
+        if what in ("offered", "banned"):
+            assert dial.held is None
         assert (dial.deadline is not None) == (dial.state in LINKED - {DialState.ADMITTED})
         if dial.state is DialState.ADMITTED:
             assert dial.get_timer() is None

@@ -31,6 +31,11 @@ makes a waiting peer due at once with the first wait, and gives up an attempt th
 `HINT_GRACE` seconds without opening (its offer or answer was most likely lost with the path).
 A "restart" from the answerer is such a sign too, and says it has no link: an older attempt of
 ours is redialled at once.
+
+Held offers (issue 18): an offer relayed by the rendezvous proves nothing, so while our admitted
+link is alive the answerer holds it (`hold_offer`) instead of answering; if that link is lost
+within `HELD_OFFER_TTL` seconds, `lost` hands it back to be answered (a peer that really restarted
+goes silent or closes its link). A newer offer taken, or a ban, forgets it.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ REFUSED_WAIT = 30.0  # a refused peer gets no link before this
 CUT_WAIT = 30.0  # nor a peer cut off for flooding
 RELAY_AFTER = CONNECT_TIMEOUT + 1.0  # unreached this long (one whole direct attempt): relay
 RELAYED_RETRY_MAX = 10.0  # while relayed, a direct attempt at least this often
+HELD_OFFER_TTL = 10.0  # a held offer is answered if the live link is lost within this
 
 
 class DialState(enum.Enum):
@@ -134,6 +140,15 @@ class StartRelay:
 Action = Dial | AskRedial | GiveUp | StartRelay
 
 
+@dataclass(frozen=True, slots=True)
+class HeldOffer:
+    """An offer that came while our link was alive: answer it if that link is lost soon."""
+
+    link_id: int
+    sdp: str
+    at: float
+
+
 class DialMachine:
     """The dial state of one peer; `offerer` says which side of every link with it we are."""
 
@@ -146,6 +161,7 @@ class DialMachine:
         self.deadline: float | None = None
         self._started_at = now
         self.unreached_since: float | None = now  # no admitted link (direct or relayed) since
+        self.held: HeldOffer | None = None  # answerer: an offer held while our link was alive
 
     @property
     def relaying(self) -> bool:
@@ -158,6 +174,13 @@ class DialMachine:
 
     def offered(self, link_id: int, now: float) -> None:
         self._start(Input.OFFERED, link_id, now)
+        self.held = None  # a newer offer, taken: the held one is stale
+
+    def hold_offer(self, link_id: int, sdp: str, now: float) -> None:
+        """Answerer: an offer came while our admitted link is alive; hold it (the newest only)."""
+        if self.offerer or self.state is not DialState.ADMITTED:
+            raise DialError(f"an offer held in state {self.state.value}")
+        self.held = HeldOffer(link_id, sdp, now)
 
     def opened(self) -> None:
         self._move(Input.OPENED)
@@ -167,13 +190,16 @@ class DialMachine:
         self.deadline, self.backoff, self.retry_at = None, RETRY_FIRST, None
         self.unreached_since = None
 
-    def lost(self, now: float) -> None:
-        """The direct link (or attempt) is lost; while relayed the relay carries on."""
+    def lost(self, now: float) -> HeldOffer | None:
+        """The direct link (or attempt) is lost; while relayed the relay carries on. Returns the
+        offer held while it was alive, if it came within `HELD_OFFER_TTL`: answer it now."""
         if self.state is DialState.ADMITTED:
             self.unreached_since = now
         self._move(Input.LOST)
         self.deadline = None
         self._retry_after(now)
+        held, self.held = self.held, None
+        return held if held is not None and now - held.at < HELD_OFFER_TTL else None
 
     def relay(self) -> None:
         self._move(Input.RELAY)
@@ -193,10 +219,16 @@ class DialMachine:
     def banned(self, now: float, wait: float) -> None:
         self._move(Input.BANNED)
         self.deadline, self.retry_at = None, now + wait
+        self.held = None
 
     def may_answer(self) -> bool:
         """Whether an offer from the peer is taken (not while it is banned)."""
         return self.state is not DialState.BANNED
+
+    def may_follow_relay(self) -> bool:
+        """Answerer: whether the offerer's relay nonce starts a relay session now: only while no
+        link is admitted (in RELAY_BINDING the offerer started over)."""
+        return self.state in _UNREACHED or self.state is DialState.RELAY_BINDING
 
     # ---- what to do ------------------------------------------------------------------------
 

@@ -85,7 +85,6 @@ from peer.mesh.webrtc import (
 log = logging.getLogger(__name__)
 
 LIVE_LINK = 2.5  # seconds: heard from this recently, a link is alive and no offer ends it
-HELD_OFFER_TTL = 10.0  # a held offer is answered if the live link is lost within this
 BANNED_FOR = frozenset({RefusalReason.PASSWORD_MISMATCH})  # refusals the key signed for itself
 
 # What aiortc raises while applying a session description a peer sent us: a fuzz of mutated
@@ -125,7 +124,6 @@ class _Peer:
     binding: Binding | None = None
     relay: RelaySession | None = None
     paused: bool = False
-    held_offer: tuple[int, str, float] | None = None  # (link id, sdp, when): see `Mesh._answer`
     stats: LinkStatistics = field(default_factory=LinkStatistics)
 
     @property
@@ -332,17 +330,16 @@ class Mesh:
     def _answer(self, peer: _Peer, link_id: int, sdp: str, now: float) -> None:
         """Answer an offer relayed by the rendezvous. The offer proves nothing (the rendezvous may
         have made it up), so it never ends a link that is alive: while we heard from the peer in
-        the last `LIVE_LINK` seconds, the offer is held, and answered only if that link is lost
-        within `HELD_OFFER_TTL` (a peer that really restarted goes silent or closes its link)."""
+        the last `LIVE_LINK` seconds, the dial machine holds the offer, and hands it back if that
+        link is lost soon (`DialMachine.hold_offer`, `lost`)."""
         if not peer.dial.may_answer():
             log.info("ignoring an offer from %s: refused or cut recently", peer.key.hex()[:8])
             return
         if peer.admitted and peer.link is not None and self.replica.heard_within(peer.key, now, LIVE_LINK):
             log.info("holding an offer from %s: our link with it is alive", peer.key.hex()[:8])
-            peer.held_offer = (link_id, sdp, now)
+            peer.dial.hold_offer(link_id, sdp, now)
             peer.stats.offers_held += 1
             return
-        peer.held_offer = None
         self._close_link(peer, "superseded by a new offer")
         link = self._new_link(peer, link_id)
         peer.dial.offered(link_id, now)
@@ -542,9 +539,7 @@ class Mesh:
         session = peer.relay
         if (session is None or not session.admitted) and peer.role is Role.ANSWERER and is_relay_nonce(frame):
             # The offerer starts a relay session (or starts over): the answerer follows.
-            unreached = (DialState.WAITING, DialState.CONNECTING, DialState.BINDING)
-            restart = peer.dial.state is DialState.RELAY_BINDING
-            if peer.dial.state not in unreached and not restart:
+            if not peer.dial.may_follow_relay():
                 unexpected = Dropped(RelayRefusal.UNEXPECTED, f"a relay nonce while {peer.dial.state.value}")
                 self._relay_dropped(peer, unexpected)
                 return
@@ -653,12 +648,11 @@ class Mesh:
             return
         self._close_link(peer, reason)
         now = self._clock()
-        peer.dial.lost(now)
+        held = peer.dial.lost(now)
         peer.stats.reconnects += 1
         self._wake.set()
-        held, peer.held_offer = peer.held_offer, None
-        if held is not None and now - held[2] < HELD_OFFER_TTL:
-            self._answer(peer, held[0], held[1], now)
+        if held is not None:
+            self._answer(peer, held.link_id, held.sdp, now)
 
     def _close_link(self, peer: _Peer, reason: str) -> None:
         """Forget and close the current link, if any (the dial machine is told by the caller)."""
