@@ -2,13 +2,15 @@
 
 Owns the events the mesh adds to the replica's (`peer.core.replica.Event`): a peer admitted or
 refused, our own changes published, a link lost, a peer reached another way; and `LinkStatistics`,
-the mesh's counters per peer connection next to the replica's `PeerStatistics`. Plain data, no
-behaviour: the mesh (`peer.mesh.mesh`) produces them, the session and the tools read them.
+the mesh's counters per peer connection next to the replica's `PeerStatistics`, and
+`status_line`, their one-line summary. Plain data: the mesh (`peer.mesh.mesh`) produces them, the
+session and the tools read them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from peer.core.dial import DialState
@@ -67,10 +69,32 @@ class LinkStatistics:
     cuts: int = 0
     pauses: int = 0
     unsendable: int = 0  # messages dropped because the channel was not open (resynced later)
-    offers_held: int = 0  # offers that came while our link with the peer was alive (see `_answer`)
+    offers_held: int = 0  # offers that came while our link with the peer was alive (see `Mesh._answer`)
     last_loss: str = ""
     path: Path | None = None  # of the current link, once ICE chose one
     relay_refusals: Counter[str] = field(default_factory=Counter)  # frames refused on the relay
     relayed: int = 0  # relay sessions admitted
     moved_to_direct: int = 0  # relayed, then a direct link took over
     sync: PeerStatistics | None = None
+
+
+SYNCED = (DialState.ADMITTED.value, DialState.RELAYED.value)  # states in which a peer is synced
+
+
+def status_line(report: Mapping[bytes, LinkStatistics]) -> str:
+    """One line for a status display: how many peers are synced, then each one's state, path,
+    RTT and traffic (`report`: the mesh's statistics, by peer key)."""
+    parts = []
+    for key, stats in sorted(report.items()):
+        part = f"{key.hex()[:6]} {stats.state}"
+        part += f" {stats.path.value}" if stats.path is not None else ""
+        sync = stats.sync
+        if sync is not None and stats.state in SYNCED:
+            rtt = "?" if sync.rtt is None else f"{sync.rtt * 1000:.1f}ms"
+            part += f" rtt {rtt} out {sync.shared_bytes_sent}B in {sync.shared_bytes_received}B"
+            rejected = sum(sync.rejections.values())
+            part += f" rejected {rejected}" if rejected else ""
+        part += f" lost {stats.links_lost}" if stats.links_lost else ""
+        parts.append(part)
+    synced = sum(stats.state in SYNCED for stats in report.values())
+    return f"{synced}/{len(report)} peers" + (": " if parts else "") + "; ".join(parts)

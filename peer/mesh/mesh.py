@@ -1,24 +1,20 @@
-"""The mesh: one room's WebRTC links around one `Replica`, and the loop that drives them.
+"""The mesh: one room's WebRTC links around one `Replica`, wired to the pure parts that decide.
 
-The mesh owns, per roster member, at most one current `PeerLink`, its identity `Binding` and its
-reconnection schedule. It is the aioquic-style glue between the pure pieces and the wire:
-- link bytes go to the binding until the peer is admitted, then to `replica.receive`;
-- whatever the replica queued is flushed to the links right away (`_flush`), keeping each data
-  channel's `bufferedAmount` bounded with `replica.pause_peer` / `resume_peer`;
-- the replica's and the bindings' timers drive heartbeats, digests, liveness and timeouts;
-- a link that closes, fails, goes silent or is cut is routine: the replica forgets the
-  connection, and each peer's `DialMachine` (`peer.core.dial`) says when the offerer dials again
-  (the answerer asks it to, via signalling) and when a sign of the peer (the roster, a signal)
-  makes that happen at once; on admission the replica exchanges digests and state, so nothing
-  is lost.
-
-The last resort (issue 13): when a peer stays unreached for `RELAY_AFTER` seconds, and both the
-rendezvous and this player allow it, its messages go through the rendezvous's relay (a
-`RelaySender`, frames fed back to `handle_relay`): the same binding as a direct link, with X25519
-nonces, then every message sealed (`peer.core.relay`, whose docstring holds the threat model).
-The replica does not notice which path a peer is on: when a background direct attempt is admitted
-the mesh just sends on it, keeping the replica's link (sequence numbers go on: nothing is sent
-twice), and for `RELAY_DRAIN` seconds still opens what was in flight on the relay (nothing is lost).
+Per roster member the mesh keeps at most one current `PeerLink` and does the I/O for these parts
+(aioquic-style glue: they decide, it sends, closes, spawns and emits):
+- `Binding` (`peer.core.binding`): link bytes go to it until the peer is admitted, then to
+  `replica.receive`; a refusal the key signed for itself bans it, any other only drops the link;
+- `DialMachine` (`peer.core.dial`): when the offerer dials (the answerer asks it to), when an
+  attempt is given up, how long a refused or cut peer is banned, when to try the relay, and the
+  offer held while our link is alive. A lost link is routine: the next admission resyncs;
+- `RelaySession` (`peer.core.relay_session`, threat model in `peer.core.relay`): the last resort
+  (issue 13), the same binding through the rendezvous's relay (a `RelaySender`, frames fed back to
+  `handle_relay`), then every message sealed. The replica does not notice the path: when a direct
+  attempt is admitted the mesh just sends on it, and the session drains what was in flight;
+- the `Replica` itself: what it queued is flushed at once (`_flush`), keeping each data channel's
+  `bufferedAmount` bounded with `pause_peer` / `resume_peer`; its timers drive heartbeats,
+  digests and liveness; `PublishPacer` (`peer.core.pacing`) paces our own changes;
+- `peer.mesh.events`: what the mesh tells the application (events, `LinkStatistics`).
 
 It does not own the signalling connection (a `SignalSender` is passed in, and signals are fed to
 `handle_signal`) nor the emulator (changes come in through `local_changes`, and `BytesChanged`
@@ -70,7 +66,15 @@ from peer.core.replica import (
 from peer.core.room_game import GameCheck
 from peer.core.signals import Answer, Offer, Restart, SignalError, parse_signal
 from peer.core.state import Delta, Run
-from peer.mesh.events import LinkLost, LinkStatistics, PathChanged, PeerAdmitted, PeerRefused, Published
+from peer.mesh.events import (
+    LinkLost,
+    LinkStatistics,
+    PathChanged,
+    PeerAdmitted,
+    PeerRefused,
+    Published,
+    status_line,
+)
 from peer.mesh.webrtc import (
     HIGH_WATER,
     LOW_WATER,
@@ -768,19 +772,7 @@ class Mesh:
 
     def status_line(self) -> str:
         """One line for the peer's status display: each peer's state, RTT and traffic."""
-        parts = []
-        for key, stats in sorted(self.statistics().items()):
-            part = f"{key.hex()[:6]} {stats.state}"
-            part += f" {stats.path.value}" if stats.path is not None else ""
-            sync = stats.sync
-            if sync is not None and stats.state in ("admitted", "relayed"):
-                rtt = "?" if sync.rtt is None else f"{sync.rtt * 1000:.1f}ms"
-                part += f" rtt {rtt} out {sync.shared_bytes_sent}B in {sync.shared_bytes_received}B"
-                rejected = sum(sync.rejections.values())
-                part += f" rejected {rejected}" if rejected else ""
-            part += f" lost {stats.links_lost}" if stats.links_lost else ""
-            parts.append(part)
-        return f"{len(self.admitted())}/{len(self._peers)} peers" + (": " if parts else "") + "; ".join(parts)
+        return status_line(self.statistics())
 
     def _emit(self, event: Event) -> None:
         if self._on_event is not None:
