@@ -144,7 +144,7 @@ h1{font-size:1.5rem;margin:0 0 .2rem}h2{font-size:1.1rem;margin:1.6rem 0 .4rem}
 .card b{display:block;font-size:1.4rem}
 table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #dde1ea}
 th,td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #eceef4}
-th{background:#eef1f7;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#eef1f7;font-weight:600}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .none{color:#5a6275;font-style:italic}
 """
 STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
@@ -170,17 +170,25 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         response.headers.setdefault(name, value)
 
 
-def _table(headers: list[str], rows: list[list[str]], empty: str) -> str:
+def _table(headers: list[str], rows: list[list[str]], empty: str, numeric: tuple[int, ...] = ()) -> str:
+    """An HTML table; the columns at `numeric` are right-aligned, every row alike."""
     if not rows:
         return f'<p class="none">{html.escape(empty)}</p>'
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    head = "".join(
+        f"<th{' class=n' if i in numeric else ''}>{html.escape(h)}</th>" for i, h in enumerate(headers)
+    )
     body = "".join(
         "<tr>"
-        + "".join(f"<td{' class=n' if c.isdigit() else ''}>{html.escape(c)}</td>" for c in row)
+        + "".join(f"<td{' class=n' if i in numeric else ''}>{html.escape(c)}</td>" for i, c in enumerate(row))
         + "</tr>"
         for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _amount(value: float) -> str:
+    """A limit as people write it: 1,000,000 rather than 1e+06, 0.5 rather than 0.500000."""
+    return f"{int(value):,}" if value == int(value) else f"{value:g}"
 
 
 def _duration(seconds: int) -> str:
@@ -211,14 +219,17 @@ async def status_page(request: web.Request) -> web.Response:
     hidden = len(summaries) - len(shown)
     src = config.sources
     limits = [
-        ["players on this server", str(config.max_clients)],
-        ["rooms on this server", str(config.max_rooms)],
-        ["players in a room", str(config.room_capacity)],
-        ["connections from one address", str(src.connections)],
-        ["rooms opened by one address", str(src.rooms)],
-        ["messages a second from one connection", f"{config.rate:g} (bursts of {config.burst})"],
-        ["messages a second from one address", f"{src.rate:g} (bursts of {src.burst})"],
-        ["password checks a minute from one address", f"{60 * src.password_rate:g}"],
+        ["players on this server", _amount(config.max_clients)],
+        ["rooms on this server", _amount(config.max_rooms)],
+        ["players in a room", _amount(config.room_capacity)],
+        ["connections from one address", _amount(src.connections)],
+        ["rooms opened by one address", _amount(src.rooms)],
+        [
+            "messages a second from one connection",
+            f"{_amount(config.rate)} (bursts of {_amount(config.burst)})",
+        ],
+        ["messages a second from one address", f"{_amount(src.rate)} (bursts of {_amount(src.burst)})"],
+        ["password checks a minute from one address", _amount(60 * src.password_rate)],
     ]
     refusals = [[reason, str(count)] for reason, count in sorted(server.refusals.items())]
     cards = [
@@ -250,13 +261,13 @@ Up {_duration(stats["uptime_s"])}. Refreshes every {REFRESH_SECONDS} s.{restarti
 {stun_line}{turn_line}</p>
 <div class="cards">{card_html}</div>
 <h2>Rooms</h2>{note}
-{_table(["room", "game", "players", "password", ""], rooms, "No rooms open.")}
+{_table(["room", "game", "players", "password", ""], rooms, "No rooms open.", numeric=(2,))}
 <h2>Games</h2>
 {_table(["name", "title", "ROM here"], games, "No games.")}
 <h2>Refusals since start</h2>
-{_table(["reason", "count"], refusals, "None.")}
+{_table(["reason", "count"], refusals, "None.", numeric=(1,))}
 <h2>Limits</h2>
-{_table(["limit", "value"], limits, "")}
+{_table(["limit", "value"], limits, "", numeric=(1,))}
 </body></html>
 """
     return web.Response(text=page, content_type="text/html")

@@ -5,9 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from games.definition import DefinitionError, GameDefinition, definition_from_json, parse_definition
+from games.definition import (
+    DefinitionError,
+    GameDefinition,
+    Merge,
+    MergeRule,
+    Region,
+    definition_from_json,
+    parse_definition,
+)
 from games.named import NamedCounter, NamedItem
-from peer.core.items import ItemNews, sentences
+from peer.core.items import ItemNews, counter_runs, sentences, writer_of
+from peer.core.state import Contribution, Layout, SharedState
 
 BASE = "g.rom\n#! title g\ne010 e01f bag\ne046 e04b counters\n"
 
@@ -121,3 +130,18 @@ def test_news_only_for_remote_changes_after_the_first_sight():
     news.seen([(0xE010, b"\x01\x00")])  # our own game picked it up: the game shows that itself
     assert news.remote([(0xE010, b"\x01\x80")], who) == ["player2 found the silver key"]
     assert news.remote([(0xE012, b"\x01")], who) == []  # not named
+
+
+def test_the_room_state_gives_named_values_counters_and_writers():
+    layout = Layout([Region(0xE010, 0xE011), Region(0xE018, 0xE018, Merge(MergeRule.ADD, 1, True))])
+    state = SharedState(layout)
+    alice = b"\x0a" * 32
+    state.apply(0xE010, b"\x01", lamport=5, writer=alice)
+    state.contribute(Contribution(0xE018, lamport=6, writer=alice, session=1, total=12))  # shown in BCD
+    assert writer_of(state, 0xE010) == alice
+    assert counter_runs(state) == [(0xE018, b"\x12")]
+    assert counter_runs(state, []) == []
+    news = ItemNews(ITEMS, COUNTERS)
+    news.seen_in(state)  # joining: the room's items are no news ...
+    assert news.remote([(0xE010, b"\x01")], who) == []
+    assert news.remote([(0xE010, b"\x00")], who) == ["player2 lost the key"]  # ... their changes are

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from peer.emulator import RESYNC_MESSAGE
 from peer.openmsx import OpenMSXError
 from peer.openmsx.process import HEADLESS_ENV
-from peer.session import RESYNC_MESSAGE
 from tests.peer_harness import RIGHT, ROOT, Peer, Peers, openmsx_running, wait_until
 
 pytestmark = [

@@ -156,3 +156,15 @@ async def test_status_page_renders_in_headless_chromium(games: Path, tmp_path: P
     keep = os.environ.get("MSXSYNC_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+async def test_status_page_writes_limits_as_people_do(games: Path, session: aiohttp.ClientSession) -> None:
+    """A generous host's limits read 1,000,000, not 1e+06; every number of a column lines up."""
+    config = config_for(games, max_clients=1_000_000, rate=2_500_000.0)
+    async with running(config) as url, session.get(f"{url}/") as resp:
+        page = await resp.text()
+    assert "<td class=n>1,000,000</td>" in page
+    assert "2,500,000 (bursts of 1,000)" in page
+    assert "e+0" not in page
+    limits = page[page.index("<h2>Limits</h2>") :]
+    assert limits.count("<td class=n>") == limits.count("<tr>") - 1  # (the header row)

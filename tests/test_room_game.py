@@ -7,7 +7,7 @@ import pytest
 
 from peer.core.binding import Binding, RefusalReason, Refused, Role
 from peer.core.codec import Proof
-from peer.core.room_game import Admit, Platform, Refuse, describe, judge, refusal_sentence
+from peer.core.room_game import Admit, GameGuard, Platform, Refuse, describe, judge, refusal_sentence
 
 ROOMS = Platform(b"\x11" * 20, "C-BIOS_MSX1")
 PATCHED = Platform(b"\x22" * 20, "C-BIOS_MSX1")
@@ -83,3 +83,39 @@ def test_the_binding_refuses_another_game_before_its_proof() -> None:
     refused = binding().receive_nonce(b"b" * 32, PATCHED)
     assert refused == Refused(b"B" * 32, RefusalReason.DIFFERENT_GAME, "plays a different ROM")
     assert isinstance(binding().receive_nonce(b"b" * 32, None), Refused)
+
+
+# ---- GameGuard: the session's side, over many hellos -------------------------------------------
+
+ME, FIRST, JOINER = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
+
+
+def _name(key: bytes) -> str:
+    return {ME: "me", FIRST: "alice", JOINER: "bob"}[key]
+
+
+def test_the_guard_refuses_a_hello_without_a_game_and_admits_the_same_game() -> None:
+    guard = GameGuard(ROOMS, "demo", ME)
+    assert guard.check(JOINER, None, host=FIRST, name=_name) == "named no game in its hello"
+    assert guard.check(FIRST, ROOMS, host=FIRST, name=_name) is None
+    assert guard.refusal is None and guard.admitted(FIRST) == []
+
+
+def test_the_guard_ends_the_session_only_when_the_room_refused_our_game() -> None:
+    guard = GameGuard(PATCHED, "demo", ME)
+    detail = guard.check(JOINER, ROOMS, host=FIRST, name=_name)  # between joiners: not fatal
+    assert detail is not None and guard.refusal is None
+    assert guard.check(FIRST, ROOMS, host=FIRST, name=_name) is not None
+    assert guard.refusal == refusal_sentence("demo", ROOMS, PATCHED)
+
+
+def test_the_guard_tells_who_plays_another_rom_once_each_when_admitted() -> None:
+    guard = GameGuard(ROOMS, "demo", ME)
+    assert guard.check(JOINER, FORCED, host=ME, name=_name) is None
+    assert guard.admitted(JOINER) == ["bob plays a different ROM"]
+    assert guard.admitted(JOINER) == []  # once
+    forced_me = GameGuard(FORCED, "demo", ME)
+    assert forced_me.check(FIRST, ROOMS, host=FIRST, name=_name) is None
+    assert forced_me.admitted(FIRST) == ["me (you) plays a different ROM"]
+    assert forced_me.check(JOINER, ROOMS, host=FIRST, name=_name) is None
+    assert forced_me.admitted(JOINER) == []  # already said

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from games.named import NamedCounter, NamedItem
-from peer.core.state import Run
+from peer.core.state import Run, SharedState
 
 
 def changes_to_values(runs: Iterable[Run]) -> dict[int, int]:
@@ -48,6 +48,19 @@ def sentences(
     return news
 
 
+def counter_runs(state: SharedState, firsts: Iterable[int] | None = None) -> list[Run]:
+    """The bytes the counters (`add` regions) starting at FIRSTS (default: all) hold now: they
+    change by deltas, never in a run of changed bytes, so item news asks for them."""
+    counters = state.layout.counters
+    wanted = counters if firsts is None else firsts
+    return [(first, state.read(first, counters[first].width)) for first in wanted]
+
+
+def writer_of(state: SharedState, address: int) -> bytes:
+    """The key of the player whose write the byte at ADDRESS holds."""
+    return state.writers[state.layout.index(address)]
+
+
 class ItemNews:
     """The last value of every named byte, and the news when another player changes one."""
 
@@ -62,6 +75,10 @@ class ItemNews:
     def seen(self, runs: Iterable[Run]) -> None:
         """Values this player's own game holds now (its writes, an adoption): never news."""
         self.values.update(self._named(runs))
+
+    def seen_in(self, state: SharedState) -> None:
+        """The named bytes as the room's state holds them now (on joining): never news."""
+        self.seen((address, state.read(address)) for address in sorted(self.addresses))
 
     def remote(self, runs: Iterable[Run], who: Callable[[int], str]) -> list[str]:
         """Another player's writes changed these bytes: the sentences to show everyone here."""

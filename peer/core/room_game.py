@@ -110,3 +110,45 @@ def refusal_sentence(game: str, room: Platform, mine: Platform) -> str:
         f"this room plays {game} with {describe(room)}, but your game has {describe(mine)}; "
         f"use the room's {what}, or pass --force-rom to play a translation or patch with them anyway."
     )
+
+
+class GameGuard:
+    """This player's side of one ROM per room, over a whole session: judges each peer's hello,
+    remembers which admitted players differ (each told once, when admitted), and the sentence the
+    session ends with when the room refused our game (`refusal`)."""
+
+    def __init__(self, mine: Platform, game: str, me: bytes) -> None:
+        self.mine = mine
+        self.game = game  # the game's title, for the refusal sentence
+        self.me = me
+        self.refusal: str | None = None
+        self._different: dict[bytes, str] = {}  # admitted players of another ROM or machine
+        self._told: set[bytes] = set()
+
+    def check(
+        self, peer: bytes, theirs: Platform | None, *, host: bytes | None, name: Callable[[bytes], str]
+    ) -> str | None:
+        """Judge a peer's hello (`host`: the room's first member): None admits, else the detail
+        of the refusal. After a fatal refusal `refusal` holds the sentence to end with."""
+        if theirs is None:
+            return "named no game in its hello"
+        match judge(self.mine, theirs, i_started=host == self.me, they_started=host == peer):
+            case Refuse(detail, fatal=True):
+                self.refusal = refusal_sentence(self.game, theirs, self.mine)
+                return detail
+            case Refuse(detail):
+                return detail
+            case Admit(they_differ=True, what=what):
+                self._different[peer] = f"{name(peer)} plays a different {what}"
+            case Admit(i_differ=True, what=what):
+                self._different[self.me] = f"{name(self.me)} (you) plays a different {what}"
+        return None
+
+    def admitted(self, peer: bytes) -> list[str]:
+        """What to tell now that PEER is admitted: who of the two plays a different game, once each."""
+        news = []
+        for who in (peer, self.me):
+            if who in self._different and who not in self._told:
+                self._told.add(who)
+                news.append(self._different[who])
+        return news

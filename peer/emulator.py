@@ -1,0 +1,89 @@
+"""The player's openMSX as the session needs it: opened or attached with the right regions watched,
+the controls msxsync adds to it (F10 asks for a resync, the window names the player) and takes
+away again, and what the game runs there (its `Platform`, checked against the room's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+
+from games.definition import GameDefinition, Region
+from peer.core.openmsx_protocol import REMEMBER_SHOWN, label_command, unlabel_command
+from peer.core.room_game import Platform
+from peer.openmsx import OpenMSXError, OpenMSXLink
+from peer.openmsx.process import DEFAULT_MACHINE
+from peer.options import PeerOptions
+
+# Emulated seconds before a game without an armed-when rule may publish: past the BIOS logo
+# (C-BIOS about 5 s, real MSX BIOSes less) and the cartridge's start, which clears its RAM.
+BOOT_ARM_AFTER = 10.0
+RESYNC_MESSAGE = "resync: asking the other players"
+RESYNC_KEY = "F10"
+# In a layer of our own: it wins over the default F10 binding while active, and leaving
+# deactivates it, so an attached openMSX gets its own F10 back. Its message is the one on screen
+# until the resync's outcome replaces it (see `message_command`).
+_BIND = (
+    f'bind -layer msxsync {RESYNC_KEY} {{message "{RESYNC_MESSAGE}" info; {REMEMBER_SHOWN}}}; '
+    "activate_input_layer msxsync"
+)
+_UNBIND = f"deactivate_input_layer msxsync; unbind -layer msxsync {RESYNC_KEY}; {unlabel_command()}"
+
+
+def arm_after(given: float | None, definition: GameDefinition) -> float | None:
+    """--arm-after, or for a game without an armed-when rule BOOT_ARM_AFTER: without either, a
+    late joiner would arm before its cartridge boots and publish the boot's clear of its RAM."""
+    if given is not None or definition.armed_when is not None:
+        return given
+    return BOOT_ARM_AFTER
+
+
+def platform(options: PeerOptions, definition: GameDefinition, rom_path: Path) -> Platform:
+    """What this player's game runs (the hello's): the ROM's SHA-1, and the machine when the
+    definition names one (then a --machine that differs counts as another game)."""
+    machine = (options.machine or definition.machine or "") if definition.machine else ""
+    return Platform(hashlib.sha1(rom_path.read_bytes()).digest(), machine, options.force_rom)
+
+
+def watched_regions(definition: GameDefinition) -> list[Region]:
+    """The shared regions plus the armed-when bytes outside them (arming must see those)."""
+    extra = []
+    if definition.armed_when is not None:
+        extra = [Region(a, a) for a in definition.armed_when.addresses if not definition.is_shared(a)]
+    return [*definition.regions, *extra]
+
+
+def open_emulator(
+    options: PeerOptions, definition: GameDefinition, rom_path: Path, state_dir: Path
+) -> contextlib.AbstractAsyncContextManager[OpenMSXLink]:
+    """The player's openMSX: the one `--attach` names, or one launched with the game."""
+    regions = watched_regions(definition)
+    if options.attach is not None:
+        return OpenMSXLink.attach(regions, pid=options.attach or None)
+    return OpenMSXLink.launch(
+        regions,
+        home=state_dir / "openmsx-home",
+        machine=options.machine or definition.machine or DEFAULT_MACHINE,
+        cartridge=rom_path,
+        romtype=definition.romtype,
+        openmsx=options.openmsx,
+        scripts=[Path(script) for script in options.openmsx_scripts],
+        headless=options.headless,
+    )
+
+
+async def add_controls(link: OpenMSXLink, player: str) -> None:
+    """F10 asks for a resync (its message comes back to us as a log line, `RESYNC_MESSAGE`), and
+    the window says whose it is (two windows side by side). Neither is worth failing for."""
+    with contextlib.suppress(OpenMSXError):
+        await link.command(_BIND)
+    with contextlib.suppress(OpenMSXError):
+        await link.command(label_command(f"you are {player}"))
+
+
+async def remove_controls(link: OpenMSXLink) -> None:
+    """Leaving: say so on screen and give the player's openMSX its own F10 back."""
+    with contextlib.suppress(OpenMSXError):
+        await link.show_message("you left the room")
+        await link.command(_UNBIND)
