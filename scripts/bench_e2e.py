@@ -27,9 +27,11 @@ clear, scripts/bench_e2e/boot.tcl) and every receiver has seen one of the sender
 writes (so every peer is connected and armed). Also reported: CPU per openMSX and per peer
 process during the timed writes, and the machine's load average (on a shared machine, other
 work shows in msxsync's figures more than in the floor's: it runs twice the processes).
-Goal (issue 7): msxsync p50 <= 1.5x the floor's, p99 <= 2x. Prints human lines, then one final
-JSON line. Only loopback traffic; every process started here is stopped on exit, also on errors,
-Ctrl-C and SIGTERM. `--quick` (one round, 5 writes, 2 peers) is the smoke test's mode.
+Goal (issue 7): msxsync p50 <= 1.5x the floor's, p99 <= 2x. `--baseline DIR` adds, in the same
+interleaved rounds, the peers of another source tree (a `git worktree` of an older commit): its
+figures and msxsync's ratio to them say whether a change made msxsync slower. Prints human lines,
+then one final JSON line. Only loopback traffic; every process started here is stopped on exit,
+also on errors, Ctrl-C and SIGTERM. `--quick` (one round, 5 writes, 2 peers) is the smoke test's mode.
 """
 
 from __future__ import annotations
@@ -456,9 +458,10 @@ def make_games(folder: Path) -> Path:
 
 
 async def msxsync_phase(
-    folder: Path, games: Path, peers: int, count: int, interval: float, log_level: str
+    folder: Path, games: Path, peers: int, count: int, interval: float, log_level: str, source: Path = ROOT
 ) -> Measured:
-    """Peer 0 hosts the rendezvous and sends; peers 1.. receive."""
+    """Peer 0 hosts the rendezvous and sends; peers 1.. receive. The peers run from SOURCE (this
+    tree, or the baseline's; only this tree's sender gets the tap, whose report format may differ)."""
     paths = Paths.make(folder)
     port = unused_port()
     children = Children()
@@ -470,7 +473,8 @@ async def msxsync_phase(
             params = paths.params(index, received, speed, count, interval)
             scripts = [params, TCL / "boot.tcl", TCL / "receiver.tcl"]
             if index == 0:
-                scripts += [TCL / "sender.tcl", TCL / "msxsync_tap.tcl"]
+                scripts += [TCL / "sender.tcl"]
+                scripts += [TCL / "msxsync_tap.tcl"] if source == ROOT else []
             argv = [sys.executable, "-m", "peer.cli", "--game", "bench", "--headless"]
             argv += ["--ice-address", "127.0.0.1", "--state-dir", str(folder / f"state-{index}")]
             argv += ["--room", "bench", "--name", f"peer{index}", "--log-level", log_level]
@@ -481,7 +485,7 @@ async def msxsync_phase(
             else:
                 argv += ["--rendezvous", f"http://127.0.0.1:{port}"]
             await children.start(
-                f"msxsync peer {index}", argv, folder / f"peer-{index}.log", cwd=ROOT,
+                f"msxsync peer {index}", argv, folder / f"peer-{index}.log", cwd=source,
                 stdin=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
             if index == 0:
@@ -538,8 +542,9 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
     assert main_task is not None
     # SIGTERM ends the run like Ctrl-C does: cancelled, so every `finally` stops its processes.
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
-    kinds = ["floor", *(f"msxsync_{peers}" for peers in options.peers)]
-    pooled = {"floor": Measured(1), **{f"msxsync_{peers}": Measured(peers - 1) for peers in options.peers}}
+    programs = ["msxsync", "baseline"] if options.baseline is not None else ["msxsync"]
+    kinds = ["floor", *(f"{program}_{peers}" for peers in options.peers for program in programs)]
+    pooled = {"floor": Measured(1), **{kind: Measured(int(kind.rsplit("_", 1)[1]) - 1) for kind in kinds[1:]}}
     with tempfile.TemporaryDirectory(prefix="msxsync-bench-e2e-") as temp:
         work = Path(temp)
         games = make_games(work / "games")
@@ -563,14 +568,16 @@ async def rounds(
 ) -> None:
     interval = 1.0 / options.rate
     for round_number in range(1, options.rounds + 1):
-        for kind in kinds:
+        shift = (round_number - 1) % len(kinds)  # each kind follows another each round: no fixed order
+        for kind in kinds[shift:] + kinds[:shift]:
             folder = work / f"{kind}-round{round_number}"
             if kind == "floor":
                 measured = await floor_phase(folder, options.writes, interval)
             else:
                 peers = pooled[kind].receivers + 1
+                source = options.baseline if kind.startswith("baseline") else ROOT
                 measured = await msxsync_phase(
-                    folder, games, peers, options.writes, interval, options.peer_log_level
+                    folder, games, peers, options.writes, interval, options.peer_log_level, source
                 )
             pooled[kind].add(measured)
             label = f"{kind.replace('_', ' ')}{'p' if kind != 'floor' else ''} r{round_number}"
@@ -600,6 +607,16 @@ def report(options: argparse.Namespace, pooled: dict[str, Measured]) -> dict[str
         "floor": floor,
     }
     met = True
+    for peers in options.peers if options.baseline is not None else ():
+        baseline = pooled[f"baseline_{peers}"].summary()
+        baseline["p50_ratio"] = ratio(baseline["p50_ms"], floor["p50_ms"])
+        baseline["p99_ratio"] = ratio(baseline["p99_ms"], floor["p99_ms"])
+        result[f"baseline_{peers}"] = baseline
+        print(
+            describe(f"baseline {peers}p", baseline)
+            + f"  vs floor: p50 {baseline['p50_ratio']}x p99 {baseline['p99_ratio']}x",
+            flush=True,
+        )
     for peers in options.peers:
         mesh = pooled[f"msxsync_{peers}"].summary()
         mesh["p50_ratio"] = ratio(mesh["p50_ms"], floor["p50_ms"])
@@ -611,11 +628,20 @@ def report(options: argparse.Namespace, pooled: dict[str, Measured]) -> dict[str
             and mesh["p99_ratio"] <= GOAL_P99
         )
         met = met and meets
+        if options.baseline is not None:
+            old = result[f"baseline_{peers}"]
+            mesh["p50_vs_baseline"] = ratio(mesh["p50_ms"], old["p50_ms"])
+            mesh["p99_vs_baseline"] = ratio(mesh["p99_ms"], old["p99_ms"])
         result[f"msxsync_{peers}"] = mesh
         print(
             describe(f"msxsync {peers}p", mesh)
             + f"  vs floor: p50 {mesh['p50_ratio']}x p99 {mesh['p99_ratio']}x"
-            + ("  goal met" if meets else f"  goal NOT met (<= {GOAL_P50}x / {GOAL_P99}x)"),
+            + ("  goal met" if meets else f"  goal NOT met (<= {GOAL_P50}x / {GOAL_P99}x)")
+            + (
+                f"  vs baseline: p50 {mesh['p50_vs_baseline']}x p99 {mesh['p99_vs_baseline']}x"
+                if options.baseline is not None
+                else ""
+            ),
             flush=True,
         )
     result["goal_met"] = met
@@ -648,6 +674,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the msxsync peers' --log-level (their logs are kept with --keep)",
     )
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also measure the peers of this source tree (e.g. `git worktree add DIR OLD-COMMIT`), "
+        "interleaved with the others (default: none)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the logs (printed where; always kept after a failure)"
     )
     options = parser.parse_args(argv)
@@ -659,6 +692,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--writes must be between 1 and 240")
     if not 0.5 <= options.rate <= 50:
         parser.error("--rate must be between 0.5 and 50")
+    if options.baseline is not None:
+        options.baseline = options.baseline.resolve()
+        if not (options.baseline / "peer" / "cli.py").is_file():
+            parser.error(f"--baseline {options.baseline}: not an msxsync source tree (no peer/cli.py)")
     if shutil.which("openmsx") is None:
         print("bench_e2e: openMSX is not installed (apt-get install openmsx cbios)", file=sys.stderr)
         return 2

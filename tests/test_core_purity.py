@@ -2,26 +2,19 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
+CORE = Path(__file__).resolve().parent.parent / "peer" / "core"
 PURE_MODULES = [
     "games.definition",
     "peer.core",
-    "peer.core.clock",
-    "peer.core.state",
-    "peer.core.codec",
-    "peer.core.replica",
-    "peer.core.arming",
-    "peer.core.gating",
-    "peer.core.pacing",
-    "peer.core.paths",
-    "peer.core.takeover",
-    "peer.core.lan",
-    "peer.core.openmsx_protocol",
-    "peer.core.signalling",
+    *sorted(f"peer.core.{path.stem}" for path in CORE.glob("*.py") if path.stem != "__init__"),
     "rendezvous.wire",
     "rendezvous.fairness",
     "rendezvous.rooms",
     "rendezvous.ice",
+    "rendezvous.protocol",
+    "rendezvous.relay",
 ]
 FORBIDDEN = ["asyncio", "aiortc", "aiohttp", "subprocess", "socket", "aioice"]
 
