@@ -82,8 +82,9 @@ async def add_controls(link: OpenMSXLink, player: str) -> None:
         await link.command(label_command(f"you are {player}"))
 
 
-async def remove_controls(link: OpenMSXLink) -> None:
-    """Leaving: say so on screen and give the player's openMSX its own F10 back."""
+async def leave_emulator(link: OpenMSXLink) -> None:
+    """Leaving the room: say so on screen, take the controls away (an attached openMSX plays on
+    with its own F10 and title)."""
     with contextlib.suppress(OpenMSXError):
         await link.show_message("you left the room")
         await link.command(_UNBIND)

@@ -12,7 +12,7 @@ Pure: no I/O; time comes in as an argument.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from peer.console import PeerLine, safe_name, server_words
@@ -64,14 +64,19 @@ class RoomView:
     def room(self) -> str | None:
         return self.roster.room if self.roster is not None else None
 
+    @property
+    def first_member(self) -> bytes | None:
+        """Who started the room (the rendezvous's `host`; its game is the room's)."""
+        return self.roster.host if self.roster is not None else None
+
     def alone(self) -> bool:
         """Whether the roster lists nobody but us."""
         return self.roster is not None and set(self.roster.keys) <= {self.me}
 
     # ---- the roster and the host --------------------------------------------------------------
 
-    def roster_changed(self, roster: Roster, *, hosting: bool, url: str) -> list[Notice]:
-        """A new roster (`hosting` and `url` say where the room lives, for the first one)."""
+    def roster_changed(self, roster: Roster, *, where: Callable[[], str]) -> list[Notice]:
+        """A new roster; `where()` says where the room lives (`server`), for the first one."""
         previous, first = self.names, self.roster is None
         self.roster = roster
         self.names = {member.key: safe_name(member.name) for member in roster.members}
@@ -81,8 +86,7 @@ class RoomView:
         if self.host != roster.host and roster.host in self.names:
             self.host = roster.host
             if first:
-                where = self.server(hosting=hosting, url=url)
-                notices.append(Say(f"you are {self.player}, in room {roster.room} ({where})"))
+                notices.append(Say(f"you are {self.player}, in room {roster.room} ({where()})"))
             else:
                 notices.append(Note(f"the room's first member is now {self.name(roster.host)}"))
         notices += [Say(f"{previous[key]} left") for key in previous.keys() - self.names.keys()]
@@ -95,8 +99,10 @@ class RoomView:
         self.host = host
         return [Say("you now host the room" if host == self.me else f"{self.name(host)} now hosts the room")]
 
-    def server(self, *, hosting: bool, url: str) -> str:
+    def server(self, *, hosting: bool, unreachable: bool, url: str) -> str:
         """Where the room lives, in the player's words (`peer.console.server_words`)."""
+        if unreachable:
+            return "server unreachable, retrying"
         host = self.host
         return server_words(
             hosting=hosting,
@@ -133,7 +139,7 @@ class RoomView:
 
     # ---- the peers' statistics ----------------------------------------------------------------
 
-    def clocks(self, statistics: Mapping[bytes, LinkStatistics]) -> list[Notice]:
+    def clock_warnings(self, statistics: Mapping[bytes, LinkStatistics]) -> list[Notice]:
         """Once per peer, when its clock and ours are far apart: writes stamped more than the
         clock bound ahead of a receiver's clock are refused there (`peer.core.clock`)."""
         notices: list[Notice] = []

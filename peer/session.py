@@ -43,7 +43,7 @@ from peer.core.replica import BytesChanged, Event, FullStateReceived, Replica, S
 from peer.core.room_game import GameCheck, GameGuard, Platform
 from peer.core.signalling import Roster
 from peer.core.state import Layout, Run, SharedState
-from peer.emulator import RESYNC_MESSAGE, add_controls, arm_after, open_emulator, platform, remove_controls
+from peer.emulator import RESYNC_MESSAGE, add_controls, arm_after, leave_emulator, open_emulator, platform
 from peer.host_role import HostRole
 from peer.mesh.events import PeerAdmitted, Published
 from peer.mesh.mesh import Mesh
@@ -148,7 +148,7 @@ class Session:
             await self.persistence.flush(self._state())
             for task in background:
                 task.cancel()
-            await remove_controls(link)
+            await leave_emulator(link)
 
     async def _join(self, room: RoomSession, tasks: asyncio.TaskGroup) -> Mesh:
         """Join within JOIN_TIMEOUT (a refusal ends TASKS with SignallingRefused, for `run_peer`)."""
@@ -245,21 +245,22 @@ class Session:
         )
 
     def _server(self) -> str:
-        if self.host_role.unreachable:
-            return "server unreachable, retrying"
-        return self.view.server(hosting=self.host_role.hosting, url=self.url)
+        return self.view.server(
+            hosting=self.host_role.hosting, unreachable=self.host_role.unreachable, url=self.url
+        )
 
     # ---- the room: roster and mesh events ------------------------------------------------------
 
     def roster_changed(self, roster: Roster | None) -> None:
         if roster is None:
             return
-        self._notify(self.view.roster_changed(roster, hosting=self.host_role.hosting, url=self.url))
+        self._notify(self.view.roster_changed(roster, where=self._server))
         if self.mesh is not None and self.view.alone() and not self.gate.arming.room_ready:
             log.info("alone in the room: playing with the state saved on this machine")
             self._act(self.gate.room_is_ready())
 
     def _on_mesh_event(self, event: Event) -> None:
+        self._notify(self.view.event(event, time.monotonic()))  # what it means to the player
         match event:
             case StateChanged():
                 self.persistence.changed()
@@ -275,27 +276,29 @@ class Session:
                 self.persistence.changed()
                 self._act(self.gate.remote_changes(corrections, deltas))  # the room's merge of ours
             case PeerAdmitted(peer):
-                self._notify(self.view.event(event, time.monotonic()))
-                for line in self.game_guard.admitted(peer):  # "player2 plays a different ROM"
+                for line in self.game_guard.differences_to_tell(peer):  # "player2 plays a different ROM"
                     self._tell(line)
-                return
-        self._notify(self.view.event(event, time.monotonic()))
 
     def _check_peer_game(self, peer: bytes, theirs: Platform | None) -> str | None:
         """The binding's check of a peer's hello (see `peer.core.room_game`): None admits."""
-        host = self.view.roster.host if self.view.roster is not None else None
-        refused = self.game_guard.check(peer, theirs, host=host, name=self.view.name)
-        if self.game_guard.refusal is not None:
+        already_refused = self.game_guard.refusal is not None
+        refused = self.game_guard.check(
+            peer, theirs, first_member=self.view.first_member, name=self.view.name
+        )
+        if self.game_guard.refusal is not None and not already_refused:  # the room refused our game
             self.stop("refused: another game")
         return refused
 
     def _item_news(self, changes: Iterable[Run]) -> None:
         """ "player2 found the key": only while our game plays (before, it is the room's state)."""
         state = self._state()
-        if not self.gate.armed or state is None:
-            self.news.seen(changes)
+        if state is None:
             return
-        news = self.news.remote(changes, lambda address: self.view.name(writer_of(state, address)))
+
+        def who(address: int) -> str:
+            return self.view.name(writer_of(state, address))
+
+        news = self.news.remote(changes, who, sharing=self.gate.armed)
         for line in news:
             self.terminal.say(line)
         if news and self.applier is not None:
@@ -351,11 +354,11 @@ class Session:
                 await self._check_arming_now(link)
 
     async def _clock_watch(self) -> None:
-        """Tell the player once per peer when the two clocks are far apart (`RoomView.clocks`)."""
+        """Tell the player once per peer when the two clocks are far apart (`RoomView.clock_warnings`)."""
         while True:
             await asyncio.sleep(CLOCK_CHECK)
             if self.mesh is not None:
-                self._notify(self.view.clocks(self.mesh.statistics()))
+                self._notify(self.view.clock_warnings(self.mesh.statistics()))
 
     async def _room_state_deadline(self) -> None:
         await asyncio.sleep(ROOM_STATE_TIMEOUT)

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import html
 import json
+import math
 from pathlib import Path
 
 from aiohttp import web
@@ -188,7 +189,11 @@ def _table(headers: list[str], rows: list[list[str]], empty: str, numeric: tuple
 
 def _amount(value: float) -> str:
     """A limit as people write it: 1,000,000 rather than 1e+06, 0.5 rather than 0.500000."""
-    return f"{int(value):,}" if value == int(value) else f"{value:g}"
+    if not math.isfinite(value):
+        return "no limit"
+    if value == int(value) or abs(value) >= 1000:
+        return f"{round(value):,}"
+    return f"{value:g}"
 
 
 def _duration(seconds: int) -> str:

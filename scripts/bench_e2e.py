@@ -568,7 +568,8 @@ async def rounds(
 ) -> None:
     interval = 1.0 / options.rate
     for round_number in range(1, options.rounds + 1):
-        for kind in kinds:
+        shift = (round_number - 1) % len(kinds)  # each kind follows another each round: no fixed order
+        for kind in kinds[shift:] + kinds[:shift]:
             folder = work / f"{kind}-round{round_number}"
             if kind == "floor":
                 measured = await floor_phase(folder, options.writes, interval)

@@ -42,11 +42,10 @@ sys.path.insert(0, str(ROOT))
 from rendezvous import wire  # noqa: E402
 from tests import netns  # noqa: E402
 from tests.internet_support import (  # noqa: E402
-    Node,
     Program,
     programs,
     start_coturn,
-    start_node,
+    start_nodes,
     start_rendezvous,
 )
 
@@ -69,10 +68,7 @@ async def measure_pair(
 ) -> dict[str, Any]:
     a, b = (net.add_player(nat) for nat in nats)
     async with programs() as started:
-        nodes: list[Node] = []
-        for slot, player in enumerate((a, b)):
-            nodes.append(await start_node(net, player, room, slot, [*extra, "--game", "bench"]))
-            started.append(nodes[-1])
+        nodes = await start_nodes(net, (a, b), room, started, [*extra, "--game", "bench"])
         began = time.monotonic()
         for node in nodes:
             await node.send(cmd="wait_admitted", count=1)

@@ -7,8 +7,14 @@ import shutil
 import pytest
 from hypothesis import HealthCheck, settings
 
-# Shared fixtures: the rendezvous test modules' (games, base, session) and the real peers' (peers).
-pytest_plugins = ["tests.rendezvous_support", "tests.peer_harness"]
+# Shared fixtures: the rendezvous test modules' (games, base, session), the real peers' (peers), the
+# namespace switch's (switch) and the namespace internet's (net).
+pytest_plugins = [
+    "tests.rendezvous_support",
+    "tests.peer_harness",
+    "tests.switch_support",
+    "tests.internet_support",
+]
 
 settings.register_profile(
     "default", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -1,5 +1,7 @@
 """Programs on the namespace internet of `tests.netns`: the rendezvous and coturn on the public
-host, transport-only msxsync nodes (`peer.mesh.node`) behind the players' routers.
+host, transport-only msxsync nodes (`peer.mesh.node`) behind the players' routers; and the `net`
+fixture (registered in tests/conftest.py): an `Internet` built for one test and torn down after
+it, the test skipped, saying why, where one cannot be built.
 
 Every wait reads a program's own output (its "listening" line, a node's JSON events) under a
 timeout; nothing sleeps and hopes. Every process started here is ended here.
@@ -14,10 +16,13 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests import netns
 from tests.netns import PUBLIC, Internet, Player
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +30,18 @@ RENDEZVOUS_PORT = 4567
 TURN_PORT = 3478
 TURN_SECRET = "a test secret of the namespace internet"
 START_TIMEOUT = 10.0
+
+
+@pytest.fixture
+def net() -> Iterator[Internet]:
+    why = netns.unavailable()
+    if why is not None:
+        pytest.skip(why)
+    internet = Internet()
+    try:
+        yield internet
+    finally:
+        internet.close()
 
 
 def coturn_missing() -> str | None:
@@ -153,6 +170,17 @@ async def start_node(net: Internet, player: Player, room: str, slot: int, extra:
     node = Node(f"node{slot}", process)
     await node.expect("ready", START_TIMEOUT)
     return node
+
+
+async def start_nodes(
+    net: Internet, players: Sequence[Player], room: str, started: list[Program], extra: Sequence[str] = ()
+) -> list[Node]:
+    """A node behind each player (slot N behind player N), each added to `started` once ready."""
+    nodes = []
+    for slot, player in enumerate(players):
+        nodes.append(await start_node(net, player, room, slot, extra))
+        started.append(nodes[-1])
+    return nodes
 
 
 @contextlib.asynccontextmanager

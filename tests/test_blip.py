@@ -1,7 +1,7 @@
 """A network blip must never split a room for good (issue 17), with real players.
 
 Three `msxsync-peer` processes (real headless openMSX running the demo), each in a network
-namespace of its own, plugged into a bridge in a fourth (`tests.test_mesh_cable.Network`), which
+namespace of its own, plugged into a bridge in a fourth (`tests.switch_support.Switch`), which
 also runs the standalone rendezvous when a test wants one. A pulled cable is the player's bridge
 port going down: packets vanish, nothing is closed. While it is pulled, the cut-off player and one
 on the other side write shared bytes (each through its own openMSX, from a file the test drops);
@@ -14,24 +14,20 @@ Traffic stays inside the namespaces the test creates. Needs root and `ip netns`,
 from __future__ import annotations
 
 import itertools
-import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests import netns
-from tests.peer_processes import START_TCL, Peer, stop_all, wait_for
-from tests.test_mesh_cable import IP, SWITCH_ADDRESS, Network
+from tests.peer_processes import DEADLINE, START_TCL, Peer, stop_all, wait_for
+from tests.switch_support import Switch, inside, rendezvous_in
 
-_why = netns.unavailable()
-pytestmark = [pytest.mark.openmsx, pytest.mark.netns, pytest.mark.skipif(_why is not None, reason=_why or "")]
+# (the `switch` fixture skips, saying why, where namespaces cannot be built)
+pytestmark = [pytest.mark.openmsx, pytest.mark.netns]
 
-ROOT = Path(__file__).resolve().parent.parent
 PULLED_FOR = 25.0  # the issue's outage: past the rendezvous dropping the player (22.5 s)
 HEAL_WITHIN = 20.0  # measured: a few seconds (printed); the margin is for a loaded 2-core machine
 ROOM = ["--room", "blip"]
@@ -55,31 +51,16 @@ msxsync_test_writes
 
 
 @pytest.fixture
-def network() -> Iterator[Network]:
-    net = Network(uuid.uuid4().hex[:8], 3)
-    try:
-        net.build()
-        yield net
-    finally:
-        net.destroy()
-
-
-@pytest.fixture
 def peers() -> Iterator[list[Peer]]:
     started: list[Peer] = []
     yield started
     stop_all(started)
 
 
-def address(player: int) -> str:
-    return f"10.214.0.{player + 10}"
-
-
-def start(tmp: Path, network: Network, player: int, name: str, args: list[str], peers: list[Peer]) -> Peer:
+def start(tmp: Path, switch: Switch, player: int, name: str, args: list[str], peers: list[Peer]) -> Peer:
     writes = tmp / name / "writes"
     script = WRITES_TCL.replace("FOLDER", str(writes))
-    prefix = [IP, "netns", "exec", network.players[player]]
-    peer = Peer(tmp / name, name, [*ROOM, *args], script, prefix=prefix)
+    peer = Peer(tmp / name, name, [*ROOM, *args], script, prefix=inside(switch.players[player]))
     writes.mkdir()
     peers.append(peer)
     return peer
@@ -108,8 +89,8 @@ def identical(peers: list[Peer], expected: dict[int, int]) -> bool:
     return all(peer.stored(a) == v for peer in peers for a, v in expected.items())
 
 
-def heal(network: Network, player: int, peers: list[Peer], expected: dict[int, int], label: str) -> float:
-    network.cable(player, plugged=True)
+def heal(switch: Switch, player: int, peers: list[Peer], expected: dict[int, int], label: str) -> float:
+    switch.cable(player, plugged=True)
     plugged = time.monotonic()
     wait_for(lambda: identical(peers, expected), f"all identical after {label}", peers, 60)
     healed = time.monotonic() - plugged
@@ -117,7 +98,7 @@ def heal(network: Network, player: int, peers: list[Peer], expected: dict[int, i
     return healed
 
 
-def room_sizes(network: Network, urls: list[str]) -> list[int]:
+def room_sizes(switch: Switch, urls: list[str]) -> list[int]:
     """Players in room 'blip' at each URL (0 where there is none), asked from the switch."""
     program = (
         "import json, sys, urllib.request\n"
@@ -128,7 +109,7 @@ def room_sizes(network: Network, urls: list[str]) -> list[int]:
         "    except Exception:\n"
         "        print(0)\n"
     )
-    command = [IP, "netns", "exec", network.switch, sys.executable, "-c", program, *urls]
+    command = [*inside(switch.namespace), sys.executable, "-c", program, *urls]
     done = subprocess.run(command, capture_output=True, text=True, timeout=20, check=True)
     return [int(line) for line in done.stdout.split()]
 
@@ -142,67 +123,56 @@ def all_sharing(peers: list[Peer]) -> None:
     )
 
 
-def test_standalone_rendezvous_is_never_replaced_and_the_cut_player_rejoins(tmp_path, network, peers):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = tmp_path / "rendezvous.log"
-    argv = [sys.executable, "-m", "rendezvous.cli", "--host", SWITCH_ADDRESS, "--port", "4567"]
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [IP, "netns", "exec", network.switch, *argv], stdout=out, stderr=out, cwd=ROOT, env=env
-        )
-    try:
-        wait_for(lambda: "listening on" in log.read_text(), "the rendezvous to listen", [])
-        url = ["--rendezvous", f"http://{SWITCH_ADDRESS}:4567"]
-        alice, bob = (start(tmp_path, network, n, name, url, peers) for n, name in ((0, "alice"), (1, "bob")))
-        carol = start(tmp_path, network, 2, "carol", url, peers)
+def hosted_room(tmp: Path, switch: Switch, peers: list[Peer]) -> tuple[Peer, Peer, Peer]:
+    """Alice hosts the room on player 0; bob, then carol join her; all three share."""
+    alice = start(tmp, switch, 0, "alice", ["--host"], peers)
+    wait_for(lambda: "joined room" in alice.text(), "alice to host", peers)
+    url = ["--rendezvous", f"http://{switch.address(0)}:4567"]
+    bob = start(tmp, switch, 1, "bob", url, peers)
+    wait_for(lambda: "joined room" in bob.text(), "bob to join", peers)
+    carol = start(tmp, switch, 2, "carol", url, peers)
+    all_sharing(peers)
+    return alice, bob, carol
+
+
+def carol_cut_off(switch: Switch, carol: Peer, alice: Peer, peers: list[Peer], label: str) -> float:
+    """Carol's cable (player 2) pulled for PULLED_FOR while she and alice write; seconds from
+    plugging it back to every player identical."""
+    switch.cable(2, plugged=False)
+    pulled = time.monotonic()
+    expected = split_writes(carol, alice, peers)
+    wait_for(lambda: "server is unreachable" in carol.text(), "carol to be told", peers, PULLED_FOR)
+    time.sleep(max(0.0, PULLED_FOR - (time.monotonic() - pulled)))  # the outage is the scenario
+    return heal(switch, 2, peers, expected, label)
+
+
+def test_standalone_rendezvous_is_never_replaced_and_the_cut_player_rejoins(tmp_path, switch, peers):
+    with rendezvous_in(switch, tmp_path / "rendezvous.log", within=DEADLINE) as server:
+        url = ["--rendezvous", server]
+        alice, bob = (start(tmp_path, switch, n, name, url, peers) for n, name in ((0, "alice"), (1, "bob")))
+        carol = start(tmp_path, switch, 2, "carol", url, peers)
         all_sharing(peers)
 
-        network.cable(2, plugged=False)
-        pulled = time.monotonic()
-        expected = split_writes(carol, alice, peers)
-        wait_for(lambda: "server is unreachable" in carol.text(), "carol to be told", peers, PULLED_FOR)
-        time.sleep(max(0.0, PULLED_FOR - (time.monotonic() - pulled)))  # the outage is the scenario
-        healed = heal(network, 2, peers, expected, "standalone rendezvous, a player's cable pulled 25 s")
+        label = "standalone rendezvous, a player's cable pulled 25 s"
+        healed = carol_cut_off(switch, carol, alice, peers, label)
         wait_for(lambda: "reconnected" in carol.text(), "carol to be told she is back", peers, 20)
         assert healed < HEAL_WITHIN
         assert all("now host" not in p.text() for p in peers)  # nobody replaced the server
         assert bob.stored(0xE013) == 0x55
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
-def test_player_hosted_room_a_cut_joiner_waits_and_rejoins(tmp_path, network, peers):
-    alice = start(tmp_path, network, 0, "alice", ["--host"], peers)
-    wait_for(lambda: "joined room" in alice.text(), "alice to host", peers)
-    url = ["--rendezvous", f"http://{address(0)}:4567"]
-    bob = start(tmp_path, network, 1, "bob", url, peers)
-    wait_for(lambda: "joined room" in bob.text(), "bob to join", peers)
-    carol = start(tmp_path, network, 2, "carol", url, peers)
-    all_sharing(peers)
-
-    network.cable(2, plugged=False)
-    pulled = time.monotonic()
-    expected = split_writes(carol, alice, peers)
-    wait_for(lambda: "server is unreachable" in carol.text(), "carol to be told", peers, PULLED_FOR)
-    time.sleep(max(0.0, PULLED_FOR - (time.monotonic() - pulled)))
-    healed = heal(network, 2, peers, expected, "player-hosted room, a joiner's cable pulled 25 s")
+def test_player_hosted_room_a_cut_joiner_waits_and_rejoins(tmp_path, switch, peers):
+    alice, bob, carol = hosted_room(tmp_path, switch, peers)
+    healed = carol_cut_off(switch, carol, alice, peers, "player-hosted room, a joiner's cable pulled 25 s")
     assert healed < HEAL_WITHIN
     assert "you now host" not in carol.text()  # cut off from everybody, she elected nobody
-    assert room_sizes(network, [f"http://{address(n)}:4567" for n in range(3)]) == [3, 0, 0]
+    assert room_sizes(switch, [f"http://{switch.address(n)}:4567" for n in range(3)]) == [3, 0, 0]
     assert bob.stored(0xE014) == 0x77
 
 
-def test_the_hosts_cable_pulled_takeover_then_one_host_again(tmp_path, network, peers):
-    alice = start(tmp_path, network, 0, "alice", ["--host"], peers)
-    wait_for(lambda: "joined room" in alice.text(), "alice to host", peers)
-    url = ["--rendezvous", f"http://{address(0)}:4567"]
-    bob = start(tmp_path, network, 1, "bob", url, peers)
-    wait_for(lambda: "joined room" in bob.text(), "bob to join", peers)
-    carol = start(tmp_path, network, 2, "carol", url, peers)
-    all_sharing(peers)
-
-    network.cable(0, plugged=False)
+def test_the_hosts_cable_pulled_takeover_then_one_host_again(tmp_path, switch, peers):
+    alice, bob, carol = hosted_room(tmp_path, switch, peers)
+    switch.cable(0, plugged=False)
     pulled = time.monotonic()
     wait_for(
         lambda: "you now host the room" in bob.text() and "bob now hosts the room" in carol.text(),
@@ -211,7 +181,7 @@ def test_the_hosts_cable_pulled_takeover_then_one_host_again(tmp_path, network, 
     )
     took_over = time.monotonic() - pulled
     expected = split_writes(alice, carol, peers)
-    healed = heal(network, 0, peers, expected, f"the host's cable pulled (takeover after {took_over:.1f} s)")
-    urls = [f"http://{address(n)}:4567" for n in range(3)]
-    wait_for(lambda: sorted(room_sizes(network, urls)) == [0, 0, 3], "one host again", peers, 30)
+    healed = heal(switch, 0, peers, expected, f"the host's cable pulled (takeover after {took_over:.1f} s)")
+    urls = [f"http://{switch.address(n)}:4567" for n in range(3)]
+    wait_for(lambda: sorted(room_sizes(switch, urls)) == [0, 0, 3], "one host again", peers, 30)
     assert healed < HEAL_WITHIN

@@ -10,12 +10,10 @@ Each test builds its own small internet and takes a few seconds.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests import netns
 from tests.internet_support import (
     RENDEZVOUS_PORT,
     TURN_PORT,
@@ -23,23 +21,14 @@ from tests.internet_support import (
     coturn_missing,
     programs,
     start_coturn,
-    start_node,
+    start_nodes,
     start_rendezvous,
 )
 from tests.netns import PUBLIC, Internet, Player
 
-_why = netns.unavailable()
-pytestmark = [pytest.mark.netns, pytest.mark.skipif(_why is not None, reason=_why or "")]
+# (the `net` fixture skips, saying why, where the namespace internet cannot be built)
+pytestmark = [pytest.mark.netns]
 LINK_TIMEOUT = 20.0  # the mesh's connect timeout is 15 s: a link must come up on its first dial
-
-
-@pytest.fixture
-def net() -> Iterator[Internet]:
-    internet = Internet()
-    try:
-        yield internet
-    finally:
-        internet.close()
 
 
 def needs_coturn() -> None:
@@ -54,10 +43,7 @@ async def sync_two(net: Internet, a: Player, b: Player, room: str, path: str = "
     routers sent to the rendezvous until then."""
     async with programs() as started:
         began = time.monotonic()
-        nodes = []
-        for slot, player in enumerate((a, b)):
-            nodes.append(await start_node(net, player, room, slot))
-            started.append(nodes[-1])
+        nodes = await start_nodes(net, (a, b), room, started)
         for node in nodes:
             await node.send(cmd="wait_admitted", count=1)
         for node in nodes:
@@ -84,6 +70,22 @@ def count_paths(net: Internet, a: Player, b: Player) -> None:
         net.count_udp(player, PUBLIC)  # anything to the public host: coturn's relay ports too
 
 
+async def sync_through_turn(
+    net: Internet, tmp_path: Path, nats: tuple[str, str], room: str
+) -> tuple[Player, Player]:
+    """Players behind NATs `nats`, counted (`count_paths`), sync through coturn, which the
+    rendezvous hands out; prints how long the link took (skipped without coturn)."""
+    needs_coturn()
+    a, b = net.add_player(nats[0]), net.add_player(nats[1])
+    count_paths(net, a, b)
+    async with programs() as started:
+        started.append(await start_coturn(net, tmp_path))
+        started.append(await start_rendezvous(net, tmp_path, turn=True))
+        linked, _ = await sync_two(net, a, b, room, path="via TURN")
+    print(f"{nats[0]}+{nats[1]} via TURN: linked in {linked:.2f} s")
+    return a, b
+
+
 async def test_home_routers_sync_directly_with_the_rendezvous_defaults(net: Internet, tmp_path: Path) -> None:
     # The issue's first case: a rendezvous with its defaults and players who pass nothing but
     # --rendezvous. Its STUN tells each its public address; the game flows router to router.
@@ -100,14 +102,7 @@ async def test_home_routers_sync_directly_with_the_rendezvous_defaults(net: Inte
 
 async def test_symmetric_nats_sync_through_turn(net: Internet, tmp_path: Path) -> None:
     # Hole punching cannot work here; coturn, handed out by the rendezvous, relays.
-    needs_coturn()
-    a, b = net.add_player("symmetric"), net.add_player("symmetric")
-    count_paths(net, a, b)
-    async with programs() as started:
-        started.append(await start_coturn(net, tmp_path))
-        started.append(await start_rendezvous(net, tmp_path, turn=True))
-        linked, _ = await sync_two(net, a, b, "symmetric", path="via TURN")
-    print(f"symmetric+symmetric via TURN: linked in {linked:.2f} s")
+    a, b = await sync_through_turn(net, tmp_path, ("symmetric", "symmetric"), "symmetric")
     for player, other in ((a, b), (b, a)):
         # Through coturn: each side either through its own allocation (to port 3478) or straight
         # to the other's relayed address (coturn's relay ports), never router to router.
@@ -116,11 +111,4 @@ async def test_symmetric_nats_sync_through_turn(net: Internet, tmp_path: Path) -
 
 
 async def test_cone_and_symmetric_sync(net: Internet, tmp_path: Path) -> None:
-    needs_coturn()
-    a, b = net.add_player("cone"), net.add_player("symmetric")
-    count_paths(net, a, b)
-    async with programs() as started:
-        started.append(await start_coturn(net, tmp_path))
-        started.append(await start_rendezvous(net, tmp_path, turn=True))
-        linked, _ = await sync_two(net, a, b, "mixed", path="via TURN")
-    print(f"cone+symmetric: linked in {linked:.2f} s")
+    await sync_through_turn(net, tmp_path, ("cone", "symmetric"), "mixed")

@@ -9,44 +9,23 @@ Needs root, `ip netns` and iptables (no coturn: these players have no TURN); ski
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from peer.core.dial import RELAY_AFTER, RELAYED_RETRY_MAX
-from tests import netns
-from tests.internet_support import (
-    Node,
-    Program,
-    converged,
-    programs,
-    start_node,
-    start_rendezvous,
-)
+from tests.internet_support import Node, Program, converged, programs, start_nodes, start_rendezvous
 from tests.netns import Internet, Player
 
-_why = netns.unavailable()
-pytestmark = [pytest.mark.netns, pytest.mark.skipif(_why is not None, reason=_why or "")]
+# (the `net` fixture skips, saying why, where the namespace internet cannot be built)
+pytestmark = [pytest.mark.netns]
 RELAYED = "relayed by the server"
 RELAY_TIMEOUT = RELAY_AFTER + 20.0  # one direct attempt, then the relay's binding
 
 
-@pytest.fixture
-def net() -> Iterator[Internet]:
-    internet = Internet()
-    try:
-        yield internet
-    finally:
-        internet.close()
-
-
 async def relayed_pair(net: Internet, a: Player, b: Player, room: str, started: list[Program]) -> list[Node]:
-    nodes = []
-    for slot, player in enumerate((a, b)):
-        nodes.append(await start_node(net, player, room, slot))
-        started.append(nodes[-1])
+    nodes = await start_nodes(net, (a, b), room, started)
     for node in nodes:
         await node.send(cmd="wait_path", path=RELAYED)
     for node in nodes:

@@ -145,3 +145,10 @@ def test_the_room_state_gives_named_values_counters_and_writers():
     news.seen_in(state)  # joining: the room's items are no news ...
     assert news.remote([(0xE010, b"\x01")], who) == []
     assert news.remote([(0xE010, b"\x00")], who) == ["player2 lost the key"]  # ... their changes are
+
+
+def test_before_our_game_shares_what_arrives_is_the_rooms_state_not_news():
+    news = ItemNews(ITEMS, COUNTERS)
+    news.seen([(0xE010, b"\x00")])
+    assert news.remote([(0xE010, b"\x01")], who, sharing=False) == []  # adopted, not news
+    assert news.remote([(0xE010, b"\x00")], who) == ["player2 lost the key"]  # remembered as held

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from rendezvous import listener
+from rendezvous.httpapi import _amount
 from tests.rendezvous_support import ROM_SHA256, config_for, from_address, logged_in, running
 
 
@@ -168,3 +169,11 @@ async def test_status_page_writes_limits_as_people_do(games: Path, session: aioh
     assert "e+0" not in page
     limits = page[page.index("<h2>Limits</h2>") :]
     assert limits.count("<td class=n>") == limits.count("<tr>") - 1  # (the header row)
+
+
+@pytest.mark.parametrize(
+    "value, shown",
+    [(8, "8"), (1e6, "1,000,000"), (2.5e6 + 0.25, "2,500,000"), (0.5, "0.5"), (float("inf"), "no limit")],
+)
+def test_limits_are_written_as_people_write_them(value: float, shown: str) -> None:
+    assert _amount(value) == shown

@@ -96,26 +96,26 @@ def _name(key: bytes) -> str:
 
 def test_the_guard_refuses_a_hello_without_a_game_and_admits_the_same_game() -> None:
     guard = GameGuard(ROOMS, "demo", ME)
-    assert guard.check(JOINER, None, host=FIRST, name=_name) == "named no game in its hello"
-    assert guard.check(FIRST, ROOMS, host=FIRST, name=_name) is None
-    assert guard.refusal is None and guard.admitted(FIRST) == []
+    assert guard.check(JOINER, None, first_member=FIRST, name=_name) == "named no game in its hello"
+    assert guard.check(FIRST, ROOMS, first_member=FIRST, name=_name) is None
+    assert guard.refusal is None and guard.differences_to_tell(FIRST) == []
 
 
-def test_the_guard_ends_the_session_only_when_the_room_refused_our_game() -> None:
+def test_the_guard_has_a_sentence_to_end_with_only_when_the_room_refused_our_game() -> None:
     guard = GameGuard(PATCHED, "demo", ME)
-    detail = guard.check(JOINER, ROOMS, host=FIRST, name=_name)  # between joiners: not fatal
+    detail = guard.check(JOINER, ROOMS, first_member=FIRST, name=_name)  # between joiners: not fatal
     assert detail is not None and guard.refusal is None
-    assert guard.check(FIRST, ROOMS, host=FIRST, name=_name) is not None
+    assert guard.check(FIRST, ROOMS, first_member=FIRST, name=_name) is not None
     assert guard.refusal == refusal_sentence("demo", ROOMS, PATCHED)
 
 
 def test_the_guard_tells_who_plays_another_rom_once_each_when_admitted() -> None:
     guard = GameGuard(ROOMS, "demo", ME)
-    assert guard.check(JOINER, FORCED, host=ME, name=_name) is None
-    assert guard.admitted(JOINER) == ["bob plays a different ROM"]
-    assert guard.admitted(JOINER) == []  # once
+    assert guard.check(JOINER, FORCED, first_member=ME, name=_name) is None
+    assert guard.differences_to_tell(JOINER) == ["bob plays a different ROM"]
+    assert guard.differences_to_tell(JOINER) == []  # once
     forced_me = GameGuard(FORCED, "demo", ME)
-    assert forced_me.check(FIRST, ROOMS, host=FIRST, name=_name) is None
-    assert forced_me.admitted(FIRST) == ["me (you) plays a different ROM"]
-    assert forced_me.check(JOINER, ROOMS, host=FIRST, name=_name) is None
-    assert forced_me.admitted(JOINER) == []  # already said
+    assert forced_me.check(FIRST, ROOMS, first_member=FIRST, name=_name) is None
+    assert forced_me.differences_to_tell(FIRST) == ["me (you) plays a different ROM"]
+    assert forced_me.check(JOINER, ROOMS, first_member=FIRST, name=_name) is None
+    assert forced_me.differences_to_tell(JOINER) == []  # already said

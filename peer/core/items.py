@@ -80,8 +80,12 @@ class ItemNews:
         """The named bytes as the room's state holds them now (on joining): never news."""
         self.seen((address, state.read(address)) for address in sorted(self.addresses))
 
-    def remote(self, runs: Iterable[Run], who: Callable[[int], str]) -> list[str]:
-        """Another player's writes changed these bytes: the sentences to show everyone here."""
+    def remote(self, runs: Iterable[Run], who: Callable[[int], str], *, sharing: bool = True) -> list[str]:
+        """Another player's writes changed these bytes: the sentences to show everyone here.
+        Before our game shares (`sharing`), what arrives is the room's state: never news."""
+        if not sharing:
+            self.seen(runs)
+            return []
         after = self._named(runs)
         if not after:
             return []

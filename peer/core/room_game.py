@@ -126,13 +126,20 @@ class GameGuard:
         self._told: set[bytes] = set()
 
     def check(
-        self, peer: bytes, theirs: Platform | None, *, host: bytes | None, name: Callable[[bytes], str]
+        self,
+        peer: bytes,
+        theirs: Platform | None,
+        *,
+        first_member: bytes | None,
+        name: Callable[[bytes], str],
     ) -> str | None:
-        """Judge a peer's hello (`host`: the room's first member): None admits, else the detail
-        of the refusal. After a fatal refusal `refusal` holds the sentence to end with."""
+        """Judge a peer's hello (`first_member`: who started the room, whose game is the room's):
+        None admits, else the detail of the refusal. After a fatal refusal `refusal` holds the
+        sentence to end with."""
         if theirs is None:
             return "named no game in its hello"
-        match judge(self.mine, theirs, i_started=host == self.me, they_started=host == peer):
+        i_started, they_started = first_member == self.me, first_member == peer
+        match judge(self.mine, theirs, i_started=i_started, they_started=they_started):
             case Refuse(detail, fatal=True):
                 self.refusal = refusal_sentence(self.game, theirs, self.mine)
                 return detail
@@ -144,7 +151,7 @@ class GameGuard:
                 self._different[self.me] = f"{name(self.me)} (you) plays a different {what}"
         return None
 
-    def admitted(self, peer: bytes) -> list[str]:
+    def differences_to_tell(self, peer: bytes) -> list[str]:
         """What to tell now that PEER is admitted: who of the two plays a different game, once each."""
         news = []
         for who in (peer, self.me):
