@@ -22,6 +22,7 @@ from nacl.signing import SigningKey
 from games.definition import Region
 from peer.core.replica import BytesChanged, Event, Replica
 from peer.mesh.mesh import Mesh
+from peer.mesh.signalling import Roster
 from peer.mesh.webrtc import HIGH_WATER, LOW_WATER, IceOptions
 from rendezvous.app import create_app
 from tests.rendezvous_support import config_for, make_games
@@ -30,6 +31,28 @@ ROOM = "test-room"
 REGIONS = (Region(0xC000, 0xC0FF), Region(0xE000, 0xE00F))
 LOOPBACK = IceOptions(host_addresses=("127.0.0.1",))
 Rewrite = Callable[[bytes, bytes, dict[str, Any]], dict[str, Any] | None]
+
+
+class SignalRecorder:
+    """A signalling client's listener that keeps what it heard. `heard` is set when a signal
+    equal to `waiting_for` arrives (any signal when it is None)."""
+
+    def __init__(self, waiting_for: dict[str, Any] | None = None) -> None:
+        self.rosters: list[Roster] = []
+        self.signals: list[tuple[bytes, dict[str, Any]]] = []
+        self.heard = asyncio.Event()
+        self._waiting_for = waiting_for
+
+    def roster_changed(self, roster: Roster) -> None:
+        self.rosters.append(roster)
+
+    def signal_received(self, sender: bytes, data: dict[str, Any]) -> None:
+        self.signals.append((sender, data))
+        if self._waiting_for is None or data == self._waiting_for:
+            self.heard.set()
+
+    def relay_received(self, sender: bytes, frame: bytes) -> None:
+        pass
 
 
 class LocalSignals:

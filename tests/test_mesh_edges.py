@@ -18,13 +18,20 @@ from nacl.signing import SigningKey, VerifyKey
 from peer.core.binding import Role
 from peer.mesh.signalling import (
     HELLO_DOMAIN,
-    Roster,
     SignallingClient,
     SignallingRefused,
 )
 from peer.mesh.webrtc import IceOptions, offering_host_addresses, role_towards, sha256_fingerprint
 from rendezvous import wire
-from tests.mesh_support import LOOPBACK, LocalSignals, make_node, rendezvous, running, wait_all
+from tests.mesh_support import (
+    LOOPBACK,
+    LocalSignals,
+    SignalRecorder,
+    make_node,
+    rendezvous,
+    running,
+    wait_all,
+)
 
 # ---- ICE options ------------------------------------------------------------------------------
 
@@ -109,23 +116,6 @@ async def test_garbage_signals_are_dropped_and_the_mesh_keeps_working() -> None:
 # ---- the signalling client --------------------------------------------------------------------
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.rosters: list[Roster] = []
-        self.signals: list[tuple[bytes, dict[str, Any]]] = []
-        self.got_signal = asyncio.Event()
-
-    def roster_changed(self, roster: Roster) -> None:
-        self.rosters.append(roster)
-
-    def signal_received(self, sender: bytes, data: dict[str, Any]) -> None:
-        self.signals.append((sender, data))
-        self.got_signal.set()
-
-    def relay_received(self, sender: bytes, frame: bytes) -> None:
-        pass
-
-
 async def garbage_rendezvous(request: web.Request) -> web.WebSocketResponse:
     """Speaks the protocol correctly, but sends garbage between the real messages."""
     ws = web.WebSocketResponse()
@@ -163,7 +153,7 @@ async def test_signalling_client_skips_garbage() -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    recorder = Recorder()
+    recorder = SignalRecorder()
     client = SignallingClient(
         f"http://127.0.0.1:{runner.addresses[0][1]}",
         signing_key=SigningKey.generate(),
@@ -177,7 +167,7 @@ async def test_signalling_client_skips_garbage() -> None:
         async with asyncio.TaskGroup() as tasks:
             task = tasks.create_task(client.run())
             async with asyncio.timeout(5):
-                await recorder.got_signal.wait()
+                await recorder.heard.wait()
             task.cancel()
     finally:
         await runner.cleanup()
@@ -201,7 +191,7 @@ async def test_signalling_refusals_end_the_client(
             game="demo",
             room="locked",
             password="right",
-            listener=Recorder(),
+            listener=SignalRecorder(),
         )
         stranger = SignallingClient(
             server.url,
@@ -210,7 +200,7 @@ async def test_signalling_refusals_end_the_client(
             game=game,
             room="locked",
             password=password,
-            listener=Recorder(),
+            listener=SignalRecorder(),
         )
         async with asyncio.TaskGroup() as tasks:
             owning = tasks.create_task(owner.run())

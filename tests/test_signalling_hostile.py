@@ -14,7 +14,6 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -22,9 +21,10 @@ from aiohttp import WSMsgType, web
 from nacl.signing import SigningKey, VerifyKey
 
 import peer.mesh.signalling
-from peer.mesh.signalling import Roster, SignallingClient
+from peer.mesh.signalling import SignallingClient
 from rendezvous import wire
 from tests.hostile import GARBAGE_TEXTS, KEY
+from tests.mesh_support import SignalRecorder
 from tests.rendezvous_support import config_for, logged_in, make_games, running
 
 WAIT = 10.0
@@ -33,24 +33,6 @@ NONCE = bytes(range(32))
 MARK = {"kind": "still-listening"}
 
 Script = Callable[[web.WebSocketResponse], Awaitable[None]]
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.rosters: list[Roster] = []
-        self.signals: list[tuple[bytes, dict[str, Any]]] = []
-        self.marked = asyncio.Event()
-
-    def roster_changed(self, roster: Roster) -> None:
-        self.rosters.append(roster)
-
-    def signal_received(self, sender: bytes, data: dict[str, Any]) -> None:
-        self.signals.append((sender, data))
-        if data == MARK:
-            self.marked.set()
-
-    def relay_received(self, sender: bytes, frame: bytes) -> None:
-        pass
 
 
 class Rendezvous:
@@ -106,9 +88,9 @@ async def serving(rendezvous: Rendezvous) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def play(rendezvous: Rendezvous) -> tuple[SignallingClient, Recorder]:
+async def play(rendezvous: Rendezvous) -> tuple[SignallingClient, SignalRecorder]:
     """Run a client until the rendezvous' mark arrives; the client must still be running then."""
-    recorder = Recorder()
+    recorder = SignalRecorder(waiting_for=MARK)
     async with serving(rendezvous) as url:
         client = SignallingClient(
             url,
@@ -122,7 +104,7 @@ async def play(rendezvous: Rendezvous) -> tuple[SignallingClient, Recorder]:
         async with asyncio.TaskGroup() as tasks:
             running_client = tasks.create_task(client.run())
             async with asyncio.timeout(WAIT):
-                await recorder.marked.wait()
+                await recorder.heard.wait()
             assert not running_client.done()
             running_client.cancel()
     return client, recorder
