@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import pty
+import shutil
 import signal
 import sqlite3
 import sys
@@ -32,6 +33,21 @@ from peer.openmsx.process import socket_folder
 from tests.ports import unused_port
 
 ROOT = Path(__file__).resolve().parent.parent
+TESTCART = ROOT / "tests" / "cartridge" / "testcart.rom"
+
+
+def cartridge_games(folder: Path, regions: str = "e020 e021 items") -> Path:
+    """A games folder with the test cartridge sharing REGIONS (one definition line), with no
+    armed-when rule (so --arm-after's default applies)."""
+    folder.mkdir()
+    shutil.copy(TESTCART, folder / "testcart.rom")
+    (folder / "testcart.regions").write_text(
+        f"testcart.rom\n#! title msxsync test cartridge\n#! machine C-BIOS_MSX1\n{regions}\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
 POLL = 0.05
 START_TIMEOUT = 30.0
 WAIT = 20.0

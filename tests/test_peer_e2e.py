@@ -22,7 +22,7 @@ import pytest
 from peer.emulator import RESYNC_MESSAGE
 from peer.openmsx import OpenMSXError
 from peer.openmsx.process import HEADLESS_ENV
-from tests.peer_harness import RIGHT, ROOT, Peer, Peers, openmsx_running, wait_until
+from tests.peer_harness import RIGHT, ROOT, Peer, Peers, cartridge_games, openmsx_running, wait_until
 
 pytestmark = [
     pytest.mark.openmsx,
@@ -291,24 +291,12 @@ async def start_alone(peers: Peers, *args: str) -> Peer:
     return alice
 
 
-TESTCART = ROOT / "tests" / "cartridge" / "testcart.rom"
 CART_ITEM, CART_POKED, CART_COMMAND, CART_ARGUMENT = 0xE020, 0xE021, 0xE100, 0xE101
-
-
-def make_testcart_games(folder: Path) -> Path:
-    """A games folder with the test cartridge, whose definition has no armed-when rule."""
-    folder.mkdir()
-    shutil.copy(TESTCART, folder / "testcart.rom")
-    (folder / "testcart.regions").write_text(
-        "testcart.rom\n#! title msxsync test cartridge\n#! machine C-BIOS_MSX1\ne020 e021 items\n",
-        encoding="utf-8",
-    )
-    return folder
 
 
 async def test_late_joiner_without_armed_when_wipes_nothing(peers: Peers, tmp_path: Path) -> None:
     """No armed-when rule: the cartridge clears C000-EFFF when it boots after the BIOS logo."""
-    games = make_testcart_games(tmp_path / "games")
+    games = cartridge_games(tmp_path / "games")
     alice = peers.new("alice", "--game", "testcart", "--games", str(games), host=True)
     await alice.start()
     await alice.connect()

@@ -29,7 +29,7 @@ import pytest
 from peer.openmsx import OpenMSXError
 from peer.openmsx.process import HEADLESS_ENV
 from rendezvous.app import Config
-from tests.peer_harness import ROOT, Peer, Peers, wait_until
+from tests.peer_harness import TESTCART, Peer, Peers, cartridge_games, wait_until
 from tests.rendezvous_support import running
 from tests.test_peer_e2e import ITEM2, ITEM3, SHARING, start_room
 
@@ -39,27 +39,15 @@ pytestmark = [
     pytest.mark.timeout(180),
 ]
 
-TESTCART = ROOT / "tests" / "cartridge" / "testcart.rom"
 BURST = range(0xE010, 0xE020)  # the cartridge's burst command writes 30h..3Fh here
 BURST_VALUES = bytes(range(0x30, 0x40))
 COMMAND = 0xE100
 Row = tuple[int, int, bytes]  # value, lamport, writer
 
 
-def cartridge_games(folder: Path) -> Path:
-    """The test cartridge, sharing E010-E01F, with no armed-when rule (so --arm-after's 10 s)."""
-    folder.mkdir()
-    shutil.copy(TESTCART, folder / "testcart.rom")
-    (folder / "testcart.regions").write_text(
-        "testcart.rom\n#! title msxsync test cartridge\n#! machine C-BIOS_MSX1\ne010 e01f burst\n",
-        encoding="utf-8",
-    )
-    return folder
-
-
 @pytest.fixture
 async def rendezvous(tmp_path: Path) -> AsyncIterator[str]:
-    async with running(Config(games=[cartridge_games(tmp_path / "games")])) as url:
+    async with running(Config(games=[cartridge_games(tmp_path / "games", "e010 e01f burst")])) as url:
         yield url
 
 

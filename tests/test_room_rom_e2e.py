@@ -1,7 +1,7 @@
 """One ROM per room with real peers: a player whose ROM (or machine) is not the room's is refused
 before anything is shared, with one sentence; with --force-rom they play, and everybody is told.
 
-The test cartridge's definition (tests/test_peer_e2e.py `make_testcart_games`) lists no known
+The test cartridge's definition (tests/peer_harness.py `cartridge_games`) lists no known
 dumps, so a patched ROM passes the local check and only the room can tell.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.peer_harness import Peers, wait_until
-from tests.test_peer_e2e import SHARING, TESTCART, make_testcart_games, start_room
+from tests.peer_harness import TESTCART, Peers, cartridge_games, wait_until
+from tests.test_peer_e2e import SHARING, start_room
 
 pytestmark = [
     pytest.mark.openmsx,
@@ -33,7 +33,7 @@ def patched_cartridge(folder: Path) -> Path:
 
 
 async def test_another_rom_is_refused_unless_forced(peers: Peers, tmp_path: Path) -> None:
-    games = make_testcart_games(tmp_path / "games")
+    games = cartridge_games(tmp_path / "games")
     patched = patched_cartridge(tmp_path)
     alice = peers.new("alice", "--game", "testcart", "--games", str(games), host=True)
     await alice.start()
