@@ -347,8 +347,9 @@ class Session:
     async def _arming_loop(self, link: OpenMSXLink) -> None:
         """While disarmed, check the emulator when asked to, and every ARMING_POLL (for --arm-after)."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._check_arming.wait(), ARMING_POLL)
+            with contextlib.suppress(TimeoutError):  # (not wait_for: it may swallow a cancel on 3.11)
+                async with asyncio.timeout(ARMING_POLL):
+                    await self._check_arming.wait()
             self._check_arming.clear()
             if not self.gate.armed:
                 await self._check_arming_now(link)

@@ -151,3 +151,26 @@ async def test_a_wall_clock_step_of_an_hour_either_way_keeps_the_links_up() -> N
 
 def _received(node: Node) -> int:
     return sum(s.sync.messages_received for s in node.mesh.statistics().values() if s.sync is not None)
+
+
+async def test_a_cancelled_mesh_still_closes_its_links() -> None:
+    """Cancelled (the session's TaskGroup failing elsewhere), the mesh closes its peer
+    connections on the way out; closes spawned into its own ending group never ran."""
+    signals = LocalSignals()
+    a, b = make_node(signals), make_node(signals)
+    async with running(b):
+        a_run = asyncio.create_task(a.mesh.run())
+        await a.mesh.wait_running()
+        for node in (a, b):
+            node.mesh.set_roster([a.key, b.key])
+        await wait_all([a, b], lambda n: len(n.mesh.admitted()) == 1, within=10)
+        link = a.mesh.link(b.key)
+        assert link is not None
+        a_run.cancel()
+        try:
+            await a_run
+        except asyncio.CancelledError:
+            pass
+        assert link._pc.connectionState == "closed"
+        # b hears the close (SCTP goes away) well before a silent link would be given up.
+        await wait_all([b], lambda n: not n.mesh.admitted(), within=SILENT_AFTER - 1)

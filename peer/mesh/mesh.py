@@ -185,27 +185,36 @@ class Mesh:
         self._running = asyncio.Event()
         self._sleeping_until: float | None = None  # the deadline the loop waits for
         self._stopping = False
+        self._closing: list[PeerLink] = []  # links to close once the task group has ended
 
     # ---- the loop --------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Drive timers until `stop()`; every task the mesh starts belongs to this TaskGroup."""
-        async with asyncio.TaskGroup() as tasks:
-            self._tasks = tasks
-            self._running.set()
-            try:
-                while not self._stopping:
-                    self._handle_timers(self._clock())
-                    self._wake.clear()
-                    deadline = self._sleeping_until = self._next_deadline()
-                    delay = None if deadline is None else max(0.0, deadline - self._clock())
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), delay)
-            finally:
-                for peer in list(self._peers.values()):
-                    self._end_relay(peer, "mesh stopped")
-                    self._close_link(peer, "mesh stopped")
-                self._tasks = None
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                self._running.set()
+                try:
+                    while not self._stopping:
+                        self._handle_timers(self._clock())
+                        self._wake.clear()
+                        deadline = self._sleeping_until = self._next_deadline()
+                        delay = None if deadline is None else max(0.0, deadline - self._clock())
+                        # (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                        # cancel that comes as the wake-up does, and the loop would go on.)
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(delay):
+                                await self._wake.wait()
+                finally:
+                    # Not in the group: cancelled or failing, it would cancel the closes unstarted.
+                    self._tasks = None
+                    for peer in list(self._peers.values()):
+                        self._end_relay(peer, "mesh stopped")
+                        self._close_link(peer, "mesh stopped")
+        finally:
+            closing, self._closing = self._closing, []
+            await asyncio.gather(*(link.close() for link in closing), return_exceptions=True)
 
     async def wait_running(self) -> None:
         """Until `run()` has started: only then may signals be handled."""
@@ -673,6 +682,8 @@ class Mesh:
             self._emit(LinkLost(peer.key, reason))
         if self._tasks is not None:
             self._spawn(link.close())
+        else:
+            self._closing.append(link)  # `run()` closes it on its way out
         self._notify()
 
     # ---- sending ---------------------------------------------------------------------------

@@ -211,8 +211,9 @@ class SignallingClient:
                     self._retargeted = False
                     continue
                 self._wake_retry.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake_retry.wait(), backoff)  # `retarget` ends it
+                with contextlib.suppress(TimeoutError):  # (not wait_for: it may swallow a cancel on 3.11)
+                    async with asyncio.timeout(backoff):
+                        await self._wake_retry.wait()  # `retarget` ends it
                 backoff = min(BACKOFF_MAX, backoff * 2)
 
     async def retarget(self, url: str) -> None:
