@@ -29,7 +29,7 @@ from rendezvous import ice, listener, wire
 from rendezvous.app import SERVER, VERSION, Config, announce_restart, create_app
 from rendezvous.logs import setup_logging
 from rendezvous.metrics import metrics_app
-from rendezvous.relay import RelayLimits
+from rendezvous.relay import MIN_COST, RelayLimits
 from rendezvous.stun import StunResponder, serve_stun
 
 log = logging.getLogger("msxsync.rendezvous")
@@ -44,6 +44,14 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _relay_rate(text: str) -> int:
+    """Bytes a second through the relay: the burst (8x) must hold one frame's least cost."""
+    value = _positive_int(text)
+    if not MIN_COST <= 8 * value <= 1 << 30:
+        raise argparse.ArgumentTypeError(f"{value} must be between {MIN_COST // 8} and {(1 << 30) // 8}")
     return value
 
 
@@ -206,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     nat.add_argument(
         "--relay-rate",
         metavar="BYTES",
-        type=int,
+        type=_relay_rate,
         default=64 * 1024,
         help="bytes a second one player may send through the relay (default %(default)s; a room "
         "gets four times that, all its players together)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 
@@ -167,10 +168,8 @@ async def test_a_cancelled_mesh_still_closes_its_links() -> None:
         link = a.mesh.link(b.key)
         assert link is not None
         a_run.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await a_run
-        except asyncio.CancelledError:
-            pass
         assert link._pc.connectionState == "closed"
         # b hears the close (SCTP goes away) well before a silent link would be given up.
         await wait_all([b], lambda n: not n.mesh.admitted(), within=SILENT_AFTER - 1)
