@@ -521,6 +521,7 @@ def _json_field(data: dict[str, object], key: str, kind: type) -> Any:
 
 
 def _one_line(text: str) -> str:
-    if any(ch in text for ch in "\r\n\x00") or len(text) > 200:
+    # Every line break `str.splitlines` knows (the parser splits on those), not only \r and \n.
+    if len(text.splitlines()) > 1 or "\x00" in text or text.endswith(("\r", "\n")) or len(text) > 200:
         raise ValueError("text fields must be one short line")
     return text

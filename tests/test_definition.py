@@ -142,6 +142,9 @@ def test_json_round_trip_goes_through_the_same_checks():
     "mangle",
     [
         lambda d: d.update(title="x\ne000 e0ff sneaky"),
+        lambda d: d.update(title="x\u2028e100 e1ff sneaky"),  # (str.splitlines breaks there too)
+        lambda d: d.update(title="x\x1ce100 e1ff sneaky"),
+        lambda d: d.update(title="x\x85e100 e1ff sneaky"),
         lambda d: d.update(regions=[{"start": "e000", "end": 1}]),
         lambda d: d.update(regions=[{"start": 0xE001, "end": 0xE000}]),
         lambda d: d.update(regions="nope"),

@@ -49,7 +49,11 @@ async def test_frames_reach_only_the_named_member_tagged_with_the_sender(
         assert await binary_frames(b, 0.5) == [bytes.fromhex(a.key) + b"\x01sealed"]
         await a.ws.send_bytes(bytes.fromhex(c.key) + b"\x01x")  # not in a's room
         await a.error("bad_target")
+        await a.ws.send_bytes(bytes.fromhex(b.key) + b"\x01again")  # (ends the spell of refusals:
+        assert await binary_frames(b, 0.5) == [bytes.fromhex(a.key) + b"\x01again"]  # told once each)
         await a.ws.send_bytes(bytes.fromhex(a.key) + b"\x01x")  # nor to itself
+        await a.error("bad_target")
+        assert await binary_frames(a, 0.3) == [] and await binary_frames(b, 0.3) == []
         assert await binary_frames(c, 0.3) == []
 
 
