@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +19,7 @@ from peer.options import PlayerError
 from peer.storage import RoomStore, StorageError, rows_for
 
 log = logging.getLogger("msxsync.peer")
+SAVE_RETRY = 5.0  # seconds between tries while saving fails
 
 
 class Persistence:
@@ -46,20 +48,39 @@ class Persistence:
         self._changed.set()
 
     async def run(self, state: Callable[[], SharedState | None]) -> None:
+        """Save whenever something changed. A save that fails (disk full, I/O error) loses
+        nothing: what it took is put back, the player plays on from memory, and the save is
+        tried again every SAVE_RETRY seconds (said once per spell of failures)."""
+        failing = False
         while True:
             await self._changed.wait()
-            await self.flush(state())
+            try:
+                await self.flush(state())
+            except (StorageError, sqlite3.Error, OSError) as exc:
+                if not failing:
+                    log.error("could not save the room's state, trying again every %g s: %s", SAVE_RETRY, exc)
+                failing = True
+                await asyncio.sleep(SAVE_RETRY)
+                self._changed.set()
+            else:
+                if failing:
+                    log.warning("the room's state is saved again")
+                failing = False
 
     async def flush(self, state: SharedState | None) -> None:
         self._changed.clear()
         if self._store is None or state is None or not state.has_dirty:
             return
-        rows = rows_for(state, state.take_dirty())
+        addresses = state.take_dirty()
         counted = state.take_dirty_contributions()
         batches, dropped = state.take_batch_changes()
-        await asyncio.get_running_loop().run_in_executor(
-            self._disk, self._store.write_rows, rows, counted, batches, dropped
-        )
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._disk, self._store.write_rows, rows_for(state, addresses), counted, batches, dropped
+            )
+        except BaseException:  # (a cancel too: the write may not have happened)
+            state.put_back(addresses, counted, batches, dropped)
+            raise
 
     def close(self) -> None:
         self._disk.shutdown(wait=True)

@@ -39,6 +39,7 @@ from peer.applier import Applier, ShowMessage
 from peer.console import HELP, Command, PeerLine, Status, format_peers, safe_name
 from peer.core.gating import Action, AdoptRoom, Check, Gate, Publish, Tell, WriteToEmulator
 from peer.core.items import ItemNews, counter_runs, writer_of
+from peer.core.openmsx_protocol import ControlStreamError
 from peer.core.replica import BytesChanged, Event, FullStateReceived, Replica, StateChanged
 from peer.core.room_game import GameCheck, GameGuard, Platform
 from peer.core.signalling import Roster
@@ -49,7 +50,7 @@ from peer.mesh.events import PeerAdmitted, Published
 from peer.mesh.mesh import Mesh
 from peer.mesh.room import RoomSession
 from peer.mesh.webrtc import IceOptions
-from peer.openmsx import Exited, LocalChanges, Logged, OpenMSXError, OpenMSXLink
+from peer.openmsx import CommandError, Exited, LocalChanges, Logged, OpenMSXError, OpenMSXLink
 from peer.options import PeerOptions, PlayerError
 from peer.persistence import Persistence
 from peer.room_view import Note, Notice, RoomView, Say
@@ -111,7 +112,11 @@ class Session:
                 self.applier = Applier(link, self.definition.regions, self.gate, self._replica, self._act)
                 await add_controls(link, self.player)
                 await self._check_arming_now(link)  # a game already in play (--attach) may never report
-                await self._play(link)
+                try:
+                    await self._play(link)
+                finally:  # also when a part failed: nothing decided is left unsaved, F10 goes back
+                    await self._save_last_changes()
+                    await leave_emulator(link)
         except OpenMSXError as exc:
             raise PlayerError(f"openMSX failed: {exc}") from None
         finally:
@@ -145,10 +150,14 @@ class Session:
             await self._until_stopped()
             watcher.cancel()
             await room.leave(self._stop_reason)
-            await self.persistence.flush(self._state())
             for task in background:
                 task.cancel()
-            await leave_emulator(link)
+
+    async def _save_last_changes(self) -> None:
+        try:
+            await self.persistence.flush(self._state())
+        except Exception as exc:  # ending anyway: say so, and let the first failure be the one raised
+            log.error("could not save the room's last changes: %s", exc)
 
     async def _join(self, room: RoomSession, tasks: asyncio.TaskGroup) -> Mesh:
         """Join within JOIN_TIMEOUT (a refusal ends TASKS with SignallingRefused, for `run_peer`)."""
@@ -340,8 +349,13 @@ class Session:
                     self._tell(text)
 
     async def _check_arming_now(self, link: OpenMSXLink) -> None:
-        """Judge arming on what the running emulator says now (never on a report alone)."""
-        probe = await link.probe(self.gate.watched)
+        """Judge arming on what the running emulator says now (never on a report alone). An
+        answer we cannot read, or a refusal of a still running openMSX, waits for the next poll."""
+        try:
+            probe = await link.probe(self.gate.watched)
+        except (ControlStreamError, CommandError) as exc:
+            log.warning("could not check openMSX's state for arming (will try again): %s", exc)
+            return
         self._act(self.gate.probed(probe.memory, probe.emutime, probe.last_report))
 
     async def _arming_loop(self, link: OpenMSXLink) -> None:

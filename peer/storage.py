@@ -118,6 +118,18 @@ class RoomStore:
         self._db.close()
 
     def next_session(self) -> int:
+        try:
+            return self._next_session()
+        except (sqlite3.Error, TypeError, ValueError) as exc:  # (a table of another program)
+            raise StorageError(self._damaged(exc)) from exc
+
+    def _damaged(self, exc: Exception) -> str:
+        return (
+            f"the state database cannot be read ({exc}): move rooms.sqlite out of the state folder "
+            "(or pick another --state-dir); the room's players will give you its state again."
+        )
+
+    def _next_session(self) -> int:
         with self._transaction():
             row = self._db.execute(
                 "SELECT value FROM meta WHERE room = ? AND key = 'session'", (self.key,)
@@ -133,7 +145,10 @@ class RoomStore:
         """The stored state of this room (empty when there is none); batches whose signature
         or addresses are wrong are skipped."""
         state = SharedState(self.layout)
-        rows = self._db.execute("SELECT raw FROM batches WHERE room = ?", (self.key,)).fetchall()
+        try:
+            rows = self._db.execute("SELECT raw FROM batches WHERE room = ?", (self.key,)).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(self._damaged(exc)) from exc
         for (raw,) in rows:
             batch = self._open(raw)
             if batch is not None:

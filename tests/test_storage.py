@@ -193,3 +193,65 @@ def test_a_stored_batch_that_was_tampered_with_is_not_loaded(tmp_path):
     changed[-65] = 0xFF
     store._db.execute("UPDATE batches SET raw = ?", (bytes(changed),))
     assert store.load().read(0xE000) == b"\x00"
+
+
+async def test_a_failed_save_loses_nothing_and_is_tried_again(tmp_path, monkeypatch, caplog):
+    """Disk full mid-game: what a save took goes back, a later save writes it with what came since;
+    the saving task tries again by itself and says so once."""
+    import asyncio
+    import sqlite3
+
+    import peer.persistence
+    from peer.persistence import Persistence
+
+    monkeypatch.setattr(peer.persistence, "SAVE_RETRY", 0.05)
+    persistence = Persistence(tmp_path / "db.sqlite", game="demo", layout=LAYOUT)
+    state, _ = await persistence.open("r")
+    store, loop, saved = persistence._store, asyncio.get_running_loop(), asyncio.Event()
+    assert store is not None
+    real_write, failures = store.write_rows, list[object]()
+
+    def full_disk(*args):
+        if len(failures) < 3:
+            failures.append(args)
+            raise sqlite3.OperationalError("database or disk is full")
+        written = real_write(*args)
+        loop.call_soon_threadsafe(saved.set)
+        return written
+
+    monkeypatch.setattr(store, "write_rows", full_disk)
+    write(state, 0xE000, b"\x01", 10)
+    with pytest.raises(sqlite3.OperationalError):
+        await persistence.flush(state)
+    assert state.dirty == {0xE000} and state.has_dirty  # put back
+    write(state, 0xE001, b"\x02", 11)
+    saver = asyncio.create_task(persistence.run(lambda: state))
+    persistence.changed()
+    async with asyncio.timeout(5):
+        await saved.wait()  # (the write is committed when this is set)
+    again = RoomStore(tmp_path / "db.sqlite", game="demo", room="r", layout=LAYOUT).load()
+    saver.cancel()
+    await asyncio.gather(saver, return_exceptions=True)
+    persistence.close()
+    assert len(failures) == 3
+    assert again.digest() == state.digest() and again.read(0xE000, 2) == b"\x01\x02"
+    errors = [r for r in caplog.records if "could not save" in r.getMessage()]
+    assert len(errors) == 1  # the task's two failures: said once
+
+
+def test_a_database_of_another_program_is_refused_with_what_to_do(tmp_path):
+    import sqlite3
+
+    from peer.storage import StorageError
+
+    path = tmp_path / "db.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE batches (x INTEGER); CREATE TABLE meta (room TEXT, key TEXT, value TEXT);")
+    db.execute("INSERT INTO meta VALUES (?, 'session', 'abc')", (f"demo\x00r\x00{LAYOUT.fingerprint.hex()}",))
+    db.commit()
+    db.close()
+    store = RoomStore(path, game="demo", room="r", layout=LAYOUT)
+    with pytest.raises(StorageError, match=r"move rooms\.sqlite"):
+        store.next_session()
+    with pytest.raises(StorageError, match=r"move rooms\.sqlite"):
+        store.load()

@@ -185,6 +185,20 @@ class SharedState:
         keys, self.dirty_contributions = self.dirty_contributions, set()
         return [self._contribution(first, (writer, session)) for first, writer, session in sorted(keys)]
 
+    def put_back(
+        self,
+        addresses: Iterable[int],
+        contributions: Iterable[Contribution],
+        batches: Iterable[SignedBatch],
+        dropped: Iterable[bytes],
+    ) -> None:
+        """What a save took (`take_dirty`, `take_dirty_contributions`, `take_batch_changes`) and
+        could not write: to be saved next time, with whatever changed since."""
+        self.dirty.update(addresses)
+        self.dirty_contributions.update((c.address, c.writer, c.session) for c in contributions)
+        self.added_batches.update(batch.id for batch in batches)
+        self.dropped_batches.update(dropped)
+
     @property
     def has_dirty(self) -> bool:
         return bool(self.dirty or self.dirty_contributions or self.added_batches or self.dropped_batches)
