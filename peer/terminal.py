@@ -89,10 +89,19 @@ class Terminal:
         """Read commands from stdin until it ends (then the player quit)."""
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        self.say(f"msxsync: type here to talk to msxsync ({HELP})")
-        while line := await reader.readline():
-            command = parse_command(line.decode("utf-8", "replace"))
-            if command is not None:
-                self._on_command(command)
-        self._on_command(Command("quit"))
+        stdin = sys.stdin.fileno()
+        # A copy of the descriptor (closing the transport closes it, not the player's stdin).
+        # asyncio makes it non-blocking, which the terminal shares with the player's shell: put
+        # that back on the way out, or the shell reads "Resource temporarily unavailable".
+        pipe = os.fdopen(os.dup(stdin), "rb", buffering=0)
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        try:
+            self.say(f"msxsync: type here to talk to msxsync ({HELP})")
+            while line := await reader.readline():
+                command = parse_command(line.decode("utf-8", "replace"))
+                if command is not None:
+                    self._on_command(command)
+            self._on_command(Command("quit"))
+        finally:
+            transport.close()
+            os.set_blocking(stdin, True)

@@ -122,6 +122,7 @@ class Peer:
         self._client: ControlClient | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._pty_master: int | None = None
+        self.pty_slave: int | None = None  # the player's terminal, as the peer has it (its stdin)
 
     @property
     def env(self) -> dict[str, str]:
@@ -154,16 +155,14 @@ class Peer:
         self.messages = []
         self.openmsx_pid = None
         stdin: int = asyncio.subprocess.DEVNULL
-        slave = None
         if self.tty:
-            self._pty_master, slave = pty.openpty()
-            stdin = slave
+            self._close_pty()
+            self._pty_master, self.pty_slave = pty.openpty()
+            stdin = self.pty_slave  # (kept open here: a test may look at its flags)
         with self._new_log() as log:
             self.process = await asyncio.create_subprocess_exec(
                 *self.argv(), cwd=ROOT, env=self.env, stdin=stdin, stdout=log, stderr=log
             )
-        if slave is not None:
-            os.close(slave)
 
     def _new_log(self) -> BinaryIO:
         return self.log_path.open("wb")
@@ -371,9 +370,10 @@ class Peer:
             await wait_until(gone, f"{self.name}'s openMSX (pid {pid}) to die", 10.0)
 
     def _close_pty(self) -> None:
-        if self._pty_master is not None:
-            os.close(self._pty_master)
-            self._pty_master = None
+        for fd in (self._pty_master, self.pty_slave):
+            if fd is not None:
+                os.close(fd)
+        self._pty_master = self.pty_slave = None
 
 
 class Peers:

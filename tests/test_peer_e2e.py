@@ -232,6 +232,7 @@ async def test_manual_resync_and_chat(peers: Peers) -> None:
     assert alice.process is not None
     assert await asyncio.wait_for(alice.process.wait(), 15) == 0, alice.log()
     assert "session ended (quit)" in alice.log()
+    assert alice.pty_slave is not None and os.get_blocking(alice.pty_slave)  # the shell's terminal as it was
     await bob.wait_message("alice left")
 
     # Closing bob's openMSX window ends his session too.
@@ -240,6 +241,7 @@ async def test_manual_resync_and_chat(peers: Peers) -> None:
     assert bob.process is not None
     assert await asyncio.wait_for(bob.process.wait(), 15) == 0, bob.log()
     assert "session ended (openMSX went away" in bob.log()
+    assert bob.pty_slave is not None and os.get_blocking(bob.pty_slave)
 
 
 async def test_ctrl_c_ends_the_session_cleanly(peers: Peers) -> None:
