@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import sys
@@ -37,6 +38,13 @@ while playing:
   Found items show on screen and on the terminal ("player2 found the key"); everything else
   msxsync and its libraries say goes to the log file (--log-file).
 """
+
+
+def _ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address (e.g. 127.0.0.1 or ::1)") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ice-address",
         action="append",
         default=[],
+        type=_ip_address,
         metavar="ADDR",
         help="offer only this local address to other peers, repeatable; 127.0.0.1 lets several "
         "peers play on one machine, which WebRTC otherwise never offers, and keeps a hosted "

@@ -28,12 +28,20 @@ def test_peer_without_a_game_says_what_is_missing():
     assert "--game" in result.stderr
 
 
-def test_a_bad_room_name_is_refused_before_anything_starts():
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["--room", "../x"], "--room must be"),
+        (["--ice-address", "localhost; rm -rf"], "is not an IP address"),
+        (["--ice-address", "300.1.1.1"], "is not an IP address"),
+    ],
+)
+def test_bad_flags_are_refused_before_anything_starts(flags, said):
     result = subprocess.run(
-        [sys.executable, "-m", "peer.cli", "--game", "demo", "--room", "../x"],
+        [sys.executable, "-m", "peer.cli", "--game", "demo", *flags],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 2
-    assert "--room must be" in result.stderr
+    assert said in result.stderr and "Traceback" not in result.stderr
