@@ -70,8 +70,6 @@ class MergeRule(Enum):
     ADD = "add"
 
 
-# Names reserved for later rules: a file using them gets "not supported yet", not "unknown".
-RESERVED_MERGE_RULES: frozenset[str] = frozenset()
 _WIDTHS = {"le16": 2, "le32": 4}
 
 
@@ -98,8 +96,6 @@ class Merge:
     def parse(cls, text: str) -> Merge:
         """`add le16 bcd` and the like; raises ValueError naming what is wrong."""
         name, *options = text.split() or [""]
-        if name in RESERVED_MERGE_RULES:
-            raise ValueError(f"merge rule {name!r} is not supported yet (use lww)")
         try:
             rule = MergeRule(name)
         except ValueError:
@@ -240,13 +236,6 @@ class GameDefinition:
         named: list[NamedItem | NamedCounter] = [*self.items, *self.counters]
         for each in named:
             check_named(self.regions, each, claimed)
-
-    @property
-    def named_addresses(self) -> frozenset[int]:
-        """Every shared byte that has a name (an item, one of its bits, or a counter's byte)."""
-        return frozenset(
-            [item.address for item in self.items] + [a for c in self.counters for a in c.addresses]
-        )
 
     @property
     def shared_size(self) -> int:

@@ -90,10 +90,6 @@ class Applier:
         """On-screen lines pushed out by newer ones before they were shown."""
         return self._dropped
 
-    def pending(self) -> tuple[int, int]:
-        """(writes, messages) waiting."""
-        return len(self._writes), len(self._messages)
-
     async def _next(self) -> Command:
         while not (self._writes or self._messages):
             self._wake.clear()

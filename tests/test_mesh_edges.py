@@ -16,11 +16,7 @@ from aiortc import RTCPeerConnection
 from nacl.signing import SigningKey, VerifyKey
 
 from peer.core.binding import Role
-from peer.mesh.signalling import (
-    HELLO_DOMAIN,
-    SignallingClient,
-    SignallingRefused,
-)
+from peer.mesh.signalling import SignallingClient, SignallingRefused
 from peer.mesh.webrtc import IceOptions, offering_host_addresses, role_towards, sha256_fingerprint
 from rendezvous import wire
 from tests.mesh_support import (
@@ -123,7 +119,9 @@ async def garbage_rendezvous(request: web.Request) -> web.WebSocketResponse:
     nonce = bytes(range(32))
     await ws.send_json({"type": "challenge", "version": wire.PROTOCOL_VERSION, "nonce": nonce.hex()})
     hello = await ws.receive_json()
-    VerifyKey(bytes.fromhex(hello["key"])).verify(HELLO_DOMAIN + nonce, bytes.fromhex(hello["signature"]))
+    VerifyKey(bytes.fromhex(hello["key"])).verify(
+        wire.HELLO_CONTEXT + nonce, bytes.fromhex(hello["signature"])
+    )
     await ws.send_json({"type": "welcome", "version": wire.PROTOCOL_VERSION, "key": hello["key"]})
     join = await ws.receive_json()
     me, other = hello["key"], "ab" * 32

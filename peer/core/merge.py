@@ -42,8 +42,6 @@ overwritten.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from games.definition import Merge, MergeRule
 
 JOINS = frozenset({MergeRule.MAX, MergeRule.MIN, MergeRule.BIT_OR, MergeRule.BIT_AND})
@@ -102,7 +100,3 @@ def delta(position: int, old: int, new: int, merge: Merge) -> int:
     """How much the counter changed when its byte number POSITION went from OLD to NEW."""
     weight = radix(merge) ** position
     return int((byte_value(new, merge.bcd) - byte_value(old, merge.bcd)) * weight)
-
-
-def total_of(totals: Iterable[int]) -> int:
-    return sum(totals)

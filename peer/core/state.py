@@ -361,7 +361,7 @@ class SharedState:
     def counter_value(self, first: int) -> int:
         """The counter's shown value (saturated)."""
         merge = self.layout.counters[first]
-        return rules.shown(rules.total_of(total for _, total in self.slots[first].values()), merge)
+        return rules.shown(sum(total for _, total in self.slots[first].values()), merge)
 
     def _show_counter(self, first: int) -> int:
         """Put the counter's shown value and newest stamp into its bytes; returns the value's change."""

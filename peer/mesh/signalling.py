@@ -29,7 +29,6 @@ import aiohttp
 from nacl.signing import SigningKey
 
 from peer.core.binding import rendezvous_password
-from peer.core.signalling import REJOIN_GRACE as REJOIN_GRACE
 from peer.core.signalling import (
     BadMessage,
     Disconnect,
@@ -40,18 +39,14 @@ from peer.core.signalling import (
     RosterChanged,
     SignallingEvent,
     SignallingProtocol,
+    SignallingStatistics,
     SignalReceived,
     Welcomed,
 )
-from peer.core.signalling import Member as Member
 from peer.core.signalling import Roster as Roster
-from peer.core.signalling import SignallingStatistics as SignallingStatistics
-from peer.core.signalling import parse_roster as parse_roster
-from rendezvous.wire import HELLO_CONTEXT
 
 log = logging.getLogger(__name__)
 
-HELLO_DOMAIN = HELLO_CONTEXT  # the name this module used before rendezvous.wire held it
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 3.0  # a blip must heal within seconds (issue 17): retry at least this often
 CONNECT_TIMEOUT = 4.0

@@ -64,7 +64,6 @@ class OpenMSXLink:
         self.pid = pid
         self.run = new_run_nonce(secrets.token_bytes(8))
         """This link's watcher nonce: reports without it are an earlier run's (see `ChangeReport`)."""
-        self.stale_reports = 0
         self._process = process
         self._client = ControlClient(reader, writer, self._on_control_event)
         self._queue: asyncio.Queue[LinkEvent | None] = asyncio.Queue()
@@ -224,7 +223,7 @@ class OpenMSXLink:
                 self._queue.put_nowait(Logged("error", f"ignored a bad change report: {error}"))
                 return
             if report.run != self.run:
-                self.stale_reports += 1  # saved by openMSX in an earlier run, or an old watcher's
+                # (saved by openMSX in an earlier run, or an old watcher's)
                 log.info("ignored a change report of an earlier msxsync run (%s)", report.run[:8])
                 return
             self._queue.put_nowait(
