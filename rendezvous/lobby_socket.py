@@ -169,10 +169,12 @@ class ClientReader:
             case protocol.Leave():
                 room = lobby.room_of(key)
                 self.server.deliver(lobby.leave(key))
+                self.server.forget_closed_rooms()
                 if room is not None:
                     note("leave", self.client, "left room %r", room.name, room=room.name)
             case protocol.Kick(target):
                 self.server.deliver(lobby.kick(key, target))
+                self.server.forget_closed_rooms()
                 note("kick", self.client, "kicked %s", target[:12], target=target)
             case protocol.Ready(ready):
                 self.server.deliver(lobby.set_ready(key, ready))
@@ -233,6 +235,7 @@ class ClientReader:
         args = (key, self.client.name, join.game, join.room, join.capacity, check, join.standby, source)
         deliveries = lobby.join(*args)
         self.server.deliver(deliveries)
+        self.server.forget_closed_rooms()  # (joining another room left the one we were in)
         room = str(deliveries[0].message["room"])
         self.server.metrics.joins.inc()
         note("join", self.client, "joined room %r of %s", room, join.game, room=room, game=join.game)
@@ -327,6 +330,6 @@ def _forget(server: Server, client: Client) -> None:
         room = server.lobby.room_of(client.key)
         server.deliver(server.lobby.disconnect(client.key))
         server.relay.forget_client(client.key)
-        server.relay.forget_rooms({summary.name for summary in server.lobby.summaries()})
+        server.forget_closed_rooms()
         fields = {"room": room.name} if room is not None else {}
         note("bye", client, "disconnected%s", f" from room {room.name!r}" if room else "", **fields)

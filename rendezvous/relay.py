@@ -14,6 +14,7 @@ Pure: no asyncio, aiohttp, sockets or clock (`now` comes in); it must not import
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from rendezvous.fairness import TokenBucket
@@ -89,8 +90,9 @@ class RelayLedger:
         """A connection ended. (Its key's bucket goes; the address's bucket, in `Sources`, stays.)"""
         self._clients.pop(key, None)
 
-    def forget_rooms(self, existing: set[str]) -> None:
-        """Drop the buckets of rooms that are gone."""
+    def forget_rooms(self, existing: Collection[str]) -> None:
+        """Drop the buckets of rooms that are gone (a room opened again under the same name
+        starts with a full budget, and closed rooms cost no memory)."""
         for name in [n for n in self._rooms if n not in existing]:
             del self._rooms[name]
 
@@ -99,5 +101,6 @@ class RelayLedger:
             "frames": self.frames,
             "bytes": self.bytes,
             "dropped": sum(self.dropped.values()),
+            "room_budgets": len(self._rooms),
             **{f"dropped_{reason}": count for reason, count in sorted(self.dropped.items())},
         }

@@ -11,7 +11,7 @@ and passes a `PasswordCheck`, so the expensive part never runs inside these rule
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 JsonObject = dict[str, object]
@@ -154,6 +154,9 @@ class Lobby:
 
     def room(self, name: str) -> Room | None:
         return self._rooms.get(name)
+
+    def room_names(self) -> Collection[str]:
+        return self._rooms.keys()
 
     @property
     def room_count(self) -> int:

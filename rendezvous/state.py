@@ -220,6 +220,10 @@ class Server:
     def stun_statistics(self) -> dict[str, int] | None:
         return None if self.stun is None else self.stun.statistics()
 
+    def forget_closed_rooms(self) -> None:
+        """After a member left a room (by leaving, a kick, joining another, disconnecting)."""
+        self.relay.forget_rooms(self.lobby.room_names())
+
     def deliver(self, deliveries: list[Deliver]) -> None:
         encoded: dict[int, str] = {}  # a roster goes to many members: encode it once
         for item in deliveries:

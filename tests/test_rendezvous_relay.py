@@ -101,3 +101,28 @@ async def test_no_relay_says_so_in_the_welcome_and_refuses_frames(
         await a.ws.send_bytes(bytes.fromhex(b.key) + b"\x01x")
         await a.error("binary_not_supported")
         assert await binary_frames(b, 0.3) == []
+
+
+async def test_a_closed_rooms_relay_budget_goes_with_it(games: Path, session: aiohttp.ClientSession) -> None:
+    """Rooms opened, relayed in and left over one connection leave no budget behind (they
+    piled up until some connection ended); a room opened again starts with a full one."""
+    async with (
+        running(config_for(games)) as url,
+        logged_in(session, url, "a") as a,
+        logged_in(session, url, "b") as b,
+    ):
+
+        async def budgets() -> int:
+            async with session.get(f"{url}/healthz") as reply:
+                return int((await reply.json())["relay"]["room_budgets"])
+
+        for n in range(5):
+            await joined([a, b], room=f"room-{n}")
+            await a.ws.send_bytes(bytes.fromhex(b.key) + b"\x01frame")
+            assert await binary_frames(b, 0.3) == [bytes.fromhex(a.key) + b"\x01frame"]
+            assert await budgets() == 1  # this room's: none of the rooms before
+            await b.send(type="leave")  # the room goes on with a alone, then closes
+            await a.send(type="leave")
+        await a.join("probe")  # (its answer says both leaves were handled)
+        await a.expect("joined")
+        assert await budgets() == 0
