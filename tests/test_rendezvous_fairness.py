@@ -77,11 +77,13 @@ async def test_one_address_cannot_create_every_room(games: Path) -> None:
             await player.expect("joined")
 
 
-async def _guess_until(player: Player, stop: asyncio.Event, room: str) -> list[str]:
+async def _guess_until(player: Player, stop: asyncio.Event, room: str, busy: asyncio.Event) -> list[str]:
     codes = []
     while not stop.is_set():
         await player.join(room, password="guess")
         codes.append((await player.expect("error"))["code"])
+        if codes[-1] == "busy":
+            busy.set()
     return codes
 
 
@@ -98,10 +100,11 @@ async def test_one_address_cannot_fill_the_password_queue(games: Path) -> None:
         await owner.join("vault", password="secret")
         await owner.expect("joined")
         guessers = [await stack.enter_async_context(logged_in(attacker, url, f"g{i}")) for i in range(8)]
-        stop = asyncio.Event()
-        guessing = [asyncio.create_task(_guess_until(g, stop, "vault")) for g in guessers]
-        await asyncio.sleep(0)  # the guesses go out first
+        stop, busy = asyncio.Event(), asyncio.Event()
+        guessing = [asyncio.create_task(_guess_until(g, stop, "vault", busy)) for g in guessers]
         try:
+            async with asyncio.timeout(10):
+                await busy.wait()  # the attacker's guesses fill its share of the queue: now the honest player
             async with logged_in(honest, url, "honest") as player:
                 for attempt in range(3):
                     await player.join(f"home-{attempt}", password="ours")

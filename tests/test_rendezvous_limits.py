@@ -139,7 +139,6 @@ async def test_server_keeps_answering_after_garbage(base: str, session: aiohttp.
             assert (await a.expect("error"))["code"] in {"bad_json", "bad_message", "unknown_type"}
         await a.join("r")
         await a.expect("joined")
-    await asyncio.sleep(0)
 
 
 # --- fuzz ---------------------------------------------------------------------------------
