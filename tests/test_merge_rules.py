@@ -250,3 +250,35 @@ def test_bytes_are_never_written_into_a_counter():
     with pytest.raises(ValueError, match="counter"):
         state.apply(0xE008, b"\x01", 1, WRITERS[0])
     assert not state.layout.check_bytes(0xE007, 2)
+
+
+# ---- what the unit tests missed (a mutation review): each of these fails on the named slip ------
+
+
+def test_a_counter_the_game_moves_from_5_to_6_publishes_plus_one() -> None:
+    """The delta is taken from the byte's old value (not from 0: that would publish +6)."""
+    from peer.core.gating import Gate
+
+    gate = Gate(Layout(COUNTERS), None, None)
+    runs, deltas = gate.split([(0xE000, b"\x06")], before=[(0xE000, b"\x05")])
+    assert runs == [] and deltas == [(0xE000, 1)]
+    _, bcd = gate.split([(0xE008, b"\x10")], before=[(0xE008, b"\x09")])  # BCD 09 -> 10
+    assert bcd == [(0xE008, 1)]
+
+
+def test_the_digest_and_a_copy_cover_the_counters_contributions() -> None:
+    layout = Layout(COUNTERS)
+    one, other = SharedState(layout), SharedState(layout)
+    one.contribute(Contribution(0xE000, lamport=1, writer=key(0).verify_key.encode(), session=1, total=3))
+    other.contribute(Contribution(0xE000, lamport=1, writer=key(1).verify_key.encode(), session=1, total=3))
+    assert one.read(0xE000) == other.read(0xE000)  # the same shown value ...
+    assert one.digest() != other.digest()  # ... from other contributions
+    clone = one.copy()
+    clone.contribute(Contribution(0xE000, lamport=2, writer=key(2).verify_key.encode(), session=1, total=1))
+    assert clone.digest() != one.digest() and one.read(0xE000) == b"\x03"  # the original is its own
+
+
+@pytest.mark.parametrize("text", ["add le16 le32", "add le16 le16", "add bcd bcd"])
+def test_a_merge_option_given_twice_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        Merge.parse(text)

@@ -189,3 +189,9 @@ def test_once_everyone_sees_everyone_all_members_end_under_one_host(players, dat
     assert hosts <= model.hosting
     assert model.joined == set(model.keys)
     assert len(model.links) == len(pairs)  # and every pair linked again: the replicas resync
+
+
+def test_a_host_stays_where_it_is_between_two_of_equal_rank():
+    """Found on another rendezvous of the same rank (the same host seen at two URLs): no hop."""
+    here = Sighting("http://b:1", B.key)
+    assert move_to(B.key, joined=True, me=C.key, seen=[Sighting("http://b:2", B.key), here]) is None
