@@ -34,7 +34,7 @@ from peer import lan
 from peer.core import takeover
 from peer.core.lan import Announcement
 from peer.core.takeover import Sighting
-from peer.hosting import hosting
+from peer.hosting import hosting, play_stays_on_this_machine
 from peer.mesh.room import RoomSession
 from peer.mesh.signalling import Roster
 from peer.options import PeerOptions, PlayerError
@@ -99,8 +99,7 @@ class HostRole:
 
     async def announce(self, game: str, room: str | None) -> None:
         """Announce our rendezvous on the LAN (not when play is pinned to this machine)."""
-        addresses = self.options.ice_addresses
-        if addresses and all(a.startswith("127.") or a == "::1" for a in addresses):
+        if play_stays_on_this_machine(self.options):
             log.info("not announcing on the LAN: --ice-address keeps play on this machine")
             return
         if self._hosted is None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import getpass
+import ipaddress
 import logging
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -40,7 +41,8 @@ async def hosting(
     from rendezvous.app import Config, create_app
 
     folders = [Path(folder) for folder in options.games]
-    catalogue = load_catalogue([*folders, bundled_games_dir()])
+    # (off the event loop: it hashes every ROM, and a takeover comes in the middle of a game)
+    catalogue = await asyncio.to_thread(load_catalogue, [*folders, bundled_games_dir()])
     for problem in catalogue.problems:
         log.warning("games: %s", problem)
     if current is not None:
@@ -70,10 +72,13 @@ async def hosting(
 def listen_address(options: PeerOptions) -> str:
     """Every IPv4 interface, or loopback only when --ice-address keeps play on this machine (the
     demo: its rendezvous opens no port to the network)."""
-    addresses = options.ice_addresses
-    if addresses and all(a.startswith("127.") or a == "::1" for a in addresses):
-        return "127.0.0.1"
-    return "0.0.0.0"
+    return "127.0.0.1" if play_stays_on_this_machine(options) else "0.0.0.0"
+
+
+def play_stays_on_this_machine(options: PeerOptions) -> bool:
+    """--ice-address names loopback addresses only (several players on one machine, the demo)."""
+    addresses = [ipaddress.ip_address(a) for a in options.ice_addresses]
+    return bool(addresses) and all(a.is_loopback for a in addresses)
 
 
 async def find_lan_host(options: PeerOptions) -> DiscoveredHost:

@@ -383,6 +383,17 @@ def test_a_challenge_of_another_version_ends_the_client_naming_both() -> None:
     assert str(wire.PROTOCOL_VERSION) in events[0].message and proto.phase is Phase.ENDED
 
 
+@pytest.mark.parametrize("version", [True, "3", 3.0, [3]])
+def test_a_challenge_whose_version_is_not_a_number_is_dropped_not_a_mismatch(version: object) -> None:
+    """(JSON true is an int to Python: it ended the client as another protocol version.)"""
+    proto, _ = make()
+    proto.connection_made(0.0)
+    events = proto.receive_text(
+        json.dumps({"type": "challenge", "version": version, "nonce": NONCE.hex()}), 0.0
+    )
+    assert [type(event) for event in events] == [Disconnect] and proto.phase is not Phase.ENDED  # try again
+
+
 def test_the_welcome_hands_over_good_ice_servers_and_reports_bad_ones() -> None:
     proto, _ = make()
     drive(proto, Phase.AWAIT_WELCOME)

@@ -471,6 +471,8 @@ class SignallingProtocol:
         nonce, version = message.get("nonce"), message.get("version")
         if kind != "challenge" or not wire.is_nonce(nonce):
             return self._drop(f"expected a challenge, got {kind[:40]!r}")
+        if isinstance(version, bool) or (version is not None and not isinstance(version, int)):
+            return self._drop(f"a challenge whose version is {str(version)[:40]!r}")
         if isinstance(version, int) and version != wire.PROTOCOL_VERSION:
             # Without a version the hello goes out, and the server judges it (PROTOCOL.md).
             return self._refuse(
