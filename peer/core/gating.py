@@ -34,7 +34,7 @@ from games.definition import ArmedWhen, Region
 from peer.core import arming
 from peer.core import merge as rules
 from peer.core.arming import Arming, Check
-from peer.core.state import Delta, Layout, Run, SharedState
+from peer.core.state import Delta, Layout, Run, SharedState, byte_values
 
 __all__ = [
     "AdoptRoom",
@@ -142,7 +142,7 @@ class Gate:
         if not self.adopting:
             actions.append(Publish(tuple(shared), written_at, tuple(deltas)))
         elif self._holding:
-            self._held.update((a + i, value) for a, data in shared for i, value in enumerate(data))
+            self._held.update(byte_values(shared))
             for first, delta in deltas:
                 self._held_deltas[first] = self._held_deltas.get(first, 0) + delta
         return actions
@@ -151,7 +151,7 @@ class Gate:
         """Shared bytes outside counters as runs, and each counter's change as a delta (a byte with
         no old value is taken as changed from 0, as an unwritten counter shows)."""
         layout = self.layout
-        old = {a + i: value for a, data in before for i, value in enumerate(data)}
+        old = byte_values(before)
         runs: list[tuple[int, bytearray]] = []
         deltas: dict[int, int] = {}
         for address, data in changes:

@@ -14,11 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from games.named import NamedCounter, NamedItem
-from peer.core.state import Run, SharedState
-
-
-def changes_to_values(runs: Iterable[Run]) -> dict[int, int]:
-    return {address + i: value for address, data in runs for i, value in enumerate(data)}
+from peer.core.state import Run, SharedState, byte_values
 
 
 def sentences(
@@ -94,4 +90,4 @@ class ItemNews:
         return news
 
     def _named(self, runs: Iterable[Run]) -> dict[int, int]:
-        return {a: v for a, v in changes_to_values(runs).items() if a in self.addresses}
+        return {a: v for a, v in byte_values(runs).items() if a in self.addresses}

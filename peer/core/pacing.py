@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from peer.core.replica import RUNS_PER_TOKEN, message_cost
-from peer.core.state import Delta, Run
+from peer.core.state import Delta, Run, byte_values
 
 PUBLISH_RATE = 120.0
 PUBLISH_BURST = 4.0
@@ -47,9 +47,7 @@ class PublishPacer:
 
     def add(self, runs: Iterable[Run], written_at: float, deltas: Iterable[Delta] = ()) -> None:
         """Changes the game made by `written_at` (checked to be shared by the caller)."""
-        for address, data in runs:
-            for offset, value in enumerate(data):
-                self._pending[address + offset] = value
+        self._pending.update(byte_values(runs))
         for first, delta in deltas:
             self._deltas[first] = self._deltas.get(first, 0) + delta
         self._written_at = written_at if self._written_at is None else max(self._written_at, written_at)

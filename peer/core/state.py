@@ -43,6 +43,13 @@ from games.definition import LWW, Merge, MergeRule, Region, check_no_overlap
 from peer.core import merge as rules
 
 Run = tuple[int, bytes]  # (first address, bytes)
+
+
+def byte_values(runs: Iterable[Run]) -> dict[int, int]:
+    """Runs as address -> byte (a later run wins where two overlap)."""
+    return {address + i: value for address, data in runs for i, value in enumerate(data)}
+
+
 Delta = tuple[int, int]  # (a counter's first address, how much its shown value changed)
 Slot = tuple[bytes, int]  # (writer key, writer session): who owns one contribution to a counter
 NO_WRITER = b""  # the writer of bytes nobody has written yet; loses to every real write
