@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import signal
@@ -275,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=int(src.rate),
         help=f"messages a second over all its connections, bursts of {src.burst}; outlives "
-        "reconnects (default %(default)s; one connection: 20 a second, bursts of 60)",
+        f"reconnects (default %(default)s; one connection: {defaults.rate:g} a second, "
+        f"bursts of {defaults.burst})",
     )
     per.add_argument(
         "--password-checks-per-minute",
@@ -468,19 +470,8 @@ async def _start_stun(app: web.Application, host: str, port: int) -> asyncio.Dat
             f"cannot listen for STUN on UDP {host} port {port}: {exc.strerror or exc}"
         ) from None
     server.stun = responder
-    server.ice = ice.IceConfig(
-        stun_port=port,
-        turn_urls=server.ice.turn_urls,
-        turn_secret=server.ice.turn_secret,
-        turn_lifetime=server.ice.turn_lifetime,
-    )
+    server.ice = dataclasses.replace(server.ice, stun_port=port)
     log.info("STUN on udp://%s:%d", host, port)
-    if server.ice.turn_urls:
-        log.info(
-            "handing out TURN %s, credentials valid %d s",
-            ", ".join(server.ice.turn_urls),
-            server.ice.turn_lifetime,
-        )
     return transport
 
 
