@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 
 from games.definition import GameDefinition, Region
-from peer.core.openmsx_protocol import REMEMBER_SHOWN, label_command, unlabel_command
+from peer.core.openmsx_protocol import label_command, message_command, request_command, unlabel_command
 from peer.core.room_game import Platform
 from peer.openmsx import OpenMSXError, OpenMSXLink
 from peer.openmsx.process import DEFAULT_MACHINE
@@ -23,9 +23,10 @@ RESYNC_MESSAGE = "resync: asking the other players"
 RESYNC_KEY = "F10"
 # In a layer of our own: it wins over the default F10 binding while active, and leaving
 # deactivates it, so an attached openMSX gets its own F10 back. Its message is the one on screen
-# until the resync's outcome replaces it (see `message_command`).
+# until the resync's outcome replaces it (see `message_command`); the request reaches the
+# session as `Requested("resync")`.
 _BIND = (
-    f'bind -layer msxsync {RESYNC_KEY} {{message "{RESYNC_MESSAGE}" info; {REMEMBER_SHOWN}}}; '
+    f"bind -layer msxsync {RESYNC_KEY} {{{message_command(RESYNC_MESSAGE)}; {request_command('resync')}}}; "
     "activate_input_layer msxsync"
 )
 _UNBIND = f"deactivate_input_layer msxsync; unbind -layer msxsync {RESYNC_KEY}; {unlabel_command()}"
@@ -74,7 +75,7 @@ def open_emulator(
 
 
 async def add_controls(link: OpenMSXLink, player: str) -> None:
-    """F10 asks for a resync (its message comes back to us as a log line, `RESYNC_MESSAGE`), and
+    """F10 asks for a resync (it comes back to us as `Requested("resync")`), and
     the window says whose it is (two windows side by side). Neither is worth failing for."""
     with contextlib.suppress(OpenMSXError):
         await link.command(_BIND)

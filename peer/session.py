@@ -44,13 +44,13 @@ from peer.core.replica import BytesChanged, Event, FullStateReceived, Replica, S
 from peer.core.room_game import GameCheck, GameGuard, Platform
 from peer.core.signalling import Roster
 from peer.core.state import Layout, Run, SharedState
-from peer.emulator import RESYNC_MESSAGE, add_controls, arm_after, leave_emulator, open_emulator, platform
+from peer.emulator import add_controls, arm_after, leave_emulator, open_emulator, platform
 from peer.host_role import HostRole
 from peer.mesh.events import PeerAdmitted, Published
 from peer.mesh.mesh import Mesh
 from peer.mesh.room import RoomSession
 from peer.mesh.webrtc import IceOptions
-from peer.openmsx import CommandError, Exited, LocalChanges, Logged, OpenMSXError, OpenMSXLink
+from peer.openmsx import CommandError, Exited, LocalChanges, Logged, OpenMSXError, OpenMSXLink, Requested
 from peer.options import PeerOptions, PlayerError
 from peer.persistence import Persistence
 from peer.room_view import Note, Notice, RoomView, Say
@@ -324,7 +324,7 @@ class Session:
             match event:
                 case LocalChanges(changes, emutime, written_at, report, before, jumped):
                     self._act(self.gate.report(changes, emutime, written_at, report, before, jumped=jumped))
-                case Logged(_, text) if text.strip() == RESYNC_MESSAGE:
+                case Requested("resync"):
                     self.resync()
                 case Logged(level, text) if level in ("warning", "error") and "sequencer" not in text:
                     # ("Could not open sequencer" is ALSA without MIDI: harmless, and always there.)

@@ -1,11 +1,13 @@
 """Shared test settings: Hypothesis profiles (moderate by default, MSXSYNC_LONG=1 for long runs),
-and the `openmsx` marker's skip when openMSX is not installed."""
+and the `openmsx` parameter: each test that starts openMSX runs once per openMSX build
+(`tests.openmsx_builds`), skipping a build that is not installed, saying so."""
 
 import os
-import shutil
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.openmsx_builds import Build, for_test
 
 # Shared fixtures: the rendezvous test modules' (games, base, session), the real peers' (peers), the
 # namespace switch's (switch) and the namespace internet's (net).
@@ -25,9 +27,18 @@ settings.register_profile(
 settings.load_profile("long" if os.environ.get("MSXSYNC_LONG") == "1" else "default")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """A test marked `openmsx` runs a real openMSX: without one on PATH it is skipped, saying so,
-    rather than failing for a reason that is not its own."""
-    if item.get_closest_marker("openmsx") is not None and shutil.which("openmsx") is None:
-        pytest.skip("openMSX is not installed (no 'openmsx' on PATH)")
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`openmsx` is a parameter: the builds this test runs on (`tests.openmsx_builds.for_test`)."""
+    if "openmsx" in metafunc.fixturenames:
+        every = metafunc.definition.get_closest_marker("every_openmsx") is not None
+        chosen = for_test(every)
+        metafunc.parametrize("openmsx", chosen, ids=[b.id for b in chosen], indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def openmsx(request: pytest.FixtureRequest) -> Build:
+    """The openMSX build this test runs on; a test whose build is missing skips, saying why."""
+    build: Build = request.param
+    if build.missing is not None:
+        pytest.skip(build.missing)
+    return build

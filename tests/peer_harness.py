@@ -4,7 +4,7 @@
 socket in holds exactly one socket: the test connects to it (`connect`) and speaks the control
 protocol through `ControlClient` next to the peer's own connection, without touching the peer's
 watcher. Through it a test reads and writes emulated RAM, presses MSX keys and collects the
-messages shown on openMSX's screen (`message` is sent to every control connection).
+messages msxsync showed on openMSX's screen (`shown`: the last ones msxsync keeps in openMSX).
 
 Every wait has a deadline (`wait_until`); nothing sleeps and hopes. `Peers` owns every process a
 test started and kills what is left (peers, then their openMSX) when the test ends.
@@ -27,9 +27,10 @@ from typing import BinaryIO
 
 import pytest
 
-from peer.core.openmsx_protocol import Log, Update
+from peer.core.openmsx_protocol import Log, Update, parse_shown, shown_command
 from peer.openmsx.control import ControlClient, OpenMSXError
 from peer.openmsx.process import socket_folder
+from tests.openmsx_builds import Build
 from tests.ports import unused_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,8 +107,10 @@ class Peer:
         *,
         tty: bool = False,
         display: str | None = None,
+        openmsx: str = "openmsx",
     ) -> None:
         self.name = name
+        self.openmsx = openmsx  # the openMSX program this player runs
         self.folder = folder
         self.state_dir = folder / "state"
         self.tmp = folder / "tmp"
@@ -118,7 +121,7 @@ class Peer:
         self.display = display  # an X display for a window; None: --headless
         self.process: asyncio.subprocess.Process | None = None
         self.openmsx_pid: int | None = None
-        self.messages: list[str] = []  # what openMSX showed on screen (and other log lines)
+        self.logged: list[str] = []  # openMSX's log lines (every control connection gets them)
         self._client: ControlClient | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._pty_master: int | None = None
@@ -139,6 +142,8 @@ class Peer:
             "-m",
             "peer.cli",
             *(["--headless"] if self.display is None else []),
+            "--openmsx",
+            self.openmsx,
             "--log-file",
             str(self.log_file),
             "--ice-address",
@@ -152,7 +157,7 @@ class Peer:
 
     async def start(self) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self.messages = []
+        self.logged = []
         self.openmsx_pid = None
         stdin: int = asyncio.subprocess.DEVNULL
         if self.tty:
@@ -217,7 +222,7 @@ class Peer:
 
     def _on_event(self, event: Log | Update) -> None:
         if isinstance(event, Log):
-            self.messages.append(event.text)
+            self.logged.append(event.text)
 
     async def tcl(self, command: str) -> str:
         if self._client is None:
@@ -291,11 +296,18 @@ class Peer:
 
         await wait_until(playing, f"{self.name}'s game to start", START_TIMEOUT)
 
-    async def wait_message(self, text: str, within: float = WAIT) -> None:
-        async def shown() -> bool:
-            return any(text in message for message in self.messages)
+    async def shown(self) -> list[str]:
+        """The messages msxsync showed on this player's screen, oldest first (its last 50)."""
+        return parse_shown(await self.tcl(shown_command()))
 
-        await wait_until(shown, f"{self.name}'s openMSX to show {text!r} (shown: {self.messages})", within)
+    async def wait_message(self, text: str, within: float = WAIT) -> None:
+        seen: list[str] = []
+
+        async def shown() -> bool:
+            seen[:] = await self.shown()
+            return any(text in message for message in seen)
+
+        await wait_until(shown, f"{self.name}'s openMSX to show {text!r} (shown: {seen})", within)
 
     def stored(self, address: int) -> int | None:
         """The value of ADDRESS in this peer's durable room state (None if not stored)."""
@@ -379,17 +391,26 @@ class Peer:
 class Peers:
     """Every peer a test started; `close` kills what is left."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, openmsx: Build) -> None:
         self.root = root
+        self.openmsx = openmsx
         self.all: list[Peer] = []
         self.port = unused_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
     def new(
-        self, name: str, *args: str, host: bool = False, tty: bool = False, display: str | None = None
+        self,
+        name: str,
+        *args: str,
+        host: bool = False,
+        tty: bool = False,
+        display: str | None = None,
+        openmsx: Build | None = None,
     ) -> Peer:
+        """A player (not started yet); OPENMSX: another build than the test's (a mixed room)."""
         extra = ["--host", "--port", str(self.port)] if host else ["--rendezvous", self.url]
-        peer = Peer(name, self.root / name, [*extra, *args], tty=tty, display=display)
+        program = (openmsx or self.openmsx).program
+        peer = Peer(name, self.root / name, [*extra, *args], tty=tty, display=display, openmsx=program)
         self.all.append(peer)
         return peer
 
@@ -406,10 +427,10 @@ class Peers:
 
 
 @pytest.fixture
-async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
+async def peers(tmp_path: Path, openmsx: Build) -> AsyncIterator[Peers]:
     """The test's players; whatever is still running at the end is stopped (a module may define
     its own `peers`, which wins)."""
-    group = Peers(tmp_path)
+    group = Peers(tmp_path, openmsx)
     try:
         yield group
     finally:

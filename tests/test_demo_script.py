@@ -5,7 +5,6 @@ listens on loopback only; when one player's session ends, the other plays on."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from tests.ports import unused_port
 
 pytestmark = [
     pytest.mark.openmsx,
-    pytest.mark.skipif(shutil.which("openmsx") is None, reason="openmsx is not installed"),
     pytest.mark.timeout(150),
 ]
 

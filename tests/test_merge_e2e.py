@@ -11,7 +11,6 @@ player's was on its way was lost.)
 from __future__ import annotations
 
 import asyncio
-import shutil
 
 import pytest
 
@@ -20,7 +19,6 @@ from tests.test_peer_e2e import COINS, start_room
 
 pytestmark = [
     pytest.mark.openmsx,
-    pytest.mark.skipif(shutil.which("openmsx") is None, reason="openmsx is not installed"),
     pytest.mark.timeout(150),
 ]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from tests.peer_harness import RIGHT, ROOT, Peer, Peers, cartridge_games, openms
 
 pytestmark = [
     pytest.mark.openmsx,
-    pytest.mark.skipif(shutil.which("openmsx") is None, reason="openmsx is not installed"),
     pytest.mark.timeout(120),
 ]
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import signal
 import sqlite3
 import time
@@ -35,7 +34,6 @@ from tests.test_peer_e2e import ITEM2, ITEM3, SHARING, start_room
 
 pytestmark = [
     pytest.mark.openmsx,
-    pytest.mark.skipif(shutil.which("openmsx") is None, reason="openmsx is not installed"),
     pytest.mark.timeout(180),
 ]
 

@@ -26,7 +26,6 @@ from tests.xdisplay import colours, windows, xvfb
 
 pytestmark = [
     pytest.mark.openmsx,
-    pytest.mark.skipif(shutil.which("openmsx") is None, reason="openmsx is not installed"),
     pytest.mark.timeout(150),
 ]
 

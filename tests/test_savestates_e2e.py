@@ -10,8 +10,6 @@ watchpoint on the shared bytes (it fires for the game's writes and for msxsync's
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from peer.core.gating import JUMPED_WORDS
@@ -20,7 +18,6 @@ from tests.test_peer_e2e import ITEM0, ITEM1, ITEM2, pick_up_item0, start_room
 
 pytestmark = [
     pytest.mark.openmsx,
-    pytest.mark.skipif(shutil.which("openmsx") is None, reason="openmsx is not installed"),
     pytest.mark.timeout(120),
 ]
 

@@ -14,8 +14,9 @@ This module owns two things and does no I/O (no asyncio, subprocess or sockets):
   and go out as decimal numbers, bytes and message text go out as hex and are decoded by Tcl
   (``binary decode hex``). `parse_changes` validates what our own Tcl watcher reports back.
 
-The watcher itself (`watch_script`) is Tcl that openMSX runs at the end of every emulated frame
-(``after frame``, at most every `MIN_CHECK_GAP_US` of real time, plus a real-time poll): it
+The watcher itself (`watch_script`) is Tcl that openMSX runs once per emulated frame's worth of
+emulated time (``after time``, `TICK_S`; at most every `MIN_CHECK_GAP_US` of real time, plus a
+real-time poll), the same with every renderer (``after frame`` never fires without one): it
 reads every shared region through the CPU's view, compares it with the snapshot of the previous
 check, and reports only the bytes that differ (new and old values: a counter's change is their
 difference), as one ``user_setting`` update per check. `apply_command` writes remote bytes, and
@@ -39,18 +40,32 @@ MAX_PENDING_BYTES = 16 * 1024 * 1024
 CHANGES_SETTING = "msxsync_changes"
 """The user_setting our Tcl watcher sets once per frame that had changes."""
 
-MIN_CHECK_GAP_US = 4000
-"""Real time between two checks of the regions; checks happen only at the end of a frame.
+REQUEST_SETTING = "msxsync_request"
+"""The user_setting our Tcl sets when the player asks msxsync for something in openMSX (F10)."""
 
-At normal speed frames are 16.7-20 ms apart, so every frame is checked. Faster than ~4x real
-time (throttle off runs hundreds of times faster) several frames share a check: nobody plays at
-that speed, and one Tcl check per frame would then cost more emulation time than it is worth.
+TICK_S = 1 / 60
+"""Emulated seconds between two checks of the regions: one frame of a 60 Hz MSX.
+
+The clock is emulated time (``after time``), not ``after frame``: frames end only where a
+renderer draws, and from openMSX 20 on the headless renderer is ``none``, which draws nothing.
+Emulated time runs with every renderer, with throttle off and in a replay; a game writes its
+variables once per frame, so one check per 60 Hz frame sees each write (on a 50 Hz machine some
+checks see nothing new). openMSX drops ``after time`` timers with their machine on a loadstate
+or a reverse jump, so the watcher re-arms on ``after machine_switch`` (and its real-time poll
+re-arms whatever else might stop it)."""
+
+MIN_CHECK_GAP_US = 4000
+"""Real time between two checks of the regions.
+
+At normal speed ticks are 16.7 ms apart, so every tick checks. Faster than ~4x real time
+(throttle off runs hundreds of times faster) several ticks share a check: nobody plays at that
+speed, and one Tcl check per frame would then cost more emulation time than it is worth.
 """
 
 POLL_US = 50_000
-"""Period of a real-time timer that checks when frames do not: after a skipped frame check if
-no frame followed, and while no frame ends at all (emulation paused, or renderer none, where
-`after frame` never fires), so a write by a tool or a loadstate while paused is still seen."""
+"""Period of a real-time timer that checks when ticks do not: after a skipped check if no tick
+followed, and while emulated time stands still (emulation paused), so a write by a tool or a
+loadstate while paused is still seen."""
 
 JUMP_DETECTION = """How the watcher tells a jump in time from the game's own writes.
 
@@ -239,24 +254,69 @@ def hex_text(text: str) -> str:
     return f"[encoding convertfrom utf-8 [binary decode hex {text.encode().hex()}]]"
 
 
-def message_command(text: str, level: str = "info") -> str:
-    """Show TEXT on openMSX's screen (OSD) and console. Control characters become spaces.
+MESSAGE_WIDGET = "msxsync_message"
+SHOWN_KEPT = 50
+"""How many of the last messages msxsync keeps in openMSX (``::msxsync::shown``, `shown_command`)."""
+ON_SCREEN_CHARS = 72
+"""What fits on one line of the message box: longer text is cut there on screen (the console
+and ``::msxsync::shown`` keep all of it)."""
 
-    It replaces msxsync's previous message if that one is still shown: openMSX stacks messages
-    downwards from the top border, and a stack of them would cover the game's own status line.
-    (Every control connection still gets it as a log line.)"""
+
+def message_command(text: str, level: str = "info") -> str:
+    """Show TEXT on openMSX's screen: one line in the top border, over nothing of the game's,
+    replacing msxsync's previous message and fading out after a few seconds, as openMSX 18 shows
+    its own messages (`openmsx_versions`: openMSX 20 stacks them instead, so msxsync draws its
+    own box on every version). Control characters become spaces."""
     if level not in ("info", "warning", "error"):
         raise ValueError(f"message level {level!r}")
-    clean = "".join(ch if ch.isprintable() else " " for ch in text)
+    clean = "".join(ch if ch.isprintable() else " " for ch in text)[:MAX_MESSAGE_CHARS]
+    return f"msxsync::show {hex_text(clean)} {level}"
+
+
+def shown_command() -> str:
+    """Tcl answering the last `SHOWN_KEPT` messages msxsync showed, oldest first (`parse_shown`)."""
     return (
-        "catch {if {[info exists ::msxsync_shown] && [osd exists $::msxsync_shown]} "
-        "{osd destroy $::msxsync_shown}}; "
-        f"message {hex_text(clean[:MAX_MESSAGE_CHARS])} {level}; {REMEMBER_SHOWN}"
+        "if {[info exists ::msxsync::shown]} "
+        "{binary encode hex [encoding convertto utf-8 [join $::msxsync::shown \\n]]}"
     )
 
 
-# After a `message`: remember its on-screen widget, so that the next one replaces it.
-REMEMBER_SHOWN = "catch {set ::msxsync_shown [osd::peek_latest_display_message_widget]}"
+def parse_shown(reply: str) -> list[str]:
+    if not reply:
+        return []
+    try:
+        return bytes.fromhex(reply).decode().split("\n")
+    except ValueError as error:
+        raise ControlStreamError(f"bad list of shown messages {reply[:40]!r}: {error}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The player asked msxsync for something from inside openMSX (F10: ``resync``)."""
+
+    run: str
+    seq: int
+    what: str
+
+
+REQUESTS = frozenset({"resync"})
+
+
+def request_command(what: str) -> str:
+    """Tcl the player's key runs to ask for WHAT: it reaches the link as a `REQUEST_SETTING` update."""
+    if what not in REQUESTS:
+        raise ValueError(f"unknown request {what!r}")
+    return f"msxsync::request {what}"
+
+
+def parse_request(value: str) -> Request:
+    """Decode ``RUN SEQ WHAT`` as `msxsync::request` sets it."""
+    words = value.split()
+    if len(words) != 3 or not _NONCE_RE.match(words[0]) or not words[1].isdigit() or words[2] not in REQUESTS:
+        raise ControlStreamError(f"bad request {value[:60]!r}")
+    return Request(words[0], int(words[1]), words[2])
+
+
 LABEL_WIDGET = "msxsync_label"
 
 
@@ -349,7 +409,8 @@ def apply_command(
 
 
 def watch_script(regions: Sequence[_Region], run: str) -> str:
-    """Tcl defining the ``msxsync`` namespace: the per-frame watcher and `apply`.
+    """Tcl defining the ``msxsync`` namespace: the per-frame watcher, `apply`, the on-screen
+    messages (`message_command`) and the player's requests (`REQUEST_SETTING`).
 
     RUN (from `new_run_nonce`) starts every report, so that only this run's reports count.
     Loading it again replaces the previous definition (regions and snapshot included).
@@ -368,6 +429,12 @@ def watch_script(regions: Sequence[_Region], run: str) -> str:
         .replace("@RUN@", run)
         .replace("@MIN_GAP_US@", str(MIN_CHECK_GAP_US))
         .replace("@POLL_S@", f"{POLL_US / 1e6:g}")
+        .replace("@TICK_S@", f"{TICK_S:.6f}")
+        .replace("@REQUEST@", REQUEST_SETTING)
+        .replace("@KEPT_LAST@", str(SHOWN_KEPT - 1))
+        .replace("@SCREEN_CHARS@", str(ON_SCREEN_CHARS))
+        .replace("@SCREEN_CUT@", str(ON_SCREEN_CHARS - 4))
+        .replace("@WIDGET@", MESSAGE_WIDGET)
         .replace("@POLL_US@", str(POLL_US))
     )
 
@@ -456,8 +523,9 @@ def parse_changes(value: str) -> ChangeReport:
 
 
 # Why it looks like this:
-# - `after frame` fires once per emulated frame (also with throttle off) and survives loadstate
-#   and reverse, so comparing against a snapshot catches every change, whatever made it.
+# - `after time` fires once per TICK_S of emulated time with every renderer (also with throttle
+#   off); `switched` re-arms it after loadstate and reverse, which drop it with the old machine;
+#   comparing against a snapshot catches every change, whatever made it.
 # - `tick` checks at most once per MIN_CHECK_GAP_US of real time and otherwise leaves the
 #   check pending; `poll` (after realtime, runs even when paused) checks when a check is
 #   pending or no frame ended for POLL_US.
@@ -484,13 +552,45 @@ namespace eval msxsync {
     variable seq 0
     variable after_id {}
     variable poll_id {}
+    variable switch_id {}
+    variable shown {}
+    variable requests 0
     variable last_check 0
-    variable last_frame 0
+    variable last_tick 0
     variable pending 0
     variable machine {}
     variable time 0
+    variable jump_unreported 0
     if {"@SETTING@" ni [user_setting info]} {
         user_setting create string @SETTING@ "msxsync: shared RAM changes (internal)" {}
+    }
+    if {"@REQUEST@" ni [user_setting info]} {
+        user_setting create string @REQUEST@ "msxsync: the player's requests (internal)" {}
+    }
+    proc request {what} {
+        variable requests
+        set ::@REQUEST@ "@RUN@ [incr requests] $what"
+        return
+    }
+    proc show {text level} {
+        variable shown
+        lappend shown $text
+        set shown [lrange $shown end-@KEPT_LAST@ end]
+        if {[string length $text] > @SCREEN_CHARS@} {
+            set text "[string range $text 0 @SCREEN_CUT@]..."
+        }
+        # The colours and place of openMSX 18's own messages (osd::display_message): one line
+        # in the top border, below openMSX 20's menu bar. text_box replaces an older box of
+        # the same name and fades it out after a few seconds.
+        switch -- $level {
+            error   { set colour {0xaa0000e8 0xdd0000e8 0xcc0000e8 0xff0000e8} }
+            warning { set colour {0xaa6600e8 0xdd9900e8 0xcc8800e8 0xffaa00e8} }
+            default { set colour {0x7090aae8 0xa0c0dde8 0x90b0cce8 0xc0e0ffe8} }
+        }
+        osd_widgets::text_box @WIDGET@ -text $text -textrgba 0xffffffff -textsize 6 \
+            -rgba $colour -x 3 -y 12 -z 5 -w 314 -bordersize 0.5 -borderrgba 0x000000ff \
+            -clip true -scaled true -suppressErrors true
+        return
     }
     proc read_regions {} {
         variable regions
@@ -533,11 +633,11 @@ namespace eval msxsync {
         return $runs
     }
     proc tick {} {
-        variable after_id [after frame msxsync::tick]
+        variable after_id [after time @TICK_S@ msxsync::tick]
         variable last_check
-        variable last_frame [clock microseconds]
-        if {$last_frame - $last_check >= @MIN_GAP_US@} {
-            check $last_frame
+        variable last_tick [clock microseconds]
+        if {$last_tick - $last_check >= @MIN_GAP_US@} {
+            check $last_tick
         } else {
             variable pending 1
         }
@@ -545,9 +645,14 @@ namespace eval msxsync {
     proc poll {} {
         variable poll_id [after realtime @POLL_S@ msxsync::poll]
         variable pending
-        variable last_frame
+        variable last_tick
+        variable after_id
+        if {[catch {after info $after_id}]} {
+            # The emulated-time tick is gone (a machine switch that the hook below missed).
+            set after_id [after time @TICK_S@ msxsync::tick]
+        }
         set now [clock microseconds]
-        if {$pending || $now - $last_frame >= @POLL_US@} { check $now }
+        if {$pending || $now - $last_tick >= @POLL_US@} { check $now }
     }
     proc check {now} {
         variable last_check $now
@@ -560,10 +665,15 @@ namespace eval msxsync {
         set current [read_regions]
         set now_machine [machine]
         set now_time [machine_info time]
-        set jumped [expr {$now_machine ne $machine || $now_time < $time}]
+        variable jump_unreported
+        if {$now_machine ne $machine || $now_time < $time} { set jump_unreported 1 }
         set machine $now_machine
         set time $now_time
+        # (A jump that changed none of the regions stays unreported until bytes change: a jump
+        # inside a replay may land on the very bytes of the last check.)
         if {$current eq $snapshot} { return }
+        set jumped $jump_unreported
+        set jump_unreported 0
         set changes {}
         foreach {start length} $regions old $snapshot new $current {
             if {$old ne $new} { lappend changes {*}[diff $start $old $new] }
@@ -575,18 +685,30 @@ namespace eval msxsync {
         variable snapshot [read_regions]
         variable machine [machine]
         variable time [machine_info time]
+        variable jump_unreported 0
         stop
-        variable after_id [after frame msxsync::tick]
+        variable after_id [after time @TICK_S@ msxsync::tick]
         variable poll_id [after realtime @POLL_S@ msxsync::poll]
+        variable switch_id [after machine_switch msxsync::switched]
         return
+    }
+    proc switched {} {
+        # openMSX drops `after time` timers with the machine they ran on (loadstate, reverse).
+        variable switch_id [after machine_switch msxsync::switched]
+        variable after_id
+        after cancel $after_id
+        set after_id [after time @TICK_S@ msxsync::tick]
     }
     proc stop {} {
         variable after_id
         variable poll_id
+        variable switch_id
         after cancel $after_id
         after cancel $poll_id
+        after cancel $switch_id
         set after_id {}
         set poll_id {}
+        set switch_id {}
         return
     }
     proc add_to {hex width bcd delta} {

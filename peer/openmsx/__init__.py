@@ -6,7 +6,7 @@ Public surface::
                                   cartridge=rom, romtype=None, openmsx="openmsx",
                                   scripts=[...], headless=True, extra_args=()) as link:
         # or: async with OpenMSXLink.attach(regions, pid=None) as link:
-        async for event in link.events():   # LocalChanges | Logged | Exited
+        async for event in link.events():   # LocalChanges | Logged | Requested | Exited
             ...
         await link.apply([(0xE075, b"\\x01")])  # -> addresses that did not take (normally ())
         await link.read(0xE000, 16)             # bytes as the CPU sees them
@@ -65,7 +65,7 @@ Design, and why:
 """
 
 from peer.openmsx.control import CommandError, LinkClosed, OpenMSXError
-from peer.openmsx.events import Exited, LinkEvent, LocalChanges, Logged
+from peer.openmsx.events import Exited, LinkEvent, LocalChanges, Logged, Requested
 from peer.openmsx.link import OpenMSXLink
 
 __all__ = [
@@ -77,4 +77,5 @@ __all__ = [
     "Logged",
     "OpenMSXError",
     "OpenMSXLink",
+    "Requested",
 ]

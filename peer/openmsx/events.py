@@ -35,6 +35,13 @@ class Logged:
 
 
 @dataclass(frozen=True, slots=True)
+class Requested:
+    """The player asked msxsync for something from inside openMSX: ``resync`` (F10)."""
+
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
 class Exited:
     """openMSX went away on its own (closed by the player, crashed, killed, or broke the protocol).
 
@@ -46,4 +53,4 @@ class Exited:
     stderr_tail: str
 
 
-LinkEvent = LocalChanges | Logged | Exited
+LinkEvent = LocalChanges | Logged | Requested | Exited

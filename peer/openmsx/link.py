@@ -12,14 +12,16 @@ import logging
 import os
 import secrets
 import signal
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
 
 from games.definition import Region
 from peer.core.openmsx_protocol import (
     CHANGES_SETTING,
+    REQUEST_SETTING,
     ControlStreamError,
     CounterDelta,
     Log,
@@ -31,20 +33,26 @@ from peer.core.openmsx_protocol import (
     new_run_nonce,
     parse_changes,
     parse_probe,
+    parse_request,
     probe_command,
     read_command,
     watch_script,
 )
+from peer.core.openmsx_versions import Features, UnsupportedOpenMSX, features_for, parse_version
 from peer.openmsx.control import ControlClient, LinkClosed, OpenMSXError
-from peer.openmsx.events import Exited, LinkEvent, LocalChanges, Logged
+from peer.openmsx.events import Exited, LinkEvent, LocalChanges, Logged, Requested
 from peer.openmsx.process import DEFAULT_MACHINE, LaunchSpec, die_with_parent, find_socket
+from peer.openmsx.tether import tethered
 
 log = logging.getLogger(__name__)
 
 STDERR_LINES = 20
 STOP_TIMEOUT = 3.0
 SETUP_TIMEOUT = 20.0
-_FORGET_TCL = f"msxsync::stop; namespace delete msxsync; user_setting destroy {CHANGES_SETTING}"
+_FORGET_TCL = (
+    "msxsync::stop; namespace delete msxsync; "
+    f"user_setting destroy {CHANGES_SETTING}; user_setting destroy {REQUEST_SETTING}"
+)
 
 
 class OpenMSXLink:
@@ -57,6 +65,8 @@ class OpenMSXLink:
         writer: asyncio.StreamWriter,
         process: asyncio.subprocess.Process | None,
         pid: int,
+        *,
+        headless: bool = False,
     ) -> None:
         if not regions:
             raise ValueError("an openMSX link needs at least one shared region")
@@ -72,6 +82,9 @@ class OpenMSXLink:
         self._exited: Exited | None = None
         self._gone = asyncio.Event()
         self._closing = False
+        self._headless = headless
+        self.features: Features | None = None
+        """What this openMSX's version offers (`peer.core.openmsx_versions`), once set up."""
 
     # --- opening and closing ------------------------------------------------------------------
 
@@ -89,13 +102,25 @@ class OpenMSXLink:
         headless: bool = True,
         extra_args: Iterable[str] = (),
         env: Mapping[str, str] | None = None,
+        kernel_tie: bool = True,
     ) -> AbstractAsyncContextManager[OpenMSXLink]:
         """Start openMSX as a child (own OPENMSX_HOME at HOME), power it on, watch REGIONS.
 
-        Leaving the context stops the child: ``exit``, then SIGTERM, then SIGKILL.
+        Leaving the context stops the child: ``exit``, then SIGTERM, then SIGKILL. Should this
+        process die without leaving it, openMSX quits too: on Linux the kernel signals it
+        (KERNEL_TIE; tests turn it off to see the other way alone), everywhere the tether does
+        (`peer.openmsx.tether`).
         """
         spec = LaunchSpec(
-            home, machine, cartridge, romtype, openmsx, tuple(scripts), headless, tuple(extra_args)
+            home,
+            machine,
+            cartridge,
+            romtype,
+            openmsx,
+            tuple(scripts),
+            headless,
+            tuple(extra_args),
+            kernel_tie and sys.platform.startswith("linux"),
         )
         return _launched(cls, regions, spec, os.environ if env is None else env)
 
@@ -121,17 +146,25 @@ class OpenMSXLink:
             raise OpenMSXError(f"{exited.reason}\n{exited.stderr_tail}".rstrip()) from None
 
     async def _install(self, *, launched: bool) -> None:
+        features = self.features = await self._learn_features()
         await self.command("openmsx_update enable setting")
         if launched:
-            # Under -control openMSX starts with renderer none, on a desktop too: SDL opens the
-            # player's window (headless: SDL's dummy driver, which still renders every frame and
-            # keeps openMSX servicing commands and `after frame`). An attached openMSX is the
-            # player's own: its renderer is left as they set it.
-            await self.command("set renderer SDL")
+            # Under -control openMSX starts with no renderer, on a desktop too: this one opens the
+            # player's window (or, headless, keeps openMSX servicing commands often: see
+            # `peer.core.openmsx_versions`). An attached openMSX is the player's own: its
+            # renderer is left as they set it.
+            await self.command(f"set renderer {features.renderer(self._headless)}")
         await self.command(watch_script(self.regions, self.run))
         await self.command("msxsync::start")
         if launched:  # with -control the machine starts powered off
             await self.command("set power on")
+
+    async def _learn_features(self) -> Features:
+        """openMSX's version decides the renderer and more; one too old is refused, saying so."""
+        try:
+            return features_for(parse_version(await self.command("openmsx_info version")))
+        except UnsupportedOpenMSX as error:
+            raise OpenMSXError(str(error)) from None
 
     async def _stop_child(self, process: asyncio.subprocess.Process) -> None:
         self._closing = True
@@ -216,6 +249,8 @@ class OpenMSXLink:
     def _on_control_event(self, event: Log | Update) -> None:
         if isinstance(event, Log):
             self._queue.put_nowait(Logged(event.level, event.text))
+        elif event.name == REQUEST_SETTING and event.value:
+            self._on_request(event.value)
         elif event.name == CHANGES_SETTING and event.value:
             try:
                 report = parse_changes(event.value)
@@ -236,6 +271,15 @@ class OpenMSXLink:
                     report.jumped,
                 )
             )
+
+    def _on_request(self, value: str) -> None:
+        try:
+            request = parse_request(value)
+        except ControlStreamError as error:
+            self._queue.put_nowait(Logged("error", f"ignored a bad request: {error}"))
+            return
+        if request.run == self.run:  # (not a value openMSX saved in an earlier run)
+            self._queue.put_nowait(Requested(request.what))
 
     async def _pump(self) -> None:
         """Read openMSX's control output until it ends; report an unexpected end as `Exited`."""
@@ -298,18 +342,19 @@ async def _launched(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=spec.env(env),
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with_parent if spec.kernel_tie else None,
         )
     except OSError as error:
         raise OpenMSXError(f"cannot start openMSX ({spec.openmsx}): {error}") from error
     assert process.stdin and process.stdout and process.stderr  # all three were PIPE
     try:
-        link = cls(regions, process.stdout, process.stdin, process, process.pid)
-        async with _owning_tasks() as tasks:
+        link = cls(regions, process.stdout, process.stdin, process, process.pid, headless=spec.headless)
+        async with _owning_tasks() as tasks, AsyncExitStack() as tether:
             tasks.create_task(link._read_stderr(process.stderr))
             tasks.create_task(link._pump())
             try:
                 await link._setup(launched=True)
+                await _tie(tether, link)
                 yield link
             finally:
                 await link._stop_child(process)
@@ -317,6 +362,15 @@ async def _launched(
         if process.returncode is None:  # only if something above failed half-way
             process.kill()
             await process.wait()
+
+
+async def _tie(stack: AsyncExitStack, link: OpenMSXLink) -> None:
+    """Tether the launched openMSX to this process (`peer.openmsx.tether`); without it a crash of
+    msxsync may leave openMSX running, which is no reason not to play."""
+    try:
+        await stack.enter_async_context(tethered(link.command))
+    except (OpenMSXError, OSError, TimeoutError) as error:
+        log.warning("openMSX is not tethered to msxsync (%s): it may outlive a crash", error)
 
 
 @asynccontextmanager

@@ -18,8 +18,9 @@ from pathlib import Path
 from peer.openmsx.control import OpenMSXError
 
 DEFAULT_MACHINE = "C-BIOS_MSX2+"
-# SDL's dummy drivers: no window and no sound, but the SDL renderer still runs, which keeps
-# openMSX servicing commands and `after frame` every frame (renderer none does neither well).
+# SDL's dummy drivers: no window and no sound. On openMSX 18 the SDL renderer still draws into
+# nothing there, which keeps openMSX servicing commands every frame; from 20 on the headless
+# renderer is none, which needs no video driver at all (`peer.core.openmsx_versions`).
 HEADLESS_ENV = {"SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
 
 
@@ -35,6 +36,8 @@ class LaunchSpec:
     scripts: tuple[Path, ...] = ()
     headless: bool = True
     extra_args: tuple[str, ...] = ()
+    kernel_tie: bool = False
+    """Ask Linux to signal openMSX when this process dies (`die_with_parent`)."""
 
     def argv(self) -> list[str]:
         args = [self.openmsx, "-machine", self.machine, "-control", "stdio"]
@@ -99,7 +102,8 @@ _PR_SET_PDEATHSIG = 1
 
 def die_with_parent() -> None:
     """In the child before exec: ask Linux to SIGTERM openMSX when msxsync dies (even by SIGKILL),
-    so a crashed peer never leaves an orphaned emulator behind. Elsewhere a no-op."""
+    so a crashed peer never leaves an orphaned emulator behind. Elsewhere a no-op; the tether
+    (`peer.openmsx.tether`) does the same on every system."""
     if not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(None, use_errno=True)

@@ -1,0 +1,106 @@
+"""Which openMSX msxsync runs on, and what each version offers it. Pure: no I/O.
+
+openMSX answers ``openmsx_info version`` with ``openMSX 18.0`` (a development build adds a suffix,
+``openMSX 21.0-42-gabcdef``). `parse_version` reads that, `features_for` turns it into the
+`Features` msxsync relies on, and refuses a version older than `OLDEST` with one sentence.
+
+What changed between the versions we support, checked with Debian's 18.0 and with 20.0 and 21.0
+built from openMSX's source (the table is in docs/openmsx-versions.md):
+
+* **Renderers.** 18 draws with ``SDL`` (software) or ``SDLGL-PP`` (OpenGL); 20 dropped ``SDL``,
+  so a window needs ``SDLGL-PP`` there. ``none`` exists everywhere and draws nothing.
+* **Headless.** On 18 the ``SDL`` renderer on SDL's ``dummy`` video driver draws into nothing
+  and costs about 5 % of a core. ``SDLGL-PP`` needs an OpenGL context: without a display only
+  SDL's EGL-backed ``offscreen`` driver gives one, at about half a core of software OpenGL per
+  emulator (measured on 20.0 and 21.0 with Mesa's llvmpipe), and only where EGL is installed.
+  So from 20 on headless uses ``none``: it needs nothing at all and costs 2 %, at the price of
+  openMSX servicing commands about once per 20 ms instead of once per frame
+  (docs/openmsx-versions.md has the latency figures). The watcher does not care which: it
+  runs on emulated time, which every renderer advances (`peer.core.openmsx_protocol`).
+* **Messages.** 18 shows ``message`` on its OSD (stacked, one under the other); 20 sends it to
+  its ImGui message system, also stacked. msxsync draws its own one-line box instead, the same
+  on every version, and never calls ``message`` for the player's screen.
+* **Watchpoints** (only the tests and benchmarks use them): 21 adds ``debug watchpoint create``
+  and deprecates ``debug set_watchpoint``, which 18 and 20 alone know.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+OLDEST = (18, 0)
+"""The oldest openMSX msxsync runs on (Debian 12's; older ones were never tried)."""
+
+_VERSION_RE = re.compile(r"openMSX\s+(\d+)\.(\d+)(?:\.(\d+))?(\S*)")
+
+
+class UnsupportedOpenMSX(ValueError):
+    """The openMSX found cannot run msxsync; the message is one sentence for the player."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class OpenMSXVersion:
+    """A release number; `text` is what openMSX said (a development build's suffix included)."""
+
+    major: int
+    minor: int
+    micro: int = 0
+    text: str = ""
+
+    def at_least(self, major: int, minor: int = 0) -> bool:
+        return (self.major, self.minor) >= (major, minor)
+
+    def __str__(self) -> str:
+        return self.text or f"openMSX {self.major}.{self.minor}"
+
+
+def parse_version(reply: str) -> OpenMSXVersion:
+    """The version in ``openmsx_info version``'s reply (or ``openmsx -v``'s first line)."""
+    match = _VERSION_RE.search(reply)
+    if match is None:
+        raise UnsupportedOpenMSX(f"cannot tell which openMSX this is (it says {reply[:60]!r})")
+    major, minor, micro, _ = match.groups()
+    return OpenMSXVersion(int(major), int(minor), int(micro or 0), match.group(0))
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What msxsync uses of one openMSX version."""
+
+    version: OpenMSXVersion
+    window_renderer: str
+    """The renderer that opens the player's window."""
+    headless_renderer: str
+    """The renderer that runs with no display at all (SDL's dummy video driver)."""
+    watchpoint_create: str
+    """The Tcl that creates a watchpoint: ``debug set_watchpoint`` before 21."""
+
+    def renderer(self, headless: bool) -> str:
+        return self.headless_renderer if headless else self.window_renderer
+
+    def watchpoint(self, kind: str, begin: int, end: int | None, command: str) -> str:
+        """Tcl creating a KIND (``write_mem``, ``read_mem``) watchpoint on BEGIN..END (inclusive)
+        that runs COMMAND (Tcl, braced here): for tests and benchmarks."""
+        if kind not in ("write_mem", "read_mem", "write_io", "read_io"):
+            raise ValueError(f"watchpoint kind {kind!r}")
+        span = str(begin) if end is None else f"{{{begin} {end}}}"
+        if self.watchpoint_create == "debug watchpoint create":
+            return f"debug watchpoint create -type {kind} -address {span} -command {{{command}}}"
+        return f"debug set_watchpoint {kind} {span} {{}} {{{command}}}"
+
+
+def features_for(version: OpenMSXVersion) -> Features:
+    """What VERSION offers; `UnsupportedOpenMSX` for one older than `OLDEST`."""
+    if not version.at_least(*OLDEST):
+        oldest = ".".join(map(str, OLDEST))
+        raise UnsupportedOpenMSX(
+            f"{version} is too old for msxsync: it needs openMSX {oldest} or newer (openmsx.org)"
+        )
+    has_sdl_renderer = not version.at_least(20)
+    return Features(
+        version=version,
+        window_renderer="SDL" if has_sdl_renderer else "SDLGL-PP",
+        headless_renderer="SDL" if has_sdl_renderer else "none",
+        watchpoint_create="debug watchpoint create" if version.at_least(21) else "debug set_watchpoint",
+    )
