@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 from pathlib import Path
 
 from games.definition import GameDefinition, Region
 from peer.core.openmsx_protocol import label_command, message_command, request_command, unlabel_command
+from peer.core.openmsx_versions import IMGUI_INI, with_window_position
 from peer.core.room_game import Platform
 from peer.openmsx import OpenMSXError, OpenMSXLink
 from peer.openmsx.process import DEFAULT_MACHINE
 from peer.options import PeerOptions
+
+log = logging.getLogger(__name__)
 
 # Emulated seconds before a game without an armed-when rule may publish: past the BIOS logo
 # (C-BIOS about 5 s, real MSX BIOSes less) and the cartridge's start, which clears its RAM.
@@ -62,9 +66,12 @@ def open_emulator(
     regions = watched_regions(definition)
     if options.attach is not None:
         return OpenMSXLink.attach(regions, pid=options.attach or None)
+    home = state_dir / "openmsx-home"
+    if options.window_position is not None and not options.headless:
+        place_window(home, *options.window_position)
     return OpenMSXLink.launch(
         regions,
-        home=state_dir / "openmsx-home",
+        home=home,
         machine=options.machine or definition.machine or DEFAULT_MACHINE,
         cartridge=rom_path,
         romtype=definition.romtype,
@@ -72,6 +79,18 @@ def open_emulator(
         scripts=[Path(script) for script in options.openmsx_scripts],
         headless=options.headless,
     )
+
+
+def place_window(home: Path, x: int, y: int) -> None:
+    """Open openMSX's window at X, Y: openMSX 20 and later read it from their ImGui settings in
+    HOME at start (`peer.core.openmsx_versions.IMGUI_INI`). Not worth failing for."""
+    path = home / IMGUI_INI
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        path.write_text(with_window_position(text, x, y), encoding="utf-8")
+    except OSError as error:
+        log.warning("cannot place openMSX's window (%s): it opens where openMSX chooses", error)
 
 
 async def add_controls(link: OpenMSXLink, player: str) -> None:

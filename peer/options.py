@@ -25,6 +25,7 @@ class PeerOptions:
     games: tuple[str, ...] = ()
     headless: bool = False
     machine: str | None = None
+    window_position: tuple[int, int] | None = None  # where openMSX's window opens (20 and later)
     openmsx: str = "openmsx"
     openmsx_scripts: tuple[str, ...] = ()
     attach: int | None = None

@@ -29,11 +29,11 @@ session's life (released by the kernel when the process ends, however it ends).
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import filelock
 
 from peer.core import codec
 from peer.core.state import NO_WRITER, Contribution, Layout, SharedState, SignedBatch
@@ -80,24 +80,26 @@ LOCK_FILE = "lock"
 @contextlib.contextmanager
 def folder_lock(state_dir: Path) -> Iterator[None]:
     """Hold the state folder for one session: two peers sharing a folder would share an
-    identity (the rendezvous lets only one of them stay) and interleave the room state."""
+    identity (the rendezvous lets only one of them stay) and interleave the room state.
+
+    The lock is filelock's (flock on POSIX, LockFileEx on Windows): the system releases it when
+    the process ends, however it ends, so a crashed peer never leaves it held."""
+    lock = filelock.FileLock(state_dir / LOCK_FILE, timeout=0)
     try:
-        descriptor = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        lock.acquire()
+    except filelock.Timeout:
+        raise StorageError(
+            f"another msxsync-peer is using the state folder {state_dir}; "
+            "give each player on this machine their own --state-dir."
+        ) from None
     except OSError as exc:
         raise StorageError(
             f"cannot use the state folder {state_dir} ({exc.strerror}); pick another with --state-dir."
         ) from None
     try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StorageError(
-                f"another msxsync-peer is using the state folder {state_dir}; "
-                "give each player on this machine their own --state-dir."
-            ) from None
-        yield  # the lock goes with the descriptor: a crashed peer never leaves it held
+        yield
     finally:
-        os.close(descriptor)
+        lock.release()
 
 
 class RoomStore:

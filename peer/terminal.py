@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from peer.console import HELP, Command, Status, format_status, parse_command
+from peer.stdin_lines import stdin_lines
 
 STATUS_INTERVAL = 1.0
 
@@ -87,21 +88,9 @@ class Terminal:
 
     async def console_loop(self) -> None:
         """Read commands from stdin until it ends (then the player quit)."""
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        stdin = sys.stdin.fileno()
-        # A copy of the descriptor (closing the transport closes it, not the player's stdin).
-        # asyncio makes it non-blocking, which the terminal shares with the player's shell: put
-        # that back on the way out, or the shell reads "Resource temporarily unavailable".
-        pipe = os.fdopen(os.dup(stdin), "rb", buffering=0)
-        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-        try:
-            self.say(f"msxsync: type here to talk to msxsync ({HELP})")
-            while line := await reader.readline():
-                command = parse_command(line.decode("utf-8", "replace"))
-                if command is not None:
-                    self._on_command(command)
-            self._on_command(Command("quit"))
-        finally:
-            transport.close()
-            os.set_blocking(stdin, True)
+        self.say(f"msxsync: type here to talk to msxsync ({HELP})")
+        async for line in stdin_lines():
+            command = parse_command(line.decode("utf-8", "replace"))
+            if command is not None:
+                self._on_command(command)
+        self._on_command(Command("quit"))

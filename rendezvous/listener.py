@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import resource
 import ssl
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +34,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger("msxsync.rendezvous")
 MAX_LOGGED_PATH = 200  # characters of a request's path kept in the access log
+WINDOWS_OPEN_FILES = 16384  # Windows: no descriptor limit to stay under; a generous cap
 
 
 class ConnectionGuard:
@@ -216,6 +217,16 @@ def throttle_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
 def http_cap(wanted: int) -> int:
     """Open HTTP connections in all: under the open-files limit (raised to its hard ceiling), with
     room to spare for the listening sockets, logs, games and the hashing threads."""
+    return max(16, min(wanted, open_files_limit() - 64))
+
+
+def open_files_limit() -> int:
+    """How many files this process may open, after raising the soft limit to the hard one.
+    Windows has no such limit for sockets (its event loop is not select-bound): WANTED rules."""
+    if sys.platform == "win32":
+        return WINDOWS_OPEN_FILES
+    import resource  # POSIX only
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         try:
@@ -223,7 +234,7 @@ def http_cap(wanted: int) -> int:
             soft = hard
         except (ValueError, OSError):
             pass
-    return max(16, min(wanted, soft - 64))
+    return int(soft)
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:

@@ -131,6 +131,33 @@ def test_message_text_travels_as_hex() -> None:
         proto.message_command("x", level="debug")
 
 
+def test_requests_come_back_only_as_the_known_words() -> None:
+    assert proto.request_command("resync") == "msxsync::request resync"
+    with pytest.raises(ValueError):
+        proto.request_command("exit")
+    run = "0123456789abcdef"
+    assert proto.parse_request(f"{run} 3 resync") == proto.Request(run, 3, "resync")
+    for bad in ("", f"{run} 3", f"{run} x resync", f"{run} 3 exit", "nonce 3 resync", f"{run} 3 resync x"):
+        with pytest.raises(proto.ControlStreamError):
+            proto.parse_request(bad)
+
+
+def test_the_shown_list_decodes_every_text() -> None:
+    texts = ["bob found the key", "say <b>&amp; é ✓ {", ""]
+    reply = "\n".join(texts).encode().hex()
+    assert proto.parse_shown(reply) == texts
+    assert proto.parse_shown("") == []
+    with pytest.raises(proto.ControlStreamError):
+        proto.parse_shown("zz")
+
+
+def test_the_watcher_runs_on_emulated_time_and_survives_machine_switches() -> None:
+    tcl = proto.watch_script(REGIONS, "0123456789abcdef")
+    assert "after frame" not in tcl  # fires only where a renderer draws
+    assert f"after time {proto.TICK_S:.6f} msxsync::tick" in tcl
+    assert "after machine_switch msxsync::switched" in tcl
+
+
 def test_apply_command_addresses_regions_by_index_and_offset() -> None:
     tcl = proto.apply_command(REGIONS, [(0xE040, b"\x99\x98"), (0xC003, b"\x01")])
     assert tcl == "msxsync::apply {0 64 9998 1 3 01} {}"

@@ -104,3 +104,40 @@ def features_for(version: OpenMSXVersion) -> Features:
         headless_renderer="SDL" if has_sdl_renderer else "none",
         watchpoint_create="debug watchpoint create" if version.at_least(21) else "debug set_watchpoint",
     )
+
+
+# --- where the window opens ------------------------------------------------------------------
+
+IMGUI_INI = "share/imgui.ini"
+"""openMSX 20 and later keep their window's position here, under OPENMSX_HOME, and open the
+window there at start (18 has no such file and lets SDL and the window manager choose)."""
+
+_MANAGER_SECTION = "[openmsx][manager]"
+_POSITION_KEY = "windowPos="
+MAX_WINDOW_COORDINATE = 16384
+
+
+def with_window_position(ini: str, x: int, y: int) -> str:
+    """IMGUI_INI's text INI with the window's position set to X, Y (screen pixels), everything
+    else kept: the player's ImGui layout lives in the same file."""
+    if not (0 <= x <= MAX_WINDOW_COORDINATE and 0 <= y <= MAX_WINDOW_COORDINATE):
+        raise ValueError(f"a window position of {x},{y} is off any screen")
+    line = f"{_POSITION_KEY}[ {x} {y} ]"
+    lines = ini.splitlines()
+    if _MANAGER_SECTION not in lines:
+        return "\n".join([*lines, "", _MANAGER_SECTION, line, ""]).lstrip("\n")
+    start = lines.index(_MANAGER_SECTION) + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")), len(lines))
+    kept = [entry for entry in lines[start:end] if not entry.startswith(_POSITION_KEY)]
+    return "\n".join([*lines[:start], line, *kept, *lines[end:]]) + "\n"
+
+
+def parse_window_position(text: str) -> tuple[int, int]:
+    """``X,Y`` as the player gives it (--window-position)."""
+    parts = text.split(",")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise ValueError(f"{text!r} is not X,Y in screen pixels (e.g. 700,40)")
+    x, y = (int(part) for part in parts)
+    if x > MAX_WINDOW_COORDINATE or y > MAX_WINDOW_COORDINATE:
+        raise ValueError(f"{text!r} is off any screen")
+    return x, y

@@ -40,6 +40,7 @@ from peer.core.openmsx_protocol import (
 )
 from peer.core.openmsx_versions import Features, UnsupportedOpenMSX, features_for, parse_version
 from peer.openmsx.control import ControlClient, LinkClosed, OpenMSXError
+from peer.openmsx.control_socket import open_control_socket
 from peer.openmsx.events import Exited, LinkEvent, LocalChanges, Logged, Requested
 from peer.openmsx.process import DEFAULT_MACHINE, LaunchSpec, die_with_parent, find_socket
 from peer.openmsx.tether import tethered
@@ -378,10 +379,7 @@ async def _attached(
     cls: type[OpenMSXLink], regions: Sequence[Region], pid: int | None, env: Mapping[str, str]
 ) -> AsyncIterator[OpenMSXLink]:
     path, pid = find_socket(pid, env)
-    try:
-        reader, writer = await asyncio.open_unix_connection(path)
-    except OSError as error:
-        raise OpenMSXError(f"cannot connect to openMSX at {path}: {error}") from error
+    reader, writer = await open_control_socket(path)
     link = cls(regions, reader, writer, None, pid)
     async with _owning_tasks() as tasks:
         tasks.create_task(link._pump())

@@ -11,6 +11,7 @@ import getpass
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,11 +60,17 @@ class LaunchSpec:
 
 
 def socket_folder(env: Mapping[str, str]) -> Path:
-    """Where openMSX puts its control sockets: ``$TMPDIR/openmsx-<user>``."""
+    """Where openMSX puts its control sockets: ``$TMPDIR/openmsx-<user>``; on Windows the
+    system's temporary folder and the user ``default`` (openMSX's `CliServer`)."""
+    if sys.platform == "win32":
+        temp = env.get("TMP") or env.get("TEMP") or tempfile.gettempdir()
+        return Path(temp) / "openmsx-default"
     return Path(env.get("TMPDIR") or "/tmp") / f"openmsx-{getpass.getuser()}"
 
 
 def _alive(pid: int) -> bool:
+    if sys.platform == "win32":
+        return _alive_on_windows(pid)
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
@@ -71,6 +78,21 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _alive_on_windows(pid: int) -> bool:
+    """(os.kill(pid, 0) would send Ctrl-C there.) A process that exists and has not ended."""
+    if sys.platform != "win32":
+        raise NotImplementedError
+    synchronize, wait_timeout = 0x00100000, 0x102
+    kernel32 = ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(synchronize, False, pid)
+    if not handle:
+        return False
+    try:
+        return bool(kernel32.WaitForSingleObject(handle, 0) == wait_timeout)
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def _socket_pids(folder: Path) -> Iterable[int]:
