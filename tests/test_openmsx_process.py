@@ -13,6 +13,7 @@ import pytest
 
 from peer.openmsx import OpenMSXError
 from peer.openmsx.process import LaunchSpec, find_socket, socket_folder
+from tests.openmsx_builds import ROOT, Build
 
 
 def test_launch_command_line_and_environment(tmp_path: Path) -> None:
@@ -64,8 +65,11 @@ def test_find_socket_refuses_to_guess(tmp_path: Path) -> None:
 
 
 @pytest.mark.openmsx
-def test_openmsx_dies_with_a_killed_peer(tmp_path):
-    """kill -9 of the program that launched openMSX must not leave an orphaned emulator."""
+@pytest.mark.every_openmsx
+@pytest.mark.parametrize("kernel_tie", [True, False], ids=["kernel-and-tether", "tether-alone"])
+def test_openmsx_dies_with_a_killed_peer(tmp_path: Path, openmsx: Build, kernel_tie: bool) -> None:
+    """kill -9 of the program that launched openMSX must not leave an orphaned emulator: Linux's
+    parent-death signal does it here, and the tether alone does it everywhere (macOS, Windows)."""
     program = textwrap.dedent(
         f"""
         import asyncio, sys
@@ -74,21 +78,35 @@ def test_openmsx_dies_with_a_killed_peer(tmp_path):
         from peer.openmsx import OpenMSXLink
 
         async def main():
-            async with OpenMSXLink.launch([Region(0xE000, 0xE00F)], home=Path({str(tmp_path)!r})) as link:
+            async with OpenMSXLink.launch(
+                [Region(0xE000, 0xE00F)], home=Path({str(tmp_path)!r}), openmsx={openmsx.program!r},
+                kernel_tie={kernel_tie!r},
+            ) as link:
                 print(link.pid, flush=True)
                 await asyncio.sleep(60)
 
         asyncio.run(main())
         """
     )
-    parent = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert parent.stdout is not None
     emulator = int(parent.stdout.readline())
+    assert alive(emulator)
     parent.kill()
     parent.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and Path(f"/proc/{emulator}").exists():
+    started = time.monotonic()
+    while time.monotonic() < started + 10 and alive(emulator):
         time.sleep(0.05)
-    assert (
-        not Path(f"/proc/{emulator}").exists() or "Z" in Path(f"/proc/{emulator}/stat").read_text().split()[2]
+    assert not alive(emulator), f"openMSX (pid {emulator}) outlived the killed peer by 10 s"
+    print(
+        f"openMSX ended {time.monotonic() - started:.2f} s after its peer's kill -9 (kernel tie: {kernel_tie})"
     )
+
+
+def alive(pid: int) -> bool:
+    """PID runs (an unreaped zombie has ended: it is its parent's, the killed peer's, to reap)."""
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
