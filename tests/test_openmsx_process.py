@@ -98,9 +98,8 @@ def test_openmsx_dies_with_a_killed_peer(tmp_path: Path, openmsx: Build, kernel_
     while time.monotonic() < started + 10 and alive(emulator):
         time.sleep(0.05)
     assert not alive(emulator), f"openMSX (pid {emulator}) outlived the killed peer by 10 s"
-    print(
-        f"openMSX ended {time.monotonic() - started:.2f} s after its peer's kill -9 (kernel tie: {kernel_tie})"
-    )
+    took = time.monotonic() - started
+    print(f"openMSX ended {took:.2f} s after its peer's kill -9 (kernel tie: {kernel_tie})")
 
 
 def alive(pid: int) -> bool:
