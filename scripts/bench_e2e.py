@@ -32,6 +32,9 @@ interleaved rounds, the peers of another source tree (a `git worktree` of an old
 figures and msxsync's ratio to them say whether a change made msxsync slower. Prints human lines,
 then one final JSON line. Only loopback traffic; every process started here is stopped on exit,
 also on errors, Ctrl-C and SIGTERM. `--quick` (one round, 5 writes, 2 peers) is the smoke test's mode.
+`--openmsx PROGRAM`, repeated, measures several openMSX versions in the same interleaved rounds:
+each gets its own floor (with the renderer msxsync's headless peers use on that version: SDL on
+18, none from 20) and its own peers, and its figures end in @VERSION (e.g. msxsync 2p@21).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +58,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from peer.core.openmsx_versions import Features, UnsupportedOpenMSX, features_for, parse_version  # noqa: E402
 from tests.ports import unused_port  # noqa: E402  (the host is told its port: it cannot take 0)
 
 TCL = Path(__file__).resolve().parent / "bench_e2e"
@@ -157,8 +162,29 @@ def cpu_seconds(pid: int) -> dict[str, float]:
     return used
 
 
-def openmsx_argv(scripts: list[Path]) -> list[str]:
-    argv = ["openmsx", "-machine", MACHINE, "-control", "stdio", "-cart", str(CARTRIDGE)]
+@dataclass(frozen=True)
+class Build:
+    """One openMSX program measured (`--openmsx`), and what its version offers."""
+
+    program: str
+    features: Features
+
+    @property
+    def label(self) -> str:
+        return str(self.features.version.major)
+
+
+def find_build(program: str) -> Build:
+    """PROGRAM's version (`openmsx -v`), which picks the floor's headless renderer too."""
+    try:
+        done = subprocess.run([program, "-v"], capture_output=True, text=True, timeout=20, check=False)
+        return Build(program, features_for(parse_version(done.stdout)))
+    except (OSError, subprocess.TimeoutExpired, UnsupportedOpenMSX) as exc:
+        raise BenchError(f"cannot use openMSX {program!r}: {exc}") from None
+
+
+def openmsx_argv(program: str, scripts: list[Path]) -> list[str]:
+    argv = [program, "-machine", MACHINE, "-control", "stdio", "-cart", str(CARTRIDGE)]
     for script in scripts:
         argv += ["-script", str(script)]
     return argv
@@ -398,7 +424,7 @@ async def relay(sender: Child, receiver: Child) -> None:
             await receiver.process.stdin.drain()
 
 
-async def floor_phase(folder: Path, count: int, interval: float) -> Measured:
+async def floor_phase(folder: Path, count: int, interval: float, build: Build) -> Measured:
     paths = Paths.make(folder)
     env = {**os.environ, **HEADLESS_ENV}
     sender_params = paths.params(0, folder / "own.log", 100, count, interval)
@@ -407,23 +433,28 @@ async def floor_phase(folder: Path, count: int, interval: float) -> Measured:
     try:
         receiver = await children.start(
             "floor receiver",
-            openmsx_argv([receiver_params, TCL / "boot.tcl", TCL / "receiver.tcl"]),
+            openmsx_argv(build.program, [receiver_params, TCL / "boot.tcl", TCL / "receiver.tcl"]),
             folder / "receiver.log",
             stdin=asyncio.subprocess.PIPE,
             env={**env, "OPENMSX_HOME": str(folder / "home-receiver")},
         )
         sender = await children.start(
             "floor sender",
-            openmsx_argv([sender_params, TCL / "boot.tcl", TCL / "floor_tap.tcl", TCL / "sender.tcl"]),
+            openmsx_argv(
+                build.program, [sender_params, TCL / "boot.tcl", TCL / "floor_tap.tcl", TCL / "sender.tcl"]
+            ),
             folder / "sender.log",
             stdin=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env={**env, "OPENMSX_HOME": str(folder / "home-sender")},
         )
+        # The renderer msxsync's headless peers use with this version (SDL on 18, none from 20).
+        renderer = build.features.headless_renderer.encode()
         for child in (receiver, sender):
             assert child.process.stdin is not None
             child.process.stdin.write(
-                b"<openmsx-control>\n<command>set renderer SDL</command>\n<command>set power on</command>\n"
+                b"<openmsx-control>\n<command>set renderer %s</command>\n<command>set power on</command>\n"
+                % renderer
             )
         async with asyncio.TaskGroup() as tasks:
             relaying = tasks.create_task(relay(sender, receiver))
@@ -458,7 +489,14 @@ def make_games(folder: Path) -> Path:
 
 
 async def msxsync_phase(
-    folder: Path, games: Path, peers: int, count: int, interval: float, log_level: str, source: Path = ROOT
+    folder: Path,
+    games: Path,
+    peers: int,
+    count: int,
+    interval: float,
+    log_level: str,
+    build: Build,
+    source: Path = ROOT,
 ) -> Measured:
     """Peer 0 hosts the rendezvous and sends; peers 1.. receive. The peers run from SOURCE (this
     tree, or the baseline's; only this tree's sender gets the tap, whose report format may differ)."""
@@ -475,7 +513,16 @@ async def msxsync_phase(
             if index == 0:
                 scripts += [TCL / "sender.tcl"]
                 scripts += [TCL / "msxsync_tap.tcl"] if source == ROOT else []
-            argv = [sys.executable, "-m", "peer.cli", "--game", "bench", "--headless"]
+            argv = [
+                sys.executable,
+                "-m",
+                "peer.cli",
+                "--game",
+                "bench",
+                "--headless",
+                "--openmsx",
+                build.program,
+            ]
             argv += ["--ice-address", "127.0.0.1", "--state-dir", str(folder / f"state-{index}")]
             argv += ["--room", "bench", "--name", f"peer{index}", "--log-level", log_level]
             for script in scripts:
@@ -543,8 +590,9 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
     # SIGTERM ends the run like Ctrl-C does: cancelled, so every `finally` stops its processes.
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     programs = ["msxsync", "baseline"] if options.baseline is not None else ["msxsync"]
-    kinds = ["floor", *(f"{program}_{peers}" for peers in options.peers for program in programs)]
-    pooled = {"floor": Measured(1), **{kind: Measured(int(kind.rsplit("_", 1)[1]) - 1) for kind in kinds[1:]}}
+    per_build = ["floor", *(f"{program}_{peers}" for peers in options.peers for program in programs)]
+    kinds = [kind + suffix(options, build) for build in options.builds for kind in per_build]
+    pooled = {kind: Measured(receivers_of(kind)) for kind in kinds}
     with tempfile.TemporaryDirectory(prefix="msxsync-bench-e2e-") as temp:
         work = Path(temp)
         games = make_games(work / "games")
@@ -555,6 +603,17 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
         if options.keep:
             print(f"logs kept in {keep_logs(work)}", flush=True)
     return report(options, pooled)
+
+
+def suffix(options: argparse.Namespace, build: Build) -> str:
+    """How a kind names its build: nothing with one `--openmsx` (the output as it always was),
+    else ``@18``, ``@21``..."""
+    return "" if len(options.builds) == 1 else f"@{build.label}"
+
+
+def receivers_of(kind: str) -> int:
+    name = kind.partition("@")[0]
+    return 1 if name == "floor" else int(name.rsplit("_", 1)[1]) - 1
 
 
 def keep_logs(work: Path) -> Path:
@@ -570,17 +629,21 @@ async def rounds(
     for round_number in range(1, options.rounds + 1):
         shift = (round_number - 1) % len(kinds)  # each kind follows another each round: no fixed order
         for kind in kinds[shift:] + kinds[:shift]:
-            folder = work / f"{kind}-round{round_number}"
-            if kind == "floor":
-                measured = await floor_phase(folder, options.writes, interval)
+            folder = work / f"{kind.replace('@', '-')}-round{round_number}"
+            name, _, label = kind.partition("@")
+            build = next(b for b in options.builds if not label or b.label == label)
+            if name == "floor":
+                measured = await floor_phase(folder, options.writes, interval, build)
             else:
                 peers = pooled[kind].receivers + 1
-                source = options.baseline if kind.startswith("baseline") else ROOT
+                source = options.baseline if name.startswith("baseline") else ROOT
                 measured = await msxsync_phase(
-                    folder, games, peers, options.writes, interval, options.peer_log_level, source
+                    folder, games, peers, options.writes, interval, options.peer_log_level, build, source
                 )
             pooled[kind].add(measured)
-            label = f"{kind.replace('_', ' ')}{'p' if kind != 'floor' else ''} r{round_number}"
+            label = (
+                f"{name.replace('_', ' ')}{'' if name == 'floor' else 'p'}{kind[len(name) :]} r{round_number}"
+            )
             print(describe(label, _round(measured)), flush=True)
 
 
@@ -591,8 +654,6 @@ def _round(measured: Measured) -> dict[str, Any]:
 
 
 def report(options: argparse.Namespace, pooled: dict[str, Measured]) -> dict[str, Any]:
-    floor = pooled["floor"].summary()
-    print(describe("floor", floor), flush=True)
     result: dict[str, Any] = {
         "benchmark": "e2e",
         "writes": options.writes,
@@ -604,21 +665,41 @@ def report(options: argparse.Namespace, pooled: dict[str, Measured]) -> dict[str
         "cpu_count": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "goal": {"p50_ratio": GOAL_P50, "p99_ratio": GOAL_P99},
-        "floor": floor,
+        "openmsx": {
+            build.label: {
+                "version": str(build.features.version),
+                "headless_renderer": build.features.headless_renderer,
+            }
+            for build in options.builds
+        },
     }
     met = True
+    for build in options.builds:
+        met = report_build(options, pooled, suffix(options, build), result) and met
+    result["goal_met"] = met
+    return result
+
+
+def report_build(
+    options: argparse.Namespace, pooled: dict[str, Measured], at: str, result: dict[str, Any]
+) -> bool:
+    """One build's figures into RESULT (keys end in AT: "" or "@21"), against that build's floor."""
+    floor = pooled[f"floor{at}"].summary()
+    result[f"floor{at}"] = floor
+    print(describe(f"floor{at}", floor), flush=True)
     for peers in options.peers if options.baseline is not None else ():
-        baseline = pooled[f"baseline_{peers}"].summary()
+        baseline = pooled[f"baseline_{peers}{at}"].summary()
         baseline["p50_ratio"] = ratio(baseline["p50_ms"], floor["p50_ms"])
         baseline["p99_ratio"] = ratio(baseline["p99_ms"], floor["p99_ms"])
-        result[f"baseline_{peers}"] = baseline
+        result[f"baseline_{peers}{at}"] = baseline
         print(
-            describe(f"baseline {peers}p", baseline)
+            describe(f"baseline {peers}p{at}", baseline)
             + f"  vs floor: p50 {baseline['p50_ratio']}x p99 {baseline['p99_ratio']}x",
             flush=True,
         )
+    met = True
     for peers in options.peers:
-        mesh = pooled[f"msxsync_{peers}"].summary()
+        mesh = pooled[f"msxsync_{peers}{at}"].summary()
         mesh["p50_ratio"] = ratio(mesh["p50_ms"], floor["p50_ms"])
         mesh["p99_ratio"] = ratio(mesh["p99_ms"], floor["p99_ms"])
         meets = (
@@ -629,12 +710,12 @@ def report(options: argparse.Namespace, pooled: dict[str, Measured]) -> dict[str
         )
         met = met and meets
         if options.baseline is not None:
-            old = result[f"baseline_{peers}"]
+            old = result[f"baseline_{peers}{at}"]
             mesh["p50_vs_baseline"] = ratio(mesh["p50_ms"], old["p50_ms"])
             mesh["p99_vs_baseline"] = ratio(mesh["p99_ms"], old["p99_ms"])
-        result[f"msxsync_{peers}"] = mesh
+        result[f"msxsync_{peers}{at}"] = mesh
         print(
-            describe(f"msxsync {peers}p", mesh)
+            describe(f"msxsync {peers}p{at}", mesh)
             + f"  vs floor: p50 {mesh['p50_ratio']}x p99 {mesh['p99_ratio']}x"
             + ("  goal met" if meets else f"  goal NOT met (<= {GOAL_P50}x / {GOAL_P99}x)")
             + (
@@ -644,8 +725,7 @@ def report(options: argparse.Namespace, pooled: dict[str, Measured]) -> dict[str
             ),
             flush=True,
         )
-    result["goal_met"] = met
-    return result
+    return met
 
 
 def parse_peers(text: str) -> list[int]:
@@ -683,6 +763,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep the logs (printed where; always kept after a failure)"
     )
+    parser.add_argument(
+        "--openmsx",
+        action="append",
+        metavar="PROGRAM",
+        help="openMSX program to measure with, repeatable: each gets its own floor and peers, "
+        "interleaved in the same rounds, and its figures end in @VERSION (default: openmsx)",
+    )
     options = parser.parse_args(argv)
     if options.quick:
         options.writes, options.peers, options.rounds = 5, [2], 1
@@ -696,11 +783,9 @@ def main(argv: list[str] | None = None) -> int:
         options.baseline = options.baseline.resolve()
         if not (options.baseline / "peer" / "cli.py").is_file():
             parser.error(f"--baseline {options.baseline}: not an msxsync source tree (no peer/cli.py)")
-    if shutil.which("openmsx") is None:
-        print("bench_e2e: openMSX is not installed (apt-get install openmsx cbios)", file=sys.stderr)
-        return 2
     started = time.monotonic()
     try:
+        options.builds = [find_build(program) for program in options.openmsx or ["openmsx"]]
         result = asyncio.run(run(options))
     except BenchError as exc:
         print(f"bench_e2e: {exc}", file=sys.stderr)

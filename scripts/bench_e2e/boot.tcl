@@ -14,3 +14,11 @@ proc bench_boot_poll {} {
     after realtime 0.1 bench_boot_poll
 }
 bench_boot_poll
+
+# A write watchpoint on ADDRESS running COMMAND, with the command this openMSX has: openMSX 21
+# adds `debug watchpoint create` and deprecates `debug set_watchpoint`, the only one of 18 and 20.
+proc bench_watchpoint {address command} {
+    if {[catch {debug watchpoint create -type write_mem -address $address -command $command}]} {
+        debug set_watchpoint write_mem $address {} $command
+    }
+}

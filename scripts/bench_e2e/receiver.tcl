@@ -10,7 +10,7 @@ proc bench_received {} {
     puts $::bench_recv_log "$::wp_last_value $now"
     flush $::bench_recv_log
 }
-debug set_watchpoint write_mem $::bench_address {} bench_received
+bench_watchpoint $::bench_address bench_received
 # A receiver runs a few percent fast so its frames drift through every phase of the sender's:
 # one run then samples every phase offset instead of one arbitrary one.
 set speed $::bench_speed

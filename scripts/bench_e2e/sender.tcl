@@ -18,7 +18,7 @@ proc bench_written {} {
     puts $::bench_send_log "$::wp_last_value $now"
     flush $::bench_send_log
 }
-debug set_watchpoint write_mem $::bench_address {} bench_written
+bench_watchpoint $::bench_address bench_written
 set ::bench_value 0
 set ::bench_warm 250
 proc bench_write {value} {
