@@ -7,7 +7,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.openmsx_builds import Build, for_test
+from tests.openmsx_builds import Build, builds
 
 # Shared fixtures: the rendezvous test modules' (games, base, session), the real peers' (peers), the
 # namespace switch's (switch) and the namespace internet's (net).
@@ -28,11 +28,10 @@ settings.load_profile("long" if os.environ.get("MSXSYNC_LONG") == "1" else "defa
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """`openmsx` is a parameter: the builds this test runs on (`tests.openmsx_builds.for_test`)."""
+    """`openmsx` is a parameter: every openMSX build (`tests.openmsx_builds`)."""
     if "openmsx" in metafunc.fixturenames:
-        every = metafunc.definition.get_closest_marker("every_openmsx") is not None
-        chosen = for_test(every)
-        metafunc.parametrize("openmsx", chosen, ids=[b.id for b in chosen], indirect=True, scope="session")
+        found = builds()
+        metafunc.parametrize("openmsx", found, ids=[b.id for b in found], indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,6 +32,7 @@ from peer.openmsx.control import ControlClient, OpenMSXError
 from peer.openmsx.process import socket_folder
 from tests.openmsx_builds import Build
 from tests.ports import unused_port
+from tests.xdisplay import xvfb
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTCART = ROOT / "tests" / "cartridge" / "testcart.rom"
@@ -424,6 +425,22 @@ class Peers:
 
     async def close(self) -> None:
         await asyncio.gather(*(peer.stop(within=5.0) for peer in self.all), return_exceptions=True)
+
+
+def players_own_openmsx_env(openmsx: Build) -> dict[str, str]:
+    """The SDL drivers for an openMSX started as a player starts it (no -control: it draws at
+    once), with no display: SDL's dummy video driver on 18; from 20 on, whose only drawing
+    renderer is OpenGL, the offscreen one (EGL), as on 20 the dummy driver crashes it."""
+    assert openmsx.features is not None
+    video = "offscreen" if openmsx.features.window_renderer == "SDLGL-PP" else "dummy"
+    return {"SDL_VIDEODRIVER": video, "SDL_AUDIODRIVER": "dummy"}
+
+
+@pytest.fixture
+def display() -> Iterator[str]:
+    """An X display of the test's own (Xvfb), for players with a window."""
+    with xvfb() as name:
+        yield name
 
 
 @pytest.fixture

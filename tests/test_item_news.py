@@ -40,8 +40,11 @@ async def wait_news(peer: Peer, text: str) -> None:
     assert await shown_now(peer) == text
 
 
-async def test_a_remote_pickup_shows_on_the_other_players_screen_and_terminal(peers: Peers) -> None:
-    alice, bob = await start_room(peers, ["alice", "bob"])
+async def test_a_remote_pickup_shows_on_the_other_players_screen_and_terminal(
+    peers: Peers, display: str
+) -> None:
+    """Alice has a window (what she sees is screenshotted: headless openMSX 20 draws nothing)."""
+    alice, bob = await start_room(peers, ["alice", "bob"], display=display)
 
     await pick_up_item0(bob)  # the game itself picks up the key
     await wait_news(alice, "bob found the key")

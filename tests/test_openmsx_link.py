@@ -40,7 +40,6 @@ from tests.openmsx_builds import Build
 
 pytestmark = [
     pytest.mark.openmsx,
-    pytest.mark.every_openmsx,
     pytest.mark.asyncio(loop_scope="module"),
     pytest.mark.timeout(60),
 ]

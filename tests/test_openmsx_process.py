@@ -65,7 +65,6 @@ def test_find_socket_refuses_to_guess(tmp_path: Path) -> None:
 
 
 @pytest.mark.openmsx
-@pytest.mark.every_openmsx
 @pytest.mark.parametrize("kernel_tie", [True, False], ids=["kernel-and-tether", "tether-alone"])
 def test_openmsx_dies_with_a_killed_peer(tmp_path: Path, openmsx: Build, kernel_tie: bool) -> None:
     """kill -9 of the program that launched openMSX must not leave an orphaned emulator: Linux's

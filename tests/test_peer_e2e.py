@@ -20,8 +20,16 @@ import pytest
 
 from peer.emulator import RESYNC_MESSAGE
 from peer.openmsx import OpenMSXError
-from peer.openmsx.process import HEADLESS_ENV
-from tests.peer_harness import RIGHT, ROOT, Peer, Peers, cartridge_games, openmsx_running, wait_until
+from tests.peer_harness import (
+    RIGHT,
+    ROOT,
+    Peer,
+    Peers,
+    cartridge_games,
+    openmsx_running,
+    players_own_openmsx_env,
+    wait_until,
+)
 
 pytestmark = [
     pytest.mark.openmsx,
@@ -37,9 +45,12 @@ SHARED = range(0xE010, 0xE019)
 SHARING = "sharing with the room"
 
 
-async def start_room(peers: Peers, names: list[str], *args: str, tty: bool = False) -> list[Peer]:
-    """The first name hosts; all join one room, start the demo and are sharing."""
-    first = peers.new(names[0], "--game", "demo", *args, host=True, tty=tty)
+async def start_room(
+    peers: Peers, names: list[str], *args: str, tty: bool = False, display: str | None = None
+) -> list[Peer]:
+    """The first name hosts; all join one room, start the demo and are sharing. With DISPLAY the
+    first player has a window there (the others stay headless)."""
+    first = peers.new(names[0], "--game", "demo", *args, host=True, tty=tty, display=display)
     others = [peers.new(name, "--game", "demo", *args, tty=tty) for name in names[1:]]
     await first.start()
     await peers.host_ready(first)
@@ -322,12 +333,16 @@ async def test_attach_to_the_players_own_openmsx(peers: Peers) -> None:
     alice = peers.new("alice", "--game", "demo", "--attach", host=True)
     alice.tmp.mkdir(parents=True)
     own = await asyncio.create_subprocess_exec(
-        "openmsx",
+        peers.openmsx.program,
         "-machine",
         "C-BIOS_MSX1",
         "-cart",
         str(ROOT / "games" / "demo.rom"),
-        env={**alice.env, "OPENMSX_HOME": str(alice.folder / "home"), **HEADLESS_ENV},
+        env={
+            **alice.env,
+            "OPENMSX_HOME": str(alice.folder / "home"),
+            **players_own_openmsx_env(peers.openmsx),
+        },
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,

@@ -26,9 +26,9 @@ import aiohttp
 import pytest
 
 from peer.openmsx import OpenMSXError
-from peer.openmsx.process import HEADLESS_ENV
 from rendezvous.app import Config
-from tests.peer_harness import TESTCART, Peer, Peers, cartridge_games, wait_until
+from tests.openmsx_builds import Build
+from tests.peer_harness import TESTCART, Peer, Peers, cartridge_games, players_own_openmsx_env, wait_until
 from tests.rendezvous_support import running
 from tests.test_peer_e2e import ITEM2, ITEM3, SHARING, start_room
 
@@ -129,7 +129,7 @@ async def test_a_lone_restart_attached_to_an_openmsx_used_before_brings_the_byte
     peers.url = rendezvous
     home = peers.root / "own-openmsx-home"
     alice = peers.new("alice", "--game", "testcart", "--room", "solo", "--attach")
-    own = await start_own_openmsx(alice, home)
+    own = await start_own_openmsx(alice, home, peers.openmsx)
     try:
         await alice.connect()
         await alice.start()
@@ -147,7 +147,7 @@ async def test_a_lone_restart_attached_to_an_openmsx_used_before_brings_the_byte
         assert "msxsync_changes" in (home / "share" / "settings.xml").read_text(errors="replace")
 
         alice = peers.new("alice", "--game", "testcart", "--room", "solo", "--attach")
-        own = await start_own_openmsx(alice, home)
+        own = await start_own_openmsx(alice, home, peers.openmsx)
         await alice.connect()
         await alice.tcl("set pause on")  # msxsync attaches before the cartridge has booted
         await alice.start()
@@ -169,15 +169,15 @@ async def _installed(peer: Peer) -> bool:
     )
 
 
-async def start_own_openmsx(peer: Peer, home: Path) -> asyncio.subprocess.Process:
+async def start_own_openmsx(peer: Peer, home: Path, openmsx: Build) -> asyncio.subprocess.Process:
     peer.tmp.mkdir(parents=True, exist_ok=True)
     return await asyncio.create_subprocess_exec(
-        "openmsx",
+        openmsx.program,
         "-machine",
         "C-BIOS_MSX1",
         "-cart",
         str(TESTCART),
-        env={**peer.env, "OPENMSX_HOME": str(home), **HEADLESS_ENV},
+        env={**peer.env, "OPENMSX_HOME": str(home), **players_own_openmsx_env(openmsx)},
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,

@@ -14,26 +14,20 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from peer.openmsx import OpenMSXError
+from tests.openmsx_builds import Build
 from tests.peer_harness import Peer, Peers
 from tests.test_peer_e2e import ITEM0, pick_up_item0, play
-from tests.xdisplay import colours, windows, xvfb
+from tests.xdisplay import colours, windows
 
 pytestmark = [
     pytest.mark.openmsx,
     pytest.mark.timeout(150),
 ]
-
-
-@pytest.fixture
-def display() -> Iterator[str]:
-    with xvfb() as name:
-        yield name
 
 
 async def screenshot(peer: Peer, name: str) -> Path:
@@ -62,7 +56,7 @@ def assert_shows_a_picture(path: Path) -> None:
 
 
 async def test_each_player_gets_a_window_that_shows_the_game_and_says_whose_it_is(
-    peers: Peers, display: str
+    peers: Peers, display: str, openmsx: Build
 ) -> None:
     alice = peers.new("alice", "--game", "demo", host=True, display=display)
     bob = peers.new("bob", "--game", "demo", display=display)
@@ -74,7 +68,8 @@ async def test_each_player_gets_a_window_that_shows_the_game_and_says_whose_it_i
     tree = windows(display)
     assert tree.count('"openMSX') >= 2, tree  # one window per player (titled "openMSX 18.0 - …")
     for peer in (alice, bob):
-        assert await peer.tcl("set renderer") == "SDL"
+        assert openmsx.features is not None
+        assert await peer.tcl("set renderer") == openmsx.features.window_renderer  # SDL gone in 20
         assert await peer.tcl("osd info msxsync_label.text -text") == f"you are {peer.name}"
 
     await pick_up_item0(bob)
