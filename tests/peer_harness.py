@@ -308,7 +308,10 @@ class Peer:
             seen[:] = await self.shown()
             return any(text in message for message in seen)
 
-        await wait_until(shown, f"{self.name}'s openMSX to show {text!r} (shown: {seen})", within)
+        try:
+            await wait_until(shown, f"{self.name}'s openMSX to show {text!r}", within)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc} (shown: {seen})") from None
 
     def stored(self, address: int) -> int | None:
         """The value of ADDRESS in this peer's durable room state (None if not stored)."""
