@@ -151,10 +151,10 @@ def test_the_shown_list_decodes_every_text() -> None:
         proto.parse_shown("zz")
 
 
-def test_the_watcher_runs_on_emulated_time_and_survives_machine_switches() -> None:
+def test_the_watcher_has_a_clock_for_every_renderer_and_survives_machine_switches() -> None:
     tcl = proto.watch_script(REGIONS, "0123456789abcdef")
-    assert "after frame" not in tcl  # fires only where a renderer draws
-    assert f"after time {proto.TICK_S:.6f} msxsync::tick" in tcl
+    assert "after frame msxsync::tick" in tcl  # fires only where a renderer draws
+    assert f"after time {proto.TICK_S:.6f} msxsync::tick_time" in tcl  # fires with every one
     assert "after machine_switch msxsync::switched" in tcl
 
 

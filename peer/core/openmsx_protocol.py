@@ -14,9 +14,10 @@ This module owns two things and does no I/O (no asyncio, subprocess or sockets):
   and go out as decimal numbers, bytes and message text go out as hex and are decoded by Tcl
   (``binary decode hex``). `parse_changes` validates what our own Tcl watcher reports back.
 
-The watcher itself (`watch_script`) is Tcl that openMSX runs once per emulated frame's worth of
-emulated time (``after time``, `TICK_S`; at most every `MIN_CHECK_GAP_US` of real time, plus a
-real-time poll), the same with every renderer (``after frame`` never fires without one): it
+The watcher itself (`watch_script`) is Tcl that openMSX runs at the end of every emulated frame
+(``after frame``) and, where no renderer draws frames, once per frame's worth of emulated time
+(``after time``, `TICK_S`); at most every `MIN_CHECK_GAP_US` of real time, plus a real-time
+poll: it
 reads every shared region through the CPU's view, compares it with the snapshot of the previous
 check, and reports only the bytes that differ (new and old values: a counter's change is their
 difference), as one ``user_setting`` update per check. `apply_command` writes remote bytes, and
@@ -46,13 +47,14 @@ REQUEST_SETTING = "msxsync_request"
 TICK_S = 1 / 60
 """Emulated seconds between two checks of the regions: one frame of a 60 Hz MSX.
 
-The clock is emulated time (``after time``), not ``after frame``: frames end only where a
-renderer draws, and from openMSX 20 on the headless renderer is ``none``, which draws nothing.
-Emulated time runs with every renderer, with throttle off and in a replay; a game writes its
-variables once per frame, so one check per 60 Hz frame sees each write (on a 50 Hz machine some
-checks see nothing new). openMSX drops ``after time`` timers with their machine on a loadstate
-or a reverse jump, so the watcher re-arms on ``after machine_switch`` (and its real-time poll
-re-arms whatever else might stop it)."""
+Where a renderer draws, the watcher checks at every frame's end (``after frame``: right after
+the game's writes of the frame). Frames end only where a renderer draws, and from openMSX 20 on
+the headless renderer is ``none``, which draws nothing: there this emulated-time tick
+(``after time``) is the clock; it runs with every renderer, with throttle off and in a replay,
+and stands by while frames come. A game writes its variables once per frame, so one check per
+60 Hz frame sees each write. openMSX drops ``after time`` timers with their machine on a
+loadstate or a reverse jump, so the watcher re-arms on ``after machine_switch`` (and its
+real-time poll re-arms whatever else might stop it)."""
 
 MIN_CHECK_GAP_US = 4000
 """Real time between two checks of the regions.
@@ -523,9 +525,13 @@ def parse_changes(value: str) -> ChangeReport:
 
 
 # Why it looks like this:
-# - `after time` fires once per TICK_S of emulated time with every renderer (also with throttle
-#   off); `switched` re-arms it after loadstate and reverse, which drop it with the old machine;
-#   comparing against a snapshot catches every change, whatever made it.
+# - Two clocks: `after frame` where a renderer draws (the check then comes right after the
+#   frame's writes: an emulated-time tick at another phase of the frame cost a frame of latency
+#   on openMSX 18, 28 ms against 12 ms end to end), and `after time` every TICK_S of emulated
+#   time, which stands by while frames come and keeps the watch where none do (renderer none,
+#   headless from openMSX 20). `switched` re-arms the time tick after loadstate and reverse,
+#   which drop it with the old machine. Comparing against a snapshot catches every change,
+#   whatever made it.
 # - `tick` checks at most once per MIN_CHECK_GAP_US of real time and otherwise leaves the
 #   check pending; `poll` (after realtime, runs even when paused) checks when a check is
 #   pending or no frame ended for POLL_US.
@@ -550,6 +556,8 @@ namespace eval msxsync {
     variable regions {@REGIONS@}
     variable snapshot {}
     variable seq 0
+    variable frame_id {}
+    variable frame_time -1
     variable after_id {}
     variable poll_id {}
     variable switch_id {}
@@ -633,7 +641,20 @@ namespace eval msxsync {
         return $runs
     }
     proc tick {} {
-        variable after_id [after time @TICK_S@ msxsync::tick]
+        # A frame ended (a renderer draws): the game's writes of the frame are all in.
+        variable frame_id [after frame msxsync::tick]
+        variable frame_time [machine_info time]
+        due
+    }
+    proc tick_time {} {
+        variable after_id [after time @TICK_S@ msxsync::tick_time]
+        variable frame_time
+        set now [machine_info time]
+        # Frames came within the last two ticks: they are the clock; this one stands by.
+        if {$now >= $frame_time && $now - $frame_time < 2 * @TICK_S@} { return }
+        due
+    }
+    proc due {} {
         variable last_check
         variable last_tick [clock microseconds]
         if {$last_tick - $last_check >= @MIN_GAP_US@} {
@@ -649,7 +670,7 @@ namespace eval msxsync {
         variable after_id
         if {[catch {after info $after_id}]} {
             # The emulated-time tick is gone (a machine switch that the hook below missed).
-            set after_id [after time @TICK_S@ msxsync::tick]
+            set after_id [after time @TICK_S@ msxsync::tick_time]
         }
         set now [clock microseconds]
         if {$pending || $now - $last_tick >= @POLL_US@} { check $now }
@@ -687,7 +708,9 @@ namespace eval msxsync {
         variable time [machine_info time]
         variable jump_unreported 0
         stop
-        variable after_id [after time @TICK_S@ msxsync::tick]
+        variable frame_time -1
+        variable frame_id [after frame msxsync::tick]
+        variable after_id [after time @TICK_S@ msxsync::tick_time]
         variable poll_id [after realtime @POLL_S@ msxsync::poll]
         variable switch_id [after machine_switch msxsync::switched]
         return
@@ -697,15 +720,15 @@ namespace eval msxsync {
         variable switch_id [after machine_switch msxsync::switched]
         variable after_id
         after cancel $after_id
-        set after_id [after time @TICK_S@ msxsync::tick]
+        set after_id [after time @TICK_S@ msxsync::tick_time]
     }
     proc stop {} {
+        variable frame_id
         variable after_id
         variable poll_id
         variable switch_id
-        after cancel $after_id
-        after cancel $poll_id
-        after cancel $switch_id
+        foreach id [list $frame_id $after_id $poll_id $switch_id] { after cancel $id }
+        set frame_id {}
         set after_id {}
         set poll_id {}
         set switch_id {}

@@ -17,15 +17,18 @@ Public surface::
 Design, and why:
 
 * **Watching = a Tcl read of the regions at the end of every emulated frame, no watchpoints.**
-  A Tcl proc re-armed with ``after frame`` reads each region with ``debug read_block memory``
+  A Tcl proc re-armed with ``after time`` (one 60 Hz frame of emulated time: ``after frame``
+  fires only where a renderer draws, and headless openMSX 20 draws nothing) reads each region
+  with ``debug read_block memory``
   (hex), compares it with the snapshot of the previous check and reports only the bytes that
   differ. This sees *every* change, whatever made it: the game, ``loadstate``, ``reverse
   goback`` (on by default), other tools, which write_mem watchpoints do not (they fire neither
   on loadstate nor on reverse, nor for writes to ``{Main RAM}``). It never reports an unchanged
   rewrite, which watchpoints do on every write (a game rewriting a value each frame would cost
   50 events/s for nothing). Writes within one frame coalesce into one batch with final values.
-  ``after frame`` fires for every emulated frame, also with throttle off, and survives loadstate
-  and reverse (checked on openMSX 18). Two limits keep the cost down and nothing stuck:
+  Emulated time runs with every renderer and with throttle off; loadstate and reverse drop
+  ``after time`` timers with their machine, so an ``after machine_switch`` hook re-arms it
+  (checked on openMSX 18, 20 and 21). Two limits keep the cost down and nothing stuck:
   checks are at least 4 ms of real time apart (every frame at normal speed; with throttle off,
   hundreds of times faster, frames share a check: a quiet check costs ~3 us, which at 20,000
   frames/s would be 6% of the emulation), and a 50 ms ``after realtime`` poll checks when frames
@@ -51,8 +54,13 @@ Design, and why:
   write, the write does not take; `apply` returns those addresses so the peer can retry. If the
   game switches a mapper segment into a shared page, the watcher sees the other segment's bytes
   as changes: define regions only where the game keeps its variables mapped.
-* **Headless** uses the SDL renderer with SDL's dummy video/audio drivers, not ``renderer
-  none``, which services commands and timers far less often (and never fires ``after frame``).
+* **Versions**: the link asks ``openmsx_info version`` first and refuses one older than 18.0 in
+  one sentence; the version picks the renderer (`peer.core.openmsx_versions`). **Headless** is
+  the SDL renderer on SDL's dummy drivers on 18, and renderer ``none`` from 20 on (where SDL is
+  gone and the only drawing renderer needs OpenGL), which services commands less often.
+* **Messages** are msxsync's own one-line box in the top border, the same on every version
+  (18's ``message`` stacks on the OSD, 20's in ImGui). F10 asks for a resync through a second
+  user_setting (``msxsync_request``), which reaches the session as `Requested`.
 * **One link per openMSX**: the Tcl lives in one namespace; a second link (or a peer that
   crashed without detaching) is replaced, its timers stopped, when a link installs its own.
 * **Events** go to one consumer through an unbounded queue; the 4 ms gap bounds it to ~250
@@ -61,7 +69,11 @@ Design, and why:
   child (``exit``, SIGTERM, SIGKILL, always reaped), leaving `attach` removes our Tcl and leaves
   openMSX running. If openMSX goes away on its own, `events()` yields `Exited` with the reason
   (exit status or signal) and openMSX's last stderr lines, then ends; commands raise
-  `LinkClosed`. The reading tasks live in one TaskGroup owned by the context manager.
+  `LinkClosed`. The reading tasks live in one TaskGroup owned by the context manager. Should
+  msxsync die without leaving `launch` (kill -9, a crash), openMSX quits too: Linux signals it
+  (PR_SET_PDEATHSIG), and on every system the tether does (`peer.openmsx.tether`).
+* **Attach** reaches openMSX's UNIX socket, or on Windows its TCP port with the SSPI exchange
+  it asks for (`peer.openmsx.control_socket`).
 """
 
 from peer.openmsx.control import CommandError, LinkClosed, OpenMSXError
