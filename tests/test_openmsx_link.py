@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -399,6 +400,53 @@ async def test_a_broken_control_stream_is_a_clear_error_not_a_hang(
             async with OpenMSXLink.launch(REGIONS, home=tmp_path, openmsx=openmsx):
                 pytest.fail("a broken openMSX was accepted")
     assert "broken control stream" in str(raised.value)
+
+
+async def test_an_openmsx_older_than_18_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    openmsx = fake_openmsx(
+        tmp_path, '<openmsx-output><reply result="ok">openMSX 17.0</reply>', "exec sleep 30"
+    )
+    async with asyncio.timeout(WAIT):
+        with pytest.raises(OpenMSXError) as raised:
+            async with OpenMSXLink.launch(REGIONS, home=tmp_path, openmsx=openmsx):
+                pytest.fail("openMSX 17 was accepted")
+    assert str(raised.value) == (
+        "openMSX 17.0 is too old for msxsync: it needs openMSX 18.0 or newer (openmsx.org)"
+    )
+
+
+def answering_openmsx(folder: Path, answers: dict[str, str]) -> str:
+    """An 'openMSX' that answers each command in turn: the reply whose key starts the command
+    (``ok:TEXT`` or ``nok:TEXT``), else an empty ok."""
+    script = folder / "answering-openmsx"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import re, sys\n"
+        f"answers = {answers!r}\n"
+        "print('<openmsx-output>', flush=True)\n"
+        "data = ''\n"
+        "while chunk := sys.stdin.readline():\n"
+        "    data += chunk\n"
+        "    for command in re.findall(r'<command>(.*?)</command>', data):\n"
+        "        answer = next((a for k, a in answers.items() if command.startswith(k)), 'ok:')\n"
+        "        result, _, text = answer.partition(':')\n"
+        "        print(f'<reply result=\"{result}\">{text}</reply>', flush=True)\n"
+        "    data = data[data.rfind('</command>') + 10 :] if '</command>' in data else data\n"
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
+async def test_a_window_without_opengl_on_openmsx_20_says_what_to_do(tmp_path: Path) -> None:
+    openmsx = answering_openmsx(
+        tmp_path,
+        {"openmsx_info version": "ok:openMSX 21.0", "set renderer": "nok:no OpenGL context"},
+    )
+    async with asyncio.timeout(WAIT):
+        with pytest.raises(OpenMSXError, match="needs OpenGL 2") as raised:
+            async with OpenMSXLink.launch(REGIONS, home=tmp_path, openmsx=openmsx, headless=False):
+                pytest.fail("a window without OpenGL was accepted")
+    assert "--headless plays without one" in str(raised.value)
 
 
 async def test_a_player_closing_an_attached_openmsx_is_an_exited_event(

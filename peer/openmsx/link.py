@@ -39,7 +39,7 @@ from peer.core.openmsx_protocol import (
     watch_script,
 )
 from peer.core.openmsx_versions import Features, UnsupportedOpenMSX, features_for, parse_version
-from peer.openmsx.control import ControlClient, LinkClosed, OpenMSXError
+from peer.openmsx.control import CommandError, ControlClient, LinkClosed, OpenMSXError
 from peer.openmsx.control_socket import open_control_socket
 from peer.openmsx.events import Exited, LinkEvent, LocalChanges, Logged, Requested
 from peer.openmsx.process import DEFAULT_MACHINE, LaunchSpec, die_with_parent, find_socket
@@ -154,11 +154,23 @@ class OpenMSXLink:
             # player's window (or, headless, keeps openMSX servicing commands often: see
             # `peer.core.openmsx_versions`). An attached openMSX is the player's own: its
             # renderer is left as they set it.
-            await self.command(f"set renderer {features.renderer(self._headless)}")
+            await self._set_renderer(features)
         await self.command(watch_script(self.regions, self.run))
         await self.command("msxsync::start")
         if launched:  # with -control the machine starts powered off
             await self.command("set power on")
+
+    async def _set_renderer(self, features: Features) -> None:
+        renderer = features.renderer(self._headless)
+        try:
+            await self.command(f"set renderer {renderer}")
+        except CommandError as error:
+            if renderer != "SDLGL-PP":
+                raise
+            raise OpenMSXError(
+                f"{features.version} could not open its window ({error.reply.strip()}): from openMSX 20 "
+                "on a window needs OpenGL 2 (a graphics driver, or Mesa); --headless plays without one"
+            ) from None
 
     async def _learn_features(self) -> Features:
         """openMSX's version decides the renderer and more; one too old is refused, saying so."""
