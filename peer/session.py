@@ -55,6 +55,7 @@ from peer.options import PeerOptions, PlayerError
 from peer.persistence import Persistence
 from peer.room_view import Note, Notice, RoomView, Say
 from peer.terminal import Terminal
+from rendezvous.stop_signals import on_signals
 
 log = logging.getLogger("msxsync.peer")
 
@@ -190,14 +191,8 @@ class Session:
         )
 
     async def _until_stopped(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signal_number in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signal_number, self.stop, "interrupted")
-        try:
+        with on_signals((signal.SIGINT, signal.SIGTERM), lambda _: self.stop("interrupted")):
             await self._stopped.wait()
-        finally:
-            for signal_number in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signal_number)
 
     async def _prepare_room(self, roster: Roster) -> tuple[SharedState, int]:
         """Open this room's durable state (once its name is known) and take a session number."""

@@ -31,6 +31,7 @@ from rendezvous.app import SERVER, VERSION, Config, announce_restart, create_app
 from rendezvous.logs import setup_logging
 from rendezvous.metrics import metrics_app
 from rendezvous.relay import MIN_COST, RelayLimits
+from rendezvous.stop_signals import on_signals
 from rendezvous.stun import StunResponder, serve_stun
 
 log = logging.getLogger("msxsync.rendezvous")
@@ -422,9 +423,9 @@ async def serve(
             log.info("handing out TURN %s, credentials valid %d s", urls, turn.turn_lifetime)
         stop = asyncio.Event()
         restart = asyncio.Event()
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGTERM, restart.set)
-        await _first(stop.wait(), restart.wait())
+        signalled = {signal.SIGINT: stop, signal.SIGTERM: restart}
+        with on_signals(tuple(signalled), lambda number: signalled[number].set()):
+            await _first(stop.wait(), restart.wait())
         if restart.is_set():
             await _wait_clients_told(app, config.close_timeout)
         log.info("shutting down")
