@@ -5,7 +5,8 @@ On POSIX asyncio watches stdin itself: a copy of the descriptor goes to `connect
 non-blocking, a flag the terminal shares with the player's shell, so it is put back on the way
 out, or the shell reads "Resource temporarily unavailable" after msxsync ends.
 
-Windows' event loop cannot watch a console handle, so there a daemon thread reads lines and
+Windows' event loop cannot watch a console handle (nor can a POSIX one watch stdin redirected
+from a file, and macOS's kqueue refuses some terminals), so there a daemon thread reads lines and
 hands them to the loop (`lines_from_thread`; a daemon, because a thread blocked in `readline`
 cannot be stopped and must not hold up the exit). The same reader works on POSIX too, which is
 how it is tested here.
@@ -28,7 +29,7 @@ async def stdin_lines() -> AsyncIterator[bytes]:
         async for line in lines_from_thread(unbuffered_stdin()):
             yield line
     else:
-        async for line in _lines_from_pipe(sys.stdin.fileno()):
+        async for line in _posix_lines():
             yield line
 
 
@@ -56,6 +57,20 @@ async def lines_from_thread(stream: BinaryIO) -> AsyncIterator[bytes]:
 
 
 if sys.platform != "win32":
+
+    async def _posix_lines() -> AsyncIterator[bytes]:
+        lines = _lines_from_pipe(sys.stdin.fileno())
+        try:
+            first = await anext(lines)
+        except StopAsyncIteration:
+            return
+        except (OSError, ValueError):  # a stdin the loop cannot watch (a file; kqueue and a tty)
+            async for line in lines_from_thread(unbuffered_stdin()):
+                yield line
+            return
+        yield first
+        async for line in lines:
+            yield line
 
     async def _lines_from_pipe(descriptor: int) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()

@@ -92,9 +92,10 @@ def folder_lock(state_dir: Path) -> Iterator[None]:
             f"another msxsync-peer is using the state folder {state_dir}; "
             "give each player on this machine their own --state-dir."
         ) from None
-    except OSError as exc:
+    except (OSError, NotImplementedError) as exc:  # (no locking on that file system)
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise StorageError(
-            f"cannot use the state folder {state_dir} ({exc.strerror}); pick another with --state-dir."
+            f"cannot use the state folder {state_dir} ({reason}); pick another with --state-dir."
         ) from None
     try:
         yield

@@ -178,6 +178,8 @@ def find_build(program: str) -> Build:
     """PROGRAM's version (`openmsx -v`), which picks the floor's headless renderer too."""
     try:
         done = subprocess.run([program, "-v"], capture_output=True, text=True, timeout=20, check=False)
+        if done.returncode != 0:
+            raise BenchError(f"cannot use openMSX {program!r}: {done.stderr.strip()[:200]}")
         return Build(program, features_for(parse_version(done.stdout)))
     except (OSError, subprocess.TimeoutExpired, UnsupportedOpenMSX) as exc:
         raise BenchError(f"cannot use openMSX {program!r}: {exc}") from None
@@ -767,8 +769,10 @@ def main(argv: list[str] | None = None) -> int:
         "--openmsx",
         action="append",
         metavar="PROGRAM",
-        help="openMSX program to measure with, repeatable: each gets its own floor and peers, "
-        "interleaved in the same rounds, and its figures end in @VERSION (default: openmsx)",
+        help="openMSX program to measure with, repeatable (one per version): each gets its own "
+        "floor and peers, interleaved in the same rounds, and its figures end in @VERSION "
+        "(default: openmsx). --baseline runs with each too: a tree older than openMSX 20 "
+        "support fails on 20 and later",
     )
     options = parser.parse_args(argv)
     if options.quick:
@@ -786,6 +790,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         options.builds = [find_build(program) for program in options.openmsx or ["openmsx"]]
+        labels = [build.label for build in options.builds]
+        if len(set(labels)) != len(labels):
+            raise BenchError(f"two --openmsx of the same version ({', '.join(labels)}): give one of each")
         result = asyncio.run(run(options))
     except BenchError as exc:
         print(f"bench_e2e: {exc}", file=sys.stderr)

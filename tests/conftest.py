@@ -3,6 +3,7 @@ and the `openmsx` parameter: each test that starts openMSX runs once per openMSX
 (`tests.openmsx_builds`), skipping a build that is not installed, saying so."""
 
 import os
+import shutil
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -41,3 +42,12 @@ def openmsx(request: pytest.FixtureRequest) -> Build:
     if build.missing is not None:
         pytest.skip(build.missing)
     return build
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked `openmsx` that runs Debian's openMSX itself (not the `openmsx` parameter)
+    skips, saying so, where none is installed, rather than fail for a reason not its own."""
+    uses_builds = "openmsx" in getattr(item, "fixturenames", ())
+    if item.get_closest_marker("openmsx") and not uses_builds and shutil.which("openmsx") is None:
+        pytest.skip("openMSX is not installed (no 'openmsx' on PATH)")

@@ -235,6 +235,9 @@ def test_change_reports_decode() -> None:
     )
     assert not report.jumped
     assert proto.parse_changes(f"{RUN} 8 2.5 1700000000123456 1 57344 00 cb").jumped
+    # A jump that changed none of the regions is still reported, with no changes.
+    quiet_jump = proto.parse_changes(f"{RUN} 9 2.5 1700000000123456 1")
+    assert quiet_jump.jumped and quiet_jump.changes == () and quiet_jump.seq == 9
 
 
 @pytest.mark.parametrize(
@@ -243,6 +246,7 @@ def test_change_reports_decode() -> None:
         "",
         f"{RUN} 1 2.0",
         f"{RUN} 1 2.0 5",
+        f"{RUN} 1 2.0 5 0",  # no changes and no jump: nothing to report
         f"{RUN} 1 2.0 5 0 57344",
         f"{RUN} x 2.0 5 0 1 00 00",
         f"{RUN} 1 2.0 5 0 1 0 0",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -58,8 +59,9 @@ def assert_shows_a_picture(path: Path) -> None:
 async def test_each_player_gets_a_window_that_shows_the_game_and_says_whose_it_is(
     peers: Peers, display: str, openmsx: Build
 ) -> None:
-    alice = peers.new("alice", "--game", "demo", host=True, display=display)
-    bob = peers.new("bob", "--game", "demo", display=display)
+    # Side by side, as scripts/demo places them (openMSX 20 and later open where they are told).
+    alice = peers.new("alice", "--game", "demo", "--window-position", "0,0", host=True, display=display)
+    bob = peers.new("bob", "--game", "demo", "--window-position", "660,0", display=display)
     await alice.start()
     await peers.host_ready(alice)
     await bob.start()
@@ -67,6 +69,10 @@ async def test_each_player_gets_a_window_that_shows_the_game_and_says_whose_it_i
 
     tree = windows(display)
     assert tree.count('"openMSX') >= 2, tree  # one window per player (titled "openMSX 18.0 - …")
+    assert openmsx.features is not None
+    if openmsx.features.version.at_least(20):
+        places = sorted(re.findall(r'"openMSX[^"]*":.*?\s(\d+)x(\d+)\+(-?\d+)\+(-?\d+)', tree))
+        assert [(x, y) for _, _, x, y in places] == [("0", "0"), ("660", "0")], tree
     for peer in (alice, bob):
         assert openmsx.features is not None
         assert await peer.tcl("set renderer") == openmsx.features.window_renderer  # SDL gone in 20

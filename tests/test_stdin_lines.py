@@ -45,3 +45,22 @@ def test_a_reader_still_waiting_for_a_line_does_not_hold_up_the_exit() -> None:
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+def test_stdin_redirected_from_a_file_still_gives_its_lines(tmp_path: Path) -> None:
+    """asyncio cannot watch a regular file: the thread reader takes over."""
+    typed = tmp_path / "typed.txt"
+    typed.write_bytes(b"say hi\nquit\n")
+    program = (
+        "import asyncio\n"
+        "from peer.stdin_lines import stdin_lines\n"
+        "async def main():\n"
+        "    return [line async for line in stdin_lines()]\n"
+        "print(asyncio.run(main()))\n"
+    )
+    with typed.open("rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-c", program], stdin=stdin, capture_output=True, cwd=ROOT, timeout=20
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"[b'say hi\\n', b'quit\\n']\n"

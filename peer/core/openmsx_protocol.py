@@ -260,8 +260,8 @@ MESSAGE_WIDGET = "msxsync_message"
 SHOWN_KEPT = 50
 """How many of the last messages msxsync keeps in openMSX (``::msxsync::shown``, `shown_command`)."""
 ON_SCREEN_CHARS = 72
-"""What fits on one line of the message box: longer text is cut there on screen (the console
-and ``::msxsync::shown`` keep all of it)."""
+"""What fits on one line of the message box: longer text is cut there on screen (the player's
+terminal and ``::msxsync::shown`` keep all of it)."""
 
 
 def message_command(text: str, level: str = "info") -> str:
@@ -505,9 +505,11 @@ def new_run_nonce(random_bytes: bytes) -> str:
 
 
 def parse_changes(value: str) -> ChangeReport:
-    """Decode one watcher report: ``RUN SEQ EMUTIME WALL_US JUMPED ADDR NEW OLD ADDR NEW OLD …``."""
+    """Decode one watcher report: ``RUN SEQ EMUTIME WALL_US JUMPED ADDR NEW OLD ADDR NEW OLD …``
+    (a jump is reported even with no changes)."""
     words = value.split()
-    if len(words) < 8 or (len(words) - 5) % 3 or not _NONCE_RE.match(words[0]) or words[4] not in ("0", "1"):
+    shape_ok = len(words) >= 5 and (len(words) - 5) % 3 == 0 and (len(words) > 5 or words[4] == "1")
+    if not shape_ok or not _NONCE_RE.match(words[0]) or words[4] not in ("0", "1"):
         raise ControlStreamError(f"bad change report {value[:60]!r}")
     try:
         seq, emutime, wall_us = int(words[1]), float(words[2]), int(words[3])
@@ -568,7 +570,6 @@ namespace eval msxsync {
     variable pending 0
     variable machine {}
     variable time 0
-    variable jump_unreported 0
     if {"@SETTING@" ni [user_setting info]} {
         user_setting create string @SETTING@ "msxsync: shared RAM changes (internal)" {}
     }
@@ -668,7 +669,8 @@ namespace eval msxsync {
         variable pending
         variable last_tick
         variable after_id
-        if {[catch {after info $after_id}]} {
+        # (`after info` lists every timer, whatever its arguments: look for ours in the list.)
+        if {$after_id eq {} || [lsearch -glob [split [after info] \n] "$after_id: *"] < 0} {
             # The emulated-time tick is gone (a machine switch that the hook below missed).
             set after_id [after time @TICK_S@ msxsync::tick_time]
         }
@@ -686,15 +688,12 @@ namespace eval msxsync {
         set current [read_regions]
         set now_machine [machine]
         set now_time [machine_info time]
-        variable jump_unreported
-        if {$now_machine ne $machine || $now_time < $time} { set jump_unreported 1 }
+        set jumped [expr {$now_machine ne $machine || $now_time < $time}]
         set machine $now_machine
         set time $now_time
-        # (A jump that changed none of the regions stays unreported until bytes change: a jump
-        # inside a replay may land on the very bytes of the last check.)
-        if {$current eq $snapshot} { return }
-        set jumped $jump_unreported
-        set jump_unreported 0
+        # A jump is reported even when it changed none of the regions (a jump inside a replay
+        # may land on the very bytes of the last check): the peer then re-takes the room's bytes.
+        if {$current eq $snapshot && !$jumped} { return }
         set changes {}
         foreach {start length} $regions old $snapshot new $current {
             if {$old ne $new} { lappend changes {*}[diff $start $old $new] }
@@ -706,7 +705,6 @@ namespace eval msxsync {
         variable snapshot [read_regions]
         variable machine [machine]
         variable time [machine_info time]
-        variable jump_unreported 0
         stop
         variable frame_time -1
         variable frame_id [after frame msxsync::tick]

@@ -17,8 +17,8 @@ Public surface::
 Design, and why:
 
 * **Watching = a Tcl read of the regions at the end of every emulated frame, no watchpoints.**
-  A Tcl proc re-armed with ``after time`` (one 60 Hz frame of emulated time: ``after frame``
-  fires only where a renderer draws, and headless openMSX 20 draws nothing) reads each region
+  A Tcl proc re-armed with ``after frame`` (and, where no renderer draws frames, as headless
+  openMSX 20 does not, with ``after time`` every 60 Hz frame of emulated time) reads each region
   with ``debug read_block memory``
   (hex), compares it with the snapshot of the previous check and reports only the bytes that
   differ. This sees *every* change, whatever made it: the game, ``loadstate``, ``reverse
@@ -26,9 +26,10 @@ Design, and why:
   on loadstate nor on reverse, nor for writes to ``{Main RAM}``). It never reports an unchanged
   rewrite, which watchpoints do on every write (a game rewriting a value each frame would cost
   50 events/s for nothing). Writes within one frame coalesce into one batch with final values.
-  Emulated time runs with every renderer and with throttle off; loadstate and reverse drop
-  ``after time`` timers with their machine, so an ``after machine_switch`` hook re-arms it
-  (checked on openMSX 18, 20 and 21). Two limits keep the cost down and nothing stuck:
+  ``after frame`` fires for every drawn frame, also with throttle off, and survives loadstate
+  and reverse; emulated time runs with every renderer, but loadstate and reverse drop ``after
+  time`` timers with their machine, so an ``after machine_switch`` hook re-arms it (checked on
+  openMSX 18, 20 and 21). Two limits keep the cost down and nothing stuck:
   checks are at least 4 ms of real time apart (every frame at normal speed; with throttle off,
   hundreds of times faster, frames share a check: a quiet check costs ~3 us, which at 20,000
   frames/s would be 6% of the emulation), and a 50 ms ``after realtime`` poll checks when frames

@@ -104,13 +104,14 @@ class OpenMSXLink:
         extra_args: Iterable[str] = (),
         env: Mapping[str, str] | None = None,
         kernel_tie: bool = True,
+        tether: bool = True,
     ) -> AbstractAsyncContextManager[OpenMSXLink]:
         """Start openMSX as a child (own OPENMSX_HOME at HOME), power it on, watch REGIONS.
 
         Leaving the context stops the child: ``exit``, then SIGTERM, then SIGKILL. Should this
         process die without leaving it, openMSX quits too: on Linux the kernel signals it
-        (KERNEL_TIE; tests turn it off to see the other way alone), everywhere the tether does
-        (`peer.openmsx.tether`).
+        (KERNEL_TIE), everywhere the tether does (TETHER, `peer.openmsx.tether`). Tests turn
+        each off to see the other alone, and both off to see that it takes one of them.
         """
         spec = LaunchSpec(
             home,
@@ -122,6 +123,7 @@ class OpenMSXLink:
             headless,
             tuple(extra_args),
             kernel_tie and sys.platform.startswith("linux"),
+            tether,
         )
         return _launched(cls, regions, spec, os.environ if env is None else env)
 
@@ -362,12 +364,13 @@ async def _launched(
     assert process.stdin and process.stdout and process.stderr  # all three were PIPE
     try:
         link = cls(regions, process.stdout, process.stdin, process, process.pid, headless=spec.headless)
-        async with _owning_tasks() as tasks, AsyncExitStack() as tether:
+        async with _owning_tasks() as tasks, AsyncExitStack() as ties:
             tasks.create_task(link._read_stderr(process.stderr))
             tasks.create_task(link._pump())
             try:
                 await link._setup(launched=True)
-                await _tie(tether, link)
+                if spec.tether:
+                    await _tie(ties, link)
                 yield link
             finally:
                 await link._stop_child(process)

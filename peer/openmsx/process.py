@@ -39,6 +39,8 @@ class LaunchSpec:
     extra_args: tuple[str, ...] = ()
     kernel_tie: bool = False
     """Ask Linux to signal openMSX when this process dies (`die_with_parent`)."""
+    tether: bool = True
+    """Tie openMSX to this process over loopback (`peer.openmsx.tether`)."""
 
     def argv(self) -> list[str]:
         args = [self.openmsx, "-machine", self.machine, "-control", "stdio"]
