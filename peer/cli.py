@@ -136,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
         "where the window was last time)",
     )
     emu.add_argument(
-        "--openmsx", metavar="PATH", default="openmsx", help="openMSX program (default %(default)s)"
+        "--openmsx",
+        metavar="PATH",
+        default="openmsx",
+        help="openMSX program, 18.0 or newer, e.g. openMSX 21 from openmsx.org (default %(default)s)",
     )
     emu.add_argument(
         "--openmsx-script",
