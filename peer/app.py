@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -108,14 +109,34 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def _check_environment(options: PeerOptions) -> None:
-    if options.attach is None and shutil.which(options.openmsx) is None:
-        raise PlayerError(
-            f"openMSX is not installed (no {options.openmsx!r} on PATH); install it "
-            "(apt-get install openmsx cbios) or point --openmsx at it."
-        )
+    if options.attach is None:
+        _check_program(options.openmsx)
+    # (Windows and macOS desktops set no DISPLAY: there a window can always be tried.)
+    x11_like = sys.platform not in ("win32", "darwin")
     has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    if not options.headless and options.attach is None and not has_display:
+    if not options.headless and options.attach is None and x11_like and not has_display:
         raise PlayerError("no display found for openMSX's window; run with --headless, or from a desktop.")
+
+
+def _check_program(program: str) -> None:
+    """--openmsx names a program that exists and runs: a path is checked as a path."""
+    if os.sep not in program and not (os.altsep and os.altsep in program):
+        if shutil.which(program) is None:
+            raise PlayerError(
+                f"openMSX is not installed (no {program!r} on PATH); install it "
+                "(apt-get install openmsx cbios, or from openmsx.org) or point --openmsx at it."
+            )
+        return
+    path = Path(program)
+    if not path.exists():
+        raise PlayerError(f"--openmsx {program}: no such file; point it at the openMSX program.")
+    if path.is_dir():
+        raise PlayerError(
+            f"--openmsx {program} is a folder; point it at the openMSX program inside it "
+            "(openmsx, or openmsx.exe on Windows)."
+        )
+    if shutil.which(program) is None:
+        raise PlayerError(f"--openmsx {program} is not a program this user may run.")
 
 
 async def _get_game(options: PeerOptions, url: str, state_dir: Path) -> tuple[GameDefinition, Path]:

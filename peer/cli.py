@@ -131,9 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--window-position",
         type=_window_position,
         metavar="X,Y",
-        help="where openMSX's window opens, in screen pixels, e.g. 700,40: two players on one "
-        "desktop side by side (openMSX 20 and later; 18 lets the desktop choose; default: "
-        "where the window was last time)",
+        help="where openMSX's window opens, in screen pixels, e.g. 700,40 (a screen left of the "
+        "main one: --window-position=-1280,40): two players on one desktop side by side "
+        "(openMSX 20 and later; 18 lets the desktop choose; default: where the window was "
+        "last time)",
     )
     emu.add_argument(
         "--openmsx",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from games.definition import GameDefinition, Region
 from peer.core.openmsx_protocol import label_command, message_command, request_command, unlabel_command
-from peer.core.openmsx_versions import IMGUI_INI, with_window_position
+from peer.core.openmsx_versions import IMGUI_INI, Features, with_window_position
 from peer.core.room_game import Platform
 from peer.openmsx import OpenMSXError, OpenMSXLink
 from peer.openmsx.process import DEFAULT_MACHINE
@@ -91,6 +91,18 @@ def place_window(home: Path, x: int, y: int) -> None:
         path.write_text(with_window_position(text, x, y), encoding="utf-8")
     except OSError as error:
         log.warning("cannot place openMSX's window (%s): it opens where openMSX chooses", error)
+
+
+def window_note(options: PeerOptions, features: Features | None) -> str | None:
+    """What to tell a player whose --window-position this openMSX (FEATURES) cannot honour."""
+    if options.window_position is None or options.headless or options.attach is not None:
+        return None
+    if features is None or features.version.at_least(20):
+        return None
+    return (
+        f"{features.version} opens its window where the desktop puts it: "
+        "--window-position takes openMSX 20 or later"
+    )
 
 
 async def add_controls(link: OpenMSXLink, player: str) -> None:

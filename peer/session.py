@@ -44,7 +44,7 @@ from peer.core.replica import BytesChanged, Event, FullStateReceived, Replica, S
 from peer.core.room_game import GameCheck, GameGuard, Platform
 from peer.core.signalling import Roster
 from peer.core.state import Layout, Run, SharedState
-from peer.emulator import add_controls, arm_after, leave_emulator, open_emulator, platform
+from peer.emulator import add_controls, arm_after, leave_emulator, open_emulator, platform, window_note
 from peer.host_role import HostRole
 from peer.mesh.events import PeerAdmitted, Published
 from peer.mesh.mesh import Mesh
@@ -112,6 +112,8 @@ class Session:
             async with open_emulator(self.options, self.definition, self.rom_path, self.state_dir) as link:
                 self.applier = Applier(link, self.definition.regions, self.gate, self._replica, self._act)
                 await add_controls(link, self.player)
+                if (note := window_note(self.options, link.features)) is not None:
+                    self.terminal.say(note)
                 await self._check_arming_now(link)  # a game already in play (--attach) may never report
                 try:
                     await self._play(link)

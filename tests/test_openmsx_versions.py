@@ -13,6 +13,8 @@ from peer.core.openmsx_versions import (
     parse_window_position,
     with_window_position,
 )
+from peer.emulator import window_note
+from peer.options import PeerOptions
 
 
 @pytest.mark.parametrize(
@@ -83,8 +85,23 @@ def test_any_ini_ends_up_with_exactly_one_position(ini: str, x: int, y: int) -> 
     assert placed.splitlines().count(f"windowPos=[ {x} {y} ]") == 1
 
 
-@pytest.mark.parametrize("text", ["700", "a,b", "-1,5", "1,2,3", "99999,1", ""])
+@pytest.mark.parametrize("text", ["700", "a,b", "--1,5", "1,2,3", "99999,1", "-99999,1", "", "1.5,2"])
 def test_a_bad_window_position_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_window_position(text)
+
+
+def test_a_window_position_may_be_on_a_screen_left_of_the_main_one() -> None:
     assert parse_window_position("700, 40") == (700, 40)
+    assert parse_window_position("-1280,40") == (-1280, 40)
+    assert "windowPos=[ -1280 40 ]" in with_window_position("", -1280, 40)
+
+
+def test_a_player_whose_openmsx_cannot_place_its_window_is_told() -> None:
+    placed = PeerOptions(game="demo", rendezvous="", window_position=(640, 40))
+    old, new = features_for(parse_version("openMSX 18.0")), features_for(parse_version("openMSX 20.0"))
+    assert window_note(placed, old) == (
+        "openMSX 18.0 opens its window where the desktop puts it: --window-position takes openMSX 20 or later"
+    )
+    assert window_note(placed, new) is None
+    assert window_note(PeerOptions(game="demo", rendezvous=""), old) is None

@@ -126,8 +126,33 @@ async def test_missing_rom(tmp_path: Path, rendezvous: str) -> None:
 
 
 async def test_openmsx_not_installed(tmp_path: Path, rendezvous: str) -> None:
-    code, stderr = await run_peer(tmp_path, *demo(rendezvous), "--openmsx", "/nonexistent/openmsx")
+    code, stderr = await run_peer(tmp_path, *demo(rendezvous), "--openmsx", "no-such-openmsx")
     assert_player_error(code, stderr, "openMSX is not installed")
+
+
+@pytest.mark.parametrize(
+    ("given", "sentence"),
+    [
+        ("/nonexistent/openmsx", "--openmsx /nonexistent/openmsx: no such file"),
+        ("FOLDER", "is a folder; point it at the openMSX program inside it"),
+        ("NOT_EXECUTABLE", "is not a program this user may run"),
+    ],
+)
+async def test_an_openmsx_path_that_is_no_program_says_which_way(
+    tmp_path: Path, rendezvous: str, given: str, sentence: str
+) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("not a program")
+    path = {"FOLDER": str(tmp_path), "NOT_EXECUTABLE": str(plain)}.get(given, given)
+    code, stderr = await run_peer(tmp_path, *demo(rendezvous), "--openmsx", path)
+    assert_player_error(code, stderr, sentence)
+
+
+async def test_a_program_that_is_not_openmsx_is_named_so(tmp_path: Path, rendezvous: str) -> None:
+    code, stderr = await run_peer(tmp_path, *demo(rendezvous), "--openmsx", "/bin/true")
+    assert code == 1 and "Traceback" not in stderr, stderr
+    assert "it never answered as openMSX does (openMSX exited with status 0)" in stderr
+    assert "is it openMSX 18.0 or newer?" in stderr
 
 
 async def test_no_display_without_headless(tmp_path: Path, rendezvous: str) -> None:

@@ -121,7 +121,7 @@ MAX_WINDOW_COORDINATE = 16384
 def with_window_position(ini: str, x: int, y: int) -> str:
     """IMGUI_INI's text INI with the window's position set to X, Y (screen pixels), everything
     else kept: the player's ImGui layout lives in the same file."""
-    if not (0 <= x <= MAX_WINDOW_COORDINATE and 0 <= y <= MAX_WINDOW_COORDINATE):
+    if not (abs(x) <= MAX_WINDOW_COORDINATE and abs(y) <= MAX_WINDOW_COORDINATE):
         raise ValueError(f"a window position of {x},{y} is off any screen")
     line = f"{_POSITION_KEY}[ {x} {y} ]"
     lines = ini.splitlines()
@@ -134,11 +134,12 @@ def with_window_position(ini: str, x: int, y: int) -> str:
 
 
 def parse_window_position(text: str) -> tuple[int, int]:
-    """``X,Y`` as the player gives it (--window-position)."""
-    parts = text.split(",")
-    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+    """``X,Y`` as the player gives it (--window-position); negative on a screen left of or
+    above the main one."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 2 or not all(part.removeprefix("-").isdigit() for part in parts):
         raise ValueError(f"{text!r} is not X,Y in screen pixels (e.g. 700,40)")
     x, y = (int(part) for part in parts)
-    if x > MAX_WINDOW_COORDINATE or y > MAX_WINDOW_COORDINATE:
+    if abs(x) > MAX_WINDOW_COORDINATE or abs(y) > MAX_WINDOW_COORDINATE:
         raise ValueError(f"{text!r} is off any screen")
     return x, y

@@ -146,7 +146,10 @@ class OpenMSXLink:
         except LinkClosed:
             await self._wait_gone()
             exited = self._exited or Exited("openMSX stopped while starting", "")
-            raise OpenMSXError(f"{exited.reason}\n{exited.stderr_tail}".rstrip()) from None
+            reason = exited.reason
+            if self.features is None:  # it never even said which openMSX it is
+                reason = f"it never answered as openMSX does ({reason}): is it openMSX 18.0 or newer?"
+            raise OpenMSXError(f"{reason}\n{exited.stderr_tail}".rstrip()) from None
 
     async def _install(self, *, launched: bool) -> None:
         features = self.features = await self._learn_features()
