@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 
 from peer.core.gating import JUMPED_WORDS
+from tests.openmsx_builds import Build
 from tests.peer_harness import Peer, Peers
 from tests.test_peer_e2e import ITEM0, ITEM1, ITEM2, pick_up_item0, start_room
 
@@ -22,13 +23,18 @@ pytestmark = [
 ]
 
 INVENTORY_END = 0xE017
-# Every write of 00 into the inventory, as "ADDRESS@EMUTIME", in ::msxsync_test_lost.
-_WATCH_LOSSES = (
-    "set ::msxsync_test_lost {}; "
-    f"debug set_watchpoint write_mem {{{ITEM0} {INVENTORY_END}}} {{}} "
-    "{if {$::wp_last_value == 0} {lappend ::msxsync_test_lost "
-    '"[format %04x $::wp_last_address]@[machine_info time]"}}'
+_NOTE_LOSS = (
+    "if {$::wp_last_value == 0} {lappend ::msxsync_test_lost "
+    '"[format %04x $::wp_last_address]@[machine_info time]"}'
 )
+
+
+def watch_losses(openmsx: Build) -> str:
+    """Every write of 00 into the inventory, as "ADDRESS@EMUTIME", in ::msxsync_test_lost, with
+    the watchpoint command this openMSX has (`debug watchpoint create` from 21 on)."""
+    assert openmsx.features is not None
+    watch = openmsx.features.watchpoint("write_mem", ITEM0, INVENTORY_END, _NOTE_LOSS)
+    return f"set ::msxsync_test_lost {{}}; {watch}"
 
 
 async def losses(peer: Peer) -> str:
@@ -43,7 +49,7 @@ async def barrier(writer: Peer, reader: Peer, value: int) -> None:
 
 async def test_loading_an_older_state_keeps_the_rooms_items_for_everyone(peers: Peers) -> None:
     alice, bob = await start_room(peers, ["alice", "bob"])
-    await bob.tcl(_WATCH_LOSSES)
+    await bob.tcl(watch_losses(peers.openmsx))
     await alice.tcl("savestate msxsync_before")
 
     await pick_up_item0(alice)  # the game itself picks it up
@@ -61,7 +67,7 @@ async def test_loading_an_older_state_keeps_the_rooms_items_for_everyone(peers: 
 
 async def test_rewinding_with_reverse_goto_keeps_the_rooms_items_for_everyone(peers: Peers) -> None:
     alice, bob = await start_room(peers, ["alice", "bob"])
-    await bob.tcl(_WATCH_LOSSES)
+    await bob.tcl(watch_losses(peers.openmsx))
     await alice.frames(60)  # openMSX's reverse keeps a snapshot every second
     back_then = await alice.emulated_time()
     await alice.frames(5)
