@@ -23,7 +23,7 @@ from peer.core.gating import Action, AdoptRoom, Gate, WriteToEmulator, room_byte
 from peer.core.openmsx_protocol import CounterDelta
 from peer.core.replica import Replica
 from peer.core.state import Delta, Run
-from peer.openmsx import OpenMSXLink
+from peer.openmsx import CommandError, OpenMSXLink
 
 log = logging.getLogger("msxsync.peer")
 
@@ -110,7 +110,10 @@ class Applier:
             case AdoptRoom(reason):
                 await self._adopt(reason)
             case ShowMessage(text):
-                await self._link.show_message(text)
+                try:
+                    await self._link.show_message(text)
+                except CommandError as exc:  # the words are on the terminal anyway: play on
+                    log.warning("openMSX could not show %r: %s", text, exc)
             case WriteToEmulator(runs, deltas) if self._gate.armed:
                 await self._write(runs, deltas)
 

@@ -240,6 +240,14 @@ async def test_an_on_screen_message_arrives_verbatim_and_replaces_the_one_before
     assert float(await msx2.command(f"osd info {MESSAGE_WIDGET} -y")) == 12
 
 
+async def test_a_message_still_shows_without_openmsxs_own_osd_widgets(tmp_path: Path, openmsx: Build) -> None:
+    """An openMSX whose bundled osd_widgets fail (a trimmed install): a plain box instead."""
+    async with OpenMSXLink.launch(REGIONS, home=tmp_path, openmsx=openmsx.program) as link:
+        await link.command("namespace eval osd_widgets {proc text_box {args} {error trimmed}}")
+        await link.show_message("bob found the key")
+        assert await link.command(f"osd info {MESSAGE_WIDGET}.text -text") == "bob found the key"
+
+
 async def test_a_long_message_fits_one_line_on_screen_and_is_kept_whole(msx2: OpenMSXLink) -> None:
     text = "bob: " + "x" * 150
     await msx2.show_message(text)

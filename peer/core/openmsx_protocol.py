@@ -596,9 +596,17 @@ namespace eval msxsync {
             warning { set colour {0xaa6600e8 0xdd9900e8 0xcc8800e8 0xffaa00e8} }
             default { set colour {0x7090aae8 0xa0c0dde8 0x90b0cce8 0xc0e0ffe8} }
         }
-        osd_widgets::text_box @WIDGET@ -text $text -textrgba 0xffffffff -textsize 6 \
-            -rgba $colour -x 3 -y 12 -z 5 -w 314 -bordersize 0.5 -borderrgba 0x000000ff \
-            -clip true -scaled true -suppressErrors true
+        set failed [catch {
+            osd_widgets::text_box @WIDGET@ -text $text -textrgba 0xffffffff -textsize 6 \
+                -rgba $colour -x 3 -y 12 -z 5 -w 314 -bordersize 0.5 -borderrgba 0x000000ff \
+                -clip true -scaled true -suppressErrors true
+        }]
+        if {$failed} {
+            # (An openMSX without its bundled osd_widgets: a plain box that stays until the next.)
+            catch {osd destroy @WIDGET@}
+            osd create rectangle @WIDGET@ -x 3 -y 12 -z 5 -w 314 -h 10 -rgba 0x304060e8 -scaled true
+            osd create text @WIDGET@.text -x 2 -y 2 -size 6 -rgba 0xffffffff -text $text
+        }
         return
     }
     proc read_regions {} {
