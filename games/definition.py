@@ -27,7 +27,7 @@ comment here, so old files parse exactly as before:
 next `merge`: ``lww`` (last writer wins, the default), ``max``, ``min``, ``bit-or``, ``bit-and``
 (per byte), or ``add`` with options ``le16``/``le32`` (one counter per 2 or 4 bytes, low byte
 first; a region's length must be a multiple) and ``bcd`` (two decimal digits per byte). What each
-rule does is `peer.core.merge`'s business; an unknown name or option is refused with a clear error
+rule does is `peer.core.sync.merge`'s business; an unknown name or option is refused with a clear error
 so that a file never means something this version cannot do.
 """
 
@@ -60,7 +60,7 @@ class DefinitionError(ValueError):
 
 
 class MergeRule(Enum):
-    """How concurrent writes to one shared byte (or counter) are merged (see `peer.core.merge`)."""
+    """How concurrent writes to one shared byte (or counter) are merged (see `peer.core.sync.merge`)."""
 
     LWW = "lww"
     MAX = "max"

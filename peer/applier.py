@@ -7,7 +7,7 @@ oldest line when full and is served only when no write is waiting, so a flood of
 delay the game's bytes nor pile up lines on screen; a message still follows the writes queued
 before it. The applier does the I/O of an adoption
 (write the room's bytes, read the regions) and hands the outcome back to the gate
-(`peer.core.gating`), whose actions the session carries out.
+(`peer.core.emulator.gating`), whose actions the session carries out.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from games.definition import Merge, MergeRule, Region
-from peer.core.gating import Action, AdoptRoom, Gate, WriteToEmulator, room_bytes, unwritten_values
-from peer.core.openmsx_protocol import CounterDelta
-from peer.core.replica import Replica
-from peer.core.state import Delta, Run
+from peer.core.emulator.gating import Action, AdoptRoom, Gate, WriteToEmulator, room_bytes, unwritten_values
+from peer.core.emulator.openmsx_protocol import CounterDelta
+from peer.core.sync.replica import Replica
+from peer.core.sync.state import Delta, Run
 from peer.openmsx import CommandError, OpenMSXLink
 
 log = logging.getLogger("msxsync.peer")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from peer import identity, logs
 from peer.app import run_peer
-from peer.core.openmsx_versions import parse_window_position
+from peer.core.emulator.openmsx_versions import parse_window_position
 from peer.options import PeerOptions, PlayerError
 from rendezvous.protocol import is_valid_room_name
 

@@ -11,9 +11,14 @@ import logging
 from pathlib import Path
 
 from games.definition import GameDefinition, Region
-from peer.core.openmsx_protocol import label_command, message_command, request_command, unlabel_command
-from peer.core.openmsx_versions import IMGUI_INI, Features, with_window_position
-from peer.core.room_game import Platform
+from peer.core.emulator.openmsx_protocol import (
+    label_command,
+    message_command,
+    request_command,
+    unlabel_command,
+)
+from peer.core.emulator.openmsx_versions import IMGUI_INI, Features, with_window_position
+from peer.core.room.room_game import Platform
 from peer.openmsx import OpenMSXError, OpenMSXLink
 from peer.openmsx.process import DEFAULT_MACHINE
 from peer.options import PeerOptions
@@ -83,7 +88,7 @@ def open_emulator(
 
 def place_window(home: Path, x: int, y: int) -> None:
     """Open openMSX's window at X, Y: openMSX 20 and later read it from their ImGui settings in
-    HOME at start (`peer.core.openmsx_versions.IMGUI_INI`). Not worth failing for."""
+    HOME at start (`peer.core.emulator.openmsx_versions.IMGUI_INI`). Not worth failing for."""
     path = home / IMGUI_INI
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Who hosts the room, from this peer's side: hosting at start (--host), announcing on the LAN,
 and, when the network splits, keeping the room whole (issue 17).
 
-The rules are pure (`peer.core.takeover`); this module owns the in-process rendezvous
+The rules are pure (`peer.core.room.takeover`); this module owns the in-process rendezvous
 (`peer.hosting`), the LAN announcement, the probes of other rendezvous (`GET /api/rooms/{name}`)
 and the clock that decides when to act. Once a second it looks at the signalling connection:
 
@@ -31,9 +31,9 @@ import aiohttp
 from games.catalogue import CatalogueEntry, hash_rom
 from games.definition import GameDefinition
 from peer import lan
-from peer.core import takeover
-from peer.core.lan import Announcement
-from peer.core.takeover import Sighting
+from peer.core.room import takeover
+from peer.core.room.lan import Announcement
+from peer.core.room.takeover import Sighting
 from peer.hosting import hosting, play_stays_on_this_machine
 from peer.mesh.room import RoomSession
 from peer.mesh.signalling import Roster

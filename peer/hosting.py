@@ -1,7 +1,7 @@
 """Hosting the rendezvous inside a peer, and finding such a host on the local network.
 
 `hosting()` runs the same application as `msxsync-rendezvous` in this process; `find_lan_host()`
-browses mDNS for hosts of a game (see `peer.lan`) and chooses one as `peer.core.lan.choose` says.
+browses mDNS for hosts of a game (see `peer.lan`) and chooses one as `peer.core.room.lan.choose` says.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from aiohttp import web
 
 from games.catalogue import CatalogueEntry, bundled_games_dir, load_catalogue
 from peer import lan
-from peer.core.lan import Chosen, DiscoveredHost, NoHost, Several, choose, join_hint
+from peer.core.room.lan import Chosen, DiscoveredHost, NoHost, Several, choose, join_hint
 from peer.options import PeerOptions, PlayerError
 
 log = logging.getLogger("msxsync.peer")

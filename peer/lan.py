@@ -1,12 +1,12 @@
 """LAN discovery over mDNS/DNS-SD: a hosting peer announces its rendezvous, a joining peer finds it.
 
 This module owns the multicast side (python-zeroconf's asyncio API); what is announced and what is
-accepted are decided by the pure `peer.core.lan`. Two entry points:
+accepted are decided by the pure `peer.core.room.lan`. Two entry points:
 
 - `announce(...)`: an async context manager that registers the `_msxsync._tcp.local.` service for
   as long as the block runs and says goodbye (unregisters) when it ends, however it ends;
 - `discover(...)`: browses for a bounded time and returns the checked, deduplicated hosts. Whatever
-  another machine announces is parsed by `peer.core.lan`; a malformed or hostile announcement is
+  another machine announces is parsed by `peer.core.room.lan`; a malformed or hostile announcement is
   skipped with a log line.
 
 `interfaces` restricts zeroconf to the given local addresses (tests pin it to a network namespace's
@@ -25,7 +25,7 @@ import ifaddr
 from zeroconf import BadTypeInNameException, InterfaceChoice, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from peer.core.lan import (
+from peer.core.room.lan import (
     SERVICE_TYPE,
     Announcement,
     AnnouncementError,

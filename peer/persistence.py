@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from peer.core.state import Layout, SharedState
+from peer.core.sync.state import Layout, SharedState
 from peer.options import PlayerError
 from peer.storage import RoomStore, StorageError, rows_for
 

@@ -3,13 +3,13 @@
 `Session.run()` opens (or attaches to) openMSX, joins the room, and then one `asyncio.TaskGroup`
 owns every task of the session. The parts, each in its own module:
 - `peer.emulator`: which openMSX, with which regions watched, and the controls msxsync adds (F10);
-- `peer.core.gating.Gate` (pure): what may be published when, what the emulator must be given;
+- `peer.core.emulator.gating.Gate` (pure): what may be published when, what the emulator must be given;
 - `peer.applier.Applier`: everything written into openMSX, in order (typed commands);
 - `peer.persistence.Persistence`: the room's durable state, saved from a worker thread;
 - `peer.host_role.HostRole`: hosting, the LAN announcement, taking over from a gone host;
-- `peer.room_view.RoomView` (pure): names, host, and the sentences worth telling the player;
-- `peer.core.room_game.GameGuard` (pure): one ROM per room, each peer's hello judged;
-- `peer.core.items.ItemNews` (pure): "player2 found the key";
+- `peer.core.room.view.RoomView` (pure): names, host, and the sentences worth telling the player;
+- `peer.core.room.room_game.GameGuard` (pure): one ROM per room, each peer's hello judged;
+- `peer.core.room.items.ItemNews` (pure): "player2 found the key";
 - `peer.terminal.Terminal`: the status line and the console;
 - `peer.mesh.room.RoomSession`: signalling, the replica and the WebRTC mesh.
 This module routes events between them and carries out the parts' answers: the gate's actions
@@ -37,23 +37,23 @@ from nacl.signing import SigningKey
 from games.definition import GameDefinition
 from peer.applier import Applier, ShowMessage
 from peer.console import HELP, Command, PeerLine, Status, format_peers, safe_name
-from peer.core.gating import Action, AdoptRoom, Check, Gate, Publish, Tell, WriteToEmulator
-from peer.core.items import ItemNews, counter_runs, writer_of
-from peer.core.openmsx_protocol import ControlStreamError
-from peer.core.replica import BytesChanged, Event, FullStateReceived, Replica, StateChanged
-from peer.core.room_game import GameCheck, GameGuard, Platform
-from peer.core.signalling import Roster
-from peer.core.state import Layout, Run, SharedState
+from peer.core.emulator.gating import Action, AdoptRoom, Check, Gate, Publish, Tell, WriteToEmulator
+from peer.core.emulator.openmsx_protocol import ControlStreamError
+from peer.core.mesh.events import PeerAdmitted, Published
+from peer.core.room.items import ItemNews, counter_runs, writer_of
+from peer.core.room.room_game import GameCheck, GameGuard, Platform
+from peer.core.room.signalling import Roster
+from peer.core.room.view import Note, Notice, RoomView, Say
+from peer.core.sync.replica import BytesChanged, Event, FullStateReceived, Replica, StateChanged
+from peer.core.sync.state import Layout, Run, SharedState
 from peer.emulator import add_controls, arm_after, leave_emulator, open_emulator, platform, window_note
 from peer.host_role import HostRole
-from peer.mesh.events import PeerAdmitted, Published
 from peer.mesh.mesh import Mesh
 from peer.mesh.room import RoomSession
 from peer.mesh.webrtc import IceOptions
 from peer.openmsx import CommandError, Exited, LocalChanges, Logged, OpenMSXError, OpenMSXLink, Requested
 from peer.options import PeerOptions, PlayerError
 from peer.persistence import Persistence
-from peer.room_view import Note, Notice, RoomView, Say
 from peer.terminal import Terminal
 from rendezvous.stop_signals import on_signals
 
@@ -286,7 +286,7 @@ class Session:
                     self._tell(line)
 
     def _check_peer_game(self, peer: bytes, theirs: Platform | None) -> str | None:
-        """The binding's check of a peer's hello (see `peer.core.room_game`): None admits."""
+        """The binding's check of a peer's hello (see `peer.core.room.room_game`): None admits."""
         already_refused = self.game_guard.refusal is not None
         refused = self.game_guard.check(
             peer, theirs, first_member=self.view.first_member, name=self.view.name

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import filelock
 
-from peer.core import codec
-from peer.core.state import NO_WRITER, Contribution, Layout, SharedState, SignedBatch
+from peer.core.sync import codec
+from peer.core.sync.state import NO_WRITER, Contribution, Layout, SharedState, SignedBatch
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (

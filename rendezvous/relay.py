@@ -2,7 +2,7 @@
 
 Players who reach each other neither directly nor through TURN send their mesh frames through
 the lobby WebSocket as binary frames (PROTOCOL.md, "Relay"). The server reads only the 32-byte
-recipient key in front; the rest is sealed by the players (`peer.core.relay`): the server can drop
+recipient key in front; the rest is sealed by the players (`peer.core.mesh.relay`): the server can drop
 a frame but cannot read, alter, invent or replay one without the players noticing. So this module
 owns only the cost: per connection and per room, a byte-rate bucket (`RelayLimits`), on top of
 the source address's relay bytes (`rendezvous.fairness.Sources.admit_relay`), and the counters.

@@ -91,7 +91,7 @@ class Room:
     banned: set[str] = field(default_factory=set)
     past: list[str] = field(default_factory=list)
     """Keys of members who left, most recent last (at most MAX_PAST): a joiner accepts the
-    signed writes they made while members (peer.core.replica)."""
+    signed writes they made while members (peer.core.sync.replica)."""
 
     @property
     def host(self) -> str:

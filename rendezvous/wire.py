@@ -1,7 +1,7 @@
 """What both ends of the rendezvous WebSocket agree on (PROTOCOL.md): one module, two importers.
 
-The server's parser (`rendezvous.protocol`), the client's protocol object (`peer.core.signalling`)
-and the LAN announcements (`peer.core.lan`) import their constants from here instead of keeping
+The server's parser (`rendezvous.protocol`), the client's protocol object (`peer.core.room.signalling`)
+and the LAN announcements (`peer.core.room.lan`) import their constants from here instead of keeping
 copies that drift: the protocol version, the hello context, the limits on names, and the patterns
 for keys, signatures, room names and standby URLs.
 

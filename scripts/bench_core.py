@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nacl.signing import SigningKey
 
 from games.definition import Merge, MergeRule, Region, parse_definition
-from peer.core import codec
-from peer.core.replica import Replica
-from peer.core.state import Contribution, Layout, SharedState
+from peer.core.sync import codec
+from peer.core.sync.replica import Replica
+from peer.core.sync.state import Contribution, Layout, SharedState
 
 ROOM = "bench"
 NOW = 1_800_000_000.0

@@ -58,7 +58,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from peer.core.openmsx_versions import Features, UnsupportedOpenMSX, features_for, parse_version  # noqa: E402
+from peer.core.emulator.openmsx_versions import Features, UnsupportedOpenMSX, features_for, parse_version  # noqa: E402
 from tests.ports import unused_port  # noqa: E402  (the host is told its port: it cannot take 0)
 
 TCL = Path(__file__).resolve().parent / "bench_e2e"

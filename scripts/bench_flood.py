@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from games.definition import Region  # noqa: E402
-from peer.core import codec  # noqa: E402
-from peer.core.clock import wall_ms  # noqa: E402
+from peer.core.sync import codec  # noqa: E402
+from peer.core.sync.clock import wall_ms  # noqa: E402
 from tests.mesh_support import LocalSignals, Node, make_node, running, wait_all  # noqa: E402
 
 REGIONS = (Region(0x8000, 0xBFFF), Region(0xE000, 0xE00F))

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from games.definition import Region
-from peer.core.state import Layout, SharedState
+from peer.core.sync.state import Layout, SharedState
 from peer.storage import RoomStore
 
 ROUNDS = 300

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from zeroconf import InterfaceChoice
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from peer.core.lan import SERVICE_TYPE, Announcement
+from peer.core.room.lan import SERVICE_TYPE, Announcement
 from peer.lan import LanError, announce, discover, local_addresses
 
 GOOD_KEY = "ab" * 32

@@ -20,7 +20,7 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from games.definition import Region
-from peer.core.replica import BytesChanged, Event, Replica
+from peer.core.sync.replica import BytesChanged, Event, Replica
 from peer.mesh.mesh import Mesh
 from peer.mesh.signalling import Roster
 from peer.mesh.webrtc import HIGH_WATER, LOW_WATER, IceOptions

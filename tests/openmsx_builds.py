@@ -23,7 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from peer.core.openmsx_versions import Features, UnsupportedOpenMSX, features_for, parse_version
+from peer.core.emulator.openmsx_versions import Features, UnsupportedOpenMSX, features_for, parse_version
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_BUILDS = ROOT.parent / "shared" / "openmsx"

@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 import pytest
 
-from peer.core.openmsx_protocol import Log, Update, parse_shown, shown_command
+from peer.core.emulator.openmsx_protocol import Log, Update, parse_shown, shown_command
 from peer.openmsx.control import ControlClient, OpenMSXError
 from peer.openmsx.process import socket_folder
 from tests.openmsx_builds import Build

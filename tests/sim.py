@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from nacl.signing import SigningKey
 
 from games.definition import Region
-from peer.core import codec
-from peer.core.replica import DIGEST_INTERVAL, BytesChanged, Event, Replica
-from peer.core.state import Run, SignedBatch
+from peer.core.sync import codec
+from peer.core.sync.replica import DIGEST_INTERVAL, BytesChanged, Event, Replica
+from peer.core.sync.state import Run, SignedBatch
 
 REGIONS = (Region(0xE000, 0xE00F), Region(0xE100, 0xE103))
 ROOM = "sim-room"

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from games.definition import Region
 from peer.applier import MESSAGES_KEPT, Applier, ShowMessage
-from peer.core.gating import Gate, WriteToEmulator
+from peer.core.emulator.gating import Gate, WriteToEmulator
 from peer.openmsx import CommandError, OpenMSXLink
 
 REGIONS = (Region(0xC000, 0xC0FF),)

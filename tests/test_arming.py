@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from games.definition import ArmedClause, ArmedWhen, Comparison
-from peer.core.arming import Adopt, Arming, Check, Disarm
+from peer.core.emulator.arming import Adopt, Arming, Check, Disarm
 
 IN_GAME = ArmedWhen((ArmedClause(0xE000, Comparison.EQ, 1),))
 LEFT_PLAY = Disarm("the game is not in play")

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.core.clock import MAX_AHEAD_MS, SEEN_HISTORY_S, HybridClock, clocks_far_apart, wall_ms
+from peer.core.sync.clock import MAX_AHEAD_MS, SEEN_HISTORY_S, HybridClock, clocks_far_apart, wall_ms
 
 T = 1_800_000_000.0  # a wall time, seconds
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.core import codec
-from peer.core.clock import HOLD_MS, MAX_AHEAD_MS, wall_ms
-from peer.core.replica import HEARTBEAT_INTERVAL, BytesChanged, Event, Rejected, Replica
+from peer.core.sync import codec
+from peer.core.sync.clock import HOLD_MS, MAX_AHEAD_MS, wall_ms
+from peer.core.sync.replica import HEARTBEAT_INTERVAL, BytesChanged, Event, Rejected, Replica
 from tests.sim import REGIONS, ROOM, START, key, write_batch
 
 HONEST = 3

@@ -5,9 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from peer.core import codec
-from peer.core.codec import DecodeError, decode, encode
-from peer.core.room_game import Platform
+from peer.core.room.room_game import Platform
+from peer.core.sync import codec
+from peer.core.sync.codec import DecodeError, decode, encode
 
 KEY = SigningKey(b"\x01" * 32)
 OTHER = SigningKey(b"\x02" * 32)

@@ -8,10 +8,12 @@ CORE = Path(__file__).resolve().parent.parent / "peer" / "core"
 PURE_MODULES = [
     "games.definition",
     "peer.core",
-    *sorted(f"peer.core.{path.stem}" for path in CORE.glob("*.py") if path.stem != "__init__"),
+    *sorted(
+        ".".join(("peer", "core", *path.relative_to(CORE).with_suffix("").parts))
+        for path in CORE.rglob("*.py")
+        if path.stem != "__init__"
+    ),
     "peer.console",
-    "peer.mesh.events",
-    "peer.room_view",
     "rendezvous.wire",
     "rendezvous.fairness",
     "rendezvous.rooms",

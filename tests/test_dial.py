@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.core.dial import (
+from peer.core.mesh.dial import (
     CONNECT_TIMEOUT,
     HELD_OFFER_TTL,
     HINT_GRACE,
@@ -24,7 +24,7 @@ from peer.core.dial import (
     HeldOffer,
     Input,
 )
-from peer.core.signals import Answer, Offer, Restart, SignalError, parse_signal
+from peer.core.mesh.signals import Answer, Offer, Restart, SignalError, parse_signal
 
 LINKED = {DialState.CONNECTING, DialState.BINDING, DialState.ADMITTED}
 

@@ -1,4 +1,4 @@
-"""Publish gating (peer.core.gating): unit tests, and a property over the in-memory mesh of real
+"""Publish gating (peer.core.emulator.gating): unit tests, and a property over the in-memory mesh of real
 replicas (tests/sim.py) with a booting peer whose emulator is a dict."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from games.definition import ArmedClause, ArmedWhen, Comparison
-from peer.core.gating import (
+from peer.core.emulator.gating import (
     Action,
     AdoptRoom,
     Check,
@@ -20,8 +20,8 @@ from peer.core.gating import (
     room_bytes,
     unwritten_values,
 )
-from peer.core.replica import BytesChanged, Replica
-from peer.core.state import NO_WRITER, Layout
+from peer.core.sync.replica import BytesChanged, Replica
+from peer.core.sync.state import NO_WRITER, Layout
 from tests.sim import REGIONS, Mesh
 
 IN_PLAY = 0xE200  # private: watched for arming, never shared

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from peer.core.signalling import IceServer, parse_ice_servers
+from peer.core.room.signalling import IceServer, parse_ice_servers
 from peer.mesh.webrtc import IceOptions
 from rendezvous import cli, ice
 from tests.rendezvous_support import config_for, logged_in, running

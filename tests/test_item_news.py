@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from peer.core.openmsx_protocol import MESSAGE_WIDGET
+from peer.core.emulator.openmsx_protocol import MESSAGE_WIDGET
 from tests.peer_harness import LEFT, Peer, Peers
 from tests.test_peer_e2e import COINS, ITEM0, PLAYER_X, pick_up_item0, start_room
 from tests.test_player_window import assert_shows_a_picture, screenshot

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.core.lan import (
+from peer.core.room.lan import (
     MAX_INSTANCE_NAME,
     Announcement,
     AnnouncementError,
@@ -262,7 +262,7 @@ def test_choice_is_independent_of_order(hosts, room):
 
 def test_pure_module_imports_no_io():
     program = (
-        "import sys, peer.core.lan\n"
+        "import sys, peer.core.room.lan\n"
         "print(sorted(m for m in ['asyncio', 'socket', 'zeroconf'] if m in sys.modules))"
     )
     result = subprocess.run(

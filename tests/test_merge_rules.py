@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from games.definition import Merge, MergeRule, Region
-from peer.core import codec
-from peer.core import merge as rules
-from peer.core.replica import Replica
-from peer.core.state import Contribution, Layout, SharedState
+from peer.core.sync import codec
+from peer.core.sync import merge as rules
+from peer.core.sync.replica import Replica
+from peer.core.sync.state import Contribution, Layout, SharedState
 from tests.sim import ROOM, START, Mesh, key, open_stored
 
 WRITERS = [bytes([n]) * 32 for n in range(1, 5)]
@@ -257,7 +257,7 @@ def test_bytes_are_never_written_into_a_counter():
 
 def test_a_counter_the_game_moves_from_5_to_6_publishes_plus_one() -> None:
     """The delta is taken from the byte's old value (not from 0: that would publish +6)."""
-    from peer.core.gating import Gate
+    from peer.core.emulator.gating import Gate
 
     gate = Gate(Layout(COUNTERS), None, None)
     runs, deltas = gate.split([(0xE000, b"\x06")], before=[(0xE000, b"\x05")])

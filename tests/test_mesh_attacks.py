@@ -12,10 +12,10 @@ from typing import Any
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from nacl.signing import SigningKey
 
-from peer.core import codec
-from peer.core.binding import Role, derive_room_key
-from peer.core.clock import MAX_AHEAD_MS, wall_ms
-from peer.mesh.events import PeerRefused
+from peer.core.mesh.binding import Role, derive_room_key
+from peer.core.mesh.events import PeerRefused
+from peer.core.sync import codec
+from peer.core.sync.clock import MAX_AHEAD_MS, wall_ms
 from peer.mesh.webrtc import offering_host_addresses, role_towards
 from tests.mesh_support import (
     LOOPBACK,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.core.binding import (
+from peer.core.mesh.binding import (
     BIND_TIMEOUT,
     Admitted,
     Binding,
@@ -19,7 +19,7 @@ from peer.core.binding import (
     Role,
     derive_room_key,
 )
-from peer.core.codec import Proof
+from peer.core.sync.codec import Proof
 
 ROOM = "friday"
 KEY_A, KEY_B, KEY_X = b"A" * 32, b"B" * 32, b"X" * 32
@@ -183,7 +183,7 @@ def derive_room_key_cached() -> bytes:
 
 
 def test_the_rendezvous_is_shown_a_derivation_not_the_password() -> None:
-    from peer.core.binding import derive_room_key, rendezvous_password
+    from peer.core.mesh.binding import derive_room_key, rendezvous_password
 
     token = rendezvous_password("hunter2", "friday")
     assert len(token) == 64 and "hunter2" not in token

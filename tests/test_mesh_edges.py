@@ -15,7 +15,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection
 from nacl.signing import SigningKey, VerifyKey
 
-from peer.core.binding import Role
+from peer.core.mesh.binding import Role
 from peer.mesh.signalling import SignallingClient, SignallingRefused
 from peer.mesh.webrtc import IceOptions, offering_host_addresses, role_towards, sha256_fingerprint
 from rendezvous import wire

@@ -1,12 +1,12 @@
-"""The mesh's statistics in one line (`peer.mesh.events.status_line`), from plain data."""
+"""The mesh's statistics in one line (`peer.core.mesh.events.status_line`), from plain data."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from peer.core.paths import Path
-from peer.core.replica import PeerStatistics
-from peer.mesh.events import LinkStatistics, status_line
+from peer.core.mesh.events import LinkStatistics, status_line
+from peer.core.mesh.paths import Path
+from peer.core.sync.replica import PeerStatistics
 
 
 def test_the_status_line_counts_synced_peers_and_says_each_ones_path_and_traffic() -> None:

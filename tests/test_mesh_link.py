@@ -8,8 +8,8 @@ import random
 import time
 
 from games.definition import Region
-from peer.core.replica import SILENT_AFTER, BytesChanged, Rejected
-from peer.mesh.events import LinkLost, PeerAdmitted
+from peer.core.mesh.events import LinkLost, PeerAdmitted
+from peer.core.sync.replica import SILENT_AFTER, BytesChanged, Rejected
 from peer.mesh.webrtc import MAX_MESSAGE
 from tests.mesh_support import (
     LocalSignals,

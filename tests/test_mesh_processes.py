@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from peer.core.replica import HEARTBEAT_INTERVAL, SILENT_AFTER
+from peer.core.sync.replica import HEARTBEAT_INTERVAL, SILENT_AFTER
 from tests.mesh_support import rendezvous
 from tests.switch_support import all_admitted, converged, nodes, write_all
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from peer.core.replica import Event
-from peer.mesh.events import LinkLost
+from peer.core.mesh.events import LinkLost
+from peer.core.sync.replica import Event
 from peer.mesh.mesh import Mesh
 from peer.mesh.room import RoomSession
 from tests.mesh_support import LOOPBACK, REGIONS, random_changes, rendezvous

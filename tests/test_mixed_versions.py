@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from peer.core.openmsx_protocol import MESSAGE_WIDGET
+from peer.core.emulator.openmsx_protocol import MESSAGE_WIDGET
 from tests.openmsx_builds import Build, builds
 from tests.peer_harness import Peers
 from tests.test_peer_e2e import COINS, ITEM0, pick_up_item0, play

@@ -15,8 +15,8 @@ from games.definition import (
     parse_definition,
 )
 from games.named import NamedCounter, NamedItem
-from peer.core.items import ItemNews, counter_runs, sentences, writer_of
-from peer.core.state import Contribution, Layout, SharedState
+from peer.core.room.items import ItemNews, counter_runs, sentences, writer_of
+from peer.core.sync.state import Contribution, Layout, SharedState
 
 BASE = "g.rom\n#! title g\ne010 e01f bag\ne046 e04b counters\n"
 

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from games.definition import Region
-from peer.core.openmsx_protocol import (
+from peer.core.emulator.openmsx_protocol import (
     MESSAGE_WIDGET,
     ON_SCREEN_CHARS,
     parse_shown,

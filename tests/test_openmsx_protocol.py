@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from games.definition import Region
-from peer.core import openmsx_protocol as proto
-from peer.core.openmsx_protocol import (
+from peer.core.emulator import openmsx_protocol as proto
+from peer.core.emulator.openmsx_protocol import (
     ControlStreamError,
     ControlStreamParser,
     Log,

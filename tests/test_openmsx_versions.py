@@ -1,4 +1,4 @@
-"""What each openMSX version offers msxsync (`peer.core.openmsx_versions`), without openMSX."""
+"""What each openMSX version offers msxsync (`peer.core.emulator.openmsx_versions`), without openMSX."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.core.openmsx_versions import (
+from peer.core.emulator.openmsx_versions import (
     UnsupportedOpenMSX,
     features_for,
     parse_version,

@@ -1,10 +1,10 @@
-"""The publishing pace (peer.core.pacing): bursts go at once, faster calls are coalesced."""
+"""The publishing pace (peer.core.sync.pacing): bursts go at once, faster calls are coalesced."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.core.pacing import PUBLISH_BURST, PUBLISH_RATE, Batch, PublishPacer
+from peer.core.sync.pacing import PUBLISH_BURST, PUBLISH_RATE, Batch, PublishPacer
 
 
 def test_a_burst_goes_out_at_once_then_changes_are_coalesced_until_the_pace_allows() -> None:
@@ -60,7 +60,7 @@ def test_no_change_is_lost_and_the_pace_is_kept(calls: list[tuple[float, int, in
 
 def test_a_heavy_frame_is_charged_its_work_and_holds_the_next_one_back():
     """Receivers charge bytes and runs (issue 18, F2): an honest sender paces the same way."""
-    from peer.core.pacing import PublishPacer, batch_cost
+    from peer.core.sync.pacing import PublishPacer, batch_cost
 
     pacer = PublishPacer(0.0)
     heavy = [(at, b"\x01" * 8) for at in range(0, 0xC000, 16)]

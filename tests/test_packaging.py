@@ -33,7 +33,7 @@ def test_wheel_carries_games_protocol_and_commands(tmp_path):
         "games/galious.regions",
         "games/README.md",
         "rendezvous/PROTOCOL.md",
-        "peer/core/replica.py",
+        "peer/core/sync/replica.py",
         "rendezvous/app.py",
     ]:
         assert needed in names, needed

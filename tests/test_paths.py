@@ -3,7 +3,7 @@
 import pytest
 
 from peer.console import PeerLine, Status, format_peers, format_status
-from peer.core.paths import Path, classify
+from peer.core.mesh.paths import Path, classify
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import pytest
 
 from peer import cli, logs
 from peer.console import PeerLine, Status, format_peers, format_status, server_words
-from peer.core.lan import join_hint
+from peer.core.room.lan import join_hint
 from peer.hosting import listen_address
 from peer.options import PeerOptions
 from peer.terminal import Terminal

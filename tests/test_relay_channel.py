@@ -1,5 +1,5 @@
-"""The relayed link's pure parts: the sealing channel (`peer.core.relay`) and the relayed states of
-the dial machine (`peer.core.dial`). A rendezvous that flips, replays, invents or reorders frames
+"""The relayed link's pure parts: the sealing channel (`peer.core.mesh.relay`) and the relayed states of
+the dial machine (`peer.core.mesh.dial`). A rendezvous that flips, replays, invents or reorders frames
 gets each one refused under its own reason; nothing else is disturbed."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.core.binding import Role
-from peer.core.dial import RELAY_AFTER, DialMachine, DialState, StartRelay
-from peer.core.relay import (
+from peer.core.mesh.binding import Role
+from peer.core.mesh.dial import RELAY_AFTER, DialMachine, DialState, StartRelay
+from peer.core.mesh.relay import (
     Ephemeral,
     RelayChannel,
     RelayError,

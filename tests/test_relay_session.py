@@ -1,4 +1,4 @@
-"""One relay session, pure (`peer.core.relay_session`): two of them bind and talk in memory, and
+"""One relay session, pure (`peer.core.mesh.relay_session`): two of them bind and talk in memory, and
 whatever a rendezvous could do to the frames comes out as a typed outcome, never an exception."""
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from peer.core import codec
-from peer.core.binding import BIND_TIMEOUT, Binding, RefusalReason, Role
-from peer.core.relay import RELAY_FINGERPRINT, SEALED, RelayRefusal, handshake_frame
-from peer.core.relay_session import (
+from peer.core.mesh.binding import BIND_TIMEOUT, Binding, RefusalReason, Role
+from peer.core.mesh.relay import RELAY_FINGERPRINT, SEALED, RelayRefusal, handshake_frame
+from peer.core.mesh.relay_session import (
     RELAY_DRAIN,
     Admitted,
     Drained,
@@ -25,6 +24,7 @@ from peer.core.relay_session import (
     is_relay_nonce,
     stray,
 )
+from peer.core.sync import codec
 
 ROOM = "room"
 

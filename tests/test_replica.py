@@ -6,9 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from games.definition import Region
-from peer.core import codec
-from peer.core.clock import HOLD_MS, MAX_AHEAD_MS
-from peer.core.replica import (
+from peer.core.sync import codec
+from peer.core.sync.clock import HOLD_MS, MAX_AHEAD_MS
+from peer.core.sync.replica import (
     CUT_AFTER_REJECTIONS,
     FULL_STATE_INTERVAL,
     HEARTBEAT_INTERVAL,
@@ -25,7 +25,7 @@ from peer.core.replica import (
     Replica,
     RosterDiffers,
 )
-from peer.core.state import Layout, SharedState
+from peer.core.sync.state import Layout, SharedState
 from tests.sim import REGIONS, ROOM, START, Mesh, key, open_stored, signed, write_batch
 
 RATE_BURST_MESSAGES = 600  # the 480-message burst allowance plus 120 over it

@@ -1,13 +1,13 @@
-"""One ROM per room (peer.core.room_game): who may share with whom, and what the binding does
+"""One ROM per room (peer.core.room.room_game): who may share with whom, and what the binding does
 with a peer's hello."""
 
 from __future__ import annotations
 
 import pytest
 
-from peer.core.binding import Binding, RefusalReason, Refused, Role
-from peer.core.codec import Proof
-from peer.core.room_game import Admit, GameGuard, Platform, Refuse, describe, judge, refusal_sentence
+from peer.core.mesh.binding import Binding, RefusalReason, Refused, Role
+from peer.core.room.room_game import Admit, GameGuard, Platform, Refuse, describe, judge, refusal_sentence
+from peer.core.sync.codec import Proof
 
 ROOMS = Platform(b"\x11" * 20, "C-BIOS_MSX1")
 PATCHED = Platform(b"\x22" * 20, "C-BIOS_MSX1")

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
-from peer.core.signalling import SignallingProtocol, Welcomed
-from peer.core.takeover import Sighting, parse_room_info
+from peer.core.room.signalling import SignallingProtocol, Welcomed
+from peer.core.room.takeover import Sighting, parse_room_info
 from rendezvous.app import Config
 from tests.rendezvous_support import config_for, logged_in, running
 

@@ -1,13 +1,13 @@
-"""The room as the player sees it (peer.room_view): names, host, and the sentences worth telling."""
+"""The room as the player sees it (peer.core.room.view): names, host, and the sentences worth telling."""
 
 from __future__ import annotations
 
 from peer.console import PeerLine
-from peer.core.paths import Path
-from peer.core.replica import BytesChanged, ChatReceived, PeerStatistics, Repaired, RosterDiffers
-from peer.core.signalling import Member, Roster
-from peer.mesh.events import LinkLost, LinkStatistics, PathChanged, PeerAdmitted, PeerRefused
-from peer.room_view import Note, RoomView, Say
+from peer.core.mesh.events import LinkLost, LinkStatistics, PathChanged, PeerAdmitted, PeerRefused
+from peer.core.mesh.paths import Path
+from peer.core.room.signalling import Member, Roster
+from peer.core.room.view import Note, RoomView, Say
+from peer.core.sync.replica import BytesChanged, ChatReceived, PeerStatistics, Repaired, RosterDiffers
 
 ME, ALICE, BOB = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
 URL = "ws://rendezvous.example:8765/ws"

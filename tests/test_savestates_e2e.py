@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from peer.core.gating import JUMPED_WORDS
+from peer.core.emulator.gating import JUMPED_WORDS
 from tests.openmsx_builds import Build
 from tests.peer_harness import Peer, Peers
 from tests.test_peer_e2e import ITEM0, ITEM1, ITEM2, pick_up_item0, start_room

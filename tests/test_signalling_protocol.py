@@ -1,4 +1,4 @@
-"""The signalling client's protocol object (peer.core.signalling), without sockets or a loop.
+"""The signalling client's protocol object (peer.core.room.signalling), without sockets or a loop.
 
 Every frame a rendezvous could send, in every phase, either does what the protocol says or
 becomes an event (BadMessage, Disconnect); only the refusals PROTOCOL.md lists end the client.
@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey, VerifyKey
 
-from peer.core.signalling import (
+from peer.core.room.signalling import (
     FATAL_CODES,
     HANDSHAKE_TIMEOUT,
     JOIN_REFUSALS,
@@ -340,7 +340,7 @@ def test_the_server_refuses_a_key_with_a_trailing_newline() -> None:
 
 def test_the_client_protocol_is_pure() -> None:
     code = (
-        "import sys, peer.core.signalling, rendezvous.wire; "
+        "import sys, peer.core.room.signalling, rendezvous.wire; "
         "print(sorted({'asyncio', 'aiohttp', 'aiortc', 'socket'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

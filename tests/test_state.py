@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from games.definition import Region
-from peer.core.state import Entry, Layout, SharedState
+from peer.core.sync.state import Entry, Layout, SharedState
 from tests.sim import key, open_stored, signed
 
 LAYOUT = Layout([Region(0xE000, 0xE00F), Region(0xE100, 0xE103)])

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from games.definition import Region
-from peer.core.state import Layout, SharedState
+from peer.core.sync.state import Layout, SharedState
 from peer.identity import IdentityError, load_or_create
 from peer.storage import RoomStore, rows_for
 from tests.sim import signed
@@ -111,8 +111,8 @@ def test_a_save_survives_kill_9(tmp_path):
         from pathlib import Path
         from games.definition import Region
         from nacl.signing import SigningKey
-        from peer.core import codec
-        from peer.core.state import Layout, SharedState
+        from peer.core.sync import codec
+        from peer.core.sync.state import Layout, SharedState
         from peer.storage import RoomStore
         layout = Layout([Region(0xE000, 0xE00F)])
         store = RoomStore(Path({str(tmp_path / "db")!r}), game="demo", room="r", layout=layout)
@@ -158,7 +158,7 @@ def test_a_damaged_identity_is_refused_not_replaced(tmp_path, content):
 
 def test_counters_come_back_as_every_contribution(tmp_path):
     from games.definition import Merge, MergeRule
-    from peer.core import codec
+    from peer.core.sync import codec
 
     layout = Layout([Region(0xE000, 0xE001, Merge(MergeRule.ADD, 2, True)), Region(0xE010, 0xE01F)])
     store = RoomStore(tmp_path / "rooms.sqlite", game="g", room="r", layout=layout)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.core.takeover import Sighting, move_to, parse_room_info, rank, stays, successor
+from peer.core.room.takeover import Sighting, move_to, parse_room_info, rank, stays, successor
 
 
 @dataclass(frozen=True)

@@ -2,19 +2,19 @@
 
 Per roster member the mesh keeps at most one current `PeerLink` and does the I/O for these parts
 (aioquic-style glue: they decide, it sends, closes, spawns and emits):
-- `Binding` (`peer.core.binding`): link bytes go to it until the peer is admitted, then to
+- `Binding` (`peer.core.mesh.binding`): link bytes go to it until the peer is admitted, then to
   `replica.receive`; a refusal the key signed for itself bans it, any other only drops the link;
-- `DialMachine` (`peer.core.dial`): when the offerer dials (the answerer asks it to), when an
+- `DialMachine` (`peer.core.mesh.dial`): when the offerer dials (the answerer asks it to), when an
   attempt is given up, how long a refused or cut peer is banned, when to try the relay, and the
   offer held while our link is alive. A lost link is routine: the next admission resyncs;
-- `RelaySession` (`peer.core.relay_session`, threat model in `peer.core.relay`): the last resort
+- `RelaySession` (`peer.core.mesh.relay_session`, threat model in `peer.core.mesh.relay`): the last resort
   (issue 13), the same binding through the rendezvous's relay (a `RelaySender`, frames fed back to
   `handle_relay`), then every message sealed. The replica does not notice the path: when a direct
   attempt is admitted the mesh just sends on it, and the session drains what was in flight;
 - the `Replica` itself: what it queued is flushed at once (`_flush`), keeping each data channel's
   `bufferedAmount` bounded with `pause_peer` / `resume_peer`; its timers drive heartbeats,
-  digests and liveness; `PublishPacer` (`peer.core.pacing`) paces our own changes;
-- `peer.mesh.events`: what the mesh tells the application (events, `LinkStatistics`).
+  digests and liveness; `PublishPacer` (`peer.core.sync.pacing`) paces our own changes;
+- `peer.core.mesh.events`: what the mesh tells the application (events, `LinkStatistics`).
 
 It does not own the signalling connection (a `SignalSender` is passed in, and signals are fed to
 `handle_signal`) nor the emulator (changes come in through `local_changes`, and `BytesChanged`
@@ -39,9 +39,9 @@ from typing import Protocol
 from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from nacl.signing import SigningKey
 
-from peer.core import codec, relay_session
-from peer.core.binding import Admitted, Binding, RefusalReason, Refused, Role
-from peer.core.dial import (
+from peer.core.mesh import relay_session
+from peer.core.mesh.binding import Admitted, Binding, RefusalReason, Refused, Role
+from peer.core.mesh.dial import (
     CUT_WAIT,
     REFUSED_WAIT,
     AskRedial,
@@ -51,22 +51,7 @@ from peer.core.dial import (
     GiveUp,
     StartRelay,
 )
-from peer.core.pacing import PublishPacer
-from peer.core.paths import Path, classify
-from peer.core.relay import RelayRefusal
-from peer.core.relay_session import Drained, Dropped, Opened, RelaySession, Reply, is_relay_nonce, stray
-from peer.core.replica import (
-    CutPeer,
-    Event,
-    PeerLeft,
-    PeerSilent,
-    Rejected,
-    Replica,
-)
-from peer.core.room_game import GameCheck
-from peer.core.signals import Answer, Offer, Restart, SignalError, parse_signal
-from peer.core.state import Delta, Run
-from peer.mesh.events import (
+from peer.core.mesh.events import (
     LinkLost,
     LinkStatistics,
     PathChanged,
@@ -75,6 +60,22 @@ from peer.mesh.events import (
     Published,
     status_line,
 )
+from peer.core.mesh.paths import Path, classify
+from peer.core.mesh.relay import RelayRefusal
+from peer.core.mesh.relay_session import Drained, Dropped, Opened, RelaySession, Reply, is_relay_nonce, stray
+from peer.core.mesh.signals import Answer, Offer, Restart, SignalError, parse_signal
+from peer.core.room.room_game import GameCheck
+from peer.core.sync import codec
+from peer.core.sync.pacing import PublishPacer
+from peer.core.sync.replica import (
+    CutPeer,
+    Event,
+    PeerLeft,
+    PeerSilent,
+    Rejected,
+    Replica,
+)
+from peer.core.sync.state import Delta, Run
 from peer.mesh.webrtc import (
     HIGH_WATER,
     LOW_WATER,
@@ -158,7 +159,7 @@ class Mesh:
         """`water_marks`: a link's buffered bytes above the high mark pause the peer in the
         replica; falling below the low mark resumes it. `relay`: the rendezvous's relay, None
         when the player turned it off (`--no-relay`). `game_check`: our game in the hello, and
-        the check of each peer's (`peer.core.room_game`)."""
+        the check of each peer's (`peer.core.room.room_game`)."""
         self.replica = replica
         self.key = bytes(signing_key.verify_key)
         self.room = room
@@ -721,7 +722,7 @@ class Mesh:
         """Changes from our emulator; raises ValueError for bytes outside the shared regions.
 
         Normally one call per frame, published at once as one signed batch to every admitted
-        peer; faster calls are coalesced and paced (`peer.core.pacing`). `written_at` is the wall
+        peer; faster calls are coalesced and paced (`peer.core.sync.pacing`). `written_at` is the wall
         time the game made them (default: now); `deltas` how much it changed counters.
         """
         changes = list(changes)

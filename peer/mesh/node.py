@@ -39,8 +39,8 @@ import aiohttp
 from nacl.signing import SigningKey
 
 from games.definition import Region
-from peer.core.replica import BytesChanged, Event
-from peer.mesh.events import LinkLost
+from peer.core.mesh.events import LinkLost
+from peer.core.sync.replica import BytesChanged, Event
 from peer.mesh.mesh import Mesh
 from peer.mesh.room import RoomSession
 from peer.mesh.signalling import SignallingRefused

@@ -18,11 +18,11 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from games.definition import Region
-from peer.core.binding import derive_room_key
-from peer.core.replica import Event, Replica
-from peer.core.room_game import GameCheck
-from peer.core.signalling import IceServer
-from peer.core.state import SharedState
+from peer.core.mesh.binding import derive_room_key
+from peer.core.room.room_game import GameCheck
+from peer.core.room.signalling import IceServer
+from peer.core.sync.replica import Event, Replica
+from peer.core.sync.state import SharedState
 from peer.mesh.mesh import Mesh
 from peer.mesh.signalling import Roster, SignallingClient
 from peer.mesh.webrtc import IceOptions

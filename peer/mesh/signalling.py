@@ -1,4 +1,4 @@
-"""The signalling client: the asyncio/aiohttp adapter around `peer.core.signalling`.
+"""The signalling client: the asyncio/aiohttp adapter around `peer.core.room.signalling`.
 
 It owns one WebSocket to the rendezvous at a time and nothing else. What is said on it, and how
 what the rendezvous says is judged, is the pure `SignallingProtocol`; this adapter feeds it
@@ -28,8 +28,8 @@ from typing import Any, Protocol
 import aiohttp
 from nacl.signing import SigningKey
 
-from peer.core.binding import rendezvous_password
-from peer.core.signalling import (
+from peer.core.mesh.binding import rendezvous_password
+from peer.core.room.signalling import (
     BadMessage,
     Disconnect,
     IceServer,
@@ -43,7 +43,7 @@ from peer.core.signalling import (
     SignalReceived,
     Welcomed,
 )
-from peer.core.signalling import Roster as Roster
+from peer.core.room.signalling import Roster as Roster
 
 log = logging.getLogger(__name__)
 

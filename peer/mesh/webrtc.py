@@ -60,9 +60,9 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from peer.core.binding import Role
-from peer.core.signalling import IceServer
-from peer.core.signals import Answer, Offer
+from peer.core.mesh.binding import Role
+from peer.core.mesh.signals import Answer, Offer
+from peer.core.room.signalling import IceServer
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ Design, and why:
   frames: still at most one batch per frame, only intermediate values go unseen.
   A check also notes the active machine and the emulated time: loadstate and reverse restore
   into a new machine, so the report of a check after one says it *jumped* and the peer re-takes
-  the room's bytes instead of publishing the jump's (`peer.core.openmsx_protocol.JUMP_DETECTION`).
+  the room's bytes instead of publishing the jump's (`peer.core.emulator.openmsx_protocol.JUMP_DETECTION`).
 * **Events leave Tcl as a user_setting update** (``msxsync_changes``, enabled with
   ``openmsx_update enable setting``). It arrives on the control channel in order with the
   replies, in both launch and attach mode (stderr is not ours when attached), and is invisible
@@ -56,7 +56,7 @@ Design, and why:
   game switches a mapper segment into a shared page, the watcher sees the other segment's bytes
   as changes: define regions only where the game keeps its variables mapped.
 * **Versions**: the link asks ``openmsx_info version`` first and refuses one older than 18.0 in
-  one sentence; the version picks the renderer (`peer.core.openmsx_versions`). **Headless** is
+  one sentence; the version picks the renderer (`peer.core.emulator.openmsx_versions`). **Headless** is
   the SDL renderer on SDL's dummy drivers on 18, and renderer ``none`` from 20 on (where SDL is
   gone and the only drawing renderer needs OpenGL), which services commands less often.
 * **Messages** are msxsync's own one-line box in the top border, the same on every version

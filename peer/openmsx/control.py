@@ -12,7 +12,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-from peer.core.openmsx_protocol import (
+from peer.core.emulator.openmsx_protocol import (
     OPENING,
     ControlStreamError,
     ControlStreamParser,

@@ -15,7 +15,7 @@ class LocalChanges:
     numbers the watcher's reports of this run (see `OpenMSXLink.probe`). `before` holds the same
     runs with the values of the previous check (a counter's change is the difference).
     `jumped`: the emulator jumped in time since that check (a loadstate, openMSX's reverse), so
-    these bytes are the jump's, not the game's (`peer.core.openmsx_protocol.JUMP_DETECTION`).
+    these bytes are the jump's, not the game's (`peer.core.emulator.openmsx_protocol.JUMP_DETECTION`).
     """
 
     changes: tuple[tuple[int, bytes], ...]

@@ -2,7 +2,7 @@
 
 It owns the openMSX child it launched (or the control socket it attached to), the tasks reading
 that child's output, and the Tcl it installs (namespace ``msxsync``, setting ``msxsync_changes``).
-See the package docstring for the design and `peer.core.openmsx_protocol` for the Tcl.
+See the package docstring for the design and `peer.core.emulator.openmsx_protocol` for the Tcl.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from pathlib import Path
 
 from games.definition import Region
-from peer.core.openmsx_protocol import (
+from peer.core.emulator.openmsx_protocol import (
     CHANGES_SETTING,
     REQUEST_SETTING,
     ControlStreamError,
@@ -38,7 +38,7 @@ from peer.core.openmsx_protocol import (
     read_command,
     watch_script,
 )
-from peer.core.openmsx_versions import Features, UnsupportedOpenMSX, features_for, parse_version
+from peer.core.emulator.openmsx_versions import Features, UnsupportedOpenMSX, features_for, parse_version
 from peer.openmsx.control import CommandError, ControlClient, LinkClosed, OpenMSXError
 from peer.openmsx.control_socket import open_control_socket
 from peer.openmsx.events import Exited, LinkEvent, LocalChanges, Logged, Requested
@@ -85,7 +85,7 @@ class OpenMSXLink:
         self._closing = False
         self._headless = headless
         self.features: Features | None = None
-        """What this openMSX's version offers (`peer.core.openmsx_versions`), once set up."""
+        """What this openMSX's version offers (`peer.core.emulator.openmsx_versions`), once set up."""
 
     # --- opening and closing ------------------------------------------------------------------
 
@@ -157,7 +157,7 @@ class OpenMSXLink:
         if launched:
             # Under -control openMSX starts with no renderer, on a desktop too: this one opens the
             # player's window (or, headless, keeps openMSX servicing commands often: see
-            # `peer.core.openmsx_versions`). An attached openMSX is the player's own: its
+            # `peer.core.emulator.openmsx_versions`). An attached openMSX is the player's own: its
             # renderer is left as they set it.
             await self._set_renderer(features)
         await self.command(watch_script(self.regions, self.run))

@@ -21,7 +21,7 @@ from peer.openmsx.control import OpenMSXError
 DEFAULT_MACHINE = "C-BIOS_MSX2+"
 # SDL's dummy drivers: no window and no sound. On openMSX 18 the SDL renderer still draws into
 # nothing there, which keeps openMSX servicing commands every frame; from 20 on the headless
-# renderer is none, which needs no video driver at all (`peer.core.openmsx_versions`).
+# renderer is none, which needs no video driver at all (`peer.core.emulator.openmsx_versions`).
 HEADLESS_ENV = {"SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
 
 

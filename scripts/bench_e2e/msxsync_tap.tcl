@@ -1,7 +1,7 @@
 # bench_e2e: in the msxsync sender, log when msxsync's watcher reports the benchmark byte.
 #
 # Needs ::bench_address and ::bench_detect_path (set by the generated params.tcl, loaded first).
-# The link's watcher (peer/core/openmsx_protocol.py) compares the shared regions once per frame
+# The link's watcher (peer/core/emulator/openmsx_protocol.py) compares the shared regions once per frame
 # and reports changes by assigning its `msxsync_changes` setting:
 # "RUN SEQ EMUTIME WALL_US JUMPED ADDR NEW OLD ADDR NEW OLD ...".
 # A variable trace on it time stamps the moment a write leaves openMSX, which splits msxsync's

@@ -3,7 +3,7 @@
 ICE picks one pair of candidates per link; their types (RFC 8445: host, srflx, prflx, relay) say
 the path. A relay candidate on either side means every packet goes through a TURN server; any other
 pair is a direct path (on the same network, or through both routers after hole punching). A peer
-reached through the rendezvous's own relay (`peer.core.relay`, the last resort) is RELAYED. Pure.
+reached through the rendezvous's own relay (`peer.core.mesh.relay`, the last resort) is RELAYED. Pure.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ built from openMSX's source (the table is in docs/openmsx-versions.md):
   openMSX servicing commands about once per 20 ms instead of once per frame
   (docs/openmsx-versions.md has the latency figures). The watcher works with either: it checks
   at every frame's end where frames are drawn, and on emulated time, which every renderer
-  advances, where they are not (`peer.core.openmsx_protocol.TICK_S`).
+  advances, where they are not (`peer.core.emulator.openmsx_protocol.TICK_S`).
 * **Messages.** 18 shows ``message`` on its OSD (stacked, one under the other); 20 sends it to
   its ImGui message system, also stacked. msxsync draws its own one-line box instead, the same
   on every version, and never calls ``message`` for the player's screen.

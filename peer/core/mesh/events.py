@@ -1,6 +1,6 @@
 """What the mesh tells the application: its events and its per-peer statistics.
 
-Owns the events the mesh adds to the replica's (`peer.core.replica.Event`): a peer admitted or
+Owns the events the mesh adds to the replica's (`peer.core.sync.replica.Event`): a peer admitted or
 refused, our own changes published, a link lost, a peer reached another way; and `LinkStatistics`,
 the mesh's counters per peer connection next to the replica's `PeerStatistics`, and
 `status_line`, their one-line summary. Plain data: the mesh (`peer.mesh.mesh`) produces them, the
@@ -13,10 +13,10 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from peer.core.dial import DialState
-from peer.core.paths import Path
-from peer.core.replica import Event, PeerStatistics
-from peer.core.state import Delta, Run
+from peer.core.mesh.dial import DialState
+from peer.core.mesh.paths import Path
+from peer.core.sync.replica import Event, PeerStatistics
+from peer.core.sync.state import Delta, Run
 
 
 @dataclass(frozen=True, slots=True)

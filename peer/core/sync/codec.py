@@ -30,7 +30,7 @@ batch may not have more runs than the caller allows (the layout's size), checked
 read. A version-2 peer's messages are refused as `version`.
 
 Version 4 (one ROM per room) adds to the hello (`Nonce`) the sender's `Platform`: its ROM's SHA-1,
-its machine and whether the player forced another ROM (`peer.core.room_game`). A version-3 peer's
+its machine and whether the player forced another ROM (`peer.core.room.room_game`). A version-3 peer's
 messages are refused as `version`.
 
 Version 5 (issue 18): a `Heartbeat` also carries `roster`, a hash of the room's members as the
@@ -52,9 +52,9 @@ from enum import IntEnum
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from peer.core.clock import MAX_LAMPORT
-from peer.core.room_game import SHA1_SIZE, Platform
-from peer.core.state import MAX_TOTAL, Run, SignedBatch
+from peer.core.room.room_game import SHA1_SIZE, Platform
+from peer.core.sync.clock import MAX_LAMPORT
+from peer.core.sync.state import MAX_TOTAL, Run, SignedBatch
 
 PROTOCOL_VERSION = 5
 ROSTER_HASH_SIZE = 8

@@ -1,6 +1,6 @@
 """The merge rules a game definition can give a region (`#! merge RULE`), as pure functions.
 
-This module owns what each rule means; `peer.core.state` keeps the stamps and contributions and
+This module owns what each rule means; `peer.core.sync.state` keeps the stamps and contributions and
 calls these. It imports nothing but the definition's types.
 
 Per-byte rules. Every shared byte carries (value, stamp); an unwritten byte is the bottom element.
@@ -36,7 +36,7 @@ ends, so spending after two players together went past the top leaves what the s
 A local change is read from the emulator as a delta (new minus old bytes, as the watcher saw
 them: a counter's value is linear in its bytes, so bytes that did not change cancel out); a remote
 change reaches the emulator as a delta of the shown value, added inside openMSX in one Tcl command
-(`peer.core.openmsx_protocol`), so an increment the game made since the last check is never
+(`peer.core.emulator.openmsx_protocol`), so an increment the game made since the last check is never
 overwritten.
 """
 

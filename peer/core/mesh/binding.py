@@ -14,7 +14,7 @@ This module owns the state machine of that exchange for one connection. It is pu
 it asks to send as codec `Nonce` / `Proof` bodies and feeds back what it decoded.
 
 The nonce message is also each side's hello: it names the game the sender runs (its ROM's SHA-1
-and machine, `peer.core.room_game.Platform`). The binding hands it to `platform_check`, and a
+and machine, `peer.core.room.room_game.Platform`). The binding hands it to `platform_check`, and a
 peer whose game may not share with ours is refused (`DIFFERENT_GAME`) before anything is shared.
 """
 
@@ -29,9 +29,9 @@ from typing import TypeVar
 
 import nacl.pwhash
 
-from peer.core import codec
-from peer.core.codec import Proof
-from peer.core.room_game import Platform
+from peer.core.room.room_game import Platform
+from peer.core.sync import codec
+from peer.core.sync.codec import Proof
 
 NONCE_SIZE = 32
 MAC_SIZE = 32

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import nacl.bindings
 import nacl.exceptions
 
-from peer.core.binding import NONCE_SIZE, Role
+from peer.core.mesh.binding import NONCE_SIZE, Role
 
 RELAY_FINGERPRINT = "msxsync-relay x25519"  # what a relayed binding has instead of DTLS fingerprints
 HANDSHAKE = 0  # frame kinds: a plain codec message (Nonce or Proof, before admission) ...

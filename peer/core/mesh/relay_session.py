@@ -1,6 +1,6 @@
 """One relay session with one peer, from our side: the binding through the rendezvous, then sealing.
 
-Owns what a relay session is (`peer.core.relay` holds the frames, the channel and the threat
+Owns what a relay session is (`peer.core.mesh.relay` holds the frames, the channel and the threat
 model): our ephemeral X25519 key, whose public half is our binding nonce; the identity `Binding`
 with the relay "fingerprints"; once the peer is admitted, the sealing `RelayChannel`; and, once a
 direct link took over, the drain deadline until which what was still in flight is opened.
@@ -21,11 +21,10 @@ from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
-from peer.core import codec
-from peer.core.binding import Admitted as BindingAdmitted
-from peer.core.binding import Binding, RefusalReason, Role
-from peer.core.binding import Refused as BindingRefused
-from peer.core.relay import (
+from peer.core.mesh.binding import Admitted as BindingAdmitted
+from peer.core.mesh.binding import Binding, RefusalReason, Role
+from peer.core.mesh.binding import Refused as BindingRefused
+from peer.core.mesh.relay import (
     HANDSHAKE,
     RELAY_FINGERPRINT,
     Ephemeral,
@@ -35,6 +34,7 @@ from peer.core.relay import (
     handshake_frame,
     split_handshake,
 )
+from peer.core.sync import codec
 
 RELAY_DRAIN = 10.0  # after moving to a direct link, what was in flight on the relay still counts
 

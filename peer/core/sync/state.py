@@ -7,7 +7,7 @@ the larger value wins, so even then every replica picks the same byte. The rule 
 order, so any replicas that received the same writes in any order, any number of times, hold the
 same bytes: that is the whole convergence argument, and the property tests check it. The other
 per-byte rules (`max`, `min`, `bit-or`, `bit-and`) join values and stamps separately; `add` regions
-hold counters made of per-writer contributions. `peer.core.merge` explains each rule and why it
+hold counters made of per-writer contributions. `peer.core.sync.merge` explains each rule and why it
 converges; this module applies them.
 
 This module owns the state and its durable serialisation. It knows nothing of messages, peers or
@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from games.definition import LWW, Merge, MergeRule, Region, check_no_overlap
-from peer.core import merge as rules
+from peer.core.sync import merge as rules
 
 Run = tuple[int, bytes]  # (first address, bytes)
 
@@ -88,7 +88,7 @@ class Contribution:
 class SignedBatch:
     """One author's write as it signed it: byte runs and its new counter totals, all under one
     Lamport stamp, the counter slot being (author, session). `raw` is the signed encoding that
-    travels and is stored (built and checked by `peer.core.codec`); its last 64 bytes are the
+    travels and is stored (built and checked by `peer.core.sync.codec`); its last 64 bytes are the
     Ed25519 signature, which identifies the batch."""
 
     author: bytes

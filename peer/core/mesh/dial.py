@@ -19,7 +19,7 @@ adapter asks it what to do (`handle_timer`, `restart_requested`) and tells it wh
   (`CONNECT_TIMEOUT` after it started) it is given up and counts as lost.
 - BANNED: the peer was refused or cut; no link with it, offers and restarts ignored, until then.
 - RELAY_BINDING / RELAYED: no direct link came up within `RELAY_AFTER` seconds, so the peers bind
-  (then talk) through the rendezvous's relay (`peer.core.relay`); the offerer starts it
+  (then talk) through the rendezvous's relay (`peer.core.mesh.relay`); the offerer starts it
   (`StartRelay`), the answerer follows when the offerer's relay nonce arrives. Meanwhile direct
   attempts go on in the background, as in WAITING / CONNECTING (dial, give up, wait, at most
   `RELAYED_RETRY_MAX` apart): one that is admitted takes over (ADMITTED) and the relay is dropped.

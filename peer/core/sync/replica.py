@@ -60,10 +60,10 @@ from dataclasses import dataclass, field
 from nacl.signing import SigningKey
 
 from games.definition import Region
-from peer.core import codec
-from peer.core import merge as rules
-from peer.core.clock import MAX_AHEAD_MS, HybridClock, hold_or_refuse, is_too_far_ahead, wall_ms
-from peer.core.state import NO_WRITER, Delta, Layout, Run, SharedState, SignedBatch
+from peer.core.sync import codec
+from peer.core.sync import merge as rules
+from peer.core.sync.clock import MAX_AHEAD_MS, HybridClock, hold_or_refuse, is_too_far_ahead, wall_ms
+from peer.core.sync.state import NO_WRITER, Delta, Layout, Run, SharedState, SignedBatch
 
 HEARTBEAT_INTERVAL = 1.0
 SILENT_AFTER = 5.0

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from peer.core.replica import RUNS_PER_TOKEN, message_cost
-from peer.core.state import Delta, Run, byte_values
+from peer.core.sync.replica import RUNS_PER_TOKEN, message_cost
+from peer.core.sync.state import Delta, Run, byte_values
 
 PUBLISH_RATE = 120.0
 PUBLISH_BURST = 4.0

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from peer.console import PeerLine, safe_name, server_words
-from peer.core.clock import clocks_far_apart
-from peer.core.paths import Path
-from peer.core.replica import BytesChanged, ChatReceived, Event, Repaired, RosterDiffers
-from peer.core.signalling import Roster
-from peer.mesh.events import LinkLost, LinkStatistics, PathChanged, PeerAdmitted, PeerRefused
+from peer.core.mesh.events import LinkLost, LinkStatistics, PathChanged, PeerAdmitted, PeerRefused
+from peer.core.mesh.paths import Path
+from peer.core.room.signalling import Roster
+from peer.core.sync.clock import clocks_far_apart
+from peer.core.sync.replica import BytesChanged, ChatReceived, Event, Repaired, RosterDiffers
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +141,7 @@ class RoomView:
 
     def clock_warnings(self, statistics: Mapping[bytes, LinkStatistics]) -> list[Notice]:
         """Once per peer, when its clock and ours are far apart: writes stamped more than the
-        clock bound ahead of a receiver's clock are refused there (`peer.core.clock`)."""
+        clock bound ahead of a receiver's clock are refused there (`peer.core.sync.clock`)."""
         notices: list[Notice] = []
         for key, stats in statistics.items():
             skew = stats.sync.skew if stats.sync is not None else None

@@ -56,7 +56,7 @@ class Platform:
 @dataclass(frozen=True, slots=True)
 class GameCheck:
     """What the mesh needs for the hello: our platform, and the check of a peer's (see
-    `peer.core.binding.Binding`'s `platform_check`)."""
+    `peer.core.mesh.binding.Binding`'s `platform_check`)."""
 
     platform: Platform
     check: Callable[[bytes, Platform | None], str | None]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from games.named import NamedCounter, NamedItem
-from peer.core.state import Run, SharedState, byte_values
+from peer.core.sync.state import Run, SharedState, byte_values
 
 
 def sentences(

@@ -1,7 +1,7 @@
 """Publish gating: what a peer may publish when, what it holds during an adoption, and what its
 emulator must be given on arming.
 
-The arming rule (`peer.core.arming`) says *when* a peer shares; this module applies it to the flow
+The arming rule (`peer.core.emulator.arming`) says *when* a peer shares; this module applies it to the flow
 of bytes:
 - a report of local changes (one watcher check) updates the armed-when bytes, may disarm or ask
   for a `Check` of the emulator, and its shared bytes are published only when the report was made
@@ -14,12 +14,12 @@ of bytes:
   is in play: its changes are held and, once the room's bytes are in, written back and published
   (they are newer). On arming they are the boot's or the title screen's: dropped.
 - a jump in time (a loadstate, openMSX's reverse; the watcher's report says so, see
-  `peer.core.openmsx_protocol.JUMP_DETECTION`): the room wins. The jump's bytes are dropped, never
+  `peer.core.emulator.openmsx_protocol.JUMP_DETECTION`): the room wins. The jump's bytes are dropped, never
   published, and an adoption puts the room's bytes back; what the game writes until it is done
   is held, as during a manual resync (it is newer than the room's).
 
 Counters (`add` regions) never travel as bytes: a report's counter bytes become deltas (new minus
-old, `peer.core.merge.delta`), published as such and held as such; remote counter changes reach
+old, `peer.core.sync.merge.delta`), published as such and held as such; remote counter changes reach
 the emulator as deltas too (`WriteToEmulator.deltas`).
 
 Pure: no I/O, no clock. Every method returns the `Action`s to carry out, in order.
@@ -31,10 +31,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from games.definition import ArmedWhen, Region
-from peer.core import arming
-from peer.core import merge as rules
-from peer.core.arming import Arming, Check
-from peer.core.state import Delta, Layout, Run, SharedState, byte_values
+from peer.core.emulator import arming
+from peer.core.emulator.arming import Arming, Check
+from peer.core.sync import merge as rules
+from peer.core.sync.state import Delta, Layout, Run, SharedState, byte_values
 
 __all__ = [
     "AdoptRoom",
