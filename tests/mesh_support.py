@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,10 +21,11 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from games.definition import Region
+from peer.core.mesh.core import MeshCore
 from peer.core.sync.replica import BytesChanged, Event, Replica
 from peer.mesh.mesh import Mesh
 from peer.mesh.signalling import Roster
-from peer.mesh.webrtc import HIGH_WATER, LOW_WATER, IceOptions
+from peer.mesh.webrtc import HIGH_WATER, LOW_WATER, IceOptions, WebRTCLinks
 from rendezvous.app import create_app
 from tests.rendezvous_support import config_for, make_games
 
@@ -129,17 +131,11 @@ def make_node(
     )
     events: list[Event] = []
     bound = signals.sender(bytes(key.verify_key)) if isinstance(signals, LocalSignals) else signals
-    mesh = Mesh(
-        replica=replica,
-        signing_key=signer,
-        room=ROOM,
-        signals=bound,
-        ice=LOOPBACK,
-        room_key=room_key,
-        on_event=events.append,
-        water_marks=water_marks,
-        wall=wall,
+    core = MeshCore(
+        replica=replica, nonces=os.urandom, now=time.monotonic(), room_key=room_key, water_marks=water_marks
     )
+    links = WebRTCLinks(local_key=replica.key, signals=bound, ice=LOOPBACK, low_water=water_marks[0])
+    mesh = Mesh(core, links=links, signals=bound, on_event=events.append, wall=wall)
     node = Node(mesh, key, events)
     if isinstance(signals, LocalSignals):
         signals.nodes[node.key] = mesh

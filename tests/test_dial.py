@@ -162,16 +162,6 @@ def test_only_an_admitted_answerer_holds_offers() -> None:
     assert answerer.held is None
 
 
-def test_the_answerer_follows_a_relay_nonce_only_while_unreached() -> None:
-    dial = DialMachine(offerer=False, now=0.0)
-    assert dial.may_follow_relay()
-    dial.relay()
-    assert dial.may_follow_relay()  # the offerer started over
-    dial.relay_admitted(1.0)
-    assert not dial.may_follow_relay()  # relayed already
-    assert not admitted_answerer().may_follow_relay()
-
-
 inputs = st.lists(
     st.tuples(
         st.sampled_from(

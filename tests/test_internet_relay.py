@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from peer.core.mesh.dial import RELAY_AFTER, RELAYED_RETRY_MAX
+from peer.core.mesh.dial import RELAYED_RETRY_MAX
+from peer.core.mesh.relay_path import RELAY_AFTER
 from tests.internet_support import Node, Program, converged, programs, start_nodes, start_rendezvous
 from tests.netns import Internet, Player
 

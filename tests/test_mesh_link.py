@@ -10,7 +10,7 @@ import time
 from games.definition import Region
 from peer.core.mesh.events import LinkLost, PeerAdmitted
 from peer.core.sync.replica import SILENT_AFTER, BytesChanged, Rejected
-from peer.mesh.webrtc import MAX_MESSAGE
+from peer.mesh.webrtc import MAX_MESSAGE, PeerLink
 from tests.mesh_support import (
     LocalSignals,
     Node,
@@ -170,6 +170,6 @@ async def test_a_cancelled_mesh_still_closes_its_links() -> None:
         a_run.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await a_run
-        assert link._pc.connectionState == "closed"
+        assert isinstance(link, PeerLink) and link._pc.connectionState == "closed"
         # b hears the close (SCTP goes away) well before a silent link would be given up.
         await wait_all([b], lambda n: not n.mesh.admitted(), within=SILENT_AFTER - 1)

@@ -31,10 +31,8 @@ ROOM = "room"
 
 def session(key: SigningKey, peer: SigningKey, role: Role, now: float = 0.0, room_key: bytes | None = None):
     return RelaySession(
-        room=ROOM,
+        signer=codec.Signer(key, ROOM, 7),
         role=role,
-        signing_key=key,
-        session=7,
         peer=bytes(peer.verify_key),
         secret=os.urandom(32),
         room_key=room_key,

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import secrets
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -19,13 +20,14 @@ from nacl.signing import SigningKey
 
 from games.definition import Region
 from peer.core.mesh.binding import derive_room_key
+from peer.core.mesh.core import MeshCore
 from peer.core.room.room_game import GameCheck
 from peer.core.room.signalling import IceServer
 from peer.core.sync.replica import Event, Replica
 from peer.core.sync.state import SharedState
-from peer.mesh.mesh import Mesh
+from peer.mesh.mesh import Mesh, random_nonces
 from peer.mesh.signalling import Roster, SignallingClient
-from peer.mesh.webrtc import IceOptions
+from peer.mesh.webrtc import IceOptions, WebRTCLinks
 
 log = logging.getLogger(__name__)
 
@@ -144,17 +146,17 @@ class RoomSession:
             session=session,
             state=state,
         )
-        return Mesh(
+        core = MeshCore(
             replica=replica,
-            signing_key=self._signing_key,
-            room=roster.room,
-            signals=self.signalling,
-            ice=self._current_ice(),
+            nonces=random_nonces,
+            now=time.monotonic(),
             room_key=room_key,
-            on_event=self._on_event,
-            relay=self.signalling if self._relay else None,
             game_check=self._game_check,
+            relay_allowed=self._relay,
         )
+        links = WebRTCLinks(local_key=replica.key, signals=self.signalling, ice=self._current_ice())
+        relay = self.signalling if self._relay else None
+        return Mesh(core, links=links, signals=self.signalling, relay=relay, on_event=self._on_event)
 
     def _current_ice(self) -> IceOptions:
         """The player's ICE options with the servers of the rendezvous's latest welcome."""

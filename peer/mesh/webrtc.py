@@ -60,16 +60,14 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from peer.core.mesh.binding import Role
+from peer.core.mesh.binding import role_towards
+from peer.core.mesh.core import HIGH_WATER, LOW_WATER, MAX_MESSAGE
 from peer.core.mesh.signals import Answer, Offer
 from peer.core.room.signalling import IceServer
 
 log = logging.getLogger(__name__)
 
 CHANNEL_LABEL = "msxsync"
-HIGH_WATER = 256 * 1024  # buffered bytes above which the peer is paused
-LOW_WATER = 32 * 1024  # "drained" below this: resume the peer
-MAX_MESSAGE = 64 * 1024  # aiortc refuses larger data channel messages
 
 _FINGERPRINT = re.compile(r"^a=fingerprint:sha-256 ([0-9A-Fa-f:]{95})\s*$", re.MULTILINE)
 _ICE_URL = re.compile(r"^(stun|turn|turns):[^\s]+$")
@@ -205,6 +203,9 @@ def _can_pair_with(self: aioice.candidate.Candidate, other: aioice.candidate.Can
 # ---- links ----------------------------------------------------------------------------------
 
 
+__all__ = ["HIGH_WATER", "LOW_WATER", "MAX_MESSAGE", "role_towards"]  # (from the core, for the tests)
+
+
 class LinkListener(Protocol):
     """What a link reports to; every call is made from the event loop, never concurrently."""
 
@@ -223,11 +224,6 @@ class LinkState(enum.Enum):
     CONNECTING = "connecting"
     OPEN = "open"
     CLOSED = "closed"
-
-
-def role_towards(local_key: bytes, peer: bytes) -> Role:
-    """The deterministic offerer rule: the smaller key offers."""
-    return Role.OFFERER if local_key < peer else Role.ANSWERER
 
 
 def sha256_fingerprint(sdp: str) -> str:
@@ -372,3 +368,30 @@ class PeerLink:
         """Close the connection; reports `link_closed` if it was not closed already."""
         self._closed("closed locally")
         await self._pc.close()
+
+
+class WebRTCLinks:
+    """The mesh's link factory in the program: aiortc links with the current ICE options."""
+
+    def __init__(
+        self, *, local_key: bytes, signals: SignalSender, ice: IceOptions, low_water: int = LOW_WATER
+    ):
+        self.local_key = local_key
+        self.ice = ice
+        self._signals = signals
+        self._low_water = low_water
+
+    def open(self, peer: bytes, link_id: int, listener: LinkListener) -> PeerLink:
+        return PeerLink(
+            local_key=self.local_key,
+            peer=peer,
+            link_id=link_id,
+            ice=self.ice,
+            listener=listener,
+            signals=self._signals,
+            low_water=self._low_water,
+        )
+
+    def set_ice(self, ice: IceOptions) -> None:
+        """ICE options for the links opened from now on (fresh TURN credentials after a reconnect)."""
+        self.ice = ice

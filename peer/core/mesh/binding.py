@@ -56,6 +56,11 @@ class Role(enum.Enum):
         return Role.ANSWERER if self is Role.OFFERER else Role.OFFERER
 
 
+def role_towards(local_key: bytes, peer: bytes) -> Role:
+    """The deterministic offerer rule: the smaller key offers (both ends agree, so no glare)."""
+    return Role.OFFERER if local_key < peer else Role.ANSWERER
+
+
 class RefusalReason(enum.Enum):
     """Why a peer was not admitted; values are stable strings used in statistics and logs."""
 

@@ -78,7 +78,7 @@ class LinkStatistics:
     sync: PeerStatistics | None = None
 
 
-SYNCED = (DialState.ADMITTED.value, DialState.RELAYED.value)  # states in which a peer is synced
+SYNCED = (DialState.ADMITTED.value, "relayed")  # states in which a peer is synced (`peer.state_name`)
 
 
 def status_line(report: Mapping[bytes, LinkStatistics]) -> str:

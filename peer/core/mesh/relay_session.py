@@ -19,8 +19,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from nacl.signing import SigningKey
-
 from peer.core.mesh.binding import Admitted as BindingAdmitted
 from peer.core.mesh.binding import Binding, RefusalReason, Role
 from peer.core.mesh.binding import Refused as BindingRefused
@@ -126,27 +124,24 @@ class RelaySession:
     def __init__(
         self,
         *,
-        room: str,
+        signer: codec.Signer,
         role: Role,
-        signing_key: SigningKey,
-        session: int,
         peer: bytes,
         secret: bytes,
         room_key: bytes | None,
         now: float,
     ) -> None:
-        """`session`: the replica's session number, in the handshake messages' header; `secret`:
-        the ephemeral X25519 secret, 32 random bytes."""
+        """`signer`: our key, room and session (the replica's), for the handshake messages;
+        `secret`: the ephemeral X25519 secret, 32 random bytes."""
         self.peer = peer
-        self._room = room
+        self._room = signer.room
         self._role = role
-        self._signing_key = signing_key
-        self._session = session
+        self._signer = signer
         self._ephemeral = Ephemeral.from_secret(secret)
         self._binding = Binding(
-            room=room,
+            room=signer.room,
             role=role,
-            local_key=bytes(signing_key.verify_key),
+            local_key=signer.key,
             peer=peer,
             local_fingerprint=RELAY_FINGERPRINT,
             remote_fingerprint=RELAY_FINGERPRINT,
@@ -219,10 +214,7 @@ class RelaySession:
         return Admitted()
 
     def _handshake(self, body: codec.Body) -> Reply:
-        data = codec.encode(
-            body, signing_key=self._signing_key, room=self._room, session=self._session, seq=0
-        )
-        return Reply(handshake_frame(data))
+        return Reply(handshake_frame(self._signer.encode(body)))
 
 
 def _dropped(exc: RelayError) -> Dropped:

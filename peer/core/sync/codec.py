@@ -359,6 +359,24 @@ def _pack_proof(proof: Proof) -> bytes:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """Who signs our messages: our key, in one room, in one session (the three go together in
+    every message header and signature, so they travel as one)."""
+
+    signing_key: SigningKey
+    room: str
+    session: int
+
+    @property
+    def key(self) -> bytes:
+        return bytes(self.signing_key.verify_key)
+
+    def encode(self, body: Body, seq: int = 0) -> bytes:
+        """`body` signed as one message (seq 0: the handshakes, outside the sync sequence)."""
+        return encode(body, signing_key=self.signing_key, room=self.room, session=self.session, seq=seq)
+
+
 def encode(body: Body, *, signing_key: SigningKey, room: str, session: int, seq: int) -> bytes:
     """Build and sign one message; raises ValueError for anything `decode` would refuse."""
     if not (0 <= session < 2**64 and 0 <= seq < 2**64):

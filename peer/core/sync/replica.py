@@ -344,6 +344,7 @@ class Replica:
         self.key = bytes(signing_key.verify_key)
         self.room = room
         self.session = session
+        self.signer = codec.Signer(signing_key, room, session)
         self.state = state if state is not None else SharedState(Layout(regions))
         self.clock = HybridClock(self.state.max_lamport)
         self.links: dict[bytes, _PeerSync] = {}
@@ -569,13 +570,14 @@ class Replica:
     def handle_timer(self, now: float, *, wall: float) -> list[Event]:
         events: list[Event] = self._release_held(now, wall)
         for link in self._open_links():
-            if now - link.last_heartbeat >= HEARTBEAT_INTERVAL:
+            # (the same sums as `get_timer`: a difference can round below it, and the loop spin)
+            if now >= link.last_heartbeat + HEARTBEAT_INTERVAL:
                 self._send_heartbeat(link, now, wall)
             if now >= link.next_digest:
                 self._send_digest(link, now)
             if link.full_due:
                 self._answer_full_state(link, now)
-            if not link.silent_reported and now - link.last_heard >= SILENT_AFTER:
+            if not link.silent_reported and now >= link.last_heard + SILENT_AFTER:
                 link.silent_reported = True
                 events.append(PeerSilent(link.peer))
         return events
