@@ -85,6 +85,7 @@ class MeshNet:
         water_marks: tuple[int, int] = (32 * 1024, 256 * 1024),
     ) -> None:
         self.now = 0.0
+        self.wall_step = 0.0  # the time of day is WALL + now + this: a test may step it
         self.rewrite: Rewrite | None = None  # what the rendezvous does to signals
         self.signals_blocked = False  # signals between peers lost (a direct path that never works)
         self.relay_up = relay
@@ -107,7 +108,7 @@ class MeshNet:
         self.sent: dict[bytes, int] = {}  # link messages handed to the net, by sender
 
     def at(self) -> Instant:
-        return Instant(self.now, WALL + self.now)
+        return Instant(self.now, WALL + self.now + self.wall_step)
 
     def node(self, key: bytes) -> NetNode:
         return self._by_key[key]

@@ -18,7 +18,7 @@ from peer.core.mesh.events import LinkLost, PathChanged, PeerAdmitted, PeerRefus
 from peer.core.mesh.paths import Path
 from peer.core.mesh.peer import Carrier
 from peer.core.mesh.relay_path import RELAY_AFTER
-from peer.core.sync.replica import BytesChanged
+from peer.core.sync.replica import SILENT_AFTER, BytesChanged, Rejected
 from tests.mesh_net import REGIONS, MeshNet, NetNode
 
 BASE = REGIONS[0].start
@@ -166,6 +166,24 @@ def test_a_silent_peer_is_dropped_and_dialled_again() -> None:
     assert not a.core.admitted()
     assert a.core.statistics()[b.key].state in {s.value for s in DialState}
     net.run(10.0)
+    assert a.core.admitted() == {b.key} and b.core.admitted() == {a.key}
+
+
+def test_a_wall_clock_step_of_an_hour_either_way_keeps_the_links_up() -> None:
+    """The machine's clock steps (NTP, a laptop waking up) back by 1 h, then to 1 h ahead,
+    mid-session: timers run on the monotonic clock, so no link freezes or goes silent, and writes
+    still flow. (Back first: after writes stamped on a clock that then goes back by more than
+    `clock.MAX_AHEAD_MS`, those stamps are from the future by design; that is the clock's rule.)"""
+    net = MeshNet(2)
+    a, b = admitted_pair(net)
+    for step, value in ((-3600.0, 1), (3600.0, 2)):
+        net.wall_step = step
+        net.run(SILENT_AFTER + 3.0)  # past the silence limit, with heartbeats all along
+        net.write(a, BASE + value, bytes([value]))
+        net.write(b, BASE + 100 + value, bytes([value]))
+        net.run(1.0)
+        assert a.digest() == b.digest() and b.read(BASE + value) == bytes([value])
+    assert not [e for n in (a, b) for e in n.events if isinstance(e, LinkLost | Rejected)]
     assert a.core.admitted() == {b.key} and b.core.admitted() == {a.key}
 
 

@@ -6,7 +6,7 @@ The rules live in the core; this module does what the core asks, the aioquic way
 the application), then re-arm the one timer it asks for. Links come from an injected factory
 (`LinkFactory`: aiortc's `WebRTCLinks` in the program); every task it starts (offers, answers,
 closes) belongs to `run()`'s TaskGroup. Errors from applying a description the peer sent are
-caught here, at the edge, and only drop that link.
+caught by the link, at the edge (`peer.mesh.webrtc`), and only drop that link.
 
 Two clocks are injected: `clock`, monotonic, runs every timer; `wall` (the time of day) is handed
 to the core only for Lamport stamps and skew.
@@ -22,8 +22,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-from aiortc.exceptions import InvalidAccessError, InvalidStateError
-
 from peer.core.mesh.core import (
     AcceptAnswer,
     Action,
@@ -37,34 +35,20 @@ from peer.core.mesh.core import (
     SendRelay,
     SendSignal,
 )
-from peer.core.mesh.events import LinkStatistics, PathChanged, status_line
+from peer.core.mesh.events import LinkStatistics, PathChanged
 from peer.core.mesh.paths import Path, classify
 from peer.core.sync.replica import Event
 from peer.core.sync.state import Delta, Run
-from peer.mesh.webrtc import IceOptions, LinkListener, SignalSender
+from peer.mesh.webrtc import LinkListener, SignalSender
 
 log = logging.getLogger(__name__)
 
-# What aiortc raises while applying a session description a peer sent us: a fuzz of mutated
-# offers (400 cases) produced AssertionError, ValueError, AttributeError, KeyError and TypeError
-# from its SDP parser, besides its own errors. Such a step only ever drops that one link. Only the
-# steps that apply a peer's description are guarded so: an error in our own offer or close is a
-# bug and ends the mesh's TaskGroup, not a warning and a redial.
-_SDP_ERRORS = (
-    AssertionError,
-    AttributeError,
-    IndexError,
-    InvalidAccessError,
-    InvalidStateError,
-    KeyError,
-    OSError,
-    TypeError,
-    ValueError,
-)
-
 
 class Link(Protocol):
-    """One connection attempt with one peer (`peer.mesh.webrtc.PeerLink` in the program)."""
+    """One connection attempt with one peer (`peer.mesh.webrtc.PeerLink` in the program).
+
+    `answer` and `accept_answer` apply a description the peer sent: whatever it makes the link
+    raise is caught by the link, which then reports itself closed (the mesh sees `link_closed`)."""
 
     peer: bytes
     link_id: int
@@ -82,7 +66,6 @@ class Link(Protocol):
 
 class LinkFactory(Protocol):
     def open(self, peer: bytes, link_id: int, listener: LinkListener) -> Link: ...
-    def set_ice(self, ice: IceOptions) -> None: ...
 
 
 class RelaySender(Protocol):
@@ -126,10 +109,6 @@ class Mesh:
         self._stopping = False
         self._carrying_out = False
         self._closing: list[Link] = []  # links to close once the task group has ended
-
-    @property
-    def relay_refusals(self) -> dict[str, int]:
-        return self.core.relay_refusals
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -207,12 +186,11 @@ class Mesh:
             case SendSignal(peer, data):
                 self._signals.send_signal(peer, data)
             case DialLink(peer, link_id):
-                self._spawn(self._offer(self._open(peer, link_id)))
+                self._spawn(self._open(peer, link_id).offer())
             case AnswerOffer(peer, link_id, sdp):
-                link = self._open(peer, link_id)
-                self._spawn(self._apply_description(link, link.answer(sdp)))
+                self._spawn(self._open(peer, link_id).answer(sdp))
             case AcceptAnswer(peer, link_id, sdp) if (offered := self._link(peer, link_id)) is not None:
-                self._spawn(self._apply_description(offered, offered.accept_answer(sdp)))
+                self._spawn(offered.accept_answer(sdp))
             case CloseLink(peer, link_id) if self._link(peer, link_id) is not None:
                 self._close(self._current.pop(peer))
             case Emit(event):
@@ -255,20 +233,6 @@ class Mesh:
         else:
             self._closing.append(link)  # `run()` closes it on its way out
 
-    async def _offer(self, link: Link) -> None:
-        """Our own offer: nothing from the peer is parsed here, so an error is a bug and ends
-        the mesh; only a link that was closed meanwhile (superseded, peer left) is routine."""
-        with contextlib.suppress(InvalidStateError):
-            await link.offer()
-
-    async def _apply_description(self, link: Link, step: Awaitable[None]) -> None:
-        """Apply a description the peer sent; what aiortc's parser raises drops only that link."""
-        try:
-            await step
-        except _SDP_ERRORS as exc:
-            log.warning("link %d with %s failed: %s", link.link_id, link.peer.hex()[:8], exc)
-            self.link_closed(link, f"signalling failed: {exc}")
-
     # ---- link events (LinkListener) --------------------------------------------------------
 
     def _is_current(self, link: Link) -> bool:
@@ -276,11 +240,7 @@ class Mesh:
 
     def link_open(self, link: Link) -> None:
         if self._is_current(link):
-            try:
-                fingerprints: tuple[str, str] | str = link.fingerprints()
-            except ValueError as exc:
-                fingerprints = str(exc)
-            self.core.link_open(link.peer, link.link_id, fingerprints, self._now())
+            self.core.link_open(link.peer, link.link_id, _fingerprints(link), self._now())
             self._carry_out()
 
     def link_message(self, link: Link, data: bytes) -> None:
@@ -300,13 +260,6 @@ class Mesh:
 
     # ---- roster, signalling, relay -----------------------------------------------------------
 
-    def set_ice(self, ice: IceOptions) -> None:
-        """ICE options for the links dialled from now on (fresh TURN credentials after a reconnect)."""
-        self._links.set_ice(ice)
-
-    def add_past_members(self, keys: Iterable[bytes]) -> None:
-        self.core.add_past_members(keys)
-
     def set_roster(self, keys: Iterable[bytes]) -> None:
         self.core.set_roster(keys, self._now())
         self._carry_out()
@@ -314,19 +267,20 @@ class Mesh:
 
     def handle_signal(self, sender: bytes, data: object) -> None:
         """A signalling message relayed from `sender` (the core drops anything malformed)."""
-        if self._tasks is None:
-            log.info("signal from %s while the mesh is not running; dropped", sender.hex()[:8])
-            return
-        self.core.handle_signal(sender, data, self._now())
-        self._carry_out()
+        if self._running_for(sender, "signal"):
+            self.core.handle_signal(sender, data, self._now())
+            self._carry_out()
 
     def handle_relay(self, sender: bytes, frame: bytes) -> None:
         """A frame the rendezvous relayed from `sender` (the core opens, checks or refuses it)."""
+        if self._running_for(sender, "relay frame"):
+            self.core.handle_relay(sender, frame, self._now())
+            self._carry_out()
+
+    def _running_for(self, sender: bytes, what: str) -> bool:
         if self._tasks is None:
-            log.info("relay frame from %s while the mesh is not running; dropped", sender.hex()[:8])
-            return
-        self.core.handle_relay(sender, frame, self._now())
-        self._carry_out()
+            log.info("%s from %s while the mesh is not running; dropped", what, sender.hex()[:8])
+        return self._tasks is not None
 
     # ---- the application's side ------------------------------------------------------------
 
@@ -361,10 +315,6 @@ class Mesh:
                 stats.path = _path_of(self._current.get(key))
         return report
 
-    def status_line(self) -> str:
-        """One line for the peer's status display: each peer's state, RTT and traffic."""
-        return status_line(self.statistics())
-
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
@@ -385,6 +335,14 @@ def _path_of(link: Link | None) -> Path | None:
         return classify(*types)
     except ValueError:  # a candidate type aioice made up: say nothing rather than guess
         return None
+
+
+def _fingerprints(link: Link) -> tuple[str, str] | str:
+    """(ours, theirs), or why the link's descriptions do not say."""
+    try:
+        return link.fingerprints()
+    except ValueError as exc:
+        return str(exc)
 
 
 def random_nonces(size: int) -> bytes:

@@ -140,7 +140,7 @@ async def command(node: Node, mesh: Mesh, order: dict[str, Any]) -> bool:
             emit(
                 event="stats",
                 paths=sorted({s.path.value for s in stats if s.path is not None}),
-                relay_refusals=dict(mesh.relay_refusals),
+                relay_refusals=dict(mesh.core.relay_refusals),
                 rejections=rejections,
                 moved_to_direct=sum(s.moved_to_direct for s in stats),
                 links_lost=sum(s.links_lost for s in stats),

@@ -87,6 +87,7 @@ class RoomSession:
             tls=tls,
         )
         self.mesh: Mesh | None = None
+        self._links: WebRTCLinks | None = None
         self._ice_servers: tuple[IceServer, ...] = ()
         self._early: list[tuple[bytes, dict[str, Any]]] = []
         self._ready = asyncio.Event()
@@ -107,7 +108,7 @@ class RoomSession:
         await mesh.wait_running()
         current = self.signalling.roster
         if current is not None:
-            mesh.add_past_members(current.past)
+            mesh.core.add_past_members(current.past)
         mesh.set_roster(current.keys if current is not None else [])
         for sender, data in self._early:
             mesh.handle_signal(sender, data)
@@ -154,7 +155,9 @@ class RoomSession:
             game_check=self._game_check,
             relay_allowed=self._relay,
         )
-        links = WebRTCLinks(local_key=replica.key, signals=self.signalling, ice=self._current_ice())
+        self._links = links = WebRTCLinks(
+            local_key=replica.key, signals=self.signalling, ice=self._current_ice()
+        )
         relay = self.signalling if self._relay else None
         return Mesh(core, links=links, signals=self.signalling, relay=relay, on_event=self._on_event)
 
@@ -179,9 +182,9 @@ class RoomSession:
         if self._on_roster is not None:
             self._on_roster(roster)
         if self.mesh is not None and self._ready.is_set():
-            if self.signalling.ice_servers != self._ice_servers:  # a reconnect's new welcome
-                self.mesh.set_ice(self._current_ice())
-            self.mesh.add_past_members(roster.past)
+            if self._links is not None and self.signalling.ice_servers != self._ice_servers:
+                self._links.set_ice(self._current_ice())  # a reconnect's new welcome
+            self.mesh.core.add_past_members(roster.past)
             self.mesh.set_roster(roster.keys)
 
     def signal_received(self, sender: bytes, data: dict[str, Any]) -> None:
