@@ -3,9 +3,10 @@
 `Session.run()` opens (or attaches to) openMSX, joins the room, and then one `asyncio.TaskGroup`
 owns every task of the session. The session's rules are one pure machine,
 `peer.core.room.session.SessionMachine` (phases, the one timer, what each event means and where
-its answer goes); `Session` is its driver: it feeds the machine every input with the loop's
-monotonic time, re-arms the machine's timer, and carries out its effects (`_carry_out`). The parts,
-each in its own module:
+its answer goes); `Session` is its driver: it feeds the machine every input, as it happens, with
+monotonic time (`_now`), keeps one timer task sleeping until the machine's `get_timer()`, and has
+`Parts` carry out the effects (`Parts.feed`, which re-arms that timer). The parts, each in its own
+module:
 - `peer.emulator`: which openMSX, with which regions watched, and the controls msxsync adds (F10);
 - `peer.core.emulator.gating.Gate` (pure, in the machine): what may be published when;
 - `peer.applier.Applier`: everything written into openMSX, in order (typed commands);
