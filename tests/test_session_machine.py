@@ -3,6 +3,8 @@ answer goes. No asyncio, no clock: time is passed in."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -356,3 +358,64 @@ def test_before_openmsx_runs_words_go_to_the_terminal_only() -> None:
     assert session.server_lost() == [Print("the room's server is unreachable: playing on, retrying")]
     session.emulator_ready(T0)
     assert [type(e) for e in session.server_back()] == [Print, Show]
+
+
+# ---- a property over random sessions -------------------------------------------------------------
+
+STEPS = st.one_of(
+    st.tuples(st.just("tick"), st.floats(0.0, 4.0)),
+    st.tuples(st.just("report"), st.sampled_from([0, 1])),
+    st.tuples(st.just("full state"), st.booleans()),
+    st.tuples(st.just("alone"), st.booleans()),
+    st.tuples(st.just("remote"), st.integers(0, 255)),
+    st.tuples(st.just("resync"), st.none()),
+    st.tuples(st.just("server"), st.booleans()),
+    st.tuples(st.just("stop"), st.none()),
+)
+
+
+@given(st.lists(STEPS, max_size=40))
+def test_any_session_publishes_only_while_sharing_and_leaving_has_no_timer(
+    steps: list[tuple[str, Any]],
+) -> None:
+    """Whatever the order of what happens: nothing is published or written into openMSX while
+    the gate is disarmed, at most one probe is out, and once stopped there is no timer. (The
+    emulator answers a probe at once, and the applier adopts at once.)"""
+    session = machine()
+    joined(session, ME, ALICE)
+    now, report = T0, 1
+
+    def carry_out(effects: list[Effect]) -> None:
+        probes = [effect for effect in effects if isinstance(effect, ProbeEmulator)]
+        assert len(probes) <= 1
+        for effect in effects:
+            if isinstance(effect, Publish | WriteToEmulator):
+                assert session.gate.armed
+            elif isinstance(effect, AdoptRoom):
+                carry_out(session.gate_actions(session.gate.adopted(effect.reason, [], 0)))
+        if probes:
+            memory = {IN_PLAY: session.gate.memory.get(IN_PLAY, 0)}
+            carry_out(session.probed(memory, 1.0, report, now))
+
+    for what, value in steps:
+        match what:
+            case "tick":
+                now += value
+                carry_out(session.handle_timer(now))
+            case "report":
+                report += 1
+                carry_out(session.report([(IN_PLAY, bytes([value])), (0xE002, b"\x01")], 1.0, None, report))
+            case "full state":
+                carry_out(session.mesh_event(FullStateReceived(ALICE, room_state=value), now))
+            case "alone":
+                carry_out(session.roster(roster(ME) if value else roster(ME, ALICE), now))
+            case "remote":
+                carry_out(session.mesh_event(BytesChanged(ALICE, ((0xE003, bytes([value])),)), now))
+            case "resync":
+                carry_out(session.resync())
+            case "server":
+                carry_out(session.server_lost() if value else session.server_back())
+            case _:
+                carry_out(session.stop("quit"))
+        if phase(session) is Phase.LEAVING:
+            assert session.get_timer() is None
