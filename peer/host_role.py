@@ -43,7 +43,6 @@ from peer.core.room.lan import Announcement
 from peer.core.room.takeover import Sighting
 from peer.hosting import hosting, play_stays_on_this_machine
 from peer.mesh.room import RoomSession
-from peer.mesh.signalling import Roster
 from peer.options import PeerOptions, PlayerError
 
 log = logging.getLogger("msxsync.peer")
@@ -122,12 +121,11 @@ class HostRole:
         origin: str,
         definition: GameDefinition,
         rom_path: Path,
-        roster: Callable[[], Roster | None],
         news: Callable[[News], None],
     ) -> None:
         """Keep the room whole across network splits (see `peer.core.room.host_watch`). ORIGIN is
-        the rendezvous the session started with, ROSTER the room's last roster; NEWS hears what the
-        player should (the session words it)."""
+        the rendezvous the session started with; NEWS hears what the player should (the session
+        words it)."""
         watch = HostWatch(self.me, origin=origin, game=definition.name, now=time.monotonic())
         timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
         connector = aiohttp.TCPConnector(ssl=self.options.tls() or True)  # --ca-file for the origin
@@ -135,7 +133,8 @@ class HostRole:
             carry_out = _Watching(self, watch, room, http, definition, rom_path, news).carry_out
             while True:
                 await _sleep_until(watch.get_timer())
-                watch.seen(self._connection(room), roster())
+                # (the signalling keeps the room's last roster while it is cut off)
+                watch.seen(self._connection(room), room.signalling.roster)
                 await carry_out(watch.handle_timer(time.monotonic()))
 
     def _connection(self, room: RoomSession) -> Connection:

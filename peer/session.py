@@ -306,7 +306,6 @@ class Session:
             origin=self.url,
             definition=self.definition,
             rom_path=self.rom_path,
-            roster=lambda: self.machine.view.roster,
             news=self._host_news,
         )
 
