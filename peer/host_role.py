@@ -1,18 +1,12 @@
 """Who hosts the room, from this peer's side: hosting at start (--host), announcing on the LAN,
 and, when the network splits, keeping the room whole (issue 17).
 
-The rules are pure (`peer.core.room.takeover`); this module owns the in-process rendezvous
-(`peer.hosting`), the LAN announcement, the probes of other rendezvous (`GET /api/rooms/{name}`)
-and the clock that decides when to act. Once a second it looks at the signalling connection:
-
-- a **standalone** rendezvous (the welcome's `hosted_by` is null) is never replaced: the signalling
-  client retries it by itself; this only tells the player it is unreachable, and "reconnected";
-- in a **player-hosted** room, a host and a peer that lost the rendezvous probe the original
-  rendezvous and every member's standby URL, and go where `takeover.move_to` says (a host that
-  moves stops hosting: its members lose it and look for the room the same way);
-- a peer that found the room nowhere for TAKEOVER_AFTER, and whose set of live links has held
-  still for STABLE_FOR (links that died with the same cable go silent a heartbeat apart), elects
-  `takeover.successor`: never itself when it has no live link.
+The rules are pure (`peer.core.room.takeover`), and so is their timing
+(`peer.core.room.host_watch.HostWatch`: when to tell the player, probe, move or take over). This
+module is their driver: it owns the in-process rendezvous (`peer.hosting`), the LAN announcement,
+the probes of other rendezvous (`GET /api/rooms/{name}`) and the retargeting of the signalling
+client. It looks at the signalling connection when the watch's timer says, and hands the player's
+news (`ServerLost`, `ServerBack`, `Moved`) to the session.
 """
 
 from __future__ import annotations
@@ -22,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -32,22 +26,28 @@ from games.catalogue import CatalogueEntry, hash_rom
 from games.definition import GameDefinition
 from peer import lan
 from peer.core.room import takeover
+from peer.core.room.host_watch import (
+    TAKEOVER_CHECK,
+    Action,
+    Connection,
+    Go,
+    HostWatch,
+    Moved,
+    News,
+    Probe,
+    ServerBack,
+    ServerLost,
+    TakeOver,
+)
 from peer.core.room.lan import Announcement
 from peer.core.room.takeover import Sighting
 from peer.hosting import hosting, play_stays_on_this_machine
 from peer.mesh.room import RoomSession
-from peer.mesh.signalling import Roster
 from peer.options import PeerOptions, PlayerError
 
 log = logging.getLogger("msxsync.peer")
 
-TAKEOVER_CHECK = 1.0
-UNREACHABLE_AFTER = 3.0  # seconds without the rendezvous before the player is told
-TAKEOVER_AFTER = 3.0  # seconds without the rendezvous (and without the room anywhere) before electing
-STABLE_FOR = 2.0  # the live links must have held still this long: more than a heartbeat (1 s)
-PROBE_EVERY = 2.0  # a host that is fine looks for a better rendezvous of its room this often
 PROBE_TIMEOUT = 1.5
-RETARGET_GRACE = 6.0  # a fresh retarget to the same URL is left to finish (connect + handshake)
 
 
 class HostRole:
@@ -58,11 +58,7 @@ class HostRole:
         self.player = player
         self.me = me
         self.hosting = False
-        self.unreachable = False  # the player was told the rendezvous is unreachable
         self._hosted: contextlib.AsyncExitStack | None = None  # our rendezvous and announcement
-        self._standby: dict[bytes, str] = {}  # every member's standby URL ever seen in the room
-        self._retargeted: tuple[str, float] | None = None
-        self._survivors: tuple[frozenset[bytes], float] = (frozenset(), 0.0)
 
     async def __aenter__(self) -> HostRole:
         return self
@@ -123,128 +119,90 @@ class HostRole:
         room: RoomSession,
         *,
         origin: str,
-        roster: Callable[[], Roster | None],
-        admitted: Callable[[], set[bytes]],
         definition: GameDefinition,
         rom_path: Path,
-        moved: Callable[[bytes | None], None],
-        tell: Callable[[str], None],
+        news: Callable[[News], None],
     ) -> None:
-        """Keep the room whole across network splits (see the module docstring). ORIGIN is the
-        rendezvous the session started with; MOVED is told who hosts after a move; TELL speaks to
-        the player."""
-        lost_since: float | None = None
-        probed_at = 0.0
+        """Keep the room whole across network splits (see `peer.core.room.host_watch`). ORIGIN is
+        the rendezvous the session started with; NEWS hears what the player should (the session
+        words it)."""
+        watch = HostWatch(self.me, origin=origin, game=definition.name, now=time.monotonic())
         timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
         connector = aiohttp.TCPConnector(ssl=self.options.tls() or True)  # --ca-file for the origin
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+            carry_out = _Watching(self, watch, room, http, definition, rom_path, news).carry_out
             while True:
-                await asyncio.sleep(TAKEOVER_CHECK)
-                signalling, now = room.signalling, time.monotonic()
-                self._remember(roster())
-                joined = signalling.joined
-                if joined:
-                    lost_since = None
-                    if self.unreachable:
-                        self.unreachable = False
-                        tell("reconnected to the room's server")
-                else:
-                    lost_since = now if lost_since is None else lost_since
-                    if not self.unreachable and now - lost_since >= UNREACHABLE_AFTER:
-                        self.unreachable = True
-                        tell("the room's server is unreachable: playing on, retrying")
-                if not signalling.welcomed or signalling.hosted_by is None:
-                    continue  # a standalone rendezvous is never replaced: the client retries it
-                if joined and (not self.hosting or now - probed_at < PROBE_EVERY):
-                    continue  # a member in the room: its host looks out for the room
-                probed_at = now
-                current = roster()
-                if current is None:
-                    continue
-                seen = await self._probe(http, self._urls(origin), current.room, definition.name)
-                target = takeover.move_to(signalling.hosted_by, joined=joined, me=self.me, seen=seen)
-                if target is not None:
-                    await self._go(room, target.url, target.hosted_by, moved, time.monotonic())
-                elif lost_since is not None and now - lost_since >= TAKEOVER_AFTER:
-                    await self._elect(room, current, admitted(), definition, rom_path, moved, now)
+                await _sleep_until(watch.get_timer())
+                # (the signalling keeps the room's last roster while it is cut off)
+                watch.seen(self._connection(room), room.signalling.roster)
+                await carry_out(watch.handle_timer(time.monotonic()))
 
-    def _remember(self, roster: Roster | None) -> None:
-        for member in roster.members if roster is not None else ():
-            if member.standby is not None and member.key != self.me:
-                self._standby[member.key] = member.standby
+    def _connection(self, room: RoomSession) -> Connection:
+        signalling = room.signalling
+        return Connection(signalling.joined, signalling.welcomed, signalling.hosted_by, self.hosting)
 
-    def _urls(self, origin: str) -> list[str]:
-        """Where the room may be: the original rendezvous and every member's standby URL."""
-        urls = [origin.rstrip("/"), *(url.rstrip("/") for url in self._standby.values())]
-        return list(dict.fromkeys(urls))
-
-    async def _probe(
-        self, http: aiohttp.ClientSession, urls: Iterable[str], room: str, game: str
-    ) -> list[Sighting]:
-        found = await asyncio.gather(*(_room_info(http, url, room, game) for url in urls))
-        return [sighting for sighting in found if sighting is not None]
-
-    async def _elect(
-        self,
-        room: RoomSession,
-        roster: Roster,
-        linked: set[bytes],
-        definition: GameDefinition,
-        rom_path: Path,
-        moved: Callable[[bytes | None], None],
-        now: float,
-    ) -> None:
-        survivors = frozenset(linked)
-        if survivors != self._survivors[0]:
-            self._survivors = (survivors, now)
-        if now - self._survivors[1] < STABLE_FOR:
-            return
-        gone = room.signalling.hosted_by
-        chosen = takeover.successor(roster.members, gone_host=gone, me=self.me, connected=survivors)
-        if chosen is None:
-            return
-        if chosen.key == self.me:
-            await self._take_over(room, definition, rom_path, moved)
-        elif chosen.standby is not None:
-            await self._go(room, chosen.standby, chosen.key, moved, now)
-
-    async def _take_over(
-        self,
-        room: RoomSession,
-        definition: GameDefinition,
-        rom_path: Path,
-        moved: Callable[[bytes | None], None],
-    ) -> None:
+    async def take_over(self, definition: GameDefinition, rom_path: Path) -> str | None:
+        """Host the room here; returns our rendezvous's URL, or None when we cannot."""
         try:
             # Hashing reads the ROM: a thread.
             entry = await asyncio.to_thread(_catalogue_entry, definition, rom_path)
-            url = await self.host(entry)
+            return await self.host(entry)
         except PlayerError as exc:
             log.warning("cannot take over hosting: %s", exc)
-            return
-        moved(self.me)
-        self._retargeted = (url, time.monotonic())
-        await room.signalling.retarget(url)
-        await self.announce(definition.name, room.signalling.room)  # mDNS takes a second or two
+            return None
 
-    async def _go(
+
+class _Watching:
+    """The watch's actions carried out, for one `HostRole.watch`."""
+
+    def __init__(
         self,
+        role: HostRole,
+        watch: HostWatch,
         room: RoomSession,
-        url: str,
-        host: bytes | None,
-        moved: Callable[[bytes | None], None],
-        now: float,
+        http: aiohttp.ClientSession,
+        definition: GameDefinition,
+        rom_path: Path,
+        news: Callable[[News], None],
     ) -> None:
-        """Join the room at URL (hosted by HOST); a host that moves stops hosting."""
-        last = self._retargeted
-        if last is not None and last[0] == url and now - last[1] < RETARGET_GRACE:
-            return  # that move is still under way
+        self.role, self.watch, self.room, self.http = role, watch, room, http
+        self.definition, self.rom_path, self.news = definition, rom_path, news
+
+    async def carry_out(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case ServerLost() | ServerBack() | Moved():
+                    self.news(action)
+                case Probe(urls, room, game):
+                    seen = await asyncio.gather(*(_room_info(self.http, url, room, game) for url in urls))
+                    found = [sighting for sighting in seen if sighting is not None]
+                    linked = self.room.mesh.admitted() if self.room.mesh is not None else set()
+                    await self.carry_out(self.watch.probed(found, linked, time.monotonic()))
+                case Go(url, _):
+                    await self._go(url)
+                case TakeOver():
+                    await self._take_over()
+
+    async def _go(self, url: str) -> None:
+        """Join the room at URL; a host that moves stops hosting (its members follow)."""
         log.info("moving to the room's rendezvous at %s", url)
-        moved(host)
-        self._retargeted = (url, now)
-        await room.signalling.retarget(url)
-        if self.hosting:
-            await self.step_down()  # our members lose us, look for the room and follow
+        await self.room.signalling.retarget(url)
+        if self.role.hosting:
+            await self.role.step_down()
+
+    async def _take_over(self) -> None:
+        url = await self.role.take_over(self.definition, self.rom_path)
+        if url is None:
+            return
+        await self.carry_out(self.watch.took_over(url, time.monotonic()))
+        await self.room.signalling.retarget(url)
+        await self.role.announce(self.definition.name, self.room.signalling.room)  # mDNS: a second or two
+
+
+async def _sleep_until(deadline: float | None) -> None:
+    """Until DEADLINE on the monotonic clock (None never stays: the driver answers every probe)."""
+    delay = TAKEOVER_CHECK if deadline is None else deadline - time.monotonic()
+    await asyncio.sleep(max(0.0, delay))
 
 
 async def _room_info(http: aiohttp.ClientSession, url: str, room: str, game: str) -> Sighting | None:
