@@ -64,7 +64,7 @@ from peer.core.sync.state import Layout, SharedState
 from peer.emulator import add_controls, arm_after, leave_emulator, open_emulator, platform, window_note
 from peer.host_role import HostRole
 from peer.mesh.mesh import Mesh
-from peer.mesh.room import RoomSession
+from peer.mesh.room import RoomConfig, RoomSession
 from peer.mesh.webrtc import IceOptions
 from peer.openmsx import CommandError, Exited, LocalChanges, Logged, OpenMSXError, OpenMSXLink, Requested
 from peer.options import PeerOptions, PlayerError
@@ -99,6 +99,7 @@ class Session:
         self.state_dir = state_dir
         self.player = safe_name(options.name or os.environ.get("USER", "player"))
         self.host_role = host_role
+        self.room_config = room_config(options, key, self.player, definition, url, host_role.standby_url())
         self.machine = new_machine(
             options, definition, rom_path, url, me=self.me, player=self.player, hosting=host_role.hosting
         )
@@ -180,20 +181,10 @@ class Session:
 
     def _room(self) -> RoomSession:
         return RoomSession(
-            rendezvous=self.url,
-            tls=self.options.tls(),
-            signing_key=self.key,
-            name=self.player,
-            game=self.definition.name,
-            room=self.options.room,
-            password=self.options.password,
-            regions=self.definition.regions,
-            ice=ice_options(self.options),
+            self.room_config,
             on_event=self._on_mesh_event,
             prepare=self._prepare_room,
             on_roster=self.roster_changed,
-            standby=self.host_role.standby_url(),
-            relay=self.options.relay,
             game_check=GameCheck(self.machine.guard.mine, self._check_peer_game),
         )
 
@@ -418,6 +409,25 @@ def new_machine(
         url=url,
         hosting=hosting,
         quit_after=options.quit_after,
+    )
+
+
+def room_config(
+    options: PeerOptions, key: SigningKey, player: str, definition: GameDefinition, url: str, standby: str
+) -> RoomConfig:
+    """How this player joins the room, from the options (built once per session)."""
+    return RoomConfig(
+        rendezvous=url,
+        signing_key=key,
+        name=player,
+        game=definition.name,
+        regions=tuple(definition.regions),
+        room=options.room,
+        password=options.password,
+        ice=ice_options(options),
+        relay=options.relay,
+        standby=standby,
+        tls=options.tls(),
     )
 
 

@@ -16,7 +16,7 @@ from nacl.signing import SigningKey
 from peer.core.mesh.events import LinkLost
 from peer.core.sync.replica import Event
 from peer.mesh.mesh import Mesh
-from peer.mesh.room import RoomSession
+from peer.mesh.room import RoomConfig, RoomSession
 from tests.mesh_support import LOOPBACK, REGIONS, random_changes, rendezvous
 
 
@@ -34,14 +34,16 @@ async def players(
     events: list[Event] = []
     sessions = [
         RoomSession(
-            rendezvous=url,
-            signing_key=SigningKey.generate(),
-            name=f"p{i}",
-            game="demo",
-            room=room,
-            password=password,
-            regions=REGIONS,
-            ice=LOOPBACK,
+            RoomConfig(
+                rendezvous=url,
+                signing_key=SigningKey.generate(),
+                name=f"p{i}",
+                game="demo",
+                regions=REGIONS,
+                room=room,
+                password=password,
+                ice=LOOPBACK,
+            ),
             on_event=events.append,
         )
         for i in range(count)

@@ -42,7 +42,7 @@ from games.definition import Region
 from peer.core.mesh.events import LinkLost
 from peer.core.sync.replica import BytesChanged, Event
 from peer.mesh.mesh import Mesh
-from peer.mesh.room import RoomSession
+from peer.mesh.room import RoomConfig, RoomSession
 from peer.mesh.signalling import SignallingRefused
 from peer.mesh.webrtc import IceOptions
 
@@ -208,14 +208,14 @@ async def main_async(options: argparse.Namespace) -> None:
     regions = await fetch_regions(options.rendezvous, options.game)
     node = Node(options.slot)
     node.base = regions[0].start
-    session = RoomSession(
+    config = RoomConfig(
         rendezvous=options.rendezvous,
         signing_key=SigningKey.generate(),
         name=f"node{options.slot}",
         game=options.game,
+        regions=tuple(regions),
         room=options.room,
         password=options.password,
-        regions=regions,
         ice=IceOptions(
             stun=tuple(options.stun),
             turn=options.turn,
@@ -224,9 +224,9 @@ async def main_async(options: argparse.Namespace) -> None:
             host_addresses=("127.0.0.1",) if options.loopback else None,
             use_rendezvous=options.rendezvous_ice,
         ),
-        on_event=node.on_event,
         relay=options.relay,
     )
+    session = RoomSession(config, on_event=node.on_event)
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(session.run())
         mesh = await session.wait_ready()

@@ -13,7 +13,8 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from nacl.signing import SigningKey
@@ -34,57 +35,68 @@ log = logging.getLogger(__name__)
 EARLY_SIGNALS = 64
 
 
+@dataclass(frozen=True)
+class RoomConfig:
+    """How this player joins one room, built once (the session from the player's options).
+
+    `rendezvous`: its URL; `name`: the player's; `game`: the definition's name, `regions` its
+    shared regions; `room`: None for quick match (which has no password); `ice`: STUN, TURN and
+    host addresses; `relay`: whether peers unreachable otherwise may be reached through the
+    rendezvous's relay (`--no-relay`: False); `standby`: where this player would host; `tls`: what
+    verifies an https:// rendezvous (None: the system's CAs)."""
+
+    rendezvous: str
+    signing_key: SigningKey
+    name: str
+    game: str
+    regions: tuple[Region, ...]
+    room: str | None = None
+    password: str | None = None
+    ice: IceOptions = field(default_factory=IceOptions)
+    relay: bool = True
+    standby: str | None = None
+    tls: ssl.SSLContext | None = None
+    capacity: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.password is not None and self.room is None:
+            raise ValueError("quick-match rooms have no password")
+
+
 class RoomSession:
     """One player in one room. `mesh` exists once `wait_ready()` returned."""
 
     def __init__(
         self,
+        config: RoomConfig,
         *,
-        rendezvous: str,
-        signing_key: SigningKey,
-        name: str,
-        game: str,
-        room: str | None,
-        password: str | None,
-        regions: Sequence[Region],
-        ice: IceOptions | None = None,
-        capacity: int | None = None,
         state: SharedState | None = None,
         on_event: Callable[[Event], None] | None = None,
         prepare: Callable[[Roster], Awaitable[tuple[SharedState | None, int]]] | None = None,
         on_roster: Callable[[Roster], None] | None = None,
-        standby: str | None = None,
-        tls: ssl.SSLContext | None = None,
-        relay: bool = True,
         game_check: GameCheck | None = None,
     ) -> None:
         """`prepare(roster)`, when given, is awaited once the room is known (quick match names it
         on joining) and returns the state to start from and the session number to sign with;
-        `on_roster` sees every roster, the first included. `relay`: whether peers that cannot be
-        reached otherwise may be reached through the rendezvous's relay (`--no-relay`: False)."""
-        if password is not None and room is None:
-            raise ValueError("quick-match rooms have no password")
-        self._signing_key = signing_key
-        self._password = password
-        self._regions = regions
-        self._ice = ice
+        `on_roster` sees every roster, the first included; `game_check`: our game in the hello,
+        and the check of each peer's."""
+        self.config = config
         self._state = state
         self._on_event = on_event
         self._prepare = prepare
         self._on_roster = on_roster
-        self._relay = relay
         self._game_check = game_check
         self.signalling = SignallingClient(
-            rendezvous,
-            signing_key=signing_key,
-            name=name,
-            game=game,
-            room=room,
-            password=password,
-            capacity=capacity,
+            config.rendezvous,
+            signing_key=config.signing_key,
+            name=config.name,
+            game=config.game,
+            room=config.room,
+            password=config.password,
+            capacity=config.capacity,
             listener=self,
-            standby=standby,
-            tls=tls,
+            standby=config.standby,
+            tls=config.tls,
         )
         self.mesh: Mesh | None = None
         self._links: WebRTCLinks | None = None
@@ -134,16 +146,16 @@ class RoomSession:
 
     async def _make_mesh(self, roster: Roster) -> Mesh:
         room_key = None
-        if self._password is not None:
+        if self.config.password is not None:
             # Argon2id takes ~0.1 s of CPU: keep the event loop (and other links) responsive.
-            room_key = await asyncio.to_thread(derive_room_key, self._password, roster.room)
+            room_key = await asyncio.to_thread(derive_room_key, self.config.password, roster.room)
         state, session = self._state, secrets.randbits(63)
         if self._prepare is not None:
             state, session = await self._prepare(roster)
         replica = Replica(
-            signing_key=self._signing_key,
+            signing_key=self.config.signing_key,
             room=roster.room,
-            regions=self._regions,
+            regions=self.config.regions,
             session=session,
             state=state,
         )
@@ -153,18 +165,18 @@ class RoomSession:
             now=time.monotonic(),
             room_key=room_key,
             game_check=self._game_check,
-            relay_allowed=self._relay,
+            relay_allowed=self.config.relay,
         )
         self._links = links = WebRTCLinks(
             local_key=replica.key, signals=self.signalling, ice=self._current_ice()
         )
-        relay = self.signalling if self._relay else None
+        relay = self.signalling if self.config.relay else None
         return Mesh(core, links=links, signals=self.signalling, relay=relay, on_event=self._on_event)
 
     def _current_ice(self) -> IceOptions:
         """The player's ICE options with the servers of the rendezvous's latest welcome."""
         self._ice_servers = self.signalling.ice_servers
-        return (self._ice or IceOptions()).with_rendezvous(self._ice_servers)
+        return self.config.ice.with_rendezvous(self._ice_servers)
 
     async def wait_ready(self) -> Mesh:
         await self._ready.wait()
