@@ -89,6 +89,9 @@ class MeshNet:
         self.rewrite: Rewrite | None = None  # what the rendezvous does to signals
         self.signals_blocked = False  # signals between peers lost (a direct path that never works)
         self.relay_up = relay
+        self.stalled: set[bytes] = set()  # nodes whose process is stopped (see `stall`)
+        self._held_signals: list[tuple[bytes, bytes, dict[str, Any]]] = []
+        self._held_frames: list[tuple[bytes, bytes, bytes]] = []
         self.nodes: list[NetNode] = []
         keys = list(room_keys) if room_keys is not None else [None] * count
         for number in range(count):
@@ -123,9 +126,22 @@ class MeshNet:
             node.core.set_roster([n.key for n in listed], self.at())
             self.carry_out(node)
 
-    def write(self, node: NetNode, address: int, data: bytes) -> None:
-        node.core.local_changes([(address, data)], self.at())
+    def write(self, node: NetNode, address: int, data: bytes, written_at: float | None = None) -> None:
+        """NODE's game wrote DATA (at the time of day WRITTEN_AT; default: now)."""
+        node.core.local_changes([(address, data)], self.at(), written_at)
         self.carry_out(node)
+
+    def stall(self, node: NetNode) -> None:
+        """NODE's process stops (SIGSTOP): no timer fires, nothing reaches it, it sends nothing."""
+        self.stalled.add(node.key)
+
+    def resume(self, node: NetNode) -> None:
+        """NODE runs again; what reached its sockets meanwhile is there to read."""
+        self.stalled.discard(node.key)
+        self.signals.extendleft(reversed(self._held_signals))
+        self.frames.extendleft(reversed(self._held_frames))
+        self._held_signals.clear()
+        self._held_frames.clear()
 
     # ---- time ------------------------------------------------------------------------------
 
@@ -133,7 +149,8 @@ class MeshNet:
         """Let `seconds` pass, firing every timer on the way (nothing is delivered)."""
         end = self.now + seconds
         while True:
-            due = min((t for n in self.nodes if (t := n.core.get_timer()) is not None), default=None)
+            timers = (n.core.get_timer() for n in self.nodes if n.key not in self.stalled)
+            due = min((t for t in timers if t is not None), default=None)
             if due is None or due > end:
                 break
             self.now = max(self.now, due)
@@ -143,6 +160,8 @@ class MeshNet:
 
     def _fire_timers(self) -> None:
         for node in self.nodes:
+            if node.key in self.stalled:
+                continue
             timer = node.core.get_timer()
             if timer is not None and timer <= self.now:
                 node.core.relay_reachable(self.relay_up)
@@ -173,7 +192,7 @@ class MeshNet:
         if self.frames:
             queues.append(self._deliver_frame)
         for channel, messages in self.channels.items():
-            if messages:
+            if messages and channel[1] not in self.stalled:
                 queues.append(lambda channel=channel: self._deliver_message(channel))  # type: ignore[misc]
         if not queues:
             return False
@@ -182,6 +201,9 @@ class MeshNet:
 
     def _deliver_signal(self) -> None:
         sender, to, data = self.signals.popleft()
+        if to in self.stalled:
+            self._held_signals.append((sender, to, data))
+            return
         if self.signals_blocked:
             return
         if self.rewrite is not None:
@@ -196,6 +218,9 @@ class MeshNet:
 
     def _deliver_frame(self) -> None:
         sender, to, frame = self.frames.popleft()
+        if to in self.stalled:
+            self._held_frames.append((sender, to, frame))
+            return
         target = self._by_key.get(to)
         if target is not None and self.relay_up:
             target.core.handle_relay(sender, frame, self.at())

@@ -17,9 +17,28 @@ def test_a_burst_goes_out_at_once_then_changes_are_coalesced_until_the_pace_allo
     assert pacer.take(0.0) is None
     due = pacer.get_timer()
     assert due is not None and due == pytest.approx(1 / PUBLISH_RATE)
-    assert pacer.take(due) == Batch(((0xE000, b"\x0a\x08\x01"),), 200.0)  # newest values, latest time
+    # Newest values; bytes written at 199.0 in one batch stamped then, the one of 200.0 after it.
+    assert pacer.take(due) == Batch(((0xE000, b"\x0a\x08"),), 199.0)
+    due = pacer.get_timer()
+    assert due is not None and pacer.take(due) == Batch(((0xE002, b"\x01"),), 200.0)
     assert pacer.get_timer() is None
     assert pacer.take(due + 1) is None  # nothing pending
+
+
+def test_a_backlog_is_published_oldest_first_each_byte_stamped_no_later_than_it_was_written() -> None:
+    """Issue 31: a stalled peer reads its emulator's backlog at once. A byte written at 36.36
+    and not since must not go out stamped with the backlog's latest time."""
+    pacer = PublishPacer(now=0.0, burst=1)
+    assert pacer.take(0.0) is None  # (nothing yet; the bucket stays full)
+    backlog = [(31.5, 0xE000, 1), (36.36, 0xE005, 233), (38.0, 0xE000, 2), (41.2, 0xE000, 3)]
+    for written_at, address, value in backlog:
+        pacer.add([(address, bytes([value]))], written_at)
+    now, batches = 0.0, []
+    while (batch := pacer.take(now)) is not None or pacer.get_timer() is not None:
+        if batch is not None:
+            batches.append(batch)
+        now = pacer.get_timer() or now
+    assert batches == [Batch(((0xE005, bytes([233])),), 36.36), Batch(((0xE000, b"\x03"),), 41.2)]
 
 
 def test_bad_settings_are_refused() -> None:
@@ -44,10 +63,14 @@ def test_no_change_is_lost_and_the_pace_is_kept(calls: list[tuple[float, int, in
             batch = pacer.take(now)
             if batch is not None:
                 sent.append((now, batch))
-    due = pacer.get_timer()
-    final = pacer.take(max(now, due or now) + 1.0)
-    if final is not None:
-        sent.append((now + 1.0, final))
+    while True:  # the rest, as the pace allows
+        due = pacer.get_timer()
+        now = max(now, due) if due is not None else now + 1.0
+        pending = pacer.take(now)
+        if pending is None and pacer.get_timer() is None:
+            break
+        if pending is not None:
+            sent.append((now, pending))
     published: dict[int, int] = {}
     for _, batch in sent:
         for address, data in batch.runs:

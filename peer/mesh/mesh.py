@@ -123,7 +123,7 @@ class Mesh:
                 finally:
                     # Not in the group: cancelled or failing, it would cancel the closes unstarted.
                     self._tasks = None
-                    self.core.close_all("mesh stopped", self._clock())
+                    self.core.close_all("mesh stopped", self._now())
                     self._carry_out()
         finally:
             closing, self._closing = self._closing, []

@@ -168,6 +168,7 @@ class MeshCore:
         self._next_link_id = 1
         self._pacer = PublishPacer(now)
         self._actions: list[Action] = []
+        self._stopped = False
 
     # ---- output ------------------------------------------------------------------------------
 
@@ -234,6 +235,8 @@ class MeshCore:
 
         Being listed is a sign a member is reachable through the rendezvous again: its direct
         path takes it as a hint to try at once."""
+        if self._stopped:
+            return
         wanted = set(keys) - {self.key}
         self.replica.set_roster(wanted)
         self.replica.add_members(wanted)  # their signed writes are accepted from now on, for good
@@ -348,7 +351,9 @@ class MeshCore:
     def link_buffered(self, key: bytes, link_id: int, amount: int) -> None:
         """After a `Send`: the link's buffered bytes. Above the high water mark the peer pauses."""
         peer = self._current(key, link_id)
-        if peer is not None and not peer.paused and amount > self.high_water:
+        if peer is None or peer.direct.state is not DialState.ADMITTED:
+            return  # (a handshake in flight: nothing of the replica's to pause)
+        if not peer.paused and amount > self.high_water:
             peer.paused = True
             peer.stats.pauses += 1
             self.replica.pause_peer(key)
@@ -391,8 +396,8 @@ class MeshCore:
         peer.direct.admitted()
         peer.binding, peer.unreached_since = None, None
         peer.stats.admissions += 1
-        peer.direct.relay_gone(now)
         if relayed:
+            peer.direct.relay_gone(now)  # (patience back to normal for the next loss)
             # The replica keeps its link: the next message simply goes the direct way, and what
             # is still in flight on the relay is opened for a while yet.
             peer.relay.superseded(now)
@@ -496,7 +501,7 @@ class MeshCore:
             peer.relay.lost()
             return
         self._end_relay(peer, reason, now)
-        peer.unreached_since = now
+        peer.unreached_since = now  # (a relay that failed to bind waits RELAY_AFTER again, too)
         peer.direct.relay_gone(now)
         peer.stats.reconnects += 1
 
@@ -507,6 +512,7 @@ class MeshCore:
         carried = peer.relay.carries
         peer.relay.lost()
         if carried:
+            peer.unreached_since = now  # (so the relay is tried again once the peer is due)
             self.replica.remove_peer(peer.key)
             peer.stats.links_lost += 1
             peer.stats.last_loss = reason
@@ -572,11 +578,13 @@ class MeshCore:
             self._emit(LinkLost(peer.key, reason))
         self._actions.append(CloseLink(peer.key, peer.direct.link_id))
 
-    def close_all(self, reason: str, now: float) -> None:
-        """Close every link and relay session (the mesh is stopping)."""
+    def close_all(self, reason: str, at: Instant) -> None:
+        """Close every link and relay session: the mesh has stopped, and takes no roster again."""
+        self._stopped = True
         for peer in self._peers.values():
-            self._end_relay(peer, reason, now)
-            self._close_link(peer, reason, now)
+            self._end_relay(peer, reason, at.mono)
+            self._close_link(peer, reason, at.mono)
+        self._peers.clear()
 
     # ---- sending -------------------------------------------------------------------------------
 

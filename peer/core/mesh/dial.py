@@ -69,17 +69,17 @@ class Input(enum.Enum):
     UNBANNED = "unbanned"  # the ban is over
 
 
-_LINKED = (DialState.CONNECTING, DialState.BINDING, DialState.ADMITTED)  # a link exists
+LINKED = (DialState.CONNECTING, DialState.BINDING, DialState.ADMITTED)  # a link exists
 UNREACHED = (DialState.WAITING, DialState.CONNECTING, DialState.BINDING)  # no admitted link
 TRANSITIONS: dict[tuple[DialState, Input], DialState] = {
     (DialState.WAITING, Input.DIAL): DialState.CONNECTING,
     (DialState.WAITING, Input.OFFERED): DialState.CONNECTING,
     # a new attempt supersedes the current link, whatever it had reached
-    **{(state, Input.DIAL): DialState.CONNECTING for state in _LINKED},
-    **{(state, Input.OFFERED): DialState.CONNECTING for state in _LINKED},
+    **{(state, Input.DIAL): DialState.CONNECTING for state in LINKED},
+    **{(state, Input.OFFERED): DialState.CONNECTING for state in LINKED},
     (DialState.CONNECTING, Input.OPENED): DialState.BINDING,
     (DialState.BINDING, Input.ADMITTED): DialState.ADMITTED,
-    **{(state, Input.LOST): DialState.WAITING for state in _LINKED},
+    **{(state, Input.LOST): DialState.WAITING for state in LINKED},
     # refused (binding), cut (admitted), or cut while the relay carried the peer (any other)
     **{(state, Input.BANNED): DialState.BANNED for state in (*UNREACHED, DialState.ADMITTED)},
     (DialState.BANNED, Input.UNBANNED): DialState.WAITING,

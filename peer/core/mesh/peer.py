@@ -17,11 +17,9 @@ import enum
 from dataclasses import dataclass, field
 
 from peer.core.mesh.binding import Binding, Role
-from peer.core.mesh.dial import DialMachine, DialState
+from peer.core.mesh.dial import LINKED, DialMachine, DialState
 from peer.core.mesh.events import LinkStatistics
 from peer.core.mesh.relay_path import RELAY_AFTER, RelayPath, RelayState
-
-LINKED = (DialState.CONNECTING, DialState.BINDING, DialState.ADMITTED)  # a direct link exists
 
 
 class Carrier(enum.Enum):

@@ -41,7 +41,6 @@ class RelayInput(enum.Enum):
 RELAY_TRANSITIONS: dict[tuple[RelayState, RelayInput], RelayState] = {
     (RelayState.OFF, RelayInput.START): RelayState.BINDING,
     (RelayState.BINDING, RelayInput.START): RelayState.BINDING,
-    (RelayState.DRAINING, RelayInput.START): RelayState.BINDING,
     (RelayState.BINDING, RelayInput.ADMITTED): RelayState.ADMITTED,
     (RelayState.ADMITTED, RelayInput.SUPERSEDED): RelayState.DRAINING,
     (RelayState.DRAINING, RelayInput.DRAINED): RelayState.OFF,

@@ -4,8 +4,16 @@ An honest sender stays well inside the receivers' rate budget (`replica.RATE_PER
 messages a second with bursts of 480): local changes are published at most PUBLISH_RATE times a
 second, with bursts of PUBLISH_BURST (so a late frame followed by an on-time one is not delayed);
 changes made while no publication is due are coalesced (newest value per byte, counters' deltas
-summed) into the next batch, which carries the latest time the game made any of them. At 60 Hz
-every frame's batch goes out at once.
+summed) into the next batches. At 60 Hz every frame's batch goes out at once.
+
+One batch carries one stamp, and the stamp is built from when the game made the changes
+(`clock.HybridClock.stamp`): a byte stamped later than it was written beats the other players'
+writes made in between, and that is a rollback (issue 31: a peer whose process stalled for 10 s
+read its emulator's backlog at once, coalesced it, stamped a byte written 5 s earlier with the
+backlog's latest time, and took back a newer write everywhere). So each pending byte keeps when
+its newest value was written, and a batch only coalesces bytes written within `COALESCE_S` of the
+oldest pending one (one emulator check, in practice); later ones go in the next batches, oldest
+first. After a stall the backlog collapses to the newest value per byte, in a few batches.
 
 Receivers charge work, not messages (`replica.message_cost`: bytes and runs), so the pacer charges
 a batch the same way: a frame of a few bytes costs one token, a frame of 24 KiB in 1,500 runs costs
@@ -25,6 +33,8 @@ from peer.core.sync.state import Delta, Run, byte_values
 
 PUBLISH_RATE = 120.0
 PUBLISH_BURST = 4.0
+COALESCE_S = 0.010  # bytes the game wrote this close together may share one batch (and stamp)
+TOKEN_SLACK = 1e-6  # so that a due time is never `now` again: a loop on it would spin
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,40 +50,54 @@ class PublishPacer:
             raise ValueError("the publishing rate must be positive and the burst at least 1")
         self._rate, self._burst = rate, burst
         self._tokens, self._tokens_at = burst, now
-        self._pending: dict[int, int] = {}  # address -> newest value not yet published
+        self._pending: dict[int, tuple[int, float]] = {}  # address -> newest value, when written
         self._deltas: dict[int, int] = {}  # counter -> sum of the deltas not yet published
-        self._written_at: float | None = None
+        self._deltas_at: float | None = None
         self._due: float | None = None
 
     def add(self, runs: Iterable[Run], written_at: float, deltas: Iterable[Delta] = ()) -> None:
         """Changes the game made by `written_at` (checked to be shared by the caller)."""
-        self._pending.update(byte_values(runs))
+        for address, value in byte_values(runs).items():
+            self._pending[address] = (value, written_at)
         for first, delta in deltas:
             self._deltas[first] = self._deltas.get(first, 0) + delta
-        self._written_at = written_at if self._written_at is None else max(self._written_at, written_at)
+            self._deltas_at = written_at if self._deltas_at is None else max(self._deltas_at, written_at)
 
     def get_timer(self) -> float | None:
-        """When the next batch may go out, while one waits for the pace (None: go at once)."""
+        """When the next batch may go out, while one waits (None: the next change goes at once)."""
         return self._due
 
     def take(self, now: float) -> Batch | None:
         """The batch to publish now, or None (nothing pending, or not yet: see `get_timer`)."""
         elapsed, self._tokens_at = now - self._tokens_at, now
         self._tokens = min(self._burst, self._tokens + max(0.0, elapsed) * self._rate)
-        if self._tokens < 1.0:
+        if self._tokens < 1.0 - TOKEN_SLACK:  # (a refill rounded just below one token is one)
             self._due = now + (1.0 - self._tokens) / self._rate
             return None
         self._due = None
-        if not (self._pending or self._deltas) or self._written_at is None:
+        if not self._pending and not self._deltas:
             return None
-        runs = _runs(self._pending)
-        self._tokens -= batch_cost(runs)
-        deltas = tuple((first, delta) for first, delta in sorted(self._deltas.items()) if delta)
-        batch = Batch(tuple(runs), self._written_at, deltas)
-        self._pending.clear()
-        self._deltas.clear()
-        self._written_at = None
+        batch = self._oldest_batch()
+        self._tokens -= batch_cost(list(batch.runs))
+        if self._pending:  # more, written later: as soon as the pace allows
+            self._due = now + max(TOKEN_SLACK, 1.0 - self._tokens) / self._rate
         return batch
+
+    def _oldest_batch(self) -> Batch:
+        """The bytes written within COALESCE_S of the oldest pending one, and every counter delta
+        (a sum, whose stamp orders nothing against other players)."""
+        deltas = tuple((first, delta) for first, delta in sorted(self._deltas.items()) if delta)
+        written_at = self._deltas_at if self._deltas_at is not None else 0.0
+        self._deltas.clear()
+        self._deltas_at = None
+        if not self._pending:
+            return Batch((), written_at, deltas)
+        oldest = min(at for _, at in self._pending.values())
+        group = {a: (v, at) for a, (v, at) in self._pending.items() if at <= oldest + COALESCE_S}
+        for address in group:
+            del self._pending[address]
+        runs = _runs({address: value for address, (value, _) in group.items()})
+        return Batch(tuple(runs), max(at for _, at in group.values()), deltas)
 
 
 WIRE_OVERHEAD = 200  # header, stamp, totals and signatures of a batch message, roughly
