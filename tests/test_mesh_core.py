@@ -13,12 +13,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peer.core.mesh.binding import Role, derive_room_key, role_towards
-from peer.core.mesh.dial import REFUSED_WAIT, DialState
+from peer.core.mesh.dial import CUT_WAIT, REFUSED_WAIT, DialState
 from peer.core.mesh.events import LinkLost, PathChanged, PeerAdmitted, PeerRefused
 from peer.core.mesh.paths import Path
 from peer.core.mesh.peer import Carrier
 from peer.core.mesh.relay_path import RELAY_AFTER
-from peer.core.sync.replica import SILENT_AFTER, BytesChanged, Rejected
+from peer.core.mesh.relay_session import RelaySession
+from peer.core.sync import codec
+from peer.core.sync.replica import SILENT_AFTER, BytesChanged, CutPeer, Rejected
 from tests.mesh_net import REGIONS, MeshNet, NetNode
 
 BASE = REGIONS[0].start
@@ -130,6 +132,42 @@ def test_the_relay_carries_an_unreachable_peer_and_a_direct_link_takes_over_with
     ]
     assert seen == written  # every write once, in order, across the handover
     assert not any(isinstance(e, LinkLost) for e in offerer.events + answerer.events)
+
+
+def test_a_peer_cut_off_while_relayed_is_relayed_again_once_the_ban_is_over() -> None:
+    net = MeshNet(2)
+    offerer, answerer = offerer_first(net)
+    net.signals_blocked = True
+    net.list_all()
+    net.run(RELAY_AFTER + 2.0)
+    assert offerer.core.carrier(answerer.key) is Carrier.RELAY
+    # The answerer floods the offerer through the relay with handshakes: refused until cut off.
+    session = answerer_session(answerer, offerer)
+    for _ in range(400):
+        handshake = answerer.core.signer.encode(codec.Nonce(bytes(32)))  # (seq 0: refused after binding)
+        net.frames.append((answerer.key, offerer.key, session.seal(handshake)))
+        net.deliver_all()
+        if any(isinstance(e, CutPeer) for e in offerer.events):
+            break
+    assert offerer.core.statistics()[answerer.key].state == "banned"
+    net.run(CUT_WAIT + RELAY_AFTER + 15.0)
+    assert offerer.core.carrier(answerer.key) is Carrier.RELAY
+
+
+def answerer_session(answerer: NetNode, offerer: NetNode) -> RelaySession:
+    session = answerer.core._peers[offerer.key].relay.session  # (the test plays a hostile peer)
+    assert session is not None
+    return session
+
+
+def test_a_stopped_core_takes_no_roster_and_reports_each_loss_once() -> None:
+    net = MeshNet(2)
+    a, b = admitted_pair(net)
+    a.core.close_all("mesh stopped", net.at())
+    net.carry_out(a)
+    a.core.set_roster([a.key, b.key], net.at())
+    assert a.core.actions() == []
+    assert len([e for e in a.events if isinstance(e, LinkLost)]) == 1 and not a.core.admitted()
 
 
 def test_a_link_that_backs_up_pauses_its_peer_and_resumes_once_drained() -> None:
