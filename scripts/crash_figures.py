@@ -9,6 +9,11 @@ run (RAM, disk) points back to the one write that put it there (`Ledger.source`)
 the room* when some other player's emulator showed it. It is *lost* when it reached the room and
 the room's final value at its address comes from an older write, or from no write at all (a zero:
 some emulator's boot-time RAM clear was published): nothing newer overwrote it.
+
+A *rollback* (issue 31) is a newer write taken back by an older one: an emulator showed a write,
+then (in the same run of that emulator) an older write to the same byte, and the newer one had
+reached the room. Not merely late: the older one was never to be shown again. A write lost with
+its author's crash never reached the room, so it is counted as unpublished, not here.
 """
 
 from __future__ import annotations
@@ -57,6 +62,15 @@ class Lost:
     before_kill: float | None  # seconds from the write to its author's next kill (None: no kill)
 
 
+@dataclass(frozen=True)
+class Rollback:
+    viewer: str
+    address: int
+    newer: Write  # shown first
+    older: Write  # shown after it, in the same emulator
+    at: float  # when the older one was seen
+
+
 @dataclass
 class Ledger:
     """Every write, when each first showed in another player's emulator, and every kill."""
@@ -65,6 +79,8 @@ class Ledger:
     kills: list[Kill] = field(default_factory=list)
     reached: dict[Write, float] = field(default_factory=dict)  # write -> first seen elsewhere
     _by_value: dict[tuple[int, int], list[Write]] = field(default_factory=lambda: defaultdict(list))
+    _newest_shown: dict[tuple[str, int, int], Write] = field(default_factory=dict)
+    _taken_back: list[Rollback] = field(default_factory=list)
 
     def add_write(self, write: Write) -> None:
         self.writes.append(write)
@@ -83,6 +99,30 @@ class Ledger:
         write = self.source(address, value, at)
         if write is not None and write.author != viewer and write not in self.reached:
             self.reached[write] = at
+
+    def shown(self, viewer: str, incarnation: int, address: int, value: int, at: float) -> None:
+        """VIEWER's emulator (of its INCARNATION-th start) showed VALUE at ADDRESS at AT."""
+        self.seen(viewer, address, value, at)
+        write = self.source(address, value, at)
+        if write is None:
+            return
+        key = (viewer, incarnation, address)
+        newest = self._newest_shown.get(key)
+        if newest is None or write.sent > newest.sent:
+            self._newest_shown[key] = write
+        elif write.sent < newest.sent:
+            self._taken_back.append(Rollback(viewer, address, newest, write, at))
+
+    def rollbacks(self) -> list[Rollback]:
+        """Newer writes that reached the room and were taken back by older ones, once per
+        emulator, byte and newer write."""
+        result, counted = [], set()
+        for item in self._taken_back:
+            key = (item.viewer, item.address, item.newer)
+            if item.newer in self.reached and key not in counted:
+                counted.add(key)
+                result.append(item)
+        return result
 
     def next_kill(self, write: Write) -> Kill | None:
         later = [k for k in self.kills if k.player == write.author and k.at >= write.sent]

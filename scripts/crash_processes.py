@@ -203,6 +203,17 @@ class Player:
             await wait_for(gone, f"{self.name} to end after kill -9", 10.0)
         self.events.log("ended", player=self.name, how=how, code=process.returncode, took_s=took)
 
+    def signal_peer(self, number: int) -> bool:
+        """Send the current peer process (not its openMSX) signal NUMBER: SIGSTOP stalls it as a
+        closed lid or a debugger would, while its emulator plays on; SIGCONT resumes it."""
+        peer = self.peer
+        if peer is None or peer.process is None or peer.process.returncode is not None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(peer.process.pid, number)
+            return True
+        return False
+
     async def shared(self) -> bytes | None:
         peer = self.peer
         if peer is None:

@@ -14,8 +14,11 @@ For --duration seconds (default 180), with `random.Random(--seed)`:
     value names the author and a per-address counter (scripts/crash_figures.py), no address is
     written twice within a second, and every write is logged (author, address, value, wall time);
   * chaos: every 3-12 s a running player (never the last one) is killed with kill -9 (peer and
-    its openMSX at once, 70 %) or SIGTERM (30 %), often right after a write of its own, and
-    restarted from the same folders after a 1-10 s pause;
+    its openMSX at once, or the peer alone) or SIGTERM, often right after a write of its own, and
+    restarted from the same folders after a 1-10 s pause; or (STOP_SHARE of the time) its peer
+    process is stopped (SIGSTOP) for 6-12 s, longer than the others take to drop it as silent,
+    while its emulator plays on: its game writes a byte, and 1.5 s later another player writes the
+    same byte (issue 31's case: the newer write must stay everywhere);
   * watching: every 0.25 s each emulator's shared bytes (a write *reached the room* once another
     player's emulator showed it; an armed player showing zero where the room had a value is a
     wipe), each peer's log (when it armed: "sharing with the room"), every 3 s each peer's and
@@ -28,9 +31,11 @@ Then the phases that end a run:
      clear) and does it wipe the bytes, in RAM and on disk?
   3. the other two restart; time to identical again; the final figures: lost writes (and how long
      before its author's kill each was made), database sizes, RSS.
-Prints a human summary, then one final JSON line. Exits 1 if a write was lost, bytes were wiped
-or the replicas did not end identical; 2 if the run itself failed. Every wait has a deadline; every
-process started here is stopped on exit, also on errors and Ctrl-C. The run's folder (logs, state
+Rollbacks (scripts/crash_figures.py): an emulator showing an older write after a newer one that
+had reached the room. Prints a human summary, then one final JSON line. Exits 1 if a write was
+lost, a newer write was taken back, bytes were wiped or the replicas did not end identical; 2 if
+the run itself failed. Every wait has a deadline; every process started here is stopped on exit,
+also on errors and Ctrl-C. The run's folder (logs, state
 folders, events.jsonl) is kept when the run fails or with --keep.
 """
 
@@ -51,7 +56,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crash_figures import Ledger, Lost, spread, wiped
+from crash_figures import Ledger, Lost, Rollback, Write, spread, wiped
 from crash_processes import (
     ARM_AFTER,
     KILLS,
@@ -71,6 +76,9 @@ KILL_GAP = (3.0, 12.0)  # seconds between two kills
 RESTART_PAUSE = (1.0, 10.0)  # seconds a killed player stays down
 KILL_WEIGHTS = (0.4, 0.3, 0.3)  # kill -9 of peer and openMSX, of the peer alone; SIGTERM
 WRITE_BEFORE_KILL = 0.6  # share of kills that come right after a write of the victim's own
+STOP_SHARE = 0.3  # share of chaos events that stop a peer's process instead of killing it
+STOP_FOR = (6.0, 12.0)  # seconds a stopped peer stays stopped: past the silence limit (5 s)
+CONTEST_AFTER = 1.5  # seconds from the stopped player's write to another player's, same byte
 POLL, RSS_EVERY = 0.25, 3.0
 ARM_WITHIN, SETTLE_WITHIN, EMPTY_WITHIN = 90.0, 90.0, 30.0
 Sample = tuple[int | None, int | None, bool]  # VmRSS kB of the peer and of its openMSX; armed
@@ -102,6 +110,7 @@ class Crash:
         self.shown: dict[tuple[str, int, int], int] = {}  # (player, incarnation, address) -> value
         self.zeros: dict[tuple[str, int, int], float] = {}  # when it went from a value to zero
         self.restarts = 0
+        self.stops = 0
         self.figures: dict[str, Any] = {}
 
     # ---- watchers --------------------------------------------------------------------------------
@@ -131,7 +140,7 @@ class Crash:
                 continue
             settled = player.armed_at is not None and now - player.armed_at > 1.0
             for address, value in zip(SHARED, data, strict=True):
-                self.ledger.seen(player.name, address, value, now)
+                self.ledger.shown(player.name, player.incarnation, address, value, now)
                 key = (player.name, player.incarnation, address)
                 if value == 0 and self.shown.get(key) and settled and key not in self.zeros:
                     self.zeros[key] = now  # no write of this test is a zero: a published boot clear
@@ -207,6 +216,9 @@ class Crash:
             if len(running) < 2:
                 continue  # the room stays alive in this phase; the lone restart comes later
             victim = rng.choice(running)
+            if rng.random() < STOP_SHARE:
+                await self.stop_for(victim, [p for p in running if p is not victim], rng)
+                continue
             how = rng.choices(KILLS, KILL_WEIGHTS)[0]
             write_first, delay = rng.random() < WRITE_BEFORE_KILL, rng.uniform(0.0, 0.2)
             pause = rng.uniform(*RESTART_PAUSE)
@@ -216,6 +228,41 @@ class Crash:
                     await asyncio.sleep(delay)
                 await victim.kill(how, self.ledger)
             group.create_task(self.restart_later(victim, pause))
+
+    async def stop_for(self, victim: Player, others: list[Player], rng: random.Random) -> None:
+        """Stop VICTIM's peer process a while; meanwhile its game and another player's write the
+        same byte, the other one later (the newer write must win everywhere)."""
+        seconds = rng.uniform(*STOP_FOR)
+        if not victim.signal_peer(signal.SIGSTOP):
+            return
+        self.stops += 1
+        self.events.log("stop", player=victim.name, seconds=round(seconds, 2))
+        started = time.time()
+        try:
+            await asyncio.sleep(1.0)
+            address = await self.contested_write(victim, rng)
+            other = rng.choice([p for p in others if p.armed] or [None])
+            if address is not None and other is not None:
+                await asyncio.sleep(CONTEST_AFTER)
+                async with other.lock:
+                    self.last_written[address] = time.time()
+                    await other.write(self.ledger, address)
+            await asyncio.sleep(max(0.0, started + seconds - time.time()))
+        finally:
+            victim.signal_peer(signal.SIGCONT)
+            self.events.log("cont", player=victim.name)
+
+    async def contested_write(self, player: Player, rng: random.Random) -> int | None:
+        """A write by PLAYER's game to a byte nobody wrote in the last ADDRESS_QUIET seconds."""
+        now = time.time()
+        quiet = [a for a in SHARED if now - self.last_written.get(a, 0.0) > ADDRESS_QUIET]
+        if not quiet:
+            return None
+        address = rng.choice(quiet)
+        async with player.lock:
+            self.last_written[address] = now
+            written = await player.write(self.ledger, address)
+        return address if written is not None else None
 
     async def restart_later(self, player: Player, pause: float) -> None:
         await asyncio.sleep(pause)
@@ -454,6 +501,9 @@ def summarise(crash: Crash, events: Events) -> dict[str, Any]:
         "lost": len(lost_final),
         "addresses_lost": len({i.write.address for i in lost_final}),
         "lost_writes": lost_json(lost_final, events)[:60],
+        "stops": crash.stops,
+        "rollbacks": len(ledger.rollbacks()),
+        "rollback_cases": rollback_json(ledger.rollbacks(), events)[:20],
         "identical_after_chaos": f["after_chaos"]["identical"],
         "identical_after_chaos_s": f["after_chaos"]["after_restart_s"],
         "identical_at_end": f["at_end"]["identical"],
@@ -470,6 +520,31 @@ def summarise(crash: Crash, events: Events) -> dict[str, Any]:
         "rss": {name: rss_json(samples) for name, samples in crash.rss.items()},
         "db_bytes": f["db_bytes"],
     }
+
+
+def rollback_json(items: list[Rollback], events: Events) -> list[dict[str, Any]]:
+    return [
+        {
+            "viewer": item.viewer,
+            "address": f"{item.address:04X}",
+            "newer": {
+                "author": item.newer.author,
+                "value": item.newer.value,
+                "t": events.rel(item.newer.sent),
+            },
+            "older": {
+                "author": item.older.author,
+                "value": item.older.value,
+                "t": events.rel(item.older.sent),
+            },
+            "seen_at": events.rel(item.at),
+        }
+        for item in items
+    ]
+
+
+def write_json(write: Write, events: Events) -> dict[str, Any]:
+    return {"author": write.author, "value": write.value, "t": events.rel(write.sent)}
 
 
 def rounded(value: float | None) -> float | None:
@@ -508,6 +583,11 @@ def report(figures: dict[str, Any]) -> None:
             f"{lone['wiped_ram']}/{len(SHARED)} bytes in RAM, {lone['wiped_disk']}/{len(SHARED)} on disk",
             f"    before {lone['before']}\n    after  {lone['disk_after']} (disk)",
         ]
+    lines.append(
+        f"  stops (SIGSTOP past the silence limit) {figures['stops']}; newer writes taken back by "
+        f"older ones (rollbacks): {figures['rollbacks']}"
+    )
+    lines += [f"  rollback: {item}" for item in figures["rollback_cases"][:10]]
     lines.append(
         f"  lost at the end {figures['lost']} writes at {figures['addresses_lost']} addresses; "
         f"identical at the end: {figures['identical_at_end']} "
@@ -573,7 +653,7 @@ def main() -> int:
         print(json.dumps({"seed": options.seed, "error": repr(exc), "folder": str(folder)}))
         return 2
     wiped = figures["wiped"] + figures["wiped_by_restarts"]
-    ok = figures["lost"] == 0 and wiped == 0 and figures["identical_at_end"]
+    ok = figures["lost"] == 0 and figures["rollbacks"] == 0 and wiped == 0 and figures["identical_at_end"]
     figures["ok"] = ok
     figures["folder"] = str(folder) if (options.keep or not ok) else None
     report(figures)

@@ -48,5 +48,31 @@ def test_a_zero_loses_every_write_that_reached_the_room_and_none_that_did_not() 
     assert [w for w, _ in ledger.unpublished(until=30.0)] == [unseen]
 
 
+def test_a_newer_write_taken_back_by_an_older_one_is_a_rollback_and_a_late_one_is_not() -> None:
+    """Issue 31's case: carol's write (older) is shown at alice after bob's newer one was."""
+    ledger = Ledger()
+    older, newer = write("carol", 171, 36.36), write("bob", 86, 38.42)
+    for w in (older, newer):
+        ledger.add_write(w)
+    ledger.shown("carol", 1, A, 171, 37.0)  # its author's emulator: its own write
+    ledger.shown("carol", 1, A, 86, 41.6)  # then the newer one: late, not a rollback
+    ledger.shown("alice", 1, A, 86, 38.6)  # alice saw the newer one (it reached the room) ...
+    ledger.shown("alice", 1, A, 171, 41.4)  # ... then the older one: a rollback
+    ledger.shown("alice", 1, A, 171, 41.6)  # (counted once)
+    ledger.shown("alice", 2, A, 171, 50.0)  # a restarted emulator starts a new history
+    [rollback] = ledger.rollbacks()
+    assert (rollback.viewer, rollback.newer, rollback.older) == ("alice", newer, older)
+
+
+def test_an_older_value_after_a_write_that_never_reached_the_room_is_no_rollback() -> None:
+    ledger = Ledger()
+    older, unseen = write("alice", 1, 10.0), write("bob", 86, 20.0)
+    ledger.add_write(older)
+    ledger.add_write(unseen)
+    ledger.shown("bob", 1, A, 86, 20.5)  # bob's own emulator; bob dies before publishing it
+    ledger.shown("bob", 1, A, 1, 25.0)
+    assert ledger.rollbacks() == []
+
+
 def test_wiped_counts_values_that_became_zero_or_vanished() -> None:
     assert wiped({A: 5, A + 1: 0, A + 2: 7}, {A: 0, A + 1: 0}) == [A, A + 2]

@@ -185,21 +185,31 @@ async def start_own_openmsx(peer: Peer, home: Path, openmsx: Build) -> asyncio.s
 
 
 STALL = 10.0  # seconds the peer's process stays stopped
+OTHER_ITEMS = (ITEM3 + 2, ITEM3 + 3, ITEM3 + 4, ITEM3 + 5)  # as many reports as a publishing burst
 
 
 async def test_a_stalled_peer_does_not_publish_its_old_writes_as_new(peers: Peers) -> None:
+    """Issue 31 too: alice's backlog holds more reports than a publishing burst, so when she is
+    back they are coalesced; the old write among them must keep its own (older) time."""
     bob, alice = await start_room(peers, ["bob", "alice"])  # bob hosts: alice's stall stops no server
     assert alice.process is not None
     alice.process.send_signal(signal.SIGSTOP)
     stopped = time.monotonic()
     try:
         # Alice's game writes while her msxsync is stopped (openMSX runs on)...
+        for n, item in enumerate(OTHER_ITEMS):
+            await alice.write(item, 0x30 + n)  # (each in a report of its own)
+            await alice.frames()
         await alice.write(ITEM3, 0x11)
         await alice.frames()
         await asyncio.sleep(STALL / 2)  # the stall itself is the scenario: time must pass
-        # ...and bob's game writes the same byte later.
+        # ...and bob's game writes the same byte later...
         await bob.write(ITEM3, 0x22)
         await bob.frames()
+        # ...and alice's game goes on writing other bytes, later still.
+        for n, item in enumerate(OTHER_ITEMS):
+            await alice.write(item, 0x40 + n)
+            await alice.frames()
         await asyncio.sleep(max(0.0, STALL - (time.monotonic() - stopped)))
     finally:
         alice.process.send_signal(signal.SIGCONT)
