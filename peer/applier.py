@@ -2,8 +2,13 @@
 
 Remote bytes and adoptions of the room's state go through one queue of typed commands, so that an
 adoption's writes and the remote bytes that follow it reach the emulator in the order they were
-decided. On-screen messages have their own lane (issue 18, F3): a short queue that drops its
-oldest line when full and is served only when no write is waiting, so a flood of chat can neither
+decided. A write gives the emulator the room's value of its bytes as they are when it is carried
+out (the replica's), not when it was queued: a local change published meanwhile may have won. A
+write that ran over a report of the game's own writes not yet read is followed by a refresh of
+those bytes (`peer.core.emulator.apply_race`).
+
+On-screen messages have their own lane (issue 18, F3): a short queue that drops its oldest line
+when full and is served only when no write is waiting, so a flood of chat can neither
 delay the game's bytes nor pile up lines on screen; a message still follows the writes queued
 before it. The applier does the I/O of an adoption
 (write the room's bytes, read the regions) and hands the outcome back to the gate
@@ -19,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from games.definition import Merge, MergeRule, Region
+from peer.core.emulator.apply_race import ApplyRace
 from peer.core.emulator.gating import Action, AdoptRoom, Gate, WriteToEmulator, room_bytes, unwritten_values
 from peer.core.emulator.openmsx_protocol import CounterDelta
 from peer.core.sync.replica import Replica
@@ -69,6 +75,9 @@ class Applier:
             if region.merge.rule is MergeRule.ADD
             for first in range(region.start, region.end + 1, region.merge.width)
         }
+        self._counter_bytes = {
+            a for first, merge in self._counters.items() for a in range(first, first + merge.width)
+        }
         self._gate = gate
         self._replica = replica
         self._act = act
@@ -76,6 +85,7 @@ class Applier:
         self._messages: deque[ShowMessage] = deque(maxlen=MESSAGES_KEPT)
         self._dropped = 0
         self._wake = asyncio.Event()
+        self._race = ApplyRace()
 
     def put(self, command: Command) -> None:
         if isinstance(command, ShowMessage):
@@ -84,6 +94,24 @@ class Applier:
         else:
             self._writes.append(command)
         self._wake.set()
+
+    def reported(self, number: int, changes: Iterable[Run]) -> None:
+        """The watcher's report NUMBER was read and merged: refresh what a write ran over."""
+        addresses = [
+            address + i
+            for address, data in changes
+            for i in range(len(data))
+            if self._shared(address + i) and (address + i) not in self._counter_bytes
+        ]
+        self._refresh(self._race.reported(number, addresses))
+
+    def _refresh(self, addresses: Iterable[int]) -> None:
+        runs = tuple((address, b"\x00") for address in sorted(addresses))  # (values: when written)
+        if runs:
+            self.put(WriteToEmulator(runs))
+
+    def _shared(self, address: int) -> bool:
+        return any(region.start <= address <= region.end for region in self._regions)
 
     @property
     def messages_dropped(self) -> int:
@@ -122,9 +150,26 @@ class Applier:
             CounterDelta(first, self._counters[first].width, self._counters[first].bcd, delta)
             for first, delta in deltas
         ]
-        missed = await self._link.apply(split_at_regions(runs, self._regions), adds)
-        if missed:
-            log.warning("%d shared bytes did not take in openMSX (no RAM mapped there now)", len(missed))
+        runs = self._room_values(runs)
+        token = self._race.resolving(a for address, data in runs for a in range(address, address + len(data)))
+        try:
+            applied = await self._link.apply(split_at_regions(runs, self._regions), adds)
+        except BaseException:
+            self._race.failed(token)
+            raise
+        self._refresh(self._race.applied(token, applied.ran_after))
+        if applied.missed:
+            log.warning(
+                "%d shared bytes did not take in openMSX (no RAM mapped there now)", len(applied.missed)
+            )
+
+    def _room_values(self, runs: Iterable[Run]) -> list[Run]:
+        """The room's values of these bytes now (the replica's): what was decided when the write
+        was queued may have been overtaken by a local change published since."""
+        replica = self._replica()
+        if replica is None:
+            return list(runs)
+        return [(address, replica.state.read(address, len(data))) for address, data in runs]
 
     async def _adopt(self, reason: str) -> None:
         game_values: list[Run] = []

@@ -391,7 +391,8 @@ def apply_command(
     watcher's snapshot.
 
     Every change must lie inside one of REGIONS (the same list `watch_script` was built from).
-    The reply lists the addresses whose byte did not read back as written (ROM mapped there).
+    The reply (`parse_applied`) says after which of the watcher's reports openMSX ran it, then
+    lists the addresses whose byte did not read back as written (ROM mapped there).
     """
     words: list[str] = []
     for address, data in changes:
@@ -408,6 +409,26 @@ def apply_command(
     if not words and not adds:
         raise ValueError("nothing to apply")
     return "msxsync::apply {" + " ".join(words) + "} {" + " ".join(adds) + "}"
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """openMSX ran an apply after the watcher's report `ran_after`; `missed`: the addresses
+    whose byte did not read back as written."""
+
+    ran_after: int
+    missed: tuple[int, ...]
+
+
+def parse_applied(reply: str) -> Applied:
+    """The reply to `apply_command`; ControlStreamError for anything else."""
+    try:
+        numbers = [int(word) for word in reply.split()]
+    except ValueError:
+        numbers = []
+    if not numbers or numbers[0] < 0:
+        raise ControlStreamError(f"bad reply to apply: {reply[:60]!r}")
+    return Applied(numbers[0], tuple(numbers[1:]))
 
 
 def watch_script(regions: Sequence[_Region], run: str) -> str:
@@ -765,6 +786,7 @@ namespace eval msxsync {
     proc apply {writes {adds {}}} {
         variable regions
         variable snapshot
+        variable seq
         set failed {}
         foreach {index offset width bcd delta} $adds {
             set address [expr {[lindex $regions [expr {2 * $index}]] + $offset}]
@@ -790,7 +812,7 @@ namespace eval msxsync {
                 $first [expr {$first + 2 * $length - 1}] $back]
             if {$back ne $hex} { lappend failed $address }
         }
-        return $failed
+        return [linsert $failed 0 $seq]
     }
 }
 """
