@@ -3,9 +3,10 @@
 Remote bytes and adoptions of the room's state go through one queue of typed commands, so that an
 adoption's writes and the remote bytes that follow it reach the emulator in the order they were
 decided. A write gives the emulator the room's value of its bytes as they are when it is carried
-out (the replica's), not when it was queued: a local change published meanwhile may have won. A
-write that ran over a report of the game's own writes not yet read is followed by a refresh of
-those bytes (`peer.core.emulator.apply_race`).
+out (the replica's), not when it was queued: a local change published meanwhile may have won. And
+it never writes over a byte the game changed since the last report msxsync merged (issue 31):
+openMSX keeps the game's newer value (`openmsx_protocol.apply_command`'s SEEN), which reaches the
+room through its report; if the room's value still wins, the merge's correction is written next.
 
 On-screen messages have their own lane (issue 18, F3): a short queue that drops its oldest line
 when full and is served only when no write is waiting, so a flood of chat can neither
@@ -24,7 +25,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from games.definition import Merge, MergeRule, Region
-from peer.core.emulator.apply_race import ApplyRace
 from peer.core.emulator.gating import Action, AdoptRoom, Gate, WriteToEmulator, room_bytes, unwritten_values
 from peer.core.emulator.openmsx_protocol import CounterDelta
 from peer.core.sync.replica import Replica
@@ -85,7 +85,7 @@ class Applier:
         self._messages: deque[ShowMessage] = deque(maxlen=MESSAGES_KEPT)
         self._dropped = 0
         self._wake = asyncio.Event()
-        self._race = ApplyRace()
+        self._seen = 0  # the last watcher report the session merged
 
     def put(self, command: Command) -> None:
         if isinstance(command, ShowMessage):
@@ -95,23 +95,9 @@ class Applier:
             self._writes.append(command)
         self._wake.set()
 
-    def reported(self, number: int, changes: Iterable[Run]) -> None:
-        """The watcher's report NUMBER was read and merged: refresh what a write ran over."""
-        addresses = [
-            address + i
-            for address, data in changes
-            for i in range(len(data))
-            if self._shared(address + i) and (address + i) not in self._counter_bytes
-        ]
-        self._refresh(self._race.reported(number, addresses))
-
-    def _refresh(self, addresses: Iterable[int]) -> None:
-        runs = tuple((address, b"\x00") for address in sorted(addresses))  # (values: when written)
-        if runs:
-            self.put(WriteToEmulator(runs))
-
-    def _shared(self, address: int) -> bool:
-        return any(region.start <= address <= region.end for region in self._regions)
+    def reported(self, number: int) -> None:
+        """The watcher's report NUMBER was read and merged (its bytes are the room's business now)."""
+        self._seen = max(self._seen, number)
 
     @property
     def messages_dropped(self) -> int:
@@ -145,23 +131,19 @@ class Applier:
             case WriteToEmulator(runs, deltas) if self._gate.armed:
                 await self._write(runs, deltas)
 
-    async def _write(self, runs: Iterable[Run], deltas: Iterable[Delta] = ()) -> None:
+    async def _write(
+        self, runs: Iterable[Run], deltas: Iterable[Delta] = (), *, adopting: bool = False
+    ) -> None:
+        """Write the room's values of RUNS (and add DELTAS); an adoption writes every byte, other
+        writes leave the game's bytes it changed since the last merged report."""
         adds = [
             CounterDelta(first, self._counters[first].width, self._counters[first].bcd, delta)
             for first, delta in deltas
         ]
-        runs = self._room_values(runs)
-        token = self._race.resolving(a for address, data in runs for a in range(address, address + len(data)))
-        try:
-            applied = await self._link.apply(split_at_regions(runs, self._regions), adds)
-        except BaseException:
-            self._race.failed(token)
-            raise
-        self._refresh(self._race.applied(token, applied.ran_after))
-        if applied.missed:
-            log.warning(
-                "%d shared bytes did not take in openMSX (no RAM mapped there now)", len(applied.missed)
-            )
+        seen = None if adopting else self._seen
+        missed = await self._link.apply(split_at_regions(self._room_values(runs), self._regions), adds, seen)
+        if missed:
+            log.warning("%d shared bytes did not take in openMSX (no RAM mapped there now)", len(missed))
 
     def _room_values(self, runs: Iterable[Run]) -> list[Run]:
         """The room's values of these bytes now (the replica's): what was decided when the write
@@ -180,7 +162,7 @@ class Applier:
                 return
             written = room_bytes(replica.state)
             if written:
-                await self._write(written)
+                await self._write(written, adopting=True)
             adopted = sum(len(data) for _, data in written)
             reads = [await self._link.read(r.start, r.size) for r in self._regions]
             game_values = unwritten_values(self._regions, reads, replica.unwritten_addresses())

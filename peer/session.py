@@ -248,7 +248,7 @@ class Session:
                     self.parts.feed(
                         self.machine.report(changes, emutime, written_at, report, before, jumped=jumped)
                     )
-                    self.parts.the_applier().reported(report, changes)  # (after the merge above)
+                    self.parts.the_applier().reported(report)  # (merged above)
                 case Requested("resync"):
                     self.resync()
                 case Logged(level, text) if level in ("warning", "error") and "sequencer" not in text:

@@ -22,6 +22,7 @@ from games.definition import Region
 from peer.core.emulator.openmsx_protocol import (
     MESSAGE_WIDGET,
     ON_SCREEN_CHARS,
+    apply_command,
     parse_shown,
     request_command,
     shown_command,
@@ -157,7 +158,7 @@ async def test_a_write_while_paused_is_reported(msx2: OpenMSXLink) -> None:
 
 
 async def test_a_burst_inside_one_frame_is_one_batch(msx2: OpenMSXLink) -> None:
-    assert (await msx2.apply([(BURST, bytes(16))])).missed == ()
+    assert await msx2.apply([(BURST, bytes(16))]) == ()
     now = await msx2.emulated_time()
     await poke(msx2, COMMAND, 1)
     batches = await batches_until(msx2, lambda batch: BURST in batch, after=now)
@@ -171,7 +172,7 @@ async def test_a_burst_inside_one_frame_is_one_batch(msx2: OpenMSXLink) -> None:
 
 async def check_apply(link: OpenMSXLink, value: int) -> None:
     now = await link.emulated_time()
-    assert (await link.apply([(APPLIED, bytes([value]))])).missed == ()
+    assert await link.apply([(APPLIED, bytes([value]))]) == ()
     batches = await batches_until(link, lambda batch: batch.get(SEEN) == value, after=now)
     # The CPU read it (the cartridge copied it to SEEN), and it never came back as a change.
     assert not any(APPLIED in batch for batch in batches)
@@ -189,9 +190,39 @@ async def test_apply_refuses_bytes_outside_the_regions(msx2: OpenMSXLink) -> Non
         await msx2.apply([(COMMAND, b"\x01")])
 
 
+async def test_apply_leaves_the_games_bytes_changed_since_the_last_merged_report(
+    msx2: OpenMSXLink,
+) -> None:
+    """Issue 31: remote bytes never overwrite a newer write of the game's that msxsync has not
+    merged yet (its report unread, or made since the last check): it reaches the room itself."""
+    now = await msx2.emulated_time()
+    await msx2.command(f"debug write memory {APPLIED} 0x11")  # the game's write
+    report = None
+    async with asyncio.timeout(WAIT):
+        async for event in msx2.events():
+            if isinstance(event, LocalChanges) and event.emutime > now and APPLIED in flatten(event):
+                report = event.report
+                break
+    assert report is not None
+    assert await msx2.apply([(APPLIED, b"\x22")], seen=report - 1) == ()  # its report not merged
+    assert await msx2.read(APPLIED, 1) == b"\x11"
+    assert await msx2.apply([(APPLIED, b"\x22")], seen=report) == ()  # merged: the room's value
+    assert await msx2.read(APPLIED, 1) == b"\x22"
+    # A write since the last check (in the same Tcl command: no check between) stays, and is
+    # still reported as the game's.
+    now = await msx2.emulated_time()
+    apply = apply_command(msx2.regions, [(APPLIED, b"\x44")], seen=report + 10**6)
+    await msx2.command(f"debug write memory {APPLIED} 0x33; {apply}")
+    assert await msx2.read(APPLIED, 1) == b"\x33"
+    await batches_until(msx2, lambda batch: batch.get(APPLIED) == 0x33, after=now)
+    # An adoption (no report number) writes every byte.
+    assert await msx2.apply([(APPLIED, b"\x55")]) == ()
+    assert await msx2.read(APPLIED, 1) == b"\x55"
+
+
 async def test_apply_names_writes_that_did_not_take(msx2: OpenMSXLink) -> None:
     assert await msx2.read(0x4000, 2) == b"AB"
-    assert (await msx2.apply([(0x4001, b"\x00"), (APPLIED, b"\x01")])).missed == (0x4001,)
+    assert await msx2.apply([(0x4001, b"\x00"), (APPLIED, b"\x01")]) == (0x4001,)
     assert await msx2.read(0x4000, 2) == b"AB"  # ROM stays ROM, and nothing is reported
 
 

@@ -160,12 +160,12 @@ def test_the_watcher_has_a_clock_for_every_renderer_and_survives_machine_switche
 
 def test_apply_command_addresses_regions_by_index_and_offset() -> None:
     tcl = proto.apply_command(REGIONS, [(0xE040, b"\x99\x98"), (0xC003, b"\x01")])
-    assert tcl == "msxsync::apply {0 64 9998 1 3 01} {}"
+    assert tcl == "msxsync::apply {0 64 9998 1 3 01} {} -1"
 
 
 def test_counter_deltas_travel_as_numbers_with_their_shape() -> None:
     tcl = proto.apply_command(REGIONS, [], [proto.CounterDelta(0xE010, 2, True, -7)])
-    assert tcl == "msxsync::apply {} {0 16 2 1 -7}"
+    assert tcl == "msxsync::apply {} {0 16 2 1 -7} -1"
     with pytest.raises(ValueError):
         proto.apply_command(REGIONS, [], [proto.CounterDelta(0xE0FF, 2, False, 1)])  # leaves region
     with pytest.raises(ValueError):
@@ -209,7 +209,7 @@ RUN = "0123456789abcdef"
 def test_watch_script_names_the_regions_and_its_run() -> None:
     tcl = proto.watch_script(REGIONS, RUN)
     assert "variable regions {57344 256 49152 4}" in tcl
-    assert f'"{RUN} [incr seq]' in tcl
+    assert f'"{RUN} $seq ' in tcl
     with pytest.raises(ValueError):
         proto.watch_script([], RUN)
     for bad in ("", "0123", "x" * 16, RUN + "\n", "[exit] " + RUN):

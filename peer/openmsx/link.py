@@ -22,7 +22,6 @@ from games.definition import Region
 from peer.core.emulator.openmsx_protocol import (
     CHANGES_SETTING,
     REQUEST_SETTING,
-    Applied,
     ControlStreamError,
     CounterDelta,
     Log,
@@ -32,7 +31,6 @@ from peer.core.emulator.openmsx_protocol import (
     decode_hex_reply,
     message_command,
     new_run_nonce,
-    parse_applied,
     parse_changes,
     parse_probe,
     parse_request,
@@ -225,16 +223,23 @@ class OpenMSXLink:
         return await self._client.command(tcl)
 
     async def apply(
-        self, changes: Iterable[tuple[int, bytes]], deltas: Iterable[CounterDelta] = ()
-    ) -> Applied:
+        self,
+        changes: Iterable[tuple[int, bytes]],
+        deltas: Iterable[CounterDelta] = (),
+        seen: int | None = None,
+    ) -> tuple[int, ...]:
         """Write remote bytes where the CPU sees them, and add DELTAS to counters in place, without
-        reporting either back as local.
+        reporting either back as local. With SEEN (the last watcher report merged), a byte the
+        game changed since keeps the game's value (see `apply_command`).
 
-        Every change must lie inside one shared region (ValueError otherwise). Returns after which
-        of the watcher's reports openMSX ran it, and the addresses of writes that did not read
-        back as written (no RAM mapped there now).
+        Every change must lie inside one shared region (ValueError otherwise). Returns the
+        addresses of writes that did not read back as written (no RAM mapped there now).
         """
-        return parse_applied(await self.command(apply_command(self.regions, changes, deltas)))
+        reply = await self.command(apply_command(self.regions, changes, deltas, seen))
+        try:
+            return tuple(int(word) for word in reply.split())
+        except ValueError:
+            raise ControlStreamError(f"bad reply to apply: {reply[:60]!r}") from None
 
     async def read(self, address: int, length: int) -> bytes:
         """LENGTH bytes at a CPU address, as the CPU sees them now."""

@@ -385,14 +385,20 @@ class CounterDelta:
 
 
 def apply_command(
-    regions: Sequence[_Region], changes: Iterable[tuple[int, bytes]], deltas: Iterable[CounterDelta] = ()
+    regions: Sequence[_Region],
+    changes: Iterable[tuple[int, bytes]],
+    deltas: Iterable[CounterDelta] = (),
+    seen: int | None = None,
 ) -> str:
     """Tcl writing CHANGES (address, bytes) and adding DELTAS to counters, in memory and in the
     watcher's snapshot.
 
     Every change must lie inside one of REGIONS (the same list `watch_script` was built from).
-    The reply (`parse_applied`) says after which of the watcher's reports openMSX ran it, then
-    lists the addresses whose byte did not read back as written (ROM mapped there).
+    SEEN, when given, is the last of the watcher's reports msxsync has merged: a byte the game
+    changed since (in a report not merged yet, or since the last check) keeps the game's value,
+    for the game's write is newer (it reaches the room through its report, and if the room's
+    value still wins, a correction follows). Adoptions write unconditionally (SEEN None).
+    The reply lists the addresses whose byte did not read back as written (ROM mapped there).
     """
     words: list[str] = []
     for address, data in changes:
@@ -408,27 +414,16 @@ def apply_command(
         adds += [str(index), str(offset), str(counter.width), str(int(counter.bcd)), str(counter.delta)]
     if not words and not adds:
         raise ValueError("nothing to apply")
-    return "msxsync::apply {" + " ".join(words) + "} {" + " ".join(adds) + "}"
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """openMSX ran an apply after the watcher's report `ran_after`; `missed`: the addresses
-    whose byte did not read back as written."""
-
-    ran_after: int
-    missed: tuple[int, ...]
-
-
-def parse_applied(reply: str) -> Applied:
-    """The reply to `apply_command`; ControlStreamError for anything else."""
-    try:
-        numbers = [int(word) for word in reply.split()]
-    except ValueError:
-        numbers = []
-    if not numbers or numbers[0] < 0:
-        raise ControlStreamError(f"bad reply to apply: {reply[:60]!r}")
-    return Applied(numbers[0], tuple(numbers[1:]))
+    if seen is not None and (not isinstance(seen, int) or seen < 0):
+        raise ValueError(f"a report number must be a natural number, not {seen!r}")
+    return (
+        "msxsync::apply {"
+        + " ".join(words)
+        + "} {"
+        + " ".join(adds)
+        + "} "
+        + str(-1 if seen is None else seen)
+    )
 
 
 def watch_script(regions: Sequence[_Region], run: str) -> str:
@@ -579,6 +574,9 @@ namespace eval msxsync {
     variable regions {@REGIONS@}
     variable snapshot {}
     variable seq 0
+    variable changed_in  ;# address -> the report that last changed its byte (seq starts again)
+    array unset changed_in
+    array set changed_in {}
     variable frame_id {}
     variable frame_time -1
     variable after_id {}
@@ -712,6 +710,7 @@ namespace eval msxsync {
         variable regions
         variable snapshot
         variable seq
+        variable changed_in
         variable machine
         variable time
         set current [read_regions]
@@ -728,7 +727,13 @@ namespace eval msxsync {
             if {$old ne $new} { lappend changes {*}[diff $start $old $new] }
         }
         set snapshot $current
-        set ::@SETTING@ "@RUN@ [incr seq] $now_time $now $jumped $changes"
+        incr seq
+        foreach {address hex old} $changes {
+            for {set i 0} {$i < [string length $hex] / 2} {incr i} {
+                set changed_in([expr {$address + $i}]) $seq
+            }
+        }
+        set ::@SETTING@ "@RUN@ $seq $now_time $now $jumped $changes"
     }
     proc start {} {
         variable snapshot [read_regions]
@@ -783,10 +788,10 @@ namespace eval msxsync {
         }
         return $out
     }
-    proc apply {writes {adds {}}} {
+    proc apply {writes {adds {}} {seen -1}} {
         variable regions
         variable snapshot
-        variable seq
+        variable changed_in
         set failed {}
         foreach {index offset width bcd delta} $adds {
             set address [expr {[lindex $regions [expr {2 * $index}]] + $offset}]
@@ -805,14 +810,34 @@ namespace eval msxsync {
         foreach {index offset hex} $writes {
             set address [expr {[lindex $regions [expr {2 * $index}]] + $offset}]
             set length [expr {[string length $hex] / 2}]
+            set first [expr {2 * $offset}]
+            set last [expr {$first + 2 * $length - 1}]
+            set known [string range [lindex $snapshot $index] $first $last]
+            set kept {}
+            if {$seen >= 0} {
+                # A byte the game changed since the check msxsync last merged keeps the game's
+                # value: its report (or the next check) brings that newer write to the room.
+                set game [binary encode hex [debug read_block memory $address $length]]
+                for {set i 0} {$i < 2 * $length} {incr i 2} {
+                    set a [expr {$address + $i / 2}]
+                    set mine [string range $game $i [expr {$i + 1}]]
+                    set unread [expr {[info exists changed_in($a)] && $changed_in($a) > $seen}]
+                    if {$unread || $mine ne [string range $known $i [expr {$i + 1}]]} {
+                        set hex [string replace $hex $i [expr {$i + 1}] $mine]
+                        lappend kept $i
+                    }
+                }
+            }
             debug write_block memory $address [binary decode hex $hex]
             set back [binary encode hex [debug read_block memory $address $length]]
-            set first [expr {2 * $offset}]
-            lset snapshot $index [string replace [lindex $snapshot $index] \
-                $first [expr {$first + 2 * $length - 1}] $back]
             if {$back ne $hex} { lappend failed $address }
+            foreach i $kept {
+                # (the snapshot keeps what the last check saw: an unreported change stays one)
+                set back [string replace $back $i [expr {$i + 1}] [string range $known $i [expr {$i + 1}]]]
+            }
+            lset snapshot $index [string replace [lindex $snapshot $index] $first $last $back]
         }
-        return [linsert $failed 0 $seq]
+        return $failed
     }
 }
 """

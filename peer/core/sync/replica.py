@@ -498,14 +498,14 @@ class Replica:
                 link.stats.shared_bytes_sent += signed.size + len(signed.totals)
 
     def _corrections(self, changes: list[Run]) -> list[Run]:
-        """Bytes the game wrote that the room's merge did not keep (a lost join): the emulator
-        must show the room's."""
+        """Bytes the game wrote that the room's merge did not keep (a lost join, or a write older
+        than one the room has: a stalled peer's backlog): the emulator must show the room's."""
         layout, values = self.state.layout, self.state.values
         runs: list[tuple[int, bytearray]] = []
         for address, data in changes:
             for offset, value in enumerate(data):
                 i = layout.index(address + offset)
-                if layout.rules[i] in rules.JOINS and values[i] != value:
+                if values[i] != value:
                     _append_byte(runs, address + offset, values[i])
         return [(address, bytes(data)) for address, data in runs]
 
