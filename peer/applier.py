@@ -66,7 +66,9 @@ class Applier:
         gate: Gate,
         replica: Callable[[], Replica | None],
         act: Callable[[list[Action]], None],
+        unpublished: Callable[[], dict[int, int]] = dict,
     ) -> None:
+        """`unpublished()`: the game's values not published yet (`MeshCore.unpublished`)."""
         self._link = link
         self._regions = tuple(regions)
         self._counters: dict[int, Merge] = {
@@ -81,6 +83,7 @@ class Applier:
         self._gate = gate
         self._replica = replica
         self._act = act
+        self._unpublished = unpublished
         self._writes: deque[WriteToEmulator | AdoptRoom] = deque()
         self._messages: deque[ShowMessage] = deque(maxlen=MESSAGES_KEPT)
         self._dropped = 0
@@ -141,17 +144,32 @@ class Applier:
             for first, delta in deltas
         ]
         seen = None if adopting else self._seen
-        missed = await self._link.apply(split_at_regions(self._room_values(runs), self._regions), adds, seen)
+        runs = self._room_values(runs)
+        log.debug(
+            "writing %s%s into openMSX (after report %s)", _hex(runs), f" and {adds}" if adds else "", seen
+        )
+        missed = await self._link.apply(split_at_regions(runs, self._regions), adds, seen)
         if missed:
             log.warning("%d shared bytes did not take in openMSX (no RAM mapped there now)", len(missed))
 
     def _room_values(self, runs: Iterable[Run]) -> list[Run]:
         """The room's values of these bytes now (the replica's): what was decided when the write
-        was queued may have been overtaken by a local change published since."""
+        was queued may have been overtaken by a local change published since. A local change
+        still waiting for the publishing pace counts as the room's: it is newer (if the room's
+        value wins all the same, the merge's correction follows)."""
         replica = self._replica()
         if replica is None:
             return list(runs)
-        return [(address, replica.state.read(address, len(data))) for address, data in runs]
+        waiting = self._unpublished()
+        return [
+            (
+                address,
+                bytes(
+                    waiting.get(address + i, v) for i, v in enumerate(replica.state.read(address, len(data)))
+                ),
+            )
+            for address, data in runs
+        ]
 
     async def _adopt(self, reason: str) -> None:
         game_values: list[Run] = []
@@ -168,3 +186,7 @@ class Applier:
             game_values = unwritten_values(self._regions, reads, replica.unwritten_addresses())
         finally:  # the gate must hear the adoption ended, or it would hold the game's bytes forever
             self._act(self._gate.adopted(reason, game_values, adopted))
+
+
+def _hex(runs: Iterable[Run]) -> str:
+    return " ".join(f"{address:04X}:{data.hex()}" for address, data in runs)

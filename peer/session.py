@@ -116,7 +116,12 @@ class Session:
         try:
             async with open_emulator(self.options, self.definition, self.rom_path, self.state_dir) as link:
                 self.parts.applier = Applier(
-                    link, self.definition.regions, self.gate, self.parts.replica, self._gate_actions
+                    link,
+                    self.definition.regions,
+                    self.gate,
+                    self.parts.replica,
+                    self._gate_actions,
+                    self.parts.unpublished,
                 )
                 await add_controls(link, self.player)
                 if (note := window_note(self.options, link.features)) is not None:
@@ -359,6 +364,9 @@ class Parts:
 
     def replica(self) -> Replica | None:
         return self.mesh.replica if self.mesh is not None else None
+
+    def unpublished(self) -> dict[int, int]:
+        return self.mesh.core.unpublished() if self.mesh is not None else {}
 
     def state(self) -> SharedState | None:
         return self.mesh.replica.state if self.mesh is not None else None

@@ -135,3 +135,32 @@ async def test_a_queued_write_gives_the_rooms_value_when_it_is_carried_out() -> 
                 await link.changed.wait()
         task.cancel()
     assert written == [((0xC005, b"\x5a"),)]
+
+
+async def test_a_write_keeps_the_games_value_still_waiting_to_be_published() -> None:
+    """A backlog read at once waits for the publishing pace: the room's older value must not be
+    written over the game's newer one meanwhile (issue 31)."""
+    replica = FakeReplica()
+    link = FakeLink()
+    written: list[Any] = []
+
+    async def apply(runs: Any, adds: Any, seen: int | None = None) -> tuple[int, ...]:
+        written.append(tuple(runs))
+        link.changed.set()
+        return ()
+
+    link.apply = apply  # type: ignore[method-assign]
+    waiting = {0xC005: 0x5A}  # the game's newer byte, not published yet
+    gate = cast(Gate, ArmedGate())
+    applier = Applier(
+        cast(OpenMSXLink, link), REGIONS, gate, lambda: cast(Any, replica), lambda _: None, lambda: waiting
+    )
+    applier.put(WriteToEmulator(((0xC005, b"\x02"), (0xC006, b"\x03"))))
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(applier.run())
+        async with asyncio.timeout(5):
+            while not written:
+                link.changed.clear()
+                await link.changed.wait()
+        task.cancel()
+    assert written == [((0xC005, b"\x5a"), (0xC006, b"\x03"))]

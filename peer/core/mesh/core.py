@@ -647,6 +647,11 @@ class MeshCore:
         if published or published.corrections or published.deltas:
             self._emit(Published(published.runs, published.corrections, published.deltas))
 
+    def unpublished(self) -> dict[int, int]:
+        """Our game's values waiting for the publishing pace (address -> value): what the
+        emulator shows there is newer than the replica's value, as far as we know."""
+        return self._pacer.pending()
+
     def send_chat(self, text: str, at: Instant) -> None:
         self.replica.send_chat(text, at.mono)
         self._flush()

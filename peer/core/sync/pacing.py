@@ -63,6 +63,11 @@ class PublishPacer:
             self._deltas[first] = self._deltas.get(first, 0) + delta
             self._deltas_at = written_at if self._deltas_at is None else max(self._deltas_at, written_at)
 
+    def pending(self) -> dict[int, int]:
+        """The game's values not published yet, by address (newer than the replica's, as far as
+        this peer knows)."""
+        return {address: value for address, (value, _) in self._pending.items()}
+
     def get_timer(self) -> float | None:
         """When the next batch may go out, while one waits (None: the next change goes at once)."""
         return self._due
