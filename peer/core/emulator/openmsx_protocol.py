@@ -791,6 +791,7 @@ namespace eval msxsync {
     proc apply {writes {adds {}} {seen -1}} {
         variable regions
         variable snapshot
+        variable seq
         variable changed_in
         set failed {}
         foreach {index offset width bcd delta} $adds {
@@ -817,8 +818,10 @@ namespace eval msxsync {
             if {$seen >= 0} {
                 # A byte the game changed since the check msxsync last merged keeps the game's
                 # value: its report (or the next check) brings that newer write to the room.
+                # (Usually none: every report merged, nothing changed since the last check.)
                 set game [binary encode hex [debug read_block memory $address $length]]
-                for {set i 0} {$i < 2 * $length} {incr i 2} {
+                set quiet [expr {$seen >= $seq && $game eq $known}]
+                for {set i 0} {!$quiet && $i < 2 * $length} {incr i 2} {
                     set a [expr {$address + $i / 2}]
                     set mine [string range $game $i [expr {$i + 1}]]
                     set unread [expr {[info exists changed_in($a)] && $changed_in($a) > $seen}]
