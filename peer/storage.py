@@ -164,6 +164,8 @@ class RoomStore:
     def _open(self, raw: object) -> SignedBatch | None:
         if not isinstance(raw, bytes):
             return None
+        if len(raw) > codec.MAX_BATCH_SIZE:  # (stored before such batches were refused)
+            return None
         try:
             batch = codec.open_batch(raw, room=self.room, authors=None, max_runs=self.layout.size)
         except codec.DecodeError:

@@ -25,7 +25,7 @@ from peer.core.sync.replica import (
     Replica,
     RosterDiffers,
 )
-from peer.core.sync.state import Layout, SharedState
+from peer.core.sync.state import NO_WRITER, Layout, SharedState
 from tests.sim import REGIONS, ROOM, START, Mesh, key, open_stored, signed, write_batch
 
 RATE_BURST_MESSAGES = 600  # the 480-message burst allowance plus 120 over it
@@ -533,3 +533,37 @@ def test_an_empty_full_state_from_a_new_member_is_not_the_rooms_state():
             events += joiner.receive(old.key, data, mesh.now, wall=mesh.wall)
     assert FullStateReceived(old.key, room_state=True) in events
     assert joiner.state.read(0xE000) == b"\x07"
+
+
+HUGE = (Region(0x8000, 0xFFFF),)  # 32 KiB shared: a game larger than the demo or Galious
+
+
+def test_a_batch_no_state_patch_could_carry_is_refused_not_merged():
+    """Issue 30, F2: one valid batch of 13,069 one-byte runs (65,535 bytes signed) was merged; no
+    patch could pass it on, so every full state, repair and catch-up raised from then on."""
+    a = Replica(signing_key=key(0), room=ROOM, regions=HUGE, session=100)
+    member = key(1).verify_key.encode()
+    a.add_peer(member, START)
+    runs = tuple((0x8000 + 2 * i, b"\x01") for i in range(13_069))
+    poison = write_batch(key(1), int(START * 1000), runs)
+    assert len(signed(key(1), int(START * 1000), runs).raw) > codec.MAX_BATCH_SIZE
+    events = a.receive(member, _from(key(1), poison, seq=1), START, wall=START)
+    assert not any(isinstance(e, BytesChanged) for e in events)
+    assert a.statistics().peers[member].rejections["batch_too_large"] == 1
+    assert all(w == NO_WRITER for w in a.state.writers)
+
+
+def test_every_local_batch_fits_in_a_state_patch_however_many_runs():
+    a = Replica(signing_key=key(0), room=ROOM, regions=HUGE, session=100)
+    runs = [(0x8000 + 2 * i, b"\x01") for i in range(16_000)]
+    a.local_changes(runs, START, wall=START)
+    assert a.state.batches and all(len(b.raw) <= codec.MAX_BATCH_SIZE for b in a.state.batches.values())
+    other = Replica(signing_key=key(1), room=ROOM, regions=HUGE, session=101)
+    a.add_peer(other.key, START)
+    other.add_peer(a.key, START)
+    a.request_resync(START)
+    for _, message in a.messages_to_send():
+        other.receive(a.key, message, START, wall=START)
+    for _, message in other.messages_to_send():  # other asks, a answers with full state
+        a.receive(other.key, message, START + 0.1, wall=START + 0.1)
+    assert all(len(message) <= codec.MAX_MESSAGE_SIZE for _, message in a.messages_to_send())

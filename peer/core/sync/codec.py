@@ -73,6 +73,10 @@ _HEADER = struct.Struct(">BBQQ32s")
 _RUN = struct.Struct(">HH")
 _COUNTER = struct.Struct(">Hq")
 HEADER_SIZE = _HEADER.size
+_PATCH_HEAD = struct.Struct(">BHHH")  # full, part, parts, batch count
+MAX_BATCH_SIZE = MAX_MESSAGE_SIZE - HEADER_SIZE - _PATCH_HEAD.size - 4 - SIGNATURE_SIZE
+"""The largest signed batch (its `raw`) one state patch can carry. A larger one could be merged
+but never passed on in a full state, repair or catch-up (issue 30, F2): it is refused."""
 MIN_MESSAGE_SIZE = HEADER_SIZE + SIGNATURE_SIZE
 
 
@@ -286,7 +290,7 @@ def _pack_runs(runs: tuple[Run, ...]) -> bytes:
 
 
 def _pack_patch(patch: StatePatch) -> bytes:
-    parts = [struct.pack(">BHHH", patch.full, patch.part, patch.parts, len(patch.batches))]
+    parts = [_PATCH_HEAD.pack(patch.full, patch.part, patch.parts, len(patch.batches))]
     for raw in patch.batches:
         parts += [struct.pack(">I", len(raw)), raw]
     return b"".join(parts)
@@ -448,7 +452,7 @@ def _read_totals(reader: _Reader) -> tuple[Total, ...]:
 
 
 def _read_patch(reader: _Reader) -> StatePatch:
-    full, part, parts, count = reader.unpack(struct.Struct(">BHHH"))
+    full, part, parts, count = reader.unpack(_PATCH_HEAD)
     if full > 1:
         raise DecodeError("malformed", "bad flag")
     batches = tuple(reader.take(reader.number(">I")) for _ in range(count))

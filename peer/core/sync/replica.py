@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ from peer.core.sync import codec
 from peer.core.sync import merge as rules
 from peer.core.sync.clock import MAX_AHEAD_MS, HybridClock, hold_or_refuse, is_too_far_ahead, wall_ms
 from peer.core.sync.state import NO_WRITER, Delta, Layout, Run, SharedState, SignedBatch
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 1.0
 SILENT_AFTER = 5.0
@@ -106,7 +109,8 @@ ROSTER_GRACE = 3.0  # rosters change at slightly different times on each peer; l
 BEATS_KEPT = 8  # our heartbeats remembered to time their echoes on the monotonic clock
 SEQ_WINDOW = 512  # how many recent signatures per link are kept to spot duplicates and forgeries
 PATCH_BUDGET = 48 * 1024  # bytes of signed batches per state patch message, well under 64 KiB
-BATCH_BUDGET = 32 * 1024  # bytes of runs per local signed batch, so that any batch fits in a patch
+BATCH_BUDGET = 32 * 1024  # encoded bytes of runs per local signed batch: any batch fits in a patch
+RUN_OVERHEAD = 4  # a run's address and length on the wire (`codec`)
 
 
 # ---- events -----------------------------------------------------------------------------------
@@ -351,6 +355,7 @@ class Replica:
         self.members: set[bytes] = {self.key} | {b.author for b in self.state.batches.values()}
         """Keys whose signed batches are accepted: never shrinks (see the module docstring)."""
         self.rejections: Counter[str] = Counter()
+        self.unencodable = 0  # messages of ours that could not be encoded (a bug: logged, dropped)
         self.roster = bytes(codec.ROSTER_HASH_SIZE)  # the hash of the roster we were given
         self.roster_keys: frozenset[bytes] = frozenset()
         self.vouched: set[bytes] = self.members - {self.key}
@@ -680,6 +685,8 @@ class Replica:
             signed = codec.batch_of(link.peer, link.session or 0, batch, room=self.room)
         except codec.DecodeError as exc:
             return self._refuse(link, now, exc.reason, str(exc))
+        if len(signed.raw) > codec.MAX_BATCH_SIZE:  # (no patch could pass it on: it would poison us)
+            return self._refuse(link, now, "batch_too_large", f"{len(signed.raw)} bytes")
         link.stats.shared_bytes_received += signed.size + len(batch.totals)
         changes: list[Run] = []
         deltas: list[Delta] = []
@@ -855,9 +862,14 @@ class Replica:
         return [link for link in self.links.values() if link.connected]
 
     def _send(self, link: _PeerSync, body: codec.Body, now: float) -> None:
-        message = codec.encode(
-            body, signing_key=self.signing_key, room=self.room, session=self.session, seq=link.next_seq
-        )
+        try:
+            message = codec.encode(
+                body, signing_key=self.signing_key, room=self.room, session=self.session, seq=link.next_seq
+            )
+        except ValueError as exc:  # (a bug of ours; never let it end a link or the mesh)
+            self.unencodable += 1
+            log.error("a %s for %s could not be encoded: %s", type(body).__name__, link.peer.hex()[:8], exc)
+            return
         link.next_seq += 1
         link.stats.messages_sent += 1
         link.stats.bytes_sent += len(message)
@@ -946,10 +958,11 @@ def _batch_groups(
     for address, data in runs:
         for offset in range(0, len(data), BATCH_BUDGET):
             chunk = data[offset : offset + BATCH_BUDGET]
-            if size + len(chunk) > BATCH_BUDGET and group:
+            cost = RUN_OVERHEAD + len(chunk)  # (a run's encoding: many tiny runs cost more than their bytes)
+            if size + cost > BATCH_BUDGET and group:
                 yield tuple(group), tuple(totals) if first else ()
                 group, size, first = [], 0, False
             group.append((address + offset, chunk))
-            size += len(chunk)
+            size += cost
     if group or (first and totals):
         yield tuple(group), tuple(totals) if first else ()
