@@ -325,7 +325,7 @@ class MeshNet:
         channel = self.channels[(node.key, peer, link_id)]
         channel.append(data)
         self.sent[node.key] = self.sent.get(node.key, 0) + 1
-        node.core.link_buffered(peer, link_id, sum(map(len, channel)))
+        node.core.link_buffered(peer, link_id, sum(map(len, channel)), self.at())
 
 
 class _Nonces:

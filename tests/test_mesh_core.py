@@ -269,3 +269,16 @@ def test_every_write_reaches_every_peer_once_the_network_is_fair(
     assert len(digests) == 1
     for node in net.nodes:
         assert len(node.core.admitted()) == 2
+
+
+def test_a_link_that_never_drains_is_dropped_not_buffered_without_end(monkeypatch: Any) -> None:
+    """Issue 30, F1: the send path has a bound (aiortc's buffer has none). Paused, the replica
+    sends little more than heartbeats; the bound is the backstop (set low here to reach it)."""
+    monkeypatch.setattr("peer.core.mesh.core.MAX_BUFFERED", 1024)
+    net = MeshNet(2, water_marks=(512, 4096))
+    a, b = admitted_pair(net)
+    for frame in range(100):  # the peer reads nothing: its channel only grows
+        net.write(a, BASE + frame % 200, bytes(range(60)))
+        net.advance(1 / 60)
+    assert b.key not in a.core.admitted()
+    assert "not draining" in a.core.statistics()[b.key].last_loss

@@ -10,6 +10,7 @@ from peer.core.sync import codec
 from peer.core.sync.clock import HOLD_MS, MAX_AHEAD_MS
 from peer.core.sync.replica import (
     CUT_AFTER_REJECTIONS,
+    FULL_STATE_BYTES_PER_SECOND,
     FULL_STATE_INTERVAL,
     HEARTBEAT_INTERVAL,
     RUNS_PER_TOKEN,
@@ -567,3 +568,22 @@ def test_every_local_batch_fits_in_a_state_patch_however_many_runs():
     for _, message in other.messages_to_send():  # other asks, a answers with full state
         a.receive(other.key, message, START + 0.1, wall=START + 0.1)
     assert all(len(message) <= codec.MAX_MESSAGE_SIZE for _, message in a.messages_to_send())
+
+
+def test_a_digest_flood_claiming_nothing_pulls_no_more_than_the_full_state_allowance():
+    """Issue 30, F1: digests claiming `max_lamport=0` got the whole state every time (20 digests
+    in 6 s pulled 41 MB from a 16 KiB state). Now a digest asks for state with a full state's
+    limits, and more than one per half digest interval is refused."""
+    a, member = _big_pair()
+    for n in range(128):  # a 16 KiB state written in 128 batches
+        a.local_changes([(0x8000 + 128 * n, bytes([n + 1]) * 128)], START, wall=START)
+    a.messages_to_send()
+    sent = 0
+    for n in range(20):  # every 0.3 s for 6 s
+        now = START + 0.3 * n
+        a.receive(member, _from(key(1), codec.Digest(bytes(32), 0), seq=n + 1), now, wall=now)
+        a.handle_timer(now, wall=now)
+        sent += sum(len(message) for _, message in a.messages_to_send())
+    full_state = sum(len(b.raw) for b in a.state.signed_batches())
+    assert sent <= 2 * full_state + 6 * FULL_STATE_BYTES_PER_SECOND, (sent, full_state)
+    assert a.statistics().peers[member].rejections["digest_too_often"] >= 9

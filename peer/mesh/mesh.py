@@ -201,7 +201,7 @@ class Mesh:
         if link is None or not link.send(data):
             self.core.link_unsendable(peer)
         else:
-            self.core.link_buffered(peer, link_id, link.buffered_amount)
+            self.core.link_buffered(peer, link_id, link.buffered_amount, self._now())
 
     def _emit(self, event: Event) -> None:
         if isinstance(event, PathChanged) and event.path is Path.DIRECT:

@@ -58,6 +58,7 @@ BANNED_FOR = frozenset({RefusalReason.PASSWORD_MISMATCH})  # refusals the key si
 MAX_MESSAGE = 64 * 1024  # a data channel refuses larger messages (aiortc's limit)
 HIGH_WATER = 256 * 1024  # a link's buffered bytes above which the peer is paused
 LOW_WATER = 32 * 1024  # a link reports "drained" below this: the peer is resumed
+MAX_BUFFERED = 4 * 1024 * 1024  # paused, a link holding this much more does not drain: dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,11 +349,15 @@ class MeshCore:
             self._bind_message(peer, peer.binding, data, at.mono)
         self._flush()
 
-    def link_buffered(self, key: bytes, link_id: int, amount: int) -> None:
-        """After a `Send`: the link's buffered bytes. Above the high water mark the peer pauses."""
+    def link_buffered(self, key: bytes, link_id: int, amount: int, at: Instant) -> None:
+        """After a `Send`: the link's buffered bytes. Above the high water mark the peer pauses;
+        past `MAX_BUFFERED` it is not draining at all, and the link is dropped."""
         peer = self._current(key, link_id)
         if peer is None or peer.direct.state is not DialState.ADMITTED:
             return  # (a handshake in flight: nothing of the replica's to pause)
+        if amount > MAX_BUFFERED:  # it does not drain: drop it rather than buffer without end
+            self._drop_link(peer, f"not draining ({amount} bytes waiting)", at.mono)
+            return
         if not peer.paused and amount > self.high_water:
             peer.paused = True
             peer.stats.pauses += 1

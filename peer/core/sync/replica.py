@@ -272,6 +272,7 @@ class _PeerSync:
     state_credit: float = 0.0  # tokens only state patches may spend (see `STATE_BATCH_BYTES`)
     full_next_at: float = float("-inf")  # when this peer may next have our full state
     full_due: bool = False  # the peer asked for our full state and is waiting for it
+    digest_at: float = float("-inf")  # when its last digest came
     held: int = 0  # its batches waiting for our clock's bound to reach their stamps
     roster_differs_since: float | None = None
     roster_reported: bool = False
@@ -802,13 +803,24 @@ class Replica:
         return events
 
     def _receive_digest(self, link: _PeerSync, digest: codec.Digest, now: float) -> list[Event]:
+        """A digest asks for state (issue 30, F1): one per half DIGEST_INTERVAL (an honest peer
+        sends one per interval; each costs us a `state.digest()`), answered by what is newer than
+        its stamp when that fits one patch and the peer may have state now, else by a full state
+        with the full state's limits (interval, pause, bytes charged)."""
+        if now - link.digest_at < DIGEST_INTERVAL / 2:
+            return self._refuse(link, now, "digest_too_often")
+        link.digest_at = now
         if digest.digest == self.state.digest():
             return []
         if digest.max_lamport != self.state.max_lamport:
             newer = self.state.signed_batches(newer_than=digest.max_lamport)
-            if newer:
+            if not newer:
+                return []  # it is ahead of us: its catch-up comes our way
+            size = sum(len(batch.raw) for batch in newer)
+            if size <= PATCH_BUDGET and not link.paused and now >= link.full_next_at:
                 self._send_batches(link, newer, full=False, now=now)
-            return []
+                link.full_next_at = now + size / FULL_STATE_BYTES_PER_SECOND  # (charged like one)
+                return []
         link.stats.repairs += 1
         link.full_due = True
         self._answer_full_state(link, now)
