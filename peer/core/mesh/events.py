@@ -3,8 +3,8 @@
 Owns the events the mesh adds to the replica's (`peer.core.sync.replica.Event`): a peer admitted or
 refused, our own changes published, a link lost, a peer reached another way; and `LinkStatistics`,
 the mesh's counters per peer connection next to the replica's `PeerStatistics`, and
-`status_line`, their one-line summary. Plain data: the mesh (`peer.mesh.mesh`) produces them, the
-session and the tools read them.
+`status_line`, their one-line summary. Plain data: the mesh core (`peer.core.mesh.core`) produces
+them, the session and the tools read them.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class LinkStatistics:
     cuts: int = 0
     pauses: int = 0
     unsendable: int = 0  # messages dropped because the channel was not open (resynced later)
-    offers_held: int = 0  # offers that came while our link with the peer was alive (see `Mesh._answer`)
+    offers_held: int = 0  # offers that came while our link with the peer was alive (see `MeshCore._answer`)
     last_loss: str = ""
     path: Path | None = None  # of the current link, once ICE chose one
     relay_refusals: Counter[str] = field(default_factory=Counter)  # frames refused on the relay

@@ -11,7 +11,8 @@ the session goes on (the rendezvous may have made it up: count it), `Refused(rea
 when the session is over. The handshake messages are signed codec messages built here.
 
 Pure: the ephemeral secret, `now` and the roster's keys come in as arguments; no I/O, no clock.
-Which session to keep, and what the dial machine makes of an outcome, is the mesh's business.
+Which session is current is the relay path's (`peer.core.mesh.relay_path`), and what an outcome
+means for the peer is the mesh core's (`peer.core.mesh.core`).
 """
 
 from __future__ import annotations
