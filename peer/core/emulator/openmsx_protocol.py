@@ -788,6 +788,37 @@ namespace eval msxsync {
         }
         return $out
     }
+    proc keep_games {address hex game known seen} {
+        # -> {what to write} {per byte: "" (written), or the snapshot byte to keep}
+        variable changed_in
+        set out {}
+        set marks {}
+        for {set i 0} {$i < [string length $hex]} {incr i 2} {
+            set j [expr {$i + 1}]
+            set a [expr {$address + $i / 2}]
+            set mine [string range $game $i $j]
+            if {[info exists changed_in($a)] && $changed_in($a) > $seen} {
+                append out $mine
+                lappend marks [string range $known $i $j]
+            } elseif {$mine ne [string range $known $i $j]} {
+                append out $mine
+                lappend marks [string range $hex $i $j]
+            } else {
+                append out [string range $hex $i $j]
+                lappend marks {}
+            }
+        }
+        return [list $out $marks]
+    }
+    proc merge_snapshot {back marks} {
+        set out {}
+        set i 0
+        foreach mark $marks {
+            if {$mark eq {}} { append out [string range $back $i [expr {$i + 1}]] } else { append out $mark }
+            incr i 2
+        }
+        return $out
+    }
     proc apply {writes {adds {}} {seen -1}} {
         variable regions
         variable snapshot
@@ -814,29 +845,28 @@ namespace eval msxsync {
             set first [expr {2 * $offset}]
             set last [expr {$first + 2 * $length - 1}]
             set known [string range [lindex $snapshot $index] $first $last]
-            set kept {}
-            if {$seen >= 0} {
+            set keep {}
+            if {$seen < 0} {
+                # (an adoption: the room's bytes everywhere; older reports no longer stand for them)
+                for {set i 0} {$i < $length} {incr i} { unset -nocomplain changed_in([expr {$address + $i}]) }
+            } else {
                 # A byte the game changed since the check msxsync last merged keeps the game's
                 # value: its report (or the next check) brings that newer write to the room.
                 # (Usually none: every report merged, nothing changed since the last check.)
                 set game [binary encode hex [debug read_block memory $address $length]]
-                set quiet [expr {$seen >= $seq && $game eq $known}]
-                for {set i 0} {!$quiet && $i < 2 * $length} {incr i 2} {
-                    set a [expr {$address + $i / 2}]
-                    set mine [string range $game $i [expr {$i + 1}]]
-                    set unread [expr {[info exists changed_in($a)] && $changed_in($a) > $seen}]
-                    if {$unread || $mine ne [string range $known $i [expr {$i + 1}]]} {
-                        set hex [string replace $hex $i [expr {$i + 1}] $mine]
-                        lappend kept $i
-                    }
+                if {$seen < $seq || $game ne $known} {
+                    set keep [keep_games $address $hex $game $known $seen]
+                    set hex [lindex $keep 0]
                 }
             }
             debug write_block memory $address [binary decode hex $hex]
             set back [binary encode hex [debug read_block memory $address $length]]
             if {$back ne $hex} { lappend failed $address }
-            foreach i $kept {
-                # (the snapshot keeps what the last check saw: an unreported change stays one)
-                set back [string replace $back $i [expr {$i + 1}] [string range $known $i [expr {$i + 1}]]]
+            if {$keep ne {}} {
+                # The snapshot: what the last check saw where a report is on its way; the room's
+                # value where the game changed the byte since (so the next check reports the
+                # game's byte, whatever it is by then, unless it is the room's); else what took.
+                set back [merge_snapshot $back [lindex $keep 1]]
             }
             lset snapshot $index [string replace [lindex $snapshot $index] $first $last $back]
         }
