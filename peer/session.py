@@ -413,12 +413,23 @@ def new_machine(
             Layout(definition.regions), definition.armed_when, arm_after(options.arm_after, definition)
         ),
         news=ItemNews(definition.items, definition.counters),
-        guard=GameGuard(platform(options, definition, rom_path), title, me),
+        guard=GameGuard(
+            platform(options, definition, rom_path), title, me, known_dumps(options, definition, rom_path)
+        ),
         view=RoomView(me, player),
         url=url,
         hosting=hosting,
         quit_after=options.quit_after,
     )
+
+
+def known_dumps(options: PeerOptions, definition: GameDefinition, rom_path: Path) -> frozenset[bytes]:
+    """The game's dumps the room's word is checked against: the definition's listed SHA-1s, and
+    our ROM when the rendezvous served it (no --rom)."""
+    known = {bytes.fromhex(rom.sha1) for rom in definition.known_roms}
+    if options.rom is None:
+        known.add(platform(options, definition, rom_path).rom)
+    return frozenset(known)
 
 
 def room_config(

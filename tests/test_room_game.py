@@ -119,3 +119,18 @@ def test_the_guard_tells_who_plays_another_rom_once_each_when_admitted() -> None
     assert forced_me.differences_to_tell(FIRST) == ["me (you) plays a different ROM"]
     assert forced_me.check(JOINER, ROOMS, first_member=FIRST, name=_name) is None
     assert forced_me.differences_to_tell(JOINER) == []  # already said
+
+
+def test_a_first_member_claiming_a_rom_nobody_lists_does_not_end_a_real_players_session() -> None:
+    """Issue 30, F6: the room's opener hello-claimed a ROM nobody has, and a real player with the
+    game's only listed dump was refused and ended within 1 s. The room's word is now checked
+    against the game's known dumps: the pair is refused, the player plays on."""
+    guard = GameGuard(ROOMS, "demo", ME, known=frozenset({ROOMS.rom}))
+    assert guard.check(FIRST, PATCHED, first_member=FIRST, name=_name) is not None  # no sharing ...
+    assert guard.refusal is None  # ... and no ending
+    honest = GameGuard(PATCHED, "demo", ME, known=frozenset({ROOMS.rom}))  # a wrong dump is still refused
+    assert honest.check(FIRST, ROOMS, first_member=FIRST, name=_name) is not None
+    assert honest.refusal == refusal_sentence("demo", ROOMS, PATCHED)
+    unchecked = GameGuard(ROOMS, "demo", ME)  # nothing known: the room's word stands, as before
+    unchecked.check(FIRST, PATCHED, first_member=FIRST, name=_name)
+    assert unchecked.refusal is not None

@@ -18,6 +18,12 @@ of peers, before anything is shared:
   whom started the room, a refusal is not fatal: the one who differs from the room is refused by
   the first member too, and that refusal ends its session.
 
+The first member's word is not the last one (issue 30, F6): a room's opener (or a member who
+became host) could claim a ROM nobody has, and every real player was refused and ended. So a
+guard knows the game's `known` dumps (the definition's listed SHA-1s, and the ROM the rendezvous
+served us): a first member whose unforced ROM is none of them, met by a player whose ROM is one,
+does not decide; the pair is refused without ending that player's session.
+
 Pure: no I/O. Imports only the standard library.
 """
 
@@ -83,9 +89,17 @@ class Refuse:
 Verdict = Admit | Refuse
 
 
-def judge(mine: Platform, theirs: Platform, *, i_started: bool, they_started: bool) -> Verdict:
+def judge(
+    mine: Platform,
+    theirs: Platform,
+    *,
+    i_started: bool,
+    they_started: bool,
+    known: frozenset[bytes] = frozenset(),
+) -> Verdict:
     """Whether this peer (MINE) may share with a peer whose hello said THEIRS; `i_started` and
-    `they_started` say which of the two is the room's first member (at most one)."""
+    `they_started` say which of the two is the room's first member (at most one); `known`: the
+    game's known dumps (empty: nothing to check the room's word against)."""
     what = mine.differs_in(theirs)
     if what is None:
         return Admit()
@@ -94,7 +108,8 @@ def judge(mine: Platform, theirs: Platform, *, i_started: bool, they_started: bo
     if not i_started and mine.forced:
         return Admit(i_differ=True, what=what)
     detail = f"plays a different {what} ({describe(theirs)}; this one {describe(mine)})"
-    return Refuse(detail, fatal=they_started)
+    unfounded = they_started and mine.rom in known and theirs.rom not in known
+    return Refuse(detail, fatal=they_started and not unfounded)
 
 
 def describe(platform: Platform) -> str:
@@ -117,10 +132,11 @@ class GameGuard:
     remembers which admitted players differ (each told once, when admitted), and the sentence the
     session ends with when the room refused our game (`refusal`)."""
 
-    def __init__(self, mine: Platform, game: str, me: bytes) -> None:
+    def __init__(self, mine: Platform, game: str, me: bytes, known: frozenset[bytes] = frozenset()) -> None:
         self.mine = mine
         self.game = game  # the game's title, for the refusal sentence
         self.me = me
+        self.known = known  # the game's known dumps (see the module docstring)
         self.refusal: str | None = None
         self._different: dict[bytes, str] = {}  # admitted players of another ROM or machine
         self._told: set[bytes] = set()
@@ -139,7 +155,7 @@ class GameGuard:
         if theirs is None:
             return "named no game in its hello"
         i_started, they_started = first_member == self.me, first_member == peer
-        match judge(self.mine, theirs, i_started=i_started, they_started=they_started):
+        match judge(self.mine, theirs, i_started=i_started, they_started=they_started, known=self.known):
             case Refuse(detail, fatal=True):
                 self.refusal = refusal_sentence(self.game, theirs, self.mine)
                 return detail
