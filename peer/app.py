@@ -88,6 +88,8 @@ _REFUSAL_ADVICE = {
     "banned": "pick another room with --room",
     "kicked": "pick another room with --room",
     "wrong_game": "pick another room with --room",
+    "name_taken": "choose another name with --name",
+    "name_reserved": "choose another name with --name",
     "version_mismatch": "this msxsync and the rendezvous are different releases; update the older "
     "one (the rendezvous's status page shows its protocol version)",
     "replaced": "another msxsync-peer uses this player's identity; give each player their own --state-dir",

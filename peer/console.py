@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from rendezvous.names import UNSHOWN, invisible
+
 HELP = "commands: say TEXT (chat to the room), peers (who is here), resync (F10 in openMSX too), quit"
 
 
@@ -125,7 +127,23 @@ def _ago(seconds: float | None) -> str:
     return f"{seconds // 3600:.0f} h ago"
 
 
+def safe_text(text: str, limit: int = 200) -> str:
+    """Text from the network fit for the terminal and the emulator's screen: printable and visible
+    (no escape sequences, bidi controls or zero-width characters), nothing Tcl reads, short."""
+    return "".join(ch for ch in text if ch.isprintable() and not invisible(ch) and ch not in '{}[]$\\"')[
+        :limit
+    ]
+
+
 def safe_name(name: str, limit: int = 24) -> str:
-    """A player name fit for the terminal and the emulator's screen: printable, short."""
-    cleaned = "".join(ch for ch in name if ch.isprintable() and ch not in '{}[]$\\"')
+    """A player name fit for the terminal and the emulator's screen: `safe_text` without a colon
+    (`rendezvous.names.UNSHOWN`), so that no name holds the mark of a program line or of chat."""
+    cleaned = " ".join("".join(ch for ch in safe_text(name, 4 * limit) if ch not in UNSHOWN).split())
     return cleaned[:limit] or "player"
+
+
+def chat_line(name: str, who: str, text: str) -> str:
+    """How chat reads, never like the program's own lines: the sender's name, its key's fingerprint
+    (or "you"), "says:", then the text. Program lines never say "says:", and a name holds no colon,
+    so a line's first colon tells chat from msxsync."""
+    return f"{safe_name(name)} ({who}) says: {safe_text(text)}"

@@ -37,7 +37,7 @@ from nacl.signing import SigningKey
 
 from games.definition import GameDefinition
 from peer.applier import Applier, ShowMessage
-from peer.console import Command, PeerLine, Status, format_peers, safe_name
+from peer.console import Command, PeerLine, Status, chat_line, format_peers, safe_name
 from peer.core.emulator.gating import Action, AdoptRoom, Gate, Publish, WriteToEmulator
 from peer.core.emulator.openmsx_protocol import ControlStreamError
 from peer.core.room.host_watch import Moved, News, ServerBack, ServerLost
@@ -393,7 +393,7 @@ class Parts:
         except ValueError:
             self.terminal.say("msxsync: that message is too long")
         else:
-            self.terminal.say(f"{self.player} (you): {safe_name(text, 200)}")
+            self.terminal.say(chat_line(self.player, "you", text))
 
 
 def new_machine(

@@ -207,8 +207,8 @@ def _hello(f: _Fields) -> Hello:
 
 def player_name(f: _Fields) -> str:
     name = f.text("name").strip()
-    if not 1 <= len(name) <= MAX_NAME or not name.isprintable():
-        raise f.fail("name", f"1 to {MAX_NAME} printable characters")
+    if not wire.is_player_name(name):
+        raise f.fail("name", f"1 to {MAX_NAME} printable characters, none of them invisible")
     return name
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
+from rendezvous import names
+
 JsonObject = dict[str, object]
 
 MAX_PAST = 64  # departed members a room remembers (wire.MAX_PAST_MEMBERS is what a client takes)
@@ -202,12 +204,14 @@ class Lobby:
         `source` is the joiner's address, charged with the room if this join creates it."""
         self._check_not_in_room(key)
         check = check or PasswordCheck()
-        target = self._quick_room(game, capacity) if room is None else self._rooms.get(room)
+        target = self._quick_room(game, capacity, name) if room is None else self._rooms.get(room)
+        _check_name(name, None)
         if target is None:
             target = self._create(game, room, capacity, check, source)
         else:
             self._check_can_enter(target, key, game)
             self._check_password(target, check)
+            _check_name(name, target)  # (after the password: no names to those who lack it)
         return self._add(target, RoomMember(key, name, standby=standby))
 
     def _check_not_in_room(self, key: str) -> None:
@@ -240,12 +244,16 @@ class Lobby:
             raise RoomError("bad_message", f"Room capacity must be between 2 and {limit}.")
         return capacity
 
-    def _quick_room(self, game: str, capacity: int | None) -> Room | None:
+    def _quick_room(self, game: str, capacity: int | None, name: str) -> Room | None:
         wanted = None if capacity is None else self._capacity(capacity)
         candidates = [
             r
             for r in self._rooms.values()
-            if r.quick and r.game == game and not r.full and wanted in (None, r.capacity)
+            if r.quick
+            and r.game == game
+            and not r.full
+            and wanted in (None, r.capacity)
+            and not any(names.alike(name, m.name) for m in r.members)  # (a second Bob goes elsewhere)
         ]
         # Fullest first gets games started soonest; the oldest breaks ties deterministically.
         candidates.sort(key=lambda r: (-len(r.members), r.serial))
@@ -398,6 +406,14 @@ class Lobby:
             "past": list(room.past),
         }
         return [Deliver(k, roster) for k in room.member_keys()]
+
+
+def _check_name(name: str, room: Room | None) -> None:
+    """Names are never msxsync's own words and unique in ROOM, after folding look-alikes
+    (`rendezvous.names`): a player reads names, not keys."""
+    refusal = names.refusal(name, [m.name for m in room.members] if room is not None else [])
+    if refusal is not None:
+        raise RoomError(*refusal)
 
 
 def recipients(deliveries: Iterable[Deliver]) -> set[str]:

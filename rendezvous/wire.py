@@ -8,7 +8,8 @@ for keys, signatures, room names and standby URLs.
 Patterns are matched whole with `fullmatch`: `re.match` with a final `$` also accepts a trailing
 newline, and `bytes.fromhex` then skips it, so one key would have two spellings (issue 16).
 
-Pure: imports only `re` and `json`; it must not import asyncio, aiohttp or anything else of ours.
+Pure: imports only `re`, `json` and `rendezvous.names`; it must not import asyncio, aiohttp or
+anything else of ours.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import json
 import re
 from typing import TypeGuard
 
+from rendezvous import names
+
 PROTOCOL_VERSION = 3  # 2: the welcome carries `ice_servers`; 3: the relay (binary frames), issue 13
 HELLO_CONTEXT = b"msxsync-rendezvous-hello\x00"  # the client signs this, then the raw nonce
 NONCE_SIZE = 32
-MAX_NAME = 32  # player names: 1 to 32 printable characters
+MAX_NAME = 32  # player names: 1 to 32 visible characters (`rendezvous.names.visible`)
 MAX_PASSWORD = 128
 CHAT_LIMIT = 500
 # The relay (version 3): a binary frame is a 32-byte key (the recipient, or on the way back the
@@ -94,9 +97,10 @@ def is_turn_url(text: object) -> TypeGuard[str]:
 
 
 def is_player_name(name: object) -> TypeGuard[str]:
-    """What the server lets through after stripping: 1 to MAX_NAME printable characters."""
+    """What the server lets through after stripping: 1 to MAX_NAME printable characters, none of
+    them invisible (no bidi controls, zero-width characters or fillers: `rendezvous.names`)."""
     return (
-        isinstance(name, str) and 1 <= len(name) <= MAX_NAME and name.isprintable() and name == name.strip()
+        isinstance(name, str) and 1 <= len(name) <= MAX_NAME and names.visible(name) and name == name.strip()
     )
 
 

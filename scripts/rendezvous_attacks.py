@@ -40,8 +40,9 @@ def session_from(address: str) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector)
 
 
-async def hello(ws: aiohttp.ClientWebSocketResponse, tally: AttackTally, name: str = "x") -> bool:
-    """Answer the challenge with a fresh key; False when the server refused instead."""
+async def hello(ws: aiohttp.ClientWebSocketResponse, tally: AttackTally, name: str | None = None) -> bool:
+    """Answer the challenge with a fresh key (and by default a name of its own: names are unique
+    in a room); False when the server refused instead."""
     first = json.loads((await ws.receive(timeout=10)).data)
     if first["type"] == "error":
         tally.refusal(first["code"])
@@ -49,7 +50,7 @@ async def hello(ws: aiohttp.ClientWebSocketResponse, tally: AttackTally, name: s
     signing = SigningKey.generate()
     signature = signing.sign(signed_hello_bytes(bytes.fromhex(first["nonce"]))).signature.hex()
     key = signing.verify_key.encode().hex()
-    message = {"type": "hello", "version": PROTOCOL_VERSION, "name": name, "key": key}
+    message = {"type": "hello", "version": PROTOCOL_VERSION, "name": name or f"x{key[:12]}", "key": key}
     await ws.send_json({**message, "signature": signature})
     tally.welcomed += 1
     return True
@@ -155,7 +156,7 @@ async def slow_readers(url: str, address: str, tally: AttackTally) -> None:
                 nonce = bytes.fromhex(challenge["nonce"])
                 key = signing.verify_key.encode().hex()
                 signature = signing.sign(signed_hello_bytes(nonce)).signature.hex()
-                message = {"type": "hello", "version": PROTOCOL_VERSION, "name": "s", "key": key}
+                message = {"type": "hello", "version": PROTOCOL_VERSION, "name": f"s{key[:12]}", "key": key}
                 await sleeper.send_json({**message, "signature": signature})
                 await sleeper.send_json({"type": "join", "game": "bench", "room": f"sink-{i}"})
                 keys.append(key)

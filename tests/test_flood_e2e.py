@@ -46,7 +46,7 @@ async def test_a_chat_flood_neither_delays_writes_into_openmsx_nor_fills_the_scr
         tasks.create_task(flood())
         await asyncio.sleep(0.5)  # the flood is under way
         flooded = await write_latencies(bob, alice, range(0x50, 0x58))
-    shown = [m for m in await alice.shown() if "mallory: spam" in m]
+    shown = [m for m in await alice.shown() if m.startswith("mallory (") and "says: spam" in m]
     print(
         f"write into openMSX: quiet p50 {statistics.median(quiet) * 1000:.0f} ms, "
         f"under a {FLOOD}-line chat flood p50 {statistics.median(flooded) * 1000:.0f} ms, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -222,19 +223,22 @@ async def test_manual_resync_and_chat(peers: Peers) -> None:
     await bob.wait_byte(ITEM0, 1)
 
     # Chat: bob types on his console; alice sees it on her screen.
+    # Chat reads "NAME (FINGERPRINT) says: TEXT", never like msxsync's own lines (issue 30, F8).
     bob.type("say meet me at the crown")
-    await alice.wait_message("bob: meet me at the crown")
-    await alice.wait_log("bob: meet me at the crown")
-    await bob.wait_log("bob (you): meet me at the crown")  # the sender sees what they said
+    await alice.wait_message(") says: meet me at the crown")
+    said = [m for m in await alice.shown() if m.endswith(") says: meet me at the crown")]
+    assert re.fullmatch(r"bob \([0-9a-f]{8}\) says: meet me at the crown", said[-1]), said
+    await alice.wait_log(") says: meet me at the crown")
+    await bob.wait_log("bob (you) says: meet me at the crown")  # the sender sees what they said
 
     bob.type("say " + "x" * 501)
     await bob.wait_log("msxsync: that message is too long")
 
     # Chat is text, never Tcl: brackets and braces reach nobody's interpreter.
     bob.type("say [exit] {now} $x")
-    await alice.wait_message("bob: exit now x")
+    await alice.wait_message(") says: exit now x")
     bob.type("say <b>&amp; héllo ✓</b>")  # XML and UTF-8 arrive as typed
-    await alice.wait_message("bob: <b>&amp; héllo ✓</b>")
+    await alice.wait_message(") says: <b>&amp; héllo ✓</b>")
     assert await alice.byte(STATE) == 1  # still running
 
     # Quitting on the console ends alice's session cleanly; bob hears that she left.

@@ -127,7 +127,7 @@ def test_kick_is_for_the_host_and_bans() -> None:
 def test_quick_match_fills_rooms_of_the_game_then_opens_new_ones() -> None:
     rooms = lobby()
     rooms.join(D, "d", "demo", "named", 2)  # a named room is never handed out by quick match
-    joined = [rooms.join(k, "x", "demo", None, 2)[0].message["room"] for k in (A, B, C)]
+    joined = [rooms.join(k, k[:1], "demo", None, 2)[0].message["room"] for k in (A, B, C)]
     assert joined[0] == joined[1] != joined[2]
     assert str(joined[0]).startswith("quick-")
     other = rooms.join("e" * 64, "e", "galious", None, 2)[0].message["room"]
@@ -170,9 +170,9 @@ def test_invariants_hold_under_any_sequence(sequence: list[tuple[str, str, str, 
         try:
             match op:
                 case "join":
-                    rooms.join(key, "n", "demo", room, None)
+                    rooms.join(key, key[:1], "demo", room, None)
                 case "quick":
-                    rooms.join(key, "n", "demo", None, None)
+                    rooms.join(key, key[:1], "demo", None, None)
                 case "leave":
                     rooms.leave(key)
                 case "disconnect":

@@ -61,7 +61,7 @@ def test_mesh_events_in_the_players_words() -> None:
     view.roster_changed(_roster((ALICE, "alice"), (ME, "me")), where=WHERE)
     assert view.event(PeerAdmitted(ALICE), 0.0) == [Say("alice joined")]
     chat = view.event(ChatReceived(ALICE, "hi\x1b[2J"), 0.0)
-    assert chat == [Say("alice: hi2J")]  # no escape sequence reaches the terminal
+    assert chat == [Say("alice (02020202) says: hi2J")]  # no escape sequence reaches the terminal
     assert view.event(PathChanged(ALICE, Path.RELAYED), 0.0) == [
         Say("alice can only be reached through the server's relay")
     ]

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from games.definition import is_valid_game_name
-from rendezvous.wire import MAX_NAME, is_key, is_valid_room_name
+from rendezvous.wire import MAX_NAME, is_key, is_player_name, is_valid_room_name
 
 SERVICE_TYPE = "_msxsync._tcp.local."
 PROTOCOL_VERSION = 1
@@ -58,10 +58,8 @@ class Announcement:
 
 
 def check_player_name(name: str) -> None:
-    if not 1 <= len(name) <= MAX_PLAYER_NAME or not name.isprintable() or name != name.strip():
-        raise AnnouncementError(
-            f"player name {_show(name)} is not 1 to {MAX_PLAYER_NAME} printable characters"
-        )
+    if not is_player_name(name):
+        raise AnnouncementError(f"player name {_show(name)} is not 1 to {MAX_PLAYER_NAME} visible characters")
 
 
 def txt_records(announcement: Announcement) -> dict[str, str]:

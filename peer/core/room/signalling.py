@@ -59,9 +59,14 @@ JOIN_REFUSALS = frozenset(
         "wrong_password",
         "banned",
         "bad_message",
+        "name_taken",
+        "name_reserved",
     }
 )
 FATAL_CODES = frozenset({"version_mismatch", "bad_signature", "replaced"})
+# Coming back to the room: our own name, taken by someone else while we were away, is retried (a
+# member who waits for a player's connection to blip must not end that player's program).
+RETRY_REJOIN = frozenset({"name_taken"})
 
 
 # ---- what a roster is --------------------------------------------------------------------------
@@ -600,6 +605,8 @@ class SignallingProtocol:
     def _error(self, message: dict[str, Any], *, handshake: bool) -> list[SignallingEvent]:
         code, text = _text_field(message, "code", 40), _text_field(message, "message")
         joining = self._phase is not Phase.JOINED
+        if joining and self.roster is not None and code in RETRY_REJOIN:
+            return self._drop(f"{code}: {text}")
         if code in FATAL_CODES or (joining and code in JOIN_REFUSALS):
             return self._refuse(code, text)
         if handshake or (joining and code in RETRY_JOIN) or message.get("fatal") is True:

@@ -15,12 +15,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from peer.console import PeerLine, safe_name, server_words
+from peer.console import PeerLine, chat_line, safe_name, server_words
 from peer.core.mesh.events import LinkLost, LinkStatistics, PathChanged, PeerAdmitted, PeerRefused
 from peer.core.mesh.paths import Path
 from peer.core.room.signalling import Roster
 from peer.core.sync.clock import clocks_far_apart
 from peer.core.sync.replica import BytesChanged, ChatReceived, Event, Repaired, RosterDiffers
+from rendezvous.names import reserved, skeletons
+
+
+def fingerprint(key: bytes) -> str:
+    """A key's short fingerprint, as a name is shown beside it: its first 8 hex digits."""
+    return key.hex()[:8]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +58,20 @@ class RoomView:
         self.known_names: dict[bytes, str] = {}  # everyone ever in the room
         self.standby: dict[bytes, str | None] = {}  # each member's standby rendezvous, if any
         self.last_change: dict[bytes, float] = {}  # when each player's last change reached us
+        self.marked: set[bytes] = set()  # keys whose names are shown with their fingerprint
         self._told_relayed: set[bytes] = set()
         self._told_clock: set[bytes] = set()
 
     def name(self, key: bytes) -> str:
+        """KEY's name for the player; with its fingerprint when it looks like another's (issue 30,
+        F8: the rendezvous should refuse a look-alike, but the roster is the rendezvous's word)."""
         if key == self.me:
             return self.player
-        return self.names.get(key) or self.known_names.get(key, key.hex()[:8])
+        name = self._plain_name(key)
+        return f"{name} ({fingerprint(key)})" if key in self.marked else name
+
+    def _plain_name(self, key: bytes) -> str:
+        return self.names.get(key) or self.known_names.get(key, fingerprint(key))
 
     @property
     def room(self) -> str | None:
@@ -81,6 +94,7 @@ class RoomView:
         self.roster = roster
         self.names = {member.key: safe_name(member.name) for member in roster.members}
         self.known_names.update(self.names)
+        self.marked = self._look_alikes()
         self.standby = {member.key: member.standby for member in roster.members}
         notices: list[Notice] = []
         if self.host != roster.host and roster.host in self.names:
@@ -91,6 +105,17 @@ class RoomView:
                 notices.append(Note(f"the room's first member is now {self.name(roster.host)}"))
         notices += [Say(f"{previous[key]} left") for key in previous.keys() - self.names.keys()]
         return notices
+
+    def _look_alikes(self) -> set[bytes]:
+        """The keys, ours aside, of everyone ever in the room whose name looks like another key's
+        (`rendezvous.names.skeletons`) or like the program's own words."""
+        named = {**self.known_names, self.me: self.player}
+        holders: dict[tuple[int, str], set[bytes]] = {}
+        for key, name in named.items():
+            for kind, skeleton in enumerate(skeletons(name)):
+                holders.setdefault((kind, skeleton), set()).add(key)
+        shared = {key for keys in holders.values() if len(keys) > 1 for key in keys}
+        return (shared | {key for key, name in named.items() if reserved(name)}) - {self.me}
 
     def host_moved(self, host: bytes | None) -> list[Notice]:
         """The room moved to another host (a takeover): say who hosts it now."""
@@ -127,8 +152,8 @@ class RoomView:
             case PathChanged(peer, Path.RELAYED) if peer not in self._told_relayed:
                 self._told_relayed.add(peer)  # once per player and session: it is news, not noise
                 return [Say(f"{self.name(peer)} can only be reached through the server's relay")]
-            case ChatReceived(peer, text):
-                return [Say(f"{self.name(peer)}: {safe_name(text, 200)}")]
+            case ChatReceived(peer, text):  # always with the fingerprint: who said it matters
+                return [Say(chat_line(self._plain_name(peer), fingerprint(peer), text))]
             case Repaired(peer):
                 return [Note(f"repaired differences with {self.name(peer)}")]
             case RosterDiffers(peer, True):
