@@ -8,34 +8,48 @@ writes one byte per 60 Hz frame; the latency is the time until A's replica holds
   240-messages-a-second budget), each one charged by its bytes now;
 - heavy_paced: the same batches at 6.5 a second, just inside the byte budget (never cut);
 - chat: the member sends 200 chat lines a second (F3);
-- resync: the member asks A for its full state 50 times a second (F5).
+- resync: the member asks A for its full state 50 times a second (F5);
+- digest: the member sends A 50 digests a second claiming `max_lamport=0`, each a request for
+  everything (issue 30, F1);
+- slots: the member sends 380 counter writes a second, each under a fresh session, so each one
+  would open a new counter slot on every peer (issue 30, F3); the JSON line also gives the slots
+  A holds afterwards.
 Prints one human line per mode and a final JSON line. Goal: every flood's p50 within 1.2x of
-quiet. Traffic stays on loopback; the flooder runs in the same process, so its own sending costs
-the honest pair CPU too (the figure is therefore pessimistic).
+quiet (issue 30: p99 within 1.5x). Traffic stays on loopback; the flooder runs in the same
+process, so its own sending costs the honest pair CPU too (the figure is therefore pessimistic).
+`bench_flood.py [MODE ...]` runs quiet and the modes named (default: all).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from games.definition import Region  # noqa: E402
+from games.definition import Merge, MergeRule, Region  # noqa: E402
 from peer.core.sync import codec  # noqa: E402
 from peer.core.sync.clock import wall_ms  # noqa: E402
 from tests.mesh_support import LocalSignals, Node, make_node, running, wait_all  # noqa: E402
 
-REGIONS = (Region(0x8000, 0xBFFF), Region(0xE000, 0xE00F))
+COUNTER = 0xE010
+REGIONS = (
+    Region(0x8000, 0xBFFF),
+    Region(0xE000, 0xE00F),
+    Region(COUNTER, COUNTER + 1, Merge(MergeRule.ADD, 2)),
+)
 PROBE = 0xE000
 SAMPLES = 120
-MODES = ("quiet", "heavy", "heavy_paced", "chat", "resync")
+MODES = ("quiet", "heavy", "heavy_paced", "chat", "resync", "digest", "slots")
 
 
 async def latencies(a: Node, c: Node, first: int) -> list[float]:
@@ -57,6 +71,7 @@ class Flooder:
     def __init__(self, member: Node, victim: Node) -> None:
         self.member, self.victim = member, victim
         self.seq = member.replica.statistics().peers[victim.key].messages_sent + 1000
+        self.session = member.replica.session  # (the slot flood signs under a new one each time)
         self.stop = False
 
     def send(self, body: codec.Body) -> None:
@@ -67,7 +82,7 @@ class Flooder:
             body,
             signing_key=self.member.signing_key,
             room=self.member.replica.room,
-            session=self.member.replica.session,
+            session=self.session,
             seq=self.seq,
         )
         self.seq += 1
@@ -97,12 +112,34 @@ def heavy(member: Node) -> Callable[[int], codec.Body]:
     return body
 
 
+def slots(flooder: Flooder) -> Callable[[int], codec.Body]:
+    """A counter write adding nothing visible (a total of 0), under a session never seen before:
+    a receiver keys a counter's slots by (author, session), and the session is the sender's word."""
+    member = flooder.member
+
+    def body(n: int) -> codec.Body:
+        flooder.session = random.getrandbits(63)
+        batch = codec.sign_batch(
+            member.signing_key,
+            room=member.replica.room,
+            session=flooder.session,
+            lamport=wall_ms(time.time()),
+            runs=(),
+            totals=((COUNTER, 0),),
+        )
+        return codec.WriteBatch.of(batch)
+
+    return body
+
+
 async def measure(a: Node, c: Node, flooder: Flooder, mode: str, first: int) -> list[float]:
     floods: dict[str, tuple[float, Callable[[int], codec.Body]]] = {
         "heavy": (39.0, heavy(flooder.member)),
         "heavy_paced": (6.5, heavy(flooder.member)),
         "chat": (200.0, lambda n: codec.Chat(f"spam {n}")),
         "resync": (50.0, lambda n: codec.ResyncRequest()),
+        "digest": (50.0, lambda n: codec.Digest(os.urandom(codec.DIGEST_SIZE), 0)),
+        "slots": (380.0, slots(flooder)),
     }
     if mode == "quiet":
         return await latencies(a, c, first)
@@ -115,6 +152,7 @@ async def measure(a: Node, c: Node, flooder: Flooder, mode: str, first: int) -> 
     finally:
         flooder.stop = True
         await task
+        flooder.session = flooder.member.replica.session
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -125,7 +163,13 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-async def main() -> dict[str, object]:
+def refusals(victim: Node, member: Node) -> Counter[str]:
+    """What VICTIM has refused of MEMBER so far, by reason."""
+    peer = victim.replica.statistics().peers.get(member.key)
+    return Counter(peer.rejections) if peer is not None else Counter()
+
+
+async def main(modes: tuple[str, ...] = MODES) -> dict[str, object]:
     signals = LocalSignals()
     a, member, c = (make_node(signals, regions=REGIONS) for _ in range(3))
     nodes = [a, member, c]
@@ -135,26 +179,42 @@ async def main() -> dict[str, object]:
             node.mesh.set_roster([n.key for n in nodes])
         await wait_all(nodes, lambda n: len(n.mesh.admitted()) == 2, within=20)
         flooder = Flooder(member, a)
-        for number, mode in enumerate(MODES):
+        for number, mode in enumerate(modes):
             cuts_before = a.mesh.statistics()[member.key].cuts
+            refused_before = refusals(a, member)
             figure: dict[str, object] = dict(summary(await measure(a, c, flooder, mode, number * SAMPLES)))
             figure["member_cut"] = a.mesh.statistics()[member.key].cuts > cuts_before
+            refused = refusals(a, member) - refused_before
+            figure["refused"] = dict(refused)
+            if mode == "slots":
+                figure["slots_on_victim"] = len(a.replica.state.slots[COUNTER])
             figures[mode] = figure
             print(
-                f"{mode:>6}: honest latency p50 {figure['p50_ms']} ms, p99 {figure['p99_ms']} ms"
-                f"{', flooder cut' if figure['member_cut'] else ''}",
+                f"{mode:>11}: honest latency p50 {figure['p50_ms']} ms, p99 {figure['p99_ms']} ms"
+                f"{', flooder cut' if figure['member_cut'] else ''}"
+                + "".join(f", {count} refused as {why}" for why, count in sorted(refused.items()))
+                + (f", {figure['slots_on_victim']} counter slots on A" if mode == "slots" else ""),
                 flush=True,
             )
-            await wait_all([a], lambda n: member.key in n.mesh.admitted(), within=60)
+            if number < len(modes) - 1:
+                await wait_all([a], lambda n: member.key in n.mesh.admitted(), within=60)
     quiet = figures["quiet"]
     assert isinstance(quiet, dict)
-    for mode in MODES[1:]:
+    for mode in modes[1:]:
         flood = figures[mode]
         assert isinstance(flood, dict)
         flood["p50_vs_quiet"] = round(flood["p50_ms"] / quiet["p50_ms"], 2)
+        flood["p99_vs_quiet"] = round(flood["p99_ms"] / quiet["p99_ms"], 2)
     return figures
 
 
+def chosen_modes(argv: list[str]) -> tuple[str, ...]:
+    unknown = set(argv) - set(MODES)
+    if unknown:
+        raise SystemExit(f"unknown mode(s) {', '.join(sorted(unknown))}; modes: {', '.join(MODES)}")
+    return ("quiet", *(mode for mode in MODES[1:] if mode in argv)) if argv else MODES
+
+
 if __name__ == "__main__":
-    result = asyncio.run(main())
+    result = asyncio.run(main(chosen_modes(sys.argv[1:])))
     print(json.dumps(result))
