@@ -104,6 +104,16 @@ def is_player_name(name: object) -> TypeGuard[str]:
     )
 
 
+def is_roster_name(name: object) -> TypeGuard[str]:
+    """What a client takes as a member's name in a roster: the server's rule before issue 30
+    (printable, without the visibility check), so that one member an older server let in with a
+    filler does not make every roster unreadable. A client does not show such characters
+    (`peer.console.safe_name`) and compares names as `rendezvous.names` folds them."""
+    return (
+        isinstance(name, str) and 1 <= len(name) <= MAX_NAME and name.isprintable() and name == name.strip()
+    )
+
+
 def signed_hello_bytes(nonce: bytes) -> bytes:
     """What the client signs to answer a challenge: the fixed context, then the raw nonce."""
     return HELLO_CONTEXT + nonce

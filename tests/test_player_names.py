@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.core.room.session import NOBODY_ANSWERED, NOT_SHARING_YET, RECONNECTED, REFUSED, UNREACHABLE
-from peer.core.room.signalling import Member, Roster
+from peer.core.room.signalling import Member, Roster, parse_member
 from peer.core.room.view import RoomView, Say
 from peer.core.sync.replica import ChatReceived
 from rendezvous import names
@@ -112,6 +112,14 @@ def test_the_peer_shows_look_alike_names_with_their_fingerprints() -> None:
     assert view.name(BOB) == "\u0430lice (03030303)"  # gone, but remembered as a look-alike
     view.roster_changed(_roster((ALICE, "alice"), (ME, "me"), (CAROL, "resync")), where=_where)
     assert view.name(CAROL) == "resync (04040404)"
+    # An older rendezvous may let in a name with an invisible filler: the roster is still read,
+    # the filler is not shown, and the name is told apart from the one it imitates.
+    filler = parse_member({"key": (b"\x05" * 32).hex(), "name": "car\u3164ol", "ready": True})
+    assert filler is not None
+    view.roster_changed(
+        Roster("friday", ALICE, (*_roster((ME, "me"), (CAROL, "carol")).members, filler)), where=_where
+    )
+    assert view.name(filler.key) == "carol (05050505)" and view.name(CAROL) == "carol (04040404)"
 
 
 # Every sentence the program itself tells the player with no name in it.

@@ -173,7 +173,7 @@ def parse_member(item: object) -> Member | None:
     if not isinstance(item, dict):
         return None
     key, name, standby = parse_key(item.get("key")), item.get("name"), item.get("standby")
-    if key is None or not wire.is_player_name(name):
+    if key is None or not wire.is_roster_name(name):
         return None
     return Member(key, name, item.get("ready") is True, standby if wire.is_standby_url(standby) else None)
 
