@@ -127,12 +127,14 @@ def _ago(seconds: float | None) -> str:
     return f"{seconds // 3600:.0f} h ago"
 
 
+_TCL = frozenset('{}[]$\\"')  # what Tcl would read in openMSX's messages
+
+
 def safe_text(text: str, limit: int = 200) -> str:
     """Text from the network fit for the terminal and the emulator's screen: printable and visible
     (no escape sequences, bidi controls or zero-width characters), nothing Tcl reads, short."""
-    return "".join(ch for ch in text if ch.isprintable() and not invisible(ch) and ch not in '{}[]$\\"')[
-        :limit
-    ]
+    kept = (ch for ch in text if ch.isprintable() and not invisible(ch) and ch not in _TCL)
+    return "".join(kept)[:limit]
 
 
 def safe_name(name: str, limit: int = 24) -> str:

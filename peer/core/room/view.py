@@ -103,7 +103,7 @@ class RoomView:
                 notices.append(Say(f"you are {self.player}, in room {roster.room} ({where()})"))
             else:
                 notices.append(Note(f"the room's first member is now {self.name(roster.host)}"))
-        notices += [Say(f"{previous[key]} left") for key in previous.keys() - self.names.keys()]
+        notices += [Say(f"{self.name(key)} left") for key in previous.keys() - self.names.keys()]
         return notices
 
     def _look_alikes(self) -> set[bytes]:
