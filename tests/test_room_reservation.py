@@ -11,22 +11,45 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
+from peer.core.room.session import Print, Stop
+from peer.core.room.signalling import (
+    REJOIN_RETRY,
+    Disconnect,
+    Member,
+    Phase,
+    Refused,
+    RejoinRefused,
+    Roster,
+    SignallingProtocol,
+)
+from peer.mesh.room import RoomConfig, RoomSession
 from rendezvous.persist import FILE_NAME, load_reservations, save_reservations
 from rendezvous.reservations import Reservation, ReservationLimits, Reservations
 from rendezvous.rooms import Lobby, PasswordCheck, RoomError
+from tests.mesh_support import LOOPBACK, REGIONS
+from tests.mesh_support import Rendezvous as MeshRendezvous
+from tests.mesh_support import rendezvous as mesh_rendezvous
 from tests.ports import unused_port
 from tests.rendezvous_support import Player, config_for, from_address, make_games, running
+from tests.test_mesh_rendezvous import write_and_converge
 from tests.test_rendezvous_operations import cli_server
+from tests.test_session_machine import ALICE as ALICE_KEY
+from tests.test_session_machine import ME, T0, machine
+from tests.test_session_machine import joined as joined_room
+from tests.test_signalling_protocol import drive
+from tests.test_signalling_protocol import make as make_protocol
 
 ALICE, BOB, MALLORY = "a" * 64, "b" * 64, "e" * 64
 HASH = b"$argon2id$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
@@ -280,3 +303,128 @@ async def test_a_corrupt_state_file_is_refused_and_the_server_starts_empty(tmp_p
         await carol.expect("joined")
     lines = [json.loads(line) for line in (tmp_path / "log").read_text().splitlines()]
     assert any(line["message"].startswith(f"refused {state / FILE_NAME}") for line in lines)
+
+
+# ---- the peer: a refused REjoin is a notice, not the end -------------------------------------------
+
+
+def signalling_in_room() -> SignallingProtocol:
+    """A client that joined room "r", then lost its connection, and is joining again."""
+    proto, _ = make_protocol()
+    drive(proto, Phase.JOINED)
+    proto.connection_lost()
+    drive(proto, Phase.JOINING, now=1.0)
+    return proto
+
+
+@pytest.mark.parametrize(
+    "code", ["wrong_password", "room_reserved", "password_required", "wrong_game", "room_full"]
+)
+def test_a_refused_rejoin_is_a_notice_and_a_later_retry(code: str) -> None:
+    proto = signalling_in_room()
+    events = proto.receive_text(json.dumps({"type": "error", "code": code, "message": "no"}), 1.0)
+    assert events == [RejoinRefused(code, "no"), Disconnect(f"rejoin refused: {code}", REJOIN_RETRY)]
+    assert proto.phase is Phase.OFFLINE and proto.roster is not None  # not ENDED: it connects again
+    drive(proto, Phase.JOINED, now=REJOIN_RETRY + 2)  # and gets back in once the server lets it
+
+
+@pytest.mark.parametrize("code", ["wrong_password", "room_reserved"])
+def test_a_refused_first_join_still_ends_the_client(code: str) -> None:
+    proto, _ = make_protocol()
+    drive(proto, Phase.JOINING)
+    (event,) = proto.receive_text(json.dumps({"type": "error", "code": code, "message": "no"}), 0.0)
+    assert event == Refused(code, "no") and proto.phase is Phase.ENDED
+
+
+def test_a_ban_still_ends_a_rejoin() -> None:
+    proto = signalling_in_room()
+    (event,) = proto.receive_text('{"type":"error","code":"banned","message":"no"}', 1.0)
+    assert event == Refused("banned", "no")
+
+
+def test_the_session_plays_on_when_its_rejoin_is_refused_and_says_so_once() -> None:
+    session = machine()
+    joined_room(session, ME, ALICE_KEY)
+    before = session.phase
+    told = session.rejoin_refused("wrong_password")
+    assert not any(isinstance(e, Stop) for e in told) and session.phase is before
+    words = [e.text for e in told if isinstance(e, Print)]
+    assert len(words) == 1 and "wrong_password" in words[0] and "Playing on" in words[0]
+    assert not any(isinstance(e, Print) for e in session.rejoin_refused("wrong_password"))  # once
+    assert session.server_lost() == []  # it was said why; no second, vaguer message
+    back = session.roster(
+        Roster("friday", ALICE_KEY, (Member(ME, "me", True), Member(ALICE_KEY, "a", True))), T0 + 20
+    )
+    assert "back in the room at its server" in [e.text for e in back if isinstance(e, Print)]
+    assert session.rejoin_refusal is None
+
+
+class RefusalsSeen:
+    def __init__(self) -> None:
+        self.codes: list[str] = []
+        self.told = asyncio.Event()
+
+    def __call__(self, code: str, message: str) -> None:
+        self.codes.append(code)
+        self.told.set()
+
+
+async def test_real_peers_keep_their_mesh_when_a_stranger_took_their_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The room moves to a rendezvous that keeps no names (as before this fix, or a third party's)
+    where a stranger has taken the room's name with its own password: the peers' rejoins are
+    refused, and they play on over the mesh they have, then get back in once the name is free."""
+    monkeypatch.setattr("peer.core.room.signalling.REJOIN_RETRY", 1.0)
+    seen = [RefusalsSeen(), RefusalsSeen()]
+    elsewhere = MeshRendezvous(make_games(tmp_path / "elsewhere"))
+    elsewhere.config = replace(elsewhere.config, reservation_hold=0.0)  # keeps no names
+    async with mesh_rendezvous(tmp_path) as server, asyncio.TaskGroup() as tasks:
+        sessions = [
+            RoomSession(
+                RoomConfig(
+                    rendezvous=server.url,
+                    signing_key=SigningKey.generate(),
+                    name=f"p{index}",
+                    game="demo",
+                    regions=REGIONS,
+                    room="club",
+                    password="sesame",
+                    ice=LOOPBACK,
+                ),
+                on_rejoin_refused=seen[index],
+            )
+            for index in range(2)
+        ]
+        for room_session in sessions:
+            tasks.create_task(room_session.run())
+        meshes = [await asyncio.wait_for(s.wait_ready(), 15) for s in sessions]
+        async with asyncio.timeout(15):
+            for mesh in meshes:
+                await mesh.wait_until(lambda mesh=mesh: len(mesh.admitted()) == 1)  # type: ignore[misc]
+        await elsewhere.start()
+        try:
+            async with (
+                from_address("127.0.0.5") as attacker,
+                player(attacker, elsewhere.url, "mallory", SigningKey.generate()) as mallory,
+            ):
+                await mallory.join("club", password="mine")
+                await mallory.expect("joined")
+                for room_session in sessions:
+                    await room_session.signalling.retarget(elsewhere.url)
+                async with asyncio.timeout(15):
+                    for each in seen:
+                        await each.told.wait()
+                assert {code for s in seen for code in s.codes} == {"wrong_password"}
+                assert all(len(mesh.admitted()) == 1 for mesh in meshes)  # the links stay up
+                await write_and_converge(meshes, random.Random(29), frames=3)
+            # The stranger has gone: a later retry gets the peers back into their room.
+            async with asyncio.timeout(15):
+                for room_session in sessions:
+                    client = room_session.signalling
+                    await client.wait_until(lambda c=client: c.joined)  # type: ignore[misc]
+            assert all(len(mesh.admitted()) == 1 for mesh in meshes)
+        finally:
+            for room_session in sessions:
+                room_session.stop()
+            await elsewhere.stop()
