@@ -77,6 +77,8 @@ class Reservations:
     def __init__(self, limits: ReservationLimits | None = None) -> None:
         self.limits = limits or ReservationLimits()
         self._held: OrderedDict[str, Reservation] = OrderedDict()
+        self._by_source: dict[str, OrderedDict[str, None]] = {}  # names, oldest first
+        self._unstamped: list[str] = []  # held since the last `expire` (at the end of `_held`)
         self.dropped = 0  # pushed out by the bounds before they expired (a metric)
 
     def __len__(self) -> int:
@@ -95,31 +97,49 @@ class Reservations:
         """Reserve a name (replacing an older reservation of it), within the bounds."""
         if not reservation.past or self.limits.hold == 0:
             return  # nobody to keep it for
-        self._held.pop(reservation.name, None)
+        self.release(reservation.name)
         self._held[reservation.name] = reservation
-        same_source = [r.name for r in self._held.values() if r.source == reservation.source]
-        for name in same_source[: -self.limits.per_source]:
-            self._push_out(name)
+        if reservation.until is None:
+            self._unstamped.append(reservation.name)
+        same_source = self._by_source.setdefault(reservation.source, OrderedDict())
+        same_source[reservation.name] = None
+        while len(same_source) > self.limits.per_source:
+            self._push_out(next(iter(same_source)))
         while len(self._held) > self.limits.max_total:
             self._push_out(next(iter(self._held)))
 
     def _push_out(self, name: str) -> None:
-        del self._held[name]
+        self.release(name)
         self.dropped += 1
 
     def release(self, name: str) -> Reservation | None:
         """The room is open again (or the name is free): stop holding it."""
-        return self._held.pop(name, None)
+        reservation = self._held.pop(name, None)
+        if reservation is not None:
+            same_source = self._by_source[reservation.source]
+            del same_source[name]
+            if not same_source:
+                del self._by_source[reservation.source]
+        return reservation
 
     def expire(self, now: float) -> int:
-        """Stamp reservations made since the last call, drop those whose time is up; how many."""
-        gone = [name for name, r in self._held.items() if r.until is not None and r.until <= now]
-        for name in gone:
-            del self._held[name]
-        for name, r in self._held.items():
-            if r.until is None:
-                self._held[name] = _replace_until(r, now + self.limits.hold)
-        return len(gone)
+        """Stamp reservations made since the last call, drop those whose time is up; how many.
+        Cheap (it runs on every join and leave): `_held` is in the order of `until`, since every
+        hold lasts the same and a loaded file is held soonest-ending first, so only the oldest
+        are looked at."""
+        for name in self._unstamped:
+            reservation = self._held.get(name)
+            if reservation is not None and reservation.until is None:  # (order kept: same key)
+                self._held[name] = _replace_until(reservation, now + self.limits.hold)
+        self._unstamped.clear()
+        gone = 0
+        while self._held:
+            oldest = next(iter(self._held.values()))
+            if oldest.until is None or oldest.until > now:
+                break
+            self.release(oldest.name)
+            gone += 1
+        return gone
 
     # ---- across a restart ----------------------------------------------------------------------
 
@@ -153,7 +173,7 @@ class Reservations:
             raise ValueError(f"'reservations' is not a list of at most {self.limits.max_total}")
         parsed = [parse_reservation(item, index) for index, item in enumerate(items)]
         held = 0
-        for reservation, remaining in parsed:
+        for reservation, remaining in sorted(parsed, key=lambda item: item[1]):  # (see `expire`)
             left = min(remaining, self.limits.hold) - max(0.0, elapsed)
             if left > 0:
                 self.hold(_replace_until(reservation, now + left))

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from peer.core.room.session import Print, Stop
@@ -144,6 +146,34 @@ def test_reservations_are_bounded_per_source_and_in_all() -> None:
         held.hold(reservation(f"r{index}", f"10.0.0.{index}"))
     assert len(held) == 10 and held.names()[-1] == "r19"
     assert held.dropped == 2 + 13
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["hold", "expire", "release"]), st.integers(0, 7), st.floats(0, 50)))
+)
+def test_expiry_keeps_exactly_the_reservations_whose_time_is_not_up(
+    steps: list[tuple[str, int, float]],
+) -> None:
+    """Against a model that remembers when each name was held: a name is held from the first
+    `expire` after it was reserved, for `hold` seconds, and not a moment less."""
+    held = Reservations(ReservationLimits(hold=30.0))
+    model: dict[str, float | None] = {}  # name -> until (None: not stamped yet)
+    now = 0.0
+    for action, number, step in steps:
+        name = f"r{number}"
+        if action == "hold":
+            held.hold(reservation(name, f"10.0.0.{number}"))
+            model[name] = None
+        elif action == "release":
+            held.release(name)
+            model.pop(name, None)
+        else:
+            now += step
+            held.expire(now)
+            stamped = {n: now + 30.0 if u is None else u for n, u in model.items()}
+            model = {n: u for n, u in stamped.items() if u > now}
+            assert sorted(held.names()) == sorted(model)
+            assert all((held.get(n) or pytest.fail()).until == u for n, u in model.items())
 
 
 def test_a_room_nobody_was_in_is_not_reserved() -> None:
