@@ -19,7 +19,8 @@ None` guards of `peer.session.Session`, which is now only its driver:
   `probe_failed`).
 - **The clock check** every CLOCK_CHECK (`ReadClocks`, answered by `clocks`), and `--quit-after`.
 - **The room's answers**: resync (F10, console), refusal of our game (`GameGuard`), host moved,
-  server unreachable and back, item news (only while our game shares).
+  server unreachable and back, a refused rejoin (told once, never the end: issue 29, F4), item
+  news (only while our game shares).
 - **What goes where**: `Publish` → mesh; `WriteToEmulator` / `AdoptRoom` / `Show` → the applier;
   a gate's or the view's `Tell`/`Say` → `Print` (terminal) and `Show` (openMSX's screen, once it
   runs); `Log` → the log.
