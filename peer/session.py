@@ -191,6 +191,7 @@ class Session:
             prepare=self._prepare_room,
             on_roster=self.roster_changed,
             game_check=GameCheck(self.machine.guard.mine, self._check_peer_game),
+            on_rejoin_refused=self._rejoin_refused,
         )
 
     async def _until_stopped(self) -> None:
@@ -221,6 +222,9 @@ class Session:
     def roster_changed(self, roster: Roster | None) -> None:
         if roster is not None:
             self.parts.feed(self.machine.roster(roster, _now()))
+
+    def _rejoin_refused(self, code: str, message: str) -> None:
+        self.parts.feed(self.machine.rejoin_refused(code))
 
     def _on_mesh_event(self, event: Event) -> None:
         self.parts.feed(self.machine.mesh_event(event, _now()))

@@ -16,7 +16,9 @@ from aiohttp import WSCloseCode, web
 from games.catalogue import Catalogue, bundled_games_dir, load_catalogue
 from rendezvous import httpapi
 from rendezvous.lobby_socket import RESTARTING, websocket_handler
+from rendezvous.persist import load_reservations, save_reservations
 from rendezvous.protocol import ProtocolError
+from rendezvous.reservations import ReservationLimits, Reservations
 from rendezvous.rooms import Lobby, LobbyLimits
 from rendezvous.state import SERVER, SERVER_NAME, VERSION, Config, Hasher, Server, log
 
@@ -37,6 +39,27 @@ async def _hashing_threads(app: web.Application) -> AsyncIterator[None]:
     """Shut the password-hashing threads down when the application stops."""
     yield
     app[SERVER].hasher.close()
+
+
+async def _reserved_names(app: web.Application) -> AsyncIterator[None]:
+    """With a state folder: the reserved room names of the last run at start, this run's at stop
+    (`rendezvous.persist`), so a restart does not hand a room's name to the first who asks."""
+    server = app[SERVER]
+    folder = server.config.state_dir
+    clock = asyncio.get_running_loop().time
+    if folder is not None:
+        held = load_reservations(server.lobby.reservations, folder, clock())
+        log.info("%d room names reserved for their players (from %s)", held, folder)
+    yield
+    if folder is None:
+        return
+    kept = server.lobby.reservations_at_stop()
+    try:
+        path = save_reservations(kept, folder, clock())
+    except OSError as exc:
+        log.error("cannot keep the reserved room names in %s: %s", folder, exc.strerror or exc)
+    else:
+        log.info("kept %d reserved room names in %s", len(kept), path)
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -72,8 +95,10 @@ def create_app(config: Config | None = None) -> web.Application:
     limits = LobbyLimits(config.max_rooms, config.room_capacity, config.sources.rooms)
     app = web.Application()
     hasher = Hasher(config.hash_concurrency, config.hash_waiting)
-    app[SERVER] = Server(config, load_games(config), Lobby(limits), hasher)
+    reserved = Reservations(ReservationLimits(config.reservation_hold, config.max_reservations))
+    app[SERVER] = Server(config, load_games(config), Lobby(limits, reserved), hasher)
     app.cleanup_ctx.append(_hashing_threads)
+    app.cleanup_ctx.append(_reserved_names)
     app.on_shutdown.append(_close_sockets)
     app.on_response_prepare.append(httpapi.security_headers)
     app.router.add_get("/", httpapi.status_page)

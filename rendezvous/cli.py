@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -75,6 +76,12 @@ def _seconds(text: str) -> float:
     if not 0 < value <= 3600:
         raise argparse.ArgumentTypeError(f"{value} must be above 0 and at most 3600")
     return value
+
+
+def _default_state_dir() -> Path | None:
+    """systemd's StateDirectory= (contrib/msxsync-rendezvous.service): the first one it names."""
+    named = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(named) if named else None
 
 
 class _PrintProtocol(argparse.Action):
@@ -159,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave rooms that have a password off the status page (default: listed, without their password)",
     )
     parser.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        default=_default_state_dir(),
+        help="keep the reserved room names here across a restart (reservations.json, written when "
+        "the server stops, read when it starts) so that a stranger cannot take a room's name while "
+        "its players reconnect (default: systemd's $STATE_DIRECTORY when set, else none: not kept)",
+    )
+    parser.add_argument(
         "--protocol",
         action=_PrintProtocol,
         help="print the protocol description that ships with this server, and exit (default: serve)",
@@ -184,6 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=defaults.room_capacity,
         help="most players in one room, at least 2 (default %(default)s)",
+    )
+    limits.add_argument(
+        "--room-reservation",
+        metavar="SECONDS",
+        type=_seconds,
+        default=defaults.reservation_hold,
+        help="an emptied room's name, password and bans stay reserved for its past players this "
+        "long, so they can rejoin after a blip or a restart and nobody else can take it "
+        "(default %(default)s)",
     )
     limits.add_argument(
         "--heartbeat",
@@ -369,6 +394,8 @@ def config_from(args: argparse.Namespace, ice_config: ice.IceConfig | None = Non
         sources=sources,
         trusted_proxies=frozenset(args.trust_proxy),
         hide_private_rooms=args.hide_private_rooms,
+        reservation_hold=args.room_reservation,
+        state_dir=args.state_dir,
         http_per_source=max(args.http_connections_per_address, args.connections_per_address + 4),
         max_http_connections=listener.http_cap(defaults.max_http_connections),
         relay=RelayLimits(

@@ -225,6 +225,7 @@ class ClientReader:
         if self.server.catalogue.get(join.game) is None:
             raise RoomError("unknown_game", f"This server has no game called {join.game!r}.")
         lobby = self.server.lobby
+        self.server.expire_reservations()  # (a name whose time is up is free to take)
         plan = lobby.plan_join(key, join.game, join.room, join.password)
         check = PasswordCheck()
         if join.password is not None and (plan.verify_against is not None or plan.hash_new_password):

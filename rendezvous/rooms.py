@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from rendezvous import names
+from rendezvous.reservations import MAX_KEYS, Reservation, Reservations
 
 JsonObject = dict[str, object]
 
@@ -141,8 +142,9 @@ class JoinPlan:
 class Lobby:
     """All rooms of one server. Keys identify members; names are only for display."""
 
-    def __init__(self, limits: LobbyLimits | None = None) -> None:
+    def __init__(self, limits: LobbyLimits | None = None, reservations: Reservations | None = None) -> None:
         self.limits = limits or LobbyLimits()
+        self.reservations = reservations if reservations is not None else Reservations()
         self._rooms: dict[str, Room] = {}
         self._room_of: dict[str, str] = {}
         self._rooms_by_source: dict[str, int] = {}
@@ -180,6 +182,9 @@ class Lobby:
                 raise RoomError("bad_message", "Quick match rooms have no password; send null.")
             return JoinPlan(None, None, False)
         existing = self._rooms.get(room)
+        reserved = self.reservations.get(room) if existing is None else None
+        if reserved is not None:
+            return self._plan_reopen(reserved, key, game, password)
         if existing is None:
             return JoinPlan(room, None, password is not None)
         self._check_can_enter(existing, key, game)
@@ -206,7 +211,10 @@ class Lobby:
         check = check or PasswordCheck()
         target = self._quick_room(game, capacity, name) if room is None else self._rooms.get(room)
         _check_name(name, None)
-        if target is None:
+        reserved = self.reservations.get(room) if room is not None and target is None else None
+        if reserved is not None:
+            target = self._reopen(reserved, key, game, check, source)
+        elif target is None:
             target = self._create(game, room, capacity, check, source)
         else:
             self._check_can_enter(target, key, game)
@@ -281,7 +289,7 @@ class Lobby:
 
     def _quick_name(self) -> str:
         number = self._serial
-        while f"quick-{number}" in self._rooms:
+        while f"quick-{number}" in self._rooms or f"quick-{number}" in self.reservations:
             number += 1
         return f"quick-{number}"
 
@@ -305,6 +313,59 @@ class Lobby:
         out = [Deliver(member.key, joined)]
         out += [Deliver(k, event) for k in room.member_keys() if k != member.key]
         return out + self._roster(room)
+
+    # --- reserved names (rendezvous.reservations) ---------------------------------------------
+
+    @staticmethod
+    def _check_reopen(reserved: Reservation, key: str, game: str) -> None:
+        """Only a past member may open a reserved room again; anyone else learns nothing more."""
+        if key in reserved.banned:
+            raise RoomError("banned", f"The host of room {reserved.name!r} has kicked you out of it.")
+        if not reserved.admits(key):
+            message = f"Room {reserved.name!r} is kept for its players for a while; pick another name."
+            raise RoomError("room_reserved", message)
+        if reserved.game != game:
+            message = f"Room {reserved.name!r} is playing {reserved.game!r}, not {game!r}."
+            raise RoomError("wrong_game", message)
+
+    def _plan_reopen(self, reserved: Reservation, key: str, game: str, password: str | None) -> JoinPlan:
+        self._check_reopen(reserved, key, game)
+        if reserved.password_hash is None:
+            return JoinPlan(reserved.name, None, False)
+        if password is None:
+            raise RoomError("password_required", f"Room {reserved.name!r} needs a password.")
+        return JoinPlan(reserved.name, reserved.password_hash, False)
+
+    def _reopen(self, reserved: Reservation, key: str, game: str, check: PasswordCheck, source: str) -> Room:
+        """A past member opens its reserved room again: same game, capacity, password, bans."""
+        self._check_reopen(reserved, key, game)
+        if reserved.password_hash is not None:
+            if check.checked_hash is not reserved.password_hash:
+                raise RoomError("try_again", f"Room {reserved.name!r} changed meanwhile; please join again.")
+            if not check.matches:
+                raise RoomError("wrong_password", f"Wrong password for room {reserved.name!r}.")
+        capacity = min(reserved.capacity, self.limits.room_capacity)
+        opened = PasswordCheck(new_hash=reserved.password_hash)
+        room = self._create(reserved.game, reserved.name, capacity, opened, source)
+        room.quick, room.banned, room.past = reserved.quick, set(reserved.banned), list(reserved.past)
+        self.reservations.release(reserved.name)
+        return room
+
+    def reservations_at_stop(self) -> Reservations:
+        """What to keep across a restart: the reserved names, and every room still open as if its
+        members had just gone (the server is stopping: they will rejoin)."""
+        kept = Reservations(self.reservations.limits)
+        for name in self.reservations.names():
+            reserved = self.reservations.get(name)
+            if reserved is not None:
+                kept.hold(reserved)
+        for room in sorted(self._rooms.values(), key=lambda r: r.serial):
+            emptied = Room(room.name, room.game, room.capacity, room.password_hash, room.quick, room.serial)
+            emptied.source, emptied.banned, emptied.past = room.source, room.banned, list(room.past)
+            for member in room.members:
+                emptied.remember(member.key)
+            kept.hold(_reservation_of(emptied))
+        return kept
 
     # --- leaving, kicking, ready ---------------------------------------------------------
 
@@ -355,6 +416,7 @@ class Lobby:
         room.remember(key)
         if not room.members:
             del self._rooms[room.name]
+            self.reservations.hold(_reservation_of(room))
             left = self._rooms_by_source.pop(room.source, 1) - 1
             if left:
                 self._rooms_by_source[room.source] = left
@@ -414,6 +476,14 @@ def _check_name(name: str, room: Room | None) -> None:
     refusal = names.refusal(name, [m.name for m in room.members] if room is not None else [])
     if refusal is not None:
         raise RoomError(*refusal)
+
+
+def _reservation_of(room: Room) -> Reservation:
+    """What an emptied room leaves behind for its past members (rendezvous.reservations)."""
+    banned = frozenset(sorted(room.banned)[:MAX_KEYS])
+    past = tuple(key for key in room.past if key not in room.banned)
+    kept = (room.capacity, room.password_hash, room.quick, room.source, past, banned)
+    return Reservation(room.name, room.game, *kept)
 
 
 def recipients(deliveries: Iterable[Deliver]) -> set[str]:

@@ -76,6 +76,11 @@ class Config:
     # takeover), None for a standalone server: players never replace a standalone one (issue 17).
     hosted_by: str | None = None
     relay: RelayLimits = field(default_factory=RelayLimits)  # the relay of last resort
+    # An emptied room's name stays reserved for its past members this long (issue 29, F4): far
+    # longer than a client's rejoin window (peer.mesh.signalling retries every 3 s at most).
+    reservation_hold: float = 300.0
+    max_reservations: int = 4096  # reserved names in all (the oldest goes first beyond)
+    state_dir: Path | None = None  # reserved names are kept here across a restart (None: not kept)
 
     def __post_init__(self) -> None:
         if self.hosted_by is not None and not wire.is_key(self.hosted_by):
@@ -86,6 +91,10 @@ class Config:
                 raise ValueError(f"{name} must be at least 1")
         if self.room_capacity < 2:
             raise ValueError("room_capacity must be at least 2")
+        if self.max_reservations < 1:
+            raise ValueError("max_reservations must be at least 1")
+        if not self.reservation_hold >= 0:
+            raise ValueError("reservation_hold must not be negative")
         if self.hash_waiting < 0:
             raise ValueError("hash_waiting must not be negative")
         if self.send_share > self.send_queue_bytes:
@@ -186,6 +195,7 @@ class Server:
             "rooms": self.lobby.room_count,
             "games": len(self.catalogue.entries),
             "sources": len(self.sources),
+            "reserved_rooms": len(self.lobby.reservations),
         }
 
     def counters(self) -> dict[str, int]:
@@ -223,6 +233,11 @@ class Server:
     def forget_closed_rooms(self) -> None:
         """After a member left a room (by leaving, a kick, joining another, disconnecting)."""
         self.relay.forget_rooms(self.lobby.room_names())
+        self.expire_reservations()
+
+    def expire_reservations(self) -> None:
+        """Stamp the names reserved since the last call, and free those whose time is up."""
+        self.lobby.reservations.expire(asyncio.get_running_loop().time())
 
     def deliver(self, deliveries: list[Deliver]) -> None:
         encoded: dict[int, str] = {}  # a roster goes to many members: encode it once

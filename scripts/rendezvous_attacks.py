@@ -193,6 +193,40 @@ async def idle_http(url: str, address: str, tally: AttackTally) -> None:
             group.create_task(hold())
 
 
+async def _answer(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    """The next `joined` or `error` (skipping rosters and events)."""
+    while True:
+        body: dict[str, Any] = json.loads((await ws.receive(timeout=30)).data)
+        if body["type"] in ("joined", "error"):
+            return body
+
+
+async def _take_over_once(session: aiohttp.ClientSession, url: str, tally: AttackTally, name: str) -> None:
+    async with session.ws_connect(url) as member:  # a room whose only member then drops
+        if not await hello(member, tally):
+            return
+        await member.send_json({"type": "join", "game": "bench", "room": name, "password": "theirs"})
+        if (await _answer(member))["type"] != "joined":
+            return
+    async with session.ws_connect(url) as stranger:  # another key asks for the name at once
+        if not await hello(stranger, tally):
+            return
+        await stranger.send_json({"type": "join", "game": "bench", "room": name, "password": "mine"})
+        tally.sent += 1
+        answer = await _answer(stranger)
+        tally.refusal("took_the_name" if answer["type"] == "joined" else answer["code"])
+
+
+async def name_takeover(url: str, address: str, tally: AttackTally) -> None:
+    """Issue 29, F4: a room is emptied (its member's socket drops) and a stranger asks for its name
+    at once, with a password of its own, in a loop over 200 names; "took_the_name" counts the rooms
+    it got (every one, before names were reserved). It also fills the reserved names."""
+    async with session_from(address) as session:
+        for round_ in range(10**9):
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ConnectionError):
+                await _take_over_once(session, url, tally, f"takeover-{round_ % 200}")
+
+
 ATTACKS: dict[str, Callable[[str, str, AttackTally], Coroutine[Any, Any, None]]] = {
     "connection_slots": slots,
     "rooms": rooms,
@@ -200,6 +234,7 @@ ATTACKS: dict[str, Callable[[str, str, AttackTally], Coroutine[Any, Any, None]]]
     "chat_reconnects": chat_reconnects,
     "slow_readers": slow_readers,
     "idle_http": idle_http,
+    "name_takeover": name_takeover,
 }
 
 

@@ -17,6 +17,7 @@ PURE_MODULES = [
     "rendezvous.wire",
     "rendezvous.fairness",
     "rendezvous.rooms",
+    "rendezvous.reservations",
     "rendezvous.ice",
     "rendezvous.protocol",
     "rendezvous.relay",

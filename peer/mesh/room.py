@@ -75,11 +75,13 @@ class RoomSession:
         prepare: Callable[[Roster], Awaitable[tuple[SharedState | None, int]]] | None = None,
         on_roster: Callable[[Roster], None] | None = None,
         game_check: GameCheck | None = None,
+        on_rejoin_refused: Callable[[str, str], None] | None = None,
     ) -> None:
         """`prepare(roster)`, when given, is awaited once the room is known (quick match names it
         on joining) and returns the state to start from and the session number to sign with;
         `on_roster` sees every roster, the first included; `game_check`: our game in the hello,
-        and the check of each peer's."""
+        and the check of each peer's; `on_rejoin_refused(code, message)`: the rendezvous would not
+        let us back into the room (the mesh plays on with the peers it has; the join is retried)."""
         self.config = config
         self._state = state
         self._on_event = on_event
@@ -97,6 +99,7 @@ class RoomSession:
             listener=self,
             standby=config.standby,
             tls=config.tls,
+            on_rejoin_refused=on_rejoin_refused,
         )
         self.mesh: Mesh | None = None
         self._links: WebRTCLinks | None = None

@@ -5,7 +5,8 @@ what the rendezvous says is judged, is the pure `SignallingProtocol`; this adapt
 frames and timer ticks (monotonic time), writes what it queues, and acts on its events: rosters
 and signals go to the listener, bad messages are logged, `Disconnect` closes the socket and
 reconnects with exponential backoff (joining the same room again by the name it was given, so
-quick-match rooms are found again), `Refused` ends `run()` with `SignallingRefused`. Meanwhile
+quick-match rooms are found again), `Refused` ends `run()` with `SignallingRefused`; a refused
+**re**join (`RejoinRefused`) is only reported to `on_rejoin_refused` and tried again later. Meanwhile
 the mesh keeps its established direct links, since their traffic never passes through here; only
 a peer reached through the rendezvous's relay (binary frames, `send_relay` / `relay_received`)
 depends on this connection.
@@ -35,6 +36,7 @@ from peer.core.room.signalling import (
     IceServer,
     Notice,
     Refused,
+    RejoinRefused,
     RelayReceived,
     RosterChanged,
     SignallingEvent,
@@ -63,7 +65,11 @@ class SignallingRefused(Exception):
 
 
 class _Reconnect(Exception):
-    """This connection is over; try again after the backoff."""
+    """This connection is over; try again after the backoff (and at least `retry_after` s)."""
+
+    def __init__(self, reason: str, retry_after: float = 0.0) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 class SignallingListener(Protocol):
@@ -89,8 +95,12 @@ class SignallingClient:
         clock: Callable[[], float] = time.monotonic,
         standby: str | None = None,
         tls: ssl.SSLContext | None = None,
+        on_rejoin_refused: Callable[[str, str], None] | None = None,
     ) -> None:
+        """`on_rejoin_refused(code, message)`: the rendezvous would not let us back into the room
+        we were in (the client carries on, and tries again later)."""
         self.url = url.rstrip("/") + "/ws"
+        self._on_rejoin_refused = on_rejoin_refused
         self._tls: ssl.SSLContext | bool = True if tls is None else tls  # True: verify, system CAs
         self._protocol = SignallingProtocol(
             signing_key=signing_key, name=name, game=game, room=room, capacity=capacity, standby=standby
@@ -195,10 +205,13 @@ class SignallingClient:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, connect=CONNECT_TIMEOUT)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
+                at_least = 0.0  # what the protocol asked for (a refused rejoin waits longer)
                 try:
                     await self._connection(session)
                 except (_Reconnect, aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    log.info("rendezvous connection lost (%s); retrying in %.1f s", exc, backoff)
+                    at_least = exc.retry_after if isinstance(exc, _Reconnect) else 0.0
+                    wait = max(backoff, at_least)
+                    log.info("rendezvous connection lost (%s); retrying in %.1f s", exc, wait)
                 if self._joined.is_set() or self._retargeted:
                     backoff = BACKOFF_FIRST  # it worked for a while, or there is a new host: start over
                 self._disconnected()
@@ -207,7 +220,7 @@ class SignallingClient:
                     continue
                 self._wake_retry.clear()
                 with contextlib.suppress(TimeoutError):  # (not wait_for: it may swallow a cancel on 3.11)
-                    async with asyncio.timeout(backoff):
+                    async with asyncio.timeout(max(backoff, at_least)):
                         await self._wake_retry.wait()  # `retarget` ends it
                 backoff = min(BACKOFF_MAX, backoff * 2)
 
@@ -297,8 +310,12 @@ class SignallingClient:
                     log.warning("bad message from the rendezvous (%s): %r", reason, excerpt)
                 case Notice(code, message):
                     log.info("rendezvous error %s: %s", code, message)
-                case Disconnect(reason):
-                    return _Reconnect(reason)
+                case RejoinRefused(code, message):
+                    log.warning("the rendezvous refused our rejoin (%s): %s", code, message)
+                    if self._on_rejoin_refused is not None:
+                        self._on_rejoin_refused(code, message)
+                case Disconnect(reason, retry_after):
+                    return _Reconnect(reason, retry_after)
                 case Refused(code, message):
                     return SignallingRefused(code, message)
         return None

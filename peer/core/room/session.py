@@ -19,7 +19,8 @@ None` guards of `peer.session.Session`, which is now only its driver:
   `probe_failed`).
 - **The clock check** every CLOCK_CHECK (`ReadClocks`, answered by `clocks`), and `--quit-after`.
 - **The room's answers**: resync (F10, console), refusal of our game (`GameGuard`), host moved,
-  server unreachable and back, item news (only while our game shares).
+  server unreachable and back, a refused rejoin (told once, never the end: issue 29, F4), item
+  news (only while our game shares).
 - **What goes where**: `Publish` → mesh; `WriteToEmulator` / `AdoptRoom` / `Show` → the applier;
   a gate's or the view's `Tell`/`Say` → `Print` (terminal) and `Show` (openMSX's screen, once it
   runs); `Log` → the log.
@@ -40,7 +41,7 @@ from peer.core.emulator.gating import Action, AdoptRoom, Check, Gate, Publish, T
 from peer.core.mesh.events import LinkStatistics, PeerAdmitted, Published
 from peer.core.room.items import ItemNews, counter_runs, writer_of
 from peer.core.room.room_game import GameGuard, Platform
-from peer.core.room.signalling import Roster
+from peer.core.room.signalling import REJOIN_RETRY, Roster
 from peer.core.room.view import Note, Notice, RoomView, Say
 from peer.core.sync.replica import BytesChanged, Event, FullStateReceived, StateChanged
 from peer.core.sync.state import Run, SharedState
@@ -76,6 +77,11 @@ ALONE = "alone in the room: playing with the state saved on this machine"
 NOBODY_ANSWERED = "no other player answered within {:.0f} s: playing with this machine's saved state"
 UNREACHABLE = "the room's server is unreachable: playing on, retrying"
 RECONNECTED = "reconnected to the room's server"
+REJOINED = "back in the room at its server"
+REJOIN_REFUSED = (
+    "the room's server would not let us back in ({code}): someone else may have taken the room's "
+    "name. Playing on with the players already connected; trying again every {retry:.0f} s"
+)
 NOT_SHARING_YET = "resync: asked the room again (your game is not sharing yet)"
 REFUSED = "refused: another game"
 
@@ -227,6 +233,7 @@ class SessionMachine:
         self.url = url
         self.hosting = hosting  # we run the room's rendezvous (changes when the host moves)
         self.unreachable = False  # the player was told the rendezvous is unreachable
+        self.rejoin_refusal: str | None = None  # the code the rendezvous refused our rejoin with
         self.quit_after = quit_after
         self.phase = Phase.STARTING
         self.stop_reason = "quit"
@@ -359,6 +366,9 @@ class SessionMachine:
     def roster(self, roster: Roster, now: float) -> list[Effect]:
         """A new roster from the signalling."""
         effects = self._notify(self.view.roster_changed(roster, where=self.server))
+        if self.rejoin_refusal is not None:  # back in the room after a refused rejoin
+            self.rejoin_refusal = None
+            effects += self._tell(REJOINED)
         return effects + self._alone_check()
 
     def _alone_check(self) -> list[Effect]:
@@ -407,11 +417,21 @@ class SessionMachine:
 
     def server_lost(self) -> list[Effect]:
         self.unreachable = True
-        return self._tell(UNREACHABLE)
+        return [] if self.rejoin_refusal is not None else self._tell(UNREACHABLE)  # (said why)
 
     def server_back(self) -> list[Effect]:
         self.unreachable = False
+        self.rejoin_refusal = None
         return self._tell(RECONNECTED)
+
+    def rejoin_refused(self, code: str) -> list[Effect]:
+        """The rendezvous refused to let us back into our room (issue 29, F4): not the end. The
+        mesh's password MAC tells real members apart, so the peers we have stay; the signalling
+        tries again later. The player hears it once for each new reason, not every retry."""
+        if code == self.rejoin_refusal:
+            return [Log(f"rejoin refused again: {code}")]
+        self.rejoin_refusal = code
+        return self._tell(REJOIN_REFUSED.format(code=code, retry=REJOIN_RETRY))
 
     def server(self) -> str:
         """Where the room lives, in the player's words."""

@@ -21,6 +21,10 @@ not an object, of the wrong shape for its type, or out of order becomes a `BadMe
 count, carry on) or, during the handshake, a `Disconnect` (close and try again after a backoff).
 Only the refusals listed in PROTOCOL.md (wrong password, room full, version mismatch, kicked…)
 end the client, as `Refused`; a rendezvous that wants to refuse service can do that anyway.
+A refusal of a **re**join (we were in the room before this connection) is different: someone may
+have taken the room's name while we were away (issue 29, F4), and the mesh's own password MAC
+already tells real members apart, so it is a `RejoinRefused` notice and a `Disconnect` that tries
+again after REJOIN_RETRY, while the mesh plays on with the peers it has.
 
 Constants shared with the server come from `rendezvous.wire`. Must not import asyncio or aiohttp.
 """
@@ -39,6 +43,7 @@ from rendezvous import wire
 HANDSHAKE_TIMEOUT = 10.0  # for each of challenge and welcome
 JOIN_TIMEOUT = 60.0  # the server may be hashing a room password behind a short queue
 REJOIN_GRACE = 10.0
+REJOIN_RETRY = 15.0  # a refused rejoin is tried again this long after (a password check each time)
 OUTBOX_SIZE = 256  # signals queued and not yet written; beyond that they are dropped
 RELAY_OUTBOX_BYTES = 512 * 1024  # relayed frames queued and not yet written; beyond, dropped
 MAX_MEMBERS = 256  # a roster longer than this is not a room, it is an attack on the mesh
@@ -57,12 +62,15 @@ JOIN_REFUSALS = frozenset(
         "room_full",
         "password_required",
         "wrong_password",
+        "room_reserved",
         "banned",
         "bad_message",
         "name_taken",
         "name_reserved",
     }
 )
+# ... of which these end the client even on a rejoin: the host kicked us, or we spoke wrongly.
+REJOIN_FINAL = frozenset({"banned", "bad_message"})
 FATAL_CODES = frozenset({"version_mismatch", "bad_signature", "replaced"})
 # Coming back to the room: our own name, taken by someone else while we were away, is retried (a
 # member who waits for a player's connection to blip must not end that player's program).
@@ -254,9 +262,20 @@ class Notice(SignallingEvent):
 
 @dataclass(frozen=True, slots=True)
 class Disconnect(SignallingEvent):
-    """This connection is over: close it, then connect again after the backoff."""
+    """This connection is over: close it, then connect again after the backoff (and at least
+    `retry_after` seconds)."""
 
     reason: str
+    retry_after: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RejoinRefused(SignallingEvent):
+    """The rendezvous refused to let us back into the room we were in (tell the player; the mesh
+    plays on with the peers it has, and the join is tried again after REJOIN_RETRY)."""
+
+    code: str
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -607,6 +626,8 @@ class SignallingProtocol:
         joining = self._phase is not Phase.JOINED
         if joining and self.roster is not None and code in RETRY_REJOIN:
             return self._drop(f"{code}: {text}")
+        if joining and self.roster is not None and code in JOIN_REFUSALS - REJOIN_FINAL:
+            return self._rejoin_refused(code, text)
         if code in FATAL_CODES or (joining and code in JOIN_REFUSALS):
             return self._refuse(code, text)
         if handshake or (joining and code in RETRY_JOIN) or message.get("fatal") is True:
@@ -622,6 +643,11 @@ class SignallingProtocol:
     def _drop(self, reason: str) -> list[SignallingEvent]:
         self.connection_lost()
         return [Disconnect(reason)]
+
+    def _rejoin_refused(self, code: str, message: str) -> list[SignallingEvent]:
+        """Not the end: we were in this room, and the peers we have are still ours."""
+        self.connection_lost()
+        return [RejoinRefused(code, message), Disconnect(f"rejoin refused: {code}", REJOIN_RETRY)]
 
     def _refuse(self, code: str, message: str) -> list[SignallingEvent]:
         self._enter(Phase.ENDED)

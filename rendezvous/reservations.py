@@ -1,0 +1,240 @@
+"""Reserved room names: an emptied room is kept for its past members a while (issue 29, F4).
+
+When the last member of a room goes (a blip that drops everyone, a server restart), the room's
+name, game, capacity, password hash, bans and past members are kept here for `ReservationLimits.
+hold` seconds, much longer than a client's rejoin window (peer.mesh.signalling retries every few
+seconds). Meanwhile only a past member's key may open the room again, with the same password check
+as before; anyone else is refused `room_reserved`, so a stranger who knows the name cannot take it
+and make the members' rejoins fail with `wrong_password`.
+
+Memory is bounded: at most `max_total` reservations, and at most `per_source` from rooms one
+address created (that address's oldest goes first), so one address that opens and empties rooms
+in a loop pushes out only its own. Beyond `max_total` the oldest goes.
+
+The same reservations survive a restart as a JSON file (`dump` / `load`, written by the adapter
+in `rendezvous.persist`): everything in it is checked as hostile input before it is believed.
+
+Pure: no asyncio, aiohttp, sockets, clock or files; time comes in as `now` (monotonic seconds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from games.definition import is_valid_game_name
+from rendezvous import wire
+
+JsonObject = dict[str, object]
+FORMAT = 1  # of the dump; a file of another format is refused
+MAX_HASH = 256  # an argon2id string is about 100 characters
+MAX_KEYS = 256  # past members or bans kept for one room (the lobby keeps 64 past members)
+MAX_SOURCE = 64  # characters of a source address (an IPv6 address is at most 45)
+MAX_CAPACITY = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationLimits:
+    """`hold`: seconds an emptied room's name stays reserved; `max_total` reservations in all,
+    `per_source` from the rooms one address created."""
+
+    hold: float = 300.0
+    max_total: int = 4096
+    per_source: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.hold >= 0:
+            raise ValueError("the reservation hold must not be negative")
+        if self.max_total < 1 or self.per_source < 1:
+            raise ValueError("max_total and per_source must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What an emptied room leaves behind; `until` is None until the next `expire(now)` stamps it
+    (so a reservation made between two clock readings is held at least `hold` from the later)."""
+
+    name: str
+    game: str
+    capacity: int
+    password_hash: bytes | None
+    quick: bool
+    source: str
+    past: tuple[str, ...]  # keys of past members, most recent last
+    banned: frozenset[str]
+    until: float | None = None
+
+    def admits(self, key: str) -> bool:
+        """Whether KEY may open the room again: a past member the host did not kick out."""
+        return key in self.past and key not in self.banned
+
+
+class Reservations:
+    """The reserved names of one lobby, oldest first (see the module docstring)."""
+
+    def __init__(self, limits: ReservationLimits | None = None) -> None:
+        self.limits = limits or ReservationLimits()
+        self._held: OrderedDict[str, Reservation] = OrderedDict()
+        self._by_source: dict[str, OrderedDict[str, None]] = {}  # names, oldest first
+        self._unstamped: list[str] = []  # held since the last `expire` (at the end of `_held`)
+        self.dropped = 0  # pushed out by the bounds before they expired (a metric)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._held
+
+    def get(self, name: str) -> Reservation | None:
+        return self._held.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._held)
+
+    def hold(self, reservation: Reservation) -> None:
+        """Reserve a name (replacing an older reservation of it), within the bounds."""
+        if not reservation.past or self.limits.hold == 0:
+            return  # nobody to keep it for
+        self.release(reservation.name)
+        self._held[reservation.name] = reservation
+        if reservation.until is None:
+            self._unstamped.append(reservation.name)
+        same_source = self._by_source.setdefault(reservation.source, OrderedDict())
+        same_source[reservation.name] = None
+        while len(same_source) > self.limits.per_source:
+            self._push_out(next(iter(same_source)))
+        while len(self._held) > self.limits.max_total:
+            self._push_out(next(iter(self._held)))
+
+    def _push_out(self, name: str) -> None:
+        self.release(name)
+        self.dropped += 1
+
+    def release(self, name: str) -> Reservation | None:
+        """The room is open again (or the name is free): stop holding it."""
+        reservation = self._held.pop(name, None)
+        if reservation is not None:
+            same_source = self._by_source[reservation.source]
+            del same_source[name]
+            if not same_source:
+                del self._by_source[reservation.source]
+        return reservation
+
+    def expire(self, now: float) -> int:
+        """Stamp reservations made since the last call, drop those whose time is up; how many.
+        Cheap (it runs on every join and leave): `_held` is in the order of `until`, since every
+        hold lasts the same and a loaded file is held soonest-ending first, so only the oldest
+        are looked at."""
+        for name in self._unstamped:
+            reservation = self._held.get(name)
+            if reservation is not None and reservation.until is None:  # (order kept: same key)
+                self._held[name] = _replace_until(reservation, now + self.limits.hold)
+        self._unstamped.clear()
+        gone = 0
+        while self._held:
+            oldest = next(iter(self._held.values()))
+            if oldest.until is None or oldest.until > now:
+                break
+            self.release(oldest.name)
+            gone += 1
+        return gone
+
+    # ---- across a restart ----------------------------------------------------------------------
+
+    def dump(self, now: float) -> JsonObject:
+        """Everything held, as JSON: time left in seconds (the clock does not survive a restart)."""
+        items = []
+        for r in self._held.values():
+            until = now + self.limits.hold if r.until is None else r.until
+            items.append(
+                {
+                    "room": r.name,
+                    "game": r.game,
+                    "capacity": r.capacity,
+                    "password_hash": None if r.password_hash is None else r.password_hash.decode("ascii"),
+                    "quick": r.quick,
+                    "source": r.source,
+                    "past": list(r.past),
+                    "banned": sorted(r.banned),
+                    "remaining": max(0.0, until - now),
+                }
+            )
+        return {"format": FORMAT, "reservations": items}
+
+    def load(self, data: object, now: float, elapsed: float = 0.0) -> int:
+        """Hold what a `dump` said, ELAPSED seconds after it was written; ValueError (and nothing
+        held) if anything in it is malformed. Time left is never more than `hold`. How many."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"not a reservations file of format {FORMAT}")
+        items = data.get("reservations")
+        if not isinstance(items, list) or len(items) > self.limits.max_total:
+            raise ValueError(f"'reservations' is not a list of at most {self.limits.max_total}")
+        parsed = [parse_reservation(item, index) for index, item in enumerate(items)]
+        held = 0
+        for reservation, remaining in sorted(parsed, key=lambda item: item[1]):  # (see `expire`)
+            left = min(remaining, self.limits.hold) - max(0.0, elapsed)
+            if left > 0:
+                self.hold(_replace_until(reservation, now + left))
+                held += 1
+        return held
+
+
+def _replace_until(r: Reservation, until: float) -> Reservation:
+    return dataclasses.replace(r, until=until)
+
+
+def parse_reservation(item: object, index: int = 0) -> tuple[Reservation, float]:
+    """One entry of a dump, checked field by field; ValueError naming what is wrong."""
+
+    def bad(what: str) -> ValueError:
+        return ValueError(f"reservation {index}: {what}")
+
+    if not isinstance(item, dict):
+        raise bad("not an object")
+    name, game, capacity = item.get("room"), item.get("game"), item.get("capacity")
+    if not wire.is_valid_room_name(name):
+        raise bad("'room' is not a room name")
+    if not isinstance(game, str) or not is_valid_game_name(game):
+        raise bad("'game' is not a game name")
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or not 2 <= capacity <= MAX_CAPACITY:
+        raise bad(f"'capacity' is not a number from 2 to {MAX_CAPACITY}")
+    quick, source, remaining = item.get("quick"), item.get("source"), item.get("remaining")
+    if not isinstance(quick, bool):
+        raise bad("'quick' is not true or false")
+    if not isinstance(source, str) or len(source) > MAX_SOURCE or not source.isprintable():
+        raise bad("'source' is not an address")
+    if not isinstance(remaining, int | float) or isinstance(remaining, bool) or not 0 <= remaining < 1e9:
+        raise bad("'remaining' is not a number of seconds")
+    return (
+        Reservation(
+            name,
+            game,
+            capacity,
+            _password_hash(item.get("password_hash"), bad),
+            quick,
+            source,
+            tuple(_keys(item.get("past"), "past", bad)),
+            frozenset(_keys(item.get("banned"), "banned", bad)),
+        ),
+        float(remaining),
+    )
+
+
+def _password_hash(value: object, bad: Callable[[str], ValueError]) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("$argon2id$") or len(value) > MAX_HASH:
+        raise bad("'password_hash' is not an argon2id hash")
+    if not value.isascii() or not value.isprintable():
+        raise bad("'password_hash' is not an argon2id hash")
+    return value.encode("ascii")
+
+
+def _keys(value: object, field: str, bad: Callable[[str], ValueError]) -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_KEYS or not all(wire.is_key(k) for k in value):
+        raise bad(f"'{field}' is not a list of at most {MAX_KEYS} keys")
+    if len(set(value)) != len(value):
+        raise bad(f"'{field}' repeats a key")
+    return list(value)
