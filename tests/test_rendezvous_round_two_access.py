@@ -25,9 +25,16 @@ from urllib.parse import quote
 import aiohttp
 from nacl.signing import SigningKey
 
-from peer.core.room.signalling import BadMessage, IceServersChanged, Phase, RosterChanged, SignallingProtocol
+from peer.core.room.signalling import (
+    BadMessage,
+    Disconnect,
+    IceServersChanged,
+    Phase,
+    RosterChanged,
+    SignallingProtocol,
+)
 from rendezvous import ice
-from rendezvous.access import AccessLimits
+from rendezvous.access import Access, AccessLimits
 from rendezvous.fairness import SourceLimits
 from tests.ports import unused_port
 from tests.rendezvous_support import (
@@ -121,6 +128,27 @@ def test_the_peer_takes_turn_from_joined_and_from_renewals() -> None:
 
 
 # ---- F10: a room's guess budget ----------------------------------------------------------------
+
+
+def test_a_rooms_budget_spares_past_members_and_says_when_to_come_back() -> None:
+    access = Access(AccessLimits(guess_rate=0.5, guess_burst=2, table=2))
+    assert access.guess("vault", False, 0.0) is None and access.guess("vault", False, 0.0) is None
+    assert access.guess("vault", False, 0.0) == 2.0  # the next token, in seconds
+    assert access.guess("vault", True, 0.0) is None  # a past member is never held back
+    assert access.guess("vault", False, 2.0) is None
+    for room in ("a", "b", "c"):  # the table holds 2 rooms: the least recently used goes
+        access.guess(room, False, 3.0)
+    assert len(access._guesses) == 2
+
+
+def test_the_peer_retries_a_join_it_is_told_to_try_later() -> None:
+    proto = SignallingProtocol(signing_key=SigningKey.generate(), name="a", game="demo", room="r")
+    proto.connection_made(0.0)
+    proto.receive_text(json.dumps({"type": "challenge", "version": 4, "nonce": "00" * 32}), 0.0)
+    proto.receive_text(json.dumps({"type": "welcome", "version": 4}), 0.0)
+    refusal = {"type": "error", "code": "try_later", "message": "m", "retry_after": 3.0}
+    assert [type(e) for e in proto.receive_text(json.dumps(refusal), 0.0)] == [Disconnect]
+    assert proto.phase is Phase.OFFLINE  # connects again after the backoff, not the end
 
 
 class Guesses:
