@@ -73,8 +73,10 @@ class AccessLimits:
     turn_burst: int = 20  # ... after a burst of this many (a room of players joining, twice)
     guess_rate: float = 0.2  # password checks against one room a second (one per 5 s) ...
     guess_burst: int = 10  # ... after a burst of this many; past members never wait
-    lookup_rate: float = 5.0  # GET /api/rooms/NAME a second from one address ...
-    lookup_burst: int = 30  # ... after a burst of this many
+    # GET /api/rooms/NAME a second from one address (peers that lost their rendezvous probe once a
+    # second each, a room of them behind one address) ...
+    lookup_rate: float = 10.0
+    lookup_burst: int = 60  # ... after a burst of this many
     table: int = 10_000  # addresses and rooms each ledger remembers
 
     def __post_init__(self) -> None:

@@ -232,7 +232,7 @@ async def status_page(request: web.Request) -> web.Response:
         for r in shown
     ]
     hidden = len(summaries) - len(shown)
-    src = config.sources
+    src, access = config.sources, config.access
     limits = [
         ["players on this server", _amount(config.max_clients)],
         ["rooms on this server", _amount(config.max_rooms)],
@@ -245,6 +245,18 @@ async def status_page(request: web.Request) -> web.Response:
         ],
         ["messages a second from one address", f"{_amount(src.rate)} (bursts of {_amount(src.burst)})"],
         ["password checks a minute from one address", _amount(60 * src.password_rate)],
+        [
+            "password checks a minute at one room (its past members exempt)",
+            f"{_amount(60 * access.guess_rate)} (bursts of {_amount(access.guess_burst)})",
+        ],
+        [
+            "TURN credentials a minute for one address's joins",
+            f"{_amount(60 * access.turn_rate)} (bursts of {_amount(access.turn_burst)})",
+        ],
+        [
+            "room look-ups a second from one address",
+            f"{_amount(access.lookup_rate)} (bursts of {_amount(access.lookup_burst)})",
+        ],
     ]
     refusals = [[reason, str(count)] for reason, count in sorted(server.refusals.items())]
     cards = [
