@@ -36,7 +36,7 @@ class PeerOptions:
     turn_user: str | None = None
     turn_password: str | None = None
     ice_addresses: tuple[str, ...] = ()
-    rendezvous_ice: bool = True  # use the STUN/TURN servers the rendezvous names in its welcome
+    rendezvous_ice: bool = True  # use the STUN/TURN servers the rendezvous names (welcome, joined)
     relay: bool = True  # reach a player through the rendezvous's relay when nothing else works
     quit_after: float | None = None  # for demos and benchmarks: end the session after this long
     ca_file: str | None = None  # trust this CA for an https:// rendezvous (a private one)

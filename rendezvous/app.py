@@ -15,9 +15,8 @@ from aiohttp import WSCloseCode, web
 
 from games.catalogue import Catalogue, bundled_games_dir, load_catalogue
 from rendezvous import httpapi
-from rendezvous.lobby_socket import RESTARTING, websocket_handler
+from rendezvous.lobby_socket import tell_restarting, websocket_handler
 from rendezvous.persist import load_reservations, save_reservations
-from rendezvous.protocol import ProtocolError
 from rendezvous.reservations import ReservationLimits, Reservations
 from rendezvous.rooms import Lobby, LobbyLimits
 from rendezvous.state import SERVER, SERVER_NAME, VERSION, Config, Hasher, Server, log
@@ -63,12 +62,18 @@ async def _reserved_names(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    sockets = list(app[SERVER].sockets)
+    """Whatever is still open at shutdown: after SIGTERM (a restart) close code 1012, as every
+    client was told, else 1001 (going away)."""
+    server = app[SERVER]
+    sockets = list(server.sockets)
     if sockets:
         log.info("closing %d websockets", len(sockets))
-    message = b"server shutting down"
+    if server.restarting:
+        code, message = WSCloseCode.SERVICE_RESTART, b"server restarting"
+    else:
+        code, message = WSCloseCode.GOING_AWAY, b"server shutting down"
     await asyncio.gather(
-        *(ws.close(code=WSCloseCode.GOING_AWAY, message=message) for ws in sockets),
+        *(ws.close(code=code, message=message) for ws in sockets),
         return_exceptions=True,
     )
 
@@ -76,15 +81,14 @@ async def _close_sockets(app: web.Application) -> None:
 def announce_restart(app: web.Application) -> int:
     """SIGTERM: tell every client the server is restarting (a fatal `server_restarting` error,
     then close code 1012) so that it reconnects, to this address, and rejoins its room by name;
-    the rooms' state lives in the peers. New connections are refused the same way meanwhile.
+    the rooms' state lives in the peers. New connections, and hellos and joins on connections
+    that had not said hello yet, are refused the same way meanwhile.
     Returns how many clients were told."""
     server = app[SERVER]
     server.restarting = True
     clients = list(server.clients.values())
-    error = ProtocolError("server_restarting", RESTARTING, fatal=True)
     for client in clients:
-        client.fail(error)
-        client.close_code = WSCloseCode.SERVICE_RESTART
+        tell_restarting(client)
     log.info("restarting: told %d clients to reconnect", len(clients))
     return len(clients)
 

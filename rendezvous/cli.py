@@ -229,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Players behind home routers find each other with STUN, which this server answers on UDP at "
         "its HTTP port number by default (so one firewall rule, TCP+UDP, covers both). Players behind "
         "strict (symmetric) NATs need a TURN relay: run coturn with use-auth-secret and give this "
-        "server the same secret; each player then gets short-lived credentials in its welcome. "
+        "server the same secret; each player in a room then gets short-lived credentials, renewed "
+        "while it stays a member. "
         "See 'Running a public rendezvous' in README.md.",
     )
     nat.add_argument(
@@ -273,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         type=_lifetime,
         default=ice.DEFAULT_LIFETIME,
-        help="how long handed-out TURN credentials work (default %(default)s = 12 h); a player "
-        "gets new ones whenever it reconnects",
+        help="how long handed-out TURN credentials work (default %(default)s = 20 minutes); a room's "
+        "member gets new ones before they expire, a player who leaves or is kicked none",
     )
     src = defaults.sources
     per = parser.add_argument_group(

@@ -84,7 +84,11 @@ class Client:
         if request is None and isinstance(error, ProtocolError):
             request = error.request
         fatal = fatal or (isinstance(error, ProtocolError) and error.fatal)
-        self.send_json(protocol.error_message(error.code, error.message, fatal=fatal, request=request))
+        retry_after = error.retry_after if isinstance(error, RoomError) else None
+        body = protocol.error_message(
+            error.code, error.message, fatal=fatal, request=request, retry_after=retry_after
+        )
+        self.send_json(body)
         if fatal:
             log.info("closing %s after fatal error %s", self.label, error.code)
             self.close()

@@ -14,6 +14,7 @@ import hashlib
 import html
 import json
 import math
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -21,7 +22,7 @@ from aiohttp import web
 from games.catalogue import CatalogueEntry
 from games.definition import is_valid_game_name
 from rendezvous import protocol, wire
-from rendezvous.state import SERVER, VERSION, log
+from rendezvous.state import SERVER, VERSION, log, source_of
 
 # --- HTTP ---------------------------------------------------------------------------------
 
@@ -107,13 +108,22 @@ def etag_matches(header_values: list[str], etag: str) -> bool:
 async def room_info(request: web.Request) -> web.Response:
     """One room by its exact name, for players looking for their room after a network split:
     whether it is here, its game and size, and whose program this rendezvous is. Never keys of
-    members, passwords or hashes; rooms are not listed (a name must be known)."""
+    members, passwords or hashes; rooms are not listed (a name must be known). Look-ups are rate
+    limited per address (names could be guessed), and with `--hide-private-rooms` a passworded
+    room is answered exactly as an absent one: hidden on the status page and here alike."""
+    server = request.app[SERVER]
+    wait = server.access.room_lookup(source_of(request, server.config.trusted_proxies), time.monotonic())
+    if wait is not None:
+        server.metrics.rate_limited.labels("room_lookups").inc()
+        message = f"Too many room look-ups from your address; try again in {math.ceil(wait)} s."
+        error = _json_error(web.HTTPTooManyRequests, "rate_limited", message)
+        error.headers["Retry-After"] = str(math.ceil(wait))
+        raise error
     name = request.match_info["name"]
     if not wire.is_valid_room_name(name):
         raise _json_error(web.HTTPBadRequest, "bad_name", "That is not a valid room name.")
-    server = request.app[SERVER]
     room = server.lobby.room(name)
-    if room is None:
+    if room is None or (server.config.hide_private_rooms and room.password_hash is not None):
         raise _json_error(web.HTTPNotFound, "unknown_room", "There is no room of that name here.")
     body = {
         "room": room.name,
@@ -222,7 +232,7 @@ async def status_page(request: web.Request) -> web.Response:
         for r in shown
     ]
     hidden = len(summaries) - len(shown)
-    src = config.sources
+    src, access = config.sources, config.access
     limits = [
         ["players on this server", _amount(config.max_clients)],
         ["rooms on this server", _amount(config.max_rooms)],
@@ -235,6 +245,18 @@ async def status_page(request: web.Request) -> web.Response:
         ],
         ["messages a second from one address", f"{_amount(src.rate)} (bursts of {_amount(src.burst)})"],
         ["password checks a minute from one address", _amount(60 * src.password_rate)],
+        [
+            "password checks a minute at one room (its past members exempt)",
+            f"{_amount(60 * access.guess_rate)} (bursts of {_amount(access.guess_burst)})",
+        ],
+        [
+            "TURN credentials a minute for one address's joins",
+            f"{_amount(60 * access.turn_rate)} (bursts of {_amount(access.turn_burst)})",
+        ],
+        [
+            "room look-ups a second from one address",
+            f"{_amount(access.lookup_rate)} (bursts of {_amount(access.lookup_burst)})",
+        ],
     ]
     refusals = [[reason, str(count)] for reason, count in sorted(server.refusals.items())]
     cards = [

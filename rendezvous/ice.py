@@ -1,15 +1,25 @@
-"""The ICE servers a rendezvous hands each player in its welcome: its own STUN, and TURN.
+"""The ICE servers a rendezvous hands each player: its own STUN, and TURN for the members of a room.
 
 Owns the `IceConfig` (the STUN port, the TURN URLs, the shared secret and the credential lifetime)
-and turns it into the welcome's `ice_servers` list for one player:
+and turns it into the `ice_servers` list for one player:
 - STUN at the host name the player used to reach us (its `Host` header, without the port), at our
   STUN port: whatever name or address works for the player's HTTP works for its STUN;
 - TURN with short-lived credentials in coturn's shared-secret scheme (`use-auth-secret`,
   `static-auth-secret`; the "TURN REST API" of draft-uberti-behave-turn-rest): username =
   "EXPIRY:NAME" (unix time when it stops working, and a label), password =
   base64(HMAC-SHA1(secret, username)). coturn recomputes the password from its copy of the secret,
-  so nothing is shared between the two servers but that secret. A player gets new credentials with
-  every welcome, i.e. whenever it reconnects.
+  so nothing is shared between the two servers but that secret.
+
+Who gets TURN, and for how long (issue 29, F8): STUN is in every welcome, but TURN credentials only
+in the `joined` answer, i.e. to members of a room, and then again in an `ice_servers` message
+every `renew_every` seconds while the player stays a member: the credentials live about as long as
+the membership, `DEFAULT_LIFETIME` (20 minutes) by default. They cannot be revoked one by one: coturn
+recomputes the password from the secret, so a username works until its expiry whatever the
+rendezvous thinks (only changing the secret ends them all). Hence the short lifetime: a kicked or
+departed member keeps what it has until then and gets no renewal. An allocation made while the
+credentials worked outlives them as long as its client refreshes it (coturn checks a username's
+expiry when it authenticates a new allocation, and keeps the key it derived for the allocation's
+later requests), so a game in progress is not cut off when its credentials age out.
 
 The secret is held in a `TurnSecret`, whose repr hides it, and is read only from a file
 (`read_secret`): it never appears in argv, logs, the status page or the API.
@@ -30,7 +40,7 @@ from pathlib import Path
 
 from rendezvous import wire
 
-DEFAULT_LIFETIME = 12 * 3600  # seconds a TURN credential works: a long evening of play
+DEFAULT_LIFETIME = 20 * 60  # seconds a TURN credential works; members get new ones before then
 MIN_LIFETIME = 60
 MAX_LIFETIME = 7 * 24 * 3600
 MAX_SECRET = 4096
@@ -102,6 +112,7 @@ class IceConfig:
     turn_urls: tuple[str, ...] = ()
     turn_secret: TurnSecret | None = field(default=None, repr=False)
     turn_lifetime: int = DEFAULT_LIFETIME
+    turn_renew: float | None = None  # seconds between a member's credentials; None: 3/4 of the lifetime
 
     def __post_init__(self) -> None:
         if self.stun_port is not None and not 1 <= self.stun_port <= 65535:
@@ -115,14 +126,28 @@ class IceConfig:
             raise ValueError("a TURN secret without a TURN URL (--turn) is of no use")
         if not MIN_LIFETIME <= self.turn_lifetime <= MAX_LIFETIME:
             raise ValueError(f"the TURN credential lifetime must be {MIN_LIFETIME} to {MAX_LIFETIME} s")
+        if self.turn_renew is not None and not 0 < self.turn_renew < self.turn_lifetime:
+            raise ValueError("TURN credentials must be renewed before they expire")
 
-    def servers_for(self, host_header: str | None, key: str, now: float) -> list[dict[str, object]]:
-        """The welcome's `ice_servers` for the player with `key`, who reached us as `host_header`."""
+    @property
+    def offers_turn(self) -> bool:
+        return bool(self.turn_urls) and self.turn_secret is not None
+
+    @property
+    def renew_every(self) -> float:
+        """Seconds between a member's credentials and the next ones: three quarters of the lifetime."""
+        return self.turn_lifetime * 0.75 if self.turn_renew is None else self.turn_renew
+
+    def servers_for(
+        self, host_header: str | None, key: str, now: float, *, turn: bool = True
+    ) -> list[dict[str, object]]:
+        """The `ice_servers` for the player with `key`, who reached us as `host_header`: STUN, and
+        with `turn` (a room's member whose address has not had its share) TURN credentials."""
         servers: list[dict[str, object]] = []
         host = stun_host(host_header)
         if self.stun_port is not None and host is not None:
             servers.append({"urls": [f"stun:{host}:{self.stun_port}"]})
-        if self.turn_urls and self.turn_secret is not None:
+        if turn and self.turn_urls and self.turn_secret is not None:
             username, password = turn_credentials(self.turn_secret, now, self.turn_lifetime, key[:16])
             servers.append({"urls": list(self.turn_urls), "username": username, "credential": password})
         return servers

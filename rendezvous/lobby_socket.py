@@ -3,9 +3,12 @@
 Owns the per-connection adapter around the pure `rendezvous.protocol`, `rendezvous.rooms` and
 `rendezvous.fairness`: reading frames, the hello deadline (absolute: pings do not restart it),
 the rate limits (the connection's, and its source address's, which outlive reconnects), the
-source's share of connections, password checks and relayed bytes, and the log line for every
-join, leave and refusal. Per connection, the handler reads (this coroutine) and one writer task
-drains the `rendezvous.connection.Client` queue; both live in one TaskGroup.
+source's share of connections, password checks and relayed bytes, a room's budget of password
+guesses, a member's TURN credentials and their renewal (`rendezvous.access`, `rendezvous.ice`),
+and the log line for every join, leave and refusal. While the server restarts (SIGTERM) a hello
+or a join is answered as a new connection is: `server_restarting`, close code 1012.
+Per connection, the handler reads (this coroutine) and one writer task drains the
+`rendezvous.connection.Client` queue; both live in one TaskGroup.
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ from rendezvous.state import SERVER, SERVER_NAME, Server, log, source_of
 
 HELLO_FIRST = "Say hello (answer the challenge) first."
 RESTARTING = "The server is restarting; connect again in a moment."
+TURN_RETRY = 60.0  # seconds before a member refused TURN credentials (its address's share) asks again
+
+
+def tell_restarting(client: Client) -> None:
+    """The fatal `server_restarting`, then close code 1012 (service restart): come back soon."""
+    client.fail(ProtocolError("server_restarting", RESTARTING, fatal=True))
+    client.close_code = WSCloseCode.SERVICE_RESTART
 
 
 def note(event: str, client: Client, sentence: str, *args: object, **fields: Any) -> None:
@@ -47,8 +57,16 @@ class ClientReader:
         self.limiter = RateLimiter(self.config.rate, self.config.burst, self.clock())
         self.nonce = secrets.token_bytes(protocol.NONCE_SIZE)
         self.relay_spell = False  # relayed frames are being refused: the client was told
+        self.renewal: asyncio.TimerHandle | None = None  # the member's next TURN credentials
 
     async def run(self) -> None:
+        try:
+            await self._read()
+        finally:
+            if self.renewal is not None:
+                self.renewal.cancel()
+
+    async def _read(self) -> None:
         ws = self.client.ws
         self.client.send_json(protocol.challenge_message(self.nonce))
         deadline = self.clock() + self.config.hello_timeout
@@ -155,6 +173,10 @@ class ClientReader:
 
     async def dispatch(self, request: protocol.Request) -> None:
         key = self.client.key
+        if self.server.restarting and isinstance(request, protocol.Hello | protocol.Join):
+            self.server.refused("server_restarting")
+            tell_restarting(self.client)  # as a new connection is told: reconnect in a moment
+            return
         if key is None:
             if not isinstance(request, protocol.Hello):
                 raise ProtocolError("hello_required", HELLO_FIRST)
@@ -214,8 +236,8 @@ class ClientReader:
                 "key": hello.key,
                 "server": SERVER_NAME,
                 "limits": self.config.limits_json(),
-                # Fresh TURN credentials on every welcome: a reconnect renews them.
-                "ice_servers": self.server.ice.servers_for(self.client.request.host, hello.key, time.time()),
+                # STUN only: TURN credentials go to the members of a room, in `joined`.
+                "ice_servers": self._ice_servers(turn=False),
                 "hosted_by": self.config.hosted_by,
                 "relay": self.config.relay.to_json(),
             }
@@ -229,17 +251,63 @@ class ClientReader:
         plan = lobby.plan_join(key, join.game, join.room, join.password)
         check = PasswordCheck()
         if join.password is not None and (plan.verify_against is not None or plan.hash_new_password):
+            if plan.verify_against is not None and plan.room is not None:
+                self.room_guess(plan.room, key)
             check = await self.check_password(plan.verify_against, join.password)
         if self.client.closing:
             return
         source = self.client.source
         args = (key, self.client.name, join.game, join.room, join.capacity, check, join.standby, source)
         deliveries = lobby.join(*args)
+        deliveries[0].message["ice_servers"] = self._member_ice_servers(charge=True)
         self.server.deliver(deliveries)
         self.server.forget_closed_rooms()  # (joining another room left the one we were in)
         room = str(deliveries[0].message["room"])
         self.server.metrics.joins.inc()
         note("join", self.client, "joined room %r of %s", room, join.game, room=room, game=join.game)
+
+    def room_guess(self, name: str, key: str) -> None:
+        """Charge one password check to the room's budget, or refuse it with `try_later` before
+        it costs the hasher anything; a key that was a member of the room goes ahead."""
+        room = self.server.lobby.room(name)
+        past_member = room is not None and key in room.past
+        wait = self.server.access.guess(name, past_member, self.clock())
+        if wait is not None:
+            self.server.metrics.rate_limited.labels("room_guesses").inc()
+            message = f"Room {name!r} has had many password guesses; try again in {wait:.0f} s."
+            raise RoomError("try_later", message, retry_after=wait)
+
+    def _ice_servers(self, *, turn: bool) -> list[dict[str, object]]:
+        key = self.client.key or ""
+        return self.server.ice.servers_for(self.client.request.host, key, time.time(), turn=turn)
+
+    def _member_ice_servers(self, *, charge: bool) -> list[dict[str, object]]:
+        """STUN, and TURN credentials for a member if its address has not had its share; then
+        the next ones are due in `renew_every` seconds (or a minute, after a refusal)."""
+        ice = self.server.ice
+        if self.renewal is not None:
+            self.renewal.cancel()
+            self.renewal = None
+        if not ice.offers_turn:
+            return self._ice_servers(turn=False)
+        granted = not charge or self.server.access.turn_credentials(self.client.source, self.clock())
+        if not granted:
+            self.server.metrics.rate_limited.labels("turn_credentials").inc()
+        delay = ice.renew_every if granted else min(TURN_RETRY, ice.renew_every)
+        self.renewal = asyncio.get_running_loop().call_later(delay, self._renew, not granted)
+        return self._ice_servers(turn=granted)
+
+    def _renew(self, charge: bool) -> None:
+        """New TURN credentials for a member, before its others expire; none once it is not one."""
+        self.renewal = None
+        key, client = self.client.key, self.client
+        if key is None or client.closing or self.server.clients.get(key) is not client:
+            return
+        room = self.server.lobby.room_of(key)
+        if room is None:  # left, kicked: what it has expires, and nothing follows
+            return
+        servers = self._member_ice_servers(charge=charge)
+        client.send_json({"type": "ice_servers", "room": room.name, "ice_servers": servers})
 
     async def check_password(self, stored: bytes | None, password: str) -> PasswordCheck:
         """Verify against `stored`, or hash a new room's password: within the source's share of

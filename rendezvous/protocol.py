@@ -42,11 +42,18 @@ class ProtocolError(Exception):
 
 
 def error_message(
-    code: str, message: str, *, fatal: bool = False, request: str | None = None
+    code: str,
+    message: str,
+    *,
+    fatal: bool = False,
+    request: str | None = None,
+    retry_after: float | None = None,
 ) -> dict[str, object]:
     body: dict[str, object] = {"type": "error", "code": code, "message": message, "fatal": fatal}
     if request is not None:
         body["request"] = request
+    if retry_after is not None:
+        body["retry_after"] = round(retry_after, 1)
     return body
 
 

@@ -23,12 +23,14 @@ MAX_PAST = 64  # departed members a room remembers (wire.MAX_PAST_MEMBERS is wha
 
 
 class RoomError(Exception):
-    """A refused request: `code` is the protocol error code, `message` one sentence."""
+    """A refused request: `code` is the protocol error code, `message` one sentence, and
+    `retry_after` the seconds after which trying again may succeed, when the server knows."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)

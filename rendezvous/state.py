@@ -25,6 +25,7 @@ from aiohttp import web
 
 from games.catalogue import Catalogue
 from rendezvous import protocol, wire
+from rendezvous.access import Access, AccessLimits
 from rendezvous.connection import Client
 from rendezvous.fairness import SourceLimits, Sources
 from rendezvous.ice import IceConfig
@@ -71,7 +72,8 @@ class Config:
     keepalive_timeout: float = 15.0  # HTTP: idle (or never-finished) connections close after this
     max_http_connections: int = 4096  # open HTTP connections (WebSockets included), all sources
     http_per_source: int = 64  # ... and from one address (a trusted proxy is exempt)
-    ice: IceConfig = field(default_factory=IceConfig)  # STUN and TURN handed out in the welcome
+    ice: IceConfig = field(default_factory=IceConfig)  # STUN in the welcome, TURN to room members
+    access: AccessLimits = field(default_factory=AccessLimits)  # TURN, room guesses, room look-ups
     # The key (64 hex digits) of the player whose program runs this rendezvous (LAN play, a
     # takeover), None for a standalone server: players never replace a standalone one (issue 17).
     hosted_by: str | None = None
@@ -181,9 +183,11 @@ class Server:
     ice: IceConfig = field(default_factory=IceConfig)  # the config's, with the STUN port once bound
     stun: StunResponder | None = None  # set while the STUN server runs (its counters)
     relay: RelayLedger = field(init=False)
+    access: Access = field(init=False)
 
     def __post_init__(self) -> None:
         self.ice = self.config.ice
+        self.access = Access(self.config.access)
         self.sources = Sources(self.config.sources)
         self.relay = RelayLedger(self.config.relay)
         self.metrics = Metrics(self.gauges, self.counters)
@@ -202,7 +206,8 @@ class Server:
         """Counters kept by others, for the metrics: STUN requests answered and dropped."""
         stun = self.stun_statistics() or {}
         relay = {f"relay_{name}": value for name, value in self.relay.statistics().items()}
-        return {**{f"stun_{name}": value for name, value in stun.items() if isinstance(value, int)}, **relay}
+        stun_counts = {f"stun_{name}": value for name, value in stun.items() if isinstance(value, int)}
+        return {**stun_counts, **relay, **self.access.statistics()}
 
     def statistics(self) -> dict[str, int]:
         """Every counter the server reports, in one place (health check and status page)."""

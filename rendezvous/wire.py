@@ -20,7 +20,9 @@ from typing import TypeGuard
 
 from rendezvous import names
 
-PROTOCOL_VERSION = 3  # 2: the welcome carries `ice_servers`; 3: the relay (binary frames), issue 13
+# 2: the welcome carries `ice_servers`; 3: the relay (binary frames), issue 13; 4: TURN credentials
+# only for a room's members, in `joined` and renewed by `ice_servers` messages (issue 29, F8)
+PROTOCOL_VERSION = 4
 HELLO_CONTEXT = b"msxsync-rendezvous-hello\x00"  # the client signs this, then the raw nonce
 NONCE_SIZE = 32
 MAX_NAME = 32  # player names: 1 to 32 visible characters (`rendezvous.names.visible`)

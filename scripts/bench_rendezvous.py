@@ -13,9 +13,11 @@ messages (p50/p99/max, sender to addressee through the server) and the server's 
 
 With `--attacks`, the server runs with its production limits and honest clients, each from its
 own address (127.0.1.N), measure their join (connect, hello, join: until `joined`) and relay
-latency, p50 and p99, on a quiet server and then while one address (127.0.0.2) runs each attack
-of issue 16
-(`scripts/rendezvous_attacks.py`), a fresh server for each, all in one run.
+latency, p50 and p99, on a quiet server and then while one address (127.0.0.2; its own block
+127.2.0.N where an attack needs many) runs each attack of issues 16 and 29
+(`scripts/rendezvous_attacks.py`), a fresh server for each, all in one run. That server hands out
+TURN credentials (for a TURN server that is not there: what is measured is who gets them) and
+hides passworded rooms (`--hide-private-rooms`). `--only NAME ...` runs quiet and those attacks.
 """
 
 from __future__ import annotations
@@ -305,7 +307,11 @@ async def attack_scenario(
 ) -> dict[str, object]:
     """Honest clients on a fresh server with production limits, while `name` runs (or "quiet")
     in a process of its own, so that it competes with the clients only as a real attacker does."""
-    async with server_process(workdir, name) as (url, pid):
+    secret = workdir / "turn-secret"
+    secret.write_text("bench-turn-secret-" + "x" * 16 + "\n")
+    secret.chmod(0o600)
+    flags = ("--turn", "turn:127.0.0.1:3478", "--turn-secret-file", str(secret), "--hide-private-rooms")
+    async with server_process(workdir, name, *flags) as (url, pid):
         attacker = None
         if name != "quiet":
             script = str(ROOT / "scripts" / "rendezvous_attacks.py")
@@ -327,11 +333,11 @@ async def attack_scenario(
         return result
 
 
-def attacks_main(count: int, rounds: int, period: float, settle: float) -> int:
+def attacks_main(count: int, rounds: int, period: float, settle: float, only: list[str]) -> int:
     raise_open_files_limit(4096)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ["quiet", *ATTACKS]:
+        for name in ["quiet", *(only or ATTACKS)]:
             result = asyncio.run(attack_scenario(name, count, rounds, period, settle, Path(tmp)))
             results.append(result)
             print(
@@ -368,9 +374,13 @@ def main() -> int:
     )
     parser.add_argument("--honest", type=int, default=40, help="honest clients with --attacks")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds an attack runs before measuring")
+    parser.add_argument(
+        "--only", nargs="+", default=[], choices=list(ATTACKS), metavar="ATTACK", help="with --attacks"
+    )
     args = parser.parse_args()
     if args.attacks:
-        return attacks_main(args.honest, min(args.rounds, 5), min(args.period, 0.5), args.settle)
+        rounds, period = min(args.rounds, 5), min(args.period, 0.5)
+        return attacks_main(args.honest, rounds, period, args.settle, args.only)
     raise_open_files_limit(2 * max(args.clients) + 256)
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,5 +1,6 @@
-"""The attacks of issue 16, each run from one loopback address until cancelled, for
-`scripts/bench_rendezvous.py --attacks`: what honest players see while one address misbehaves.
+"""The attacks of issues 16 and 29, each run from one loopback address (or, where the attack
+needs many, from its own block of them) until cancelled, for `scripts/bench_rendezvous.py
+--attacks`: what honest players see while one host misbehaves.
 
 Each attack is an `async def attack(url, address)` that keeps up its pressure until cancelled and
 counts what it did in an `AttackTally`. Loopback only.
@@ -30,6 +31,7 @@ class AttackTally:
     welcomed: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     sent: int = 0
+    gained: int = 0  # what the attack was after: TURN credentials, rooms found, wrong guesses checked
 
     def refusal(self, code: str) -> None:
         self.refused[code] = self.refused.get(code, 0) + 1
@@ -54,6 +56,32 @@ async def hello(ws: aiohttp.ClientWebSocketResponse, tally: AttackTally, name: s
     await ws.send_json({**message, "signature": signature})
     tally.welcomed += 1
     return True
+
+
+async def reply(ws: aiohttp.ClientWebSocketResponse, *kinds: str) -> dict[str, Any]:
+    """The next message of one of `kinds`, or the next error."""
+    while True:
+        msg = await ws.receive(timeout=30)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"the server closed the connection ({msg.type.name})")
+        body: dict[str, Any] = json.loads(msg.data)
+        if body["type"] in kinds or body["type"] == "error":
+            return body
+
+
+def turn_in(servers: object) -> int:
+    """How many TURN credentials an `ice_servers` list holds."""
+    return (
+        sum(1 for s in servers if isinstance(s, dict) and "credential" in s)
+        if isinstance(servers, list)
+        else 0
+    )
+
+
+def block_of(address: str, count: int) -> list[str]:
+    """`count` loopback addresses of the attacker's own: 127.0.0.2 has 127.2.0.1, 127.2.0.2, ..."""
+    last = address.rsplit(".", 1)[1]
+    return [f"127.{last}.{i // 250}.{i % 250 + 1}" for i in range(count)]
 
 
 async def drain(ws: aiohttp.ClientWebSocketResponse, tally: AttackTally) -> None:
@@ -116,6 +144,7 @@ async def _guess_on(session: aiohttp.ClientSession, url: str, tally: AttackTally
                 await drain(ws, tally)
                 return
             tally.refusal(body["code"])
+            tally.gained += body["code"] == "wrong_password"  # a guess the server hashed
 
 
 async def passwords(url: str, address: str, tally: AttackTally) -> None:
@@ -225,6 +254,99 @@ async def name_takeover(url: str, address: str, tally: AttackTally) -> None:
         for round_ in range(10**9):
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, ConnectionError):
                 await _take_over_once(session, url, tally, f"takeover-{round_ % 200}")
+async def turn_harvest(url: str, address: str, tally: AttackTally) -> None:
+    """Say hello, join a quick room and leave (three times), reconnect with a new key, again and
+    again from 8 connections, keeping every TURN credential handed out (issue 29, F8: 107 a second
+    from one address, 12 hours each, from the welcome alone)."""
+
+    async def harvest(session: aiohttp.ClientSession) -> None:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ConnectionError):
+                async with session.ws_connect(url) as ws:
+                    await _harvest_on(ws, tally)
+            await asyncio.sleep(0.01)
+
+    async with session_from(address) as session, asyncio.TaskGroup() as group:
+        for _ in range(8):
+            group.create_task(harvest(session))
+
+
+async def _harvest_on(ws: aiohttp.ClientWebSocketResponse, tally: AttackTally) -> None:
+    if not await hello(ws, tally):
+        return
+    welcome = await reply(ws, "welcome")
+    if welcome["type"] == "error":
+        tally.refusal(welcome["code"])
+        return
+    tally.gained += turn_in(welcome.get("ice_servers"))
+    for _ in range(3):
+        await ws.send_json({"type": "join", "game": "bench", "room": None})
+        tally.sent += 1
+        joined = await reply(ws, "joined")
+        if joined["type"] == "error":
+            tally.refusal(joined["code"])
+            return
+        tally.gained += turn_in(joined.get("ice_servers"))
+        await ws.send_json({"type": "leave"})
+        await reply(ws, "left")
+
+
+async def room_guesses(url: str, address: str, tally: AttackTally) -> None:
+    """50 addresses of the attacker's block guess one room's password, each as fast as its
+    answers come (issue 29, F10: 19 guesses a second at one room, honest joins `busy` 3 in 5)."""
+    addresses = block_of(address, 50)
+
+    async def guess_on(session: aiohttp.ClientSession) -> None:
+        while True:  # reconnect whenever the server closes the connection (flooding, say)
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ConnectionError):
+                async with session.ws_connect(url) as ws:
+                    if not await hello(ws, tally):
+                        await asyncio.sleep(0.1)
+                        continue
+                    while True:
+                        await ws.send_json(
+                            {"type": "join", "game": "bench", "room": "vault", "password": "x"}
+                        )
+                        tally.sent += 1
+                        body = await reply(ws, "joined")
+                        if body["type"] == "error":
+                            tally.refusal(body["code"])
+                            tally.gained += body["code"] == "wrong_password"  # a guess hashed
+
+    async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as group:
+        sessions = [await stack.enter_async_context(session_from(a)) for a in addresses]
+        group.create_task(_guess(sessions[0], url, tally, owner=True))
+        await asyncio.sleep(1)  # the owner's room exists before the guessing starts
+        for session in sessions:
+            group.create_task(guess_on(session))
+
+
+async def hidden_rooms_probe(url: str, address: str, tally: AttackTally) -> None:
+    """Open 8 passworded rooms, then look names up on `GET /api/rooms/NAME` as fast as the answers
+    come, from 8 connections (issue 29, F11: all 10 hidden rooms found in 1.8 s)."""
+    base = url.removesuffix("/ws")
+    async with session_from(address) as session, contextlib.AsyncExitStack() as stack:
+        for i in range(8):
+            ws = await stack.enter_async_context(session.ws_connect(url))
+            if await hello(ws, tally):
+                await ws.send_json({"type": "join", "game": "bench", "room": f"hidden-{i}", "password": "pw"})
+
+        async def probe(worker: int) -> None:
+            n = worker
+            while True:
+                name = f"hidden-{n % 8}" if n % 5 == 0 else f"guess-{n}"
+                n += 8
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(f"{base}/api/rooms/{name}") as answer:
+                        tally.sent += 1
+                        if answer.status == 200:
+                            tally.gained += name.startswith("hidden-")
+                        elif answer.status != 404:
+                            tally.refusal(str(answer.status))
+
+        async with asyncio.TaskGroup() as group:
+            for worker in range(8):
+                group.create_task(probe(worker))
 
 
 ATTACKS: dict[str, Callable[[str, str, AttackTally], Coroutine[Any, Any, None]]] = {
@@ -235,6 +357,9 @@ ATTACKS: dict[str, Callable[[str, str, AttackTally], Coroutine[Any, Any, None]]]
     "slow_readers": slow_readers,
     "idle_http": idle_http,
     "name_takeover": name_takeover,
+    "turn_harvest": turn_harvest,
+    "room_guesses": room_guesses,
+    "hidden_rooms_probe": hidden_rooms_probe,
 }
 
 
@@ -261,7 +386,13 @@ def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
     tally = asyncio.run(_run(name, url, address, seconds))
-    print(json.dumps({"welcomed": tally.welcomed, "sent": tally.sent, "refused": tally.refused}), flush=True)
+    report = {
+        "welcomed": tally.welcomed,
+        "sent": tally.sent,
+        "gained": tally.gained,
+        "refused": tally.refused,
+    }
+    print(json.dumps(report), flush=True)
     return 0
 
 

@@ -1,6 +1,6 @@
-"""ICE servers from the rendezvous (protocol 2): TURN credentials in coturn's shared-secret scheme,
-the secret file, the welcome's `ice_servers` as the server builds them and as the client judges
-them, and the rendezvous flags that configure them."""
+"""ICE servers from the rendezvous (protocol 2; TURN only for members since 4): TURN credentials in
+coturn's shared-secret scheme, the secret file, `ice_servers` as the server builds them and as the
+client judges them, and the rendezvous flags that configure them."""
 
 from __future__ import annotations
 
@@ -127,26 +127,29 @@ def test_an_ice_config_that_cannot_work_is_refused(changes: dict[str, object]) -
         ice.IceConfig(**changes)  # type: ignore[arg-type]
 
 
-async def test_the_welcome_names_stun_and_fresh_turn_and_never_the_secret(
+async def test_the_welcome_names_stun_and_joined_fresh_turn_and_never_the_secret(
     games: Path, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     turn = ice.IceConfig(stun_port=3478, turn_urls=(TURN,), turn_secret=ice.TurnSecret(SECRET.encode()))
     async with running(replace(config_for(games), ice=turn)) as base:
-        async with logged_in(session, base, "a") as first:
+        async with logged_in(session, base, "a") as first, logged_in(session, base, "b") as second:
             welcome = first.welcomed
-        async with logged_in(session, base, "b") as second:
-            again = second.welcomed
+            await first.join("r")
+            joined = await first.expect("joined")
+            await second.join("r")  # (while "a" is in: an emptied room's name is kept for "a")
+            again = await second.expect("joined")
         async with session.get(f"{base}/healthz") as health, session.get(f"{base}/") as page:
             seen = await health.text() + await page.text()
-    stun_url, turn_server = welcome["ice_servers"]
+    assert welcome["ice_servers"] == [{"urls": ["stun:127.0.0.1:3478"]}]  # TURN only for members
+    stun_url, turn_server = joined["ice_servers"]
     assert stun_url == {"urls": ["stun:127.0.0.1:3478"]}
     assert turn_server["urls"] == [TURN] and turn_server["username"].endswith(":" + first.key[:16])
     assert again["ice_servers"][1]["username"].endswith(":" + second.key[:16])
     assert again["ice_servers"][1]["credential"] == ice.TurnSecret(SECRET.encode()).sign(
         again["ice_servers"][1]["username"]
     )
-    assert SECRET not in seen + json.dumps(welcome) + caplog.text
+    assert SECRET not in seen + json.dumps([welcome, joined, again]) + caplog.text
 
 
 # ---- what the client makes of it ---------------------------------------------------------------

@@ -119,7 +119,7 @@ async def test_hello_and_welcome(base: str, session: aiohttp.ClientSession) -> N
         await alice.error("hello_required")
         await alice.send(**alice.hello())
         welcome = await alice.expect("welcome")
-        assert welcome["key"] == alice.key and welcome["version"] == 3
+        assert welcome["key"] == alice.key and welcome["version"] == 4
         assert welcome["relay"]["client_rate"] > 0  # the relay of last resort is on by default
         assert welcome["limits"]["max_message"] == 65536
         await alice.send(**alice.hello())
@@ -150,9 +150,9 @@ async def test_replayed_hello_fails_on_a_new_challenge(base: str, session: aioht
 async def test_version_mismatch_names_both(base: str, session: aiohttp.ClientSession) -> None:
     async with connect(session, base) as player:
         await player.challenge()
-        await player.send(**player.hello(version=2))  # an msxsync from before the relay
+        await player.send(**player.hello(version=3))  # an msxsync from before TURN went to members
         error = await player.error("version_mismatch")
-        assert "version 3" in error["message"] and "version 2" in error["message"] and error["fatal"]
+        assert "version 4" in error["message"] and "version 3" in error["message"] and error["fatal"]
         await player.wait_closed()
 
 

@@ -246,7 +246,7 @@ def test_version_mismatch_names_both_versions() -> None:
         ('{"type": "signal", "to": "' + A + '", "data": []}', "bad_message"),
         ('{"type": "chat", "text": ""}', "bad_message"),
         ('{"type": "chat", "text": "' + "x" * 501 + '"}', "bad_message"),
-        ('{"type": "hello", "version": 3, "name": "\\u0000", "key": "' + A + '"}', "bad_message"),
+        (f'{{"type":"hello", "version":{PROTOCOL_VERSION}, "name": "\\u0000", "key": "{A}"}}', "bad_message"),
         ("[" * 100000, "bad_json"),
     ],
 )

@@ -68,8 +68,8 @@ async def test_room_info_by_exact_name_without_keys_or_secrets(games: Path) -> N
 def _welcomed(hosted_by: object) -> tuple[SignallingProtocol, list[object]]:
     client = SignallingProtocol(signing_key=SigningKey.generate(), name="a", game="demo", room="r")
     client.connection_made(0.0)
-    client.receive_text('{"type":"challenge","version":3,"nonce":"' + "00" * 32 + '"}', 0.0)
-    welcome = {"type": "welcome", "version": 3, "key": client.key.hex(), "ice_servers": []}
+    client.receive_text('{"type":"challenge","version":4,"nonce":"' + "00" * 32 + '"}', 0.0)
+    welcome = {"type": "welcome", "version": 4, "key": client.key.hex(), "ice_servers": []}
     if hosted_by != "absent":
         welcome["hosted_by"] = hosted_by
     return client, list(client.receive_text(json.dumps(welcome), 0.0))

@@ -100,6 +100,7 @@ class RoomSession:
             standby=config.standby,
             tls=config.tls,
             on_rejoin_refused=on_rejoin_refused,
+            on_ice_servers=self._ice_servers_changed,
         )
         self.mesh: Mesh | None = None
         self._links: WebRTCLinks | None = None
@@ -197,10 +198,15 @@ class RoomSession:
         if self._on_roster is not None:
             self._on_roster(roster)
         if self.mesh is not None and self._ready.is_set():
-            if self._links is not None and self.signalling.ice_servers != self._ice_servers:
-                self._links.set_ice(self._current_ice())  # a reconnect's new welcome
+            self._ice_servers_changed()
             self.mesh.core.add_past_members(roster.past)
             self.mesh.set_roster(roster.keys)
+
+    def _ice_servers_changed(self) -> None:
+        """New links dial with the rendezvous's latest servers (a rejoin's, or renewed TURN
+        credentials); links already up keep theirs."""
+        if self._links is not None and self.signalling.ice_servers != self._ice_servers:
+            self._links.set_ice(self._current_ice())
 
     def signal_received(self, sender: bytes, data: dict[str, Any]) -> None:
         if self.mesh is not None and self._ready.is_set():

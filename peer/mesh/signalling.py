@@ -34,6 +34,7 @@ from peer.core.room.signalling import (
     BadMessage,
     Disconnect,
     IceServer,
+    IceServersChanged,
     Notice,
     Refused,
     RejoinRefused,
@@ -96,11 +97,15 @@ class SignallingClient:
         standby: str | None = None,
         tls: ssl.SSLContext | None = None,
         on_rejoin_refused: Callable[[str, str], None] | None = None,
+        on_ice_servers: Callable[[], None] | None = None,
     ) -> None:
         """`on_rejoin_refused(code, message)`: the rendezvous would not let us back into the room
-        we were in (the client carries on, and tries again later)."""
+        we were in (the client carries on, and tries again later). `on_ice_servers` is called when
+        `ice_servers` changed: a member's TURN credentials, in `joined` and renewed before they
+        expire."""
         self.url = url.rstrip("/") + "/ws"
         self._on_rejoin_refused = on_rejoin_refused
+        self._on_ice_servers = on_ice_servers
         self._tls: ssl.SSLContext | bool = True if tls is None else tls  # True: verify, system CAs
         self._protocol = SignallingProtocol(
             signing_key=signing_key, name=name, game=game, room=room, capacity=capacity, standby=standby
@@ -135,7 +140,8 @@ class SignallingClient:
 
     @property
     def ice_servers(self) -> tuple[IceServer, ...]:
-        """The STUN and TURN servers of the latest welcome (new TURN credentials each time)."""
+        """The STUN and TURN servers the rendezvous named last: the welcome's STUN, then in the
+        room STUN and TURN, with TURN credentials renewed while we are a member."""
         return self._protocol.ice_servers
 
     @property
@@ -297,6 +303,9 @@ class SignallingClient:
             match event:
                 case Welcomed():
                     self._notify()
+                case IceServersChanged():
+                    if self._on_ice_servers is not None:
+                        self._on_ice_servers()
                 case RosterChanged(roster):
                     if self._protocol.joined:
                         self._joined.set()

@@ -1,7 +1,8 @@
 """The signalling client's protocol object: the rendezvous WebSocket seen from a player, sans I/O.
 
-Owns what the client says and how it judges what the rendezvous says (PROTOCOL.md, version 3):
-the challenge and signed hello, the welcome's ICE servers and relay limits, the join, the roster
+Owns what the client says and how it judges what the rendezvous says (PROTOCOL.md, version 4):
+the challenge and signed hello, the ICE servers (the welcome's STUN; STUN and TURN in `joined` and
+in each `ice_servers` renewal while a member), the welcome's relay limits, the join, the roster
 with its rejoin grace, the `signal` relay, and the binary relay frames of mesh messages. It does
 no I/O (no asyncio, aiohttp, sockets or clock: `now` comes in as an argument, from a monotonic
 clock), like the server's `rendezvous.protocol` and aioquic's connection:
@@ -54,7 +55,7 @@ MAX_CAPACITY = 32
 EXCERPT = 80  # characters of a bad frame kept for the log
 
 # Before we are in the room: errors worth retrying (the server was busy) and final refusals.
-RETRY_JOIN = frozenset({"busy", "try_again", "too_many_rooms", "rate_limited"})
+RETRY_JOIN = frozenset({"busy", "try_again", "try_later", "too_many_rooms", "rate_limited"})
 JOIN_REFUSALS = frozenset(
     {
         "unknown_game",
@@ -224,6 +225,13 @@ class Welcomed(SignallingEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class IceServersChanged(SignallingEvent):
+    """New STUN and TURN servers for new links: a member's renewed TURN credentials (version 4)."""
+
+    ice_servers: tuple[IceServer, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RosterChanged(SignallingEvent):
     """The room as we now see it (the first one of a connection means: joined)."""
 
@@ -355,7 +363,7 @@ class SignallingProtocol:
         self.standby = standby
         self.password_token = password_token  # what the rendezvous sees instead of the password
         self.roster: Roster | None = None
-        self.ice_servers: tuple[IceServer, ...] = ()  # from the latest welcome
+        self.ice_servers: tuple[IceServer, ...] = ()  # the latest welcome's, `joined`'s or renewal
         # Whose program the rendezvous of the latest welcome is (None: a standalone server, never
         # replaced); `welcomed` says whether there was a welcome at all.
         self.hosted_by: bytes | None = None
@@ -553,7 +561,14 @@ class SignallingProtocol:
     def _in_room(self, message: dict[str, Any], kind: str, text: str, now: float) -> list[SignallingEvent]:
         match kind:
             case "joined" | "roster":
-                return self._roster(message, text, now)
+                events = self._roster(message, text, now)
+                if kind == "joined" and any(isinstance(e, RosterChanged) for e in events):
+                    return self._new_ice_servers(message) + events  # before the mesh dials
+                return events
+            case "ice_servers":
+                if message.get("room") != self.room or not self.joined:
+                    return self._bad("ICE servers for another room", _excerpt(text))
+                return self._new_ice_servers(message)
             case "signal":
                 return self._signal(message, text)
             case "error":
@@ -602,6 +617,17 @@ class SignallingProtocol:
             self._grace_roster = None
         self.roster = roster
         return [RosterChanged(roster)]
+
+    def _new_ice_servers(self, message: dict[str, Any]) -> list[SignallingEvent]:
+        """A member's STUN and TURN (`joined`, or a renewal before the credentials expire); a
+        `joined` without them (an older rendezvous) keeps the welcome's."""
+        if "ice_servers" not in message:
+            return []
+        self.ice_servers, problems = parse_ice_servers(message.get("ice_servers"))
+        self.stats.malformed += len(problems)
+        excerpt = _excerpt(json.dumps(message.get("ice_servers")))
+        bad: list[SignallingEvent] = [BadMessage(problem, excerpt) for problem in problems]
+        return [*bad, IceServersChanged(self.ice_servers)]
 
     def _end_grace(self) -> list[SignallingEvent]:
         """Members kept through a rejoin that never came back are dropped when the grace ends."""
