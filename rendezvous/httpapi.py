@@ -235,6 +235,7 @@ async def status_page(request: web.Request) -> web.Response:
         ],
         ["messages a second from one address", f"{_amount(src.rate)} (bursts of {_amount(src.burst)})"],
         ["password checks a minute from one address", _amount(60 * src.password_rate)],
+        ["share of one network (IPv4 /24, IPv6 /64)", f"{src.network_share} times an address's"],
     ]
     refusals = [[reason, str(count)] for reason, count in sorted(server.refusals.items())]
     cards = [
