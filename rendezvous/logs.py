@@ -87,7 +87,7 @@ class LogSampler:
         window: float = 60.0,
         per_window: int = 20,
         global_rate: float = 50.0,
-        global_burst: int = 500,
+        global_burst: int = 2000,  # a restart: every player welcomed and joined again at once
         max_sources: int = 10_000,
         max_summaries: int = 20,
         now: float = 0.0,
