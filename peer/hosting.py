@@ -26,6 +26,7 @@ from peer.options import PeerOptions, PlayerError
 log = logging.getLogger("msxsync.peer")
 
 LAN_DISCOVERY_SECONDS = 3.0
+LAN_NETWORK_SHARE = 64  # a LAN party: up to 64 players of one /24, each with an address's share
 
 
 @contextlib.asynccontextmanager
@@ -39,6 +40,7 @@ async def hosting(
     welcome names `hosted_by` (our key): players know it is a player's program, which another
     may replace if this one goes away (issue 17)."""
     from rendezvous.app import Config, create_app
+    from rendezvous.fairness import SourceLimits
 
     folders = [Path(folder) for folder in options.games]
     # (off the event loop: it hashes every ROM, and a takeover comes in the middle of a game)
@@ -47,10 +49,10 @@ async def hosting(
         log.warning("games: %s", problem)
     if current is not None:
         catalogue.entries.setdefault(current.name, current)
-    runner = web.AppRunner(
-        create_app(Config(catalogue=catalogue, hosted_by=hosted_by.hex() if hosted_by else None)),
-        handle_signals=False,
-    )
+    # On a LAN every player is in one /24: there, a network's share must not be what limits them.
+    sources = SourceLimits(network_share=LAN_NETWORK_SHARE)
+    config = Config(catalogue=catalogue, hosted_by=hosted_by.hex() if hosted_by else None, sources=sources)
+    runner = web.AppRunner(create_app(config), handle_signals=False)
     await runner.setup()
     listen = listen_address(options)
     site = web.TCPSite(runner, listen, options.port)

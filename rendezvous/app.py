@@ -9,12 +9,14 @@ inside a peer for LAN play. HTTP handlers live in `rendezvous.httpapi`, the lobb
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
 from games.catalogue import Catalogue, bundled_games_dir, load_catalogue
-from rendezvous import httpapi
+from rendezvous import httpapi, listener
 from rendezvous.lobby_socket import tell_restarting, websocket_handler
 from rendezvous.persist import load_reservations, save_reservations
 from rendezvous.reservations import ReservationLimits, Reservations
@@ -61,6 +63,35 @@ async def _reserved_names(app: web.Application) -> AsyncIterator[None]:
         log.info("kept %d reserved room names in %s", len(kept), path)
 
 
+async def _log_summaries(app: web.Application) -> AsyncIterator[None]:
+    """Once a log window: one line per source and kind of what the log sampler left out (a
+    flood from one address is a line of each kind and then these, not a line each)."""
+    server = app[SERVER]
+
+    async def summarise() -> None:
+        while True:
+            await asyncio.sleep(server.config.log_window)
+            write_summaries(server)
+
+    task = asyncio.create_task(summarise())
+    yield
+    task.cancel()
+    write_summaries(server)
+
+
+def write_summaries(server: Server) -> None:
+    window = time.monotonic() - server.log_sampler.started
+    for item in server.log_sampler.flush(time.monotonic()):
+        log.warning(
+            "%s: %d more %s lines in the last %.0f s, not logged one by one",
+            item.source,
+            item.count,
+            item.kind,
+            window,
+            extra={"event": {"event": "suppressed", **dataclasses.asdict(item)}},
+        )
+
+
 async def _close_sockets(app: web.Application) -> None:
     """Whatever is still open at shutdown: after SIGTERM (a restart) close code 1012, as every
     client was told, else 1001 (going away)."""
@@ -96,13 +127,16 @@ def announce_restart(app: web.Application) -> int:
 def create_app(config: Config | None = None) -> web.Application:
     """A ready rendezvous application; run it with `web.run_app` or an `AppRunner`."""
     config = config or Config()
-    limits = LobbyLimits(config.max_rooms, config.room_capacity, config.sources.rooms)
+    src = config.sources
+    limits = LobbyLimits(config.max_rooms, config.room_capacity, src.rooms, src.network_share * src.rooms)
     app = web.Application()
     hasher = Hasher(config.hash_concurrency, config.hash_waiting)
     reserved = Reservations(ReservationLimits(config.reservation_hold, config.max_reservations))
     app[SERVER] = Server(config, load_games(config), Lobby(limits, reserved), hasher)
+    app[listener.LOG_SAMPLER] = app[SERVER].log_sampler
     app.cleanup_ctx.append(_hashing_threads)
     app.cleanup_ctx.append(_reserved_names)
+    app.cleanup_ctx.append(_log_summaries)
     app.on_shutdown.append(_close_sockets)
     app.on_response_prepare.append(httpapi.security_headers)
     app.router.add_get("/", httpapi.status_page)

@@ -32,6 +32,7 @@ from rendezvous.app import SERVER, VERSION, Config, announce_restart, create_app
 from rendezvous.logs import setup_logging
 from rendezvous.metrics import metrics_app
 from rendezvous.relay import MIN_COST, RelayLimits
+from rendezvous.state import PROXY_HEADERS
 from rendezvous.stop_signals import on_signals
 from rendezvous.stun import StunResponder, serve_stun
 
@@ -157,8 +158,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         type=_ip,
         metavar="ADDR",
-        help="a reverse proxy whose X-Forwarded-For names the real source; repeat for more "
-        "(default: none, the socket's address counts)",
+        help="a reverse proxy whose X-Forwarded-For (or Forwarded, see --proxy-header) names the "
+        "real source; repeat for more (default: none, the socket's address counts)",
+    )
+    parser.add_argument(
+        "--proxy-header",
+        default=defaults.proxy_header,
+        choices=PROXY_HEADERS,
+        type=str.lower,
+        help="the header --trust-proxy writes the client's address in: X-Forwarded-For, or RFC 7239 "
+        "Forwarded (for=); only that one is read, so a client cannot forge the other "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--tls-handshake-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=defaults.tls_handshake_timeout,
+        help="seconds from a connection's accept to its finished TLS handshake; later it is closed "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--hide-private-rooms",
@@ -322,6 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="open HTTP connections, websockets included (default %(default)s; of "
         f"{defaults.max_http_connections} in all, fewer if the open-files limit is lower)",
     )
+    per.add_argument(
+        "--network-share",
+        metavar="N",
+        type=_positive_int,
+        default=src.network_share,
+        help="an IPv4 /24 or IPv6 /64 network may hold N times each share of one address, all its "
+        "addresses together: room for shared addresses (CGNAT, a campus, privacy addresses), and "
+        "short of a server's worth (default %(default)s)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     return parser
 
@@ -383,6 +410,7 @@ def config_from(args: argparse.Namespace, ice_config: ice.IceConfig | None = Non
         rate=float(args.messages_per_address),
         burst=max(4 * args.messages_per_address, 1),
         password_rate=args.password_checks_per_minute / 60,
+        network_share=args.network_share,
     )
     return Config(
         ice=ice_config or ice.IceConfig(),
@@ -394,6 +422,8 @@ def config_from(args: argparse.Namespace, ice_config: ice.IceConfig | None = Non
         hello_timeout=args.hello_timeout,
         sources=sources,
         trusted_proxies=frozenset(args.trust_proxy),
+        proxy_header=args.proxy_header,
+        tls_handshake_timeout=args.tls_handshake_timeout,
         hide_private_rooms=args.hide_private_rooms,
         reservation_hold=args.room_reservation,
         state_dir=args.state_dir,
@@ -433,10 +463,9 @@ async def serve(
     runners = [runner]
     stun = None
     try:
-        guard = listener.ConnectionGuard(
-            config.max_http_connections, config.http_per_source, config.trusted_proxies
-        )
-        await listener.GuardedSite(runner, host, port, guard, ssl_context=tls).start()
+        guard = public_guard(config)
+        site = listener.GuardedSite(runner, host, port, guard, config.tls_handshake_timeout, ssl_context=tls)
+        await site.start()
         scheme = "https" if tls else "http"
         for address in runner.addresses:
             log.info("listening on %s://%s:%d/", scheme, *address[:2])
@@ -444,7 +473,7 @@ async def serve(
             runners.append(await _serve_metrics(app, metrics))
         if stun_port != 0:
             stun_port = stun_port or runner.addresses[0][1]
-            stun = await _start_stun(app, host, stun_port)
+            stun = await start_stun(app, host, stun_port)
         turn = app[SERVER].ice
         if turn.turn_urls:
             urls = ", ".join(turn.turn_urls)
@@ -464,10 +493,26 @@ async def serve(
             await each.cleanup()
 
 
+def public_guard(config: Config) -> listener.ConnectionGuard:
+    """The guard of the public port: caps per address and network from the config."""
+    per_network = config.http_per_source * config.sources.network_share
+    return listener.ConnectionGuard(
+        config.max_http_connections, config.http_per_source, config.trusted_proxies, per_network
+    )
+
+
+METRICS_CONNECTIONS = 64  # the metrics port's guard: a scraper or two need a few connections
+METRICS_PER_SOURCE = 8
+
+
 async def _serve_metrics(app: web.Application, address: tuple[str, int]) -> web.AppRunner:
-    runner = web.AppRunner(metrics_app(app[SERVER].metrics), access_log=None)
+    """Metrics behind a guard of their own (the public port's may be full when they matter most),
+    with the public port's short keep-alive; no access lines."""
+    keepalive = app[SERVER].config.keepalive_timeout
+    runner = listener.runner(metrics_app(app[SERVER].metrics), keepalive, access_log=False)
     await runner.setup()
-    await web.TCPSite(runner, *address).start()
+    guard = listener.ConnectionGuard(METRICS_CONNECTIONS, METRICS_PER_SOURCE)
+    await listener.GuardedSite(runner, *address, guard).start()
     log.info("metrics on http://%s:%d/metrics", *runner.addresses[0][:2])
     return runner
 
@@ -489,9 +534,12 @@ async def _wait_clients_told(app: web.Application, within: float) -> None:
         await asyncio.wait_for(app[SERVER].wait_no_sockets(), within)
 
 
-async def _start_stun(app: web.Application, host: str, port: int) -> asyncio.DatagramTransport:
+async def start_stun(app: web.Application, host: str, port: int, **limits: Any) -> asyncio.DatagramTransport:
+    """STUN for `app` on UDP (host, port); `limits` go to `StunResponder` (its defaults otherwise).
+    A share of the answers is kept for addresses that hold a welcomed WebSocket of `app`."""
     server = app[SERVER]
-    responder = StunResponder(now=asyncio.get_running_loop().time())
+    now = asyncio.get_running_loop().time()
+    responder = StunResponder(now=now, welcomed=server.holds_welcomed, **limits)
     try:
         transport = await serve_stun(responder, host, port)
     except OSError as exc:

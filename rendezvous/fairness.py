@@ -10,6 +10,12 @@ owns the per-source accounting that answers that, and the byte bound of one send
   messages, password checks and relayed bytes. The buckets outlive the connections (a
   reconnect, with a new key or not, finds its address's bucket as it left it); an address is
   forgotten only once it has no connection and every bucket has refilled.
+- `network_of`: the network an address is counted in as well (issue 29: 125 addresses of one
+  IPv4 /24 took every connection and room, and one IPv6 /64 is 2^64 addresses). Every share of
+  `Sources` is kept per address *and* per network (an IPv4 /24, an IPv6 /64); a network may hold
+  `network_share` times what one address may (4 by default), which leaves room for the shared
+  addresses of a campus, a CGNAT pool or a household's IPv6 privacy addresses, and stops one
+  network short of a server's worth.
 - `SendBacklog`: the bytes one connection has queued but not yet written; over `cap` it is cut
   off at once, above `share` for longer than `grace` it is cut off too, whatever it answers to
   pings (a slow reader cannot hold memory without end).
@@ -20,8 +26,26 @@ Pure: no asyncio, aiohttp, sockets, clock or randomness; it must not import any 
 
 from __future__ import annotations
 
+import ipaddress
 import unicodedata
 from dataclasses import dataclass, field
+
+IPV4_PREFIX = 24  # an IPv4 network: the usual size of one allocation to one site
+IPV6_PREFIX = 64  # an IPv6 network: what one household or one host is given (RFC 6177)
+
+
+def network_of(source: str) -> str:
+    """The network `source` is counted in besides itself: its /24 (IPv4) or /64 (IPv6), written
+    as a CIDR; an IPv4-mapped IPv6 address counts as its IPv4 address. A source that is not an
+    address (a name, "unknown") is its own network."""
+    try:
+        address = ipaddress.ip_address(source.split("%", 1)[0])
+    except ValueError:
+        return source
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = IPV4_PREFIX if address.version == 4 else IPV6_PREFIX
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
 class TokenBucket:
@@ -70,14 +94,33 @@ class SourceLimits:
     burst: int = 240  # ... after a burst of this many
     relay_rate: float = 256 * 1024  # relayed bytes (signals, chat) a second ...
     relay_burst: int = 2 * 1024 * 1024  # ... after a burst of this many
+    # A network (IPv4 /24, IPv6 /64) may hold this many times each share of one address.
+    network_share: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("connections", "rooms", "password_checks", "password_burst", "burst", "relay_burst"):
+        counts = ("connections", "rooms", "password_checks", "password_burst", "burst", "relay_burst")
+        for name in (*counts, "network_share"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("password_rate", "rate", "relay_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
+
+    def for_network(self) -> SourceLimits:
+        """What one network may hold: `network_share` times each share of one address."""
+        n = self.network_share
+        return SourceLimits(
+            connections=n * self.connections,
+            rooms=n * self.rooms,
+            password_checks=n * self.password_checks,
+            password_rate=n * self.password_rate,
+            password_burst=n * self.password_burst,
+            rate=n * self.rate,
+            burst=n * self.burst,
+            relay_rate=n * self.relay_rate,
+            relay_burst=n * self.relay_burst,
+            network_share=1,
+        )
 
 
 @dataclass(slots=True)
@@ -103,24 +146,38 @@ class SourceStatistics:
 
 @dataclass
 class Sources:
-    """The per-address ledger. Each method says yes or no; a "no" is counted in `stats`."""
+    """The per-address ledger, kept for each address and for its network (`network_of`): each
+    method says yes only when both have the share, and charges both; a "no" is counted in
+    `stats`."""
 
     limits: SourceLimits = field(default_factory=SourceLimits)
     stats: SourceStatistics = field(default_factory=SourceStatistics)
     _table: dict[str, _Source] = field(default_factory=dict)
     _prune_countdown: int = 256
 
-    def _get(self, source: str, now: float) -> _Source:
-        entry = self._table.get(source)
+    def __post_init__(self) -> None:
+        self._network_limits = self.limits.for_network()
+
+    def _entry(self, key: str, limits: SourceLimits, now: float) -> _Source:
+        entry = self._table.get(key)
         if entry is None:
-            self._maybe_prune(now)
-            lim = self.limits
-            entry = self._table[source] = _Source(
-                TokenBucket(lim.rate, lim.burst, now),
-                TokenBucket(lim.password_rate, lim.password_burst, now),
-                TokenBucket(lim.relay_rate, lim.relay_burst, now),
+            entry = self._table[key] = _Source(
+                TokenBucket(limits.rate, limits.burst, now),
+                TokenBucket(limits.password_rate, limits.password_burst, now),
+                TokenBucket(limits.relay_rate, limits.relay_burst, now),
             )
         return entry
+
+    def _get(self, source: str, now: float) -> tuple[_Source, _Source]:
+        """The entries of `source` and of its network (the same one when it is its own network:
+        then only the address's share applies)."""
+        network = network_of(source)
+        if source not in self._table or network not in self._table:
+            self._maybe_prune(now)  # before either is made: a fresh entry is idle, prunable
+        own = self._entry(source, self.limits, now)
+        if network == source:
+            return own, own
+        return own, self._entry(network, self._network_limits, now)
 
     def _maybe_prune(self, now: float) -> None:
         self._prune_countdown -= 1
@@ -138,52 +195,74 @@ class Sources:
         return 0 if entry is None else entry.connections
 
     def open(self, source: str, now: float) -> bool:
-        """Take a connection slot for `source`, or refuse (it holds its share)."""
-        entry = self._get(source, now)
-        if entry.connections >= self.limits.connections:
+        """Take a connection slot for `source`, or refuse (it, or its network, holds its share)."""
+        own, network = self._get(source, now)
+        if own.connections >= self.limits.connections or (
+            network is not own and network.connections >= self._network_limits.connections
+        ):
             self.stats.refused_connections += 1
             return False
-        entry.connections += 1
+        own.connections += 1
+        if network is not own:
+            network.connections += 1
         return True
 
     def close(self, source: str, now: float) -> None:
-        entry = self._table.get(source)
-        if entry is not None and entry.connections > 0:
-            entry.connections -= 1
-            if entry.idle(now):
-                del self._table[source]
+        for key in dict.fromkeys((source, network_of(source))):
+            entry = self._table.get(key)
+            if entry is not None and entry.connections > 0:
+                entry.connections -= 1
+                if entry.idle(now):
+                    del self._table[key]
 
     def admit_message(self, source: str, now: float) -> bool:
-        if self._get(source, now).messages.take(now):
+        if self._take("messages", source, now, 1.0):
             return True
         self.stats.limited_messages += 1
         return False
 
     def admit_relay(self, source: str, size: int, now: float) -> bool:
         """`size` bytes to relay to others (a signal's data, a chat's text)."""
-        if self._get(source, now).relay.take(now, size):
+        if self._take("relay", source, now, size):
             return True
         self.stats.limited_relay += 1
         return False
 
+    def _take(self, bucket: str, source: str, now: float, cost: float) -> bool:
+        """Spend `cost` from the bucket of the address and of its network, or from neither."""
+        buckets = [getattr(entry, bucket) for entry in _distinct(*self._get(source, now))]
+        if not all(b.can_take(now, cost) for b in buckets):
+            return False
+        for b in buckets:
+            b.take(now, cost)
+        return True
+
     def begin_password_check(self, source: str, now: float) -> str | None:
         """None when `source` may have one more password checked now (then call
-        `end_password_check`), else the refusal code: `busy` (its share is in flight) or
-        `rate_limited` (it has made too many guesses lately)."""
-        entry = self._get(source, now)
-        if entry.checking >= self.limits.password_checks:
+        `end_password_check`), else the refusal code: `busy` (its share, or its network's, is in
+        flight) or `rate_limited` (it, or its network, has made too many guesses lately)."""
+        own, network = self._get(source, now)
+        if own.checking >= self.limits.password_checks or (
+            network is not own and network.checking >= self._network_limits.password_checks
+        ):
             self.stats.refused_password_checks += 1
             return "busy"
-        if not entry.passwords.take(now):
+        if not self._take("passwords", source, now, 1.0):
             self.stats.refused_password_checks += 1
             return "rate_limited"
-        entry.checking += 1
+        for entry in _distinct(own, network):
+            entry.checking += 1
         return None
 
     def end_password_check(self, source: str) -> None:
-        entry = self._table.get(source)
-        if entry is not None and entry.checking > 0:
-            entry.checking -= 1
+        for key in dict.fromkeys((source, network_of(source))):
+            entry = self._table.get(key)
+            if entry is not None and entry.checking > 0:
+                entry.checking -= 1
+
+
+def _distinct(own: _Source, network: _Source) -> tuple[_Source, ...]:
+    return (own,) if network is own else (own, network)
 
 
 class SendBacklog:

@@ -257,6 +257,7 @@ async def status_page(request: web.Request) -> web.Response:
             "room look-ups a second from one address",
             f"{_amount(access.lookup_rate)} (bursts of {_amount(access.lookup_burst)})",
         ],
+        ["share of one network (IPv4 /24, IPv6 /64)", f"{src.network_share} times an address's"],
     ]
     refusals = [[reason, str(count)] for reason, count in sorted(server.refusals.items())]
     cards = [

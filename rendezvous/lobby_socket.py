@@ -40,7 +40,11 @@ def tell_restarting(client: Client) -> None:
 
 def note(event: str, client: Client, sentence: str, *args: object, **fields: Any) -> None:
     """One log line for one thing that happened to a client; `fields` go to JSON logs as they are.
-    Never a password, hash or signature: only codes, names, rooms and the client's label."""
+    Never a password, hash or signature: only codes, names, rooms and the client's label.
+    Sampled per source (`Server.sampled`): a flood is counted in a summary, not a line each."""
+    kind = f"{event} {fields.get('reason', '')}".strip()
+    if not client.request.app[SERVER].sampled(client.source, kind):
+        return
     data = {"event": event, "source": client.source, "key": client.key, **fields}
     log.info(sentence + " (%s)", *args, client.label, extra={"event": data})
 
@@ -226,8 +230,10 @@ class ClientReader:
             self.server.deliver(self.server.lobby.disconnect(hello.key))
             message = "The same key said hello on another connection."
             previous.fail(ProtocolError("replaced", message, fatal=True))
+            self.server.unwelcomed(previous.source)  # its _forget no longer finds it in clients
         self.client.key, self.client.name = hello.key, hello.name
         self.server.clients[hello.key] = self.client
+        self.server.welcomed(self.client.source)
         note("welcome", self.client, "welcome")
         self.client.send_json(
             {
@@ -336,7 +342,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         timeout=config.close_timeout,
     )
     await ws.prepare(request)
-    source = source_of(request, config.trusted_proxies)
+    source = source_of(request, config.trusted_proxies, config.proxy_header)
     now = asyncio.get_running_loop().time()
     refusal = _refusal(server, source)
     if refusal is not None or not server.sources.open(source, now):
@@ -346,12 +352,13 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             WSCloseCode.TRY_AGAIN_LATER,
         )
         server.refused(code)
-        log.info(
-            "refused a connection from %s: %s",
-            source,
-            code,
-            extra={"event": {"event": "refused", "source": source, "reason": code}},
-        )
+        if server.sampled(source, f"refused {code}"):
+            log.info(
+                "refused a connection from %s: %s",
+                source,
+                code,
+                extra={"event": {"event": "refused", "source": source, "reason": code}},
+            )
         await ws.send_json(protocol.error_message(code, message, fatal=True))
         await ws.close(code=close)
         return ws
@@ -396,6 +403,7 @@ def _forget(server: Server, client: Client) -> None:
     """The connection is over: leave its room and free its key (unless another took it over)."""
     if client.key is not None and server.clients.get(client.key) is client:
         del server.clients[client.key]
+        server.unwelcomed(client.source)
         room = server.lobby.room_of(client.key)
         server.deliver(server.lobby.disconnect(client.key))
         server.relay.forget_client(client.key)

@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from rendezvous import names
+from rendezvous.fairness import network_of
 from rendezvous.reservations import MAX_KEYS, Reservation, Reservations
 
 JsonObject = dict[str, object]
@@ -59,10 +60,11 @@ class LobbyLimits:
     max_rooms: int = 1000
     room_capacity: int = 8
     rooms_per_source: int = 8  # rooms one source address created that still exist
+    rooms_per_network: int = 32  # ... and all addresses of its network (fairness.network_of)
 
     def __post_init__(self) -> None:
-        if self.max_rooms < 1 or self.rooms_per_source < 1:
-            raise ValueError("max_rooms and rooms_per_source must be at least 1")
+        if self.max_rooms < 1 or self.rooms_per_source < 1 or self.rooms_per_network < 1:
+            raise ValueError("max_rooms, rooms_per_source and rooms_per_network must be at least 1")
         if self.room_capacity < 2:
             raise ValueError("room_capacity must be at least 2")
 
@@ -149,7 +151,7 @@ class Lobby:
         self.reservations = reservations if reservations is not None else Reservations()
         self._rooms: dict[str, Room] = {}
         self._room_of: dict[str, str] = {}
-        self._rooms_by_source: dict[str, int] = {}
+        self._rooms_by_source: dict[str, int] = {}  # by address and by network (CIDR)
         self._serial = 0
 
     # --- queries -------------------------------------------------------------------------
@@ -276,6 +278,11 @@ class Lobby:
         if self._rooms_by_source.get(source, 0) >= self.limits.rooms_per_source:
             share = self.limits.rooms_per_source
             raise RoomError("too_many_rooms", f"Your address already has {share} rooms open; join one.")
+        network = network_of(source)
+        if network != source and self._rooms_by_source.get(network, 0) >= self.limits.rooms_per_network:
+            share = self.limits.rooms_per_network
+            message = f"Your network ({network}) already has {share} rooms open; join one."
+            raise RoomError("too_many_rooms", message)
         if len(self._rooms) >= self.limits.max_rooms:
             raise RoomError("too_many_rooms", "The server has as many rooms as it allows; try later.")
         if name is not None and check.checked_hash is not None:
@@ -286,7 +293,8 @@ class Lobby:
         room_name = self._quick_name() if name is None else name
         room = Room(room_name, game, size, None if quick else check.new_hash, quick, self._serial, source)
         self._rooms[room_name] = room
-        self._rooms_by_source[source] = self._rooms_by_source.get(source, 0) + 1
+        for key in {source, network}:
+            self._rooms_by_source[key] = self._rooms_by_source.get(key, 0) + 1
         return room
 
     def _quick_name(self) -> str:
@@ -419,9 +427,10 @@ class Lobby:
         if not room.members:
             del self._rooms[room.name]
             self.reservations.hold(_reservation_of(room))
-            left = self._rooms_by_source.pop(room.source, 1) - 1
-            if left:
-                self._rooms_by_source[room.source] = left
+            for counted in {room.source, network_of(room.source)}:
+                left = self._rooms_by_source.pop(counted, 1) - 1
+                if left:
+                    self._rooms_by_source[counted] = left
             return []
         event = self._event(room, event_type, member, **extra)
         return [Deliver(k, event) for k in room.member_keys()] + self._roster(room)

@@ -29,6 +29,7 @@ from rendezvous.access import Access, AccessLimits
 from rendezvous.connection import Client
 from rendezvous.fairness import SourceLimits, Sources
 from rendezvous.ice import IceConfig
+from rendezvous.logs import LogSampler
 from rendezvous.metrics import Metrics
 from rendezvous.relay import RelayLedger, RelayLimits
 from rendezvous.rooms import Deliver, Lobby, RoomError
@@ -43,6 +44,9 @@ log = logging.getLogger("msxsync.rendezvous")
 # hash is a CPU+memory cost an attacker can make us pay, so keep it modest and bounded.
 PWHASH_OPSLIMIT = 2
 PWHASH_MEMLIMIT = 16 * 1024 * 1024
+
+
+PROXY_HEADERS = ("x-forwarded-for", "forwarded")
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,14 @@ class Config:
     hash_concurrency: int = 2
     hash_waiting: int = 16
     sources: SourceLimits = field(default_factory=SourceLimits)  # what one address may hold
-    trusted_proxies: frozenset[str] = frozenset()  # whose X-Forwarded-For names the source
+    trusted_proxies: frozenset[str] = frozenset()  # whose forwarding header names the source
+    proxy_header: str = "x-forwarded-for"  # ... X-Forwarded-For, or RFC 7239 "forwarded"
     hide_private_rooms: bool = False  # the status page leaves passworded rooms out
     keepalive_timeout: float = 15.0  # HTTP: idle (or never-finished) connections close after this
     max_http_connections: int = 4096  # open HTTP connections (WebSockets included), all sources
     http_per_source: int = 64  # ... and from one address (a trusted proxy is exempt)
+    tls_handshake_timeout: float = 5.0  # seconds from the TCP accept to a finished TLS handshake
+    log_window: float = 60.0  # per-source log lines: a line of each kind, then a summary a window
     ice: IceConfig = field(default_factory=IceConfig)  # STUN in the welcome, TURN to room members
     access: AccessLimits = field(default_factory=AccessLimits)  # TURN, room guesses, room look-ups
     # The key (64 hex digits) of the player whose program runs this rendezvous (LAN play, a
@@ -101,8 +108,10 @@ class Config:
             raise ValueError("hash_waiting must not be negative")
         if self.send_share > self.send_queue_bytes:
             raise ValueError("send_share must not exceed send_queue_bytes")
+        if self.proxy_header not in PROXY_HEADERS:
+            raise ValueError(f"proxy_header must be one of {', '.join(PROXY_HEADERS)}")
         positive = ("hello_timeout", "heartbeat", "rate", "close_timeout", "slow_grace", "keepalive_timeout")
-        for name in positive:
+        for name in (*positive, "tls_handshake_timeout", "log_window"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
 
@@ -184,11 +193,15 @@ class Server:
     stun: StunResponder | None = None  # set while the STUN server runs (its counters)
     relay: RelayLedger = field(init=False)
     access: Access = field(init=False)
+    # Addresses that hold a welcomed WebSocket, with how many: STUN keeps a share for them.
+    welcomed_sources: Counter[str] = field(default_factory=Counter)
+    log_sampler: LogSampler = field(init=False)
 
     def __post_init__(self) -> None:
         self.ice = self.config.ice
         self.access = Access(self.config.access)
         self.sources = Sources(self.config.sources)
+        self.log_sampler = LogSampler(window=self.config.log_window, now=time.monotonic())
         self.relay = RelayLedger(self.config.relay)
         self.metrics = Metrics(self.gauges, self.counters)
 
@@ -227,6 +240,22 @@ class Server:
         self.sockets.discard(ws)
         self._sockets_changed.set()
 
+    def welcomed(self, source: str) -> None:
+        self.welcomed_sources[source] += 1
+
+    def unwelcomed(self, source: str) -> None:
+        self.welcomed_sources[source] -= 1
+        if self.welcomed_sources[source] <= 0:
+            del self.welcomed_sources[source]
+
+    def holds_welcomed(self, source: str) -> bool:
+        """Whether `source` holds a welcomed WebSocket (STUN keeps a share of answers for it)."""
+        return source in self.welcomed_sources
+
+    def sampled(self, source: str, kind: str) -> bool:
+        """Whether to write a log line of `kind` about `source` (`rendezvous.logs.LogSampler`)."""
+        return self.log_sampler.admit(source, kind, time.monotonic())
+
     def refused(self, reason: str) -> None:
         """Count one refusal (a join, a connection, a message) under its protocol error code."""
         self.refusals[reason] += 1
@@ -256,20 +285,46 @@ class Server:
             client.send(text)
 
 
-def source_of(request: web.Request, trusted: frozenset[str]) -> str:
+def source_of(request: web.Request, trusted: frozenset[str], header: str = "x-forwarded-for") -> str:
     """The address a request comes from: the peer's, unless the peer is a proxy the operator
-    named; then the nearest address in X-Forwarded-For that is not one of those proxies."""
+    named; then the nearest hop in `header` (X-Forwarded-For, or RFC 7239 Forwarded's `for=`)
+    that is not one of those proxies. A hop is read as an address with or without its port
+    (`ADDR`, `ADDR:PORT`, `[V6]`, `[V6]:PORT`); a hop that is none of these (`unknown`, an
+    obfuscated name) leaves the request charged to the proxy."""
     peer = request.remote or "unknown"
     if peer not in trusted:
         return peer
-    hops = [hop.strip() for hop in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]
+    if header == "forwarded":
+        hops = [str(element.get("for", "")) for element in request.forwarded]
+    else:
+        hops = [hop.strip() for hop in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]
     for hop in reversed(hops):
-        if hop and hop not in trusted:
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return peer  # a proxy we trust wrote something that is not an address
+        if not hop.strip():
+            continue
+        address = hop_address(hop)
+        if address is None:
+            return peer  # a proxy we trust wrote something that is not an address
+        if address not in trusted:
+            return address
     return peer
+
+
+def hop_address(hop: str) -> str | None:
+    """The address of one forwarded hop, without its port, in its canonical spelling; None
+    when the hop names no address."""
+    hop = hop.strip().strip('"')
+    if hop.startswith("["):  # [V6] or [V6]:PORT
+        hop, _, rest = hop[1:].partition("]")
+        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+            return None
+    elif hop.count(":") == 1:  # V4:PORT (a bare V6 has two colons or more)
+        hop, _, port = hop.partition(":")
+        if not port.isdigit():
+            return None
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        return None
 
 
 SERVER = web.AppKey("server", Server)

@@ -4,8 +4,13 @@ Players behind home routers learn their public address from it, which is all hol
 (issue 13). It listens on UDP at the HTTP port number by default (one firewall rule covers both).
 
 `StunResponder.datagram_received(data, addr, now)` returns the bytes to send back, or None. It
-answers only what deserves an answer, and counts everything else in `statistics()`:
-- messages are parsed by aioice's kept STUN codec (`aioice.stun`), not a parser of ours;
+answers only what deserves an answer, and counts everything else in `statistics()`. What costs
+little comes first, so that a flood is refused before it costs a parse (issue 29: forged sources
+spent the global budget, and honest first tries were answered 28 % of the time):
+- the 20-byte header is checked by hand (`binding_header_problem`: the magic cookie, a length
+  that matches the datagram, the Binding request type), and the answer's size against the
+  request's; then the buckets; only a request that passed them all is parsed, by aioice's kept
+  STUN codec (`aioice.stun`), not a parser of ours;
 - only Binding *requests* are answered (indications, responses and other methods are dropped);
 - **never with more bytes than came in**: an answer (XOR-MAPPED-ADDRESS) is 32 bytes for IPv4 and
   44 for IPv6, so a request must be at least as large. A bare 20-byte request is dropped
@@ -14,6 +19,9 @@ answers only what deserves an answer, and counts everything else in `statistics(
 - each source address has a token bucket (`rate` per second, bursts of `burst`), and all sources
   together a global one, so a flood from one address, or a spoofed flood from many, costs a
   bounded number of answers. The table of sources is bounded too (oldest forgotten first).
+  Given `welcomed` (does this address hold a welcomed WebSocket of the rendezvous?), a share
+  of the global budget (`reserved_share`) is kept for those addresses: a spoofed flood cannot
+  forge a source that holds a TCP connection, so players in the lobby keep being answered.
 
 The responder does no I/O (no sockets, no clock: `now` comes in); only `serve_stun` and its
 protocol class, the adapter, touch asyncio. It is not in the pure-import list only because
@@ -26,6 +34,7 @@ import asyncio
 import logging
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from aioice import stun
@@ -37,6 +46,11 @@ RATE = 10.0  # answers per second to one source address
 BURST = 20
 GLOBAL_RATE = 2000.0  # answers per second in all
 MAX_SOURCES = 10_000
+RESERVED_SHARE = 0.5  # of the global budget, for addresses that hold a welcomed WebSocket
+MAGIC_COOKIE = 0x2112A442
+HEADER = struct.Struct("!HHI")  # type, length, magic cookie (the 12-byte transaction id follows)
+BINDING_REQUEST = 0x0001
+ANSWER_SIZE = {4: 32, 6: 44}  # a success answer: header + XOR-MAPPED-ADDRESS for IPv4, IPv6
 
 
 @dataclass
@@ -79,6 +93,20 @@ def binding_response(request: stun.Message, addr: tuple[str, int]) -> bytes:
     return bytes(response)
 
 
+def binding_header_problem(data: bytes) -> str | None:
+    """Why `data` is not a Binding request by its header alone (RFC 5389 6: the top two bits
+    zero, the magic cookie, a length that is the rest of the datagram and a multiple of 4), as a
+    `StunStatistics` field name, or None. Costs one unpack: run before any parse."""
+    if len(data) < 20:
+        return "malformed"
+    kind, length, cookie = HEADER.unpack_from(data)
+    if kind & 0xC000 or cookie != MAGIC_COOKIE or length != len(data) - 20 or length % 4:
+        return "malformed"
+    if kind != BINDING_REQUEST:
+        return "not_binding_request"
+    return None
+
+
 def parse_request(data: bytes) -> stun.Message | None:
     """A STUN message as aioice's codec reads it, or None for anything it refuses."""
     try:
@@ -97,19 +125,22 @@ class StunResponder:
         burst: int = BURST,
         global_rate: float = GLOBAL_RATE,
         max_sources: int = MAX_SOURCES,
+        welcomed: Callable[[str], bool] | None = None,
+        reserved_share: float = RESERVED_SHARE,
         now: float = 0.0,
     ) -> None:
         if rate <= 0 or burst < 1 or global_rate <= 0 or max_sources < 1:
             raise ValueError("rate and global_rate must be positive, burst and max_sources at least 1")
-        self.rate, self.burst, self.global_rate, self.max_sources = (
-            rate,
-            float(burst),
-            global_rate,
-            max_sources,
-        )
+        if not 0 <= reserved_share < 1:
+            raise ValueError("reserved_share must be at least 0 and below 1")
+        self.rate, self.burst, self.max_sources = rate, float(burst), max_sources
+        self.welcomed = welcomed
         self.stats = StunStatistics()
         self._sources: OrderedDict[str, _Bucket] = OrderedDict()
-        self._global = _Bucket(global_rate, now)
+        reserved = global_rate * reserved_share if welcomed is not None else 0.0
+        self.open_rate, self.reserved_rate = global_rate - reserved, reserved
+        self._open = _Bucket(self.open_rate, now)  # for anyone
+        self._reserved = _Bucket(reserved, now)  # only for addresses that hold a welcomed WebSocket
 
     def statistics(self) -> dict[str, int]:
         return {**asdict(self.stats), "dropped": self.stats.dropped, "sources": len(self._sources)}
@@ -118,19 +149,23 @@ class StunResponder:
         if len(data) > MAX_REQUEST:
             self.stats.too_large += 1
             return None
-        request = parse_request(data)
-        if request is None:
-            self.stats.malformed += 1
+        problem = binding_header_problem(data)
+        if problem is not None:
+            setattr(self.stats, problem, getattr(self.stats, problem) + 1)
             return None
-        if request.message_method != stun.Method.BINDING or request.message_class != stun.Class.REQUEST:
-            self.stats.not_binding_request += 1
-            return None
-        answer = binding_response(request, addr)
-        if len(answer) > len(data):
+        if len(data) < ANSWER_SIZE[6 if ":" in addr[0] else 4]:
             self.stats.too_small += 1
             return None
         if not self._admit(addr[0], now):
             self.stats.rate_limited += 1
+            return None
+        request = parse_request(data)
+        if request is None:
+            self.stats.malformed += 1
+            return None
+        answer = binding_response(request, addr)
+        if len(answer) > len(data):  # cannot happen after the size check; never amplify anyway
+            self.stats.too_small += 1
             return None
         self.stats.answered += 1
         return answer
@@ -145,7 +180,10 @@ class StunResponder:
             self._sources.move_to_end(source)
         if not bucket.take(self.rate, self.burst, now):
             return False
-        return self._global.take(self.global_rate, self.global_rate, now)
+        if self._open.take(self.open_rate, self.open_rate, now):
+            return True
+        welcomed = self.welcomed is not None and self.reserved_rate > 0 and self.welcomed(source)
+        return welcomed and self._reserved.take(self.reserved_rate, self.reserved_rate, now)
 
 
 # ---- the UDP adapter ---------------------------------------------------------------------------

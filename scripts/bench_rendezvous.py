@@ -9,15 +9,18 @@ messages (p50/p99/max, sender to addressee through the server) and the server's 
 
     python3 scripts/bench_rendezvous.py                 # 100 and 1000 clients
     python3 scripts/bench_rendezvous.py --clients 500 --rounds 5
-    python3 scripts/bench_rendezvous.py --attacks       # issue 16: honest players under attack
+    python3 scripts/bench_rendezvous.py --attacks       # issues 16, 29: honest players under attack
+    python3 scripts/bench_rendezvous.py --attacks --tls --only tls_half_open --honest 8
 
 With `--attacks`, the server runs with its production limits and honest clients, each from its
 own address (127.0.1.N), measure their join (connect, hello, join: until `joined`) and relay
-latency, p50 and p99, on a quiet server and then while one address (127.0.0.2; its own block
-127.2.0.N where an attack needs many) runs each attack of issues 16 and 29
-(`scripts/rendezvous_attacks.py`), a fresh server for each, all in one run. That server hands out
-TURN credentials (for a TURN server that is not there: what is measured is who gets them) and
-hides passworded rooms (`--hide-private-rooms`). `--only NAME ...` runs quiet and those attacks.
+latency, p50 and p99, on a quiet server and then while one address (127.0.0.2, or its /24; its own
+block 127.2.0.N where an attack needs many) runs each attack of issues 16 and 29
+(`scripts/rendezvous_attacks.py`; `--only NAME ...` picks some), a fresh server for each, all in
+one run. That server hands out TURN credentials (for a TURN server that is not there: what is
+measured is who gets them) and hides passworded rooms (`--hide-private-rooms`); `--tls` serves
+them over https/wss with a throwaway CA, and each result has the server's peak RSS and log size
+(`--log-level INFO` to count every line).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from nacl.signing import SigningKey
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rendezvous_attacks import ATTACKS, session_from  # noqa: E402
+from rendezvous_attacks import ATTACKS, TLS_TRUST_ENV, session_from  # noqa: E402
 
 from rendezvous.protocol import PROTOCOL_VERSION, signed_hello_bytes  # noqa: E402
 from tests.ports import unused_port  # noqa: E402
@@ -272,21 +275,38 @@ async def run_honest(url: str, count: int, rounds: int, period: float, network: 
     }
 
 
+def tls_files(workdir: Path) -> tuple[str, ...]:
+    """A throwaway CA and a certificate for 127.0.0.1: the server's flags; clients (this process
+    and the attacker's) trust the CA through `TLS_TRUST_ENV`."""
+    import trustme  # a test dependency: only --tls needs it
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key, trust = workdir / "chain.pem", workdir / "key.pem", workdir / "ca.pem"
+    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(trust))
+    os.environ[TLS_TRUST_ENV] = str(trust)
+    return ("--tls-cert", str(chain), "--tls-key", str(key))
+
+
 @contextlib.asynccontextmanager
 async def server_process(workdir: Path, name: str, *extra: str) -> AsyncIterator[tuple[str, int]]:
-    """`msxsync-rendezvous` on 127.0.0.1 in its own process; yields its URL and pid."""
+    """`msxsync-rendezvous` on 127.0.0.1 in its own process; yields its URL and pid (https when
+    `extra` has --tls-cert)."""
     port = unused_port()
     games = write_games(workdir / "games")
+    scheme = "https" if "--tls-cert" in extra else "http"
     command = [sys.executable, "-m", "rendezvous.cli", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--games", str(games), "--log-level", "WARNING", "--stun-port", "0"]
     command += ["--log-file", str(workdir / f"server-{name}.log"), *extra]
     server = await asyncio.create_subprocess_exec(*command, cwd=ROOT)
     try:
-        async with aiohttp.ClientSession() as session:
+        async with session_from("127.0.0.1") as session:
 
             async def healthy() -> bool:
                 try:
-                    async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                    async with session.get(f"{scheme}://127.0.0.1:{port}/healthz") as resp:
                         return resp.status == 200
                 except aiohttp.ClientConnectionError:
                     return False
@@ -296,14 +316,14 @@ async def server_process(workdir: Path, name: str, *extra: str) -> AsyncIterator
                 if time.perf_counter() > deadline or server.returncode is not None:
                     raise RuntimeError("the server did not start")
                 await asyncio.sleep(0.1)
-        yield f"http://127.0.0.1:{port}", server.pid
+        yield f"{scheme}://127.0.0.1:{port}", server.pid
     finally:
         server.terminate()
         await asyncio.wait_for(server.wait(), timeout=30)
 
 
 async def attack_scenario(
-    name: str, count: int, rounds: int, period: float, settle: float, workdir: Path
+    name: str, count: int, rounds: int, period: float, settle: float, workdir: Path, *extra: str
 ) -> dict[str, object]:
     """Honest clients on a fresh server with production limits, while `name` runs (or "quiet")
     in a process of its own, so that it competes with the clients only as a real attacker does."""
@@ -311,7 +331,7 @@ async def attack_scenario(
     secret.write_text("bench-turn-secret-" + "x" * 16 + "\n")
     secret.chmod(0o600)
     flags = ("--turn", "turn:127.0.0.1:3478", "--turn-secret-file", str(secret), "--hide-private-rooms")
-    async with server_process(workdir, name, *flags) as (url, pid):
+    async with server_process(workdir, name, *flags, *extra) as (url, pid):
         attacker = None
         if name != "quiet":
             script = str(ROOT / "scripts" / "rendezvous_attacks.py")
@@ -330,24 +350,31 @@ async def attack_scenario(
         result["attack"] = name
         result["attacker"] = report
         result["server_peak_rss_mib"] = round(peak_rss_kib(pid) / 1024, 1)
+        log = workdir / f"server-{name}.log"
+        result["server_log_kib"] = round(log.stat().st_size / 1024, 1) if log.exists() else 0
         return result
 
 
-def attacks_main(count: int, rounds: int, period: float, settle: float, only: list[str]) -> int:
+def attacks_main(
+    count: int, rounds: int, period: float, settle: float, only: list[str], tls: bool, log_level: str
+) -> int:
     raise_open_files_limit(4096)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
+        extra = (*(tls_files(Path(tmp)) if tls else ()), "--log-level", log_level)
         for name in ["quiet", *(only or ATTACKS)]:
-            result = asyncio.run(attack_scenario(name, count, rounds, period, settle, Path(tmp)))
+            result = asyncio.run(attack_scenario(name, count, rounds, period, settle, Path(tmp), *extra))
             results.append(result)
             print(
                 f"{name:16} join p50 {result['join_p50_ms']} p99 {result['join_p99_ms']} ms "
                 f"({result['joined']}/{count} joined), relay p50 {result['relay_p50_ms']} "
                 f"p99 {result['relay_p99_ms']} ms ({result['relayed']}/{result['expected']}), "
-                f"server RSS {result['server_peak_rss_mib']} MiB; attacker {result['attacker']}",
+                f"server RSS {result['server_peak_rss_mib']} MiB, log {result['server_log_kib']} KiB; "
+                f"attacker {result['attacker']}",
                 flush=True,
             )
-    print(json.dumps({"benchmark": "rendezvous_attacks", "clients": count, "results": results}))
+    summary = {"benchmark": "rendezvous_attacks", "clients": count, "tls": tls, "results": results}
+    print(json.dumps(summary))
     return 0
 
 
@@ -375,12 +402,16 @@ def main() -> int:
     parser.add_argument("--honest", type=int, default=40, help="honest clients with --attacks")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds an attack runs before measuring")
     parser.add_argument(
-        "--only", nargs="+", default=[], choices=list(ATTACKS), metavar="ATTACK", help="with --attacks"
+        "--only", nargs="+", choices=sorted(ATTACKS), default=[], help="with --attacks: these (and quiet)"
+    )
+    parser.add_argument("--tls", action="store_true", help="with --attacks: https and wss (a throwaway CA)")
+    parser.add_argument(
+        "--log-level", default="WARNING", help="with --attacks: the server's (INFO counts every log line)"
     )
     args = parser.parse_args()
     if args.attacks:
         rounds, period = min(args.rounds, 5), min(args.period, 0.5)
-        return attacks_main(args.honest, rounds, period, args.settle, args.only)
+        return attacks_main(args.honest, rounds, period, args.settle, args.only, args.tls, args.log_level)
     raise_open_files_limit(2 * max(args.clients) + 256)
     results = []
     with tempfile.TemporaryDirectory() as tmp:

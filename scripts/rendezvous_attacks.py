@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -37,8 +39,14 @@ class AttackTally:
         self.refused[code] = self.refused.get(code, 0) + 1
 
 
+TLS_TRUST_ENV = "MSXSYNC_BENCH_CA"  # the CA file of a TLS server under test, if it is one
+
+
 def session_from(address: str) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(local_addr=(address, 0), limit=0)
+    """A session whose connections come from `address`, trusting the bench's CA when it set one."""
+    ca = os.environ.get(TLS_TRUST_ENV)
+    tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
+    connector = aiohttp.TCPConnector(local_addr=(address, 0), limit=0, ssl=tls)
     return aiohttp.ClientSession(connector=connector)
 
 
@@ -254,6 +262,8 @@ async def name_takeover(url: str, address: str, tally: AttackTally) -> None:
         for round_ in range(10**9):
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, ConnectionError):
                 await _take_over_once(session, url, tally, f"takeover-{round_ % 200}")
+
+
 async def turn_harvest(url: str, address: str, tally: AttackTally) -> None:
     """Say hello, join a quick room and leave (three times), reconnect with a new key, again and
     again from 8 connections, keeping every TURN credential handed out (issue 29, F8: 107 a second
@@ -349,6 +359,78 @@ async def hidden_rooms_probe(url: str, address: str, tally: AttackTally) -> None
                 group.create_task(probe(worker))
 
 
+async def tls_half_open(url: str, address: str, tally: AttackTally) -> None:
+    """Issue 29: 3,000 TCP connections that never start (or finish) a TLS handshake, opened anew
+    as the server closes them. Against a plain HTTP server it is `idle_http` with more sockets."""
+    host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+
+    async def hold() -> None:
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(host, int(port), local_addr=(address, 0))
+            except OSError:
+                tally.refusal("connect_failed")
+                await asyncio.sleep(0.1)
+                continue
+            tally.welcomed += 1
+            with contextlib.suppress(OSError):
+                await reader.read()  # until the server closes it
+            tally.refusal("closed_by_server")
+            writer.close()
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(3000):
+            group.create_task(hold())
+            await asyncio.sleep(0)
+
+
+def network_addresses(address: str, count: int = 125) -> list[str]:
+    """`count` addresses of the /24 of `address`, from `address` on (127.0.0.2 ... 127.0.0.126)."""
+    prefix, _, last = address.rpartition(".")
+    return [f"{prefix}.{(int(last) + i - 1) % 254 + 1}" for i in range(count)]
+
+
+async def subnet_slots(url: str, address: str, tally: AttackTally) -> None:
+    """Issue 29: 125 addresses of one /24, each holding up to 16 welcomed sockets with a room
+    each: before the per-network shares, they took all 2,000 connections and 1,000 rooms."""
+    async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as group:
+        sessions = [await stack.enter_async_context(session_from(a)) for a in network_addresses(address)]
+        for i in range(16):
+            for n, session in enumerate(sessions):
+                group.create_task(_hold(session, url, tally, f"net-{n}-{i}"))
+                await asyncio.sleep(0.0005)  # pacing the attacker, not synchronising a test
+        await asyncio.Event().wait()
+
+
+async def log_flood(url: str, address: str, tally: AttackTally) -> None:
+    """Issue 29: one address asking for rooms that do not exist and opening refused sockets as
+    fast as the answers come: one refusal or access line each before the sampling."""
+    base = url.removesuffix("/ws")
+
+    async def ask(session: aiohttp.ClientSession, n: int) -> None:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(f"{base}/api/rooms/nothing-{n}") as resp:
+                    tally.refusal(str(resp.status))
+                    tally.sent += 1
+
+    async def refused(session: aiohttp.ClientSession) -> None:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                async with session.ws_connect(url) as ws:
+                    first = json.loads((await ws.receive(timeout=10)).data)
+                    tally.refusal(str(first.get("code", first["type"])))
+                    tally.sent += 1
+
+    async with session_from(address) as session, asyncio.TaskGroup() as group:
+        for _ in range(16):  # its share of sockets, so that every further one is refused
+            group.create_task(_hold(session, url, tally, None))
+        await asyncio.sleep(1.0)
+        for n in range(4):
+            group.create_task(ask(session, n))
+            group.create_task(refused(session))
+
+
 ATTACKS: dict[str, Callable[[str, str, AttackTally], Coroutine[Any, Any, None]]] = {
     "connection_slots": slots,
     "rooms": rooms,
@@ -360,6 +442,9 @@ ATTACKS: dict[str, Callable[[str, str, AttackTally], Coroutine[Any, Any, None]]]
     "turn_harvest": turn_harvest,
     "room_guesses": room_guesses,
     "hidden_rooms_probe": hidden_rooms_probe,
+    "tls_half_open": tls_half_open,
+    "subnet_slots": subnet_slots,
+    "log_flood": log_flood,
 }
 
 
@@ -384,7 +469,7 @@ def main() -> int:
 
     name, url, address, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     tally = asyncio.run(_run(name, url, address, seconds))
     report = {
         "welcomed": tally.welcomed,

@@ -23,6 +23,7 @@ from nacl.signing import SigningKey
 
 from rendezvous import listener, protocol
 from rendezvous.app import Config, create_app
+from rendezvous.cli import public_guard
 from rendezvous.fairness import SourceLimits
 
 ROM_BYTES = bytes(range(256)) * 64  # 16 KiB of fake ROM
@@ -73,8 +74,9 @@ async def running(config: Config, ssl_context: ssl.SSLContext | None = None) -> 
     keep-alive), on the port the kernel gives (port 0); yields its base URL."""
     runner = listener.runner(create_app(config), config.keepalive_timeout, shutdown_timeout=2.0)
     await runner.setup()
-    guard = listener.ConnectionGuard(config.max_http_connections, config.http_per_source)
-    site = listener.GuardedSite(runner, "127.0.0.1", 0, guard, ssl_context=ssl_context)
+    guard = public_guard(config)
+    timeout = config.tls_handshake_timeout
+    site = listener.GuardedSite(runner, "127.0.0.1", 0, guard, timeout, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
     try:

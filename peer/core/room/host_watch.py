@@ -169,7 +169,9 @@ class HostWatch:
 
     def _reachability(self, now: float) -> list[Action]:
         if self._connection.joined:
-            self._lost_since = None
+            # Back in the room: the survivors seen while lost say nothing about the next loss
+            # (their clock would otherwise count the time we were in, links that came and went).
+            self._lost_since, self._survivors = None, (frozenset(), 0.0)
             if self.unreachable:
                 self.unreachable = False
                 return [ServerBack()]
