@@ -15,7 +15,7 @@ from nacl.signing import SigningKey
 from peer.core.mesh.binding import Role, derive_room_key
 from peer.core.mesh.events import PeerRefused
 from peer.core.sync import codec
-from peer.core.sync.clock import MAX_AHEAD_MS, wall_ms
+from peer.core.sync.clock import HOLD_MS, MAX_AHEAD_MS, wall_ms
 from peer.mesh.webrtc import offering_host_addresses, role_towards
 from tests.mesh_support import (
     LOOPBACK,
@@ -175,7 +175,7 @@ async def test_forged_replayed_and_far_future_batches_are_refused() -> None:
         sent = b.replica.statistics().peers[a.key].messages_sent
         seq = sent + 100  # ahead of B's own messages, within the replica's window
         write = signed_write(b, wall_ms(time.time()), ((ADDRESS, b"\x99"),))
-        far = signed_write(b, wall_ms(time.time()) + 2 * MAX_AHEAD_MS, ((ADDRESS, b"\x66"),))
+        far = signed_write(b, wall_ms(time.time()) + MAX_AHEAD_MS + HOLD_MS + 60_000, ((ADDRESS, b"\x66"),))
         tampered = bytearray(forged(write, b.signing_key, session, seq))
         tampered[codec.HEADER_SIZE + 8] ^= 1  # the written byte, under B's signature
         far_message = forged(far, b.signing_key, session, seq)

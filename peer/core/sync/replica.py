@@ -103,7 +103,7 @@ CHAT_BURST = 5.0
 # flooding or a stream of bad messages reaches CUT_AFTER_REJECTIONS within a second or so.
 CUT_AFTER_REJECTIONS = 200
 FLOOD_LEAK = 50.0
-HELD_PER_PEER = 256  # batches from the near future held per peer (see `clock`); more are refused
+HELD_PER_PEER = 256  # batches from the near future held per peer (see `clock`); more are dropped
 SENDER_SLACK_MS = 2_000  # a sender's stamp may pass its own bound by this (RTT, clock noise)
 ROSTER_GRACE = 3.0  # rosters change at slightly different times on each peer; longer is a split
 BEATS_KEPT = 8  # our heartbeats remembered to time their echoes on the monotonic clock
@@ -365,6 +365,7 @@ class Replica:
         self.full_states_from: set[bytes] = set()
         self._held: list[tuple[int, int, bytes, SignedBatch]] = []  # a heap by Lamport value
         self._held_order = itertools.count()
+        self._held_ids: set[bytes] = set()
         self._wall_offset = 0.0  # wall minus monotonic, as last seen (to time held batches)
         self.local_batches = 0
         self._outbox: list[tuple[bytes, bytes]] = []
@@ -468,9 +469,10 @@ class Replica:
                 raise ValueError(f"local change at {first:#06x} is not a counter")
         if not runs and not deltas:
             return LocalOutcome(corrections=tuple(self._corrections(changes)))
-        lamport = self.clock.stamp(wall if written_at is None else written_at, wall)
         runs.sort()
         slot = (self.key, self.session)
+        floor = self._overwritten_stamp(runs, [first for first, _ in deltas], slot)
+        lamport = self.clock.stamp(wall if written_at is None else written_at, wall, floor=floor)
         totals = [(first, self.state.total(first, slot) + delta) for first, delta in deltas]
         moved: dict[int, int] = {}
         for group, counted in _batch_groups(runs, totals):
@@ -490,6 +492,17 @@ class Replica:
             (first, moved.get(first, 0) - delta) for first, delta in deltas if moved.get(first, 0) != delta
         ]
         return LocalOutcome(tuple(runs), tuple(totals), tuple(self._corrections(changes)), tuple(corrections))
+
+    def _overwritten_stamp(self, runs: list[Run], counters: list[int], slot: tuple[bytes, int]) -> int:
+        """The highest stamp a local write overwrites: its bytes' and its counter slots' (a
+        write must beat these, and nothing else; see `clock` on the pinned bound)."""
+        lamports, index = self.state.lamports, self.state.layout.index
+        floor = max(
+            (lamports[index(address + i)] for address, data in runs for i in range(len(data))), default=0
+        )
+        for first in counters:
+            floor = max(floor, self.state.slots[first].get(slot, (0, 0))[0])
+        return floor
 
     def _publish(self, signed: SignedBatch, now: float) -> None:
         batch = codec.WriteBatch.of(signed)
@@ -711,9 +724,14 @@ class Replica:
         match hold_or_refuse(signed.lamport, wall):
             case None:
                 self._apply(link.peer, signed, wall, changes, deltas)
+            case "hold" if signed.id in self._held_ids:
+                pass  # (a catch-up or full state brought it again)
             case "hold" if link.held < HELD_PER_PEER:
                 link.held += 1
+                self._held_ids.add(signed.id)
                 heapq.heappush(self._held, (signed.lamport, next(self._held_order), link.peer, signed))
+            case "hold":  # an honest peer's clock may be that far ahead: not its fault (F7)
+                events.append(self._reject(link, link.peer, "held_full", f"Lamport {signed.lamport}"))
             case _:
                 detail = f"Lamport {signed.lamport} is beyond this peer's clock bound"
                 events += self._refuse(link, now, "lamport_ahead", detail)
@@ -744,6 +762,7 @@ class Replica:
         released: dict[bytes, tuple[list[Run], list[Delta]]] = {}
         while self._held and not is_too_far_ahead(self._held[0][0], wall):
             _, _, peer, signed = heapq.heappop(self._held)
+            self._held_ids.discard(signed.id)
             link = self.links.get(peer)
             if link is not None:
                 link.held -= 1
