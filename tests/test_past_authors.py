@@ -8,12 +8,23 @@ import logging
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from games.definition import Region
 from peer.core.sync import codec
-from peer.core.sync.authors import MAX_VOUCHED, NAMED_KEYS, VOUCHES_PER_MEMBER
+from peer.core.sync.authors import (
+    ASIDE_BATCHES,
+    ASIDE_BYTES,
+    ASIDE_PER_SENDER,
+    MAX_VOUCHED,
+    NAMED_KEYS,
+    VOUCHES_PER_MEMBER,
+    Authors,
+)
 from peer.core.sync.replica import CutPeer, Rejected, Replica
+from peer.core.sync.state import SignedBatch
 from tests.sim import ROOM, Mesh, key, signed
 
 WIDE = (Region(0x8000, 0x83FF),)  # 1 KiB: room for one batch per byte by hundreds of authors
@@ -115,3 +126,45 @@ def test_a_lying_rendezvous_cannot_grow_the_accepted_authors_without_bound(
     assert mesh.replicas[0].key in receiver.authors  # admitted: never forgotten
     warned = [r for r in caplog.records if "named more than" in r.getMessage()]
     assert len(warned) == 1
+
+
+def author_key(number: int) -> bytes:
+    return number.to_bytes(32, "big")
+
+
+author_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("name"), st.integers(0, 2000), st.integers(1, 700)),  # a roster of new keys
+        st.tuples(st.just("vouch"), st.integers(0, 6), st.integers(0, 2000)),  # member, author
+        st.tuples(st.just("aside"), st.integers(0, 6), st.integers(0, 2000), st.integers(100, 40_000)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(author_steps)
+def test_no_party_grows_the_authors_or_what_is_held_aside_without_bound(steps) -> None:
+    """The member adversary of issue 18's properties, with the rendezvous's naming as churn:
+    whatever is named, vouched for or set aside, every bound holds, and nothing is both held
+    aside and by an accepted author."""
+    authors = Authors(b"\xff" * 32)
+    for step in steps:
+        match step:
+            case ("name", first, count):
+                authors.name(author_key(first + n) for n in range(count))
+            case ("vouch", member, author):
+                authors.vouch(author_key(10_000 + member), author_key(author))
+            case ("aside", sender, author, size):
+                raw = os.urandom(size)
+                batch = SignedBatch(author_key(author), 1, 1, (), (), raw)
+                if batch.author not in authors:
+                    authors.set_aside(author_key(10_000 + sender), batch)
+        assert all(batch.author in authors for _, batch in authors.take_ready())  # (released now)
+        assert len(authors.named) <= NAMED_KEYS
+        assert len(authors.vouched) <= MAX_VOUCHED
+        assert all(len(words) <= VOUCHES_PER_MEMBER for words in authors.vouched_by.values())
+        assert authors.aside <= ASIDE_BATCHES
+        assert sum(len(b.raw) for _, b in authors._aside.values()) <= ASIDE_BYTES
+        assert all(count <= ASIDE_PER_SENDER for count in authors._aside_by_sender.values())
+        assert not [b for _, b in authors._aside.values() if b.author in authors]

@@ -338,3 +338,22 @@ def test_throw_away_keys_do_not_push_a_member_who_stayed_off_the_past_list() -> 
         rooms.join(long_stay, "y", "demo", "r", None, now=2000.0)
         rooms.leave(long_stay, now=2650.0)
     assert B not in room.past and C in room.past
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(1.0, 36_000.0), st.lists(st.floats(0.0, 0.99), max_size=3 * MAX_PAST))
+def test_no_churn_of_shorter_stays_pushes_a_player_off_the_past_list(
+    stayed: float, churn: list[float]
+) -> None:
+    rooms = lobby()
+    rooms.join(A, "a", "demo", "r", None, now=0.0)
+    rooms.join(B, "b", "demo", "r", None, now=0.0)
+    rooms.leave(B, now=stayed)
+    at = stayed
+    for number, stay in enumerate(churn):
+        throw_away = f"{number + 1:064x}"
+        rooms.join(throw_away, "x", "demo", "r", None, now=at)
+        at += stay
+        rooms.leave(throw_away, now=at)
+        room = rooms.room("r")
+        assert room is not None and len(room.past) <= MAX_PAST and B in room.past

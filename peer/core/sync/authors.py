@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from peer.core.sync.state import SignedBatch
 
@@ -88,9 +88,12 @@ class Authors:
             or author in self.stored
         )
 
+    def __iter__(self) -> Iterator[bytes]:
+        return iter({self.own, *self.admitted, *self.named, *self.vouched, *self.stored})
+
     def __len__(self) -> int:
-        """How many keys are accepted (counted per source; a key may be in several)."""
-        return 1 + len(self.admitted) + len(self.named) + len(self.vouched) + len(self.stored)
+        """How many keys are accepted."""
+        return len({self.own, *self.admitted, *self.named, *self.vouched, *self.stored})
 
     @property
     def aside(self) -> int:
