@@ -194,12 +194,12 @@ class ClientReader:
                 await self.join(key, request)
             case protocol.Leave():
                 room = lobby.room_of(key)
-                self.server.deliver(lobby.leave(key))
+                self.server.deliver(lobby.leave(key, now=self.clock()))
                 self.server.forget_closed_rooms()
                 if room is not None:
                     note("leave", self.client, "left room %r", room.name, room=room.name)
             case protocol.Kick(target):
-                self.server.deliver(lobby.kick(key, target))
+                self.server.deliver(lobby.kick(key, target, now=self.clock()))
                 self.server.forget_closed_rooms()
                 note("kick", self.client, "kicked %s", target[:12], target=target)
             case protocol.Ready(ready):
@@ -227,7 +227,7 @@ class ClientReader:
         previous = self.server.clients.get(hello.key)
         if previous is not None:
             # The new connection has just proven the key: it wins (a reconnect after a drop).
-            self.server.deliver(self.server.lobby.disconnect(hello.key))
+            self.server.deliver(self.server.lobby.disconnect(hello.key, now=self.clock()))
             message = "The same key said hello on another connection."
             previous.fail(ProtocolError("replaced", message, fatal=True))
             self.server.unwelcomed(previous.source)  # its _forget no longer finds it in clients
@@ -264,7 +264,7 @@ class ClientReader:
             return
         source = self.client.source
         args = (key, self.client.name, join.game, join.room, join.capacity, check, join.standby, source)
-        deliveries = lobby.join(*args)
+        deliveries = lobby.join(*args, now=self.clock())
         deliveries[0].message["ice_servers"] = self._member_ice_servers(charge=True)
         self.server.deliver(deliveries)
         self.server.forget_closed_rooms()  # (joining another room left the one we were in)
@@ -405,7 +405,7 @@ def _forget(server: Server, client: Client) -> None:
         del server.clients[client.key]
         server.unwelcomed(client.source)
         room = server.lobby.room_of(client.key)
-        server.deliver(server.lobby.disconnect(client.key))
+        server.deliver(server.lobby.disconnect(client.key, now=asyncio.get_running_loop().time()))
         server.relay.forget_client(client.key)
         server.forget_closed_rooms()
         fields = {"room": room.name} if room is not None else {}

@@ -21,6 +21,7 @@ from rendezvous.reservations import MAX_KEYS, Reservation, Reservations
 JsonObject = dict[str, object]
 
 MAX_PAST = 64  # departed members a room remembers (wire.MAX_PAST_MEMBERS is what a client takes)
+UNKNOWN_TENURE = 60.0  # seconds a past member counts as having stayed when nobody timed it
 
 
 class RoomError(Exception):
@@ -75,6 +76,8 @@ class RoomMember:
     name: str
     ready: bool = False
     standby: str | None = None  # where this member would host if it took over
+    joined_at: float = 0.0  # the adapter's clock, seconds
+    earlier: float = 0.0  # seconds it was a member of this room before this stay
 
     def to_json(self) -> JsonObject:
         member: JsonObject = {"key": self.key, "name": self.name, "ready": self.ready}
@@ -99,6 +102,8 @@ class Room:
     past: list[str] = field(default_factory=list)
     """Keys of members who left, most recent last (at most MAX_PAST): a joiner accepts the
     signed writes they made while members (peer.core.sync.replica)."""
+    tenure: dict[str, float] = field(default_factory=dict)
+    """Of the past members, how long each was a member (seconds, all stays together)."""
 
     @property
     def host(self) -> str:
@@ -111,12 +116,29 @@ class Room:
     def member(self, key: str) -> RoomMember | None:
         return next((m for m in self.members if m.key == key), None)
 
-    def remember(self, key: str) -> None:
-        """KEY left: keep it among the past members (the most recent MAX_PAST)."""
+    def remember(self, key: str, tenure: float = 0.0) -> None:
+        """KEY left after being a member for TENURE seconds: keep it among the past members.
+
+        Past MAX_PAST, the one that stayed the shortest goes (the earliest to leave among
+        equals), not simply the earliest (issue 30, F5): 64 throw-away keys that joined and
+        left within 0.2 s pushed a real player off the list, and a joiner then refused that
+        player's writes. Now they push out only each other, or members that stayed even less;
+        to push out a player who stayed T seconds, 64 keys must each stay longer than T, and a
+        room holds at most `capacity` members at a time."""
         if key in self.past:
             self.past.remove(key)
         self.past.append(key)
-        del self.past[:-MAX_PAST]
+        self.tenure[key] = tenure
+        while len(self.past) > MAX_PAST:
+            shortest = min(self.past, key=lambda k: self.tenure.get(k, UNKNOWN_TENURE))
+            self.past.remove(shortest)
+            self.tenure.pop(shortest, None)
+
+    def come_back(self, member: RoomMember) -> None:
+        """A past member joins again: a member, not a past one, and its time here adds up."""
+        if member.key in self.past:
+            self.past.remove(member.key)
+            member.earlier = self.tenure.pop(member.key, 0.0)
 
     def member_keys(self) -> list[str]:
         return [m.key for m in self.members]
@@ -208,9 +230,12 @@ class Lobby:
         check: PasswordCheck | None = None,
         standby: str | None = None,
         source: str = "",
+        *,
+        now: float = 0.0,
     ) -> list[Deliver]:
         """Put `key` into a room (quick match when `room` is None); `check` is the password work;
-        `source` is the joiner's address, charged with the room if this join creates it."""
+        `source` is the joiner's address, charged with the room if this join creates it; `now`
+        (the adapter's clock, seconds) times its stay (see `Room.remember`)."""
         self._check_not_in_room(key)
         check = check or PasswordCheck()
         target = self._quick_room(game, capacity, name) if room is None else self._rooms.get(room)
@@ -224,7 +249,7 @@ class Lobby:
             self._check_can_enter(target, key, game)
             self._check_password(target, check)
             _check_name(name, target)  # (after the password: no names to those who lack it)
-        return self._add(target, RoomMember(key, name, standby=standby))
+        return self._add(target, RoomMember(key, name, standby=standby, joined_at=now))
 
     def _check_not_in_room(self, key: str) -> None:
         current = self.room_of(key)
@@ -305,8 +330,7 @@ class Lobby:
 
     def _add(self, room: Room, member: RoomMember) -> list[Deliver]:
         room.members.append(member)
-        if member.key in room.past:  # back: a member again, not a past one
-            room.past.remove(member.key)
+        room.come_back(member)
         self._room_of[member.key] = room.name
         joined: JsonObject = {
             "type": "joined",
@@ -379,20 +403,20 @@ class Lobby:
 
     # --- leaving, kicking, ready ---------------------------------------------------------
 
-    def leave(self, key: str) -> list[Deliver]:
+    def leave(self, key: str, *, now: float = 0.0) -> list[Deliver]:
         """`key` leaves its room by choice; it is told `left`."""
         room = self._require_room(key)
         return [
             Deliver(key, {"type": "left", "room": room.name}),
-            *self._remove(room, key, "member_left"),
+            *self._remove(room, key, "member_left", now),
         ]
 
-    def disconnect(self, key: str) -> list[Deliver]:
+    def disconnect(self, key: str, *, now: float = 0.0) -> list[Deliver]:
         """The connection of `key` is gone: leave its room, if any, telling only the others."""
         room = self.room_of(key)
-        return [] if room is None else self._remove(room, key, "member_left")
+        return [] if room is None else self._remove(room, key, "member_left", now)
 
-    def kick(self, host: str, target: str) -> list[Deliver]:
+    def kick(self, host: str, target: str, *, now: float = 0.0) -> list[Deliver]:
         room = self._require_room(host)
         if room.host != host:
             raise RoomError("not_host", "Only the room's host can kick.")
@@ -400,7 +424,7 @@ class Lobby:
             raise RoomError("bad_target", "That key is not another member of your room.")
         room.banned.add(target)
         kicked = Deliver(target, {"type": "kicked", "room": room.name, "by": host})
-        return [kicked, *self._remove(room, target, "member_kicked", by=host)]
+        return [kicked, *self._remove(room, target, "member_kicked", now, by=host)]
 
     def set_ready(self, key: str, ready: bool) -> list[Deliver]:
         room = self._require_room(key)
@@ -417,13 +441,13 @@ class Lobby:
             raise RoomError("not_in_room", "You are not in a room; join one first.")
         return room
 
-    def _remove(self, room: Room, key: str, event_type: str, **extra: object) -> list[Deliver]:
+    def _remove(self, room: Room, key: str, event_type: str, now: float, **extra: object) -> list[Deliver]:
         member = room.member(key)
         if member is None:  # pragma: no cover - _room_of and members are kept together
             return []
         room.members.remove(member)
         del self._room_of[key]
-        room.remember(key)
+        room.remember(key, member.earlier + max(0.0, now - member.joined_at))
         if not room.members:
             del self._rooms[room.name]
             self.reservations.hold(_reservation_of(room))

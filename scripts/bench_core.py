@@ -85,7 +85,7 @@ def signed_state_cost(game: str) -> dict[str, float | int]:
     receiver.add_members(bytes(k.verify_key) for k in keys)
     started = time.perf_counter()
     for raw in raws:
-        batch = codec.open_batch(raw, room=ROOM, authors=receiver.members, max_runs=layout.size)
+        batch = codec.open_batch(raw, room=ROOM, authors=receiver.authors, max_runs=layout.size)
         receiver.state.apply_batch(batch)
     elapsed = time.perf_counter() - started
     assert receiver.state.digest() == state.digest()

@@ -14,10 +14,11 @@ import pytest
 from nacl.signing import SigningKey
 
 from peer.core.mesh.events import LinkLost
-from peer.core.sync.replica import Event
+from peer.core.sync.replica import CutPeer, Event
 from peer.mesh.mesh import Mesh
 from peer.mesh.room import RoomConfig, RoomSession
 from tests.mesh_support import LOOPBACK, REGIONS, random_changes, rendezvous
+from tests.rendezvous_support import from_address, logged_in
 
 
 @dataclass
@@ -149,3 +150,41 @@ async def test_a_joiner_accepts_the_signed_writes_of_a_member_who_left_before_it
             refused = mesh.replica.statistics().rejections
             assert refused["unknown_author"] == 0, refused
             assert mesh.replica.state.digest() == second.replica.state.digest()
+
+
+async def test_throw_away_keys_cannot_make_a_joiner_refuse_a_past_players_writes(tmp_path: Path) -> None:
+    """Issue 30, F5, end to end: a player writes 250 batches and leaves; 70 throw-away keys (from
+    another address) join the room and leave at once. The past list pushed the player out, and a
+    joiner refused the player's batches in the honest member's full state, counted each against
+    it and cut it. Now the player stays on the list (and the member's holding would vouch)."""
+    async with rendezvous(tmp_path) as server, players(server.url, 2) as group:
+        first, second = await wait_meshed(group)
+        start = REGIONS[0].start
+        for n in range(250):
+            first.local_changes([(start + n, bytes([n % 255 + 1]))])
+            await asyncio.sleep(0.002)  # (one batch each, as a game writing over many frames)
+        written = bytes(n % 255 + 1 for n in range(250))
+        async with asyncio.timeout(15):
+            await second.wait_until(lambda: second.replica.state.read(start, 250) == written)
+        group.sessions[0].stop()  # the player leaves for good
+        async with asyncio.timeout(10):
+            await second.wait_until(lambda: not second.admitted())
+        async with from_address("127.0.0.5") as http:
+            for number in range(70):
+                async with logged_in(http, server.url, f"x{number}") as throw_away:
+                    await throw_away.join("friday")
+                    await throw_away.expect("joined")
+                    await throw_away.send(type="leave")
+                    await throw_away.expect("left")
+        async with players(server.url, 1) as newcomer:
+            session = newcomer.sessions[0]
+            assert session.mesh is not None and session.signalling.roster is not None
+            mesh = session.mesh
+            assert first.key in session.signalling.roster.past
+            async with asyncio.timeout(15):
+                await mesh.wait_until(lambda: mesh.replica.state.read(start, 250) == written)
+            stats = mesh.replica.statistics()
+            assert stats.rejections["unknown_author"] == 0, stats.rejections
+            assert not stats.peers[second.key].rejections, stats.peers[second.key].rejections
+            assert not [e for e in newcomer.events if isinstance(e, CutPeer)]
+            assert mesh.admitted() == {second.key}

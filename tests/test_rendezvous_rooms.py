@@ -311,3 +311,49 @@ def test_rosters_name_the_members_who_left_most_recent_last_and_bounded() -> Non
     for number in range(MAX_PAST + 5):
         room.remember(f"{number:064x}")
     assert len(room.past) == MAX_PAST and room.past[-1] == f"{MAX_PAST + 4:064x}"
+
+
+def test_throw_away_keys_do_not_push_a_member_who_stayed_off_the_past_list() -> None:
+    """Issue 30, F5: 64 keys that joined and left within 0.2 s pushed a real player off the list
+    (and a joiner then refused that player's writes); now the shortest stays go first."""
+    rooms = lobby()
+    rooms.join(A, "a", "demo", "r", None, now=0.0)
+    rooms.join(B, "b", "demo", "r", None, now=0.0)
+    rooms.leave(B, now=600.0)  # played for ten minutes
+    for number in range(MAX_PAST + 10):
+        throw_away = f"{number:064x}"
+        rooms.join(throw_away, "x", "demo", "r", None, now=600.0 + number * 0.003)
+        rooms.leave(throw_away, now=600.0 + number * 0.003 + 0.002)
+    room = rooms.room("r")
+    assert room is not None and len(room.past) == MAX_PAST
+    assert B in room.past and room.past[-1] == f"{MAX_PAST + 9:064x}"  # the latest kept too
+    # Keys that stayed longer than B push B out; a return adds to a member's time.
+    rooms.join(C, "c", "demo", "r", None, now=700.0)
+    rooms.leave(C, now=1000.0)
+    rooms.join(C, "c", "demo", "r", None, now=1000.0)
+    rooms.disconnect(C, now=1400.0)
+    assert room.tenure[C] == 700.0
+    for number in range(MAX_PAST - 1):
+        long_stay = f"{number + 1000:064x}"
+        rooms.join(long_stay, "y", "demo", "r", None, now=2000.0)
+        rooms.leave(long_stay, now=2650.0)
+    assert B not in room.past and C in room.past
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(1.0, 36_000.0), st.lists(st.floats(0.0, 0.99), max_size=3 * MAX_PAST))
+def test_no_churn_of_shorter_stays_pushes_a_player_off_the_past_list(
+    stayed: float, churn: list[float]
+) -> None:
+    rooms = lobby()
+    rooms.join(A, "a", "demo", "r", None, now=0.0)
+    rooms.join(B, "b", "demo", "r", None, now=0.0)
+    rooms.leave(B, now=stayed)
+    at = stayed
+    for number, stay in enumerate(churn):
+        throw_away = f"{number + 1:064x}"
+        rooms.join(throw_away, "x", "demo", "r", None, now=at)
+        at += stay
+        rooms.leave(throw_away, now=at)
+        room = rooms.room("r")
+        assert room is not None and len(room.past) <= MAX_PAST and B in room.past

@@ -240,7 +240,7 @@ class MeshCore:
             return
         wanted = set(keys) - {self.key}
         self.replica.set_roster(wanted)
-        self.replica.add_members(wanted)  # their signed writes are accepted from now on, for good
+        self.replica.add_members(wanted)  # their signed writes are accepted from now on (`authors`)
         for key in set(self._peers) - wanted:
             gone = self._peers.pop(key)
             self._end_relay(gone, "left the room", at.mono)

@@ -165,8 +165,8 @@ class RoomView:
     # ---- the peers' statistics ----------------------------------------------------------------
 
     def clock_warnings(self, statistics: Mapping[bytes, LinkStatistics]) -> list[Notice]:
-        """Once per peer, when its clock and ours are far apart: writes stamped more than the
-        clock bound ahead of a receiver's clock are refused there (`peer.core.sync.clock`)."""
+        """Once per peer, when its clock and ours are far apart: writes stamped past a
+        receiver's clock bound wait there, or are refused (`peer.core.sync.clock`)."""
         notices: list[Notice] = []
         for key, stats in statistics.items():
             skew = stats.sync.skew if stats.sync is not None else None
@@ -177,7 +177,7 @@ class RoomView:
             notices.append(
                 Say(
                     f"your clock and {self.name(key)}'s differ by {abs(skew):.0f} s ({faster} is ahead); "
-                    "set both to the time from the internet, or some writes will be refused"
+                    "set both to the time from the internet, or some writes will be late or refused"
                 )
             )
         return notices

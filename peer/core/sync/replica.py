@@ -33,11 +33,13 @@ Each refusal is counted under its reason in `statistics()` and reported as a `Re
 Authorship (protocol 3): a local write is signed once as a `SignedBatch` and that signature goes
 with it everywhere: to every peer, into full state, repair and catch-up patches, onto the disk. The
 state is the set of signed batches that still back a current byte (see `state`); a patch carries
-them as their authors signed them, and each one is checked against its author's key, which must be
-a member's (`members`: this peer, every peer ever added, every key the roster ever listed, and the
-authors of what was stored; a departed member's writes stay valid). A batch that fails is refused
-alone (the rest of the patch is merged) and counted against the sender, so a member can pass on
-other members' writes but never change them or credit bytes to anyone else.
+them as their authors signed them, and each one is checked against its author's key. A batch that
+fails is refused alone (the rest of the patch is merged) and counted against the sender, so a
+member can pass on other members' writes but never change them. Its author must be a member
+(`authors`: this peer, every peer admitted, the keys the rendezvous named lately, the authors of
+what was stored, and a few authors a member vouched for by holding their batches; a departed
+member's writes stay valid); a batch by an author we cannot judge yet is held aside, neither
+merged nor counted against the sender, until its author is (`peer.core.sync.authors`).
 
 State exchange: when a peer is added (first contact or reconnect) both sides send their full state,
 split into patches that fit one message; merging is idempotent and commutative, so both sending at
@@ -63,6 +65,7 @@ from nacl.signing import SigningKey
 from games.definition import Region
 from peer.core.sync import codec
 from peer.core.sync import merge as rules
+from peer.core.sync.authors import Authors
 from peer.core.sync.clock import MAX_AHEAD_MS, HybridClock, hold_or_refuse, is_too_far_ahead, wall_ms
 from peer.core.sync.state import NO_WRITER, Delta, Layout, Run, SharedState, SignedBatch
 
@@ -103,7 +106,7 @@ CHAT_BURST = 5.0
 # flooding or a stream of bad messages reaches CUT_AFTER_REJECTIONS within a second or so.
 CUT_AFTER_REJECTIONS = 200
 FLOOD_LEAK = 50.0
-HELD_PER_PEER = 256  # batches from the near future held per peer (see `clock`); more are refused
+HELD_PER_PEER = 256  # batches from the near future held per peer (see `clock`); more are dropped
 SENDER_SLACK_MS = 2_000  # a sender's stamp may pass its own bound by this (RTT, clock noise)
 ROSTER_GRACE = 3.0  # rosters change at slightly different times on each peer; longer is a split
 BEATS_KEPT = 8  # our heartbeats remembered to time their echoes on the monotonic clock
@@ -353,18 +356,19 @@ class Replica:
         self.state = state if state is not None else SharedState(Layout(regions))
         self.clock = HybridClock(self.state.max_lamport)
         self.links: dict[bytes, _PeerSync] = {}
-        self.members: set[bytes] = {self.key} | {b.author for b in self.state.batches.values()}
-        """Keys whose signed batches are accepted: never shrinks (see the module docstring)."""
+        self.authors = Authors(self.key, {b.author for b in self.state.batches.values()})
+        """Keys whose signed batches are accepted, and batches held aside (see `authors`)."""
         self.rejections: Counter[str] = Counter()
         self.unencodable = 0  # messages of ours that could not be encoded (a bug: logged, dropped)
         self.roster = bytes(codec.ROSTER_HASH_SIZE)  # the hash of the roster we were given
         self.roster_keys: frozenset[bytes] = frozenset()
-        self.vouched: set[bytes] = self.members - {self.key}
+        self.vouched: set[bytes] = set(self.authors.stored) - {self.key}
         """Members known to have been in the room: authors of what was stored, and authors of
         batches another member passed on to us (not only their own say-so)."""
         self.full_states_from: set[bytes] = set()
         self._held: list[tuple[int, int, bytes, SignedBatch]] = []  # a heap by Lamport value
         self._held_order = itertools.count()
+        self._held_ids: set[bytes] = set()
         self._wall_offset = 0.0  # wall minus monotonic, as last seen (to time held batches)
         self.local_batches = 0
         self._outbox: list[tuple[bytes, bytes]] = []
@@ -375,7 +379,8 @@ class Replica:
         """Start syncing with an admitted peer: exchange digests, then full state if they differ."""
         if peer == self.key:
             raise ValueError("a replica cannot add itself as a peer")
-        self.members.add(peer)
+        self.authors.admit(peer)
+        self._queue_ready()
         link = self.links.get(peer)
         if link is None:
             link = self.links[peer] = _PeerSync(peer, added_at=now, tokens_at=now, chat_at=now)
@@ -395,8 +400,10 @@ class Replica:
         self.roster = codec.roster_hash({self.key, *self.roster_keys})
 
     def add_members(self, keys: Iterable[bytes]) -> None:
-        """Keys the room's roster lists: their signed writes are accepted from now on."""
-        self.members.update(keys)
+        """Keys the rendezvous names (roster, past members): their signed writes are accepted
+        from now on (the most recently named `authors.NAMED_KEYS`)."""
+        self.authors.name(keys)
+        self._queue_ready()
 
     def remove_peer(self, peer: bytes) -> None:
         """Forget a peer's connection; its sequence numbers are kept in case it comes back."""
@@ -468,9 +475,10 @@ class Replica:
                 raise ValueError(f"local change at {first:#06x} is not a counter")
         if not runs and not deltas:
             return LocalOutcome(corrections=tuple(self._corrections(changes)))
-        lamport = self.clock.stamp(wall if written_at is None else written_at, wall)
         runs.sort()
         slot = (self.key, self.session)
+        floor = self._overwritten_stamp(runs, [first for first, _ in deltas], slot)
+        lamport = self.clock.stamp(wall if written_at is None else written_at, wall, floor=floor)
         totals = [(first, self.state.total(first, slot) + delta) for first, delta in deltas]
         moved: dict[int, int] = {}
         for group, counted in _batch_groups(runs, totals):
@@ -490,6 +498,17 @@ class Replica:
             (first, moved.get(first, 0) - delta) for first, delta in deltas if moved.get(first, 0) != delta
         ]
         return LocalOutcome(tuple(runs), tuple(totals), tuple(self._corrections(changes)), tuple(corrections))
+
+    def _overwritten_stamp(self, runs: list[Run], counters: list[int], slot: tuple[bytes, int]) -> int:
+        """The highest stamp a local write overwrites: its bytes' and its counter slots' (a
+        write must beat these, and nothing else; see `clock` on the pinned bound)."""
+        lamports, index = self.state.lamports, self.state.layout.index
+        floor = max(
+            (lamports[index(address + i)] for address, data in runs for i in range(len(data))), default=0
+        )
+        for first in counters:
+            floor = max(floor, self.state.slots[first].get(slot, (0, 0))[0])
+        return floor
 
     def _publish(self, signed: SignedBatch, now: float) -> None:
         batch = codec.WriteBatch.of(signed)
@@ -711,9 +730,14 @@ class Replica:
         match hold_or_refuse(signed.lamport, wall):
             case None:
                 self._apply(link.peer, signed, wall, changes, deltas)
+            case "hold" if signed.id in self._held_ids:
+                pass  # (a catch-up or full state brought it again)
             case "hold" if link.held < HELD_PER_PEER:
                 link.held += 1
+                self._held_ids.add(signed.id)
                 heapq.heappush(self._held, (signed.lamport, next(self._held_order), link.peer, signed))
+            case "hold":  # an honest peer's clock may be that far ahead: not its fault (F7)
+                events.append(self._reject(link, link.peer, "held_full", f"Lamport {signed.lamport}"))
             case _:
                 detail = f"Lamport {signed.lamport} is beyond this peer's clock bound"
                 events += self._refuse(link, now, "lamport_ahead", detail)
@@ -738,12 +762,25 @@ class Replica:
         changes += changed
         deltas += moved
 
+    def _queue_ready(self) -> None:
+        """Batches held aside whose authors are accepted now wait with the held ones, to be
+        merged at once (or when our clock's bound reaches them)."""
+        for peer, signed in self.authors.take_ready():
+            if signed.id in self._held_ids:
+                continue
+            link = self.links.get(peer)
+            if link is not None:
+                link.held += 1
+            self._held_ids.add(signed.id)
+            heapq.heappush(self._held, (signed.lamport, next(self._held_order), peer, signed))
+
     def _release_held(self, now: float, wall: float) -> list[Event]:
         """Apply the held batches whose stamps our clock's bound has reached."""
         self._wall_offset = wall - now
         released: dict[bytes, tuple[list[Run], list[Delta]]] = {}
         while self._held and not is_too_far_ahead(self._held[0][0], wall):
             _, _, peer, signed = heapq.heappop(self._held)
+            self._held_ids.discard(signed.id)
             link = self.links.get(peer)
             if link is not None:
                 link.held -= 1
@@ -784,9 +821,7 @@ class Replica:
         deltas: list[Delta] = []
         for raw in patch.batches:
             try:
-                signed = codec.open_batch(
-                    raw, room=self.room, authors=self.members, max_runs=self.state.layout.size
-                )
+                signed = codec.open_batch(raw, room=self.room, authors=None, max_runs=self.state.layout.size)
             except codec.DecodeError as exc:
                 events += self._refuse(link, now, exc.reason, str(exc))
                 continue
@@ -794,7 +829,12 @@ class Replica:
             if problem:
                 events += self._refuse(link, now, *problem)
                 continue
+            if signed.author not in self.authors and not self.authors.vouch(link.peer, signed.author):
+                if not self.authors.set_aside(link.peer, signed):  # (not a strike: see `authors`)
+                    events.append(self._reject(link, link.peer, "unknown_author", signed.author.hex()[:8]))
+                continue
             events += self._take(link, signed, now, wall, changes, deltas)
+        self._queue_ready()
         events += self._merged(link, changes, deltas)
         if patch.full and patch.part == patch.parts - 1:
             link.awaiting = False
