@@ -81,9 +81,13 @@ def test_replicas_converge_under_any_schedule(size, operations):
     assert mesh.converged()
     values = {bytes(replica.state.values) for replica in mesh.replicas}
     assert len(values) == 1
-    assert not any(isinstance(e, Rejected) and e.reason != "duplicate" for _, e in mesh.events), [
+    # Digests sent over several ticks arrive together when the schedule bunches them: the extra
+    # ones are dropped (`digest_too_often`), never a strike, so no honest peer is ever cut.
+    harmless = ("duplicate", "digest_too_often")
+    assert not any(isinstance(e, Rejected) and e.reason not in harmless for _, e in mesh.events), [
         e for _, e in mesh.events if isinstance(e, Rejected)
     ]
+    assert not any(isinstance(e, CutPeer) for _, e in mesh.events)
 
 
 @given(st.integers(2, 5), st.lists(operation, max_size=40), st.sampled_from(ADDRESSES), st.integers(0, 255))

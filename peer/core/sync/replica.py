@@ -848,7 +848,9 @@ class Replica:
         its stamp when that fits one patch and the peer may have state now, else by a full state
         with the full state's limits (interval, pause, bytes charged)."""
         if now - link.digest_at < DIGEST_INTERVAL / 2:
-            return self._refuse(link, now, "digest_too_often")
+            # Dropped, not a strike: the network bunches an honest peer's digests (a stalled link
+            # delivers several at once), and a dropped digest costs us nothing.
+            return [self._reject(link, link.peer, "digest_too_often")]
         link.digest_at = now
         if digest.digest == self.state.digest():
             return []
