@@ -19,7 +19,7 @@ from peer.core.sync import codec
 from peer.core.sync import merge as rules
 from peer.core.sync.replica import Replica
 from peer.core.sync.state import Contribution, Layout, SharedState
-from tests.sim import ROOM, START, Mesh, key, open_stored
+from tests.sim import ROOM, Mesh, key, open_stored
 
 WRITERS = [bytes([n]) * 32 for n in range(1, 5)]
 PER_BYTE = [MergeRule.LWW, MergeRule.MAX, MergeRule.MIN, MergeRule.BIT_OR, MergeRule.BIT_AND]
@@ -166,7 +166,7 @@ def test_counters_count_every_change_exactly_once(ops):
     for first in FIRSTS:
         for replica in mesh.replicas:
             slots = replica.state.slots[first]
-            assert sum(total for _, total in slots.values()) == sum(made[first])
+            assert sum(total for _, _, total in slots.values()) == sum(made[first])
             assert replica.state.counter_value(first) == expected_value(first, made[first])
 
 
@@ -218,15 +218,31 @@ def test_counter_bytes_and_deltas():
     assert rules.delta(1, 0xFF, 0x00, le32) == -255 * 256
 
 
-def test_a_restart_from_disk_opens_a_new_slot_and_takes_nothing():
-    state = SharedState(Layout(COUNTERS))
-    state.contribute(Contribution(0xE000, 10, WRITERS[0], 1, 12))  # the room saw 12
-    older = SharedState(Layout(COUNTERS))
-    older.contribute(Contribution(0xE000, 5, WRITERS[0], 1, 10))  # the disk caught up to 10 only
-    restarted = Replica(signing_key=key(0), room=ROOM, regions=COUNTERS, session=2, state=older)
-    restarted.local_changes([], START, wall=START, deltas=[(0xE000, 1)])
-    state.merge_contributions(restarted.state.contributions())
-    assert state.counter_value(0xE000) == 13
+def test_a_restart_from_a_disk_that_lagged_takes_nothing():
+    """A peer's disk saved its total at 10, the room saw 12, then it crashed: it starts again
+    from 10 (its base), counts one, and when the room's 12 of its own comes in, it takes that as
+    its base and publishes 13 (one slot for it still)."""
+    mesh = Mesh.create(2, COUNTERS)
+    mesh.replicas[0].local_changes([], mesh.now, wall=mesh.wall, deltas=[(0xE000, 10)])
+    stored = mesh.replicas[0].state.to_bytes()  # the disk caught up to 10 only
+    mesh.collect()
+    mesh.deliver_all()
+    mesh.replicas[0].local_changes([], mesh.now, wall=mesh.wall, deltas=[(0xE000, 2)])
+    mesh.collect()
+    mesh.deliver_all()
+    assert mesh.replicas[1].state.counter_value(0xE000) == 12
+    mesh.advance(0.5)
+    older = SharedState.from_bytes(Layout(COUNTERS), stored, open_stored())
+    mesh.replicas[0] = Replica(signing_key=key(0), room=ROOM, regions=COUNTERS, session=500, state=older)
+    mesh.replicas[0].local_changes([], mesh.now, wall=mesh.wall, deltas=[(0xE000, 1)])  # 11, for now
+    mesh.replicas[1].remove_peer(mesh.replicas[0].key)
+    mesh.replicas[1].add_peer(mesh.replicas[0].key, mesh.now)
+    mesh.replicas[0].add_peer(mesh.replicas[1].key, mesh.now)
+    mesh.collect()
+    mesh.settle()
+    assert mesh.converged()
+    assert [r.state.counter_value(0xE000) for r in mesh.replicas] == [13, 13]
+    assert all(len(r.state.slots[0xE000]) == 1 for r in mesh.replicas)
 
 
 def test_durable_form_keeps_contributions():
