@@ -629,6 +629,8 @@ class Replica:
                 deadlines.append(link.full_next_at)
             if not link.silent_reported:
                 deadlines.append(link.last_heard + SILENT_AFTER)
+        if self._fold_due:  # (now: an old store's sessions to fold, see `handle_timer`)
+            deadlines.append(float("-inf"))
         if self._held:  # when our clock's bound reaches the lowest held stamp
             deadlines.append((self._held[0][0] - MAX_AHEAD_MS) / 1000 - self._wall_offset)
         return min(deadlines, default=None)
@@ -637,7 +639,8 @@ class Replica:
         events: list[Event] = self._release_held(now, wall)
         if self._fold_due:  # (an old store's sessions: once, at the first timer)
             moved = self._fold(self._fold_due, now, wall)
-            events += [BytesChanged(self.key, (), tuple(moved)), StateChanged()]
+            events += [BytesChanged(self.key, (), tuple(moved))] if moved else []
+            events.append(StateChanged())
         for link in self._open_links():
             # (the same sums as `get_timer`: a difference can round below it, and the loop spin)
             if now >= link.last_heartbeat + HEARTBEAT_INTERVAL:
