@@ -510,14 +510,14 @@ class SharedState:
         A batch whose total is out of its counter's range is left out (stored before such
         batches were refused, issue 30 F4). LEGACY: stored before protocol 6, when each of a
         writer's sessions was a slot of its own, so a writer's totals in its sessions add up;
-        now only its newest counts, and `legacy_sums` keeps their sum (clamped into the range:
-        a larger total would be refused by every peer) for that writer to publish as its base
-        (`Replica`: this peer folds its own; another writer folds its own when it next plays)."""
-        state = cls(layout)
-        kept = [batch for batch in batches if _totals_in_range(layout, batch)]
+        now only its newest counts, and `legacy_sums` keeps their sum (each session's total and
+        the sum clamped into the range: a larger total would be refused by every peer) for that
+        writer to publish as its base (`Replica`: this peer folds its own; another writer folds
+        its own when it next plays)."""
+        state, batches = cls(layout), list(batches)
         if legacy:
-            state.legacy_sums = _session_sums(layout, kept)
-        for batch in kept:
+            state.legacy_sums = _session_sums(layout, batches)
+        for batch in (batch for batch in batches if _totals_in_range(layout, batch)):
             state.apply_batch(batch)
         state.take_dirty()
         state.take_dirty_contributions()
@@ -536,7 +536,8 @@ def _session_sums(layout: Layout, batches: Iterable[SignedBatch]) -> dict[tuple[
     for batch in batches:
         for first, total in batch.totals:
             key = (first, batch.author, batch.session)
-            newest[key] = max(newest.get(key, (-1, 0)), (batch.lamport, total))
+            merge = layout.counters[first]  # (a session's total past the range counts as the range)
+            newest[key] = max(newest.get(key, (-1, 0)), (batch.lamport, rules.clamp_total(total, merge)))
     sums: dict[tuple[int, bytes], list[int]] = {}
     for (first, author, _), (_, total) in newest.items():
         sums.setdefault((first, author), []).append(total)
