@@ -318,18 +318,22 @@ class SharedState:
         """Byte I took VALUE under (LAMPORT, WRITER) from the batch being applied (if any): record
         which batches now back it (`_needed`), and release those that no longer do."""
         old, current = self._backers[i], self._current
-        if current is None:  # (an unbacked write: tests, old stores; it decides alone under lww)
-            new = () if rule is _LWW else old
-        elif rule is _LWW:
-            new = ((lamport, writer, current, value),)
-        else:
-            new = _needed(rule, (*old, (lamport, writer, current, value)))
+        if rule is _LWW:  # (the common case, kept cheap: one backer replaces at most one)
+            self._backers[i] = ((lamport, writer, current, value),) if current is not None else ()
+            if current is not None:
+                self._holds[current] += 1  # (a batch writes a byte once: its runs do not overlap)
+            for lost in old:
+                self._release(lost[2])
+            return
+        if current is None:  # (an unbacked write: tests, old stores)
+            return
+        new = _needed(rule, (*old, (lamport, writer, current, value)))
         self._backers[i] = new
         kept, before = {b[2] for b in new}, {b[2] for b in old}
         if current in kept and current not in before:
             self._holds[current] += 1
-        for backer in before - kept:
-            self._release(backer)
+        for gone in before - kept:
+            self._release(gone)
 
     def _release(self, backer: bytes) -> None:
         holds = self._holds.get(backer)
