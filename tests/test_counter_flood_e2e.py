@@ -2,7 +2,8 @@
 slot per writer, and a player who joins afterwards takes the room's state without a refusal.
 
 Before: 5,320 sessions in 14 s left 10,646 slots on every peer, and a joiner rate-limited the
-honest members' full states, cut both and never synced.
+honest members' full states, cut both and never synced. F4: a total of -(2^63-1) is refused, and
+the players' pickups still show (before: 0 coins on every peer, for good).
 """
 
 from __future__ import annotations
