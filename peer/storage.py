@@ -12,8 +12,13 @@ Sessions: every start takes the next session number from the database, committed
 used, so the pair (session, sequence number) that signs a message is never reused, even after a
 crash. The store is synchronous: call it from one worker thread, not the event loop.
 
-Counters (`add` regions) are stored as their contributions, one row per (counter, writer,
-session), never as bytes: the value is their sum, so a restart keeps every contribution.
+Counters (`add` regions) are stored as their contributions, one row per (counter, writer) (protocol
+6: a writer's total covers all its sessions, issue 30 F3; a row of an older session is replaced),
+never as bytes: the value is their sum, so a restart keeps every contribution.
+
+A store written before protocol 6 (no `totals` row in `meta`) kept one counter slot per session:
+it is loaded as such once (`SharedState.load_batches(legacy=True)`, this peer folding its own
+sessions into one total) and marked, so that the fold happens once.
 
 Signed authorship (protocol 3): what is loaded is the `batches` table, the signed batches that
 back the current state (`SharedState.batches`), each checked against its author's signature on
@@ -57,6 +62,7 @@ CREATE TABLE IF NOT EXISTS contributions (
 
 
 Row = tuple[int, int, int, bytes]  # address, value, lamport, writer
+TOTALS_FORMAT = 6  # `meta` row 'totals': counter totals are per writer, not per session
 
 
 def rows_for(state: SharedState, addresses: Iterable[int]) -> list[Row]:
@@ -108,6 +114,7 @@ class RoomStore:
         self.layout = layout
         self.room = room
         self.key = f"{game}\x00{room}\x00{layout.fingerprint.hex()}"
+        self._superseded: list[bytes] = []  # stored batch ids the loaded state does not keep
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -147,18 +154,26 @@ class RoomStore:
     def load(self) -> SharedState:
         """The stored state of this room (empty when there is none); batches whose signature
         or addresses are wrong are skipped."""
-        state = SharedState(self.layout)
         try:
-            rows = self._db.execute("SELECT raw FROM batches WHERE room = ?", (self.key,)).fetchall()
+            rows = [raw for (raw,) in self._db.execute("SELECT raw FROM batches WHERE room = ?", (self.key,))]
+            legacy = (
+                rows
+                and not self._db.execute(
+                    "SELECT 1 FROM meta WHERE room = ? AND key = 'totals'", (self.key,)
+                ).fetchone()
+            )
         except sqlite3.Error as exc:
             raise StorageError(self._damaged(exc)) from exc
-        for (raw,) in rows:
-            batch = self._open(raw)
-            if batch is not None:
-                state.apply_batch(batch)
-        state.take_dirty()  # what was just read needs no saving
-        state.take_dirty_contributions()
-        state.take_batch_changes()
+        batches = [batch for batch in map(self._open, rows) if batch is not None]
+        state = SharedState.load_batches(self.layout, batches, legacy=bool(legacy))
+        # What backs nothing (an old store's superseded sessions, a flood's slots, a batch out of
+        # range) goes with the first save, which marks the store as protocol 6's: by then this
+        # peer has folded its own sessions (`Replica`, at its first timer).
+        self._superseded = [
+            raw[-codec.SIGNATURE_SIZE :]
+            for raw in rows
+            if isinstance(raw, bytes) and raw[-codec.SIGNATURE_SIZE :] not in state.batches
+        ]
         return state
 
     def _open(self, raw: object) -> SignedBatch | None:
@@ -194,9 +209,17 @@ class RoomStore:
         one transaction (may run in a worker thread: all are plain values)."""
         counted = [(self.key, c.address, c.writer, c.session, c.lamport, c.total) for c in contributions]
         kept = [(self.key, b.id, b.raw) for b in batches]
-        gone = [(self.key, i) for i in dropped]
+        gone = [(self.key, i) for i in [*dropped, *self._superseded]]
         if rows or counted or kept or gone:
             with self._transaction():
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (room, key, value) VALUES (?, 'totals', ?)",
+                    (self.key, TOTALS_FORMAT),
+                )
+                self._db.executemany(
+                    "DELETE FROM contributions WHERE room = ? AND address = ? AND writer = ?",
+                    [row[:3] for row in counted],
+                )
                 self._db.executemany("INSERT OR REPLACE INTO batches (room, id, raw) VALUES (?, ?, ?)", kept)
                 self._db.executemany("DELETE FROM batches WHERE room = ? AND id = ?", gone)
                 self._db.executemany(
@@ -209,6 +232,7 @@ class RoomStore:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     counted,
                 )
+            self._superseded = []
         return len(rows) + len(counted) + len(kept) + len(gone)
 
     def save_all(self, state: SharedState) -> int:

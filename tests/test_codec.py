@@ -138,8 +138,8 @@ def test_size_is_checked_before_anything_else():
 
 def test_other_protocol_version_is_named():
     message = bytearray(signed(codec.Chat("x")))
-    message[0] = 4
-    with pytest.raises(DecodeError, match="protocol 4, this peer speaks 5"):
+    message[0] = 5
+    with pytest.raises(DecodeError, match="protocol 5, this peer speaks 6"):
         decode(bytes(message), room=ROOM, keys={SENDER})
 
 

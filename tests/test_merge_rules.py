@@ -5,7 +5,8 @@ Properties (150 examples each, 10,000 with MSXSYNC_LONG=1):
   times, gives the same bytes and stamps, and merging snapshots is a join;
 - `add`: replicas exchanging messages through the real codec, with deliveries reordered, duplicated
   and dropped, partitions and restarts from the durable form, end identical once healed, and every
-  counter shows the saturated sum of every delta every game made.
+  counter shows the saturated sum of every delta every game made (each player's own net kept
+  within the counter's range, issue 30 F4).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from peer.core.sync import codec
 from peer.core.sync import merge as rules
 from peer.core.sync.replica import Replica
 from peer.core.sync.state import Contribution, Layout, SharedState
-from tests.sim import ROOM, START, Mesh, key, open_stored
+from tests.sim import ROOM, Mesh, key, open_stored
 
 WRITERS = [bytes([n]) * 32 for n in range(1, 5)]
 PER_BYTE = [MergeRule.LWW, MergeRule.MAX, MergeRule.MIN, MergeRule.BIT_OR, MergeRule.BIT_AND]
@@ -135,11 +136,20 @@ def expected_value(first: int, made: list[int]) -> int:
     return rules.shown(sum(made), merge)
 
 
+def own_net(first: int, deltas: list[int]) -> int:
+    """A player's own total after these deltas, kept within the counter's range at each step."""
+    merge, total = Layout(COUNTERS).counters[first], 0
+    for delta in deltas:
+        total = rules.clamp_total(total + delta, merge)
+    return total
+
+
 @pytest.mark.timeout(1800)  # (the long mode: 10,000 schedules of three replicas)
 @given(counter_ops)
 def test_counters_count_every_change_exactly_once(ops):
     mesh = Mesh.create(3, COUNTERS)
     made: dict[int, list[int]] = {first: [] for first in FIRSTS}
+    own: dict[tuple[int, int], list[int]] = {}
     sessions = 1000
     for op in ops:
         match op:
@@ -147,6 +157,7 @@ def test_counters_count_every_change_exactly_once(ops):
                 mesh.replicas[index].local_changes([], mesh.now, wall=mesh.wall, deltas=[(first, delta)])
                 mesh.collect()
                 made[first].append(delta)
+                own.setdefault((index, first), []).append(delta)
             case ("deliver", position, twice) if mesh.in_flight:
                 message = mesh.in_flight[position % len(mesh.in_flight)]
                 if twice:
@@ -166,8 +177,9 @@ def test_counters_count_every_change_exactly_once(ops):
     for first in FIRSTS:
         for replica in mesh.replicas:
             slots = replica.state.slots[first]
-            assert sum(total for _, total in slots.values()) == sum(made[first])
-            assert replica.state.counter_value(first) == expected_value(first, made[first])
+            nets = [own_net(f, deltas) for (_, f), deltas in own.items() if f == first]
+            assert sum(total for _, _, total in slots.values()) == sum(nets)
+            assert replica.state.counter_value(first) == expected_value(first, nets)
 
 
 def test_two_players_counting_at_once_keep_every_coin():
@@ -218,15 +230,31 @@ def test_counter_bytes_and_deltas():
     assert rules.delta(1, 0xFF, 0x00, le32) == -255 * 256
 
 
-def test_a_restart_from_disk_opens_a_new_slot_and_takes_nothing():
-    state = SharedState(Layout(COUNTERS))
-    state.contribute(Contribution(0xE000, 10, WRITERS[0], 1, 12))  # the room saw 12
-    older = SharedState(Layout(COUNTERS))
-    older.contribute(Contribution(0xE000, 5, WRITERS[0], 1, 10))  # the disk caught up to 10 only
-    restarted = Replica(signing_key=key(0), room=ROOM, regions=COUNTERS, session=2, state=older)
-    restarted.local_changes([], START, wall=START, deltas=[(0xE000, 1)])
-    state.merge_contributions(restarted.state.contributions())
-    assert state.counter_value(0xE000) == 13
+def test_a_restart_from_a_disk_that_lagged_takes_nothing():
+    """A peer's disk saved its total at 10, the room saw 12, then it crashed: it starts again
+    from 10 (its base), counts one, and when the room's 12 of its own comes in, it takes that as
+    its base and publishes 13 (one slot for it still)."""
+    mesh = Mesh.create(2, COUNTERS)
+    mesh.replicas[0].local_changes([], mesh.now, wall=mesh.wall, deltas=[(0xE000, 10)])
+    stored = mesh.replicas[0].state.to_bytes()  # the disk caught up to 10 only
+    mesh.collect()
+    mesh.deliver_all()
+    mesh.replicas[0].local_changes([], mesh.now, wall=mesh.wall, deltas=[(0xE000, 2)])
+    mesh.collect()
+    mesh.deliver_all()
+    assert mesh.replicas[1].state.counter_value(0xE000) == 12
+    mesh.advance(0.5)
+    older = SharedState.from_bytes(Layout(COUNTERS), stored, open_stored())
+    mesh.replicas[0] = Replica(signing_key=key(0), room=ROOM, regions=COUNTERS, session=500, state=older)
+    mesh.replicas[0].local_changes([], mesh.now, wall=mesh.wall, deltas=[(0xE000, 1)])  # 11, for now
+    mesh.replicas[1].remove_peer(mesh.replicas[0].key)
+    mesh.replicas[1].add_peer(mesh.replicas[0].key, mesh.now)
+    mesh.replicas[0].add_peer(mesh.replicas[1].key, mesh.now)
+    mesh.collect()
+    mesh.settle()
+    assert mesh.converged()
+    assert [r.state.counter_value(0xE000) for r in mesh.replicas] == [13, 13]
+    assert all(len(r.state.slots[0xE000]) == 1 for r in mesh.replicas)
 
 
 def test_durable_form_keeps_contributions():

@@ -183,6 +183,46 @@ def test_counters_come_back_as_every_contribution(tmp_path):
     assert again.counter_value(0xE000) == 43 and again.read(0xE000, 2) == b"\x43\x00"
 
 
+def test_a_store_from_before_protocol_6_loads_folded_and_sheds_its_slots(tmp_path):
+    """Issue 30, F3: a store that kept a counter slot per session (a player's three sessions, a
+    member's 300 and one pin of -(2^63-1)) loads with one slot per writer, and the first save
+    deletes what backs nothing and marks the store, so the fold is done once."""
+    import sqlite3
+
+    from games.definition import Merge, MergeRule
+    from peer.core.sync import codec
+
+    layout = Layout([Region(0xE000, 0xE001, Merge(MergeRule.ADD, 2, True))])
+    path = tmp_path / "rooms.sqlite"
+    store = RoomStore(path, game="g", room="r", layout=layout)
+    batches = [
+        codec.sign_batch(SIGNERS[0], room="r", session=s, lamport=10 + s, runs=(), totals=((0xE000, 40),))
+        for s in range(1, 4)
+    ]
+    batches += [
+        codec.sign_batch(SIGNERS[2], room="r", session=s, lamport=100 + s, runs=(), totals=((0xE000, 0),))
+        for s in range(300)
+    ]
+    batches.append(
+        codec.sign_batch(
+            SIGNERS[2], room="r", session=9, lamport=999, runs=(), totals=((0xE000, -(2**63 - 1)),)
+        )
+    )
+    store.write_rows([], (), batches)
+    store._db.execute("DELETE FROM meta WHERE key = 'totals'")  # (as a store before protocol 6)
+    store.close()
+    store = RoomStore(path, game="g", room="r", layout=layout)
+    state = store.load()
+    assert len(state.slots[0xE000]) == 2 and len(state.batches) == 2
+    writers = [signer.verify_key.encode() for signer in SIGNERS]
+    assert state.legacy_sums == {(0xE000, writers[0]): 120, (0xE000, writers[2]): -9999}  # (clamped)
+    store.write_rows([], state.take_dirty_contributions(), *state.take_batch_changes())
+    store.close()
+    rows = sqlite3.connect(path).execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+    assert rows == 2  # (305 before the save)
+    assert RoomStore(path, game="g", room="r", layout=layout).load().legacy_sums == {}
+
+
 def test_a_stored_batch_that_was_tampered_with_is_not_loaded(tmp_path):
     state = SharedState(LAYOUT)
     write(state, 0xE000, b"\x05", 10)

@@ -37,6 +37,11 @@ Version 5 (issue 18): a `Heartbeat` also carries `roster`, a hash of the room's 
 sender's rendezvous lists them (`roster_hash`), so that peers given different rosters find out and
 say so. A version-4 peer's messages are refused as `version` (the binding tells the player).
 
+Version 6 (issue 30, F3 and F4): a batch's counter total is its author's total over all its sessions
+(one slot per author and counter, the newest stamp winning; see `merge`), not one session's, and
+must lie within the counter's range. The bytes are laid out as in version 5, but a version-5 peer
+would add up an author's sessions, so its messages are refused as `version`.
+
 Sequence number 0 is reserved for the identity handshake (`Nonce`, `Proof`), which happens before a
 peer is admitted and is not tracked by the replica.
 """
@@ -56,7 +61,7 @@ from peer.core.room.room_game import SHA1_SIZE, Platform
 from peer.core.sync.clock import MAX_LAMPORT
 from peer.core.sync.state import MAX_TOTAL, Run, SignedBatch
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 ROSTER_HASH_SIZE = 8
 MAX_MESSAGE_SIZE = 64 * 1024  # aiortc's maximum data-channel message
 MAX_CHAT_BYTES = 500

@@ -12,20 +12,35 @@ Per-byte rules. Every shared byte carries (value, stamp); an unwritten byte is t
   clearing a bit-or flag) is answered by writing the room's byte back into that emulator.
 
 Counters: `add` (width 1, 2 or 4 bytes, low byte first; `bcd`: two decimal digits per byte).
-A counter is a state-based PN-counter. Its state is a map from *slot* = (writer key, writer
-session) to (lamport, total), where `total` is the net sum of every increment and decrement that
-slot's game made; only the slot's owner ever changes it, always under a newer Lamport stamp.
-Merging two states keeps, per slot, the pair with the higher (lamport, total): a pointwise max over
-a total order, hence commutative, associative and idempotent, so states converge under any
-delivery order, duplicates, drops (a later total or a full state carries every earlier increment
-of that slot), partitions and reconnects. The counter's value is a function of the state only:
-the sum of all totals (an exact integer), shown saturated into the counter's range. Each increment
-lives in exactly one slot's total, so it is counted exactly once.
-Why the session is part of the slot: a peer that crashes after publishing and before its disk
-caught up would, on restart, resume from an older total of its own and overwrite the room's newer
-one under a fresh stamp, losing increments. A new session (a number taken from the disk and
-committed before use, never reused) opens a new slot instead, and the old slot keeps whatever the
-room holds. A restart from disk therefore never takes anything away; slots cost ~60 bytes each.
+A counter is a state-based PN-counter with one *slot* per writer key (protocol 6, issue 30, F3):
+the slot holds (lamport, session, total), `total` being the net sum of every increment and
+decrement that writer's games ever made, in all its sessions. Only the slot's owner changes it,
+always under a newer Lamport stamp. Merging two states keeps, per slot, the triple with the higher
+(lamport, session, total): a pointwise max over a total order, hence commutative, associative and
+idempotent, so states converge under any delivery order, duplicates, drops (a later total or a
+full state carries every earlier increment of that writer), partitions and reconnects. The
+counter's value is a function of the state only: the sum of all totals (an exact integer), shown
+saturated into the counter's range. Each increment lives in exactly one writer's total, so it is
+counted exactly once.
+Sessions are folded by their author, not kept apart: a peer that starts again (a new session)
+carries the total it had (its *base*: the newest total of its own it knows from another session)
+and adds this session's changes to it, so a new session changes no value and a writer has one slot
+however many sessions it signs (a member signing 5,320 sessions left 10,646 slots on every peer
+when a slot was (writer, session)). A peer that crashed after publishing and before its disk caught
+up starts from an older base; when the room's newer total of its own arrives (any member holding it
+passes it on in its full state), the peer takes that as its base and publishes base plus this
+session's changes again (`Replica`), so a restart from disk still takes nothing away.
+
+Bounds (issue 30, F4): a total is at most the counter's range either way (`in_range`: -99..99 for
+`add bcd`, ±65535 for `add le16`), so one writer can move the room's sum no further than the
+counter can show (a batch of -(2^63-1) once showed 0 coins for good, whatever the others picked
+up), and one write by at most twice the range. A batch with a total out of range is refused and
+counted against its sender; a peer never publishes one: its own total stops at the ends of the
+range (`clamp_total`), so a writer whose own net passes the whole range (one player picking up,
+another spending, for the room's whole life) loses the part beyond; what any one writer can do to
+the room is bounded by what one player could do in the game. A per-write bound against the total
+held before is not checked: replicas hold different earlier totals (a joiner holds none), so such
+a check would refuse a batch on some replicas and not on others.
 
 Ends of the range: the value shown to the game **saturates** at 0 and at the largest number the
 bytes hold (99 for `add bcd`, 9999 for `add le16 bcd`, 65535 for `add le16`). Games that keep coins,
@@ -89,6 +104,16 @@ def encode(value: int, merge: Merge) -> bytes:
         value, digit = divmod(value, base)
         out.append((digit // 10) << 4 | digit % 10 if merge.bcd else digit)
     return bytes(out)
+
+
+def in_range(total: int, merge: Merge) -> bool:
+    """Whether one writer's total fits what the counter can show, either way (see the bounds)."""
+    return -top(merge) <= total <= top(merge)
+
+
+def clamp_total(total: int, merge: Merge) -> int:
+    """A writer's own total kept within the range `in_range` accepts."""
+    return min(max(total, -top(merge)), top(merge))
 
 
 def shown(total: int, merge: Merge) -> int:

@@ -25,9 +25,12 @@ because a forged signature costs as much to reject as a good one to accept):
    of this replica's wall clock (see `clock` for why that bound is the same on every replica);
    a message that breaks either rule is refused whole, never applied in part.
 
-Counters (`add` regions): this replica's own slot is (its key, its session); a local delta is
-folded into that slot's total under a new stamp and the new total is published; a peer's batch
-carries its totals, merged into the slot (its key, the session in its header). See `merge`.
+Counters (`add` regions): this replica's own slot is its key's; its total is its *base* (the newest
+total of its own from another session: the disk's, or a newer one the room passes on, issue 30 F3)
+plus what this session's game changed, kept within the counter's range; each local delta is
+published as that new total under a new stamp, and so is a new base that comes in after this
+session published. A peer's batch carries its totals, merged into the author's slot; a total out of
+the counter's range is refused as `total_out_of_range` (F4). See `merge`.
 Each refusal is counted under its reason in `statistics()` and reported as a `Rejected` event.
 
 Authorship (protocol 3): a local write is signed once as a `SignedBatch` and that signature goes
@@ -87,9 +90,13 @@ FREE_BYTES = 256
 RUNS_PER_TOKEN = 16
 BATCHES_PER_TOKEN = 4
 # A full state this replica asked for (on adding a peer, or by a resync request) is real work it
-# wants done: the link is credited, once per request, what the largest full state of this layout
-# costs (every byte its own signed batch of about STATE_BATCH_BYTES), beyond the burst.
+# wants done: the link is credited, once per request, what the largest full state can hold costs
+# (`full_state_cost`: every byte backed by as many batches as its rule keeps, one slot per counter
+# and member, or what our own state holds if more, each batch about STATE_BATCH_BYTES), beyond
+# the burst, never more than MAX_STATE_CREDIT (issue 30, F3).
 STATE_BATCH_BYTES = 128
+JOIN_BACKERS = 9  # the most batches a `bit-or`/`bit-and` byte keeps (`state._needed`)
+MAX_STATE_CREDIT = 20_000.0  # tokens: about 2.6 MB of state, several times a full 16 KiB layout
 REQUEST_INTERVAL = 5.0  # at most one resync request per peer per this many seconds
 # Full state on a peer's demand (a resync request, a digest that shows divergence) is sent at most
 # once per FULL_STATE_INTERVAL per peer (F5); demands in between are merged into one answer sent
@@ -318,11 +325,15 @@ def message_cost(size: int) -> float:
     return 1.0 + max(0, size - FREE_BYTES) / BYTES_PER_TOKEN
 
 
-def full_state_cost(layout: Layout) -> float:
-    """Tokens the largest full state of `layout` costs to receive."""
-    size = layout.size * STATE_BATCH_BYTES
+def full_state_cost(layout: Layout, members: int = 1, held: int = 0, held_bytes: int = 0) -> float:
+    """Tokens a full state costs to receive at most: the largest this layout holds with MEMBERS
+    writers (or HELD batches of HELD_BYTES, what our own state holds, if more), capped."""
+    backers = sum(JOIN_BACKERS if rule in rules.JOINS else 1 for rule in layout.rules)
+    batches = max(backers + len(layout.counters) * members, held)
+    size = max(batches * STATE_BATCH_BYTES, held_bytes)
     parts = size // PATCH_BUDGET + 1
-    return parts + size / BYTES_PER_TOKEN + layout.size * (1 / BATCHES_PER_TOKEN + 1 / RUNS_PER_TOKEN)
+    cost = parts + size / BYTES_PER_TOKEN + batches / BATCHES_PER_TOKEN + layout.size / RUNS_PER_TOKEN
+    return min(cost, MAX_STATE_CREDIT)
 
 
 def parsed_cost(body: codec.Body) -> float:
@@ -372,6 +383,16 @@ class Replica:
         self._wall_offset = 0.0  # wall minus monotonic, as last seen (to time held batches)
         self.local_batches = 0
         self._outbox: list[tuple[bytes, bytes]] = []
+        self._base: dict[int, tuple[int, int]] = {}
+        """Per counter, our base once this session published there: (lamport, total) of the newest
+        total of our own from another session (see the module docstring)."""
+        self._made: dict[int, int] = {}  # per counter, what this session added to the base
+        self._fold_due: set[int] = set()  # counters whose stored sessions we must fold (old stores)
+        for (first, writer), total in self.state.legacy_sums.items():
+            held = self.state.held(first, writer)
+            if writer == self.key and held is not None:
+                self._base[first] = (held[0], total)
+                self._fold_due.add(first)
 
     # ---- peers --------------------------------------------------------------------------------
 
@@ -476,10 +497,9 @@ class Replica:
         if not runs and not deltas:
             return LocalOutcome(corrections=tuple(self._corrections(changes)))
         runs.sort()
-        slot = (self.key, self.session)
-        floor = self._overwritten_stamp(runs, [first for first, _ in deltas], slot)
+        floor = self._overwritten_stamp(runs, [first for first, _ in deltas])
         lamport = self.clock.stamp(wall if written_at is None else written_at, wall, floor=floor)
-        totals = [(first, self.state.total(first, slot) + delta) for first, delta in deltas]
+        totals = [(first, self._own_total(first, delta)) for first, delta in deltas]
         moved: dict[int, int] = {}
         for group, counted in _batch_groups(runs, totals):
             signed = codec.sign_batch(
@@ -499,7 +519,7 @@ class Replica:
         ]
         return LocalOutcome(tuple(runs), tuple(totals), tuple(self._corrections(changes)), tuple(corrections))
 
-    def _overwritten_stamp(self, runs: list[Run], counters: list[int], slot: tuple[bytes, int]) -> int:
+    def _overwritten_stamp(self, runs: list[Run], counters: list[int]) -> int:
         """The highest stamp a local write overwrites: its bytes' and its counter slots' (a
         write must beat these, and nothing else; see `clock` on the pinned bound)."""
         lamports, index = self.state.lamports, self.state.layout.index
@@ -507,8 +527,49 @@ class Replica:
             (lamports[index(address + i)] for address, data in runs for i in range(len(data))), default=0
         )
         for first in counters:
-            floor = max(floor, self.state.slots[first].get(slot, (0, 0))[0])
+            held = self.state.held(first, self.key)
+            floor = max(floor, held[0] if held is not None else 0)
         return floor
+
+    def _own_total(self, first: int, delta: int) -> int:
+        """Our new total in the counter at FIRST after our game changed it by DELTA: our base
+        plus what this session changed, kept within the counter's range (`merge`, F4)."""
+        if first not in self._made:
+            held = self.state.held(first, self.key)
+            self._base.setdefault(first, (held[0], held[2]) if held is not None else (0, 0))
+            self._made[first] = 0
+        self._fold_due.discard(first)
+        base = self._base[first][1]
+        total = rules.clamp_total(base + self._made[first] + delta, self.state.layout.counters[first])
+        self._made[first] = total - base
+        return total
+
+    def _fold(self, firsts: Iterable[int], now: float, wall: float) -> list[Delta]:
+        """Publish our total again in these counters: our base changed (a newer total of our own
+        from another session came in, or an old store's sessions are folded)."""
+        totals = tuple((first, self._own_total(first, 0)) for first in sorted(firsts))
+        if not totals:
+            return []
+        lamport = self.clock.stamp(wall, wall)
+        signed = codec.sign_batch(
+            self.signing_key, room=self.room, session=self.session, lamport=lamport, runs=(), totals=totals
+        )
+        moved = self.state.apply_batch(signed)[1]
+        self._publish(signed, now)
+        return moved
+
+    def _rebase(self, signed: SignedBatch) -> list[int]:
+        """A total of our own from another session that is newer than our base (the room held
+        more than our disk when we started): it becomes our base; returns the counters whose
+        total this session must publish again (those it published already)."""
+        if signed.author != self.key or signed.session == self.session:
+            return []
+        moved = []
+        for first, total in signed.totals:
+            if first in self._made and signed.lamport > self._base[first][0]:
+                self._base[first] = (signed.lamport, total)
+                moved.append(first)
+        return moved
 
     def _publish(self, signed: SignedBatch, now: float) -> None:
         batch = codec.WriteBatch.of(signed)
@@ -588,12 +649,18 @@ class Replica:
                 deadlines.append(link.full_next_at)
             if not link.silent_reported:
                 deadlines.append(link.last_heard + SILENT_AFTER)
+        if self._fold_due:  # (now: an old store's sessions to fold, see `handle_timer`)
+            deadlines.append(float("-inf"))
         if self._held:  # when our clock's bound reaches the lowest held stamp
             deadlines.append((self._held[0][0] - MAX_AHEAD_MS) / 1000 - self._wall_offset)
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float, *, wall: float) -> list[Event]:
         events: list[Event] = self._release_held(now, wall)
+        if self._fold_due:  # (an old store's sessions: once, at the first timer)
+            moved = self._fold(self._fold_due, now, wall)
+            events += [BytesChanged(self.key, (), tuple(moved))] if moved else []
+            events.append(StateChanged())
         for link in self._open_links():
             # (the same sums as `get_timer`: a difference can round below it, and the loop spin)
             if now >= link.last_heartbeat + HEARTBEAT_INTERVAL:
@@ -729,7 +796,7 @@ class Replica:
             events += self._refuse(link, now, "stamp_ahead_of_sender", f"Lamport {signed.lamport}")
         match hold_or_refuse(signed.lamport, wall):
             case None:
-                self._apply(link.peer, signed, wall, changes, deltas)
+                self._apply(link.peer, signed, now, wall, changes, deltas)
             case "hold" if signed.id in self._held_ids:
                 pass  # (a catch-up or full state brought it again)
             case "hold" if link.held < HELD_PER_PEER:
@@ -753,14 +820,21 @@ class Replica:
         return lamport > wall_ms(wall + skew) + MAX_AHEAD_MS + SENDER_SLACK_MS
 
     def _apply(
-        self, peer: bytes, signed: SignedBatch, wall: float, changes: list[Run], deltas: list[Delta]
+        self,
+        peer: bytes,
+        signed: SignedBatch,
+        now: float,
+        wall: float,
+        changes: list[Run],
+        deltas: list[Delta],
     ) -> None:
         self.clock.observe(signed.lamport, wall)
         if signed.author != peer:
             self.vouched.add(signed.author)
+        rebased = self._rebase(signed)
         changed, moved = self.state.apply_batch(signed)
         changes += changed
-        deltas += moved
+        deltas += moved + self._fold(rebased, now, wall)
 
     def _queue_ready(self) -> None:
         """Batches held aside whose authors are accepted now wait with the held ones, to be
@@ -785,7 +859,7 @@ class Replica:
             if link is not None:
                 link.held -= 1
             changes, deltas = released.setdefault(peer, ([], []))
-            self._apply(peer, signed, wall, changes, deltas)
+            self._apply(peer, signed, now, wall, changes, deltas)
         events: list[Event] = []
         for peer, (changes, deltas) in released.items():
             if changes or deltas:
@@ -798,9 +872,12 @@ class Replica:
         for address, data in runs:
             if not self.state.layout.check_bytes(address, len(data)):
                 return "outside_regions", f"{len(data)} bytes at {address:#06x}"
-        for first, _ in totals:
-            if first not in self.state.layout.counters:
+        counters = self.state.layout.counters
+        for first, total in totals:
+            if first not in counters:
                 return "outside_regions", f"no counter at {first:#06x}"
+            if not rules.in_range(total, counters[first]):  # (issue 30, F4: see `merge`)
+                return "total_out_of_range", f"a total of {total} at {first:#06x}"
         return None
 
     def _merged(self, link: _PeerSync, changes: list[Run], deltas: list[Delta]) -> list[Event]:
@@ -910,7 +987,10 @@ class Replica:
         if now - link.credited_at < REQUEST_INTERVAL:
             return  # one credit per interval, however often the state is asked for
         link.credited_at = now
-        link.state_credit = full_state_cost(self.state.layout)
+        held = self.state.batches.values()
+        link.state_credit = full_state_cost(
+            self.state.layout, len(self.authors), len(held), sum(len(b.raw) for b in held)
+        )
 
     def _open_links(self) -> list[_PeerSync]:
         return [link for link in self.links.values() if link.connected]

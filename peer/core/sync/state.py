@@ -19,7 +19,12 @@ Signed data keeps its signature wherever it travels: besides the merged bytes, t
 set of `SignedBatch`es (each one author's write exactly as that author signed it) that still hold a
 current byte or counter slot. `apply_batch` merges one and records, per byte and per slot, which
 batches back the current value (under `lww` the one batch whose stamp is current; under a join the
-batches whose values join to it); a batch is dropped once it backs nothing. Full state, repair and
+few batches that are needed to give its value and stamp, `_needed`); a batch is dropped once it
+backs nothing. What is kept is therefore bounded by the layout and the writers, whatever one member
+sends (issue 30, F3): per `lww` byte one batch; per join byte the newest batch (the byte's stamp)
+and those that give a bit (`bit-or`, `bit-and`: at most 8 more) or the extreme (`max`, `min`: one
+more) that the others do not; per counter one slot per writer (see `merge`). A losing value written
+under newer stamps once piled up one backer per write. Full state, repair and
 the disk carry these batches, never bytes re-stamped by whoever sends them, so a receiver verifies
 every byte against its author's key (`codec.open_batch`). Bytes merged with `merge`/`apply` (tests,
 old stores) are unbacked: they count for the merge but are never sent on.
@@ -51,7 +56,8 @@ def byte_values(runs: Iterable[Run]) -> dict[int, int]:
 
 
 Delta = tuple[int, int]  # (a counter's first address, how much its shown value changed)
-Slot = tuple[bytes, int]  # (writer key, writer session): who owns one contribution to a counter
+Held = tuple[int, int, int]  # a writer's slot in one counter: (lamport, session, total)
+Backer = tuple[int, bytes, bytes, int]  # (lamport, writer, batch id, value) of a batch backing a byte
 NO_WRITER = b""  # the writer of bytes nobody has written yet; loses to every real write
 MAX_TOTAL = 2**63 - 1  # a contribution's total is a signed 64-bit number on the wire and on disk
 _LWW, _ADD = MergeRule.LWW, MergeRule.ADD
@@ -165,22 +171,25 @@ class SharedState:
         self.values = bytearray(layout.size)
         self.lamports = [0] * layout.size
         self.writers = [NO_WRITER] * layout.size
-        self.slots: dict[int, dict[Slot, tuple[int, int]]] = {first: {} for first in layout.counters}
-        """Per counter, every slot's (lamport, total)."""
+        self.slots: dict[int, dict[bytes, Held]] = {first: {} for first in layout.counters}
+        """Per counter, every writer's slot: (lamport, session, total) of its newest total."""
         self.dirty: set[int] = set()
         """Addresses whose value or stamp changed since the last `take_dirty` (counters excluded)."""
-        self.dirty_contributions: set[tuple[int, bytes, int]] = set()
-        """(counter, writer, session) whose contribution changed since `take_dirty_contributions`."""
+        self.dirty_contributions: set[tuple[int, bytes]] = set()
+        """(counter, writer) whose contribution changed since `take_dirty_contributions`."""
         self.batches: dict[bytes, SignedBatch] = {}
         """The signed batches that still back a current byte or slot, by id (signature)."""
-        self._backers: list[tuple[bytes, ...]] = [()] * layout.size
-        self._slot_backer: dict[tuple[int, bytes, int], bytes] = {}
+        self._backers: list[tuple[Backer, ...]] = [()] * layout.size
+        self._slot_backer: dict[tuple[int, bytes], bytes] = {}
         self._holds: dict[bytes, int] = {}
         self.added_batches: set[bytes] = set()
         """Ids of batches kept since the last `take_batch_changes` (to store)."""
         self.dropped_batches: set[bytes] = set()
         """Ids of stored batches that back nothing any more (to delete)."""
         self._current: bytes | None = None  # the batch being applied, while `apply_batch` runs
+        self.legacy_sums: dict[tuple[int, bytes], int] = {}
+        """(counter, writer) -> the sum of that writer's sessions in a state stored before protocol 6,
+        where each session was a slot of its own (see `load_batches`); the writer folds it."""
 
     def take_dirty(self) -> set[int]:
         """The addresses to save now (and forget them)."""
@@ -190,7 +199,7 @@ class SharedState:
     def take_dirty_contributions(self) -> list[Contribution]:
         """The contributions to save now (and forget them)."""
         keys, self.dirty_contributions = self.dirty_contributions, set()
-        return [self._contribution(first, (writer, session)) for first, writer, session in sorted(keys)]
+        return [self._contribution(first, writer) for first, writer in sorted(keys)]
 
     def put_back(
         self,
@@ -202,7 +211,7 @@ class SharedState:
         """What a save took (`take_dirty`, `take_dirty_contributions`, `take_batch_changes`) and
         could not write: to be saved next time, with whatever changed since."""
         self.dirty.update(addresses)
-        self.dirty_contributions.update((c.address, c.writer, c.session) for c in contributions)
+        self.dirty_contributions.update((c.address, c.writer) for c in contributions)
         self.added_batches.update(batch.id for batch in batches)
         self.dropped_batches.update(dropped)
 
@@ -235,16 +244,15 @@ class SharedState:
                     continue
                 merged = value
                 lamports[i], writers[i] = lamport, writer
-                self._back(i, replace=True)
+                self._back(i, rule, value, lamport, writer)
             elif rule is add:
                 raise ValueError(f"{address + offset:#06x} is a counter: it changes by contributions")
             else:  # a join: values and stamps each take the larger
                 merged = value if writers[i] == NO_WRITER else rules.join(rule, values[i], value)
                 if merged == values[i] and (lamport, writer) <= (lamports[i], writers[i]):
                     continue
-                newest = (lamport, writer) >= (lamports[i], writers[i])
                 lamports[i], writers[i] = max((lamport, writer), (lamports[i], writers[i]))
-                self._back(i, replace=merged == value and newest)
+                self._back(i, rule, value, lamport, writer)
             dirty.add(address + offset)
             if values[i] != merged:
                 values[i] = merged
@@ -263,6 +271,10 @@ class SharedState:
         Applying a batch already kept changes nothing."""
         if batch.id in self.batches:
             return [], []
+        for first, total in batch.totals:
+            merge = self.layout.counters.get(first)
+            if merge is None or not rules.in_range(total, merge):
+                raise ValueError(f"a total of {total} at {first:#06x} is not one this counter takes")
         self.batches[batch.id] = batch
         self._holds[batch.id] = 0
         self._current = batch.id
@@ -290,9 +302,9 @@ class SharedState:
         """The signed batches that back the current value of any of these bytes or counters."""
         index, ids = self.layout.index, set[bytes]()
         for address in addresses:
-            ids.update(self._backers[index(address)])
+            ids.update(backer[2] for backer in self._backers[index(address)])
         wanted = set(counters)
-        ids.update(b for (first, _, _), b in self._slot_backer.items() if first in wanted)
+        ids.update(b for (first, _), b in self._slot_backer.items() if first in wanted)
         return [self.batches[i] for i in self._order(ids)]
 
     def signed_batches(self, newer_than: int = -1) -> list[SignedBatch]:
@@ -302,18 +314,26 @@ class SharedState:
     def _order(self, ids: Iterable[bytes]) -> list[bytes]:
         return sorted(ids, key=lambda i: (self.batches[i].lamport, i))
 
-    def _back(self, i: int, *, replace: bool) -> None:
-        """Byte I took a value from the batch being applied (if any): record who backs it
-        (REPLACE: that batch alone now decides the byte; else it joins the batches that do)."""
+    def _back(self, i: int, rule: MergeRule, value: int, lamport: int, writer: bytes) -> None:
+        """Byte I took VALUE under (LAMPORT, WRITER) from the batch being applied (if any): record
+        which batches now back it (`_needed`), and release those that no longer do."""
         old, current = self._backers[i], self._current
-        mine = (current,) if current is not None else ()
-        new = mine if replace else old + tuple(b for b in mine if b not in old)
+        if rule is _LWW:  # (the common case, kept cheap: one backer replaces at most one)
+            self._backers[i] = ((lamport, writer, current, value),) if current is not None else ()
+            if current is not None:
+                self._holds[current] += 1  # (a batch writes a byte once: its runs do not overlap)
+            for lost in old:
+                self._release(lost[2])
+            return
+        if current is None:  # (an unbacked write: tests, old stores)
+            return
+        new = _needed(rule, (*old, (lamport, writer, current, value)))
         self._backers[i] = new
-        if current is not None and current not in old:
+        kept, before = {b[2] for b in new}, {b[2] for b in old}
+        if current in kept and current not in before:
             self._holds[current] += 1
-        for backer in old:
-            if backer not in new:
-                self._release(backer)
+        for gone in before - kept:
+            self._release(gone)
 
     def _release(self, backer: bytes) -> None:
         holds = self._holds.get(backer)
@@ -335,16 +355,16 @@ class SharedState:
         return changed
 
     def contribute(self, contribution: Contribution) -> int:
-        """Merge one slot's contribution; returns how much the counter's shown value changed."""
-        first = contribution.address
+        """Merge one writer's total; returns how much the counter's shown value changed."""
+        first, writer = contribution.address, contribution.writer
         slots = self.slots[first]  # (KeyError: not a counter; callers check first)
-        slot = (contribution.writer, contribution.session)
-        incoming = (contribution.lamport, contribution.total)
-        if slot in slots and incoming <= slots[slot]:
+        incoming = (contribution.lamport, contribution.session, contribution.total)
+        held = slots.get(writer)
+        if held is not None and incoming <= held:
             return 0
-        slots[slot] = incoming
-        self.dirty_contributions.add((first, contribution.writer, contribution.session))
-        key = (first, contribution.writer, contribution.session)
+        slots[writer] = incoming
+        key = (first, writer)
+        self.dirty_contributions.add(key)
         old = self._slot_backer.pop(key, None)
         if self._current is not None:
             self._slot_backer[key] = self._current
@@ -361,21 +381,25 @@ class SharedState:
                 moved[contribution.address] = moved.get(contribution.address, 0) + change
         return [(first, change) for first, change in moved.items() if change]
 
-    def total(self, first: int, slot: Slot) -> int:
-        """A slot's current total in the counter at FIRST (0 when it has none)."""
-        return self.slots[first].get(slot, (0, 0))[1]
+    def total(self, first: int, writer: bytes) -> int:
+        """A writer's current total in the counter at FIRST (0 when it has none)."""
+        return self.slots[first].get(writer, (0, 0, 0))[2]
+
+    def held(self, first: int, writer: bytes) -> Held | None:
+        """A writer's slot in the counter at FIRST: (lamport, session, total), or None."""
+        return self.slots[first].get(writer)
 
     def counter_value(self, first: int) -> int:
         """The counter's shown value (saturated)."""
         merge = self.layout.counters[first]
-        return rules.shown(sum(total for _, total in self.slots[first].values()), merge)
+        return rules.shown(sum(total for _, _, total in self.slots[first].values()), merge)
 
     def _show_counter(self, first: int) -> int:
         """Put the counter's shown value and newest stamp into its bytes; returns the value's change."""
         merge, index = self.layout.counters[first], self.layout.index(first)
         before = rules.decode(bytes(self.values[index : index + merge.width]), merge)
         after = self.counter_value(first)
-        lamport, writer = max((lamport, slot[0]) for slot, (lamport, _) in self.slots[first].items())
+        lamport, writer = max((lamport, writer) for writer, (lamport, _, _) in self.slots[first].items())
         self.values[index : index + merge.width] = rules.encode(after, merge)
         for i in range(index, index + merge.width):
             self.lamports[i], self.writers[i] = lamport, writer
@@ -400,13 +424,13 @@ class SharedState:
         return [
             Contribution(first, lamport, writer, session, total)
             for first, slots in self.slots.items()
-            for (writer, session), (lamport, total) in sorted(slots.items())
+            for writer, (lamport, session, total) in sorted(slots.items())
             if lamport > newer_than
         ]
 
-    def _contribution(self, first: int, slot: Slot) -> Contribution:
-        lamport, total = self.slots[first][slot]
-        return Contribution(first, lamport, slot[0], slot[1], total)
+    def _contribution(self, first: int, writer: bytes) -> Contribution:
+        lamport, session, total = self.slots[first][writer]
+        return Contribution(first, lamport, writer, session, total)
 
     def written_runs(self) -> list[Run]:
         """Every byte some peer has written, counters' shown values included, as runs."""
@@ -457,7 +481,8 @@ class SharedState:
         return clone
 
     # Durable form: magic, layout fingerprint, then the signed batches as their authors signed them.
-    _MAGIC = b"MXSSTATE3"
+    _MAGIC = b"MXSSTATE4"
+    _LEGACY_MAGIC = b"MXSSTATE3"  # (protocol 3-5: a counter slot per session, see `load_batches`)
 
     def to_bytes(self) -> bytes:
         parts = [self._MAGIC, self.layout.fingerprint, struct.pack(">I", len(self.batches))]
@@ -471,13 +496,32 @@ class SharedState:
     ) -> SharedState:
         """Restore a stored state, every batch checked by OPEN_BATCH (`codec.open_batch`, which
         raises a ValueError); raises ValueError for anything that is not one of ours."""
-        state = cls(layout)
-        for raw in _parse_stored(layout, blob):
+        legacy = blob.startswith(cls._LEGACY_MAGIC)
+        batches = []
+        for raw in _parse_stored(layout, blob, cls._LEGACY_MAGIC if legacy else cls._MAGIC):
             batch = open_batch(raw)
             if not all(layout.check_bytes(address, len(data)) for address, data in batch.runs):
                 raise ValueError("stored state has bytes outside the regions")
             if any(first not in layout.counters for first, _ in batch.totals):
                 raise ValueError("stored state has a counter where there is none")
+            batches.append(batch)
+        return cls.load_batches(layout, batches, legacy=legacy)
+
+    @classmethod
+    def load_batches(cls, layout: Layout, batches: Iterable[SignedBatch], *, legacy: bool) -> SharedState:
+        """The state these stored batches make (each already checked: signature, addresses).
+
+        A batch whose total is out of its counter's range is left out (stored before such
+        batches were refused, issue 30 F4). LEGACY: stored before protocol 6, when each of a
+        writer's sessions was a slot of its own, so a writer's totals in its sessions add up;
+        now only its newest counts, and `legacy_sums` keeps their sum (each session's total and
+        the sum clamped into the range: a larger total would be refused by every peer) for that
+        writer to publish as its base (`Replica`: this peer folds its own; another writer folds
+        its own when it next plays)."""
+        state, batches = cls(layout), list(batches)
+        if legacy:
+            state.legacy_sums = _session_sums(layout, batches)
+        for batch in (batch for batch in batches if _totals_in_range(layout, batch)):
             state.apply_batch(batch)
         state.take_dirty()
         state.take_dirty_contributions()
@@ -485,11 +529,60 @@ class SharedState:
         return state
 
 
+def _totals_in_range(layout: Layout, batch: SignedBatch) -> bool:
+    counters = layout.counters
+    return all(first in counters and rules.in_range(total, counters[first]) for first, total in batch.totals)
+
+
+def _session_sums(layout: Layout, batches: Iterable[SignedBatch]) -> dict[tuple[int, bytes], int]:
+    """Per (counter, writer) with more than one session: the sum of each session's newest total."""
+    newest: dict[tuple[int, bytes, int], tuple[int, int]] = {}
+    for batch in batches:
+        for first, total in batch.totals:
+            key = (first, batch.author, batch.session)
+            merge = layout.counters[first]  # (a session's total past the range counts as the range)
+            newest[key] = max(newest.get(key, (-1, 0)), (batch.lamport, rules.clamp_total(total, merge)))
+    sums: dict[tuple[int, bytes], list[int]] = {}
+    for (first, author, _), (_, total) in newest.items():
+        sums.setdefault((first, author), []).append(total)
+    return {
+        key: rules.clamp_total(sum(totals), layout.counters[key[0]])
+        for key, totals in sums.items()
+        if len(totals) > 1
+    }
+
+
+def _needed(rule: MergeRule, backers: Sequence[Backer]) -> tuple[Backer, ...]:
+    """The few of BACKERS (batches whose values a join byte merged) that give the same value and
+    stamp: the newest (its stamp is the byte's), then, newest first, each that adds what the
+    kept ones lack (a bit; for `max`/`min` a more extreme value), less any the others then cover.
+    The value is the join of all, so it is the join of these: nothing the room sees changes."""
+    ordered = sorted(backers, reverse=True)
+    newest, rest = ordered[0], ordered[1:]
+    if rule in (MergeRule.MAX, MergeRule.MIN):
+        pick = max if rule is MergeRule.MAX else min
+        extreme = pick(ordered, key=lambda b: b[3])  # (the first of equals: the newest)
+        return (newest,) if extreme is newest or extreme[3] == newest[3] else (newest, extreme)
+    flip = 0 if rule is MergeRule.BIT_OR else 0xFF  # (bit-and: the bits a backer clears)
+    kept, have = [newest], newest[3] ^ flip
+    for backer in rest:
+        if (backer[3] ^ flip) & ~have:
+            kept.append(backer)
+            have |= backer[3] ^ flip
+    for backer in list(kept[1:]):
+        others = 0
+        for other in kept:
+            if other is not backer:
+                others |= other[3] ^ flip
+        if (backer[3] ^ flip) & ~others == 0:
+            kept.remove(backer)
+    return tuple(kept)
+
+
 _CONTRIBUTION = struct.Struct(">HQBQq")
 
 
-def _parse_stored(layout: Layout, blob: bytes) -> list[bytes]:
-    magic = SharedState._MAGIC
+def _parse_stored(layout: Layout, blob: bytes, magic: bytes) -> list[bytes]:
     if not blob.startswith(magic):
         raise ValueError("not a stored msxsync state")
     offset = len(magic)
