@@ -7,12 +7,14 @@ owns the per-source accounting that answers that, and the byte bound of one send
 
 - `TokenBucket`: rate and burst, with time passed in (`now`, monotonic seconds).
 - `Sources`: per source address, open connections, password checks in flight, and buckets for
-  messages, password checks and relayed bytes. The buckets outlive the connections (a
+  messages, password checks, relayed bytes and roster changes. The buckets outlive the connections (a
   reconnect, with a new key or not, finds its address's bucket as it left it); an address is
   forgotten only once it has no connection and every bucket has refilled.
 - `SendBacklog`: the bytes one connection has queued but not yet written; over `cap` it is cut
   off at once, above `share` for longer than `grace` it is cut off too, whatever it answers to
-  pings (a slow reader cannot hold memory without end).
+  pings (a slow reader cannot hold memory without end). What other members relay to it may fill
+  only `share` bytes and half the queue's slots (`relay_fits`), and is dropped beyond: that
+  alone never cuts it off.
 - `text_problem`: whether a text from a client is fit to keep and show.
 
 Pure: no asyncio, aiohttp, sockets, clock or randomness; it must not import any of them.
@@ -69,13 +71,18 @@ class SourceLimits:
     rate: float = 60.0  # messages a second over all its connections, surviving reconnects ...
     burst: int = 240  # ... after a burst of this many
     relay_rate: float = 256 * 1024  # relayed bytes (signals, chat) a second ...
-    relay_burst: int = 2 * 1024 * 1024  # ... after a burst of this many
+    relay_burst: int = 1024 * 1024  # ... after a burst of this many (no more than a send queue holds)
+    # Joins, leaves, kicks and `ready`: each sends every member of the room an event and a roster
+    # (issue 29, F7: 57 `ready` toggles a second sent 307 KiB/s to every member).
+    roster_rate: float = 2.0  # roster changes a second ...
+    roster_burst: int = 20  # ... after a burst of this many (a household rejoining after a blip)
 
     def __post_init__(self) -> None:
-        for name in ("connections", "rooms", "password_checks", "password_burst", "burst", "relay_burst"):
+        counts = ("connections", "rooms", "password_checks", "password_burst", "burst", "relay_burst")
+        for name in (*counts, "roster_burst"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("password_rate", "rate", "relay_rate"):
+        for name in ("password_rate", "rate", "relay_rate", "roster_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
 
@@ -85,11 +92,12 @@ class _Source:
     messages: TokenBucket
     passwords: TokenBucket
     relay: TokenBucket
+    rosters: TokenBucket
     connections: int = 0
     checking: int = 0
 
     def idle(self, now: float) -> bool:
-        buckets = (self.messages, self.passwords, self.relay)
+        buckets = (self.messages, self.passwords, self.relay, self.rosters)
         return self.connections == 0 and self.checking == 0 and all(b.full(now) for b in buckets)
 
 
@@ -98,6 +106,7 @@ class SourceStatistics:
     refused_connections: int = 0
     limited_messages: int = 0
     limited_relay: int = 0
+    limited_rosters: int = 0
     refused_password_checks: int = 0
 
 
@@ -119,6 +128,7 @@ class Sources:
                 TokenBucket(lim.rate, lim.burst, now),
                 TokenBucket(lim.password_rate, lim.password_burst, now),
                 TokenBucket(lim.relay_rate, lim.relay_burst, now),
+                TokenBucket(lim.roster_rate, lim.roster_burst, now),
             )
         return entry
 
@@ -164,6 +174,13 @@ class Sources:
         if self._get(source, now).relay.take(now, size):
             return True
         self.stats.limited_relay += 1
+        return False
+
+    def admit_roster_change(self, source: str, now: float) -> bool:
+        """A join, leave, kick or `ready`: the roster it sends every member is charged here."""
+        if self._get(source, now).rosters.take(now):
+            return True
+        self.stats.limited_rosters += 1
         return False
 
     def begin_password_check(self, source: str, now: float) -> str | None:
@@ -214,6 +231,12 @@ class SendBacklog:
         elif now - self.over_since > self.grace:
             return f"slow reader: more than {self.share} bytes waiting for over {self.grace:g} s"
         return None
+
+    def relay_fits(self, size: int, waiting: int, slots: int) -> bool:
+        """Whether another member's message of `size` bytes may join `waiting` queued ones (of at
+        most `slots`): relayed traffic takes at most `share` bytes and half the slots, so it never
+        reaches the bounds that cut a client off, and leaves room for the server's own messages."""
+        return self.bytes + size <= self.share and (slots <= 0 or waiting < max(1, slots // 2))
 
     def sent(self, size: int) -> None:
         self.bytes = max(0, self.bytes - size)

@@ -2,10 +2,13 @@
 
 Owns the per-connection adapter around the pure `rendezvous.protocol`, `rendezvous.rooms` and
 `rendezvous.fairness`: reading frames, the hello deadline (absolute: pings do not restart it),
-the rate limits (the connection's, and its source address's, which outlive reconnects), the
-source's share of connections, password checks and relayed bytes, and the log line for every
-join, leave and refusal. Per connection, the handler reads (this coroutine) and one writer task
-drains the `rendezvous.connection.Client` queue; both live in one TaskGroup.
+the rate limits (the connection's messages and binary frames, and its source address's, which
+outlive reconnects), the source's share of connections, password checks, relayed bytes and
+roster changes, and the log line for every join, leave and refusal. Per connection, the handler
+reads (this coroutine) and one writer task drains the `rendezvous.connection.Client` queue; both
+live in one TaskGroup. The reader yields to the loop after every frame: aiohttp hands over frames
+already read without yielding, so a sender's burst filled another member's queue before that
+member's writer ran once, and got it evicted as a slow reader (issue 29, F3).
 """
 
 from __future__ import annotations
@@ -18,13 +21,17 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from rendezvous import protocol, wire
-from rendezvous.connection import Client
+from rendezvous.connection import Client, Outgoing, encode, wire_size
 from rendezvous.fairness import SendBacklog
 from rendezvous.protocol import ProtocolError, RateLimiter
-from rendezvous.rooms import PasswordCheck, RoomError
+from rendezvous.rooms import Deliver, PasswordCheck, RoomError
 from rendezvous.state import SERVER, SERVER_NAME, Server, log, source_of
 
 HELLO_FIRST = "Say hello (answer the challenge) first."
+RECIPIENT_BEHIND = (
+    "The recipient has its share of relayed messages waiting (it reads too slowly); {} dropped."
+)
+ROSTER_CHANGES = {protocol.Join, protocol.Leave, protocol.Kick, protocol.Ready}  # each sends a roster
 RESTARTING = "The server is restarting; connect again in a moment."
 
 
@@ -45,6 +52,7 @@ class ClientReader:
         loop = asyncio.get_running_loop()
         self.clock = loop.time
         self.limiter = RateLimiter(self.config.rate, self.config.burst, self.clock())
+        self.frames = RateLimiter(self.config.relay.frame_rate, self.config.relay.frame_burst, self.clock())
         self.nonce = secrets.token_bytes(protocol.NONCE_SIZE)
         self.relay_spell = False  # relayed frames are being refused: the client was told
 
@@ -67,11 +75,14 @@ class ClientReader:
                 self.on_binary(msg.data)
             else:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. far too large a frame)
                 return
+            await asyncio.sleep(0)  # let the writers of those it queued for run (module docstring)
 
     def on_binary(self, data: bytes) -> None:
         """A relayed mesh frame: RECIPIENT KEY (32 bytes) + the peers' sealed bytes, passed on as
         SENDER KEY + the same bytes, within the relay's limits, or dropped (PROTOCOL.md, "Relay")."""
         key, relay = self.client.key, self.server.relay
+        if not self._admit_frame():
+            return
         if not self.config.relay.enabled:
             self.client.fail(ProtocolError("binary_not_supported", "This server does not relay."))
             return
@@ -102,9 +113,31 @@ class ClientReader:
             message = f"The relay carries at most {rate:g} bytes a second for each {refusal}; frame dropped."
             self._relay_refused(ProtocolError("rate_limited", message))
             return
+        if not self.server.clients[to].send(bytes.fromhex(key) + payload, relayed=True):
+            relay.drop("recipient")
+            self._relay_refused(ProtocolError("rate_limited", RECIPIENT_BEHIND.format("frame")))
+            return
         self.relay_spell = False
         self.server.metrics.relay_bytes.inc(len(payload))
-        self.server.clients[to].send(bytes.fromhex(key) + payload)
+
+    def _admit_frame(self) -> bool:
+        """Every binary frame takes a token of the connection's frame bucket, whatever becomes of
+        it; one that keeps sending while refused (a whole burst more) is cut off."""
+        verdict = self.frames.admit(self.clock())
+        if verdict == "ok":
+            return True
+        self.server.relay.drop("frame_rate")
+        self.server.metrics.rate_limited.labels("relay_frames").inc()
+        rate = f"{self.config.relay.frame_rate:g}"
+        if verdict == "flood":
+            self.server.refused("flooding")
+            message = f"Too many binary frames (at most {rate} a second) while rate limited; disconnecting."
+            self.client.fail(ProtocolError("flooding", message, fatal=True))
+        else:
+            self._relay_refused(
+                ProtocolError("rate_limited", f"At most {rate} binary frames a second; dropped.")
+            )
+        return False
 
     def _relay_refused(self, error: ProtocolError | None) -> None:
         """Tell the client once per spell of refused frames (a stream of errors helps nobody)."""
@@ -161,6 +194,14 @@ class ClientReader:
             self.welcome(request)
             return
         lobby = self.server.lobby
+        if type(request) in ROSTER_CHANGES and not self.server.sources.admit_roster_change(
+            self.client.source, self.clock()
+        ):
+            self.server.metrics.rate_limited.labels("roster_changes").inc()
+            rate = f"{self.config.sources.roster_rate:g}"
+            raise ProtocolError(
+                "rate_limited", f"Your address changes rooms and rosters more than {rate} times a second."
+            )
         match request:
             case protocol.Hello():
                 raise ProtocolError("already_welcomed", "You have already said hello.")
@@ -179,22 +220,27 @@ class ClientReader:
             case protocol.Ready(ready):
                 self.server.deliver(lobby.set_ready(key, ready))
             case protocol.Signal(to, data):
-                deliveries = lobby.relay(key, to, data)
-                self.relay(deliveries[0].message)
-                self.server.deliver(deliveries)
+                if self.pass_on(lobby.relay(key, to, data)):
+                    raise ProtocolError("rate_limited", RECIPIENT_BEHIND.format("signal"))
             case protocol.Chat(text):
-                deliveries = lobby.chat(key, text)
-                self.relay(deliveries[0].message, len(deliveries))
-                self.server.deliver(deliveries)
+                self.pass_on(lobby.chat(key, text))
 
-    def relay(self, message: dict[str, object], copies: int = 1) -> None:
-        """Charge the source's relay bytes for what the server is about to pass on, or refuse."""
-        size = len(str(message.get("data", message.get("text", "")))) * copies
+    def pass_on(self, deliveries: list[Deliver]) -> int:
+        """A signal or chat (one message for each recipient): charge the source's relay bytes for
+        what is queued, the encoded message once per recipient, or refuse; then queue it where
+        there is room for it. Returns how many recipients were behind and missed it."""
+        message = deliveries[0].message
+        text = encode(message)
+        size = wire_size(text) * len(deliveries)
         if not self.server.sources.admit_relay(self.client.source, size, self.clock()):
             self.server.metrics.rate_limited.labels("relay_bytes").inc()
             rate = self.config.sources.relay_rate
             raise ProtocolError("rate_limited", f"Your address relays more than {rate:g} bytes a second.")
         self.server.metrics.relay_bytes.inc(size)
+        dropped = self.server.deliver(deliveries, relayed=True, encoded={id(message): text})
+        if dropped:
+            self.server.metrics.rate_limited.labels("recipient_behind").inc(dropped)
+        return dropped
 
     def welcome(self, hello: protocol.Hello) -> None:
         protocol.verify_hello(hello, self.nonce)
@@ -288,7 +334,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         return ws
     server.sockets.add(ws)
     backlog = SendBacklog(config.send_queue_bytes, config.send_share, config.slow_grace)
-    queue: asyncio.Queue[tuple[str | bytes, float] | object] = asyncio.Queue(config.send_queue)
+    queue: asyncio.Queue[Outgoing | object] = asyncio.Queue(config.send_queue)
     client = Client(ws, request, queue, backlog, source, config.close_timeout)
     client.on_written = server.metrics.message_latency.observe
     client.on_evicted = lambda: _forget(server, client)

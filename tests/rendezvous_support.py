@@ -57,6 +57,8 @@ OPEN_SOURCES = SourceLimits(
     burst=10**6,
     relay_rate=1e12,
     relay_burst=10**12,
+    roster_rate=1e6,
+    roster_burst=10**6,
 )
 
 
