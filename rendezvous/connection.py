@@ -104,19 +104,29 @@ class Client:
         self.send(encode(message))
 
     def fail(
-        self, error: ProtocolError | RoomError, *, fatal: bool = False, request: str | None = None
+        self,
+        error: ProtocolError | RoomError,
+        *,
+        fatal: bool = False,
+        request: str | None = None,
+        linger: float | None = None,
     ) -> None:
+        """Send `error`; if it is fatal, close (the code is the close frame's reason)."""
         if request is None and isinstance(error, ProtocolError):
             request = error.request
         fatal = fatal or (isinstance(error, ProtocolError) and error.fatal)
         self.send_json(protocol.error_message(error.code, error.message, fatal=fatal, request=request))
         if fatal:
             log.info("closing %s after fatal error %s", self.label, error.code)
-            self.close(reason=error.code)
+            self.close(reason=error.code, linger=linger)
 
-    def close(self, code: int = WSCloseCode.POLICY_VIOLATION, reason: str = "") -> None:
+    def close(
+        self, code: int = WSCloseCode.POLICY_VIOLATION, reason: str = "", linger: float | None = None
+    ) -> None:
         """Close after the queued messages went out (the fatal error among them); a client that
-        does not take them within `close_timeout` is cut off."""
+        does not take them within `close_timeout` (or `linger`) is cut off. A flooding client gets
+        a short `linger`: until its transport is gone the server reads and discards what it sends
+        while waiting for its close reply, at whatever rate it sends."""
         if self.closing:
             return
         self.close_code, self.close_reason = code, reason
@@ -126,7 +136,8 @@ class Client:
             self.abort()
         self.closing = True
         if self._abort_later is None:
-            self._abort_later = asyncio.get_running_loop().call_later(self.close_timeout, self.abort)
+            delay = self.close_timeout if linger is None else linger
+            self._abort_later = asyncio.get_running_loop().call_later(delay, self.abort)
 
     def abort(self) -> None:
         self.closing = True

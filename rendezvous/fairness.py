@@ -7,9 +7,9 @@ owns the per-source accounting that answers that, and the byte bound of one send
 
 - `TokenBucket`: rate and burst, with time passed in (`now`, monotonic seconds).
 - `Sources`: per source address, open connections, password checks in flight, and buckets for
-  messages, password checks, relayed bytes and roster changes. The buckets outlive the connections (a
-  reconnect, with a new key or not, finds its address's bucket as it left it); an address is
-  forgotten only once it has no connection and every bucket has refilled.
+  messages, password checks, relayed bytes, roster changes and binary frames. The buckets
+  outlive the connections (a reconnect, with a new key or not, finds its address's bucket as it
+  left it); an address is forgotten only once it has no connection and every bucket has refilled.
 - `SendBacklog`: the bytes one connection has queued but not yet written; over `cap` it is cut
   off at once, above `share` for longer than `grace` it is cut off too, whatever it answers to
   pings (a slow reader cannot hold memory without end). What other members relay to it may fill
@@ -76,13 +76,16 @@ class SourceLimits:
     # (issue 29, F7: 57 `ready` toggles a second sent 307 KiB/s to every member).
     roster_rate: float = 2.0  # roster changes a second ...
     roster_burst: int = 20  # ... after a burst of this many (a household rejoining after a blip)
+    # Binary frames over all its connections, refused ones too (each connection: relay.RelayLimits).
+    frame_rate: float = 2048.0
+    frame_burst: int = 128
 
     def __post_init__(self) -> None:
         counts = ("connections", "rooms", "password_checks", "password_burst", "burst", "relay_burst")
-        for name in (*counts, "roster_burst"):
+        for name in (*counts, "roster_burst", "frame_burst"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("password_rate", "rate", "relay_rate", "roster_rate"):
+        for name in ("password_rate", "rate", "relay_rate", "roster_rate", "frame_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
 
@@ -93,11 +96,12 @@ class _Source:
     passwords: TokenBucket
     relay: TokenBucket
     rosters: TokenBucket
+    frames: TokenBucket
     connections: int = 0
     checking: int = 0
 
     def idle(self, now: float) -> bool:
-        buckets = (self.messages, self.passwords, self.relay, self.rosters)
+        buckets = (self.messages, self.passwords, self.relay, self.rosters, self.frames)
         return self.connections == 0 and self.checking == 0 and all(b.full(now) for b in buckets)
 
 
@@ -107,6 +111,7 @@ class SourceStatistics:
     limited_messages: int = 0
     limited_relay: int = 0
     limited_rosters: int = 0
+    limited_frames: int = 0
     refused_password_checks: int = 0
 
 
@@ -129,6 +134,7 @@ class Sources:
                 TokenBucket(lim.password_rate, lim.password_burst, now),
                 TokenBucket(lim.relay_rate, lim.relay_burst, now),
                 TokenBucket(lim.roster_rate, lim.roster_burst, now),
+                TokenBucket(lim.frame_rate, lim.frame_burst, now),
             )
         return entry
 
@@ -181,6 +187,13 @@ class Sources:
         if self._get(source, now).rosters.take(now):
             return True
         self.stats.limited_rosters += 1
+        return False
+
+    def admit_frame(self, source: str, now: float) -> bool:
+        """One binary frame, whatever becomes of it."""
+        if self._get(source, now).frames.take(now):
+            return True
+        self.stats.limited_frames += 1
         return False
 
     def begin_password_check(self, source: str, now: float) -> str | None:

@@ -10,7 +10,7 @@ Every frame costs at least `MIN_COST` bytes, so a flood of tiny frames is bounde
 of that, every binary frame, refused or not, takes a token of the connection's frame bucket
 (`frame_rate`, `frame_burst`): a frame refused for its target cost nothing else, and one member
 sent 190,000 of them a second (issue 29, F2). Its burst stays well below the 256 messages of a send
-queue, and a connection that keeps sending while refused is closed (`flooding`).
+queue, and a connection that keeps sending while refused is closed (`FrameLimiter`, `flooding`).
 
 The bursts fit what a recipient may hold: one connection's (`client_burst`) the relay share of a
 send queue (256 KiB), a room's the whole queue (1 MiB); beyond its share a recipient's frames are
@@ -64,6 +64,32 @@ class RelayLimits:
             "frame_rate": self.frame_rate,
             "frame_burst": self.frame_burst,
         }
+
+
+class FrameLimiter:
+    """The binary frames of one connection: a token bucket (`rate` a second, bursts of `burst`),
+    and its refusals, which leak away at `rate` a second; more than `rate` + `burst` of them
+    pending is flooding (about twice the rate for a second or more). A run of consecutive
+    refusals (the message limiter's rule) never grows long when the flood is handled more slowly
+    than `burst` frames per token: a token comes back in between and the run starts over."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.bucket = TokenBucket(rate, burst, now)
+        self.rate = rate
+        self.limit = rate + burst
+        self.strikes = 0.0
+        self.updated = now
+
+    def admit(self, now: float) -> str:
+        """ "ok", "limited" (drop the frame) or "flood" (cut the connection off)."""
+        return "ok" if self.bucket.take(now) else self.strike(now)
+
+    def strike(self, now: float) -> str:
+        """One frame refused (by this bucket or a shared one): "limited" or "flood"."""
+        leaked = max(0.0, now - self.updated) * self.rate
+        self.updated = max(self.updated, now)
+        self.strikes = max(0.0, self.strikes - leaked) + 1
+        return "flood" if self.strikes > self.limit else "limited"
 
 
 @dataclass

@@ -14,8 +14,8 @@ messages (p50/p99/max, sender to addressee through the server) and the server's 
 With `--attacks`, the server runs with its production limits and honest clients, each from its
 own address (127.0.1.N), measure their join (connect, hello, join: until `joined`) and relay
 latency, p50 and p99, on a quiet server and then while one address (127.0.0.2) runs each attack
-of issue 16
-(`scripts/rendezvous_attacks.py`), a fresh server for each, all in one run.
+of issues 16 and 29
+(`scripts/rendezvous_attacks.py`; `--only NAME...` picks some), a fresh server for each, all in one run.
 """
 
 from __future__ import annotations
@@ -135,15 +135,17 @@ class Client:
     async def read_loop(self) -> None:
         assert self.ws is not None
         async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                continue  # (an attacker in the room relaying at us)
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
             now = time.perf_counter()
             body = json.loads(msg.data)
             match body["type"]:
-                case "signal":
+                case "signal" if isinstance(body["data"].get("t"), float):  # (not an attacker's)
                     self.latencies.append(now - body["data"]["t"])
                     self.tally.add()
-                case "roster" if len(body["members"]) == ROOM_SIZE:
+                case "roster" if len(body["members"]) >= ROOM_SIZE:  # (an attacker may be in it)
                     self.room_full.set()
                 case "error":
                     self.errors.append(body["code"])
@@ -160,7 +162,8 @@ async def relay_round(clients: list[Client], period: float) -> None:
         target = clients[base + (client.index + 1) % ROOM_SIZE]
         data = {"t": time.perf_counter(), "kind": "candidate", "candidate": "candidate:1 1 udp 1"}
         assert client.ws is not None
-        await client.ws.send_json({"type": "signal", "to": target.key, "data": data})
+        with contextlib.suppress(aiohttp.ClientError, ConnectionError):  # (cut off: counted as closed)
+            await client.ws.send_json({"type": "signal", "to": target.key, "data": data})
 
 
 async def run_clients(url: str, count: int, rounds: int, period: float) -> dict[str, object]:
@@ -220,6 +223,7 @@ async def run_honest(url: str, count: int, rounds: int, period: float, network: 
     relay p50/p99 in ms."""
     tally = Tally(expected=count * rounds)
     clients = [Client(i, tally) for i in range(count)]
+    closed = 0  # honest clients the server closed (evicted) before the end
     joins: list[float] = []
     failures: list[str] = []
     async with contextlib.AsyncExitStack() as stack:
@@ -250,6 +254,7 @@ async def run_honest(url: str, count: int, rounds: int, period: float, network: 
                     await relay_round(clients, period)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(tally.done.wait(), timeout=15)
+                closed = sum(1 for client in clients if client.ws is not None and client.ws.closed)
                 for client in clients:
                     assert client.ws is not None
                     await client.ws.close()
@@ -267,6 +272,7 @@ async def run_honest(url: str, count: int, rounds: int, period: float, network: 
         "expected": tally.expected,
         "relay_p50_ms": percentile(relays, 0.5),
         "relay_p99_ms": percentile(relays, 0.99),
+        "closed_by_server": closed,
     }
 
 
@@ -327,17 +333,18 @@ async def attack_scenario(
         return result
 
 
-def attacks_main(count: int, rounds: int, period: float, settle: float) -> int:
+def attacks_main(count: int, rounds: int, period: float, settle: float, only: list[str] | None) -> int:
     raise_open_files_limit(4096)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ["quiet", *ATTACKS]:
+        for name in ["quiet", *(only or ATTACKS)]:
             result = asyncio.run(attack_scenario(name, count, rounds, period, settle, Path(tmp)))
             results.append(result)
             print(
                 f"{name:16} join p50 {result['join_p50_ms']} p99 {result['join_p99_ms']} ms "
                 f"({result['joined']}/{count} joined), relay p50 {result['relay_p50_ms']} "
-                f"p99 {result['relay_p99_ms']} ms ({result['relayed']}/{result['expected']}), "
+                f"p99 {result['relay_p99_ms']} ms ({result['relayed']}/{result['expected']}, "
+                f"{result['closed_by_server']} cut off), "
                 f"server RSS {result['server_peak_rss_mib']} MiB; attacker {result['attacker']}",
                 flush=True,
             )
@@ -368,9 +375,12 @@ def main() -> int:
     )
     parser.add_argument("--honest", type=int, default=40, help="honest clients with --attacks")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds an attack runs before measuring")
+    parser.add_argument(
+        "--only", nargs="+", choices=sorted(ATTACKS), metavar="ATTACK", help="with --attacks: only these"
+    )
     args = parser.parse_args()
     if args.attacks:
-        return attacks_main(args.honest, min(args.rounds, 5), min(args.period, 0.5), args.settle)
+        return attacks_main(args.honest, min(args.rounds, 5), min(args.period, 0.5), args.settle, args.only)
     raise_open_files_limit(2 * max(args.clients) + 256)
     results = []
     with tempfile.TemporaryDirectory() as tmp:

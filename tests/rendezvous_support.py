@@ -60,6 +60,8 @@ OPEN_SOURCES = SourceLimits(
     relay_burst=10**12,
     roster_rate=1e6,
     roster_burst=10**6,
+    frame_rate=1e6,
+    frame_burst=10**6,
 )
 
 

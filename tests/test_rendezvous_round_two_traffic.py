@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -19,8 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from rendezvous.fairness import SourceLimits
+from rendezvous.fairness import SendBacklog, SourceLimits
+from rendezvous.relay import FrameLimiter
+from rendezvous.rosters import RosterPacer
 from tests.rendezvous_support import (
     OPEN_SOURCES,
     Player,
@@ -151,17 +157,16 @@ async def test_a_burst_from_one_member_never_evicts_a_member_who_reads(games: Pa
             await seen.wait_for(lambda r: r.closed is not None or r.types["chat"] == 1)
             assert seen.closed is None and seen.types["signal"] == 300, seen.types
             frame = bytes.fromhex(victim.key) + b"\x01"
-            with contextlib.suppress(ConnectionError):
-                for _ in range(300):
-                    await attacker.ws.send_bytes(frame)
-            await errors_until_closed(attacker)  # over the frame bucket: flooding
-            await seen.wait_for(lambda r: r.closed is not None or r.types["member_left"] == 1)
+            for _ in range(300):  # (the frame bucket lets about 64 through)
+                await attacker.ws.send_bytes(frame)
+            await attacker.send(type="chat", text="end")
+            await seen.wait_for(lambda r: r.closed is not None or r.types["chat"] == 2)
             assert seen.closed is None
             relay = (await health(url))["relay"]
             assert relay["frames"] >= 1 and relay.get("dropped_recipient", 0) == 0, relay
             assert len(seen.binary) == relay["frames"], (len(seen.binary), relay)
             await victim.send(type="chat", text="still here")
-            await seen.wait_for(lambda r: r.types["chat"] == 2)
+            await seen.wait_for(lambda r: r.types["chat"] == 3)
 
 
 async def test_what_others_relay_to_a_member_who_does_not_read_is_dropped_not_evicting_it(
@@ -279,3 +284,55 @@ async def test_roster_changes_are_charged_to_whoever_makes_them_and_rosters_coal
         last = {m["key"]: m["ready"] for m in rosters[-1]["members"]}
         assert last[attacker.key] == events[-1]["ready"]  # the last roster shows the room as it is
         assert (await attacker.error("rate_limited"))["request"] == "ready"
+
+
+# --- the pure parts --------------------------------------------------------------------------
+
+
+def test_the_roster_pacer_sends_a_first_change_at_once_and_folds_the_next_ones() -> None:
+    pacer = RosterPacer(0.2)
+    assert pacer.changed("r", 10.0)
+    assert not pacer.changed("r", 10.05) and not pacer.changed("r", 10.1)
+    assert pacer.get_timer() == pytest.approx(10.2)
+    assert pacer.due(10.19) == [] and pacer.due(10.2) == ["r"]
+    assert pacer.get_timer() is None
+    assert not pacer.changed("r", 10.3)  # 0.1 s after the last one: it waits for 10.4
+    assert pacer.changed("s", 10.3)  # each room has its own pace
+    pacer.forget_rooms({"s"})
+    assert pacer.get_timer() is None and pacer.changed("r", 10.31)  # a room opened again
+    assert pacer.statistics() == {"sent": 4, "folded": 1, "waiting": 0}
+
+
+@given(st.lists(st.floats(0, 10, allow_nan=False), max_size=40))
+def test_rosters_go_out_at_most_once_an_interval_and_after_the_last_change(times: list[float]) -> None:
+    pacer, sent = RosterPacer(0.2), []
+
+    def until(now: float) -> None:
+        while (timer := pacer.get_timer()) is not None and timer <= now:
+            sent.extend(timer for _ in pacer.due(timer))
+
+    for now in sorted(times):
+        until(now)
+        if pacer.changed("r", now):
+            sent.append(now)
+    until(float("inf"))
+    assert all(later - earlier >= 0.2 - 1e-9 for earlier, later in itertools.pairwise(sent)), sent
+    assert not times or sent[-1] >= max(times)
+
+
+def test_what_others_relay_fits_only_the_relay_share_of_a_queue() -> None:
+    backlog = SendBacklog(cap=1000, share=300, grace=1.0)
+    assert backlog.relay_fits(300, 0, 256) and not backlog.relay_fits(301, 0, 256)
+    assert backlog.add(200, 0.0) is None
+    assert backlog.relay_fits(100, 1, 256) and not backlog.relay_fits(101, 1, 256)
+    assert not backlog.relay_fits(1, 128, 256)  # half the messages at most
+    assert backlog.add(700, 0.0) is None  # the server's own messages may use the rest
+
+
+def test_a_frame_flood_is_cut_off_however_slowly_the_server_handles_it() -> None:
+    flood = FrameLimiter(1000, 64, 0.0)  # 15,000 frames a second, as a loaded server gets to them
+    verdicts = [flood.admit(n / 15_000) for n in range(15_000)]
+    assert "flood" in verdicts and verdicts.index("flood") < 2_000
+    steady = FrameLimiter(1000, 64, 0.0)  # 1,100 a second: a little over, refused now and then
+    verdicts = [steady.admit(n / 1_100) for n in range(11_000)]
+    assert "flood" not in verdicts and "limited" in verdicts
