@@ -305,7 +305,7 @@ def test_the_roster_pacer_sends_a_first_change_at_once_and_folds_the_next_ones()
 
 @given(st.lists(st.floats(0, 10, allow_nan=False), max_size=40))
 def test_rosters_go_out_at_most_once_an_interval_and_after_the_last_change(times: list[float]) -> None:
-    pacer, sent = RosterPacer(0.2), []
+    pacer, sent = RosterPacer(0.2), list[float]()
 
     def until(now: float) -> None:
         while (timer := pacer.get_timer()) is not None and timer <= now:
