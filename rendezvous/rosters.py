@@ -1,14 +1,16 @@
-"""When a room's roster goes out: the changes within `interval` of one another become one roster.
+"""When a room's roster goes out: `ready` changes within `interval` of one another become one roster.
 
 A roster (PROTOCOL.md, "Rooms") lists every member and up to 64 past ones, a few KB, and the room
 rules (`rendezvous.rooms`) return one for every member after every join, leave, kick and `ready`:
 toggling `ready` 57 times a second sent 307 KiB/s to every member (issue 29, F7). What each change
 costs is charged to whoever made it (`rendezvous.fairness.Sources.admit_roster_change`); this
 module bounds what a room's members receive, whoever makes the changes. `RosterPacer` lets a
-room's first change after a quiet `interval` go out at once (an honest join waits for nothing) and
-folds the changes that follow within `interval` into one roster, sent when it is over, of the room
-as it is then: at most one roster per member per `interval`. msxsync peers read the membership
-from the rosters only (the events between them say nothing the next roster does not).
+room's first change after a quiet `interval` go out at once and folds the changes that follow
+within `interval` into one roster, sent when it is over, of the room as it is then. Changes of
+who is in the room (joins, leaves, kicks) go out at once whatever the pace: msxsync peers read the
+membership from the rosters only, and drop signals from a key their roster does not list yet;
+those changes are few (each is charged, and a join costs a connection). So `ready` and its like
+reach a member at most once per `interval`.
 
 Pure: no asyncio, aiohttp, sockets or clock (`now` comes in); it must not import any of them.
 """
@@ -32,8 +34,16 @@ class RosterPacer:
         self._last: dict[str, float] = {}  # room -> when its last roster went out
         self._waiting: dict[str, float] = {}  # room -> when its next roster is due
 
-    def changed(self, room: str, now: float) -> bool:
-        """The roster of `room` changed: True when it is to go out now; else it waits."""
+    def changed(self, room: str, now: float, *, at_once: bool = False) -> bool:
+        """The roster of `room` changed: True when it is to go out now; else it waits.
+        `at_once`: a member came or went, which goes out now whatever the pace (a newcomer's
+        offers reach the others right after its `joined`: members who did not know it yet
+        dropped them)."""
+        if at_once:
+            self._waiting.pop(room, None)
+            self._last[room] = now
+            self.sent += 1
+            return True
         if room in self._waiting:
             self.folded += 1
             return False

@@ -34,6 +34,7 @@ from rendezvous.rosters import INTERVAL, RosterPacer
 from rendezvous.stun import StunResponder
 
 T = TypeVar("T")
+MEMBERSHIP = frozenset({"joined", "member_joined", "left", "member_left", "kicked", "member_kicked"})
 VERSION = "0.1.0"
 SERVER_NAME = f"msxsync-rendezvous {VERSION}"
 log = logging.getLogger("msxsync.rendezvous")
@@ -241,8 +242,9 @@ class Server:
         dropped = self._send([d for d in deliveries if d.message.get("type") != "roster"], relayed, encoded)
         if rooms:
             now = asyncio.get_running_loop().time()
+            at_once = any(d.message.get("type") in MEMBERSHIP for d in deliveries)
             for room in rooms:
-                if self.rosters.changed(room, now):
+                if self.rosters.changed(room, now, at_once=at_once):
                     self._send(self.lobby.roster(room))
             self._arm_roster_timer()
         return dropped

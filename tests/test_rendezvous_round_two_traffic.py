@@ -300,7 +300,10 @@ def test_the_roster_pacer_sends_a_first_change_at_once_and_folds_the_next_ones()
     assert pacer.changed("s", 10.3)  # each room has its own pace
     pacer.forget_rooms({"s"})
     assert pacer.get_timer() is None and pacer.changed("r", 10.31)  # a room opened again
-    assert pacer.statistics() == {"sent": 4, "folded": 1, "waiting": 0}
+    assert not pacer.changed("r", 10.35)  # (waits for 10.51)
+    assert pacer.changed("r", 10.36, at_once=True)  # someone came or went: now, the waiting one too
+    assert pacer.get_timer() is None
+    assert pacer.statistics() == {"sent": 5, "folded": 1, "waiting": 0}
 
 
 @given(st.lists(st.floats(0, 10, allow_nan=False), max_size=40))
