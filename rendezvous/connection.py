@@ -64,7 +64,6 @@ class Client:
     closing: bool = False
     close_code: int = WSCloseCode.POLICY_VIOLATION
     close_reason: str = ""
-    relay_dropped: int = 0  # relayed messages dropped because its relay share was full
     _abort_later: asyncio.TimerHandle | None = None
 
     def send(self, text: str | bytes, *, relayed: bool = False) -> bool:
@@ -75,7 +74,6 @@ class Client:
             return False
         size = wire_size(text)
         if relayed and not self.backlog.relay_fits(size, self.queue.qsize(), self.queue.maxsize):
-            self.relay_dropped += 1
             return False
         now = asyncio.get_running_loop().time()
         reason = self.backlog.add(size, now)

@@ -68,15 +68,16 @@ class RelayLimits:
 
 class FrameLimiter:
     """The binary frames of one connection: a token bucket (`rate` a second, bursts of `burst`),
-    and its refusals, which leak away at `rate` a second; more than `rate` + `burst` of them
-    pending is flooding (about twice the rate for a second or more). A run of consecutive
-    refusals (the message limiter's rule) never grows long when the flood is handled more slowly
-    than `burst` frames per token: a token comes back in between and the run starts over."""
+    and its refusals, which leak away at `rate` a second; more than `burst` + `rate` / 4 of them
+    pending is flooding (a quarter of a second at twice the rate, or a burst five times too big:
+    each connection a flooder opens costs the server about that many frames). A run of
+    consecutive refusals (the message limiter's rule) never grows long when the flood is handled
+    more slowly than `burst` frames per token: a token comes back in between and it starts over."""
 
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self.bucket = TokenBucket(rate, burst, now)
         self.rate = rate
-        self.limit = rate + burst
+        self.limit = burst + rate / 4
         self.strikes = 0.0
         self.updated = now
 
