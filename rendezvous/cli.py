@@ -52,10 +52,10 @@ def _positive_int(text: str) -> int:
 
 
 def _relay_rate(text: str) -> int:
-    """Bytes a second through the relay: the burst (8x) must hold one frame's least cost."""
+    """Bytes a second through the relay: the burst (4x) must hold one frame's least cost."""
     value = _positive_int(text)
-    if not MIN_COST <= 8 * value <= 1 << 30:
-        raise argparse.ArgumentTypeError(f"{value} must be between {MIN_COST // 8} and {(1 << 30) // 8}")
+    if not MIN_COST <= 4 * value <= 1 << 30:
+        raise argparse.ArgumentTypeError(f"{value} must be between {MIN_COST // 4} and {(1 << 30) // 4}")
     return value
 
 
@@ -432,9 +432,9 @@ def config_from(args: argparse.Namespace, ice_config: ice.IceConfig | None = Non
         relay=RelayLimits(
             enabled=not args.no_relay,
             client_rate=float(args.relay_rate),
-            client_burst=8 * args.relay_rate,
+            client_burst=4 * args.relay_rate,  # (the defaults: a send queue's relay share ...
             room_rate=4.0 * args.relay_rate,
-            room_burst=32 * args.relay_rate,
+            room_burst=16 * args.relay_rate,  # ... and its whole bound)
         ),
     )
 

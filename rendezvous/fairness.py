@@ -7,9 +7,9 @@ owns the per-source accounting that answers that, and the byte bound of one send
 
 - `TokenBucket`: rate and burst, with time passed in (`now`, monotonic seconds).
 - `Sources`: per source address, open connections, password checks in flight, and buckets for
-  messages, password checks and relayed bytes. The buckets outlive the connections (a
-  reconnect, with a new key or not, finds its address's bucket as it left it); an address is
-  forgotten only once it has no connection and every bucket has refilled.
+  messages, password checks, relayed bytes, roster changes and binary frames. The buckets
+  outlive the connections (a reconnect, with a new key or not, finds its address's bucket as it
+  left it); an address is forgotten only once it has no connection and every bucket has refilled.
 - `network_of`: the network an address is counted in as well (issue 29: 125 addresses of one
   IPv4 /24 took every connection and room, and one IPv6 /64 is 2^64 addresses). Every share of
   `Sources` is kept per address *and* per network (an IPv4 /24, an IPv6 /64); a network may hold
@@ -18,7 +18,9 @@ owns the per-source accounting that answers that, and the byte bound of one send
   network short of a server's worth.
 - `SendBacklog`: the bytes one connection has queued but not yet written; over `cap` it is cut
   off at once, above `share` for longer than `grace` it is cut off too, whatever it answers to
-  pings (a slow reader cannot hold memory without end).
+  pings (a slow reader cannot hold memory without end). What other members relay to it may fill
+  only `share` bytes and half the queue's slots (`relay_fits`), and is dropped beyond: that
+  alone never cuts it off.
 - `text_problem`: whether a text from a client is fit to keep and show.
 
 Pure: no asyncio, aiohttp, sockets, clock or randomness; it must not import any of them.
@@ -93,16 +95,23 @@ class SourceLimits:
     rate: float = 60.0  # messages a second over all its connections, surviving reconnects ...
     burst: int = 240  # ... after a burst of this many
     relay_rate: float = 256 * 1024  # relayed bytes (signals, chat) a second ...
-    relay_burst: int = 2 * 1024 * 1024  # ... after a burst of this many
+    relay_burst: int = 1024 * 1024  # ... after a burst of this many (no more than a send queue holds)
+    # Joins, leaves, kicks and `ready`: each sends every member of the room an event and a roster
+    # (issue 29, F7: 57 `ready` toggles a second sent 307 KiB/s to every member).
+    roster_rate: float = 2.0  # roster changes a second ...
+    roster_burst: int = 20  # ... after a burst of this many (a household rejoining after a blip)
+    # Binary frames over all its connections, refused ones too (each connection: relay.RelayLimits).
+    frame_rate: float = 2048.0
+    frame_burst: int = 128
     # A network (IPv4 /24, IPv6 /64) may hold this many times each share of one address.
     network_share: int = 4
 
     def __post_init__(self) -> None:
         counts = ("connections", "rooms", "password_checks", "password_burst", "burst", "relay_burst")
-        for name in (*counts, "network_share"):
+        for name in (*counts, "roster_burst", "frame_burst", "network_share"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("password_rate", "rate", "relay_rate"):
+        for name in ("password_rate", "rate", "relay_rate", "roster_rate", "frame_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
 
@@ -119,6 +128,10 @@ class SourceLimits:
             burst=n * self.burst,
             relay_rate=n * self.relay_rate,
             relay_burst=n * self.relay_burst,
+            roster_rate=n * self.roster_rate,
+            roster_burst=n * self.roster_burst,
+            frame_rate=n * self.frame_rate,
+            frame_burst=n * self.frame_burst,
             network_share=1,
         )
 
@@ -128,11 +141,13 @@ class _Source:
     messages: TokenBucket
     passwords: TokenBucket
     relay: TokenBucket
+    rosters: TokenBucket
+    frames: TokenBucket
     connections: int = 0
     checking: int = 0
 
     def idle(self, now: float) -> bool:
-        buckets = (self.messages, self.passwords, self.relay)
+        buckets = (self.messages, self.passwords, self.relay, self.rosters, self.frames)
         return self.connections == 0 and self.checking == 0 and all(b.full(now) for b in buckets)
 
 
@@ -141,6 +156,8 @@ class SourceStatistics:
     refused_connections: int = 0
     limited_messages: int = 0
     limited_relay: int = 0
+    limited_rosters: int = 0
+    limited_frames: int = 0
     refused_password_checks: int = 0
 
 
@@ -165,6 +182,8 @@ class Sources:
                 TokenBucket(limits.rate, limits.burst, now),
                 TokenBucket(limits.password_rate, limits.password_burst, now),
                 TokenBucket(limits.relay_rate, limits.relay_burst, now),
+                TokenBucket(limits.roster_rate, limits.roster_burst, now),
+                TokenBucket(limits.frame_rate, limits.frame_burst, now),
             )
         return entry
 
@@ -226,6 +245,20 @@ class Sources:
         if self._take("relay", source, now, size):
             return True
         self.stats.limited_relay += 1
+        return False
+
+    def admit_roster_change(self, source: str, now: float) -> bool:
+        """A join, leave, kick or `ready`: the roster it sends every member is charged here."""
+        if self._take("rosters", source, now, 1.0):
+            return True
+        self.stats.limited_rosters += 1
+        return False
+
+    def admit_frame(self, source: str, now: float) -> bool:
+        """One binary frame, whatever becomes of it."""
+        if self._take("frames", source, now, 1.0):
+            return True
+        self.stats.limited_frames += 1
         return False
 
     def _take(self, bucket: str, source: str, now: float, cost: float) -> bool:
@@ -293,6 +326,12 @@ class SendBacklog:
         elif now - self.over_since > self.grace:
             return f"slow reader: more than {self.share} bytes waiting for over {self.grace:g} s"
         return None
+
+    def relay_fits(self, size: int, waiting: int, slots: int) -> bool:
+        """Whether another member's message of `size` bytes may join `waiting` queued ones (of at
+        most `slots`): relayed traffic takes at most `share` bytes and half the slots, so it never
+        reaches the bounds that cut a client off, and leaves room for the server's own messages."""
+        return self.bytes + size <= self.share and (slots <= 0 or waiting < max(1, slots // 2))
 
     def sent(self, size: int) -> None:
         self.bytes = max(0, self.bytes - size)

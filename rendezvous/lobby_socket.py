@@ -2,13 +2,16 @@
 
 Owns the per-connection adapter around the pure `rendezvous.protocol`, `rendezvous.rooms` and
 `rendezvous.fairness`: reading frames, the hello deadline (absolute: pings do not restart it),
-the rate limits (the connection's, and its source address's, which outlive reconnects), the
-source's share of connections, password checks and relayed bytes, a room's budget of password
-guesses, a member's TURN credentials and their renewal (`rendezvous.access`, `rendezvous.ice`),
-and the log line for every join, leave and refusal. While the server restarts (SIGTERM) a hello
-or a join is answered as a new connection is: `server_restarting`, close code 1012.
-Per connection, the handler reads (this coroutine) and one writer task drains the
-`rendezvous.connection.Client` queue; both live in one TaskGroup.
+the rate limits (the connection's messages and binary frames, and its source address's, which
+outlive reconnects), the source's share of connections, password checks, relayed bytes and
+roster changes, a room's budget of password guesses, a member's TURN credentials and their
+renewal (`rendezvous.access`, `rendezvous.ice`), and the log line for every join, leave and
+refusal. While the server restarts (SIGTERM) a hello or a join is answered as a new connection
+is: `server_restarting`, close code 1012. Per connection, the handler reads (this coroutine) and
+one writer task drains the `rendezvous.connection.Client` queue; both live in one TaskGroup. The
+reader yields to the loop after every frame it passed on: aiohttp hands over frames already read
+without yielding, so a sender's burst filled another member's queue before that member's writer
+ran once, and got it evicted as a slow reader (issue 29, F3).
 """
 
 from __future__ import annotations
@@ -21,13 +24,22 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from rendezvous import protocol, wire
-from rendezvous.connection import Client
+from rendezvous.connection import Client, Outgoing, encode, wire_size
 from rendezvous.fairness import SendBacklog
 from rendezvous.protocol import ProtocolError, RateLimiter
-from rendezvous.rooms import PasswordCheck, RoomError
+from rendezvous.relay import FrameLimiter
+from rendezvous.rooms import Deliver, PasswordCheck, RoomError
 from rendezvous.state import SERVER, SERVER_NAME, Server, log, source_of
 
 HELLO_FIRST = "Say hello (answer the challenge) first."
+RECIPIENT_BEHIND = (
+    "The recipient has its share of relayed messages waiting (it reads too slowly); {} dropped."
+)
+# The reader yields after each frame it passed on, and after YIELD_EVERY refused ones in a row:
+# a yield per refused frame made each cost a loop iteration (about 7x the work of refusing it).
+YIELD_EVERY = 32
+FLOOD_LINGER = 1.0  # seconds a flooding client has to take its error and close frame
+ROSTER_CHANGES = {protocol.Join, protocol.Leave, protocol.Kick, protocol.Ready}  # each sends a roster
 RESTARTING = "The server is restarting; connect again in a moment."
 TURN_RETRY = 60.0  # seconds before a member refused TURN credentials (its address's share) asks again
 
@@ -59,9 +71,11 @@ class ClientReader:
         loop = asyncio.get_running_loop()
         self.clock = loop.time
         self.limiter = RateLimiter(self.config.rate, self.config.burst, self.clock())
+        self.frames = FrameLimiter(self.config.relay.frame_rate, self.config.relay.frame_burst, self.clock())
         self.nonce = secrets.token_bytes(protocol.NONCE_SIZE)
         self.relay_spell = False  # relayed frames are being refused: the client was told
         self.renewal: asyncio.TimerHandle | None = None  # the member's next TURN credentials
+        self.unyielded = 0  # frames handled since the reader last yielded
 
     async def run(self) -> None:
         try:
@@ -85,21 +99,29 @@ class ClientReader:
                 return
             if msg.type == WSMsgType.TEXT:
                 await self.on_text(msg.data)
+                passed_on = True  # (maybe: messages are few, their rate is the lower one)
             elif msg.type == WSMsgType.BINARY:
-                self.on_binary(msg.data)
+                passed_on = self.on_binary(msg.data)
             else:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. far too large a frame)
                 return
+            self.unyielded += 1
+            if passed_on or self.unyielded >= YIELD_EVERY:
+                self.unyielded = 0
+                await asyncio.sleep(0)  # let the writers of those it queued for run (module docstring)
 
-    def on_binary(self, data: bytes) -> None:
+    def on_binary(self, data: bytes) -> bool:
         """A relayed mesh frame: RECIPIENT KEY (32 bytes) + the peers' sealed bytes, passed on as
-        SENDER KEY + the same bytes, within the relay's limits, or dropped (PROTOCOL.md, "Relay")."""
+        SENDER KEY + the same bytes, within the relay's limits (True), or dropped (PROTOCOL.md,
+        "Relay")."""
         key, relay = self.client.key, self.server.relay
+        if not self._admit_frame():
+            return False
         if not self.config.relay.enabled:
             self.client.fail(ProtocolError("binary_not_supported", "This server does not relay."))
-            return
+            return False
         if key is None:
             self.client.fail(ProtocolError("hello_required", HELLO_FIRST))
-            return
+            return False
         room = self.server.lobby.room_of(key)
         payload = data[wire.RELAY_KEY_SIZE :]
         to = data[: wire.RELAY_KEY_SIZE].hex()
@@ -113,7 +135,7 @@ class ClientReader:
         if problem is not None or room is None:
             relay.drop(problem.code if problem is not None else "not_in_room")
             self._relay_refused(problem)
-            return
+            return False
         now = self.clock()
         refusal = relay.admit(key, room.name, len(payload), now)
         if refusal is None and not self.server.sources.admit_relay(self.client.source, len(payload), now):
@@ -123,10 +145,46 @@ class ClientReader:
             rate = self.config.relay.client_rate if refusal == "client" else self.config.relay.room_rate
             message = f"The relay carries at most {rate:g} bytes a second for each {refusal}; frame dropped."
             self._relay_refused(ProtocolError("rate_limited", message))
-            return
+            return False
+        if not self.server.clients[to].send(bytes.fromhex(key) + payload, relayed=True):
+            relay.drop("recipient")
+            self._relay_refused(ProtocolError("rate_limited", RECIPIENT_BEHIND.format("frame")))
+            return False
         self.relay_spell = False
         self.server.metrics.relay_bytes.inc(len(payload))
-        self.server.clients[to].send(bytes.fromhex(key) + payload)
+        return True
+
+    def _admit_frame(self) -> bool:
+        """Every binary frame takes a token of the connection's frame bucket, whatever becomes of
+        it; one that keeps sending while refused (a whole burst more) is cut off."""
+        now = self.clock()
+        verdict = self.frames.admit(now)
+        if verdict == "ok" and not self.server.sources.admit_frame(self.client.source, now):
+            verdict = self.frames.strike(now)  # the address's share, over all its connections
+        if verdict == "ok":
+            return True
+        self.server.relay.drop("frame_rate")
+        self.server.metrics.rate_limited.labels("relay_frames").inc()
+        rate = f"{self.config.relay.frame_rate:g}"
+        if verdict == "flood":
+            self._cut_off(
+                f"Too many binary frames (at most {rate} a second) while rate limited; disconnecting."
+            )
+        else:
+            self._relay_refused(
+                ProtocolError("rate_limited", f"At most {rate} binary frames a second; dropped.")
+            )
+        return False
+
+    def _cut_off(self, message: str) -> None:
+        """A client kept sending while refused: stop reading it, tell it why and close. (Waiting
+        for its close reply, the server would read and discard what it sends, at its own rate:
+        refused frames cut off that way still took a core for the close timeout.)"""
+        self.server.refused("flooding")
+        transport = self.client.request.transport
+        if transport is not None:
+            transport.pause_reading()
+        self.client.fail(ProtocolError("flooding", message, fatal=True), linger=FLOOD_LINGER)
 
     def _relay_refused(self, error: ProtocolError | None) -> None:
         """Tell the client once per spell of refused frames (a stream of errors helps nobody)."""
@@ -143,9 +201,7 @@ class ClientReader:
         elif verdict != "ok":
             self.server.metrics.rate_limited.labels("connection_messages").inc()
         if verdict == "flood":
-            self.server.refused("flooding")
-            message = "Too many messages while rate limited; disconnecting."
-            self.client.fail(ProtocolError("flooding", message, fatal=True))
+            self._cut_off("Too many messages while rate limited; disconnecting.")
             return
         if verdict != "ok":
             if verdict == "limited":
@@ -187,6 +243,14 @@ class ClientReader:
             self.welcome(request)
             return
         lobby = self.server.lobby
+        if type(request) in ROSTER_CHANGES and not self.server.sources.admit_roster_change(
+            self.client.source, self.clock()
+        ):
+            self.server.metrics.rate_limited.labels("roster_changes").inc()
+            rate = f"{self.config.sources.roster_rate:g}"
+            raise ProtocolError(
+                "rate_limited", f"Your address changes rooms and rosters more than {rate} times a second."
+            )
         match request:
             case protocol.Hello():
                 raise ProtocolError("already_welcomed", "You have already said hello.")
@@ -205,22 +269,27 @@ class ClientReader:
             case protocol.Ready(ready):
                 self.server.deliver(lobby.set_ready(key, ready))
             case protocol.Signal(to, data):
-                deliveries = lobby.relay(key, to, data)
-                self.relay(deliveries[0].message)
-                self.server.deliver(deliveries)
+                if self.pass_on(lobby.relay(key, to, data)):
+                    raise ProtocolError("rate_limited", RECIPIENT_BEHIND.format("signal"))
             case protocol.Chat(text):
-                deliveries = lobby.chat(key, text)
-                self.relay(deliveries[0].message, len(deliveries))
-                self.server.deliver(deliveries)
+                self.pass_on(lobby.chat(key, text))
 
-    def relay(self, message: dict[str, object], copies: int = 1) -> None:
-        """Charge the source's relay bytes for what the server is about to pass on, or refuse."""
-        size = len(str(message.get("data", message.get("text", "")))) * copies
+    def pass_on(self, deliveries: list[Deliver]) -> int:
+        """A signal or chat (one message for each recipient): charge the source's relay bytes for
+        what is queued, the encoded message once per recipient, or refuse; then queue it where
+        there is room for it. Returns how many recipients were behind and missed it."""
+        message = deliveries[0].message
+        text = encode(message)
+        size = wire_size(text) * len(deliveries)
         if not self.server.sources.admit_relay(self.client.source, size, self.clock()):
             self.server.metrics.rate_limited.labels("relay_bytes").inc()
             rate = self.config.sources.relay_rate
             raise ProtocolError("rate_limited", f"Your address relays more than {rate:g} bytes a second.")
         self.server.metrics.relay_bytes.inc(size)
+        dropped = self.server.deliver(deliveries, relayed=True, encoded={id(message): text})
+        if dropped:
+            self.server.metrics.rate_limited.labels("recipient_behind").inc(dropped)
+        return dropped
 
     def welcome(self, hello: protocol.Hello) -> None:
         protocol.verify_hello(hello, self.nonce)
@@ -364,7 +433,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         return ws
     server.sockets.add(ws)
     backlog = SendBacklog(config.send_queue_bytes, config.send_share, config.slow_grace)
-    queue: asyncio.Queue[tuple[str | bytes, float] | object] = asyncio.Queue(config.send_queue)
+    queue: asyncio.Queue[Outgoing | object] = asyncio.Queue(config.send_queue)
     client = Client(ws, request, queue, backlog, source, config.close_timeout)
     client.on_written = server.metrics.message_latency.observe
     client.on_evicted = lambda: _forget(server, client)

@@ -6,7 +6,15 @@ recipient key in front; the rest is sealed by the players (`peer.core.mesh.relay
 a frame but cannot read, alter, invent or replay one without the players noticing. So this module
 owns only the cost: per connection and per room, a byte-rate bucket (`RelayLimits`), on top of
 the source address's relay bytes (`rendezvous.fairness.Sources.admit_relay`), and the counters.
-Every frame costs at least `MIN_COST` bytes, so a flood of tiny frames is bounded too.
+Every frame costs at least `MIN_COST` bytes, so a flood of tiny frames is bounded too. Before any
+of that, every binary frame, refused or not, takes a token of the connection's frame bucket
+(`frame_rate`, `frame_burst`): a frame refused for its target cost nothing else, and one member
+sent 190,000 of them a second (issue 29, F2). Its burst stays well below the 256 messages of a send
+queue, and a connection that keeps sending while refused is closed (`FrameLimiter`, `flooding`).
+
+The bursts fit what a recipient may hold: one connection's (`client_burst`) the relay share of a
+send queue (256 KiB), a room's the whole queue (1 MiB); beyond its share a recipient's frames are
+dropped, not queued (`rendezvous.connection.Client.send`), so no burst gets a member evicted.
 
 Pure: no asyncio, aiohttp, sockets or clock (`now` comes in); it must not import any of them.
 """
@@ -28,15 +36,21 @@ class RelayLimits:
 
     enabled: bool = True
     client_rate: float = 64 * 1024  # bytes a second one connection may send through the relay ...
-    client_burst: int = 512 * 1024  # ... after a burst of this many (a full state exchange)
+    client_burst: int = 256 * 1024  # ... after a burst of this many (a full state exchange)
     room_rate: float = 256 * 1024  # bytes a second all members of one room together
-    room_burst: int = 2 * 1024 * 1024
+    room_burst: int = 1024 * 1024
+    # Binary frames a second one connection may send, refused ones included: 8 players at 120
+    # publications a second each is 840 (`peer.core.sync.pacing`); bursts well below a send queue.
+    frame_rate: float = 1024.0
+    frame_burst: int = 64
 
     def __post_init__(self) -> None:
-        if not (self.client_rate > 0 and self.room_rate > 0):
+        if not (self.client_rate > 0 and self.room_rate > 0 and self.frame_rate > 0):
             raise ValueError("relay rates must be positive")
         if self.client_burst < MIN_COST or self.room_burst < MIN_COST:
             raise ValueError(f"relay bursts must be at least {MIN_COST} bytes")
+        if self.frame_burst < 1:
+            raise ValueError("frame_burst must be at least 1")
 
     def to_json(self) -> dict[str, object] | None:
         """The welcome's `relay` (null when off)."""
@@ -47,7 +61,36 @@ class RelayLimits:
             "client_burst": self.client_burst,
             "room_rate": self.room_rate,
             "room_burst": self.room_burst,
+            "frame_rate": self.frame_rate,
+            "frame_burst": self.frame_burst,
         }
+
+
+class FrameLimiter:
+    """The binary frames of one connection: a token bucket (`rate` a second, bursts of `burst`),
+    and its refusals, which leak away at `rate` a second; more than `burst` + `rate` / 4 of them
+    pending is flooding (a quarter of a second at twice the rate, or a burst five times too big:
+    each connection a flooder opens costs the server about that many frames). A run of
+    consecutive refusals (the message limiter's rule) never grows long when the flood is handled
+    more slowly than `burst` frames per token: a token comes back in between and it starts over."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.bucket = TokenBucket(rate, burst, now)
+        self.rate = rate
+        self.limit = burst + rate / 4
+        self.strikes = 0.0
+        self.updated = now
+
+    def admit(self, now: float) -> str:
+        """ "ok", "limited" (drop the frame) or "flood" (cut the connection off)."""
+        return "ok" if self.bucket.take(now) else self.strike(now)
+
+    def strike(self, now: float) -> str:
+        """One frame refused (by this bucket or a shared one): "limited" or "flood"."""
+        leaked = max(0.0, now - self.updated) * self.rate
+        self.updated = max(self.updated, now)
+        self.strikes = max(0.0, self.strikes - leaked) + 1
+        return "flood" if self.strikes > self.limit else "limited"
 
 
 @dataclass

@@ -481,6 +481,11 @@ class Lobby:
         }
         return [Deliver(k, message) for k in room.member_keys()]
 
+    def roster(self, name: str) -> list[Deliver]:
+        """The roster of room `name` as it is now, for each member (none if the room is gone)."""
+        room = self._rooms.get(name)
+        return [] if room is None else self._roster(room)
+
     # --- helpers -------------------------------------------------------------------------
 
     @staticmethod

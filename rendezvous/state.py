@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import time
 from collections import Counter
@@ -26,16 +25,18 @@ from aiohttp import web
 from games.catalogue import Catalogue
 from rendezvous import protocol, wire
 from rendezvous.access import Access, AccessLimits
-from rendezvous.connection import Client
+from rendezvous.connection import Client, encode
 from rendezvous.fairness import SourceLimits, Sources
 from rendezvous.ice import IceConfig
 from rendezvous.logs import LogSampler
 from rendezvous.metrics import Metrics
 from rendezvous.relay import RelayLedger, RelayLimits
 from rendezvous.rooms import Deliver, Lobby, RoomError
+from rendezvous.rosters import INTERVAL, RosterPacer
 from rendezvous.stun import StunResponder
 
 T = TypeVar("T")
+MEMBERSHIP = frozenset({"joined", "member_joined", "left", "member_left", "kicked", "member_kicked"})
 VERSION = "0.1.0"
 SERVER_NAME = f"msxsync-rendezvous {VERSION}"
 log = logging.getLogger("msxsync.rendezvous")
@@ -90,6 +91,7 @@ class Config:
     reservation_hold: float = 300.0
     max_reservations: int = 4096  # reserved names in all (the oldest goes first beyond)
     state_dir: Path | None = None  # reserved names are kept here across a restart (None: not kept)
+    roster_interval: float = INTERVAL  # a room's roster changes this close together go out as one
 
     def __post_init__(self) -> None:
         if self.hosted_by is not None and not wire.is_key(self.hosted_by):
@@ -106,6 +108,8 @@ class Config:
             raise ValueError("reservation_hold must not be negative")
         if self.hash_waiting < 0:
             raise ValueError("hash_waiting must not be negative")
+        if self.roster_interval < 0:
+            raise ValueError("roster_interval must not be negative")
         if self.send_share > self.send_queue_bytes:
             raise ValueError("send_share must not exceed send_queue_bytes")
         if self.proxy_header not in PROXY_HEADERS:
@@ -196,6 +200,8 @@ class Server:
     # Addresses that hold a welcomed WebSocket, with how many: STUN keeps a share for them.
     welcomed_sources: Counter[str] = field(default_factory=Counter)
     log_sampler: LogSampler = field(init=False)
+    rosters: RosterPacer = field(init=False)
+    _roster_timer: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
         self.ice = self.config.ice
@@ -203,6 +209,7 @@ class Server:
         self.sources = Sources(self.config.sources)
         self.log_sampler = LogSampler(window=self.config.log_window, now=time.monotonic())
         self.relay = RelayLedger(self.config.relay)
+        self.rosters = RosterPacer(self.config.roster_interval)
         self.metrics = Metrics(self.gauges, self.counters)
 
     def gauges(self) -> dict[str, int]:
@@ -219,8 +226,9 @@ class Server:
         """Counters kept by others, for the metrics: STUN requests answered and dropped."""
         stun = self.stun_statistics() or {}
         relay = {f"relay_{name}": value for name, value in self.relay.statistics().items()}
+        rosters = {"rosters_sent": self.rosters.sent, "rosters_folded": self.rosters.folded}
         stun_counts = {f"stun_{name}": value for name, value in stun.items() if isinstance(value, int)}
-        return {**stun_counts, **relay, **self.access.statistics()}
+        return {**stun_counts, **relay, **rosters, **self.access.statistics()}
 
     def statistics(self) -> dict[str, int]:
         """Every counter the server reports, in one place (health check and status page)."""
@@ -272,17 +280,56 @@ class Server:
     def expire_reservations(self) -> None:
         """Stamp the names reserved since the last call, and free those whose time is up."""
         self.lobby.reservations.expire(asyncio.get_running_loop().time())
+        self.rosters.forget_rooms(self.lobby.room_names())
 
-    def deliver(self, deliveries: list[Deliver]) -> None:
-        encoded: dict[int, str] = {}  # a roster goes to many members: encode it once
+    def deliver(
+        self, deliveries: list[Deliver], *, relayed: bool = False, encoded: dict[int, str] | None = None
+    ) -> int:
+        """Hand each message to its connection; rosters go out as `rendezvous.rosters` paces
+        them. `relayed`: another member's signal or chat, dropped for a recipient whose relay
+        share is full; returns how many were. `encoded`: messages already encoded, by `id`."""
+        rooms = {str(d.message["room"]): None for d in deliveries if d.message.get("type") == "roster"}
+        dropped = self._send([d for d in deliveries if d.message.get("type") != "roster"], relayed, encoded)
+        if rooms:
+            now = asyncio.get_running_loop().time()
+            at_once = any(d.message.get("type") in MEMBERSHIP for d in deliveries)
+            for room in rooms:
+                if self.rosters.changed(room, now, at_once=at_once):
+                    self._send(self.lobby.roster(room))
+            self._arm_roster_timer()
+        return dropped
+
+    def _send(
+        self, deliveries: list[Deliver], relayed: bool = False, encoded: dict[int, str] | None = None
+    ) -> int:
+        encoded = {} if encoded is None else encoded  # a message to many members: encoded once
+        dropped = 0
         for item in deliveries:
             client = self.clients.get(item.to)
             if client is None:
                 continue
             text = encoded.get(id(item.message))
             if text is None:
-                text = encoded[id(item.message)] = json.dumps(item.message)
-            client.send(text)
+                text = encoded[id(item.message)] = encode(item.message)
+            if not client.send(text, relayed=relayed) and relayed:
+                dropped += 1
+        return dropped
+
+    def _arm_roster_timer(self) -> None:
+        when = self.rosters.get_timer()
+        timer = self._roster_timer
+        if when is None or (timer is not None and not timer.cancelled() and timer.when() <= when):
+            return
+        if timer is not None:
+            timer.cancel()
+        self._roster_timer = asyncio.get_running_loop().call_at(when, self._send_waiting_rosters, when)
+
+    def _send_waiting_rosters(self, when: float) -> None:
+        self._roster_timer = None
+        # (`when` at the latest: the loop may run a timer a clock tick before its time)
+        for room in self.rosters.due(max(when, asyncio.get_running_loop().time())):
+            self._send(self.lobby.roster(room))
+        self._arm_roster_timer()
 
 
 def source_of(request: web.Request, trusted: frozenset[str], header: str = "x-forwarded-for") -> str:

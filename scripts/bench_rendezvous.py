@@ -140,15 +140,17 @@ class Client:
     async def read_loop(self) -> None:
         assert self.ws is not None
         async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                continue  # (an attacker in the room relaying at us)
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
             now = time.perf_counter()
             body = json.loads(msg.data)
             match body["type"]:
-                case "signal":
+                case "signal" if isinstance(body["data"].get("t"), float):  # (not an attacker's)
                     self.latencies.append(now - body["data"]["t"])
                     self.tally.add()
-                case "roster" if len(body["members"]) == ROOM_SIZE:
+                case "roster" if len(body["members"]) >= ROOM_SIZE:  # (an attacker may be in it)
                     self.room_full.set()
                 case "error":
                     self.errors.append(body["code"])
@@ -165,7 +167,8 @@ async def relay_round(clients: list[Client], period: float) -> None:
         target = clients[base + (client.index + 1) % ROOM_SIZE]
         data = {"t": time.perf_counter(), "kind": "candidate", "candidate": "candidate:1 1 udp 1"}
         assert client.ws is not None
-        await client.ws.send_json({"type": "signal", "to": target.key, "data": data})
+        with contextlib.suppress(aiohttp.ClientError, ConnectionError):  # (cut off: counted as closed)
+            await client.ws.send_json({"type": "signal", "to": target.key, "data": data})
 
 
 async def run_clients(url: str, count: int, rounds: int, period: float) -> dict[str, object]:
@@ -225,6 +228,7 @@ async def run_honest(url: str, count: int, rounds: int, period: float, network: 
     relay p50/p99 in ms."""
     tally = Tally(expected=count * rounds)
     clients = [Client(i, tally) for i in range(count)]
+    closed = 0  # honest clients the server closed (evicted) before the end
     joins: list[float] = []
     failures: list[str] = []
     async with contextlib.AsyncExitStack() as stack:
@@ -255,6 +259,7 @@ async def run_honest(url: str, count: int, rounds: int, period: float, network: 
                     await relay_round(clients, period)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(tally.done.wait(), timeout=15)
+                closed = sum(1 for client in clients if client.ws is not None and client.ws.closed)
                 for client in clients:
                     assert client.ws is not None
                     await client.ws.close()
@@ -272,6 +277,7 @@ async def run_honest(url: str, count: int, rounds: int, period: float, network: 
         "expected": tally.expected,
         "relay_p50_ms": percentile(relays, 0.5),
         "relay_p99_ms": percentile(relays, 0.99),
+        "closed_by_server": closed,
     }
 
 
@@ -368,7 +374,8 @@ def attacks_main(
             print(
                 f"{name:16} join p50 {result['join_p50_ms']} p99 {result['join_p99_ms']} ms "
                 f"({result['joined']}/{count} joined), relay p50 {result['relay_p50_ms']} "
-                f"p99 {result['relay_p99_ms']} ms ({result['relayed']}/{result['expected']}), "
+                f"p99 {result['relay_p99_ms']} ms ({result['relayed']}/{result['expected']}, "
+                f"{result['closed_by_server']} cut off), "
                 f"server RSS {result['server_peak_rss_mib']} MiB, log {result['server_log_kib']} KiB; "
                 f"attacker {result['attacker']}",
                 flush=True,
@@ -402,7 +409,12 @@ def main() -> int:
     parser.add_argument("--honest", type=int, default=40, help="honest clients with --attacks")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds an attack runs before measuring")
     parser.add_argument(
-        "--only", nargs="+", choices=sorted(ATTACKS), default=[], help="with --attacks: these (and quiet)"
+        "--only",
+        nargs="+",
+        choices=sorted(ATTACKS),
+        default=[],
+        metavar="ATTACK",
+        help="with --attacks: these (and quiet)",
     )
     parser.add_argument("--tls", action="store_true", help="with --attacks: https and wss (a throwaway CA)")
     parser.add_argument(

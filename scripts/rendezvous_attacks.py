@@ -1,6 +1,7 @@
 """The attacks of issues 16 and 29, each run from one loopback address (or, where the attack
 needs many, from its own block of them) until cancelled, for `scripts/bench_rendezvous.py
 --attacks`: what honest players see while one host misbehaves.
+The attacks inside a room (issue 29) open the bench's honest rooms first, for 8, and wait there.
 
 Each attack is an `async def attack(url, address)` that keeps up its pressure until cancelled and
 counts what it did in an `AttackTally`. Loopback only.
@@ -50,20 +51,22 @@ def session_from(address: str) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector)
 
 
-async def hello(ws: aiohttp.ClientWebSocketResponse, tally: AttackTally, name: str | None = None) -> bool:
-    """Answer the challenge with a fresh key (and by default a name of its own: names are unique
-    in a room); False when the server refused instead."""
+async def hello(
+    ws: aiohttp.ClientWebSocketResponse, tally: AttackTally, name: str | None = None
+) -> str | None:
+    """Answer the challenge with a fresh key (returned; by default with a name of its own: names
+    are unique in a room); None when the server refused instead."""
     first = json.loads((await ws.receive(timeout=10)).data)
     if first["type"] == "error":
         tally.refusal(first["code"])
-        return False
+        return None
     signing = SigningKey.generate()
     signature = signing.sign(signed_hello_bytes(bytes.fromhex(first["nonce"]))).signature.hex()
     key = signing.verify_key.encode().hex()
     message = {"type": "hello", "version": PROTOCOL_VERSION, "name": name or f"x{key[:12]}", "key": key}
     await ws.send_json({**message, "signature": signature})
     tally.welcomed += 1
-    return True
+    return key
 
 
 async def reply(ws: aiohttp.ClientWebSocketResponse, *kinds: str) -> dict[str, Any]:
@@ -431,6 +434,119 @@ async def log_flood(url: str, address: str, tally: AttackTally) -> None:
             group.create_task(refused(session))
 
 
+# --- inside a room (issue 29) ------------------------------------------------------------------
+
+BENCH_ROOMS = ("bench-0", "bench-1", "bench-2")  # honest rooms of scripts/bench_rendezvous.py
+Act = Callable[[aiohttp.ClientWebSocketResponse, str, list[str], AttackTally], Coroutine[Any, Any, None]]
+
+
+async def _inside(session: aiohttp.ClientSession, url: str, tally: AttackTally, room: str, act: Act) -> None:
+    """Be a member of `room` (opening it for 8 if it is not there) and `act` on the others, whose
+    keys the rosters tell; again after every cut-off."""
+    while True:
+        with contextlib.suppress(aiohttp.ClientError, ConnectionError, TimeoutError):
+            async with session.ws_connect(url, max_msg_size=0) as ws:
+                key = await hello(ws, tally)
+                if key is not None:
+                    await ws.send_json({"type": "join", "game": "bench", "room": room, "capacity": 8})
+                    others: list[str] = []
+                    watcher = asyncio.create_task(_watch(ws, tally, key, others))
+                    try:
+                        await act(ws, key, others, tally)
+                    finally:
+                        watcher.cancel()
+        tally.refusal("connection_closed")
+        await asyncio.sleep(0.1)
+
+
+async def _watch(
+    ws: aiohttp.ClientWebSocketResponse, tally: AttackTally, key: str, others: list[str]
+) -> None:
+    """Read everything (pings are answered), count refusals and keep `others` up to date."""
+    async for msg in ws:
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            continue
+        body = json.loads(msg.data)
+        if body["type"] == "error":
+            tally.refusal(body["code"])
+        elif body["type"] in ("joined", "roster"):
+            others[:] = [m["key"] for m in body["members"] if m["key"] != key]
+
+
+async def _in_bench_rooms(url: str, address: str, tally: AttackTally, act: Act) -> None:
+    async with session_from(address) as session, asyncio.TaskGroup() as group:
+        for room in BENCH_ROOMS:
+            group.create_task(_inside(session, url, tally, room, act))
+
+
+async def _self_frames(
+    ws: aiohttp.ClientWebSocketResponse, key: str, others: list[str], tally: AttackTally
+) -> None:
+    frame = bytes.fromhex(key) + b"x"  # to itself: refused as bad_target
+    while not ws.closed:
+        for _ in range(1000):
+            await ws.send_bytes(frame)
+        tally.sent += 1000
+        await asyncio.sleep(0)  # (so that the watcher sees a close)
+
+
+async def binary_flood(url: str, address: str, tally: AttackTally) -> None:
+    """F2: relayed frames to itself, each refused, as fast as 4 connections go, reconnecting when cut off."""
+    async with session_from(address) as session, asyncio.TaskGroup() as group:
+        for n in range(4):
+            group.create_task(_inside(session, url, tally, f"flood-{n}", _self_frames))
+
+
+async def _bursts_at_others(
+    ws: aiohttp.ClientWebSocketResponse, key: str, others: list[str], tally: AttackTally
+) -> None:
+    while not ws.closed:
+        for other in list(others):
+            frame = bytes.fromhex(other) + b"\x01"
+            for _ in range(300):
+                await ws.send_bytes(frame)
+            tally.sent += 300
+        await asyncio.sleep(0.5)
+
+
+async def evict_by_relay(url: str, address: str, tally: AttackTally) -> None:
+    """F3: in the honest rooms, 300 one-byte relayed frames at once to every other member, twice a second."""
+    await _in_bench_rooms(url, address, tally, _bursts_at_others)
+
+
+async def _emoji_at_others(
+    ws: aiohttp.ClientWebSocketResponse, _: str, others: list[str], tally: AttackTally
+) -> None:
+    data = {"e": "\U0001f600" * 16_000}  # 64,000 bytes of UTF-8; 192,000 escaped
+    while not ws.closed:
+        for other in list(others):
+            await ws.send_str(json.dumps({"type": "signal", "to": other, "data": data}, ensure_ascii=False))
+            tally.sent += 1
+            await asyncio.sleep(0.05)  # within the connection's 20 messages a second
+        await asyncio.sleep(0.05)
+
+
+async def emoji_signals(url: str, address: str, tally: AttackTally) -> None:
+    """F5: in the honest rooms, signals of 16,000 emoji to every other member, 20 a second."""
+    await _in_bench_rooms(url, address, tally, _emoji_at_others)
+
+
+async def _toggle_ready(
+    ws: aiohttp.ClientWebSocketResponse, _: str, __: list[str], tally: AttackTally
+) -> None:
+    ready = False
+    while not ws.closed:
+        ready = not ready
+        await ws.send_json({"type": "ready", "ready": ready})
+        tally.sent += 1
+        await asyncio.sleep(1 / 19)  # 57 a second from the address, each connection within its 20
+
+
+async def roster_toggle(url: str, address: str, tally: AttackTally) -> None:
+    """F7: in the honest rooms, `ready` toggled 57 times a second in all."""
+    await _in_bench_rooms(url, address, tally, _toggle_ready)
+
+
 ATTACKS: dict[str, Callable[[str, str, AttackTally], Coroutine[Any, Any, None]]] = {
     "connection_slots": slots,
     "rooms": rooms,
@@ -445,6 +561,10 @@ ATTACKS: dict[str, Callable[[str, str, AttackTally], Coroutine[Any, Any, None]]]
     "tls_half_open": tls_half_open,
     "subnet_slots": subnet_slots,
     "log_flood": log_flood,
+    "binary_flood": binary_flood,
+    "evict_by_relay": evict_by_relay,
+    "emoji_signals": emoji_signals,
+    "roster_toggle": roster_toggle,
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -58,6 +59,10 @@ OPEN_SOURCES = SourceLimits(
     burst=10**6,
     relay_rate=1e12,
     relay_burst=10**12,
+    roster_rate=1e6,
+    roster_burst=10**6,
+    frame_rate=1e6,
+    frame_burst=10**6,
 )
 
 
@@ -175,6 +180,20 @@ class Player:
                     aiohttp.WSMsgType.ERROR,
                 ):
                     return msg
+
+
+def _small_receive_buffer(info: Any) -> socket.socket:
+    family, kind, proto, _, _ = info
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # set before connect: no autotuning
+    return sock
+
+
+def reading_slowly() -> aiohttp.ClientSession:
+    """A client session with a small socket receive buffer: a client that does not keep up falls
+    behind after a few hundred kilobytes (aiohttp's and the kernel's), not the tens of megabytes
+    loopback autotuning allows, so that tests of slow readers need not send that much."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=_small_receive_buffer))
 
 
 def from_address(address: str) -> aiohttp.ClientSession:

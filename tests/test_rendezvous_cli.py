@@ -33,7 +33,7 @@ def test_bad_flags_are_refused() -> None:
         ["--room-capacity", "1"],
         ["--max-clients", "zero"],
         ["--relay-rate", "0"],
-        ["--relay-rate", "7"],  # (a burst of 56 bytes holds no frame)
+        ["--relay-rate", "7"],  # (a burst of 28 bytes holds no frame)
     )
     for args in refused:
         result = subprocess.run(

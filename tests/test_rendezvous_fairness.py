@@ -20,6 +20,7 @@ from tests.rendezvous_support import (
     connect,
     from_address,
     logged_in,
+    reading_slowly,
     running,
 )
 
@@ -168,36 +169,46 @@ async def test_slow_reader_that_answers_pings_is_evicted_with_a_reason(
     games: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "msxsync.rendezvous")
-    config = config_for(games, send_share=64 * 1024, send_queue_bytes=64 * 1024 * 1024, slow_grace=0.5)
+    queue = {"send_share": 64 * 1024, "send_queue_bytes": 64 * 1024 * 1024, "send_queue": 100_000}
+    config = config_for(games, slow_grace=0.5, rate=1e6, burst=10**6, roster_interval=0.0, **queue)
     async with (
         running(config) as url,
         aiohttp.ClientSession() as session,
+        reading_slowly() as slow_session,
         logged_in(session, url, "sender") as sender,
-        logged_in(session, url, "slow") as slow,
+        logged_in(slow_session, url, "slow") as slow,
     ):
         await sender.join("r")
         await sender.expect("joined")
+        for n in range(64):  # 64 past members make every roster 4.6 KB
+            async with logged_in(session, url, f"past{n}") as past:
+                await past.join("r")
+                await past.expect("joined")
         await slow.join("r")
         await sender.expect("member_joined")
-        blob = {"blob": "x" * 60_000}
+        # `ready` toggles: rosters and events are the server's own messages (relayed ones, signals
+        # and chat, would be dropped past the slow one's share instead of getting it evicted).
+        toggles = 0
 
         async def read_slowly() -> aiohttp.WSMessage:
-            while True:  # one message every 20 ms: it reads, just not enough
+            while True:  # one message every 5 ms: it reads, just not enough
                 msg = await slow.ws.receive(timeout=20)
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     return msg
-                await asyncio.sleep(0.02)
+                if left is None:  # (then what the kernel holds, at full speed, to the close frame)
+                    await asyncio.sleep(0.005)
 
-        reader = asyncio.create_task(read_slowly())
         left = None
+        reader = asyncio.create_task(read_slowly())
         async with asyncio.timeout(20):
             while left is None:
-                await sender.send(type="signal", to=slow.key, data=blob)
+                toggles += 1
+                await sender.send(type="ready", ready=toggles % 2 == 0)
                 try:
                     body = json.loads((await sender.ws.receive(timeout=0.005)).data)
                 except TimeoutError:
                     continue
-                if body["type"] == "member_left":
+                if body["type"] == "member_left" and body["key"] == slow.key:  # (not a past one's)
                     left = body
         closing = await asyncio.wait_for(reader, 20)
     assert left["key"] == slow.key
