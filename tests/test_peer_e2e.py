@@ -227,7 +227,7 @@ async def test_manual_resync_and_chat(peers: Peers) -> None:
     bob.type("say meet me at the crown")
     await alice.wait_message(") says: meet me at the crown")
     said = [m for m in await alice.shown() if m.endswith(") says: meet me at the crown")]
-    assert re.fullmatch(r"bob \([0-9a-f]{8}\) says: meet me at the crown", said[-1]), said
+    assert re.fullmatch(r"bob \([0-9a-f]{12}\) says: meet me at the crown", said[-1]), said
     await alice.wait_log(") says: meet me at the crown")
     await bob.wait_log("bob (you) says: meet me at the crown")  # the sender sees what they said
 
