@@ -4,13 +4,17 @@ Names are only for display (keys identify members), but a player reads names, no
 "Bob", a "Bob" spelled with a Cyrillic o, or a member called `resync` whose chat reads like the
 program's own "resync: asked the room again" would fool one. The rendezvous refuses such a join
 (`name_taken`, `name_reserved` in PROTOCOL.md); the peer, which cannot trust a roster, shows such a
-name with its key's fingerprint (`peer.core.room.view`). Both ask this module.
+name with its key's fingerprint (`peer.core.room.view`). Both ask this module, about the name as
+it is shown (`shown`: the first 24 characters, without what would read as a colon or hold a
+fingerprint), so that the server compares what the players read.
 
 Two names look alike when their *skeletons* are equal, in the manner of Unicode's UTS #39: NFKC
-(fullwidth and mathematical letters become plain ones), combining marks dropped ("Bób" is "Bob"),
-Cyrillic and Greek letters that look Latin mapped to those letters, and the Latin look-alikes
-I/l/1/| and O/0 folded together, with case kept ("AI" and "Al"); a second skeleton does the same
-after casefolding ("BOB" and "bob"). A name is either skeleton's match.
+(fullwidth and mathematical letters become plain ones), every mark dropped ("Bób" is "Bob"),
+letters of other scripts and Latin small capitals that look like Latin letters mapped to those
+letters, and the Latin look-alikes I/l/1/| and O/0 (and rn/m, vv/w, cl/d) folded together, with
+case kept ("AI" and "Al"); a second skeleton does the same after casefolding ("BOB" and "bob"). A
+name is either skeleton's match. Letters no table lists can still imitate a Latin name when mixed
+in with Latin ones; the peer marks such names too (`mixed`).
 
 Why a table of our own rather than a library: UTS #39 skeletons in Python come with PyICU, which has
 no wheels and builds against the system's ICU (a C++ toolchain on every player's machine, Windows
