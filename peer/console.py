@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from unicodedata import east_asian_width
 from urllib.parse import urlsplit
 
-from rendezvous.names import MAX_SHOWN, printable, shown
+from rendezvous.names import MAX_SHOWN, isolated, printable, shown
 
 HELP = "commands: say TEXT (chat to the room), peers (who is here), resync (F10 in openMSX too), quit"
 
@@ -141,7 +141,7 @@ def chat_line(name: str, who: str, text: str) -> str:
     (or "you"), "says:", then the text. Program lines never say "says:", and a shown name holds
     nothing that reads as a colon (`rendezvous.names.shown`), so a line's first colon tells chat from
     msxsync; on a terminal, a line wider than it goes on in indented rows (`rows`)."""
-    return f"{shown(name)} ({who}) says: {safe_text(text)}"
+    return f"{isolated(shown(name))} ({who}) says: {safe_text(text)}"
 
 
 def player_name(name: str | None, login: str | None, key: bytes) -> str:

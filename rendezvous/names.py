@@ -266,6 +266,20 @@ def refusal(name: str, others: list[str]) -> tuple[str, str] | None:
     return None
 
 
+_LRM = "\u200e"  # LEFT-TO-RIGHT MARK
+
+
+def isolated(name: str) -> str:
+    """A shown NAME ready to stand in a line of ours: a name with right-to-left letters (Hebrew,
+    Arabic) between two left-to-right marks, so that a terminal that lays out bidi text neither
+    turns the whole line right-to-left nor moves the fingerprint after it ("(1a2b3c4d5e6f)") to
+    its other side. Other names are left as they are. (Marks, not FSI/PDI isolates: terminals and
+    fonts that know no bidi at all show a mark as nothing, and openMSX's screen as a space.)"""
+    if any(unicodedata.bidirectional(ch) in ("R", "AL") for ch in name):
+        return f"{_LRM}{name}{_LRM}"
+    return name
+
+
 def fingerprint(key: bytes) -> str:
     """A key's short fingerprint, as a name is shown beside it: its first 12 hex digits (48 bits;
     8 digits could be matched by a key made for it in an afternoon)."""

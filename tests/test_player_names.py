@@ -285,6 +285,19 @@ async def test_the_rendezvous_compares_names_as_they_are_shown(base: str) -> Non
         assert "name" in (await blank.error("bad_message"))["message"]
 
 
+def test_a_right_to_left_name_keeps_its_fingerprint_after_it() -> None:
+    """Review 12: "(fingerprint)" after a Hebrew or Arabic name would join the name's right-to-left
+    run on a terminal that lays out bidi text (and a leading Hebrew name would turn the whole line
+    right-to-left): such a name stands between left-to-right marks; a Latin name is unchanged."""
+    hebrew, arabic, lrm = "\u05e9\u05dc\u05d5\u05dd", "\u0633\u0644\u0627\u0645", "\u200e"
+    assert chat_line(hebrew, "1a2b3c4d5e6f", "hi") == f"{lrm}{hebrew}{lrm} (1a2b3c4d5e6f) says: hi"
+    assert chat_line("bob", "1a2b3c4d5e6f", "hi") == "bob (1a2b3c4d5e6f) says: hi"
+    view = RoomView(ME, "me")
+    view.roster_changed(_roster((ALICE, arabic), (BOB, arabic + ":"), (ME, "me")), where=_where)
+    assert view.name(ALICE) == f"{lrm}{arabic}{lrm} (020202020202)"  # (alike: marked)
+    assert view.event(PeerAdmitted(ALICE), 0.0) == [Say(f"{lrm}{arabic}{lrm} (020202020202) joined")]
+
+
 def test_players_who_name_nobody_get_names_apart() -> None:
     """Review 6: without --name, every Windows player was "player" (no $USER), and a second one was
     refused from a named room; the default carries the key's first hex digits."""

@@ -21,7 +21,7 @@ from peer.core.mesh.paths import Path
 from peer.core.room.signalling import Roster
 from peer.core.sync.clock import clocks_far_apart
 from peer.core.sync.replica import BytesChanged, ChatReceived, Event, Repaired, RosterDiffers
-from rendezvous.names import fingerprint, mixed, reserved, shown, skeletons
+from rendezvous.names import fingerprint, isolated, mixed, reserved, shown, skeletons
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +61,8 @@ class RoomView:
         """KEY's name for the player; with its fingerprint when it looks like another's (issue 30,
         F8: the rendezvous should refuse a look-alike, but the roster is the rendezvous's word)."""
         if key == self.me:
-            return self.player
-        name = self._plain_name(key)
+            return isolated(self.player)
+        name = isolated(self._plain_name(key))
         return f"{name} ({fingerprint(key)})" if key in self.marked else name
 
     def _plain_name(self, key: bytes) -> str:
