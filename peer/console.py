@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from unicodedata import east_asian_width
 from urllib.parse import urlsplit
 
-from rendezvous.names import MAX_SHOWN, isolated, printable, shown
+from rendezvous.names import MAX_SHOWN, blank, isolated, printable, shown
 
 HELP = "commands: say TEXT (chat to the room), peers (who is here), resync (F10 in openMSX too), quit"
 
@@ -148,8 +148,9 @@ def player_name(name: str | None, login: str | None, key: bytes) -> str:
     """The name the player goes by: --name as shown (`rendezvous.names.shown`); without one, the
     login name (or "player") and the first 4 hex digits of the player's key, so that players who
     named nobody (every Windows player was "player"; every Steam Deck is "deck") do not collide in
-    a room: the key is kept in the state folder, so the name stays the same from run to run."""
-    if name:
+    a room: the key is kept in the state folder, so the name stays the same from run to run. A
+    --name of which nothing can be shown ("{}") is treated as none."""
+    if name and not blank(name):
         return shown(name)
     return f"{shown(login or 'player')[: MAX_SHOWN - 5]}-{key.hex()[:4]}"
 

@@ -50,7 +50,7 @@ class Terminal:
         wrap a wide line itself, starting the next row with whatever comes there: a chat line
         padded to put "resync: ..." there would read as ours. So it is wrapped here, with indented
         rows (`peer.console.rows`); on a pipe or a file, one line stays one line."""
-        lines = rows(text, shutil.get_terminal_size().columns - 1) if self.tty else [text]
+        lines = rows(text, max(shutil.get_terminal_size().columns - 1, 20)) if self.tty else [text]
         print("\n".join(lines), file=self.stream, flush=True)
 
     def lines(self, lines: list[str]) -> None:

@@ -305,6 +305,7 @@ def test_players_who_name_nobody_get_names_apart() -> None:
     assert first == "player-0202" and second == "player-0303" and not names.alike(first, second)
     assert player_name(None, "deck", ALICE) == "deck-0202"
     assert player_name("Bob:", "deck", ALICE) == "Bob"
+    assert player_name("{}", "deck", ALICE) == "deck-0202"
     assert player_name(None, "x" * 40, ALICE) == "x" * 19 + "-0202"
 
 
