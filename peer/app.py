@@ -17,7 +17,7 @@ import aiohttp
 
 from games.definition import GameDefinition
 from peer import identity, rom
-from peer.console import safe_name
+from peer.console import player_name
 from peer.host_role import HostRole
 from peer.hosting import find_lan_host, lan_options
 from peer.mesh.signalling import SignallingRefused
@@ -53,7 +53,8 @@ async def run_peer(options: PeerOptions) -> str:
         if options.lan and not options.host:
             found = await find_lan_host(options)
             url, options = found.url, lan_options(options, found)
-        player = safe_name(options.name or os.environ.get("USER", "player"))
+        login = os.environ.get("USER") or os.environ.get("USERNAME")  # (USERNAME on Windows)
+        player = player_name(options.name, login, bytes(key.verify_key))
         host_role = await stack.enter_async_context(HostRole(options, player, bytes(key.verify_key)))
         if options.host:
             url = await host_role.host()

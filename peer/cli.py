@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--password", metavar="SECRET", help="room password, keeps strangers out (default: none)"
     )
     game.add_argument(
-        "--name", metavar="PLAYER", help="your name as the others see it (default: your user name, $USER)"
+        "--name",
+        metavar="PLAYER",
+        help="your name as the others see it (default: your login name and 4 hex digits of your key)",
     )
     game.add_argument(
         "--rom",

@@ -8,9 +8,10 @@ the session feeds it values and acts on the parsed commands.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from unicodedata import east_asian_width
 from urllib.parse import urlsplit
 
-from rendezvous.names import UNSHOWN, invisible
+from rendezvous.names import MAX_SHOWN, blank, isolated, printable, shown
 
 HELP = "commands: say TEXT (chat to the room), peers (who is here), resync (F10 in openMSX too), quit"
 
@@ -127,25 +128,60 @@ def _ago(seconds: float | None) -> str:
     return f"{seconds // 3600:.0f} h ago"
 
 
-_TCL = frozenset('{}[]$\\"')  # what Tcl would read in openMSX's messages
-
-
 def safe_text(text: str, limit: int = 200) -> str:
     """Text from the network fit for the terminal and the emulator's screen: printable and visible
-    (no escape sequences, bidi controls or zero-width characters), nothing Tcl reads, short."""
-    kept = (ch for ch in text if ch.isprintable() and not invisible(ch) and ch not in _TCL)
-    return "".join(kept)[:limit]
-
-
-def safe_name(name: str, limit: int = 24) -> str:
-    """A player name fit for the terminal and the emulator's screen: `safe_text` without a colon
-    (`rendezvous.names.UNSHOWN`), so that no name holds the mark of a program line or of chat."""
-    cleaned = " ".join("".join(ch for ch in safe_text(name, 4 * limit) if ch not in UNSHOWN).split())
-    return cleaned[:limit] or "player"
+    (no escape sequences, bidi controls or zero-width characters; `rendezvous.names.printable`),
+    runs of spaces collapsed (spaces cannot push words to where a row starts: `rows`), short.
+    Nothing of it reaches Tcl as text (`message_command` sends it hex-encoded)."""
+    return " ".join(printable(text).split())[:limit]
 
 
 def chat_line(name: str, who: str, text: str) -> str:
     """How chat reads, never like the program's own lines: the sender's name, its key's fingerprint
-    (or "you"), "says:", then the text. Program lines never say "says:", and a name holds no colon,
-    so a line's first colon tells chat from msxsync."""
-    return f"{safe_name(name)} ({who}) says: {safe_text(text)}"
+    (or "you"), "says:", then the text. Program lines never say "says:", and a shown name holds
+    nothing that reads as a colon (`rendezvous.names.shown`), so a line's first colon tells chat from
+    msxsync; on a terminal, a line wider than it goes on in indented rows (`rows`)."""
+    return f"{isolated(shown(name))} ({who}) says: {safe_text(text)}"
+
+
+def player_name(name: str | None, login: str | None, key: bytes) -> str:
+    """The name the player goes by: --name as shown (`rendezvous.names.shown`); without one, the
+    login name (or "player") and the first 4 hex digits of the player's key, so that players who
+    named nobody (every Windows player was "player"; every Steam Deck is "deck") do not collide in
+    a room: the key is kept in the state folder, so the name stays the same from run to run. A
+    --name of which nothing can be shown ("{}") is treated as none."""
+    if name and not blank(name):
+        return shown(name)
+    return f"{shown(login or 'player')[: MAX_SHOWN - 5]}-{key.hex()[:4]}"
+
+
+INDENT = "    "  # how the second and later rows of a wrapped line start
+
+
+def rows(line: str, columns: int) -> list[str]:
+    """LINE as the rows of a terminal COLUMNS wide, each row after the first indented: no text from
+    the network starts a row (where the program's own lines start), whatever filler comes before
+    it. Widths are counted as a terminal counts them, or wider (`_width`), never narrower."""
+    if _width(line) <= columns:
+        return [line]
+    out, row = [], ""
+    for word in line.split():
+        joined = f"{row} {word}" if row.strip() else row + word
+        if _width(joined) <= columns:
+            row = joined
+            continue
+        if row.strip():
+            out.append(row)
+            row = INDENT
+        for ch in word:  # a word wider than a row is cut where the row ends
+            if _width(row + ch) > columns and row.strip():
+                out.append(row)
+                row = INDENT
+            row += ch
+    return [*out, row] if row.strip() else out
+
+
+def _width(text: str) -> int:
+    """Columns TEXT takes: two for wide and fullwidth characters, one for the rest (combining marks
+    too, which take none: counting them wider only ends a row early)."""
+    return sum(2 if east_asian_width(ch) in "WF" else 1 for ch in text)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import time
@@ -37,7 +36,7 @@ from nacl.signing import SigningKey
 
 from games.definition import GameDefinition
 from peer.applier import Applier, ShowMessage
-from peer.console import Command, PeerLine, Status, chat_line, format_peers, safe_name
+from peer.console import Command, PeerLine, Status, chat_line, format_peers
 from peer.core.emulator.gating import Action, AdoptRoom, Gate, Publish, WriteToEmulator
 from peer.core.emulator.openmsx_protocol import ControlStreamError
 from peer.core.room.host_watch import Moved, News, ServerBack, ServerLost
@@ -97,7 +96,7 @@ class Session:
         self.rom_path = rom_path
         self.url = url
         self.state_dir = state_dir
-        self.player = safe_name(options.name or os.environ.get("USER", "player"))
+        self.player = host_role.player
         self.host_role = host_role
         self.room_config = room_config(options, key, self.player, definition, url, host_role.standby_url())
         self.machine = new_machine(

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from peer.console import HELP, Command, Status, format_status, parse_command
+from peer.console import HELP, Command, Status, format_status, parse_command, rows
 from peer.stdin_lines import stdin_lines
 
 STATUS_INTERVAL = 1.0
@@ -46,8 +46,12 @@ class Terminal:
         return self.stream.isatty() and os.environ.get("TERM", "") not in ("", "dumb")
 
     def say(self, text: str) -> None:
-        """A line for the player (scrolls above the status line on a terminal)."""
-        print(text, file=self.stream, flush=True)
+        """A line for the player (scrolls above the status line on a terminal). A terminal would
+        wrap a wide line itself, starting the next row with whatever comes there: a chat line
+        padded to put "resync: ..." there would read as ours. So it is wrapped here, with indented
+        rows (`peer.console.rows`); on a pipe or a file, one line stays one line."""
+        lines = rows(text, max(shutil.get_terminal_size().columns - 1, 20)) if self.tty else [text]
+        print("\n".join(lines), file=self.stream, flush=True)
 
     def lines(self, lines: list[str]) -> None:
         for line in lines:

@@ -99,18 +99,17 @@ def is_turn_url(text: object) -> TypeGuard[str]:
 
 
 def is_player_name(name: object) -> TypeGuard[str]:
-    """What the server lets through after stripping: 1 to MAX_NAME printable characters, none of
-    them invisible (no bidi controls, zero-width characters or fillers: `rendezvous.names`)."""
-    return (
-        isinstance(name, str) and 1 <= len(name) <= MAX_NAME and names.visible(name) and name == name.strip()
-    )
+    """What the server lets through: a roster name (`is_roster_name`) with no invisible character
+    (no bidi controls, zero-width characters or fillers) and something a reader can tell apart
+    once shown (not `blank`, as "{}" or "$" would be: `rendezvous.names`)."""
+    return is_roster_name(name) and names.visible(name) and not names.blank(name)
 
 
 def is_roster_name(name: object) -> TypeGuard[str]:
-    """What a client takes as a member's name in a roster: the server's rule before issue 30
-    (printable, without the visibility check), so that one member an older server let in with a
-    filler does not make every roster unreadable. A client does not show such characters
-    (`peer.console.safe_name`) and compares names as `rendezvous.names` folds them."""
+    """What a client takes as a member's name in a roster: 1 to MAX_NAME printable characters, not
+    padded with spaces (the server's rule before issue 30), so that one member an older server let
+    in with a filler does not make every roster unreadable. A client shows and compares such a name
+    as `rendezvous.names.shown` and `skeletons` make it."""
     return (
         isinstance(name, str) and 1 <= len(name) <= MAX_NAME and name.isprintable() and name == name.strip()
     )

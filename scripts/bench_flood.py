@@ -14,8 +14,11 @@ writes one byte per 60 Hz frame; the latency is the time until A's replica holds
 - slots: the member sends 380 counter writes a second, each under a fresh session, so each one
   would open a new counter slot on every peer (issue 30, F3); the JSON line also gives the slots
   A holds afterwards.
-Prints one human line per mode and a final JSON line. Goal: every flood's p50 within 1.2x of
-quiet (issue 30: p99 within 1.5x). Traffic stays on loopback; the flooder runs in the same
+Each flood's figures also give what the victim A spent on the member (issue 30, F1's "before"
+was 41 MB sent and RSS growth): the bytes A sent it, the most bytes A's link to it held waiting
+(sampled every 10 ms), and how much the process's resident memory grew (Linux; all three peers
+run in this process). Prints one human line per mode and a final JSON line. Goal: every flood's
+p50 within 1.2x of quiet (issue 30: p99 within 1.5x). Traffic stays on loopback; the flooder runs in the same
 process, so its own sending costs the honest pair CPU too (the figure is therefore pessimistic).
 `bench_flood.py [MODE ...]` runs quiet and the modes named (default: all).
 """
@@ -155,6 +158,46 @@ async def measure(a: Node, c: Node, flooder: Flooder, mode: str, first: int) -> 
         flooder.session = flooder.member.replica.session
 
 
+class Victim:
+    """What A spends on the member while a mode runs: bytes sent, peak bytes waiting, RSS growth."""
+
+    def __init__(self, victim: Node, member: Node) -> None:
+        self.victim, self.member = victim, member
+        self.sent_before = self._sent()
+        self.rss_before = rss_kib()
+        self.peak_waiting = 0
+        self._task = asyncio.ensure_future(self._sample())
+
+    def _sent(self) -> int:
+        peer = self.victim.replica.statistics().peers.get(self.member.key)
+        return peer.bytes_sent if peer is not None else 0
+
+    async def _sample(self) -> None:
+        while True:
+            link = self.victim.mesh.link(self.member.key)
+            if link is not None:
+                self.peak_waiting = max(self.peak_waiting, link.buffered_amount)
+            await asyncio.sleep(0.01)
+
+    async def figures(self) -> dict[str, int | None]:
+        self._task.cancel()
+        rss = rss_kib()
+        return {
+            "victim_bytes_sent": self._sent() - self.sent_before,
+            "victim_peak_waiting_bytes": self.peak_waiting,
+            "rss_growth_kib": None if rss is None or self.rss_before is None else rss - self.rss_before,
+        }
+
+
+def rss_kib() -> int | None:
+    """The process's resident memory (Linux's /proc), None elsewhere."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), None)
+
+
 def summary(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {
@@ -182,7 +225,9 @@ async def main(modes: tuple[str, ...] = MODES) -> dict[str, object]:
         for number, mode in enumerate(modes):
             cuts_before = a.mesh.statistics()[member.key].cuts
             refused_before = refusals(a, member)
+            spent = Victim(a, member)
             figure: dict[str, object] = dict(summary(await measure(a, c, flooder, mode, number * SAMPLES)))
+            figure.update(await spent.figures())
             figure["member_cut"] = a.mesh.statistics()[member.key].cuts > cuts_before
             refused = refusals(a, member) - refused_before
             figure["refused"] = dict(refused)
@@ -193,7 +238,9 @@ async def main(modes: tuple[str, ...] = MODES) -> dict[str, object]:
                 f"{mode:>11}: honest latency p50 {figure['p50_ms']} ms, p99 {figure['p99_ms']} ms"
                 f"{', flooder cut' if figure['member_cut'] else ''}"
                 + "".join(f", {count} refused as {why}" for why, count in sorted(refused.items()))
-                + (f", {figure['slots_on_victim']} counter slots on A" if mode == "slots" else ""),
+                + (f", {figure['slots_on_victim']} counter slots on A" if mode == "slots" else "")
+                + f"; A sent the member {figure['victim_bytes_sent']} B, at most"
+                f" {figure['victim_peak_waiting_bytes']} B waiting, RSS +{figure['rss_growth_kib']} KiB",
                 flush=True,
             )
             if number < len(modes) - 1:

@@ -227,16 +227,16 @@ async def test_manual_resync_and_chat(peers: Peers) -> None:
     bob.type("say meet me at the crown")
     await alice.wait_message(") says: meet me at the crown")
     said = [m for m in await alice.shown() if m.endswith(") says: meet me at the crown")]
-    assert re.fullmatch(r"bob \([0-9a-f]{8}\) says: meet me at the crown", said[-1]), said
+    assert re.fullmatch(r"bob \([0-9a-f]{12}\) says: meet me at the crown", said[-1]), said
     await alice.wait_log(") says: meet me at the crown")
     await bob.wait_log("bob (you) says: meet me at the crown")  # the sender sees what they said
 
     bob.type("say " + "x" * 501)
     await bob.wait_log("msxsync: that message is too long")
 
-    # Chat is text, never Tcl: brackets and braces reach nobody's interpreter.
+    # Chat is text, never Tcl: brackets and braces reach nobody's interpreter, and are shown as typed.
     bob.type("say [exit] {now} $x")
-    await alice.wait_message(") says: exit now x")
+    await alice.wait_message(") says: [exit] {now} $x")
     bob.type("say <b>&amp; héllo ✓</b>")  # XML and UTF-8 arrive as typed
     await alice.wait_message(") says: <b>&amp; héllo ✓</b>")
     assert await alice.byte(STATE) == 1  # still running

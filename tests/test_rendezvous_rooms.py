@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from rendezvous import protocol
+from peer.core.room.signalling import Member, Roster
+from peer.core.room.view import RoomView
+from rendezvous import names, protocol
 from rendezvous.protocol import PROTOCOL_VERSION, ProtocolError, RateLimiter, parse_message
 from rendezvous.rooms import MAX_PAST, Deliver, Lobby, LobbyLimits, PasswordCheck, RoomError, recipients
 
@@ -151,12 +153,28 @@ def test_relay_only_within_the_room() -> None:
     assert recipients(rooms.chat(A, "hi")) == {A, B}
 
 
+# Names players could pick to pass for each other: alike as a reader sees them (case, look-alike
+# letters, what a name is not shown with, what is cut after `names.MAX_SHOWN` characters).
+LOOK_ALIKES = (
+    "bob",
+    "Bob",
+    "B\u043eb",
+    "b0b",
+    "bob:",
+    "(bob)",
+    "\u0299\u1d0f\u0299",
+    "a" * 24 + "x",
+    "a" * 24 + "y",
+    "alice",
+)
+
 ops = st.lists(
     st.tuples(
         st.sampled_from(["join", "quick", "leave", "disconnect", "kick", "ready"]),
         st.sampled_from([A, B, C, D]),
         st.sampled_from([A, B, C, D]),
         st.sampled_from(["r1", "r2"]),
+        st.sampled_from(LOOK_ALIKES),
     ),
     max_size=60,
 )
@@ -164,15 +182,17 @@ ops = st.lists(
 
 @given(ops)
 @settings(max_examples=200, deadline=None)
-def test_invariants_hold_under_any_sequence(sequence: list[tuple[str, str, str, str]]) -> None:
+def test_invariants_hold_under_any_sequence(sequence: list[tuple[str, str, str, str, str]]) -> None:
+    """Rooms hold 1 to capacity members, a key is in one room at most, and no room holds two names
+    a player could take for each other as the peer shows them (issue 30, F8)."""
     rooms = lobby(room_capacity=3, max_rooms=3)
-    for op, key, other, room in sequence:
+    for op, key, other, room, name in sequence:
         try:
             match op:
                 case "join":
-                    rooms.join(key, key[:1], "demo", room, None)
+                    rooms.join(key, name, "demo", room, None)
                 case "quick":
-                    rooms.join(key, key[:1], "demo", None, None)
+                    rooms.join(key, name, "demo", None, None)
                 case "leave":
                     rooms.leave(key)
                 case "disconnect":
@@ -192,6 +212,11 @@ def test_invariants_hold_under_any_sequence(sequence: list[tuple[str, str, str, 
             assert not seen & set(keys)
             seen |= set(keys)
             assert all(rooms.room_of(k) is room_obj for k in keys)
+            view = RoomView(b"\x00" * 32, "observer")
+            members = tuple(Member(bytes.fromhex(m.key), m.name, True) for m in room_obj.members)
+            view.roster_changed(Roster(room_obj.name, members[0].key, members), where=lambda: "here")
+            shown = list(view.names.values())
+            assert not any(names.alike(a, b) for i, a in enumerate(shown) for b in shown[i + 1 :]), shown
         assert rooms.room_count <= 3
 
 

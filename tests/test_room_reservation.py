@@ -389,6 +389,15 @@ def test_the_session_plays_on_when_its_rejoin_is_refused_and_says_so_once() -> N
     assert session.rejoin_refusal is None
 
 
+def test_our_name_taken_on_a_rejoin_is_told_once_in_its_own_words() -> None:
+    """Issue 30, F8: someone took our name while we were away; the player hears that, once."""
+    session = machine()
+    joined_room(session, ME, ALICE_KEY)
+    words = [e.text for e in session.rejoin_refused("name_taken") if isinstance(e, Print)]
+    assert len(words) == 1 and "goes by our name" in words[0] and "Playing on" in words[0]
+    assert not any(isinstance(e, Print) for e in session.rejoin_refused("name_taken"))
+
+
 class RefusalsSeen:
     def __init__(self) -> None:
         self.codes: list[str] = []

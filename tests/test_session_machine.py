@@ -39,6 +39,7 @@ from peer.core.room.signalling import Member, Roster
 from peer.core.room.view import RoomView
 from peer.core.sync.replica import BytesChanged, FullStateReceived, PeerStatistics, StateChanged
 from peer.core.sync.state import Layout, SharedState
+from rendezvous.names import fingerprint
 from tests.sim import REGIONS, Mesh
 
 ME, ALICE, BOB = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
@@ -316,7 +317,7 @@ def test_item_news_only_while_our_game_shares() -> None:
     room.write(1, KEY_ITEM, b"\x00")
     room.settle()
     lost = session.mesh_event(BytesChanged(alice, ((KEY_ITEM, b"\x00"),)), T0 + 4)
-    name = alice.hex()[:8]  # (not in the roster: named by its key)
+    name = fingerprint(alice)  # (not in the roster: named by its key)
     assert lost == [
         SaveSoon(),
         WriteToEmulator(((KEY_ITEM, b"\x00"),)),

@@ -28,12 +28,14 @@ from peer.core.room.signalling import (
     MAX_CAPACITY,
     OUTBOX_SIZE,
     REJOIN_GRACE,
+    REJOIN_RETRY,
     BadMessage,
     Disconnect,
     IceServer,
     Notice,
     Phase,
     Refused,
+    RejoinRefused,
     RosterChanged,
     SignallingEvent,
     SignallingProtocol,
@@ -199,15 +201,19 @@ def test_join_refusals_end_the_client(code: str) -> None:
     assert proto.receive_text(roster_text(proto.key), 0.0) == []  # nothing happens after the end
 
 
-def test_our_name_taken_while_we_were_away_is_retried_not_the_end() -> None:
+def test_our_name_taken_while_we_were_away_is_retried_and_told_not_the_end() -> None:
     """A member who takes a player's name during a blip of that player's connection (issue 30, F8)
-    must not end the player's program: on a rejoin, `name_taken` drops the connection to retry."""
+    must not end the player's program: on a rejoin, `name_taken` is a refused rejoin, told to the
+    player (`RejoinRefused`, once: `peer.core.room.session`) and tried again after REJOIN_RETRY,
+    not a silent drop retried every few seconds for ever."""
     proto, _ = make()
     drive(proto, Phase.JOINED)
     proto.connection_lost()
     drive(proto, Phase.JOINING, now=50.0)
-    (event,) = proto.receive_text('{"type":"error","code":"name_taken","message":"m"}', 50.0)
-    assert isinstance(event, Disconnect) and proto.phase is Phase.OFFLINE
+    told, dropped = proto.receive_text('{"type":"error","code":"name_taken","message":"m"}', 50.0)
+    assert told == RejoinRefused("name_taken", "m")
+    assert dropped == Disconnect("rejoin refused: name_taken", REJOIN_RETRY)
+    assert proto.phase is Phase.OFFLINE
 
 
 def test_errors_in_the_room_are_notices_unless_fatal() -> None:

@@ -50,6 +50,7 @@ from peer.core.sync import codec
 from peer.core.sync.pacing import PublishPacer
 from peer.core.sync.replica import CutPeer, Event, PeerLeft, PeerSilent, Rejected, Replica
 from peer.core.sync.state import Delta, Run
+from rendezvous.names import fingerprint as _short  # (logs name a key as the screen does)
 
 log = logging.getLogger(__name__)
 
@@ -692,7 +693,3 @@ class MeshCore:
 
     def _emit(self, event: Event) -> None:
         self._actions.append(Emit(event))
-
-
-def _short(key: bytes) -> str:
-    return key.hex()[:8]

@@ -79,9 +79,11 @@ UNREACHABLE = "the room's server is unreachable: playing on, retrying"
 RECONNECTED = "reconnected to the room's server"
 REJOINED = "back in the room at its server"
 REJOIN_REFUSED = (
-    "the room's server would not let us back in ({code}): someone else may have taken the room's "
-    "name. Playing on with the players already connected; trying again every {retry:.0f} s"
+    "the room's server would not let us back in ({code}): {why}. "
+    "Playing on with the players already connected; trying again every {retry:.0f} s"
 )
+REJOIN_WHY = {"name_taken": "someone in the room now goes by our name, or one like it"}
+REJOIN_WHY_ELSE = "someone else may have taken the room's name"
 NOT_SHARING_YET = "resync: asked the room again (your game is not sharing yet)"
 REFUSED = "refused: another game"
 
@@ -431,7 +433,8 @@ class SessionMachine:
         if code == self.rejoin_refusal:
             return [Log(f"rejoin refused again: {code}")]
         self.rejoin_refusal = code
-        return self._tell(REJOIN_REFUSED.format(code=code, retry=REJOIN_RETRY))
+        why = REJOIN_WHY.get(code, REJOIN_WHY_ELSE)
+        return self._tell(REJOIN_REFUSED.format(code=code, why=why, retry=REJOIN_RETRY))
 
     def server(self) -> str:
         """Where the room lives, in the player's words."""

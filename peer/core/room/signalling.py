@@ -23,9 +23,11 @@ count, carry on) or, during the handshake, a `Disconnect` (close and try again a
 Only the refusals listed in PROTOCOL.md (wrong password, room full, version mismatch, kicked…)
 end the client, as `Refused`; a rendezvous that wants to refuse service can do that anyway.
 A refusal of a **re**join (we were in the room before this connection) is different: someone may
-have taken the room's name while we were away (issue 29, F4), and the mesh's own password MAC
-already tells real members apart, so it is a `RejoinRefused` notice and a `Disconnect` that tries
-again after REJOIN_RETRY, while the mesh plays on with the peers it has.
+have taken the room's name, or our own name, while we were away (issue 29, F4; issue 30, F8: a
+member who waits for a player's connection to blip must not end that player's program), and the
+mesh's own password MAC already tells real members apart, so it is a `RejoinRefused` notice (told
+once) and a `Disconnect` that tries again after REJOIN_RETRY, while the mesh plays on with the
+peers it has.
 
 Constants shared with the server come from `rendezvous.wire`. Must not import asyncio or aiohttp.
 """
@@ -73,9 +75,6 @@ JOIN_REFUSALS = frozenset(
 # ... of which these end the client even on a rejoin: the host kicked us, or we spoke wrongly.
 REJOIN_FINAL = frozenset({"banned", "bad_message"})
 FATAL_CODES = frozenset({"version_mismatch", "bad_signature", "replaced"})
-# Coming back to the room: our own name, taken by someone else while we were away, is retried (a
-# member who waits for a player's connection to blip must not end that player's program).
-RETRY_REJOIN = frozenset({"name_taken"})
 
 
 # ---- what a roster is --------------------------------------------------------------------------
@@ -650,8 +649,6 @@ class SignallingProtocol:
     def _error(self, message: dict[str, Any], *, handshake: bool) -> list[SignallingEvent]:
         code, text = _text_field(message, "code", 40), _text_field(message, "message")
         joining = self._phase is not Phase.JOINED
-        if joining and self.roster is not None and code in RETRY_REJOIN:
-            return self._drop(f"{code}: {text}")
         if joining and self.roster is not None and code in JOIN_REFUSALS - REJOIN_FINAL:
             return self._rejoin_refused(code, text)
         if code in FATAL_CODES or (joining and code in JOIN_REFUSALS):

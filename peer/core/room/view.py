@@ -15,18 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from peer.console import PeerLine, chat_line, safe_name, server_words
+from peer.console import PeerLine, chat_line, server_words
 from peer.core.mesh.events import LinkLost, LinkStatistics, PathChanged, PeerAdmitted, PeerRefused
 from peer.core.mesh.paths import Path
 from peer.core.room.signalling import Roster
 from peer.core.sync.clock import clocks_far_apart
 from peer.core.sync.replica import BytesChanged, ChatReceived, Event, Repaired, RosterDiffers
-from rendezvous.names import reserved, skeletons
-
-
-def fingerprint(key: bytes) -> str:
-    """A key's short fingerprint, as a name is shown beside it: its first 8 hex digits."""
-    return key.hex()[:8]
+from rendezvous.names import fingerprint, isolated, mixed, reserved, shown, skeletons
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +61,8 @@ class RoomView:
         """KEY's name for the player; with its fingerprint when it looks like another's (issue 30,
         F8: the rendezvous should refuse a look-alike, but the roster is the rendezvous's word)."""
         if key == self.me:
-            return self.player
-        name = self._plain_name(key)
+            return isolated(self.player)
+        name = isolated(self._plain_name(key))
         return f"{name} ({fingerprint(key)})" if key in self.marked else name
 
     def _plain_name(self, key: bytes) -> str:
@@ -92,7 +87,7 @@ class RoomView:
         """A new roster; `where()` says where the room lives (`server`), for the first one."""
         previous, first = self.names, self.roster is None
         self.roster = roster
-        self.names = {member.key: safe_name(member.name) for member in roster.members}
+        self.names = {member.key: shown(member.name) for member in roster.members}
         self.known_names.update(self.names)
         self.marked = self._look_alikes()
         self.standby = {member.key: member.standby for member in roster.members}
@@ -108,14 +103,16 @@ class RoomView:
 
     def _look_alikes(self) -> set[bytes]:
         """The keys, ours aside, of everyone ever in the room whose name looks like another key's
-        (`rendezvous.names.skeletons`) or like the program's own words."""
+        (`rendezvous.names.skeletons`), like the program's own words, or mixes Latin letters with
+        another script's (`rendezvous.names.mixed`: look-alikes no table lists)."""
         named = {**self.known_names, self.me: self.player}
         holders: dict[tuple[int, str], set[bytes]] = {}
         for key, name in named.items():
             for kind, skeleton in enumerate(skeletons(name)):
                 holders.setdefault((kind, skeleton), set()).add(key)
         shared = {key for keys in holders.values() if len(keys) > 1 for key in keys}
-        return (shared | {key for key, name in named.items() if reserved(name)}) - {self.me}
+        suspect = {key for key, name in named.items() if reserved(name) or mixed(name)}
+        return (shared | suspect) - {self.me}
 
     def host_moved(self, host: bytes | None) -> list[Notice]:
         """The room moved to another host (a takeover): say who hosts it now."""
