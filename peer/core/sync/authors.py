@@ -8,8 +8,8 @@ four places, each with its own bound, so that no single party grows this set wit
   `NAMED_KEYS` of them;
 - authors a member vouched for by holding their batches (below), at most `VOUCHES_PER_MEMBER`
   per member and `MAX_VOUCHED` in all;
-- and the authors of what this replica stored (bounded by the state: a batch is kept only
-  while it backs a byte).
+- and the authors of what this replica loaded from disk when it started (fixed then: at most
+  one per stored batch, and a stored batch is one that backed a byte when it was saved).
 
 Threat model (issue 30, F5). A joiner learns who left the room from the rendezvous's `past`
 list. That list is bounded, so it can be flushed: 64 throw-away keys joining and leaving took a
@@ -36,11 +36,18 @@ at most) and leave a later past player, whom the rendezvous no longer names eith
 at some peers (and those peers' digests differing until it is named). That takes both a liar in
 the room and a past list that lost the player, which `rendezvous.rooms` now makes hard.
 What is held aside is neither merged nor counted against the sender: an honest member cannot
-tell which authors we were told of. It is bounded (`ASIDE_PER_SENDER`, `ASIDE_BATCHES`,
-`ASIDE_BYTES`; past those a batch is dropped, and counted, still not as a strike), and merged
-once its author is accepted: named by the rendezvous, or vouched for by another member.
+tell which authors we were told of. It is bounded per sender (`ASIDE_PER_SENDER` batches,
+`ASIDE_BYTES_PER_SENDER`, a quarter of the room's, so one member cannot fill what the others'
+past players need) and in all (`ASIDE_BATCHES`, `ASIDE_BYTES`); past those a batch is dropped,
+and counted, still not as a strike. It goes when its sender's link ends (`drop_sender`) and after
+`ASIDE_SECONDS` (`expire`): a member's next full state or repair brings it again, so nothing is
+lost and nothing one member sent stays for good. It is merged once its author is accepted (named
+by the rendezvous, or vouched for by another member), under every rule a batch meets when it
+comes: its stamp was checked against the clock bound before it was set aside and is again when
+it is let in (`replica`), so waiting aside lets no stamp from the far future in.
 
-This module is pure (no I/O, no clock); `replica` feeds it and applies what it releases.
+This module is pure (no I/O; times come in as `now`); `replica` feeds it and applies what it
+releases.
 """
 
 from __future__ import annotations
@@ -58,7 +65,9 @@ VOUCHES_PER_MEMBER = 64  # authors one member's word alone may add (the rendezvo
 MAX_VOUCHED = 256  # authors all members' words may add
 ASIDE_PER_SENDER = 256  # batches by unknown authors held aside per sender
 ASIDE_BATCHES = 1024  # and in all
-ASIDE_BYTES = 4 * 1024 * 1024
+ASIDE_BYTES = 4 * 1024 * 1024  # in all
+ASIDE_BYTES_PER_SENDER = ASIDE_BYTES // 4  # so that one member cannot fill what all members share
+ASIDE_SECONDS = 120.0  # held aside at most this long (a repair or full state brings it again)
 
 
 class Authors:
@@ -72,8 +81,8 @@ class Authors:
         self.vouched_by: dict[bytes, set[bytes]] = {}  # member -> the authors its word added
         self.vouched: dict[bytes, bytes] = {}  # author -> the member whose word added it
         self.forgotten = 0  # named keys dropped past NAMED_KEYS
-        self._aside: OrderedDict[bytes, tuple[bytes, SignedBatch]] = OrderedDict()  # by batch id
-        self._aside_by_sender: dict[bytes, int] = {}
+        self._aside: OrderedDict[bytes, tuple[bytes, SignedBatch, float]] = OrderedDict()  # by id
+        self._aside_by_sender: dict[bytes, tuple[int, int]] = {}  # sender -> (batches, bytes)
         self._aside_by_author: dict[bytes, list[bytes]] = {}
         self._aside_bytes = 0
         self._ready: list[tuple[bytes, SignedBatch]] = []
@@ -144,22 +153,53 @@ class Authors:
         self._accepted(author)
         return True
 
-    def set_aside(self, sender: bytes, batch: SignedBatch) -> bool:
-        """Hold a batch by an author not accepted yet; False when the bounds are reached."""
+    def set_aside(self, sender: bytes, batch: SignedBatch, now: float) -> bool:
+        """Hold a batch by an author not accepted yet, from SENDER at NOW (monotonic seconds);
+        False when the bounds are reached."""
         if batch.id in self._aside:
             return True
         size = len(batch.raw)
+        count, held = self._aside_by_sender.get(sender, (0, 0))
         if (
-            self._aside_by_sender.get(sender, 0) >= ASIDE_PER_SENDER
+            count >= ASIDE_PER_SENDER
+            or held + size > ASIDE_BYTES_PER_SENDER
             or len(self._aside) >= ASIDE_BATCHES
             or self._aside_bytes + size > ASIDE_BYTES
         ):
             return False
-        self._aside[batch.id] = (sender, batch)
+        self._aside[batch.id] = (sender, batch, now)
         self._aside_by_author.setdefault(batch.author, []).append(batch.id)
-        self._aside_by_sender[sender] = self._aside_by_sender.get(sender, 0) + 1
+        self._aside_by_sender[sender] = (count + 1, held + size)
         self._aside_bytes += size
         return True
+
+    def drop_sender(self, sender: bytes) -> None:
+        """SENDER's link ended: what it set aside goes (its next full state brings it again)."""
+        for batch_id in [i for i, (s, _, _) in self._aside.items() if s == sender]:
+            self._unset(batch_id)
+
+    def expire(self, now: float) -> None:
+        """Drop what was set aside more than `ASIDE_SECONDS` before NOW (oldest first)."""
+        while self._aside:
+            batch_id, (_, _, since) = next(iter(self._aside.items()))
+            if now - since <= ASIDE_SECONDS:
+                return
+            self._unset(batch_id)
+
+    def _unset(self, batch_id: bytes) -> tuple[bytes, SignedBatch]:
+        sender, batch, _ = self._aside.pop(batch_id)
+        ids = self._aside_by_author.get(batch.author, [])
+        if batch_id in ids:
+            ids.remove(batch_id)
+            if not ids:
+                del self._aside_by_author[batch.author]
+        count, held = self._aside_by_sender[sender]
+        if count == 1:
+            del self._aside_by_sender[sender]
+        else:
+            self._aside_by_sender[sender] = (count - 1, held - len(batch.raw))
+        self._aside_bytes -= len(batch.raw)
+        return sender, batch
 
     def take_ready(self) -> list[tuple[bytes, SignedBatch]]:
         """Batches held aside whose authors are accepted now, with who sent each."""
@@ -167,8 +207,5 @@ class Authors:
         return ready
 
     def _accepted(self, author: bytes) -> None:
-        for batch_id in self._aside_by_author.pop(author, []):
-            sender, batch = self._aside.pop(batch_id)
-            self._aside_by_sender[sender] -= 1
-            self._aside_bytes -= len(batch.raw)
-            self._ready.append((sender, batch))
+        for batch_id in list(self._aside_by_author.get(author, [])):
+            self._ready.append(self._unset(batch_id))

@@ -66,7 +66,14 @@ from games.definition import Region
 from peer.core.sync import codec
 from peer.core.sync import merge as rules
 from peer.core.sync.authors import Authors
-from peer.core.sync.clock import MAX_AHEAD_MS, HybridClock, hold_or_refuse, is_too_far_ahead, wall_ms
+from peer.core.sync.clock import (
+    MAX_AHEAD_MS,
+    HybridClock,
+    hold_allowance,
+    hold_or_refuse,
+    is_too_far_ahead,
+    wall_ms,
+)
 from peer.core.sync.state import NO_WRITER, Delta, Layout, Run, SharedState, SignedBatch
 
 log = logging.getLogger(__name__)
@@ -366,10 +373,11 @@ class Replica:
         """Members known to have been in the room: authors of what was stored, and authors of
         batches another member passed on to us (not only their own say-so)."""
         self.full_states_from: set[bytes] = set()
-        self._held: list[tuple[int, int, bytes, SignedBatch]] = []  # a heap by Lamport value
+        self._held: list[tuple[int, int, bytes, SignedBatch, bool]] = []  # a heap by Lamport value
         self._held_order = itertools.count()
         self._held_ids: set[bytes] = set()
         self._wall_offset = 0.0  # wall minus monotonic, as last seen (to time held batches)
+        self._wall = 0.0  # the latest wall time given
         self.local_batches = 0
         self._outbox: list[tuple[bytes, bytes]] = []
 
@@ -407,6 +415,7 @@ class Replica:
 
     def remove_peer(self, peer: bytes) -> None:
         """Forget a peer's connection; its sequence numbers are kept in case it comes back."""
+        self.authors.drop_sender(peer)  # (its next full state brings them again)
         link = self.links.get(peer)
         if link is not None:
             link.connected = False  # nothing is sent or accepted until `add_peer` again
@@ -593,6 +602,7 @@ class Replica:
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float, *, wall: float) -> list[Event]:
+        self.authors.expire(now)
         events: list[Event] = self._release_held(now, wall)
         for link in self._open_links():
             # (the same sums as `get_timer`: a difference can round below it, and the loop spin)
@@ -610,6 +620,7 @@ class Replica:
     # ---- receiving ----------------------------------------------------------------------------
 
     def receive(self, peer: bytes, data: bytes, now: float, *, wall: float) -> list[Event]:
+        self._wall = wall
         released = self._release_held(now, wall) if self._held else []
         return released + self._receive(peer, data, now, wall)
 
@@ -727,21 +738,38 @@ class Replica:
         events: list[Event] = []
         if signed.author == link.peer and self._ahead_of_sender(link, signed.lamport, wall):
             events += self._refuse(link, now, "stamp_ahead_of_sender", f"Lamport {signed.lamport}")
-        match hold_or_refuse(signed.lamport, wall):
+        match hold_or_refuse(signed.lamport, wall, self._hold_allowance(link, signed.author)):
             case None:
                 self._apply(link.peer, signed, wall, changes, deltas)
             case "hold" if signed.id in self._held_ids:
                 pass  # (a catch-up or full state brought it again)
             case "hold" if link.held < HELD_PER_PEER:
-                link.held += 1
-                self._held_ids.add(signed.id)
-                heapq.heappush(self._held, (signed.lamport, next(self._held_order), link.peer, signed))
+                self._hold(link.peer, signed, counted=True)
             case "hold":  # an honest peer's clock may be that far ahead: not its fault (F7)
                 events.append(self._reject(link, link.peer, "held_full", f"Lamport {signed.lamport}"))
             case _:
                 detail = f"Lamport {signed.lamport} is beyond this peer's clock bound"
                 events += self._refuse(link, now, "lamport_ahead", detail)
         return events
+
+    def _hold_allowance(self, link: _PeerSync, author: bytes) -> int:
+        """How far past our bound a batch by AUTHOR from LINK's peer is held, not refused: what
+        the sender's or the author's clock, as their heartbeats show it, explains (see `clock`)."""
+        skews = [link.stats.skew]
+        author_link = self.links.get(author)
+        if author_link is not None:
+            skews.append(author_link.stats.skew)
+        return hold_allowance(max((skew for skew in skews if skew is not None), default=None))
+
+    def _hold(self, peer: bytes, signed: SignedBatch, *, counted: bool) -> None:
+        """Keep a batch until our clock's bound reaches its stamp; COUNTED against its sender's
+        `HELD_PER_PEER` (a batch within the bound already waits only for the next timer)."""
+        link = self.links.get(peer)
+        if link is not None and counted:
+            link.held += 1
+        self._held_ids.add(signed.id)
+        entry = (signed.lamport, next(self._held_order), peer, signed, counted)
+        heapq.heappush(self._held, entry)
 
     def _ahead_of_sender(self, link: _PeerSync, lamport: int, wall: float) -> bool:
         """The sender stamped its own write past its own clock's bound (its clock as its
@@ -764,25 +792,33 @@ class Replica:
 
     def _queue_ready(self) -> None:
         """Batches held aside whose authors are accepted now wait with the held ones, to be
-        merged at once (or when our clock's bound reaches them)."""
+        merged at the next timer or message (or when our clock's bound reaches them). Their
+        stamps were checked when they were set aside and are checked again now, under the same
+        limits as any held batch: a stamp far ahead is not let in by waiting aside."""
         for peer, signed in self.authors.take_ready():
             if signed.id in self._held_ids:
                 continue
             link = self.links.get(peer)
-            if link is not None:
-                link.held += 1
-            self._held_ids.add(signed.id)
-            heapq.heappush(self._held, (signed.lamport, next(self._held_order), peer, signed))
+            allowance = self._hold_allowance(link, signed.author) if link else hold_allowance(None)
+            match hold_or_refuse(signed.lamport, self._wall, allowance):
+                case None:
+                    self._hold(peer, signed, counted=False)
+                case "hold" if link is not None and link.held < HELD_PER_PEER:
+                    self._hold(peer, signed, counted=True)
+                case "hold":
+                    self._reject(link, peer, "held_full", f"Lamport {signed.lamport}")
+                case _:
+                    self._reject(link, peer, "lamport_ahead", f"Lamport {signed.lamport}, held aside")
 
     def _release_held(self, now: float, wall: float) -> list[Event]:
         """Apply the held batches whose stamps our clock's bound has reached."""
-        self._wall_offset = wall - now
+        self._wall_offset, self._wall = wall - now, wall
         released: dict[bytes, tuple[list[Run], list[Delta]]] = {}
         while self._held and not is_too_far_ahead(self._held[0][0], wall):
-            _, _, peer, signed = heapq.heappop(self._held)
+            _, _, peer, signed, counted = heapq.heappop(self._held)
             self._held_ids.discard(signed.id)
             link = self.links.get(peer)
-            if link is not None:
+            if link is not None and counted:
                 link.held -= 1
             changes, deltas = released.setdefault(peer, ([], []))
             self._apply(peer, signed, wall, changes, deltas)
@@ -829,8 +865,12 @@ class Replica:
             if problem:
                 events += self._refuse(link, now, *problem)
                 continue
+            if hold_or_refuse(signed.lamport, wall, self._hold_allowance(link, signed.author)) == "refuse":
+                # (checked before its author is: waiting aside must not let a stamp in later)
+                events += self._refuse(link, now, "lamport_ahead", f"Lamport {signed.lamport}")
+                continue
             if signed.author not in self.authors and not self.authors.vouch(link.peer, signed.author):
-                if not self.authors.set_aside(link.peer, signed):  # (not a strike: see `authors`)
+                if not self.authors.set_aside(link.peer, signed, now):  # (not a strike: see `authors`)
                     events.append(self._reject(link, link.peer, "unknown_author", signed.author.hex()[:8]))
                 continue
             events += self._take(link, signed, now, wall, changes, deltas)
