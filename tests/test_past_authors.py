@@ -142,6 +142,7 @@ author_steps = st.lists(
         st.tuples(st.just("vouch"), st.integers(0, 6), st.integers(0, 2000)),  # member, author
         st.tuples(st.just("aside"), st.integers(0, 6), st.integers(0, 2000), st.integers(100, 40_000)),
         st.tuples(st.just("link_ends"), st.integers(0, 6)),
+        st.tuples(st.just("reclaim"), st.sets(st.integers(0, 2000), max_size=50)),  # live authors
         st.tuples(st.just("wait"), st.floats(0.0, 100.0)),
     ),
     max_size=60,
@@ -170,6 +171,8 @@ def test_no_party_grows_the_authors_or_what_is_held_aside_without_bound(steps) -
             case ("link_ends", sender):
                 authors.drop_sender(author_key(10_000 + sender))
                 assert all(s != author_key(10_000 + sender) for s, _, _ in authors._aside.values())
+            case ("reclaim", live):
+                authors.reclaim({author_key(a) for a in live})
             case ("wait", seconds):
                 now += seconds
                 authors.expire(now)
@@ -178,6 +181,9 @@ def test_no_party_grows_the_authors_or_what_is_held_aside_without_bound(steps) -
         assert len(authors.named) <= NAMED_KEYS
         assert len(authors.vouched) <= MAX_VOUCHED
         assert all(len(words) <= VOUCHES_PER_MEMBER for words in authors.vouched_by.values())
+        assert {(m, a) for m, words in authors.vouched_by.items() for a in words} == {
+            (m, a) for a, m in authors.vouched.items()
+        }
         assert authors.aside <= ASIDE_BATCHES
         assert sum(len(b.raw) for _, b, _ in authors._aside.values()) == authors._aside_bytes <= ASIDE_BYTES
         per_sender = Counter(sender for sender, _, _ in authors._aside.values())
@@ -267,3 +273,60 @@ def test_one_member_fills_only_its_share_of_what_is_held_aside_and_only_while_li
     assert member.key not in receiver.authors._aside_by_sender
     receiver.handle_timer(mesh.now + ASIDE_SECONDS + 1, wall=mesh.wall + ASIDE_SECONDS + 1)
     assert receiver.authors.aside == 0 and receiver.authors._aside_bytes == 0  # and it expires
+
+
+def test_made_up_authors_from_one_member_do_not_use_up_an_honest_members_word() -> None:
+    """Review of issue 30, F5: a member passed 64 made-up authors (stamp 1) to an honest member,
+    whose full state sends oldest first: at a joiner they used up the honest member's words, a
+    real past player the rendezvous no longer named stayed held aside for good, and digests
+    never agreed (full states every few seconds). Now what it saw itself goes first."""
+    mesh = Mesh.create(3, regions=WIDE)  # 0: honest H, 1: a player P who leaves, 2: a member M
+    mesh.deliver_all()
+    honest, player, member = mesh.replicas
+    for n in range(50):
+        mesh.write(1, 0x8000 + n, bytes([n + 1]))
+    mesh.deliver_all()
+    fakes = [
+        signed(SigningKey(os.urandom(32)), 1, ((0x8300 + n, b"\x01"),), session=7).raw
+        for n in range(VOUCHES_PER_MEMBER)
+    ]
+    honest.receive(member.key, _patch_from(2, fakes, 9000), mesh.now, wall=mesh.wall)
+    for a, b in ((0, 1), (1, 0), (1, 2), (2, 1)):
+        mesh.replicas[a].remove_peer(mesh.replicas[b].key)
+        mesh.blocked.add(frozenset((a, b)))
+    mesh.blocked |= {frozenset((1, 3))}
+    joiner = joiner_of(mesh, 0, [honest.key, member.key])  # P is not named any more
+    mesh.deliver_all()
+    for _ in range(6):
+        mesh.advance(5.0)
+        mesh.deliver_all()
+    assert player.key in joiner.authors
+    assert joiner.state.read(0x8000, 50) == honest.state.read(0x8000, 50)
+    assert refusals(mesh, 3) == [] and cuts(mesh, 0) == [] and cuts(mesh, 3) == []
+    sent = honest.statistics().peers[joiner.key].bytes_sent
+    for _ in range(24):
+        mesh.advance(5.0)
+        mesh.deliver_all()
+    # No full state after full state for what waits aside (160,104 bytes in 120 s before).
+    assert honest.statistics().peers[joiner.key].bytes_sent - sent < 40_000
+
+
+def test_a_word_spent_on_an_author_that_backs_nothing_any_more_is_given_back() -> None:
+    """A member's words are not spent for good: once a vouched author's batches back no byte,
+    the word comes back for the next past player it holds."""
+    mesh = Mesh.create(2, regions=WIDE)  # 0: the receiver, 1: a member
+    mesh.deliver_all()
+    receiver, member = mesh.replicas
+    data = _patch_from(1, made_up_batches(VOUCHES_PER_MEMBER), 1000)
+    receiver.receive(member.key, data, mesh.now, wall=mesh.wall)
+    assert len(receiver.authors.vouched_by[member.key]) == VOUCHES_PER_MEMBER
+    mesh.advance(1.0)
+    receiver.local_changes(
+        [(0x8000, bytes([7]) * VOUCHES_PER_MEMBER)], mesh.now, wall=mesh.wall
+    )  # every byte they backed is written over
+    late = signed(SigningKey(os.urandom(32)), int(mesh.wall * 1000), ((0x8100, b"\x05"),), session=7)
+    events = receiver.receive(member.key, _patch_from(1, [late.raw], 1001), mesh.now, wall=mesh.wall)
+    assert [e for e in events if isinstance(e, Rejected)] == []
+    assert late.author in receiver.authors and receiver.authors.aside == 0
+    assert receiver.state.read(0x8100) == b"\x05"
+    assert len(receiver.authors.vouched_by[member.key]) == 1

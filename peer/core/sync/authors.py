@@ -31,10 +31,17 @@ against the honest sender and cut it, and never held the player's bytes. Two par
   anyway), and `MAX_VOUCHED` over all members. Past that, its batches by unknown authors are
   held aside.
 What is left to such a member: its inventions travel on, and a peer that gets them from an honest
-member charges them to that member's share; so one member can use up the shares (`MAX_VOUCHED`
-at most) and leave a later past player, whom the rendezvous no longer names either, held aside
-at some peers (and those peers' digests differing until it is named). That takes both a liar in
-the room and a past list that lost the player, which `rendezvous.rooms` now makes hard.
+member charges them to that member's word. So that they do not use up that word before the real
+past players it holds (the review of F5: 64 made-up authors stamped 1 went first in an honest
+member's full state, oldest first, and a real past player stayed held aside at a joiner for
+good), a full state puts the batches of authors its sender knows first-hand (`first_hand`: not
+only on a member's word) first. A word spent on an author whose batches back nothing any more
+is given back when a member's words run out (`reclaim`). What still ends up held aside at a peer
+makes its state differ from the sender's; it neither sends that sender digests nor answers its
+digests meanwhile (`aside_from`), since each would only bring the same full state again (they
+did, about 1.3 KB a second). That leaves made-up authors held aside, and an honest past player
+only when members' words are used up (`MAX_VOUCHED` in all) and the rendezvous no longer names
+it, which `rendezvous.rooms` makes hard.
 What is held aside is neither merged nor counted against the sender: an honest member cannot
 tell which authors we were told of. It is bounded per sender (`ASIDE_PER_SENDER` batches,
 `ASIDE_BYTES_PER_SENDER`, a quarter of the room's, so one member cannot fill what the others'
@@ -54,7 +61,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 
 from peer.core.sync.state import SignedBatch
 
@@ -152,6 +159,25 @@ class Authors:
         log.info("%s holds batches by %s, a past member: accepted", member.hex()[:8], author.hex()[:8])
         self._accepted(author)
         return True
+
+    def first_hand(self, author: bytes) -> bool:
+        """Whether AUTHOR is accepted on more than a member's word (what a full state we send
+        puts first, so that our word goes to the players we know before those we were told of)."""
+        return author in self and author not in self.vouched
+
+    def reclaim(self, live: Collection[bytes]) -> int:
+        """Take back the words spent on authors whose batches back nothing any more (not in
+        LIVE, the authors of the state's batches) and wait aside for nothing; how many."""
+        dead = [a for a in self.vouched if a not in live and a not in self._aside_by_author]
+        for author in dead:
+            member = self.vouched.pop(author)
+            self.vouched_by[member].discard(author)
+            self._told_full.discard(member)
+        return len(dead)
+
+    def aside_from(self, sender: bytes) -> bool:
+        """Whether batches SENDER passed on wait aside (so our states differ, and say so)."""
+        return sender in self._aside_by_sender
 
     def set_aside(self, sender: bytes, batch: SignedBatch, now: float) -> bool:
         """Hold a batch by an author not accepted yet, from SENDER at NOW (monotonic seconds);

@@ -113,6 +113,7 @@ CHAT_BURST = 5.0
 # flooding or a stream of bad messages reaches CUT_AFTER_REJECTIONS within a second or so.
 CUT_AFTER_REJECTIONS = 200
 FLOOD_LEAK = 50.0
+RECLAIM_INTERVAL = 3.0  # words for authors that back nothing are taken back at most this often
 HELD_PER_PEER = 256  # batches from the near future held per peer (see `clock`); more are dropped
 SENDER_SLACK_MS = 2_000  # a sender's stamp may pass its own bound by this (RTT, clock noise)
 ROSTER_GRACE = 3.0  # rosters change at slightly different times on each peer; longer is a split
@@ -378,6 +379,7 @@ class Replica:
         self._held_ids: set[bytes] = set()
         self._wall_offset = 0.0  # wall minus monotonic, as last seen (to time held batches)
         self._wall = 0.0  # the latest wall time given
+        self._reclaimed_at = float("-inf")  # when words spent on authors were last taken back
         self.local_batches = 0
         self._outbox: list[tuple[bytes, bytes]] = []
 
@@ -869,7 +871,7 @@ class Replica:
                 # (checked before its author is: waiting aside must not let a stamp in later)
                 events += self._refuse(link, now, "lamport_ahead", f"Lamport {signed.lamport}")
                 continue
-            if signed.author not in self.authors and not self.authors.vouch(link.peer, signed.author):
+            if signed.author not in self.authors and not self._vouch(link, signed.author, now):
                 if not self.authors.set_aside(link.peer, signed, now):  # (not a strike: see `authors`)
                     events.append(self._reject(link, link.peer, "unknown_author", signed.author.hex()[:8]))
                 continue
@@ -882,6 +884,19 @@ class Replica:
             events.append(FullStateReceived(link.peer, self.has_room_state(link.peer)))
         return events
 
+    def _vouch(self, link: _PeerSync, author: bytes, now: float) -> bool:
+        """Take the peer's word for AUTHOR if words are left, after taking back the words spent
+        on authors whose batches back nothing any more (at most once per `RECLAIM_INTERVAL`:
+        it walks the state, and a member could send a made-up author per message)."""
+        if self.authors.vouch(link.peer, author):
+            return True
+        if now - self._reclaimed_at < RECLAIM_INTERVAL:
+            return False
+        self._reclaimed_at = now
+        if not self.authors.reclaim({batch.author for batch in self.state.batches.values()}):
+            return False
+        return self.authors.vouch(link.peer, author)
+
     def _receive_digest(self, link: _PeerSync, digest: codec.Digest, now: float) -> list[Event]:
         """A digest asks for state (issue 30, F1): one per half DIGEST_INTERVAL (an honest peer
         sends one per interval; each costs us a `state.digest()`), answered by what is newer than
@@ -892,6 +907,8 @@ class Replica:
             # delivers several at once), and a dropped digest costs us nothing.
             return [self._reject(link, link.peer, "digest_too_often")]
         link.digest_at = now
+        if self.authors.aside_from(link.peer):
+            return []  # (we hold its batches aside, so we differ; its state would bring them again)
         if digest.digest == self.state.digest():
             return []
         if digest.max_lamport != self.state.max_lamport:
@@ -982,6 +999,8 @@ class Replica:
 
     def _send_digest(self, link: _PeerSync, now: float) -> None:
         link.next_digest = now + DIGEST_INTERVAL
+        if self.authors.aside_from(link.peer):
+            return  # (it would answer with the batches we hold aside; see `authors`)
         self._send(link, codec.Digest(self.state.digest(), self.state.max_lamport), now)
 
     def _answer_full_state(self, link: _PeerSync, now: float) -> None:
@@ -996,7 +1015,10 @@ class Replica:
         link.full_next_at = now + max(FULL_STATE_INTERVAL, charged)
 
     def _send_full_state(self, link: _PeerSync, now: float) -> None:
-        self._send_batches(link, self.state.signed_batches(), full=True, now=now)
+        """Batches by authors we know first-hand go first: a receiver takes a few authors on our
+        word (`authors.VOUCHES_PER_MEMBER`), and those should be the players we saw."""
+        batches = sorted(self.state.signed_batches(), key=lambda b: not self.authors.first_hand(b.author))
+        self._send_batches(link, batches, full=True, now=now)
 
     def _send_batches(self, link: _PeerSync, batches: list[SignedBatch], *, full: bool, now: float) -> None:
         parts = split_batches([b.raw for b in batches], PATCH_BUDGET)
