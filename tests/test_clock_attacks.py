@@ -279,3 +279,56 @@ def test_a_player_whose_clock_runs_fast_has_its_writes_over_a_pinned_byte_held_n
     _, final, refused = pinned_skew_writes(OWN_ADDRESS[0], skew_ms=30_000, writes=20)
     assert refused == []
     assert final == 1
+
+
+def test_a_member_claiming_a_fast_clock_holds_back_no_more_than_its_claim():
+    """What a member gains by lying in its heartbeats (a clock 10 s fast): its writes are held up
+    to its claim plus `HOLD_MS`, as an honest fast player's would be, and refused beyond; every
+    player is told its clock is off (`clock.CLOCK_WARN_S`)."""
+    room = SkewedRoom([0, 0, 0])
+    room.start()
+    victim = room.replicas[0]
+    beat = codec.Heartbeat(wall_ms(room.wall(0)) + 10_000, 0, 0)
+    data = codec.encode(beat, signing_key=ADVERSARY, room=ROOM, session=999, seq=500)
+    victim.receive(ADVERSARY_KEY, data, room.now, wall=room.wall(0))
+    room.seq = 501
+    room.attack(0, 10_000 + HOLD_MS + 1, OWN_ADDRESS[1])  # past its claim: refused
+    room.attack(0, 10_000 + HOLD_MS // 2)  # within it: held that long, then merged
+    assert [e.reason for _, e in room.events if isinstance(e, Rejected)] == ["lamport_ahead"]
+    room.advance(10 + HOLD_MS / 2000 - 0.01)
+    assert victim.state.read(ATTACKED) == b"\x00"
+    room.advance(0.02)
+    assert victim.state.read(ATTACKED) == bytes([(10_000 + HOLD_MS // 2) % 256])
+
+
+ROLLBACK_S = 1.0  # the most a member whose heartbeats show no skew may hold a write back
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(-MAX_AHEAD_MS // 2, MAX_AHEAD_MS // 2), min_size=HONEST, max_size=HONEST),
+    st.integers(0, HONEST - 1),
+    st.integers(-2000, MAX_AHEAD_MS + 5000),
+    st.floats(ROLLBACK_S + 0.01, 70.0),
+)
+def test_an_honest_write_made_after_a_members_write_arrived_wins(skews_ms, target, excess, delay):
+    """Review of issue 30, F7: a write the member stamped past the target's bound was held as
+    long as the bound, then beat the writes the target made meanwhile. Whatever it stamps, a
+    write the target makes more than `ROLLBACK_S` after the member's arrived wins everywhere."""
+    room = SkewedRoom(skews_ms)
+    room.start()
+    room.attack(target, excess)
+    room.advance(delay)
+    room.deliver_all()
+    room.write(target, 0x77, ATTACKED)
+    room.deliver_all()
+    for _ in range(2):  # writes held by slower replicas come due; digests bring the rest
+        room.advance((MAX_AHEAD_MS + HOLD_MS) / 1000 + 1)
+        room.deliver_all()
+    assert [r.state.read(ATTACKED) for r in room.replicas] == [b"\x77"] * HONEST
+    refused = [
+        e
+        for _, e in room.events
+        if isinstance(e, Rejected) and e.peer != ADVERSARY_KEY and e.reason != "digest_too_often"
+    ]
+    assert refused == []
