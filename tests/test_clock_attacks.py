@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.core.sync import codec
-from peer.core.sync.clock import HOLD_MS, MAX_AHEAD_MS, wall_ms
+from peer.core.sync.clock import CROSS_BYTE_MS, HOLD_MS, MAX_AHEAD_MS, wall_ms
 from peer.core.sync.replica import HEARTBEAT_INTERVAL, BytesChanged, Event, Rejected, Replica
 from tests.sim import REGIONS, ROOM, START, key, write_batch
 
@@ -54,6 +54,25 @@ class SkewedRoom:
             self.events += [(target, e) for e in events]
             self.collect()
 
+    def start(self) -> None:
+        """Exchange full states and one heartbeat each way (every replica knows the others' skews)."""
+        self.deliver_all()
+        self.advance(0.0)
+        self.deliver_all()
+
+    def deliver(self, source: int, target: int) -> None:
+        """Deliver only what SOURCE sent TARGET (the rest stays in flight)."""
+        sender = self.replicas[source].key
+        kept = []
+        for entry in self.in_flight:
+            if entry[0] == target and entry[1] == sender:
+                events = self.replicas[target].receive(sender, entry[2], self.now, wall=self.wall(target))
+                self.events += [(target, e) for e in events]
+            else:
+                kept.append(entry)
+        self.in_flight = kept
+        self.collect()
+
     def attack(self, target: int, excess_ms: int, address: int = ATTACKED) -> None:
         """The member stamps a write at the target's bound, plus `excess_ms`."""
         lamport = wall_ms(self.wall(target)) + MAX_AHEAD_MS + excess_ms
@@ -64,10 +83,9 @@ class SkewedRoom:
         self.events += [(target, e) for e in events]
         self.collect()
 
-    def write(self, index: int, value: int) -> None:
-        self.replicas[index].local_changes(
-            [(OWN_ADDRESS[index], bytes([value]))], self.now, wall=self.wall(index)
-        )
+    def write(self, index: int, value: int, address: int | None = None) -> None:
+        address = OWN_ADDRESS[index] if address is None else address
+        self.replicas[index].local_changes([(address, bytes([value]))], self.now, wall=self.wall(index))
         self.collect()
 
     def advance(self, seconds: float) -> None:
@@ -81,7 +99,7 @@ step = st.one_of(
     st.tuples(
         st.just("attack"),
         st.integers(0, HONEST - 1),
-        st.integers(-2000, HOLD_MS + 5000),
+        st.integers(-2000, MAX_AHEAD_MS + 5000),
         st.sampled_from([ATTACKED, *OWN_ADDRESS]),  # its own byte, or one an honest player writes
     ),
     st.tuples(st.just("write"), st.integers(0, HONEST - 1), st.integers(1, 255)),
@@ -98,7 +116,7 @@ step = st.one_of(
 )
 def test_honest_writes_always_get_through_whatever_a_member_stamps(skews_ms, steps):
     room = SkewedRoom(skews_ms)
-    room.deliver_all()
+    room.start()
     last: dict[int, int] = {}
     pinned: set[int] = set()
     for operation in steps:
@@ -113,11 +131,18 @@ def test_honest_writes_always_get_through_whatever_a_member_stamps(skews_ms, ste
                 room.deliver_all()
             case ("tick", seconds):
                 room.advance(seconds)
-    for index in range(HONEST):  # every honest replica writes once more, after the attack
+    room.deliver_all()
+    for _ in range(2):  # what was held comes due, and digests bring every replica the same
+        room.advance((MAX_AHEAD_MS + HOLD_MS) / 1000 + 1)
+        room.deliver_all()
+    # Every honest replica writes once more, now that the member's batches have reached it: each
+    # write wins everywhere, on the bytes the member stamped too (review of issue 30, F7: a
+    # member's batch held up to bound + 60 s rolled back every write made while it was held).
+    for index in range(HONEST):
         room.write(index, 0xA0 + index)
         last[index] = 0xA0 + index
     room.deliver_all()
-    room.advance(HOLD_MS / 1000 + 1)  # held writes come due
+    room.advance((MAX_AHEAD_MS + HOLD_MS) / 1000 + 1)  # writes held by slower replicas come due
     room.deliver_all()
     refused = [
         e
@@ -127,25 +152,19 @@ def test_honest_writes_always_get_through_whatever_a_member_stamps(skews_ms, ste
     assert refused == []  # no honest message was refused, held at most
     for replica in room.replicas:
         for index, value in last.items():
-            if OWN_ADDRESS[index] not in pinned:  # (else the member's write may be the later one)
-                assert replica.state.read(OWN_ADDRESS[index]) == bytes([value])
-    for _ in range(3):  # once every clock has passed the member's stamps, repairs settle it
-        room.advance(HOLD_MS / 1000 + 1)
-        room.deliver_all()
-    for address in pinned:  # the room agrees on what the member wrote over
-        assert len({replica.state.read(address) for replica in room.replicas}) == 1
+            assert replica.state.read(OWN_ADDRESS[index]) == bytes([value])
 
 
 def test_a_write_just_past_the_bound_is_held_until_the_clock_catches_up():
     room = SkewedRoom([0, 0, 0])
-    room.deliver_all()
-    room.attack(0, 3000)  # 3 s past the bound: held, neither refused nor merged yet
+    room.start()
+    room.attack(0, HOLD_MS // 2)  # just past the bound: held, neither refused nor merged yet
     assert room.replicas[0].state.read(ATTACKED) == b"\x00"
     assert not [e for _, e in room.events if isinstance(e, Rejected)]
     timer = room.replicas[0].get_timer()
-    assert timer is not None and timer <= room.now + 3.0 + 0.01
-    room.advance(3.01)
-    assert room.replicas[0].state.read(ATTACKED) == bytes([3000 % 256])
+    assert timer is not None and timer <= room.now + HOLD_MS / 2000 + 0.01
+    room.advance(HOLD_MS / 2000 + 0.01)
+    assert room.replicas[0].state.read(ATTACKED) == bytes([(HOLD_MS // 2) % 256])
     assert any(isinstance(e, BytesChanged) and e.peer == ADVERSARY_KEY for _, e in room.events)
     room.attack(1, HOLD_MS + 1)  # beyond what is held: refused, counted
     assert [e.reason for _, e in room.events if isinstance(e, Rejected)] == ["lamport_ahead"]
@@ -173,12 +192,12 @@ def test_stamps_far_above_the_senders_own_clock_count_against_it():
     assert victim.statistics().peers[ADVERSARY_KEY].rejections["stamp_ahead_of_sender"] == 1
 
 
-def pinned_skew_writes(address: int, writes: int = 80) -> tuple[int, int, list[str]]:
+def pinned_skew_writes(address: int, writes: int = 80, skew_ms: int = 12_000) -> tuple[int, int, list[str]]:
     """Replica 0's clock runs 12 s fast; the member stamps a write at replica 0's bound every
     second (at `address`) while replica 0 writes its own byte every 0.1 s. Returns how many of
     those writes replica 1 had within 1 s, how many in the end, and what was refused."""
-    room = SkewedRoom([12_000, 0, 0])
-    room.deliver_all()
+    room = SkewedRoom([skew_ms, 0, 0])
+    room.start()
     prompt = 0
     for n in range(writes):
         if n % 10 == 0:
@@ -188,7 +207,7 @@ def pinned_skew_writes(address: int, writes: int = 80) -> tuple[int, int, list[s
         room.advance(0.1)
         room.deliver_all()
         prompt += room.replicas[1].state.read(OWN_ADDRESS[0]) == bytes([n % 200 + 1])
-    room.advance(HOLD_MS / 1000 + 1)
+    room.advance((skew_ms + HOLD_MS) / 1000)
     room.deliver_all()
     final = room.replicas[1].state.read(OWN_ADDRESS[0]) == bytes([(writes - 1) % 200 + 1])
     refused = [e.reason for _, e in room.events if isinstance(e, Rejected) and e.peer != ADVERSARY_KEY]
@@ -210,3 +229,106 @@ def test_writes_over_a_pinned_byte_are_late_by_the_skew_never_refused():
     _, final, refused = pinned_skew_writes(OWN_ADDRESS[0])
     assert refused == []
     assert final == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(-CROSS_BYTE_MS // 2 + 1, CROSS_BYTE_MS // 2 - 1), min_size=HONEST, max_size=HONEST),
+    st.permutations(range(HONEST)),
+    st.floats(0.0, 0.5),
+)
+def test_a_write_beats_what_its_writer_saw_through_other_bytes(skews_ms, order, gap):
+    """Causality across bytes (review of issue 30, F7): A writes X; B sees it and writes Y; C
+    sees only Y, then writes X. C's write follows A's and must win everywhere, whatever the
+    clocks, as long as they are less than `CROSS_BYTE_MS` apart. With the floor alone (stamped
+    above only what it overwrites) A's X won when A's clock ran 1 s fast."""
+    a, b, c = order
+    room = SkewedRoom(skews_ms)
+    room.deliver_all()
+    x, y = OWN_ADDRESS[0], OWN_ADDRESS[1]
+    room.write(a, 1, x)
+    room.deliver(a, b)
+    room.now += gap
+    room.write(b, 2, y)
+    room.deliver(b, c)
+    room.now += gap
+    room.write(c, 3, x)
+    room.deliver_all()
+    assert [r.state.read(x) for r in room.replicas] == [b"\x03"] * HONEST
+
+
+def test_a_member_cannot_hold_a_write_back_to_roll_back_honest_ones():
+    """Review of issue 30, F7: a write stamped wall + 119 s was held 59 s (a hold as long as the
+    bound), then overwrote the 58 s of honest writes made meanwhile. A member whose heartbeats
+    show no skew has `HOLD_MS` of hold, no more: such a stamp is refused and counted."""
+    room = SkewedRoom([0, 0, 0])
+    room.start()
+    room.attack(1, 59_000, OWN_ADDRESS[0])  # its bound + 59 s
+    assert [e.reason for _, e in room.events if isinstance(e, Rejected)] == ["lamport_ahead"]
+    for second in range(1, 59):
+        room.write(0, second)
+        room.advance(1.0)
+        room.deliver_all()
+    room.advance(2.0)
+    room.deliver_all()
+    assert {r.state.read(OWN_ADDRESS[0]) for r in room.replicas} == {bytes([58])}
+
+
+def test_a_player_whose_clock_runs_fast_has_its_writes_over_a_pinned_byte_held_never_refused():
+    """What the hold is for: the skew an author's heartbeats show (here 30 s) is held for it."""
+    _, final, refused = pinned_skew_writes(OWN_ADDRESS[0], skew_ms=30_000, writes=20)
+    assert refused == []
+    assert final == 1
+
+
+def test_a_member_claiming_a_fast_clock_holds_back_no_more_than_its_claim():
+    """What a member gains by lying in its heartbeats (a clock 10 s fast): its writes are held up
+    to its claim plus `HOLD_MS`, as an honest fast player's would be, and refused beyond; every
+    player is told its clock is off (`clock.CLOCK_WARN_S`)."""
+    room = SkewedRoom([0, 0, 0])
+    room.start()
+    victim = room.replicas[0]
+    beat = codec.Heartbeat(wall_ms(room.wall(0)) + 10_000, 0, 0)
+    data = codec.encode(beat, signing_key=ADVERSARY, room=ROOM, session=999, seq=500)
+    victim.receive(ADVERSARY_KEY, data, room.now, wall=room.wall(0))
+    room.seq = 501
+    room.attack(0, 10_000 + HOLD_MS + 1, OWN_ADDRESS[1])  # past its claim: refused
+    room.attack(0, 10_000 + HOLD_MS // 2)  # within it: held that long, then merged
+    assert [e.reason for _, e in room.events if isinstance(e, Rejected)] == ["lamport_ahead"]
+    room.advance(10 + HOLD_MS / 2000 - 0.01)
+    assert victim.state.read(ATTACKED) == b"\x00"
+    room.advance(0.02)
+    assert victim.state.read(ATTACKED) == bytes([(10_000 + HOLD_MS // 2) % 256])
+
+
+ROLLBACK_S = 1.0  # the most a member whose heartbeats show no skew may hold a write back
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(-MAX_AHEAD_MS // 2, MAX_AHEAD_MS // 2), min_size=HONEST, max_size=HONEST),
+    st.integers(0, HONEST - 1),
+    st.integers(-2000, MAX_AHEAD_MS + 5000),
+    st.floats(ROLLBACK_S + 0.01, 70.0),
+)
+def test_an_honest_write_made_after_a_members_write_arrived_wins(skews_ms, target, excess, delay):
+    """Review of issue 30, F7: a write the member stamped past the target's bound was held as
+    long as the bound, then beat the writes the target made meanwhile. Whatever it stamps, a
+    write the target makes more than `ROLLBACK_S` after the member's arrived wins everywhere."""
+    room = SkewedRoom(skews_ms)
+    room.start()
+    room.attack(target, excess)
+    room.advance(delay)
+    room.deliver_all()
+    room.write(target, 0x77, ATTACKED)
+    room.deliver_all()
+    for _ in range(2):  # writes held by slower replicas come due; digests bring the rest
+        room.advance((MAX_AHEAD_MS + HOLD_MS) / 1000 + 1)
+        room.deliver_all()
+    assert [r.state.read(ATTACKED) for r in room.replicas] == [b"\x77"] * HONEST
+    refused = [
+        e
+        for _, e in room.events
+        if isinstance(e, Rejected) and e.peer != ADVERSARY_KEY and e.reason != "digest_too_often"
+    ]
+    assert refused == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -17,12 +18,15 @@ from peer.core.sync import codec
 from peer.core.sync.authors import (
     ASIDE_BATCHES,
     ASIDE_BYTES,
+    ASIDE_BYTES_PER_SENDER,
     ASIDE_PER_SENDER,
+    ASIDE_SECONDS,
     MAX_VOUCHED,
     NAMED_KEYS,
     VOUCHES_PER_MEMBER,
     Authors,
 )
+from peer.core.sync.clock import HOLD_MS, MAX_AHEAD_MS
 from peer.core.sync.replica import CutPeer, Rejected, Replica
 from peer.core.sync.state import SignedBatch
 from tests.sim import ROOM, Mesh, key, signed
@@ -137,6 +141,9 @@ author_steps = st.lists(
         st.tuples(st.just("name"), st.integers(0, 2000), st.integers(1, 700)),  # a roster of new keys
         st.tuples(st.just("vouch"), st.integers(0, 6), st.integers(0, 2000)),  # member, author
         st.tuples(st.just("aside"), st.integers(0, 6), st.integers(0, 2000), st.integers(100, 40_000)),
+        st.tuples(st.just("link_ends"), st.integers(0, 6)),
+        st.tuples(st.just("reclaim"), st.sets(st.integers(0, 2000), max_size=50)),  # live authors
+        st.tuples(st.just("wait"), st.floats(0.0, 100.0)),
     ),
     max_size=60,
 )
@@ -149,6 +156,7 @@ def test_no_party_grows_the_authors_or_what_is_held_aside_without_bound(steps) -
     whatever is named, vouched for or set aside, every bound holds, and nothing is both held
     aside and by an accepted author."""
     authors = Authors(b"\xff" * 32)
+    now = 0.0
     for step in steps:
         match step:
             case ("name", first, count):
@@ -159,12 +167,166 @@ def test_no_party_grows_the_authors_or_what_is_held_aside_without_bound(steps) -
                 raw = os.urandom(size)
                 batch = SignedBatch(author_key(author), 1, 1, (), (), raw)
                 if batch.author not in authors:
-                    authors.set_aside(author_key(10_000 + sender), batch)
+                    authors.set_aside(author_key(10_000 + sender), batch, now)
+            case ("link_ends", sender):
+                authors.drop_sender(author_key(10_000 + sender))
+                assert all(s != author_key(10_000 + sender) for s, _, _ in authors._aside.values())
+            case ("reclaim", live):
+                authors.reclaim({author_key(a) for a in live})
+            case ("wait", seconds):
+                now += seconds
+                authors.expire(now)
+                assert all(now - since <= ASIDE_SECONDS for _, _, since in authors._aside.values())
         assert all(batch.author in authors for _, batch in authors.take_ready())  # (released now)
         assert len(authors.named) <= NAMED_KEYS
         assert len(authors.vouched) <= MAX_VOUCHED
         assert all(len(words) <= VOUCHES_PER_MEMBER for words in authors.vouched_by.values())
+        assert {(m, a) for m, words in authors.vouched_by.items() for a in words} == {
+            (m, a) for a, m in authors.vouched.items()
+        }
         assert authors.aside <= ASIDE_BATCHES
-        assert sum(len(b.raw) for _, b in authors._aside.values()) <= ASIDE_BYTES
-        assert all(count <= ASIDE_PER_SENDER for count in authors._aside_by_sender.values())
-        assert not [b for _, b in authors._aside.values() if b.author in authors]
+        assert sum(len(b.raw) for _, b, _ in authors._aside.values()) == authors._aside_bytes <= ASIDE_BYTES
+        per_sender = Counter(sender for sender, _, _ in authors._aside.values())
+        assert {sender: (n, held) for sender, (n, held) in authors._aside_by_sender.items()} == {
+            sender: (n, sum(len(b.raw) for s, b, _ in authors._aside.values() if s == sender))
+            for sender, n in per_sender.items()
+        }
+        assert all(
+            n <= ASIDE_PER_SENDER and held <= ASIDE_BYTES_PER_SENDER
+            for n, held in authors._aside_by_sender.values()
+        )
+        assert not [b for _, b, _ in authors._aside.values() if b.author in authors]
+        assert sum(len(ids) for ids in authors._aside_by_author.values()) == authors.aside
+
+
+def _patch_from(member: int, raws: list[bytes], seq: int) -> bytes:
+    patch = codec.StatePatch(False, 0, 1, tuple(raws))
+    return codec.encode(patch, signing_key=key(member), room=ROOM, session=100 + member, seq=seq)
+
+
+def test_a_batch_held_aside_meets_the_clock_bound_like_any_other() -> None:
+    """Review of issue 30, F5: a batch set aside skipped the bound on stamps. A member used up
+    its vouches, then passed on a batch by a spare key stamped an hour ahead: set aside, it was
+    let in once the key was named, and beat 58 minutes of honest writes an hour later."""
+    mesh = Mesh.create(2, regions=WIDE)  # 0: the receiver, 1: the member
+    mesh.deliver_all()
+    receiver, member = mesh.replicas
+    spare = SigningKey(os.urandom(32))
+    bomb = signed(spare, int(mesh.wall * 1000) + 3_600_000, ((0x8000, b"\xee"),), session=7).raw
+    data = _patch_from(1, [*made_up_batches(VOUCHES_PER_MEMBER, first=0x300), bomb], seq=1000)
+    events = receiver.receive(member.key, data, mesh.now, wall=mesh.wall)
+    assert [e.reason for e in events if isinstance(e, Rejected)] == ["lamport_ahead"]  # counted
+    assert receiver.authors.aside == 0
+    receiver.add_members([spare.verify_key.encode()])  # named later: nothing waits to come in
+    for minute in range(1, 61):
+        at = mesh.now + 60 * minute
+        receiver.local_changes([(0x8000, bytes([minute]))], at, wall=mesh.wall + 60 * minute)
+        receiver.handle_timer(at, wall=mesh.wall + 60 * minute)
+    assert receiver.state.read(0x8000) == bytes([60])
+
+
+def test_a_batch_just_past_the_bound_waits_aside_then_held_until_the_clock_reaches_it() -> None:
+    """Released from aside, a batch still waits for our clock's bound (and counts against its
+    sender's `HELD_PER_PEER`)."""
+    mesh = Mesh.create(2, regions=WIDE)
+    mesh.deliver_all()
+    receiver, member = mesh.replicas
+    spare = SigningKey(os.urandom(32))
+    near = signed(spare, int(mesh.wall * 1000) + MAX_AHEAD_MS + HOLD_MS // 2, ((0x8001, b"\x07"),), session=7)
+    data = _patch_from(1, [*made_up_batches(VOUCHES_PER_MEMBER, first=0x300), near.raw], seq=1000)
+    events = receiver.receive(member.key, data, mesh.now, wall=mesh.wall)
+    assert [e for e in events if isinstance(e, Rejected)] == []
+    assert receiver.authors.aside == 1
+    receiver.add_members([spare.verify_key.encode()])
+    assert receiver.links[member.key].held == 1
+    receiver.handle_timer(mesh.now + 0.01, wall=mesh.wall + 0.01)
+    assert receiver.state.read(0x8001) == b"\x00"  # not yet within the bound
+    receiver.handle_timer(mesh.now + HOLD_MS / 1000, wall=mesh.wall + HOLD_MS / 1000)
+    assert receiver.state.read(0x8001) == b"\x07"
+    assert receiver.links[member.key].held == 0
+
+
+BIG_REGION = (Region(0x1000, 0xFFFF),)
+
+
+def test_one_member_fills_only_its_share_of_what_is_held_aside_and_only_while_linked() -> None:
+    """Review of issue 30, F5: ~68 big batches by made-up authors from one member filled the
+    room-wide 4 MiB held aside, for good (still there an hour after the member left)."""
+    mesh = Mesh.create(3, regions=BIG_REGION)  # 0: the receiver, 1: the member, 2: an honest one
+    mesh.deliver_all()
+    receiver, member, honest = mesh.replicas
+
+    def big(n: int) -> bytes:
+        runs = tuple((0x1000 + i * 0x3C00, os.urandom(0x3C00)) for i in range(4))
+        return signed(SigningKey(os.urandom(32)), 1 + n, runs, session=7).raw
+
+    seq = 1000
+    for raw in [*made_up_batches(VOUCHES_PER_MEMBER, first=0x300), *(big(n) for n in range(80))]:
+        receiver.receive(member.key, _patch_from(1, [raw], seq), mesh.now, wall=mesh.wall)
+        seq += 1
+    assert receiver.authors._aside_bytes <= ASIDE_BYTES_PER_SENDER  # its share, not the room's
+    # An honest member's past player still finds room (past its own vouches).
+    for seq, raws in ((5000, made_up_batches(VOUCHES_PER_MEMBER, first=0x400)), (5001, [big(1000)])):
+        receiver.receive(honest.key, _patch_from(2, raws, seq), mesh.now, wall=mesh.wall)
+    assert receiver.authors._aside_by_sender[honest.key][0] == 1
+    receiver.remove_peer(member.key)  # its link ends: what it set aside goes
+    assert member.key not in receiver.authors._aside_by_sender
+    receiver.handle_timer(mesh.now + ASIDE_SECONDS + 1, wall=mesh.wall + ASIDE_SECONDS + 1)
+    assert receiver.authors.aside == 0 and receiver.authors._aside_bytes == 0  # and it expires
+
+
+def test_made_up_authors_from_one_member_do_not_use_up_an_honest_members_word() -> None:
+    """Review of issue 30, F5: a member passed 64 made-up authors (stamp 1) to an honest member,
+    whose full state sends oldest first: at a joiner they used up the honest member's words, a
+    real past player the rendezvous no longer named stayed held aside for good, and digests
+    never agreed (full states every few seconds). Now what it saw itself goes first."""
+    mesh = Mesh.create(3, regions=WIDE)  # 0: honest H, 1: a player P who leaves, 2: a member M
+    mesh.deliver_all()
+    honest, player, member = mesh.replicas
+    for n in range(50):
+        mesh.write(1, 0x8000 + n, bytes([n + 1]))
+    mesh.deliver_all()
+    fakes = [
+        signed(SigningKey(os.urandom(32)), 1, ((0x8300 + n, b"\x01"),), session=7).raw
+        for n in range(VOUCHES_PER_MEMBER)
+    ]
+    honest.receive(member.key, _patch_from(2, fakes, 9000), mesh.now, wall=mesh.wall)
+    for a, b in ((0, 1), (1, 0), (1, 2), (2, 1)):
+        mesh.replicas[a].remove_peer(mesh.replicas[b].key)
+        mesh.blocked.add(frozenset((a, b)))
+    mesh.blocked |= {frozenset((1, 3))}
+    joiner = joiner_of(mesh, 0, [honest.key, member.key])  # P is not named any more
+    mesh.deliver_all()
+    for _ in range(6):
+        mesh.advance(5.0)
+        mesh.deliver_all()
+    assert player.key in joiner.authors
+    assert joiner.state.read(0x8000, 50) == honest.state.read(0x8000, 50)
+    assert refusals(mesh, 3) == [] and cuts(mesh, 0) == [] and cuts(mesh, 3) == []
+    sent = honest.statistics().peers[joiner.key].bytes_sent
+    for _ in range(24):
+        mesh.advance(5.0)
+        mesh.deliver_all()
+    # No full state after full state for what waits aside (160,104 bytes in 120 s before).
+    assert honest.statistics().peers[joiner.key].bytes_sent - sent < 40_000
+
+
+def test_a_word_spent_on_an_author_that_backs_nothing_any_more_is_given_back() -> None:
+    """A member's words are not spent for good: once a vouched author's batches back no byte,
+    the word comes back for the next past player it holds."""
+    mesh = Mesh.create(2, regions=WIDE)  # 0: the receiver, 1: a member
+    mesh.deliver_all()
+    receiver, member = mesh.replicas
+    data = _patch_from(1, made_up_batches(VOUCHES_PER_MEMBER), 1000)
+    receiver.receive(member.key, data, mesh.now, wall=mesh.wall)
+    assert len(receiver.authors.vouched_by[member.key]) == VOUCHES_PER_MEMBER
+    mesh.advance(1.0)
+    receiver.local_changes(
+        [(0x8000, bytes([7]) * VOUCHES_PER_MEMBER)], mesh.now, wall=mesh.wall
+    )  # every byte they backed is written over
+    late = signed(SigningKey(os.urandom(32)), int(mesh.wall * 1000), ((0x8100, b"\x05"),), session=7)
+    events = receiver.receive(member.key, _patch_from(1, [late.raw], 1001), mesh.now, wall=mesh.wall)
+    assert [e for e in events if isinstance(e, Rejected)] == []
+    assert late.author in receiver.authors and receiver.authors.aside == 0
+    assert receiver.state.read(0x8100) == b"\x05"
+    assert len(receiver.authors.vouched_by[member.key]) == 1

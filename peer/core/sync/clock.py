@@ -28,26 +28,27 @@ the slower replica's bound and refused. So:
   machines synchronised by NTP (every desktop OS does so by default), and seconds for a machine
   that has not synchronised for days (a PC clock drifts by up to ~1 s a day); a minute covers
   a week of drift with room to spare, and caps what a liar can inflate the room's clock by.
-- A value past the bound by at most `HOLD_MS` is not refused but held (`hold_or_refuse`) until
-  this replica's clock catches up. `HOLD_MS` is the bound itself (issue 30, F7), because of what
-  a member that pins the bound does to honest clocks that differ by a skew `s`: it stamps at
-  the fast replica's bound (its wall + `MAX_AHEAD_MS`), the fast replica merges that, and its
-  next write to that byte must beat it, so it is stamped `s` past the slow replica's bound. Any
-  bound computed from a replica's own clock has that gap (the liar pins whichever replica's
-  bound is highest), so the slow replica can only hold such a write until its clock has moved
-  `s` on. With a hold of 10 s, a 12 s skew lost every such write (0 of 80 in the issue, each
-  counted against the honest sender); holding up to the bound means a player whose clock is
-  off by anything up to the bound is late by its skew at worst, never refused. What a liar
-  gains is nothing new: a held value is merged only once it is within this replica's bound,
-  so the room's clock is no further ahead than before; holding costs at most `HELD_PER_PEER`
-  batches per peer (`replica`). Only values beyond bound + HOLD_MS are refused (and counted):
-  no honest clock within the bound of ours can produce one.
+- A value past the bound is held (`hold_or_refuse`), not refused, only as far as the clock of
+  its sender or author, as their heartbeats show it, explains, plus `HOLD_MS` (1 s: a measured
+  skew is short of the true one by the heartbeat's transit, and chained writes add a few ms);
+  it is merged once this replica's clock catches up. Why hold at all (issue 30, F7): a member
+  pins the bound of the fastest replica F (stamps at F's wall + `MAX_AHEAD_MS`); F merges it,
+  and F's next write to that byte must beat it, so it is stamped `s` past the bound of a
+  replica S whose clock is `s` slower. S holds it for `s` (S measured F's skew), so F's write is
+  late at S by the skew and never refused: with a 12 s skew, 0 of 80 such writes got through
+  before, each counted against the honest F. Why no more (the review of F7): a held value is
+  merged late and beats the writes S made to those bytes meanwhile, writes that never saw it.
+  A hold as long as the bound let a member stamp wall + 119 s and roll back 58 s of honest
+  writes. Now a member whose heartbeats show its real clock rolls back at most `HOLD_MS`; one
+  that claims a clock `s` fast gets `s` more, and every player is told its clock is off from
+  `CLOCK_WARN_S` on. Beyond the allowance a value is refused and counted. Holding costs at most
+  `HELD_PER_PEER` batches per peer (`replica`).
 - And the pin reaches only what it overwrites (issue 30, F7): a local write must beat the
-  values it overwrites, not every value this replica has seen (`stamp(..., floor=)`: the
-  highest stamp on the bytes and counter slots it writes). Per byte, last-writer-wins needs
-  nothing more; a write to bytes the liar did not stamp keeps its wall-time stamp and is not
-  late anywhere. So under a pin, honest writes to the bytes the liar writes are late at slower
-  replicas by the skew, and all other honest writes are not late at all.
+  values it overwrites, whatever their stamps (`stamp(..., floor=)`: the highest stamp on the
+  bytes and counter slots it writes), but follows the stamps of other bytes only up to
+  `CROSS_BYTE_MS` past its own wall time. So under a pin, F's writes to other bytes are stamped
+  at most F's wall + 10 s, within S's bound for skews up to 50 s (held by the rest beyond), and
+  honest writes to the bytes the liar writes are late at slower replicas by the skew.
 - A sender's own write stamped past its own clock's bound (its clock as its heartbeats show it)
   is that sender's fault, since an honest replica holds such values rather than merging them and
   so never stamps above its own bound: it counts against the sender (`replica.SENDER_SLACK_MS`),
@@ -56,16 +57,21 @@ the slower replica's bound and refused. So:
 A write is stamped for when the game made it, not for when this process got round to it
 (`stamp(written_at, now)`). A peer whose process stalls (a closed laptop lid, swapping, a debugger)
 while its emulator plays on reads those writes late; stamped "now" they would beat newer writes by
-other players. So a local write's value is `max(min(floor, max(own last, seen by then)) + 1,
-written_at in ms)`:
-- `own last` keeps this writer's own writes in the order the game made them (per byte, when a
-  `floor` is given: the byte's stamp is our own last write to it, or newer);
+other players. So a local write's value, with `seen = max(own last, seen by then)` and `w` the
+wall time of `written_at` in ms, is `max(min(seen, max(floor, w + CROSS_BYTE_MS)) + 1, w)`:
+- `own last` keeps this writer's own writes in the order the game made them;
 - `seen by then + 1` keeps causality: a write made after this replica saw a value (that value may
-  already be in the emulator) must beat it; values first seen after `written_at` cannot have
-  caused it, so they do not count, and a later write by another player wins;
-- `floor`, the highest stamp on what the write overwrites, limits both to what matters for
-  last-writer-wins (see the pin above);
-- `written_at` in ms is the wall-time floor, as for any tick.
+  already be in the emulator, or have caused what the game wrote elsewhere) must beat it; values
+  first seen after `written_at` cannot have caused it, so they do not count, and a later write by
+  another player wins;
+- causality across bytes (A writes X; B sees it and writes Y; C sees Y and writes X: C's X must
+  beat A's) needs the stamps of every byte, not only of X; the cap `w + CROSS_BYTE_MS` keeps it
+  for clocks up to 10 s apart (the review's case, A 1 s fast, lost C's write), and keeps a pinned
+  stamp from lifting other bytes past other replicas' bounds (see the pin above). Clocks farther
+  apart than the cap are told so well before (5 s); they keep the order per byte, not across;
+- `floor`, the highest stamp on what the write overwrites, is always beaten when causality says
+  so, cap or not (last-writer-wins per byte needs nothing more); None (`tick`) caps nothing;
+- `w` is the wall-time floor, as for any tick.
 What was seen when is kept for `SEEN_HISTORY_S`; anything older is folded into one floor, so a
 stall longer than that stamps as if the write was made when the history begins (never lower than
 causality allows, only less fair); so does a wall clock that stepped back.
@@ -77,7 +83,8 @@ from bisect import bisect_right
 from collections import deque
 
 MAX_AHEAD_MS = 60 * 1000
-HOLD_MS = MAX_AHEAD_MS  # held, not refused, up to twice the bound ahead (see the docstring)
+HOLD_MS = 1000  # held past the bound beyond what the sender's or author's clock explains
+CROSS_BYTE_MS = 10 * 1000  # how far past its wall time a write follows other bytes' stamps
 MAX_LAMPORT = 2**63 - 1
 SEEN_HISTORY_S = 300.0
 
@@ -91,13 +98,20 @@ def is_too_far_ahead(value: int, now: float) -> bool:
     return value > wall_ms(now) + MAX_AHEAD_MS
 
 
-def hold_or_refuse(value: int, now: float) -> str | None:
+def hold_allowance(skew_s: float | None) -> int:
+    """How far past our bound (ms) a value is held rather than refused, for a sender or author
+    whose clock runs `skew_s` ahead of ours by its heartbeats (None: not measured yet)."""
+    ahead = min(max(0.0, skew_s or 0.0), MAX_AHEAD_MS / 1000)
+    return HOLD_MS + wall_ms(ahead)
+
+
+def hold_or_refuse(value: int, now: float, allowance_ms: int = HOLD_MS) -> str | None:
     """None when a received value may be merged now; "hold" when it is past the bound by at most
-    `HOLD_MS` (merge it once `is_too_far_ahead` says no); "refuse" beyond that."""
+    `allowance_ms` (merge it once `is_too_far_ahead` says no); "refuse" beyond that."""
     excess = value - (wall_ms(now) + MAX_AHEAD_MS)
     if excess <= 0:
         return None
-    return "hold" if excess <= HOLD_MS else "refuse"
+    return "hold" if excess <= allowance_ms else "refuse"
 
 
 class HybridClock:
@@ -127,8 +141,8 @@ class HybridClock:
             self._forget_history()  # the wall clock stepped back: times no longer compare
         written_at = min(written_at, now)
         causal = max(self._own, self.seen_by(written_at))
-        if floor is not None:
-            causal = min(causal, floor)
+        if floor is not None:  # beat what it overwrites; anything else only up to CROSS_BYTE_MS ahead
+            causal = min(causal, max(floor, wall_ms(written_at) + CROSS_BYTE_MS))
         value = max(causal + 1, wall_ms(written_at))
         self._own = max(self._own, value)
         self.last = max(self.last, value)
@@ -165,7 +179,8 @@ CLOCK_WARN_S = 5.0
 bound, the faster player's writes to bytes the liar stamped reach slower players late by the
 skew; a few seconds of that is already a broken game. Clocks kept by NTP differ by tens of
 milliseconds and a week without it drifts by a few seconds at most, so an honest room is not
-told; a clock off by 5 s is wrong, and fixing it is what helps."""
+told; a clock off by 5 s is wrong, and fixing it is what helps. It is half `CROSS_BYTE_MS`, so
+players are told well before their writes can lose the order across bytes."""
 
 
 def clocks_far_apart(skew_s: float) -> bool:

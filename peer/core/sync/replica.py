@@ -69,7 +69,14 @@ from games.definition import Region
 from peer.core.sync import codec
 from peer.core.sync import merge as rules
 from peer.core.sync.authors import Authors
-from peer.core.sync.clock import MAX_AHEAD_MS, HybridClock, hold_or_refuse, is_too_far_ahead, wall_ms
+from peer.core.sync.clock import (
+    MAX_AHEAD_MS,
+    HybridClock,
+    hold_allowance,
+    hold_or_refuse,
+    is_too_far_ahead,
+    wall_ms,
+)
 from peer.core.sync.state import NO_WRITER, Delta, Layout, Run, SharedState, SignedBatch
 
 log = logging.getLogger(__name__)
@@ -113,6 +120,7 @@ CHAT_BURST = 5.0
 # flooding or a stream of bad messages reaches CUT_AFTER_REJECTIONS within a second or so.
 CUT_AFTER_REJECTIONS = 200
 FLOOD_LEAK = 50.0
+RECLAIM_INTERVAL = 3.0  # words for authors that back nothing are taken back at most this often
 HELD_PER_PEER = 256  # batches from the near future held per peer (see `clock`); more are dropped
 SENDER_SLACK_MS = 2_000  # a sender's stamp may pass its own bound by this (RTT, clock noise)
 ROSTER_GRACE = 3.0  # rosters change at slightly different times on each peer; longer is a split
@@ -377,10 +385,12 @@ class Replica:
         """Members known to have been in the room: authors of what was stored, and authors of
         batches another member passed on to us (not only their own say-so)."""
         self.full_states_from: set[bytes] = set()
-        self._held: list[tuple[int, int, bytes, SignedBatch]] = []  # a heap by Lamport value
+        self._held: list[tuple[int, int, bytes, SignedBatch, bool]] = []  # a heap by Lamport value
         self._held_order = itertools.count()
         self._held_ids: set[bytes] = set()
         self._wall_offset = 0.0  # wall minus monotonic, as last seen (to time held batches)
+        self._wall = 0.0  # the latest wall time given
+        self._reclaimed_at = float("-inf")  # when words spent on authors were last taken back
         self.local_batches = 0
         self._outbox: list[tuple[bytes, bytes]] = []
         self._base: dict[int, tuple[int, int]] = {}
@@ -428,6 +438,7 @@ class Replica:
 
     def remove_peer(self, peer: bytes) -> None:
         """Forget a peer's connection; its sequence numbers are kept in case it comes back."""
+        self.authors.drop_sender(peer)  # (its next full state brings them again)
         link = self.links.get(peer)
         if link is not None:
             link.connected = False  # nothing is sent or accepted until `add_peer` again
@@ -656,6 +667,7 @@ class Replica:
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float, *, wall: float) -> list[Event]:
+        self.authors.expire(now)
         events: list[Event] = self._release_held(now, wall)
         if self._fold_due:  # (an old store's sessions: once, at the first timer)
             moved = self._fold(self._fold_due, now, wall)
@@ -677,6 +689,7 @@ class Replica:
     # ---- receiving ----------------------------------------------------------------------------
 
     def receive(self, peer: bytes, data: bytes, now: float, *, wall: float) -> list[Event]:
+        self._wall = wall
         released = self._release_held(now, wall) if self._held else []
         return released + self._receive(peer, data, now, wall)
 
@@ -794,21 +807,38 @@ class Replica:
         events: list[Event] = []
         if signed.author == link.peer and self._ahead_of_sender(link, signed.lamport, wall):
             events += self._refuse(link, now, "stamp_ahead_of_sender", f"Lamport {signed.lamport}")
-        match hold_or_refuse(signed.lamport, wall):
+        match hold_or_refuse(signed.lamport, wall, self._hold_allowance(link, signed.author)):
             case None:
                 self._apply(link.peer, signed, now, wall, changes, deltas)
             case "hold" if signed.id in self._held_ids:
                 pass  # (a catch-up or full state brought it again)
             case "hold" if link.held < HELD_PER_PEER:
-                link.held += 1
-                self._held_ids.add(signed.id)
-                heapq.heappush(self._held, (signed.lamport, next(self._held_order), link.peer, signed))
+                self._hold(link.peer, signed, counted=True)
             case "hold":  # an honest peer's clock may be that far ahead: not its fault (F7)
                 events.append(self._reject(link, link.peer, "held_full", f"Lamport {signed.lamport}"))
             case _:
                 detail = f"Lamport {signed.lamport} is beyond this peer's clock bound"
                 events += self._refuse(link, now, "lamport_ahead", detail)
         return events
+
+    def _hold_allowance(self, link: _PeerSync, author: bytes) -> int:
+        """How far past our bound a batch by AUTHOR from LINK's peer is held, not refused: what
+        the sender's or the author's clock, as their heartbeats show it, explains (see `clock`)."""
+        skews = [link.stats.skew]
+        author_link = self.links.get(author)
+        if author_link is not None:
+            skews.append(author_link.stats.skew)
+        return hold_allowance(max((skew for skew in skews if skew is not None), default=None))
+
+    def _hold(self, peer: bytes, signed: SignedBatch, *, counted: bool) -> None:
+        """Keep a batch until our clock's bound reaches its stamp; COUNTED against its sender's
+        `HELD_PER_PEER` (a batch within the bound already waits only for the next timer)."""
+        link = self.links.get(peer)
+        if link is not None and counted:
+            link.held += 1
+        self._held_ids.add(signed.id)
+        entry = (signed.lamport, next(self._held_order), peer, signed, counted)
+        heapq.heappush(self._held, entry)
 
     def _ahead_of_sender(self, link: _PeerSync, lamport: int, wall: float) -> bool:
         """The sender stamped its own write past its own clock's bound (its clock as its
@@ -838,25 +868,33 @@ class Replica:
 
     def _queue_ready(self) -> None:
         """Batches held aside whose authors are accepted now wait with the held ones, to be
-        merged at once (or when our clock's bound reaches them)."""
+        merged at the next timer or message (or when our clock's bound reaches them). Their
+        stamps were checked when they were set aside and are checked again now, under the same
+        limits as any held batch: a stamp far ahead is not let in by waiting aside."""
         for peer, signed in self.authors.take_ready():
             if signed.id in self._held_ids:
                 continue
             link = self.links.get(peer)
-            if link is not None:
-                link.held += 1
-            self._held_ids.add(signed.id)
-            heapq.heappush(self._held, (signed.lamport, next(self._held_order), peer, signed))
+            allowance = self._hold_allowance(link, signed.author) if link else hold_allowance(None)
+            match hold_or_refuse(signed.lamport, self._wall, allowance):
+                case None:
+                    self._hold(peer, signed, counted=False)
+                case "hold" if link is not None and link.held < HELD_PER_PEER:
+                    self._hold(peer, signed, counted=True)
+                case "hold":
+                    self._reject(link, peer, "held_full", f"Lamport {signed.lamport}")
+                case _:
+                    self._reject(link, peer, "lamport_ahead", f"Lamport {signed.lamport}, held aside")
 
     def _release_held(self, now: float, wall: float) -> list[Event]:
         """Apply the held batches whose stamps our clock's bound has reached."""
-        self._wall_offset = wall - now
+        self._wall_offset, self._wall = wall - now, wall
         released: dict[bytes, tuple[list[Run], list[Delta]]] = {}
         while self._held and not is_too_far_ahead(self._held[0][0], wall):
-            _, _, peer, signed = heapq.heappop(self._held)
+            _, _, peer, signed, counted = heapq.heappop(self._held)
             self._held_ids.discard(signed.id)
             link = self.links.get(peer)
-            if link is not None:
+            if link is not None and counted:
                 link.held -= 1
             changes, deltas = released.setdefault(peer, ([], []))
             self._apply(peer, signed, now, wall, changes, deltas)
@@ -906,8 +944,12 @@ class Replica:
             if problem:
                 events += self._refuse(link, now, *problem)
                 continue
-            if signed.author not in self.authors and not self.authors.vouch(link.peer, signed.author):
-                if not self.authors.set_aside(link.peer, signed):  # (not a strike: see `authors`)
+            if hold_or_refuse(signed.lamport, wall, self._hold_allowance(link, signed.author)) == "refuse":
+                # (checked before its author is: waiting aside must not let a stamp in later)
+                events += self._refuse(link, now, "lamport_ahead", f"Lamport {signed.lamport}")
+                continue
+            if signed.author not in self.authors and not self._vouch(link, signed.author, now):
+                if not self.authors.set_aside(link.peer, signed, now):  # (not a strike: see `authors`)
                     events.append(self._reject(link, link.peer, "unknown_author", signed.author.hex()[:8]))
                 continue
             events += self._take(link, signed, now, wall, changes, deltas)
@@ -919,6 +961,19 @@ class Replica:
             events.append(FullStateReceived(link.peer, self.has_room_state(link.peer)))
         return events
 
+    def _vouch(self, link: _PeerSync, author: bytes, now: float) -> bool:
+        """Take the peer's word for AUTHOR if words are left, after taking back the words spent
+        on authors whose batches back nothing any more (at most once per `RECLAIM_INTERVAL`:
+        it walks the state, and a member could send a made-up author per message)."""
+        if self.authors.vouch(link.peer, author):
+            return True
+        if now - self._reclaimed_at < RECLAIM_INTERVAL:
+            return False
+        self._reclaimed_at = now
+        if not self.authors.reclaim({batch.author for batch in self.state.batches.values()}):
+            return False
+        return self.authors.vouch(link.peer, author)
+
     def _receive_digest(self, link: _PeerSync, digest: codec.Digest, now: float) -> list[Event]:
         """A digest asks for state (issue 30, F1): one per half DIGEST_INTERVAL (an honest peer
         sends one per interval; each costs us a `state.digest()`), answered by what is newer than
@@ -929,6 +984,8 @@ class Replica:
             # delivers several at once), and a dropped digest costs us nothing.
             return [self._reject(link, link.peer, "digest_too_often")]
         link.digest_at = now
+        if self.authors.aside_from(link.peer):
+            return []  # (we hold its batches aside, so we differ; its state would bring them again)
         if digest.digest == self.state.digest():
             return []
         if digest.max_lamport != self.state.max_lamport:
@@ -1022,6 +1079,8 @@ class Replica:
 
     def _send_digest(self, link: _PeerSync, now: float) -> None:
         link.next_digest = now + DIGEST_INTERVAL
+        if self.authors.aside_from(link.peer):
+            return  # (it would answer with the batches we hold aside; see `authors`)
         self._send(link, codec.Digest(self.state.digest(), self.state.max_lamport), now)
 
     def _answer_full_state(self, link: _PeerSync, now: float) -> None:
@@ -1036,7 +1095,10 @@ class Replica:
         link.full_next_at = now + max(FULL_STATE_INTERVAL, charged)
 
     def _send_full_state(self, link: _PeerSync, now: float) -> None:
-        self._send_batches(link, self.state.signed_batches(), full=True, now=now)
+        """Batches by authors we know first-hand go first: a receiver takes a few authors on our
+        word (`authors.VOUCHES_PER_MEMBER`), and those should be the players we saw."""
+        batches = sorted(self.state.signed_batches(), key=lambda b: not self.authors.first_hand(b.author))
+        self._send_batches(link, batches, full=True, now=now)
 
     def _send_batches(self, link: _PeerSync, batches: list[SignedBatch], *, full: bool, now: float) -> None:
         parts = split_batches([b.raw for b in batches], PATCH_BUDGET)
