@@ -22,7 +22,7 @@ from rendezvous.lobby_socket import ClientReader
 EVERY = 40
 KINDS = ("flip", "replay", "inject", "reorder")
 SEALED = 1
-_original: Callable[[ClientReader, bytes], None] = ClientReader.on_binary
+_original: Callable[[ClientReader, bytes], bool] = ClientReader.on_binary
 _count: defaultdict[str, int] = defaultdict(int)
 _earlier: dict[str, bytes] = {}
 _held: dict[str, bytes] = {}
@@ -33,17 +33,16 @@ def _say(kind: str) -> None:
     sys.stdout.flush()
 
 
-def tampering_on_binary(self: ClientReader, data: bytes) -> None:
+def tampering_on_binary(self: ClientReader, data: bytes) -> bool:
     sender = self.client.key or "?"
     if len(data) <= 33 or data[32] != SEALED:
-        _original(self, data)  # the binding's handshake goes through untouched
-        return
+        return _original(self, data)  # the binding's handshake goes through untouched
     held = _held.pop(sender, None)
     if held is not None:  # the second half of a reordering: the later frame first
         _original(self, data)
         _original(self, held)
         _say("reorder")
-        return
+        return True
     _count[sender] += 1
     turn, phase = divmod(_count[sender], EVERY)
     kind = KINDS[turn % len(KINDS)] if phase == 0 and turn > 0 else None
@@ -66,6 +65,7 @@ def tampering_on_binary(self: ClientReader, data: bytes) -> None:
         case _:
             _original(self, data)
     _earlier[sender] = data
+    return True  # (what was tampered with went on, or was held for a reordering)
 
 
 def main() -> int:

@@ -19,6 +19,7 @@ from games.definition import Merge, MergeRule, Region
 from peer.core.sync import codec
 from peer.core.sync import merge as rules
 from peer.core.sync.replica import (
+    Event,
     FullStateReceived,
     Rejected,
     Replica,
@@ -83,7 +84,7 @@ def room(size: int = 2) -> Room:
     return mesh
 
 
-def send(mesh: Mesh, target: int, data: bytes) -> list:
+def send(mesh: Mesh, target: int, data: bytes) -> list[Event]:
     events = mesh.replicas[target].receive(MEMBER_KEY, data, mesh.now, wall=mesh.wall)
     mesh.events += [(target, e) for e in events]
     mesh.collect()
@@ -147,8 +148,12 @@ def test_a_losing_join_value_under_newer_stamps_keeps_a_few_backers():
     lamport = int(mesh.wall * 1000)
     for n in range(600):
         value = 1 << (n % 3)  # bits 0-2 of the bit-or byte, lower values for max, higher for min
-        runs = ((0xE010, bytes([value])), (0xE014, bytes([value])), (0xE016, bytes([0x20 + n % 7])))
-        runs += ((0xE017, bytes([0xF1 | value])),)
+        runs: tuple[tuple[int, bytes], ...] = (
+            (0xE010, bytes([value])),
+            (0xE014, bytes([value])),
+            (0xE016, bytes([0x20 + n % 7])),
+            (0xE017, bytes([0xF1 | value])),
+        )
         send(mesh, 0, member.message(member.batch(7, lamport + n, runs=runs)))
         if n % 200 == 199:
             mesh.advance(1.0)

@@ -110,7 +110,7 @@ async def test_one_pinning_batch_is_refused_and_pickups_still_count() -> None:
             )
 
         def refused(node) -> int:
-            return node.replica.statistics().peers[member.key].rejections["total_out_of_range"]
+            return int(node.replica.statistics().peers[member.key].rejections["total_out_of_range"])
 
         await wait_all([a, b], lambda n: refused(n) == 1, within=10)
         b.mesh.local_changes([], deltas=[(COINS, 2)])
