@@ -116,7 +116,8 @@ def test_a_member_flooding_sessions_leaves_one_slot_per_writer():
     for replica in mesh.replicas:
         assert len(replica.state.slots[0xE000]) == 3  # two players and the member: 2,000 slots before
         assert len(replica.state.slots[0xE008]) == 1
-        assert len(replica.state.batches) <= 3
+        assert len(replica.state.carried[0xE000]) <= 1  # (the member's previous session: carried)
+        assert len(replica.state.batches) <= 4
         assert replica.state.counter_value(0xE000) == 7
 
 
@@ -185,7 +186,8 @@ def test_an_old_store_with_a_slot_per_session_loads_folded():
     blob = SharedState._LEGACY_MAGIC + layout.fingerprint + len(batches).to_bytes(4, "big")
     blob += b"".join(len(b.raw).to_bytes(4, "big") + b.raw for b in batches)
     state = SharedState.from_bytes(layout, blob, open_stored())
-    assert len(state.slots[0xE000]) == 2 and len(state.batches) == 2
+    assert len(state.slots[0xE000]) == 2 and len(state.batches) == 4  # (and each one's session before)
+    assert state.counter_value(0xE000) == 12  # (what it showed before the upgrade)
     replica = Replica(signing_key=key(0), room=ROOM, regions=REGIONS, session=4, state=state)
     replica.handle_timer(START, wall=START)
     assert replica.state.counter_value(0xE000) == 12  # three sessions of 4
@@ -299,11 +301,11 @@ def test_any_order_of_a_members_sessions_and_totals_converges_bounded(specs, hon
     for batch in batches:
         if batch.author == MEMBER_KEY:
             first, total = batch.totals[0]
-            newest[first] = max(newest.get(first, (0, 0, 0)), (batch.lamport, batch.session, total))
-    for first, (_, _, total) in newest.items():
+            newest[first] = max(newest.get(first, (0, 0, 0)), (batch.session, batch.lamport, total))
+    for first, (_, _, total) in newest.items():  # (its newest session's newest total counts)
         member_total[first] = total
     for state in states:
-        assert len({id(b) for b in state.batches.values()}) <= 3 * len(COUNTERS) + 9 * 6 + 2 * 3
+        assert len({id(b) for b in state.batches.values()}) <= 4 * len(COUNTERS) + 9 * 6 + 2 * 3
         for first in COUNTERS:
             assert len(state.slots[first]) <= 3
             merge = layout.counters[first]

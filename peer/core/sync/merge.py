@@ -15,21 +15,32 @@ Counters: `add` (width 1, 2 or 4 bytes, low byte first; `bcd`: two decimal digit
 A counter is a state-based PN-counter with one *slot* per writer key (protocol 6, issue 30, F3):
 the slot holds (lamport, session, total), `total` being the net sum of every increment and
 decrement that writer's games ever made, in all its sessions. Only the slot's owner changes it,
-always under a newer Lamport stamp. Merging two states keeps, per slot, the triple with the higher
-(lamport, session, total): a pointwise max over a total order, hence commutative, associative and
-idempotent, so states converge under any delivery order, duplicates, drops (a later total or a
-full state carries every earlier increment of that writer), partitions and reconnects. The
-counter's value is a function of the state only: the sum of all totals (an exact integer), shown
-saturated into the counter's range. Each increment lives in exactly one writer's total, so it is
-counted exactly once.
+under a newer session or a newer Lamport stamp. Merging two states keeps, per slot, the triple
+with the higher (session, lamport, total) (`state.newer`), and besides it, not summed, the newest
+triple of the newest session before the slot's (*carried*): the top two of a total order by
+session, hence commutative, associative and idempotent, so states converge under any delivery
+order, duplicates, drops (a later total or a full state carries every earlier increment of that
+writer), partitions and reconnects. The counter's value is a function of the state only: the sum
+of the slots' totals (an exact integer), shown saturated into the counter's range.
 Sessions are folded by their author, not kept apart: a peer that starts again (a new session)
-carries the total it had (its *base*: the newest total of its own it knows from another session)
-and adds this session's changes to it, so a new session changes no value and a writer has one slot
-however many sessions it signs (a member signing 5,320 sessions left 10,646 slots on every peer
-when a slot was (writer, session)). A peer that crashed after publishing and before its disk caught
-up starts from an older base; when the room's newer total of its own arrives (any member holding it
-passes it on in its full state), the peer takes that as its base and publishes base plus this
-session's changes again (`Replica`), so a restart from disk still takes nothing away.
+takes as its *base* the newest total of its own from an earlier session that it knows, and
+publishes base plus this session's changes, so a new session changes no value and a writer has
+one summed slot however many sessions it signs (a member signing 5,320 sessions left 10,646 slots
+on every peer when a slot was (writer, session); now a flood rotates the member's own two).
+A peer whose disk lagged what it had published starts from an older base; when the room's newer
+total of an earlier session of its own arrives, it takes that as its base and publishes again.
+That total stays in every state as the carried one even after the new session's total replaced
+it in the slot, so it reaches the restarted peer whichever messages were lost (when the slot
+replaced it everywhere, one lost reply left the room 2 short for good). Only an *earlier*
+session's total is ever a base: two processes of one key alive at once (a restart while the old
+one still has links) would otherwise take each other's totals as bases and count each one's
+changes again and again; the older process, seeing a newer session in its slot, publishes no
+more (`Replica`). Sessions are numbered by the store, increasing (`peer.storage`).
+What this leaves: a peer that crashes again, its disk lagging again, before it has heard the
+room's newer total loses what its previous session made after its last save (a session's total
+says nothing of the base it was built on, so a later one cannot tell a stale base from a fresh
+one); one slot per (writer, session) had no such case but no bound either. A writer's part is
+exact under every other schedule of drops, duplicates, reorders and single crashes.
 
 Bounds (issue 30, F4): a total is at most the counter's range either way (`in_range`: -99..99 for
 `add bcd`, ±65535 for `add le16`), so one writer can move the room's sum no further than the
