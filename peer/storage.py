@@ -50,7 +50,6 @@ from pathlib import Path
 import filelock
 
 from peer.core.sync import codec
-from peer.core.sync import merge as rules
 from peer.core.sync.state import NO_WRITER, Contribution, Layout, SharedState, SignedBatch
 
 _SCHEMA = """
@@ -206,10 +205,9 @@ class RoomStore:
         for address, writer, session, total in self._db.execute(
             "SELECT address, writer, session, total FROM legacy WHERE room = ?", (self.key,)
         ):
-            merge = self.layout.counters.get(address) if isinstance(address, int) else None
-            if merge is None or not isinstance(writer, bytes) or len(writer) != 32:
+            if address not in self.layout.counters or not isinstance(writer, bytes) or len(writer) != 32:
                 continue
-            if isinstance(session, int) and isinstance(total, int) and rules.in_range(total, merge):
+            if isinstance(session, int) and isinstance(total, int):
                 sums[(address, writer)] = (session, total)
         return sums
 

@@ -208,3 +208,21 @@ def test_a_peer_that_crashes_before_folding_its_own_sessions_keeps_them(tmp_path
     replica = Replica(signing_key=key(0), room=ROOM, regions=COUNTER, session=5, state=state)
     replica.handle_timer(START, wall=START)
     assert replica.state.counter_value(COINS) == 12
+
+
+def test_an_old_stores_negative_total_still_counts_and_its_writer_folds_it():
+    """Before protocol 6 a session's total was any signed number; now a total is taken modulo
+    the counter's modulus (0..1023 here), so such a batch is not kept: its sum still counts, and
+    its writer publishes it anew."""
+    layout = Layout(COUNTER)
+    batches = [
+        codec.sign_batch(key(0), room=ROOM, session=1, lamport=11, runs=(), totals=((COINS, -3),)),
+        codec.sign_batch(key(1), room=ROOM, session=1, lamport=12, runs=(), totals=((COINS, 10),)),
+    ]
+    blob = SharedState._LEGACY_MAGIC + layout.fingerprint + len(batches).to_bytes(4, "big")
+    blob += b"".join(len(b.raw).to_bytes(4, "big") + b.raw for b in batches)
+    state = SharedState.from_bytes(layout, blob, open_stored())
+    assert state.counter_value(COINS) == 7
+    replica = Replica(signing_key=key(0), room=ROOM, regions=COUNTER, session=2, state=state)
+    replica.handle_timer(START, wall=START)
+    assert replica.state.total(COINS, replica.key) == 1024 - 3 and replica.state.counter_value(COINS) == 7

@@ -27,11 +27,11 @@ because a forged signature costs as much to reject as a good one to accept):
 
 Counters (`add` regions): this replica's own slot is its key's; its total is its *base* (the newest
 total of its own from an earlier session: the disk's, or a newer one the room passes on, issue 30
-F3) plus what this session's game changed, kept within the counter's range; each local delta is
+F3) plus what this session's game changed, modulo the counter's modulus; each local delta is
 published as that new total under a new stamp, and so is a new base that comes in after this
 session published. A total of a later session of its own key (its restart, while this process
 still runs) makes this one publish no more totals there. A peer's batch carries its totals,
-merged into the author's slot; a total out of the counter's range is refused as
+merged into the author's slot; a total outside 0..M-1 (the counter's modulus) is refused as
 `total_out_of_range` (F4). See `merge`.
 Each refusal is counted under its reason in `statistics()` and reported as a `Rejected` event.
 
@@ -390,10 +390,10 @@ class Replica:
         from an earlier session, as (session, lamport, total) (see the module docstring)."""
         self._made: dict[int, int] = {}  # per counter, what this session added to the base
         self._fold_due: set[int] = set()  # counters whose stored sessions we must fold (old stores)
-        for (first, writer), (_, total) in self.state.legacy.items():
+        for (first, writer), (session, total) in self.state.legacy.items():
             held = self.state.held(first, writer)
-            if writer == self.key and held is not None and held[1] < self.session:
-                self._base[first] = (held[1], held[0], total)
+            if writer == self.key and session < self.session:
+                self._base[first] = (held[1], held[0], total) if held is not None else (session, 0, total)
                 self._fold_due.add(first)
 
     # ---- peers --------------------------------------------------------------------------------
@@ -537,7 +537,7 @@ class Replica:
 
     def _own_total(self, first: int, delta: int) -> int:
         """Our new total in the counter at FIRST after our game changed it by DELTA: our base
-        plus what this session changed, kept within the counter's range (`merge`, F4)."""
+        plus what this session changed, modulo the counter's modulus (`merge`, F4)."""
         if first not in self._made:
             held = self.state.held(first, self.key)
             if held is not None and held[1] < self.session:
@@ -545,10 +545,8 @@ class Replica:
             self._base.setdefault(first, (0, 0, 0))
             self._made[first] = 0
         self._fold_due.discard(first)
-        base = self._base[first][2]
-        total = rules.clamp_total(base + self._made[first] + delta, self.state.layout.counters[first])
-        self._made[first] = total - base
-        return total
+        self._made[first] += delta
+        return rules.wrap(self._base[first][2] + self._made[first], self.state.layout.counters[first])
 
     def _replaced_in(self, first: int) -> bool:
         """A newer session of our own key holds our slot in the counter at FIRST (this process

@@ -574,10 +574,10 @@ class SharedState:
 
         A batch whose total is out of its counter's range is left out (stored before such
         batches were refused, issue 30 F4). LEGACY: stored before protocol 6, when each of a
-        writer's sessions was a slot of its own, so a writer's totals in its sessions add up;
-        now only its newest session's slot is kept, and `legacy` keeps, per writer with several
-        sessions, the newest session and the sum (each session's total and the sum clamped into
-        the range: a larger total would be refused by every peer). The counter counts that sum
+        writer's sessions was a slot of its own and a total any signed number, so a writer's
+        totals in its sessions add up; now only its newest session's slot is kept (if its total
+        is one protocol 6 takes), and `legacy` keeps, per writer, the newest session and the
+        sum (each session's total clamped into the range). The counter counts that sum
         until the writer publishes a total of a newer session: this peer folds its own at once
         (`Replica`), another writer when it next plays. LEGACY_SUMS: such sums kept from an
         earlier load (`peer.storage` stores them, so the old batches need not be)."""
@@ -608,22 +608,18 @@ def _totals_in_range(layout: Layout, batch: SignedBatch) -> bool:
 
 
 def _session_sums(layout: Layout, batches: Iterable[SignedBatch]) -> dict[tuple[int, bytes], tuple[int, int]]:
-    """Per (counter, writer) with more than one session: its newest session and the sum of each
-    session's newest total."""
+    """Per (counter, writer): its newest session and the sum of each session's newest total (a
+    total then was any signed number: one past the range counts as the range)."""
     newest: dict[tuple[int, bytes, int], tuple[int, int]] = {}
     for batch in batches:
         for first, total in batch.totals:
             key = (first, batch.author, batch.session)
-            merge = layout.counters[first]  # (a session's total past the range counts as the range)
-            newest[key] = max(newest.get(key, (-1, 0)), (batch.lamport, rules.clamp_total(total, merge)))
+            top = rules.top(layout.counters[first])
+            newest[key] = max(newest.get(key, (-1, 0)), (batch.lamport, min(max(total, -top), top)))
     sums: dict[tuple[int, bytes], dict[int, int]] = {}
     for (first, author, session), (_, total) in newest.items():
         sums.setdefault((first, author), {})[session] = total
-    return {
-        key: (max(totals), rules.clamp_total(sum(totals.values()), layout.counters[key[0]]))
-        for key, totals in sums.items()
-        if len(totals) > 1
-    }
+    return {key: (max(totals), sum(totals.values())) for key, totals in sums.items()}
 
 
 def _needed(rule: MergeRule, backers: Sequence[Backer]) -> tuple[Backer, ...]:
