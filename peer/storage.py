@@ -10,9 +10,10 @@ one fsync (`scripts/bench_storage.py` measures both ways side by side).
 
 Sessions: every start takes the next session number from the database, committed before it is
 used, so the pair (session, sequence number) that signs a message is never reused, even after a
-crash. It is at least the wall clock's seconds, so that sessions keep increasing for the room even
-when the database is lost or moved away: a counter's slot takes a writer's newest session
-(`peer.core.sync.merge`), and a session numbered below one the room holds would count nothing.
+crash. It is at least the wall clock's seconds times 65,536 (`codec.session_floor`), so that
+sessions keep increasing for the room even when the database is lost or moved away: a counter's
+slot takes a writer's newest session (`peer.core.sync.merge`), and a session numbered below one
+the room holds would count nothing.
 The store is synchronous: call it from one worker thread, not the event loop.
 
 Counters (`add` regions) are loaded from the signed batches that back their slots (each writer's
@@ -143,10 +144,10 @@ class RoomStore:
         self._db.close()
 
     def next_session(self, wall: float | None = None) -> int:
-        """A session number above every one this store gave, and at least WALL (seconds since
-        the epoch, now by default)."""
+        """A session number above every one this store gave, and at least the floor of WALL
+        (seconds since the epoch, now by default; `codec.session_floor`)."""
         try:
-            return self._next_session(int(time.time() if wall is None else wall))
+            return self._next_session(codec.session_floor(time.time() if wall is None else wall))
         except (sqlite3.Error, TypeError, ValueError) as exc:  # (a table of another program)
             raise StorageError(self._damaged(exc)) from exc
 

@@ -201,6 +201,16 @@ class Heartbeat:
             raise ValueError("a roster hash has 8 bytes")
 
 
+SESSIONS_PER_SECOND = 1 << 16
+
+
+def session_floor(wall: float) -> int:
+    """The lowest session a peer starting at WALL (seconds since the epoch) may take: sessions
+    grow with time, so a restart's session is above its earlier ones even when its disk is lost
+    (a counter's slot takes a writer's newest session, `merge`)."""
+    return int(wall) * SESSIONS_PER_SECOND
+
+
 def roster_hash(keys: Collection[bytes]) -> bytes:
     """What a `Heartbeat` says about the roster: the same for the same set of keys, in any order."""
     return hashlib.blake2b(b"".join(sorted(set(keys))), digest_size=ROSTER_HASH_SIZE).digest()
