@@ -63,7 +63,8 @@ Ends of the range: the value shown to the game **saturates** at 0 and at the lar
 bytes hold (99 for `add bcd`, 9999 for `add le16 bcd`, 65535 for `add le16`). Games that keep coins,
 arrows or scores stop at the top (the demo's coins stop at 99, Galious's counters at 999), and a
 wrap would turn one coin too many into an empty purse. The room keeps the exact sum beyond the
-ends, so spending after two players together went past the top leaves what the sum says.
+ends (within the window of the bounds), so spending after two players together went past the top
+leaves what the sum says.
 
 A local change is read from the emulator as a delta (new minus old bytes, as the watcher saw
 them: a counter's value is linear in its bytes, so bytes that did not change cancel out); a remote
