@@ -10,15 +10,24 @@ one fsync (`scripts/bench_storage.py` measures both ways side by side).
 
 Sessions: every start takes the next session number from the database, committed before it is
 used, so the pair (session, sequence number) that signs a message is never reused, even after a
-crash. The store is synchronous: call it from one worker thread, not the event loop.
+crash. It is at least the wall clock's seconds times 65,536 (`codec.session_floor`), so that
+sessions keep increasing for the room even when the database is lost or moved away: a counter's
+slot takes a writer's newest session (`peer.core.sync.merge`), and a session numbered below one
+the room holds would count nothing.
+The store is synchronous: call it from one worker thread, not the event loop.
 
-Counters (`add` regions) are stored as their contributions, one row per (counter, writer) (protocol
-6: a writer's total covers all its sessions, issue 30 F3; a row of an older session is replaced),
-never as bytes: the value is their sum, so a restart keeps every contribution.
+Counters (`add` regions) are loaded from the signed batches that back their slots (each writer's
+newest total, and the newest of its session before, `SharedState.carried`), never from bytes: the
+value is the sum of the slots, so a restart keeps every writer's total. A save writes the slots as
+`contributions` rows too, one per (counter, writer), for tools only (see below).
 
 A store written before protocol 6 (no `totals` row in `meta`) kept one counter slot per session:
-it is loaded as such once (`SharedState.load_batches(legacy=True)`, this peer folding its own
-sessions into one total) and marked, so that the fold happens once.
+it is loaded as such (`SharedState.load_batches(legacy=True)`): per writer with several sessions,
+the sum of their totals and its newest session. The first save marks the store and, in the same
+transaction, writes these sums to the `legacy` table and deletes the superseded batches; each sum
+keeps counting for its writer, on every later load too, until a total of a newer session of that
+writer's arrives (this peer folds its own at its first timer; another player when it next plays),
+so the upgrade takes nobody's coins away even if this peer stops before it folds its own.
 
 Signed authorship (protocol 3): what is loaded is the `batches` table, the signed batches that
 back the current state (`SharedState.batches`), each checked against its author's signature on
@@ -35,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -53,6 +63,10 @@ CREATE TABLE IF NOT EXISTS bytes (
 );
 CREATE TABLE IF NOT EXISTS batches (
     room TEXT NOT NULL, id BLOB NOT NULL, raw BLOB NOT NULL, PRIMARY KEY (room, id)
+);
+CREATE TABLE IF NOT EXISTS legacy (
+    room TEXT NOT NULL, address INTEGER NOT NULL, writer BLOB NOT NULL, session INTEGER NOT NULL,
+    total INTEGER NOT NULL, PRIMARY KEY (room, address, writer)
 );
 CREATE TABLE IF NOT EXISTS contributions (
     room TEXT NOT NULL, address INTEGER NOT NULL, writer BLOB NOT NULL, session INTEGER NOT NULL,
@@ -115,6 +129,8 @@ class RoomStore:
         self.room = room
         self.key = f"{game}\x00{room}\x00{layout.fingerprint.hex()}"
         self._superseded: list[bytes] = []  # stored batch ids the loaded state does not keep
+        self._legacy_new: list[tuple[int, bytes, int, int]] = []  # old sessions' sums to keep
+        self._legacy_gone: list[tuple[int, bytes]] = []  # sums a newer session has folded
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -127,9 +143,11 @@ class RoomStore:
     def close(self) -> None:
         self._db.close()
 
-    def next_session(self) -> int:
+    def next_session(self, wall: float | None = None) -> int:
+        """A session number above every one this store gave, and at least the floor of WALL
+        (seconds since the epoch, now by default; `codec.session_floor`)."""
         try:
-            return self._next_session()
+            return self._next_session(codec.session_floor(time.time() if wall is None else wall))
         except (sqlite3.Error, TypeError, ValueError) as exc:  # (a table of another program)
             raise StorageError(self._damaged(exc)) from exc
 
@@ -139,12 +157,12 @@ class RoomStore:
             "(or pick another --state-dir); the room's players will give you its state again."
         )
 
-    def _next_session(self) -> int:
+    def _next_session(self, floor: int) -> int:
         with self._transaction():
             row = self._db.execute(
                 "SELECT value FROM meta WHERE room = ? AND key = 'session'", (self.key,)
             ).fetchone()
-            session = (row[0] if row else 0) + 1
+            session = max((row[0] if row else 0) + 1, floor)
             self._db.execute(
                 "INSERT OR REPLACE INTO meta (room, key, value) VALUES (?, 'session', ?)",
                 (self.key, session),
@@ -162,19 +180,37 @@ class RoomStore:
                     "SELECT 1 FROM meta WHERE room = ? AND key = 'totals'", (self.key,)
                 ).fetchone()
             )
+            sums = self._legacy_sums()
         except sqlite3.Error as exc:
             raise StorageError(self._damaged(exc)) from exc
         batches = [batch for batch in map(self._open, rows) if batch is not None]
-        state = SharedState.load_batches(self.layout, batches, legacy=bool(legacy))
+        state = SharedState.load_batches(self.layout, batches, legacy=bool(legacy), legacy_sums=sums)
         # What backs nothing (an old store's superseded sessions, a flood's slots, a batch out of
-        # range) goes with the first save, which marks the store as protocol 6's: by then this
-        # peer has folded its own sessions (`Replica`, at its first timer).
+        # range) goes with the first save, which marks the store as protocol 6's and, in the same
+        # transaction, keeps each writer's sum of its old sessions (`legacy`) until a newer
+        # session of its folds them: this peer's own at its first timer (`Replica`), another
+        # player's when it next plays; until then the counter counts the sum, as it did.
         self._superseded = [
             raw[-codec.SIGNATURE_SIZE :]
             for raw in rows
             if isinstance(raw, bytes) and raw[-codec.SIGNATURE_SIZE :] not in state.batches
         ]
+        if legacy:
+            self._legacy_new = [(first, writer, *held) for (first, writer), held in state.legacy.items()]
+        self._legacy_gone = [key for key in sums if key not in state.legacy]
         return state
+
+    def _legacy_sums(self) -> dict[tuple[int, bytes], tuple[int, int]]:
+        """The stored sums of old sessions (rows that are not ours to read are skipped)."""
+        sums = {}
+        for address, writer, session, total in self._db.execute(
+            "SELECT address, writer, session, total FROM legacy WHERE room = ?", (self.key,)
+        ):
+            if address not in self.layout.counters or not isinstance(writer, bytes) or len(writer) != 32:
+                continue
+            if isinstance(session, int) and isinstance(total, int):
+                sums[(address, writer)] = (session, total)
+        return sums
 
     def _open(self, raw: object) -> SignedBatch | None:
         if not isinstance(raw, bytes):
@@ -210,7 +246,9 @@ class RoomStore:
         counted = [(self.key, c.address, c.writer, c.session, c.lamport, c.total) for c in contributions]
         kept = [(self.key, b.id, b.raw) for b in batches]
         gone = [(self.key, i) for i in [*dropped, *self._superseded]]
-        if rows or counted or kept or gone:
+        legacy_new = [(self.key, *row) for row in self._legacy_new]
+        legacy_gone = [(self.key, *key) for key in self._legacy_gone]
+        if rows or counted or kept or gone or legacy_new or legacy_gone:
             with self._transaction():
                 self._db.execute(
                     "INSERT OR REPLACE INTO meta (room, key, value) VALUES (?, 'totals', ?)",
@@ -223,6 +261,14 @@ class RoomStore:
                 self._db.executemany("INSERT OR REPLACE INTO batches (room, id, raw) VALUES (?, ?, ?)", kept)
                 self._db.executemany("DELETE FROM batches WHERE room = ? AND id = ?", gone)
                 self._db.executemany(
+                    "INSERT OR REPLACE INTO legacy (room, address, writer, session, total) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    legacy_new,
+                )
+                self._db.executemany(
+                    "DELETE FROM legacy WHERE room = ? AND address = ? AND writer = ?", legacy_gone
+                )
+                self._db.executemany(
                     "INSERT OR REPLACE INTO bytes (room, address, value, lamport, writer) "
                     "VALUES (?, ?, ?, ?, ?)",
                     [(self.key, *row) for row in rows],
@@ -232,7 +278,7 @@ class RoomStore:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     counted,
                 )
-            self._superseded = []
+            self._superseded, self._legacy_new, self._legacy_gone = [], [], []
         return len(rows) + len(counted) + len(kept) + len(gone)
 
     def save_all(self, state: SharedState) -> int:

@@ -4,15 +4,16 @@ Properties (150 examples each, 10,000 with MSXSYNC_LONG=1):
 - per-byte rules (lww, max, min, bit-or, bit-and): any order of the same writes, any number of
   times, gives the same bytes and stamps, and merging snapshots is a join;
 - `add`: replicas exchanging messages through the real codec, with deliveries reordered, duplicated
-  and dropped, partitions and restarts from the durable form, end identical once healed, and every
-  counter shows the saturated sum of every delta every game made (each player's own net kept
-  within the counter's range, issue 30 F4).
+  and dropped, partitions, and restarts from the durable form or from a disk that lagged (saved
+  earlier, once the room holds that peer's totals), end identical once healed, every writer's
+  totals add up to every delta every game made (modulo the counter's modulus), and the counter
+  shows their sum saturated wherever that sum is exact (issue 30 F4, see `merge`).
 """
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from games.definition import Merge, MergeRule, Region
@@ -108,18 +109,22 @@ counter_ops = st.lists(
         st.tuples(st.just("count"), st.integers(0, 2), st.sampled_from(FIRSTS), st.integers(-30, 60)),
         st.tuples(st.just("deliver"), st.integers(0, 1000), st.booleans()),
         st.tuples(st.just("drop"), st.integers(0, 1000)),
+        st.tuples(st.just("lose_to"), st.integers(0, 2)),
         st.tuples(st.just("partition"), st.integers(0, 2), st.integers(0, 2)),
-        st.tuples(st.just("restart"), st.integers(0, 2)),
+        st.tuples(st.just("restart"), st.integers(0, 2), st.booleans()),
+        st.tuples(st.just("save"), st.integers(0, 2)),
         st.tuples(st.just("tick"), st.floats(0.0, 4.0)),
     ),
     max_size=60,
 )
 
 
-def restart(mesh: Mesh, index: int, session: int) -> None:
-    """Replica INDEX stops and starts again from its durable form, with a new session number."""
+def restart(mesh: Mesh, index: int, session: int, disk: bytes | None = None) -> None:
+    """Replica INDEX stops and starts again from its durable form (or from DISK, saved earlier:
+    the disk lagged), with a new session number; what it had in flight is lost."""
     old = mesh.replicas[index]
-    stored = SharedState.from_bytes(old.state.layout, old.state.to_bytes(), open_stored())
+    blob = old.state.to_bytes() if disk is None else disk
+    stored = SharedState.from_bytes(old.state.layout, blob, open_stored())
     mesh.in_flight = [m for m in mesh.in_flight if index not in m[:2]]
     new = Replica(signing_key=key(index), room=ROOM, regions=COUNTERS, session=session, state=stored)
     mesh.replicas[index] = new
@@ -131,33 +136,56 @@ def restart(mesh: Mesh, index: int, session: int) -> None:
     mesh.collect()
 
 
-def expected_value(first: int, made: list[int]) -> int:
-    merge = Layout(COUNTERS).counters[first]
-    return rules.shown(sum(made), merge)
+def room_holds_its_totals(mesh: Mesh, index: int) -> bool:
+    """Every other replica holds what replica INDEX holds of its own totals (its slot and the one
+    carried): a disk that lags it then loses nothing the room cannot give back. (Not covered: a
+    peer whose base was stale crashing again, disk lagging again, before it heard the room's
+    newer total: what its previous session made after its last save is lost, see `merge`.)"""
+    replica = mesh.replicas[index]
+    own = [
+        (replica.state.slots[f].get(replica.key), replica.state.carried[f].get(replica.key)) for f in FIRSTS
+    ]
+    return all(
+        [(s.slots[f].get(replica.key), s.carried[f].get(replica.key)) for f in FIRSTS] == own
+        for s in (other.state for other in mesh.replicas)
+    )
 
 
-def own_net(first: int, deltas: list[int]) -> int:
-    """A player's own total after these deltas, kept within the counter's range at each step."""
-    merge, total = Layout(COUNTERS).counters[first], 0
-    for delta in deltas:
-        total = rules.clamp_total(total + delta, merge)
-    return total
+def expected_value(first: int, made: list[int]) -> int | None:
+    """What the counter shows for these changes, where the room's sum is exact (see `merge`):
+    the true sum saturated into the counter's range; None outside the window."""
+    top, total = rules.top(Layout(COUNTERS).counters[first]), sum(made)
+    return min(max(total, 0), top) if -top <= total <= 3 * top else None
+
+
+# A restart whose disk lagged, a pickup before its links are up, and the room's replies lost:
+# (the room once ended 2 short, issue 30 F3 review; random schedules seldom find it).
+LAGGED_RESTART_LOSING_REPLIES = [
+    ("count", 0, 0xE000, 10),
+    ("save", 0),
+    ("count", 0, 0xE000, 2),
+    *[("deliver", 0, False)] * 10,
+    ("restart", 0, True),
+    ("count", 0, 0xE000, 1),
+    *[("lose_to", 0), ("deliver", 0, False), ("deliver", 0, False), ("deliver", 0, False)] * 2,
+    ("lose_to", 0),
+]
 
 
 @pytest.mark.timeout(1800)  # (the long mode: 10,000 schedules of three replicas)
 @given(counter_ops)
+@example(LAGGED_RESTART_LOSING_REPLIES)
 def test_counters_count_every_change_exactly_once(ops):
     mesh = Mesh.create(3, COUNTERS)
     made: dict[int, list[int]] = {first: [] for first in FIRSTS}
-    own: dict[tuple[int, int], list[int]] = {}
     sessions = 1000
+    disks = [replica.state.to_bytes() for replica in mesh.replicas]
     for op in ops:
         match op:
             case ("count", index, first, delta):
                 mesh.replicas[index].local_changes([], mesh.now, wall=mesh.wall, deltas=[(first, delta)])
                 mesh.collect()
                 made[first].append(delta)
-                own.setdefault((index, first), []).append(delta)
             case ("deliver", position, twice) if mesh.in_flight:
                 message = mesh.in_flight[position % len(mesh.in_flight)]
                 if twice:
@@ -165,11 +193,16 @@ def test_counters_count_every_change_exactly_once(ops):
                 mesh.deliver(position)
             case ("drop", position) if mesh.in_flight:
                 mesh.in_flight.pop(position % len(mesh.in_flight))
+            case ("lose_to", index):  # (a link that drops: all on its way to one replica)
+                mesh.in_flight = [m for m in mesh.in_flight if m[1] != index]
             case ("partition", a, b) if a != b:
                 mesh.blocked.add(frozenset((a, b)))
-            case ("restart", index):
+            case ("save", index):
+                disks[index] = mesh.replicas[index].state.to_bytes()
+            case ("restart", index, lagging):
                 sessions += 1
-                restart(mesh, index, sessions)
+                lag = lagging and room_holds_its_totals(mesh, index)
+                restart(mesh, index, sessions, disks[index] if lag else None)
             case ("tick", seconds):
                 mesh.advance(seconds)
     mesh.settle(rounds=6)
@@ -177,9 +210,10 @@ def test_counters_count_every_change_exactly_once(ops):
     for first in FIRSTS:
         for replica in mesh.replicas:
             slots = replica.state.slots[first]
-            nets = [own_net(f, deltas) for (_, f), deltas in own.items() if f == first]
-            assert sum(total for _, _, total in slots.values()) == sum(nets)
-            assert replica.state.counter_value(first) == expected_value(first, nets)
+            modulus = 4 * (rules.top(replica.state.layout.counters[first]) + 1)
+            assert sum(total for _, _, total in slots.values()) % modulus == sum(made[first]) % modulus
+            if (expected := expected_value(first, made[first])) is not None:
+                assert replica.state.counter_value(first) == expected
 
 
 def test_two_players_counting_at_once_keep_every_coin():
@@ -260,7 +294,7 @@ def test_a_restart_from_a_disk_that_lagged_takes_nothing():
 def test_durable_form_keeps_contributions():
     state = SharedState(Layout(COUNTERS))
     for signer, session, lamport, runs, totals in [
-        (key(0), 7, 10, (), ((0xE004, -3),)),
+        (key(0), 7, 10, (), ((0xE004, 40000 - 3),)),  # (-3, modulo 4 x 10,000)
         (key(1), 8, 11, (), ((0xE004, 1234),)),
         (key(2), 9, 4, ((0xE010, b"\x03"),), ()),
     ]:

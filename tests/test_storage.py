@@ -98,10 +98,17 @@ def test_rooms_and_definitions_are_kept_apart(tmp_path):
 
 
 def test_sessions_are_never_reused(tmp_path):
-    sessions = [
-        RoomStore(tmp_path / "db", game="demo", room="r", layout=LAYOUT).next_session() for _ in range(3)
-    ]
-    assert sessions == [1, 2, 3]
+    stores = [RoomStore(tmp_path / "db", game="demo", room="r", layout=LAYOUT) for _ in range(3)]
+    sessions = [store.next_session(wall=5) for store in stores]
+    assert sessions == [5 << 16, (5 << 16) + 1, (5 << 16) + 2]
+
+
+def test_sessions_keep_increasing_when_the_database_is_lost(tmp_path):
+    """A counter's slot takes a writer's newest session: a player whose database was moved
+    away must not start again below the sessions the room holds of its key."""
+    before = RoomStore(tmp_path / "old", game="demo", room="r", layout=LAYOUT).next_session()
+    after = RoomStore(tmp_path / "new", game="demo", room="r", layout=LAYOUT).next_session()
+    assert after >= before > 1_700_000_000 << 16
 
 
 def test_a_save_survives_kill_9(tmp_path):
@@ -213,14 +220,16 @@ def test_a_store_from_before_protocol_6_loads_folded_and_sheds_its_slots(tmp_pat
     store.close()
     store = RoomStore(path, game="g", room="r", layout=layout)
     state = store.load()
-    assert len(state.slots[0xE000]) == 2 and len(state.batches) == 2
+    assert len(state.slots[0xE000]) == 2 and len(state.batches) == 4  # (each slot, each session before)
     writers = [signer.verify_key.encode() for signer in SIGNERS]
-    assert state.legacy_sums == {(0xE000, writers[0]): 120, (0xE000, writers[2]): -9999}  # (clamped)
+    sums = {(0xE000, writers[0]): (3, 120), (0xE000, writers[2]): (299, -9999)}  # (clamped)
+    assert state.legacy == sums
     store.write_rows([], state.take_dirty_contributions(), *state.take_batch_changes())
     store.close()
     rows = sqlite3.connect(path).execute("SELECT COUNT(*) FROM batches").fetchone()[0]
-    assert rows == 2  # (305 before the save)
-    assert RoomStore(path, game="g", room="r", layout=layout).load().legacy_sums == {}
+    assert rows == 4  # (305 before the save)
+    again = RoomStore(path, game="g", room="r", layout=layout).load()
+    assert again.legacy == sums and again.counter_value(0xE000) == 0  # (120 - 9999, shown saturated)
 
 
 def test_a_stored_batch_that_was_tampered_with_is_not_loaded(tmp_path):

@@ -24,6 +24,7 @@ from peer.core.mesh.binding import derive_room_key
 from peer.core.mesh.core import MeshCore
 from peer.core.room.room_game import GameCheck
 from peer.core.room.signalling import IceServer
+from peer.core.sync import codec
 from peer.core.sync.replica import Event, Replica
 from peer.core.sync.state import SharedState
 from peer.mesh.mesh import Mesh, random_nonces
@@ -153,7 +154,8 @@ class RoomSession:
         if self.config.password is not None:
             # Argon2id takes ~0.1 s of CPU: keep the event loop (and other links) responsive.
             room_key = await asyncio.to_thread(derive_room_key, self.config.password, roster.room)
-        state, session = self._state, secrets.randbits(63)
+        state = self._state  # (no store: a session from the clock, unique within its second)
+        session = codec.session_floor(time.time()) + secrets.randbits(16)
         if self._prepare is not None:
             state, session = await self._prepare(roster)
         replica = Replica(

@@ -38,9 +38,9 @@ sender's rendezvous lists them (`roster_hash`), so that peers given different ro
 say so. A version-4 peer's messages are refused as `version` (the binding tells the player).
 
 Version 6 (issue 30, F3 and F4): a batch's counter total is its author's total over all its sessions
-(one slot per author and counter, the newest stamp winning; see `merge`), not one session's, and
-must lie within the counter's range. The bytes are laid out as in version 5, but a version-5 peer
-would add up an author's sessions, so its messages are refused as `version`.
+(one slot per author and counter, its newest session's newest total winning; see `merge`), not
+one session's, and must lie within the counter's range. The bytes are laid out as in version 5,
+but a version-5 peer would add up an author's sessions, so its messages are refused as `version`.
 
 Sequence number 0 is reserved for the identity handshake (`Nonce`, `Proof`), which happens before a
 peer is admitted and is not tracked by the replica.
@@ -199,6 +199,16 @@ class Heartbeat:
                 raise ValueError("heartbeat time out of range")
         if len(self.roster) != ROSTER_HASH_SIZE:
             raise ValueError("a roster hash has 8 bytes")
+
+
+SESSIONS_PER_SECOND = 1 << 16
+
+
+def session_floor(wall: float) -> int:
+    """The lowest session a peer starting at WALL (seconds since the epoch) may take: sessions
+    grow with time, so a restart's session is above its earlier ones even when its disk is lost
+    (a counter's slot takes a writer's newest session, `merge`)."""
+    return int(wall) * SESSIONS_PER_SECOND
 
 
 def roster_hash(keys: Collection[bytes]) -> bytes:

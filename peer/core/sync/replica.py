@@ -26,11 +26,13 @@ because a forged signature costs as much to reject as a good one to accept):
    a message that breaks either rule is refused whole, never applied in part.
 
 Counters (`add` regions): this replica's own slot is its key's; its total is its *base* (the newest
-total of its own from another session: the disk's, or a newer one the room passes on, issue 30 F3)
-plus what this session's game changed, kept within the counter's range; each local delta is
+total of its own from an earlier session: the disk's, or a newer one the room passes on, issue 30
+F3) plus what this session's game changed, modulo the counter's modulus; each local delta is
 published as that new total under a new stamp, and so is a new base that comes in after this
-session published. A peer's batch carries its totals, merged into the author's slot; a total out of
-the counter's range is refused as `total_out_of_range` (F4). See `merge`.
+session published. A total of a later session of its own key (its restart, while this process
+still runs) makes this one publish no more totals there. A peer's batch carries its totals,
+merged into the author's slot; a total outside 0..M-1 (the counter's modulus) is refused as
+`total_out_of_range` (F4). See `merge`.
 Each refusal is counted under its reason in `statistics()` and reported as a `Rejected` event.
 
 Authorship (protocol 3): a local write is signed once as a `SignedBatch` and that signature goes
@@ -77,7 +79,7 @@ from peer.core.sync.clock import (
     is_too_far_ahead,
     wall_ms,
 )
-from peer.core.sync.state import NO_WRITER, Delta, Layout, Run, SharedState, SignedBatch
+from peer.core.sync.state import NO_WRITER, Delta, Held, Layout, Run, SharedState, SignedBatch
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +100,12 @@ RUNS_PER_TOKEN = 16
 BATCHES_PER_TOKEN = 4
 # A full state this replica asked for (on adding a peer, or by a resync request) is real work it
 # wants done: the link is credited, once per request, what the largest full state can hold costs
-# (`full_state_cost`: every byte backed by as many batches as its rule keeps, one slot per counter
-# and member, or what our own state holds if more, each batch about STATE_BATCH_BYTES), beyond
-# the burst, never more than MAX_STATE_CREDIT (issue 30, F3).
+# (`full_state_cost`: every byte backed by as many batches as its rule keeps, two per counter and
+# member (its slot and its carried total), or what our own state holds if more, each batch about
+# STATE_BATCH_BYTES), beyond the burst, never more than MAX_STATE_CREDIT (issue 30, F3).
 STATE_BATCH_BYTES = 128
 JOIN_BACKERS = 9  # the most batches a `bit-or`/`bit-and` byte keeps (`state._needed`)
-MAX_STATE_CREDIT = 20_000.0  # tokens: about 2.6 MB of state, several times a full 16 KiB layout
+MAX_STATE_CREDIT = 20_000.0  # tokens: about 5 MB of state (batches of 128 bytes), many full layouts
 REQUEST_INTERVAL = 5.0  # at most one resync request per peer per this many seconds
 # Full state on a peer's demand (a resync request, a digest that shows divergence) is sent at most
 # once per FULL_STATE_INTERVAL per peer (F5); demands in between are merged into one answer sent
@@ -337,7 +339,7 @@ def full_state_cost(layout: Layout, members: int = 1, held: int = 0, held_bytes:
     """Tokens a full state costs to receive at most: the largest this layout holds with MEMBERS
     writers (or HELD batches of HELD_BYTES, what our own state holds, if more), capped."""
     backers = sum(JOIN_BACKERS if rule in rules.JOINS else 1 for rule in layout.rules)
-    batches = max(backers + len(layout.counters) * members, held)
+    batches = max(backers + 2 * len(layout.counters) * members, held)
     size = max(batches * STATE_BATCH_BYTES, held_bytes)
     parts = size // PATCH_BUDGET + 1
     cost = parts + size / BYTES_PER_TOKEN + batches / BATCHES_PER_TOKEN + layout.size / RUNS_PER_TOKEN
@@ -393,15 +395,15 @@ class Replica:
         self._reclaimed_at = float("-inf")  # when words spent on authors were last taken back
         self.local_batches = 0
         self._outbox: list[tuple[bytes, bytes]] = []
-        self._base: dict[int, tuple[int, int]] = {}
-        """Per counter, our base once this session published there: (lamport, total) of the newest
-        total of our own from another session (see the module docstring)."""
+        self._base: dict[int, Held] = {}
+        """Per counter, our base once this session published there: the newest total of our own
+        from an earlier session, as (session, lamport, total) (see the module docstring)."""
         self._made: dict[int, int] = {}  # per counter, what this session added to the base
         self._fold_due: set[int] = set()  # counters whose stored sessions we must fold (old stores)
-        for (first, writer), total in self.state.legacy_sums.items():
+        for (first, writer), (session, total) in self.state.legacy.items():
             held = self.state.held(first, writer)
-            if writer == self.key and held is not None:
-                self._base[first] = (held[0], total)
+            if writer == self.key and session < self.session:
+                self._base[first] = (held[1], held[0], total) if held is not None else (session, 0, total)
                 self._fold_due.add(first)
 
     # ---- peers --------------------------------------------------------------------------------
@@ -510,7 +512,9 @@ class Replica:
         runs.sort()
         floor = self._overwritten_stamp(runs, [first for first, _ in deltas])
         lamport = self.clock.stamp(wall if written_at is None else written_at, wall, floor=floor)
-        totals = [(first, self._own_total(first, delta)) for first, delta in deltas]
+        totals = [
+            (first, self._own_total(first, delta)) for first, delta in deltas if not self._replaced_in(first)
+        ]
         moved: dict[int, int] = {}
         for group, counted in _batch_groups(runs, totals):
             signed = codec.sign_batch(
@@ -544,21 +548,31 @@ class Replica:
 
     def _own_total(self, first: int, delta: int) -> int:
         """Our new total in the counter at FIRST after our game changed it by DELTA: our base
-        plus what this session changed, kept within the counter's range (`merge`, F4)."""
+        plus what this session changed, modulo the counter's modulus (`merge`, F4)."""
         if first not in self._made:
             held = self.state.held(first, self.key)
-            self._base.setdefault(first, (held[0], held[2]) if held is not None else (0, 0))
+            if held is not None and held[1] < self.session:
+                self._base.setdefault(first, (held[1], held[0], held[2]))
+            self._base.setdefault(first, (0, 0, 0))
             self._made[first] = 0
         self._fold_due.discard(first)
-        base = self._base[first][1]
-        total = rules.clamp_total(base + self._made[first] + delta, self.state.layout.counters[first])
-        self._made[first] = total - base
-        return total
+        self._made[first] += delta
+        return rules.wrap(self._base[first][2] + self._made[first], self.state.layout.counters[first])
+
+    def _replaced_in(self, first: int) -> bool:
+        """A newer session of our own key holds our slot in the counter at FIRST (this process
+        runs on beside its restart): it publishes our total, and folds ours (`_rebase`), so this
+        one publishes none; its game's changes are answered with the room's value."""
+        held = self.state.held(first, self.key)
+        return held is not None and held[1] > self.session
 
     def _fold(self, firsts: Iterable[int], now: float, wall: float) -> list[Delta]:
         """Publish our total again in these counters: our base changed (a newer total of our own
-        from another session came in, or an old store's sessions are folded)."""
-        totals = tuple((first, self._own_total(first, 0)) for first in sorted(firsts))
+        from an earlier session came in, or an old store's sessions are folded)."""
+        firsts = sorted(firsts)
+        self._fold_due.difference_update(firsts)
+        firsts = [first for first in firsts if not self._replaced_in(first)]
+        totals = tuple((first, self._own_total(first, 0)) for first in firsts)
         if not totals:
             return []
         lamport = self.clock.stamp(wall, wall)
@@ -570,15 +584,18 @@ class Replica:
         return moved
 
     def _rebase(self, signed: SignedBatch) -> list[int]:
-        """A total of our own from another session that is newer than our base (the room held
-        more than our disk when we started): it becomes our base; returns the counters whose
-        total this session must publish again (those it published already)."""
-        if signed.author != self.key or signed.session == self.session:
+        """A total of our own from an *earlier* session that is newer than our base (the room
+        held more than our disk when we started, or that session still runs): it becomes our
+        base; returns the counters whose total this session must publish again (those it
+        published already). A later session's total never is: that one folds ours, and taking
+        it back would count each one's changes again and again."""
+        if signed.author != self.key or signed.session >= self.session:
             return []
         moved = []
         for first, total in signed.totals:
-            if first in self._made and signed.lamport > self._base[first][0]:
-                self._base[first] = (signed.lamport, total)
+            incoming = (signed.session, signed.lamport, total)
+            if first in self._made and incoming > self._base[first]:
+                self._base[first] = incoming
                 moved.append(first)
         return moved
 

@@ -172,7 +172,12 @@ class SharedState:
         self.lamports = [0] * layout.size
         self.writers = [NO_WRITER] * layout.size
         self.slots: dict[int, dict[bytes, Held]] = {first: {} for first in layout.counters}
-        """Per counter, every writer's slot: (lamport, session, total) of its newest total."""
+        """Per counter, every writer's slot: (lamport, session, total) of its newest total, the
+        newest session first (`newer`); the counter is the sum of these."""
+        self.carried: dict[int, dict[bytes, Held]] = {first: {} for first in layout.counters}
+        """Per counter and writer, the newest total of the writer's newest session before its
+        slot's: not summed, but kept and passed on, so that a restarted peer whose disk lagged can
+        take it as its base however messages were lost (see `merge`)."""
         self.dirty: set[int] = set()
         """Addresses whose value or stamp changed since the last `take_dirty` (counters excluded)."""
         self.dirty_contributions: set[tuple[int, bytes]] = set()
@@ -181,15 +186,18 @@ class SharedState:
         """The signed batches that still back a current byte or slot, by id (signature)."""
         self._backers: list[tuple[Backer, ...]] = [()] * layout.size
         self._slot_backer: dict[tuple[int, bytes], bytes] = {}
+        self._carried_backer: dict[tuple[int, bytes], bytes] = {}
         self._holds: dict[bytes, int] = {}
         self.added_batches: set[bytes] = set()
         """Ids of batches kept since the last `take_batch_changes` (to store)."""
         self.dropped_batches: set[bytes] = set()
         """Ids of stored batches that back nothing any more (to delete)."""
         self._current: bytes | None = None  # the batch being applied, while `apply_batch` runs
-        self.legacy_sums: dict[tuple[int, bytes], int] = {}
-        """(counter, writer) -> the sum of that writer's sessions in a state stored before protocol 6,
-        where each session was a slot of its own (see `load_batches`); the writer folds it."""
+        self.legacy: dict[tuple[int, bytes], tuple[int, int]] = {}
+        """(counter, writer) -> (newest session, sum of its sessions' totals) of a writer with several
+        sessions in a state stored before protocol 6, where each session was a slot of its own
+        (see `load_batches`): the counter counts that sum for the writer until a total of a newer
+        session of the writer's comes in (the writer folds it when it next plays)."""
 
     def take_dirty(self) -> set[int]:
         """The addresses to save now (and forget them)."""
@@ -305,6 +313,7 @@ class SharedState:
             ids.update(backer[2] for backer in self._backers[index(address)])
         wanted = set(counters)
         ids.update(b for (first, _), b in self._slot_backer.items() if first in wanted)
+        ids.update(b for (first, _), b in self._carried_backer.items() if first in wanted)
         return [self.batches[i] for i in self._order(ids)]
 
     def signed_batches(self, newer_than: int = -1) -> list[SignedBatch]:
@@ -355,23 +364,52 @@ class SharedState:
         return changed
 
     def contribute(self, contribution: Contribution) -> int:
-        """Merge one writer's total; returns how much the counter's shown value changed."""
+        """Merge one writer's total; returns how much the counter's shown value changed.
+
+        The slot keeps the writer's newest total (`newer`); a total of an earlier session than the
+        slot's is carried (`carried`), and so is the slot's total when a newer session replaces it."""
         first, writer = contribution.address, contribution.writer
         slots = self.slots[first]  # (KeyError: not a counter; callers check first)
         incoming = (contribution.lamport, contribution.session, contribution.total)
         held = slots.get(writer)
-        if held is not None and incoming <= held:
+        key = (first, writer)
+        if held is not None and not newer(incoming, held):
+            if incoming[1] < held[1]:
+                self._carry(first, writer, incoming)
             return 0
         slots[writer] = incoming
-        key = (first, writer)
         self.dirty_contributions.add(key)
         old = self._slot_backer.pop(key, None)
         if self._current is not None:
             self._slot_backer[key] = self._current
             self._holds[self._current] += 1
+        if held is not None and held[1] < incoming[1]:
+            self._carry(first, writer, held, old)  # (its backer moves with it)
+        elif old is not None:
+            self._release(old)
+        legacy = self.legacy.get(key)
+        if legacy is not None and incoming[1] > legacy[0]:
+            del self.legacy[key]  # (the writer folded its old sessions: this total holds them)
+        return self._show_counter(first)
+
+    def _carry(self, first: int, writer: bytes, held: Held, backer: bytes | None = None) -> None:
+        """Keep HELD as the writer's carried total if it is newer than the one carried; BACKER is
+        the batch backing it when it moves from the slot (its hold moves with it), else the batch
+        being applied."""
+        carried, key = self.carried[first].get(writer), (first, writer)
+        if carried is not None and not newer(held, carried):
+            if backer is not None:
+                self._release(backer)
+            return
+        self.carried[first][writer] = held
+        old = self._carried_backer.pop(key, None)
+        if backer is None and self._current is not None:
+            backer = self._current
+            self._holds[backer] += 1
+        if backer is not None:
+            self._carried_backer[key] = backer
         if old is not None:
             self._release(old)
-        return self._show_counter(first)
 
     def merge_contributions(self, contributions: Iterable[Contribution]) -> list[Delta]:
         moved: dict[int, int] = {}
@@ -391,8 +429,18 @@ class SharedState:
 
     def counter_value(self, first: int) -> int:
         """The counter's shown value (saturated)."""
-        merge = self.layout.counters[first]
-        return rules.shown(sum(total for _, _, total in self.slots[first].values()), merge)
+        return rules.shown(self.counter_sum(first), self.layout.counters[first])
+
+    def counter_sum(self, first: int) -> int:
+        """The room's exact sum in the counter at FIRST: every writer's slot, or the sum of its
+        sessions in an old store until it folds them (`legacy`)."""
+        slots, total = self.slots[first], 0
+        for writer, (_, session, own) in slots.items():
+            legacy = self.legacy.get((first, writer)) if self.legacy else None
+            total += legacy[1] if legacy is not None and session <= legacy[0] else own
+        if self.legacy:
+            total += sum(s for (f, w), (_, s) in self.legacy.items() if f == first and w not in slots)
+        return total
 
     def _show_counter(self, first: int) -> int:
         """Put the counter's shown value and newest stamp into its bytes; returns the value's change."""
@@ -466,6 +514,9 @@ class SharedState:
         for c in self.contributions():
             hasher.update(_CONTRIBUTION.pack(c.address, c.lamport, len(c.writer), c.session, c.total))
             hasher.update(c.writer)
+        for first, carried in self.carried.items():
+            for writer, (lamport, session, total) in sorted(carried.items()):
+                hasher.update(_CONTRIBUTION.pack(first, lamport, len(writer), session, total) + writer)
         return hasher.digest()
 
     def copy(self) -> SharedState:
@@ -477,6 +528,9 @@ class SharedState:
         clone.batches = dict(self.batches)
         clone._backers = list(self._backers)
         clone._slot_backer = dict(self._slot_backer)
+        clone.carried = {first: dict(carried) for first, carried in self.carried.items()}
+        clone._carried_backer = dict(self._carried_backer)
+        clone.legacy = dict(self.legacy)
         clone._holds = dict(self._holds)
         return clone
 
@@ -508,25 +562,44 @@ class SharedState:
         return cls.load_batches(layout, batches, legacy=legacy)
 
     @classmethod
-    def load_batches(cls, layout: Layout, batches: Iterable[SignedBatch], *, legacy: bool) -> SharedState:
+    def load_batches(
+        cls,
+        layout: Layout,
+        batches: Iterable[SignedBatch],
+        *,
+        legacy: bool,
+        legacy_sums: dict[tuple[int, bytes], tuple[int, int]] | None = None,
+    ) -> SharedState:
         """The state these stored batches make (each already checked: signature, addresses).
 
         A batch whose total is out of its counter's range is left out (stored before such
         batches were refused, issue 30 F4). LEGACY: stored before protocol 6, when each of a
-        writer's sessions was a slot of its own, so a writer's totals in its sessions add up;
-        now only its newest counts, and `legacy_sums` keeps their sum (each session's total and
-        the sum clamped into the range: a larger total would be refused by every peer) for that
-        writer to publish as its base (`Replica`: this peer folds its own; another writer folds
-        its own when it next plays)."""
+        writer's sessions was a slot of its own and a total any signed number, so a writer's
+        totals in its sessions add up; now only its newest session's slot is kept (if its total
+        is one protocol 6 takes), and `legacy` keeps, per writer, the newest session and the
+        sum (each session's total clamped into the range). The counter counts that sum
+        until the writer publishes a total of a newer session: this peer folds its own at once
+        (`Replica`), another writer when it next plays. LEGACY_SUMS: such sums kept from an
+        earlier load (`peer.storage` stores them, so the old batches need not be)."""
         state, batches = cls(layout), list(batches)
+        state.legacy = dict(legacy_sums or {})
         if legacy:
-            state.legacy_sums = _session_sums(layout, batches)
+            state.legacy.update(_session_sums(layout, batches))
         for batch in (batch for batch in batches if _totals_in_range(layout, batch)):
             state.apply_batch(batch)
+        for first in {first for first, _ in state.legacy} & {f for f, slots in state.slots.items() if slots}:
+            state._show_counter(first)
         state.take_dirty()
         state.take_dirty_contributions()
         state.take_batch_changes()
         return state
+
+
+def newer(held: Held, other: Held) -> bool:
+    """Whether a writer's total HELD supersedes OTHER: a newer session, then a newer stamp (then,
+    from a broken or hostile writer only, a larger total), so that an old process still running
+    beside its restart never takes the slot back (issue 30, F3)."""
+    return (held[1], held[0], held[2]) > (other[1], other[0], other[2])
 
 
 def _totals_in_range(layout: Layout, batch: SignedBatch) -> bool:
@@ -534,22 +607,19 @@ def _totals_in_range(layout: Layout, batch: SignedBatch) -> bool:
     return all(first in counters and rules.in_range(total, counters[first]) for first, total in batch.totals)
 
 
-def _session_sums(layout: Layout, batches: Iterable[SignedBatch]) -> dict[tuple[int, bytes], int]:
-    """Per (counter, writer) with more than one session: the sum of each session's newest total."""
+def _session_sums(layout: Layout, batches: Iterable[SignedBatch]) -> dict[tuple[int, bytes], tuple[int, int]]:
+    """Per (counter, writer): its newest session and the sum of each session's newest total (a
+    total then was any signed number: one past the range counts as the range)."""
     newest: dict[tuple[int, bytes, int], tuple[int, int]] = {}
     for batch in batches:
         for first, total in batch.totals:
             key = (first, batch.author, batch.session)
-            merge = layout.counters[first]  # (a session's total past the range counts as the range)
-            newest[key] = max(newest.get(key, (-1, 0)), (batch.lamport, rules.clamp_total(total, merge)))
-    sums: dict[tuple[int, bytes], list[int]] = {}
-    for (first, author, _), (_, total) in newest.items():
-        sums.setdefault((first, author), []).append(total)
-    return {
-        key: rules.clamp_total(sum(totals), layout.counters[key[0]])
-        for key, totals in sums.items()
-        if len(totals) > 1
-    }
+            top = rules.top(layout.counters[first])
+            newest[key] = max(newest.get(key, (-1, 0)), (batch.lamport, min(max(total, -top), top)))
+    sums: dict[tuple[int, bytes], dict[int, int]] = {}
+    for (first, author, session), (_, total) in newest.items():
+        sums.setdefault((first, author), {})[session] = total
+    return {key: (max(totals), sum(totals.values())) for key, totals in sums.items()}
 
 
 def _needed(rule: MergeRule, backers: Sequence[Backer]) -> tuple[Backer, ...]:
