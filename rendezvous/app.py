@@ -19,7 +19,7 @@ from games.catalogue import Catalogue, bundled_games_dir, load_catalogue
 from rendezvous import httpapi, listener
 from rendezvous.lobby_socket import tell_restarting, websocket_handler
 from rendezvous.persist import load_reservations, save_reservations
-from rendezvous.reservations import ReservationLimits, Reservations
+from rendezvous.reservations import PER_SOURCE, ReservationLimits, Reservations
 from rendezvous.rooms import Lobby, LobbyLimits
 from rendezvous.state import SERVER, SERVER_NAME, VERSION, Config, Hasher, Server, log
 
@@ -54,7 +54,7 @@ async def _reserved_names(app: web.Application) -> AsyncIterator[None]:
     yield
     if folder is None:
         return
-    kept = server.lobby.reservations_at_stop()
+    kept = server.lobby.reservations_at_stop(now=clock())
     try:
         path = save_reservations(kept, folder, clock())
     except OSError as exc:
@@ -117,6 +117,7 @@ def announce_restart(app: web.Application) -> int:
     Returns how many clients were told."""
     server = app[SERVER]
     server.restarting = True
+    server.lobby.stopping = True  # the rooms they leave now are all kept for them
     clients = list(server.clients.values())
     for client in clients:
         tell_restarting(client)
@@ -131,7 +132,10 @@ def create_app(config: Config | None = None) -> web.Application:
     limits = LobbyLimits(config.max_rooms, config.room_capacity, src.rooms, src.network_share * src.rooms)
     app = web.Application()
     hasher = Hasher(config.hash_concurrency, config.hash_waiting)
-    reserved = Reservations(ReservationLimits(config.reservation_hold, config.max_reservations))
+    held = ReservationLimits(
+        config.reservation_hold, config.max_reservations, PER_SOURCE, src.network_share * PER_SOURCE
+    )
+    reserved = Reservations(held)
     app[SERVER] = Server(config, load_games(config), Lobby(limits, reserved), hasher)
     app[listener.LOG_SAMPLER] = app[SERVER].log_sampler
     app.cleanup_ctx.append(_hashing_threads)

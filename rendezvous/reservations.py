@@ -7,9 +7,14 @@ seconds). Meanwhile only a past member's key may open the room again, with the s
 as before; anyone else is refused `room_reserved`, so a stranger who knows the name cannot take it
 and make the members' rejoins fail with `wrong_password`.
 
-Memory is bounded: at most `max_total` reservations, and at most `per_source` from rooms one
-address created (that address's oldest goes first), so one address that opens and empties rooms
-in a loop pushes out only its own. Beyond `max_total` the oldest goes.
+Memory is bounded: at most `max_total` reservations, at most `per_source` from rooms one address
+created and `per_network` from rooms its network created (`fairness.network_of`: an IPv4 /24, an
+IPv6 /64), the oldest of that address or network going first, so whoever opens and empties rooms
+in a loop pushes out only its own. Beyond `max_total` a reservation of the network holding the
+most goes, the one whose players stayed the shortest (the new one itself, if it is that one),
+never simply the oldest: issue 29 round three, 72 addresses over three /24s filled all 4,096 in
+9.3 s and pushed an honest room's reservation out, and a stranger then took its name. (The lobby
+reserves only rooms somebody really used: `rooms.Lobby`.)
 
 The same reservations survive a restart as a JSON file (`dump` / `load`, written by the adapter
 in `rendezvous.persist`): everything in it is checked as hostile input before it is believed.
@@ -26,29 +31,33 @@ from dataclasses import dataclass
 
 from games.definition import is_valid_game_name
 from rendezvous import wire
+from rendezvous.fairness import network_of
 
 JsonObject = dict[str, object]
 FORMAT = 1  # of the dump; a file of another format is refused
 MAX_HASH = 256  # an argon2id string is about 100 characters
-MAX_KEYS = 256  # past members or bans kept for one room (the lobby keeps 64 past members)
+MAX_KEYS = 256  # past members or bans kept for one room (the lobby keeps 64 past members and
+# the 256 most recent bans: a kicked key stays out however many were kicked after it)
 MAX_SOURCE = 64  # characters of a source address (an IPv6 address is at most 45)
 MAX_CAPACITY = 64
+PER_SOURCE = 64  # reservations from the rooms one address created
 
 
 @dataclass(frozen=True, slots=True)
 class ReservationLimits:
     """`hold`: seconds an emptied room's name stays reserved; `max_total` reservations in all,
-    `per_source` from the rooms one address created."""
+    `per_source` from the rooms one address created, `per_network` from its network's."""
 
     hold: float = 300.0
     max_total: int = 4096
-    per_source: int = 64
+    per_source: int = PER_SOURCE
+    per_network: int = 4 * PER_SOURCE  # (fairness.SourceLimits.network_share times per_source)
 
     def __post_init__(self) -> None:
         if not self.hold >= 0:
             raise ValueError("the reservation hold must not be negative")
-        if self.max_total < 1 or self.per_source < 1:
-            raise ValueError("max_total and per_source must be at least 1")
+        if self.max_total < 1 or self.per_source < 1 or self.per_network < 1:
+            raise ValueError("max_total, per_source and per_network must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +72,8 @@ class Reservation:
     quick: bool
     source: str
     past: tuple[str, ...]  # keys of past members, most recent last
-    banned: frozenset[str]
+    banned: tuple[str, ...]  # keys the host kicked out, most recent last
+    tenure: float = 0.0  # seconds its past members were members, all together (its weight)
     until: float | None = None
 
     def admits(self, key: str) -> bool:
@@ -78,6 +88,7 @@ class Reservations:
         self.limits = limits or ReservationLimits()
         self._held: OrderedDict[str, Reservation] = OrderedDict()
         self._by_source: dict[str, OrderedDict[str, None]] = {}  # names, oldest first
+        self._by_network: dict[str, OrderedDict[str, None]] = {}  # names, oldest first
         self._unstamped: list[str] = []  # held since the last `expire` (at the end of `_held`)
         self.dropped = 0  # pushed out by the bounds before they expired (a metric)
 
@@ -98,15 +109,39 @@ class Reservations:
         if not reservation.past or self.limits.hold == 0:
             return  # nobody to keep it for
         self.release(reservation.name)
+        network = network_of(reservation.source)
+        if len(self._held) >= self.limits.max_total and not self._make_room(reservation, network):
+            self.dropped += 1  # the weakest of the network holding the most was this one
+            return
         self._held[reservation.name] = reservation
         if reservation.until is None:
             self._unstamped.append(reservation.name)
-        same_source = self._by_source.setdefault(reservation.source, OrderedDict())
-        same_source[reservation.name] = None
+        same_source = _index(self._by_source, reservation.source, reservation.name)
+        same_network = _index(self._by_network, network, reservation.name)
         while len(same_source) > self.limits.per_source:
             self._push_out(next(iter(same_source)))
-        while len(self._held) > self.limits.max_total:
-            self._push_out(next(iter(self._held)))
+        while len(same_network) > self.limits.per_network:
+            self._push_out(next(iter(same_network)))
+
+    def _make_room(self, new: Reservation, network: str) -> bool:
+        """Push out one reservation to make room for NEW (of NETWORK), or say NEW is the one to
+        go: the candidates are those of the networks holding the most (NEW counted in its own),
+        and of them the one whose players stayed the shortest, the oldest among equals."""
+        counts = {n: len(names) for n, names in self._by_network.items()}
+        counts[network] = counts.get(network, 0) + 1
+        most = max(counts.values())
+        weakest: tuple[float, str | None] | None = None  # (tenure, name; None for NEW)
+        for crowded in (n for n, count in counts.items() if count == most):
+            for name in self._by_network.get(crowded, ()):
+                tenure = self._held[name].tenure
+                if weakest is None or tenure < weakest[0]:
+                    weakest = (tenure, name)
+            if crowded == network and (weakest is None or new.tenure < weakest[0]):
+                weakest = (new.tenure, None)
+        if weakest is None or weakest[1] is None:
+            return False
+        self._push_out(weakest[1])
+        return True
 
     def _push_out(self, name: str) -> None:
         self.release(name)
@@ -116,10 +151,8 @@ class Reservations:
         """The room is open again (or the name is free): stop holding it."""
         reservation = self._held.pop(name, None)
         if reservation is not None:
-            same_source = self._by_source[reservation.source]
-            del same_source[name]
-            if not same_source:
-                del self._by_source[reservation.source]
+            _unindex(self._by_source, reservation.source, name)
+            _unindex(self._by_network, network_of(reservation.source), name)
         return reservation
 
     def expire(self, now: float) -> int:
@@ -157,7 +190,8 @@ class Reservations:
                     "quick": r.quick,
                     "source": r.source,
                     "past": list(r.past),
-                    "banned": sorted(r.banned),
+                    "banned": list(r.banned),
+                    "tenure": r.tenure,
                     "remaining": max(0.0, until - now),
                 }
             )
@@ -179,6 +213,19 @@ class Reservations:
                 self.hold(_replace_until(reservation, now + left))
                 held += 1
         return held
+
+
+def _index(table: dict[str, OrderedDict[str, None]], key: str, name: str) -> OrderedDict[str, None]:
+    names = table.setdefault(key, OrderedDict())
+    names[name] = None
+    return names
+
+
+def _unindex(table: dict[str, OrderedDict[str, None]], key: str, name: str) -> None:
+    names = table[key]
+    del names[name]
+    if not names:
+        del table[key]
 
 
 def _replace_until(r: Reservation, until: float) -> Reservation:
@@ -207,6 +254,9 @@ def parse_reservation(item: object, index: int = 0) -> tuple[Reservation, float]
         raise bad("'source' is not an address")
     if not isinstance(remaining, int | float) or isinstance(remaining, bool) or not 0 <= remaining < 1e9:
         raise bad("'remaining' is not a number of seconds")
+    tenure = item.get("tenure", 0.0)  # (absent from the files of earlier versions)
+    if not isinstance(tenure, int | float) or isinstance(tenure, bool) or not 0 <= tenure < 1e12:
+        raise bad("'tenure' is not a number of seconds")
     return (
         Reservation(
             name,
@@ -216,7 +266,8 @@ def parse_reservation(item: object, index: int = 0) -> tuple[Reservation, float]
             quick,
             source,
             tuple(_keys(item.get("past"), "past", bad)),
-            frozenset(_keys(item.get("banned"), "banned", bad)),
+            tuple(_keys(item.get("banned"), "banned", bad)),
+            float(tenure),
         ),
         float(remaining),
     )

@@ -22,6 +22,11 @@ JsonObject = dict[str, object]
 
 MAX_PAST = 64  # departed members a room remembers (wire.MAX_PAST_MEMBERS is what a client takes)
 UNKNOWN_TENURE = 60.0  # seconds a past member counts as having stayed when nobody timed it
+# An emptied room is reserved for its past members only if somebody really used it: two keys were
+# in it, or one stayed this long. Issue 29 round three: a key that opened a room and left it 10 ms
+# later made a reservation, so 72 addresses filled all 4,096 in 9.3 s (pushing out an honest
+# room's), and each name probed with a join became one for the prober.
+REAL_USE = 5.0
 
 
 class RoomError(Exception):
@@ -98,7 +103,7 @@ class Room:
     serial: int  # creation order, for deterministic quick-match choice
     source: str = ""  # the address that created it (its share of rooms counts it)
     members: list[RoomMember] = field(default_factory=list)
-    banned: set[str] = field(default_factory=set)
+    banned: dict[str, None] = field(default_factory=dict)  # keys kicked out, most recent last
     past: list[str] = field(default_factory=list)
     """Keys of members who left, most recent last (at most MAX_PAST): a joiner accepts the
     signed writes they made while members (peer.core.sync.replica)."""
@@ -175,6 +180,9 @@ class Lobby:
         self._room_of: dict[str, str] = {}
         self._rooms_by_source: dict[str, int] = {}  # by address and by network (CIDR)
         self._serial = 0
+        # The server is stopping (SIGTERM): every room emptied from now on is reserved, used or
+        # not, as `reservations_at_stop` keeps the rooms still open: their members will rejoin.
+        self.stopping = False
 
     # --- queries -------------------------------------------------------------------------
 
@@ -381,13 +389,15 @@ class Lobby:
         capacity = min(reserved.capacity, self.limits.room_capacity)
         opened = PasswordCheck(new_hash=reserved.password_hash)
         room = self._create(reserved.game, reserved.name, capacity, opened, source)
-        room.quick, room.banned, room.past = reserved.quick, set(reserved.banned), list(reserved.past)
+        room.quick, room.past = reserved.quick, list(reserved.past)
+        room.banned = dict.fromkeys(reserved.banned)
         self.reservations.release(reserved.name)
         return room
 
-    def reservations_at_stop(self) -> Reservations:
+    def reservations_at_stop(self, *, now: float = 0.0) -> Reservations:
         """What to keep across a restart: the reserved names, and every room still open as if its
-        members had just gone (the server is stopping: they will rejoin)."""
+        members had just gone (the server is stopping: they will rejoin), even one a single key
+        has just opened (it is in it: it will rejoin)."""
         kept = Reservations(self.reservations.limits)
         for name in self.reservations.names():
             reserved = self.reservations.get(name)
@@ -396,8 +406,9 @@ class Lobby:
         for room in sorted(self._rooms.values(), key=lambda r: r.serial):
             emptied = Room(room.name, room.game, room.capacity, room.password_hash, room.quick, room.serial)
             emptied.source, emptied.banned, emptied.past = room.source, room.banned, list(room.past)
+            emptied.tenure = dict(room.tenure)
             for member in room.members:
-                emptied.remember(member.key)
+                emptied.remember(member.key, member.earlier + max(0.0, now - member.joined_at))
             kept.hold(_reservation_of(emptied))
         return kept
 
@@ -422,7 +433,8 @@ class Lobby:
             raise RoomError("not_host", "Only the room's host can kick.")
         if target == host or room.member(target) is None:
             raise RoomError("bad_target", "That key is not another member of your room.")
-        room.banned.add(target)
+        room.banned.pop(target, None)
+        room.banned[target] = None  # (most recent last: a reservation keeps the latest MAX_KEYS)
         kicked = Deliver(target, {"type": "kicked", "room": room.name, "by": host})
         return [kicked, *self._remove(room, target, "member_kicked", now, by=host)]
 
@@ -450,7 +462,8 @@ class Lobby:
         room.remember(key, member.earlier + max(0.0, now - member.joined_at))
         if not room.members:
             del self._rooms[room.name]
-            self.reservations.hold(_reservation_of(room))
+            if self.stopping or _really_used(room):
+                self.reservations.hold(_reservation_of(room))
             for counted in {room.source, network_of(room.source)}:
                 left = self._rooms_by_source.pop(counted, 1) - 1
                 if left:
@@ -518,11 +531,19 @@ def _check_name(name: str, room: Room | None) -> None:
         raise RoomError(*refusal)
 
 
+def _really_used(room: Room) -> bool:
+    """Whether an emptied room is worth reserving: two keys were in it (one may have been kicked),
+    or one stayed `REAL_USE` seconds. A name opened and left at once is nobody's to keep."""
+    return len(room.past) >= 2 or any(room.tenure.get(k, 0.0) >= REAL_USE for k in room.past)
+
+
 def _reservation_of(room: Room) -> Reservation:
-    """What an emptied room leaves behind for its past members (rendezvous.reservations)."""
-    banned = frozenset(sorted(room.banned)[:MAX_KEYS])
+    """What an emptied room leaves behind for its past members (rendezvous.reservations), weighed
+    by how long they stayed; of the bans, the most recent `MAX_KEYS`."""
+    banned = tuple(list(room.banned)[-MAX_KEYS:])
     past = tuple(key for key in room.past if key not in room.banned)
-    kept = (room.capacity, room.password_hash, room.quick, room.source, past, banned)
+    tenure = sum(room.tenure.get(key, 0.0) for key in past)
+    kept = (room.capacity, room.password_hash, room.quick, room.source, past, banned, tenure)
     return Reservation(room.name, room.game, *kept)
 
 

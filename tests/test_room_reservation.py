@@ -134,7 +134,7 @@ def test_quick_match_names_skip_reserved_ones() -> None:
 
 
 def reservation(name: str, source: str = "10.0.0.1") -> Reservation:
-    return Reservation(name, "demo", 4, None, False, source, (ALICE,), frozenset())
+    return Reservation(name, "demo", 4, None, False, source, (ALICE,), ())
 
 
 def test_reservations_are_bounded_per_source_and_in_all() -> None:
@@ -178,7 +178,7 @@ def test_expiry_keeps_exactly_the_reservations_whose_time_is_not_up(
 
 def test_a_room_nobody_was_in_is_not_reserved() -> None:
     held = Reservations()
-    held.hold(Reservation("x", "demo", 4, None, False, "s", (), frozenset()))
+    held.hold(Reservation("x", "demo", 4, None, False, "s", (), ()))
     assert len(held) == 0
 
 

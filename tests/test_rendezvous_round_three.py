@@ -1,0 +1,152 @@
+"""Issue 29, round three: what an outside attacker still got from a landed server on loopback.
+Each test runs a real server on a loopback socket, attackers on 127.x addresses other than
+127.0.0.1, honest players on 127.0.0.1; the attacker's figures are the before.
+
+- 1: a stranger took a reserved room's name by pushing its reservation out of the 4,096 cap (72
+  addresses over three /24s, 4,096 reservations in 9.3 s), and the host's rejoin got
+  `wrong_password`. Now rooms nobody really used are not reserved, a network has a share of the
+  reservations, and past the cap the network holding the most loses its weakest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pytest
+from nacl.signing import SigningKey
+
+from rendezvous.reservations import Reservation, ReservationLimits, Reservations
+from rendezvous.rooms import Lobby
+from tests.rendezvous_support import Player, config_for, from_address, running
+
+ALICE, BOB = "a" * 64, "b" * 64
+
+
+async def player(
+    session: aiohttp.ClientSession, base: str, name: str, key: SigningKey | None = None
+) -> Player:
+    ws = await session.ws_connect(f"{base}/ws")
+    someone = Player(ws, name)
+    if key is not None:
+        someone.signing, someone.key = key, key.verify_key.encode().hex()
+    await someone.login()
+    return someone
+
+
+async def answer(someone: Player, *kinds: str) -> dict[str, object]:
+    """The next message of one of `kinds`, or the next error."""
+    while True:
+        body = await someone.next()
+        if body["type"] in kinds or body["type"] == "error":
+            return body
+
+
+# ---- 1: reservations pushed out by a flood ------------------------------------------------------
+
+
+def held(name: str, source: str, tenure: float = 0.0) -> Reservation:
+    return Reservation(name, "demo", 4, None, False, source, (ALICE, BOB), (), tenure)
+
+
+def test_past_the_cap_the_network_holding_the_most_loses_its_weakest() -> None:
+    reservations = Reservations(ReservationLimits(max_total=10, per_source=64, per_network=6))
+    reservations.hold(held("friends", "192.0.2.1", tenure=1.0))
+    for index in range(40):  # three networks, many addresses each
+        reservations.hold(held(f"z{index}", f"198.51.{index % 3}.{index}"))
+    names = reservations.names()
+    assert "friends" in names and len(names) == 10
+    assert max(sum(n.startswith("z") and int(n[1:]) % 3 == k for n in names) for k in range(3)) <= 3
+    # Each network holds 3 and the honest one 1: a new one of the attacker's goes before any honest one.
+    reservations.hold(held("late", "203.0.113.7", tenure=0.0))  # a fourth network, weakest of all
+    assert "friends" in reservations.names()
+
+
+def test_a_network_has_a_share_of_the_reservations() -> None:
+    reservations = Reservations(ReservationLimits(max_total=100, per_source=64, per_network=8))
+    for index in range(30):
+        reservations.hold(held(f"z{index}", f"198.51.100.{index}"))
+    assert reservations.names() == [f"z{index}" for index in range(22, 30)]  # its own oldest went
+
+
+def test_a_room_one_key_opened_and_left_at_once_is_not_reserved_but_a_used_one_is() -> None:
+    lobby = Lobby()
+    lobby.join(ALICE, "alice", "demo", "probe", None, now=0.0)
+    lobby.disconnect(ALICE, now=0.01)
+    assert "probe" not in lobby.reservations
+    lobby.join(ALICE, "alice", "demo", "solo", None, now=0.0)
+    lobby.disconnect(ALICE, now=30.0)  # one player who stayed
+    lobby.join(ALICE, "alice", "demo", "pair", None, now=0.0)
+    lobby.join(BOB, "bob", "demo", "pair", None, now=0.0)
+    lobby.disconnect(ALICE, now=0.1)
+    lobby.disconnect(BOB, now=0.1)  # two players, however briefly
+    assert "solo" in lobby.reservations and "pair" in lobby.reservations
+
+
+def test_the_most_recent_bans_are_kept_however_many_were_kicked() -> None:
+    lobby = Lobby()
+    lobby.join(ALICE, "alice", "demo", "club", None)
+    kicked = [f"{index:064x}" for index in range(300)]  # the last kicked sorts last
+    for key in kicked:
+        lobby.join(key, f"p{key[-4:]}", "demo", "club", None)
+        lobby.kick(ALICE, key)
+    lobby.disconnect(ALICE)
+    reservation = lobby.reservations.get("club") or pytest.fail()
+    assert kicked[-1] in reservation.banned and kicked[0] not in reservation.banned
+    lobby.join(ALICE, "alice", "demo", "club", None)
+    room = lobby.room("club") or pytest.fail()
+    assert kicked[-1] in room.banned and len(room.banned) == 256
+
+
+async def _churn(base: str, address: str, index: int, rooms: int) -> None:
+    """Open rooms and leave them at once, from ADDRESS: two keys each (so each is 'used')."""
+    async with from_address(address) as session:
+        one, two = await player(session, base, f"a{index}"), await player(session, base, f"b{index}")
+        for number in range(rooms):
+            for someone in (one, two):
+                await someone.join(f"z{index}-{number}")
+                assert (await answer(someone, "joined"))["type"] == "joined"
+            for someone in (one, two):
+                await someone.send(type="leave")
+                assert (await answer(someone, "left"))["type"] == "left"
+        await one.ws.close()
+        await two.ws.close()
+
+
+async def test_a_flood_of_emptied_rooms_does_not_push_out_a_real_rooms_reservation(games: Path) -> None:
+    """Before: 72 addresses over three /24s filled the cap in 9.3 s, the honest reservation went
+    (the oldest), a stranger took the name and the host's rejoin got `wrong_password`."""
+    host_key = SigningKey.generate()
+    config = config_for(games, max_reservations=48)
+    async with running(config) as base, aiohttp.ClientSession() as honest:
+        host, friend = await player(honest, base, "host", host_key), await player(honest, base, "friend")
+        for someone in (host, friend):
+            await someone.join("friends", password="secret")
+            await someone.expect("joined")
+        await host.ws.close()
+        await friend.ws.close()  # a blip: everyone drops
+        addresses = [f"127.2.{index % 3}.{10 + index // 3}" for index in range(6)]
+        await asyncio.gather(*(_churn(base, a, i, 12) for i, a in enumerate(addresses)))  # 72 rooms
+        async with honest.get(f"{base}/healthz") as response:
+            assert (await response.json())["reserved_rooms"] == 48  # the flood did fill the cap
+        async with from_address("127.0.0.5") as attacker:
+            stranger = await player(attacker, base, "stranger")
+            await stranger.join("friends", password="mine")
+            assert (await answer(stranger, "joined")).get("code") == "room_reserved"
+        host = await player(honest, base, "host", host_key)
+        await host.join("friends", password="secret")
+        assert (await answer(host, "joined"))["type"] == "joined"
+
+
+async def test_rooms_opened_and_left_at_once_make_no_reservations(games: Path) -> None:
+    """Before: each such room was reserved (a join probing a name became the prober's for 300 s)."""
+    async with running(config_for(games)) as base, from_address("127.0.0.5") as attacker:
+        prober = await player(attacker, base, "prober")
+        for index in range(20):
+            await prober.join(f"probe{index}")
+            await prober.expect("joined")
+            await prober.send(type="leave")
+            await prober.expect("left")
+        async with attacker.get(f"{base}/healthz") as response:
+            assert (await response.json())["reserved_rooms"] == 0
