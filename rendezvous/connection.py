@@ -178,4 +178,4 @@ class Client:
     @property
     def label(self) -> str:
         who = f"{self.name!r} {self.key[:12]}" if self.key else "unidentified client"
-        return f"{who} from {self.request.remote}"
+        return f"{who} from {self.source}"  # (the forwarded source behind a trusted proxy)

@@ -22,7 +22,7 @@ from aiohttp import web
 from games.catalogue import CatalogueEntry
 from games.definition import is_valid_game_name
 from rendezvous import protocol, wire
-from rendezvous.state import SERVER, VERSION, log, source_of
+from rendezvous.state import SERVER, VERSION, log
 
 # --- HTTP ---------------------------------------------------------------------------------
 
@@ -112,7 +112,7 @@ async def room_info(request: web.Request) -> web.Response:
     limited per address (names could be guessed), and with `--hide-private-rooms` a passworded
     room is answered exactly as an absent one: hidden on the status page and here alike."""
     server = request.app[SERVER]
-    wait = server.access.room_lookup(source_of(request, server.config.trusted_proxies), time.monotonic())
+    wait = server.access.room_lookup(server.source_of(request), time.monotonic())
     if wait is not None:
         server.metrics.rate_limited.labels("room_lookups").inc()
         message = f"Too many room look-ups from your address; try again in {math.ceil(wait)} s."

@@ -29,7 +29,7 @@ from rendezvous.fairness import SendBacklog
 from rendezvous.protocol import ProtocolError, RateLimiter
 from rendezvous.relay import FrameLimiter
 from rendezvous.rooms import Deliver, PasswordCheck, RoomError
-from rendezvous.state import SERVER, SERVER_NAME, Server, log, source_of
+from rendezvous.state import SERVER, SERVER_NAME, Server, log
 
 HELLO_FIRST = "Say hello (answer the challenge) first."
 RECIPIENT_BEHIND = (
@@ -411,7 +411,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         timeout=config.close_timeout,
     )
     await ws.prepare(request)
-    source = source_of(request, config.trusted_proxies, config.proxy_header)
+    source = server.source_of(request)
     now = asyncio.get_running_loop().time()
     refusal = _refusal(server, source)
     if refusal is not None or not server.sources.open(source, now):

@@ -260,6 +260,11 @@ class Server:
         """Whether `source` holds a welcomed WebSocket (STUN keeps a share of answers for it)."""
         return source in self.welcomed_sources
 
+    def source_of(self, request: web.BaseRequest) -> str:
+        """The address REQUEST is charged to: the one place every handler asks (the peer, or the
+        hop the configured proxies forwarded in `config.proxy_header`: see `source_of`)."""
+        return source_of(request, self.config.trusted_proxies, self.config.proxy_header)
+
     def sampled(self, source: str, kind: str) -> bool:
         """Whether to write a log line of `kind` about `source` (`rendezvous.logs.LogSampler`)."""
         return self.log_sampler.admit(source, kind, time.monotonic())
@@ -332,7 +337,7 @@ class Server:
         self._arm_roster_timer()
 
 
-def source_of(request: web.Request, trusted: frozenset[str], header: str = "x-forwarded-for") -> str:
+def source_of(request: web.BaseRequest, trusted: frozenset[str], header: str = "x-forwarded-for") -> str:
     """The address a request comes from: the peer's, unless the peer is a proxy the operator
     named; then the nearest hop in `header` (X-Forwarded-For, or RFC 7239 Forwarded's `for=`)
     that is not one of those proxies. A hop is read as an address with or without its port

@@ -6,17 +6,21 @@ Each test runs a real server on a loopback socket, attackers on 127.x addresses 
   addresses over three /24s, 4,096 reservations in 9.3 s), and the host's rejoin got
   `wrong_password`. Now rooms nobody really used are not reserved, a network has a share of the
   reservations, and past the cap the network holding the most loses its weakest.
+- 3: `/api/rooms/NAME` read X-Forwarded-For behind a `--proxy-header forwarded` proxy, so its
+  look-up budget was the spoofer's to reset. Now every handler asks `Server.source_of`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
+from rendezvous.access import AccessLimits
 from rendezvous.reservations import Reservation, ReservationLimits, Reservations
 from rendezvous.rooms import Lobby
 from tests.rendezvous_support import Player, config_for, from_address, running
@@ -150,3 +154,24 @@ async def test_rooms_opened_and_left_at_once_make_no_reservations(games: Path) -
             await prober.expect("left")
         async with attacker.get(f"{base}/healthz") as response:
             assert (await response.json())["reserved_rooms"] == 0
+
+
+# ---- 3: every source is read the same way -----------------------------------------------------
+
+
+async def test_room_lookups_behind_a_forwarded_proxy_are_charged_to_the_forwarded_source(games: Path) -> None:
+    """Before: `/api/rooms/NAME` read X-Forwarded-For even with `--proxy-header forwarded`, so a
+    client behind the proxy named itself anew in each request: 300 look-ups, none refused."""
+    proxy = "127.0.0.9"
+    access = AccessLimits(lookup_rate=0.1, lookup_burst=5)
+    config = config_for(games, trusted_proxies=frozenset({proxy}), proxy_header="forwarded", access=access)
+    async with running(config) as base, from_address(proxy) as through_proxy:
+        codes: Counter[int] = Counter()
+        for index in range(30):
+            spoofed = {"Forwarded": "for=127.0.0.5", "X-Forwarded-For": f"10.9.{index}.1"}
+            async with through_proxy.get(f"{base}/api/rooms/room{index}", headers=spoofed) as response:
+                codes[response.status] += 1
+        assert codes == {404: 5, 429: 25}, codes
+        honest = {"Forwarded": "for=127.0.0.1"}
+        async with through_proxy.get(f"{base}/api/rooms/x", headers=honest) as response:
+            assert response.status == 404  # an honest client behind the same proxy is answered
