@@ -326,9 +326,8 @@ class ClientReader:
         plan = lobby.plan_join(key, join.game, join.room, join.password)
         check = PasswordCheck()
         if join.password is not None and (plan.verify_against is not None or plan.hash_new_password):
-            if plan.verify_against is not None and plan.room is not None:
-                self.room_guess(plan.room, key)
-            check = await self.check_password(plan.verify_against, join.password)
+            guessed = plan.room if plan.verify_against is not None else None
+            check = await self.check_password(plan.verify_against, join.password, guessed)
         if self.client.closing:
             return
         source = self.client.source
@@ -343,9 +342,9 @@ class ClientReader:
 
     def room_guess(self, name: str, key: str) -> None:
         """Charge one password check to the room's budget, or refuse it with `try_later` before
-        it costs the hasher anything; a key that was a member of the room goes ahead."""
-        room = self.server.lobby.room(name)
-        past_member = room is not None and key in room.past
+        it costs the hasher anything; a key that was a member of the room (of the open room, or
+        one its reservation admits) goes ahead."""
+        past_member = self.server.lobby.was_member(name, key)
         wait = self.server.access.guess(name, past_member, self.clock())
         if wait is not None:
             self.server.metrics.rate_limited.labels("room_guesses").inc()
@@ -384,9 +383,13 @@ class ClientReader:
         servers = self._member_ice_servers(charge=charge)
         client.send_json({"type": "ice_servers", "room": room.name, "ice_servers": servers})
 
-    async def check_password(self, stored: bytes | None, password: str) -> PasswordCheck:
-        """Verify against `stored`, or hash a new room's password: within the source's share of
-        checks in flight and per minute, then the server's bounded queue."""
+    async def check_password(
+        self, stored: bytes | None, password: str, room: str | None = None
+    ) -> PasswordCheck:
+        """Verify against `stored` (the hash of ROOM, when it is a guess at one), or hash a new
+        room's password: within the source's share of checks in flight and per minute, then the
+        room's guess budget (`room_guess`: an address refused its own share does not spend the
+        room's), then the server's bounded queue."""
         source = self.client.source
         refusal = self.server.sources.begin_password_check(source, self.clock())
         if refusal == "busy":
@@ -395,6 +398,8 @@ class ClientReader:
             self.server.metrics.rate_limited.labels("password_checks").inc()
             raise RoomError("rate_limited", "Your address has tried too many passwords; wait a minute.")
         try:
+            if room is not None and self.client.key is not None:
+                self.room_guess(room, self.client.key)
             if stored is not None:
                 return PasswordCheck(stored, await self.server.hasher.verify(stored, password))
             return PasswordCheck(new_hash=await self.server.hasher.hash(password))

@@ -200,6 +200,15 @@ class Lobby:
     def room_count(self) -> int:
         return len(self._rooms)
 
+    def was_member(self, name: str, key: str) -> bool:
+        """Whether KEY was a member of room NAME: one of the open room's past members, or a key
+        its reservation admits (it proved the password before; rendezvous.access spares it)."""
+        room = self._rooms.get(name)
+        if room is not None:
+            return key in room.past
+        reserved = self.reservations.get(name)
+        return reserved is not None and reserved.admits(key)
+
     def summaries(self) -> list[RoomSummary]:
         return [
             RoomSummary(r.name, r.game, len(r.members), r.capacity, r.password_hash is not None, r.quick)

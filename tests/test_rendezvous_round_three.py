@@ -8,12 +8,15 @@ Each test runs a real server on a loopback socket, attackers on 127.x addresses 
   reservations, and past the cap the network holding the most loses its weakest.
 - 3: `/api/rooms/NAME` read X-Forwarded-For behind a `--proxy-header forwarded` proxy, so its
   look-up budget was the spoofer's to reset. Now every handler asks `Server.source_of`.
+- 6: a past member reopening its reserved room was charged to the room's guess budget, and a
+  guess its own address's share refused still spent the room's. Now neither is.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -23,7 +26,7 @@ from nacl.signing import SigningKey
 from rendezvous.access import AccessLimits
 from rendezvous.reservations import Reservation, ReservationLimits, Reservations
 from rendezvous.rooms import Lobby
-from tests.rendezvous_support import Player, config_for, from_address, running
+from tests.rendezvous_support import OPEN_SOURCES, Player, config_for, from_address, running
 
 ALICE, BOB = "a" * 64, "b" * 64
 
@@ -175,3 +178,62 @@ async def test_room_lookups_behind_a_forwarded_proxy_are_charged_to_the_forwarde
         honest = {"Forwarded": "for=127.0.0.1"}
         async with through_proxy.get(f"{base}/api/rooms/x", headers=honest) as response:
             assert response.status == 404  # an honest client behind the same proxy is answered
+
+
+# ---- 6: a room's guess budget ------------------------------------------------------------------
+
+
+async def _until_no_rooms(session: aiohttp.ClientSession, base: str) -> None:
+    async with asyncio.timeout(5):
+        while True:
+            async with session.get(f"{base}/healthz") as response:
+                if (await response.json())["rooms"] == 0:
+                    return
+            await asyncio.sleep(0.01)
+
+
+async def _spend_guesses(someone: Player, room: str, times: int) -> Counter[str]:
+    codes: Counter[str] = Counter()
+    for _ in range(times):
+        await someone.join(room, password="guess")
+        codes[str((await answer(someone, "joined")).get("code"))] += 1
+    return codes
+
+
+async def test_a_past_member_reopening_its_reserved_room_is_not_held_back_by_guessers(games: Path) -> None:
+    """Before: the guessers spent the room's budget, then the blip, and the host's reopening
+    of its reserved room was answered `try_later`."""
+    host_key = SigningKey.generate()
+    config = config_for(games, access=AccessLimits(guess_rate=0.01, guess_burst=3))
+    async with running(config) as base, aiohttp.ClientSession() as honest, from_address("127.0.5.5") as bad:
+        host, friend = await player(honest, base, "host", host_key), await player(honest, base, "friend")
+        for someone in (host, friend):
+            await someone.join("party", password="secret")
+            await someone.expect("joined")
+        guesser = await player(bad, base, "guesser")
+        codes = await _spend_guesses(guesser, "party", 5)  # (the friend's join took one token)
+        assert codes == {"wrong_password": 2, "try_later": 3}, codes
+        await host.ws.close()
+        await friend.ws.close()  # a blip: the room is reserved for them
+        await _until_no_rooms(honest, base)
+        host = await player(honest, base, "host", host_key)
+        await host.join("party", password="secret")
+        assert (await answer(host, "joined"))["type"] == "joined"
+
+
+async def test_an_address_refused_its_own_share_does_not_spend_the_rooms_guesses(games: Path) -> None:
+    """Before: each guess took the room's token before the address's share refused it, so 10
+    refused guesses left a newcomer with the right password `try_later`."""
+    stingy = replace(OPEN_SOURCES, password_rate=0.001, password_burst=2)
+    config = config_for(games, sources=stingy, access=AccessLimits(guess_rate=0.01, guess_burst=3))
+    async with running(config) as base, aiohttp.ClientSession() as honest, from_address("127.0.5.5") as bad:
+        host = await player(honest, base, "host")
+        await host.join("party", password="secret")
+        await host.expect("joined")
+        guesser = await player(bad, base, "guesser")
+        codes = await _spend_guesses(guesser, "party", 10)
+        assert codes == {"wrong_password": 2, "rate_limited": 8}, codes
+        async with from_address("127.0.0.2") as newcomer_session:
+            newcomer = await player(newcomer_session, base, "newcomer")
+            await newcomer.join("party", password="secret")
+            assert (await answer(newcomer, "joined"))["type"] == "joined"
