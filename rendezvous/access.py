@@ -11,7 +11,9 @@ Owns the budgets that are not a connection's or a whole address's share of the l
   a member's renewal nothing), `guess(room, past_member)` (password checks against one room's
   hash, whoever makes them: seconds to wait, or None; a key that was a member of the room is never
   held back, since it has proven the password before) and `room_lookup(source)` (`GET
-  /api/rooms/NAME` per source address).
+  /api/rooms/NAME` per source address). The per-source budgets are kept for the source's network
+  too (`fairness.network_of`: an IPv4 /24, an IPv6 /64), which has `network_share` times an
+  address's (issue 29 round three: 40 addresses of one /24 got 800 TURN credentials in 4 s).
 
 Pure: no asyncio, aiohttp, sockets, clock or randomness; it must not import any of them.
 """
@@ -22,7 +24,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from rendezvous.fairness import TokenBucket
+from rendezvous.fairness import TokenBucket, network_of
 
 
 class KeyedBuckets:
@@ -38,7 +40,7 @@ class KeyedBuckets:
     def __len__(self) -> int:
         return len(self._table)
 
-    def _bucket(self, key: str, now: float) -> TokenBucket:
+    def bucket(self, key: str, now: float) -> TokenBucket:
         bucket = self._table.get(key)
         if bucket is not None:
             self._table.move_to_end(key)
@@ -55,14 +57,39 @@ class KeyedBuckets:
             del self._table[key]
 
     def take(self, key: str, now: float) -> bool:
-        return self._bucket(key, now).take(now)
+        return self.bucket(key, now).take(now)
 
     def wait(self, key: str, now: float) -> float | None:
         """Take one token for `key`, or say how many seconds until there is one (never 0)."""
-        bucket = self._bucket(key, now)
-        if bucket.take(now):
-            return None
-        return max(0.1, (1.0 - bucket.tokens) / bucket.rate)
+        return _take_all([self.bucket(key, now)], now)
+
+
+def _take_all(buckets: list[TokenBucket], now: float) -> float | None:
+    """Take one token from each of BUCKETS, or from none and say how many seconds until each
+    has one (never 0)."""
+    if all(bucket.can_take(now) for bucket in buckets):
+        for bucket in buckets:
+            bucket.take(now)
+        return None
+    return max(max(0.1, (1.0 - b.tokens) / b.rate) for b in buckets if not b.can_take(now))
+
+
+class SourceBuckets:
+    """`KeyedBuckets` for source addresses and for their networks (`network_of`), a network with
+    `network_share` times an address's rate and burst: a token is taken from both, or neither."""
+
+    def __init__(self, rate: float, burst: int, capacity: int, network_share: int) -> None:
+        if network_share < 1:
+            raise ValueError("network_share must be at least 1")
+        self.sources = KeyedBuckets(rate, burst, capacity)
+        self.networks = KeyedBuckets(rate * network_share, burst * network_share, capacity)
+
+    def wait(self, source: str, now: float) -> float | None:
+        network = network_of(source)
+        buckets = [self.sources.bucket(source, now)]
+        if network != source:
+            buckets.append(self.networks.bucket(network, now))
+        return _take_all(buckets, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +105,13 @@ class AccessLimits:
     lookup_rate: float = 10.0
     lookup_burst: int = 60  # ... after a burst of this many
     table: int = 10_000  # addresses and rooms each ledger remembers
+    network_share: int = 4  # a network's budgets are this many times an address's (SourceLimits')
 
     def __post_init__(self) -> None:
         for name in ("turn_rate", "guess_rate", "lookup_rate"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ValueError(f"{name} must be positive")
-        for name in ("turn_burst", "guess_burst", "lookup_burst", "table"):
+        for name in ("turn_burst", "guess_burst", "lookup_burst", "table", "network_share"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
@@ -102,19 +130,19 @@ class Access:
 
     limits: AccessLimits = field(default_factory=AccessLimits)
     stats: AccessStatistics = field(default_factory=AccessStatistics)
-    _turn: KeyedBuckets = field(init=False)
+    _turn: SourceBuckets = field(init=False)
     _guesses: KeyedBuckets = field(init=False)
-    _lookups: KeyedBuckets = field(init=False)
+    _lookups: SourceBuckets = field(init=False)
 
     def __post_init__(self) -> None:
         lim = self.limits
-        self._turn = KeyedBuckets(lim.turn_rate, lim.turn_burst, lim.table)
+        self._turn = SourceBuckets(lim.turn_rate, lim.turn_burst, lim.table, lim.network_share)
         self._guesses = KeyedBuckets(lim.guess_rate, lim.guess_burst, lim.table)
-        self._lookups = KeyedBuckets(lim.lookup_rate, lim.lookup_burst, lim.table)
+        self._lookups = SourceBuckets(lim.lookup_rate, lim.lookup_burst, lim.table, lim.network_share)
 
     def turn_credentials(self, source: str, now: float) -> bool:
-        """Whether `source` may be handed one more set of TURN credentials now."""
-        if self._turn.take(source, now):
+        """Whether `source` (and its network) may be handed one more set of TURN credentials now."""
+        if self._turn.wait(source, now) is None:
             self.stats.turn_issued += 1
             return True
         self.stats.turn_refused += 1
@@ -131,7 +159,8 @@ class Access:
         return wait
 
     def room_lookup(self, source: str, now: float) -> float | None:
-        """One `GET /api/rooms/NAME` from `source`: None to answer, else the seconds to wait."""
+        """One `GET /api/rooms/NAME` (or a named join by a non-member) from `source` and its
+        network: None to answer, else the seconds to wait."""
         wait = self._lookups.wait(source, now)
         if wait is not None:
             self.stats.lookups_refused += 1

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -205,7 +205,7 @@ class Server:
 
     def __post_init__(self) -> None:
         self.ice = self.config.ice
-        self.access = Access(self.config.access)
+        self.access = Access(replace(self.config.access, network_share=self.config.sources.network_share))
         self.sources = Sources(self.config.sources)
         self.log_sampler = LogSampler(window=self.config.log_window, now=time.monotonic())
         self.relay = RelayLedger(self.config.relay)

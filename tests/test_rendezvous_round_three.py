@@ -6,6 +6,8 @@ Each test runs a real server on a loopback socket, attackers on 127.x addresses 
   addresses over three /24s, 4,096 reservations in 9.3 s), and the host's rejoin got
   `wrong_password`. Now rooms nobody really used are not reserved, a network has a share of the
   reservations, and past the cap the network holding the most loses its weakest.
+- 2: the TURN and look-up budgets counted a whole address: 40 addresses of one /24 got 800 TURN
+  credentials in 4 s. Now a network (/24, /64) has `network_share` times an address's budget.
 - 3: `/api/rooms/NAME` read X-Forwarded-For behind a `--proxy-header forwarded` proxy, so its
   look-up budget was the spoofer's to reset. Now every handler asks `Server.source_of`.
 - 6: a past member reopening its reserved room was charged to the room's guess budget, and a
@@ -23,6 +25,7 @@ import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
+from rendezvous import ice
 from rendezvous.access import AccessLimits
 from rendezvous.reservations import Reservation, ReservationLimits, Reservations
 from rendezvous.rooms import Lobby
@@ -237,3 +240,49 @@ async def test_an_address_refused_its_own_share_does_not_spend_the_rooms_guesses
             newcomer = await player(newcomer_session, base, "newcomer")
             await newcomer.join("party", password="secret")
             assert (await answer(newcomer, "joined"))["type"] == "joined"
+
+
+# ---- 2: TURN credentials and look-ups per network ------------------------------------------------
+
+
+def turn_users(servers: object) -> list[str]:
+    assert isinstance(servers, list)
+    return [server["username"] for server in servers if "username" in server]
+
+
+async def _harvest(base: str, address: str, joins: int) -> int:
+    """Join and leave quick rooms from ADDRESS; how many sets of TURN credentials it got."""
+    handed = 0
+    async with from_address(address) as session:
+        harvester = await player(session, base, "h")
+        for _ in range(joins):
+            await harvester.join(None)
+            handed += len(turn_users((await answer(harvester, "joined"))["ice_servers"]))
+            await harvester.send(type="leave")
+            await answer(harvester, "left")
+        await harvester.ws.close()
+    return handed
+
+
+async def test_turn_credentials_are_a_networks_share_not_every_addresss(games: Path) -> None:
+    """Before: each address of a /24 had its own share: 40 addresses got 800 sets in 4 s."""
+    turn = ice.IceConfig(turn_urls=("turn:turn.example.org:3478",), turn_secret=ice.TurnSecret(b"s" * 32))
+    access = AccessLimits(turn_rate=0.001, turn_burst=2)  # a network: 4 x 2
+    async with running(config_for(games, ice=turn, access=access)) as base:
+        handed = await asyncio.gather(*(_harvest(base, f"127.6.0.{10 + i}", 3) for i in range(12)))
+        assert sum(handed) == 8, handed  # before: 24, two for each of 12 addresses
+        assert await _harvest(base, "127.0.0.1", 1) == 1  # another network still gets its own
+
+
+async def test_room_lookups_are_a_networks_share_not_every_addresss(games: Path) -> None:
+    access = AccessLimits(lookup_rate=0.01, lookup_burst=3)  # a network: 4 x 3
+    async with running(config_for(games, access=access)) as base:
+        codes: Counter[int] = Counter()
+        for index in range(24):
+            address = f"127.6.0.{10 + index}"
+            url = f"{base}/api/rooms/r{index}"
+            async with from_address(address) as session, session.get(url) as response:
+                codes[response.status] += 1
+        assert codes == {404: 12, 429: 12}, codes  # before: 24 answered, one address after another
+        async with aiohttp.ClientSession() as honest, honest.get(f"{base}/api/rooms/r") as response:
+            assert response.status == 404
