@@ -323,6 +323,8 @@ class ClientReader:
             raise RoomError("unknown_game", f"This server has no game called {join.game!r}.")
         lobby = self.server.lobby
         self.server.expire_reservations()  # (a name whose time is up is free to take)
+        if self.config.hide_private_rooms and join.room is not None and not lobby.was_member(join.room, key):
+            self.named_lookup(join.room)
         plan = lobby.plan_join(key, join.game, join.room, join.password)
         check = PasswordCheck()
         if join.password is not None and (plan.verify_against is not None or plan.hash_new_password):
@@ -339,6 +341,18 @@ class ClientReader:
         room = str(deliveries[0].message["room"])
         self.server.metrics.joins.inc()
         note("join", self.client, "joined room %r of %s", room, join.game, room=room, game=join.game)
+
+    def named_lookup(self, name: str) -> None:
+        """With `--hide-private-rooms`, a join naming a room the key was never a member of tells
+        whether a hidden room exists (`password_required`; a reserved one `room_reserved`): it
+        is charged to the address's and network's budget of `GET /api/rooms/NAME`, or refused
+        `try_later`. Issue 29 round three: such joins found all 8 hidden rooms among 301 names
+        in 30.7 s. (Without the option every open room is listed on the status page anyway.)"""
+        wait = self.server.access.room_lookup(self.client.source, self.clock())
+        if wait is not None:
+            self.server.metrics.rate_limited.labels("room_lookups").inc()
+            message = f"Your address has looked for many rooms; try {name!r} again in {wait:.0f} s."
+            raise RoomError("try_later", message, retry_after=wait)
 
     def room_guess(self, name: str, key: str) -> None:
         """Charge one password check to the room's budget, or refuse it with `try_later` before
