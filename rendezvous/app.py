@@ -138,6 +138,7 @@ def create_app(config: Config | None = None) -> web.Application:
     reserved = Reservations(held)
     app[SERVER] = Server(config, load_games(config), Lobby(limits, reserved), hasher)
     app[listener.LOG_SAMPLER] = app[SERVER].log_sampler
+    app[listener.SOURCE_OF] = app[SERVER].source_of
     app.cleanup_ctx.append(_hashing_threads)
     app.cleanup_ctx.append(_reserved_names)
     app.cleanup_ctx.append(_log_summaries)

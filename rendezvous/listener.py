@@ -14,7 +14,8 @@ took /healthz down and logged 64 MB of accept errors in 33 s):
   minute (issue 29).
 - `runner()`: an `AppRunner` with short keep-alive (aiohttp arms it at connection start, so a
   connection that never finishes its headers is closed after it too), bounded header sizes,
-  and an access log whose lines are short and sampled per source (`LOG_SAMPLER`).
+  and an access log whose lines are short and sampled per source (`LOG_SAMPLER`), the source
+  being the one the application charges (`SOURCE_OF`: the forwarded one behind a proxy).
 - `quiet_malformed_http`: one line, not a traceback, per malformed request.
 - `throttle_accept_errors`: running out of file descriptors is logged once a second at most.
 
@@ -44,6 +45,9 @@ MAX_LOGGED_PATH = 200  # characters of a request's path kept in the access log
 WINDOWS_OPEN_FILES = 16384  # Windows: no descriptor limit to stay under; a generous cap
 HANDSHAKE_TIMEOUT = 5.0  # seconds a TLS handshake may take from the accept (asyncio's default: 60)
 LOG_SAMPLER = web.AppKey("log_sampler", LogSampler)  # the application's, for its access lines
+# Whom the application charges a request to (the forwarded source behind a trusted proxy): the
+# access lines are sampled, and name the source, by it.
+SOURCE_OF: web.AppKey[Callable[[web.BaseRequest], str]] = web.AppKey("source_of")
 
 
 class ConnectionGuard:
@@ -257,16 +261,18 @@ class ShortAccessLogger(AbstractAccessLogger):
     one line of each status, then a summary."""
 
     sampler: LogSampler | None = None
+    source_of: Callable[[web.BaseRequest], str] | None = None
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         sampler, now = self.sampler, asyncio.get_running_loop().time()
         kind = f"http {response.status}"
-        if sampler is not None and not sampler.admit(request.remote or "unknown", kind, now):
+        source = (request.remote or "unknown") if self.source_of is None else self.source_of(request)
+        if sampler is not None and not sampler.admit(source, kind, now):
             return
         path = request.path_qs
         if len(path) > MAX_LOGGED_PATH:
             path = path[:MAX_LOGGED_PATH] + f"...({len(path)} chars)"
-        self.logger.info('%s "%s %r" %d %.3fs', request.remote, request.method, path, response.status, time)
+        self.logger.info('%s "%s %r" %d %.3fs', source, request.method, path, response.status, time)
 
 
 class _MalformedHttp(logging.Filter):
@@ -304,7 +310,9 @@ def runner(
     sampler = app.get(LOG_SAMPLER)
     if sampler is not None:
         _FILTER.sampler = sampler
-    sampled = type("SampledAccessLogger", (ShortAccessLogger,), {"sampler": sampler})
+    source_of = app.get(SOURCE_OF)
+    attributes = {"sampler": sampler, "source_of": None if source_of is None else staticmethod(source_of)}
+    sampled = type("SampledAccessLogger", (ShortAccessLogger,), attributes)
     return web.AppRunner(
         app,
         shutdown_timeout=shutdown_timeout,

@@ -41,6 +41,7 @@ YIELD_EVERY = 32
 FLOOD_LINGER = 1.0  # seconds a flooding client has to take its error and close frame
 ROSTER_CHANGES = {protocol.Join, protocol.Leave, protocol.Kick, protocol.Ready}  # each sends a roster
 RESTARTING = "The server is restarting; connect again in a moment."
+ROOM_EVENTS = frozenset({"welcome", "join", "leave", "kick", "bye"})  # (log lines: see `note`)
 TURN_RETRY = 60.0  # seconds before a member refused TURN credentials (its address's share) asks again
 
 
@@ -53,9 +54,10 @@ def tell_restarting(client: Client) -> None:
 def note(event: str, client: Client, sentence: str, *args: object, **fields: Any) -> None:
     """One log line for one thing that happened to a client; `fields` go to JSON logs as they are.
     Never a password, hash or signature: only codes, names, rooms and the client's label.
-    Sampled per source (`Server.sampled`): a flood is counted in a summary, not a line each."""
+    Sampled per source (`Server.sampled`): a flood is counted in a summary, not a line each;
+    a welcomed player's own doings (all but refusals) have a share of the log of their own."""
     kind = f"{event} {fields.get('reason', '')}".strip()
-    if not client.request.app[SERVER].sampled(client.source, kind):
+    if not client.request.app[SERVER].sampled(client.source, kind, event=event in ROOM_EVENTS):
         return
     data = {"event": event, "source": client.source, "key": client.key, **fields}
     log.info(sentence + " (%s)", *args, client.label, extra={"event": data})

@@ -207,7 +207,9 @@ class Server:
         self.ice = self.config.ice
         self.access = Access(replace(self.config.access, network_share=self.config.sources.network_share))
         self.sources = Sources(self.config.sources)
-        self.log_sampler = LogSampler(window=self.config.log_window, now=time.monotonic())
+        share = self.config.sources.network_share
+        window = self.config.log_window
+        self.log_sampler = LogSampler(window=window, network_share=share, now=time.monotonic())
         self.relay = RelayLedger(self.config.relay)
         self.rosters = RosterPacer(self.config.roster_interval)
         self.metrics = Metrics(self.gauges, self.counters)
@@ -265,9 +267,10 @@ class Server:
         hop the configured proxies forwarded in `config.proxy_header`: see `source_of`)."""
         return source_of(request, self.config.trusted_proxies, self.config.proxy_header)
 
-    def sampled(self, source: str, kind: str) -> bool:
-        """Whether to write a log line of `kind` about `source` (`rendezvous.logs.LogSampler`)."""
-        return self.log_sampler.admit(source, kind, time.monotonic())
+    def sampled(self, source: str, kind: str, *, event: bool = False) -> bool:
+        """Whether to write a log line of `kind` about `source` (`rendezvous.logs.LogSampler`);
+        `event`: about what a welcomed player did in a room."""
+        return self.log_sampler.admit(source, kind, time.monotonic(), event=event)
 
     def refused(self, reason: str) -> None:
         """Count one refusal (a join, a connection, a message) under its protocol error code."""

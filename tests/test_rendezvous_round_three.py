@@ -10,6 +10,11 @@ Each test runs a real server on a loopback socket, attackers on 127.x addresses 
   credentials in 4 s. Now a network (/24, /64) has `network_share` times an address's budget.
 - 3: `/api/rooms/NAME` read X-Forwarded-For behind a `--proxy-header forwarded` proxy, so its
   look-up budget was the spoofer's to reset. Now every handler asks `Server.source_of`.
+- 4: a flood of HTTP requests from many addresses drained the log's one global bucket, and honest
+  players' welcome, join and leave lines were not written. Now each network has a share of the
+  lines, players' own doings a bucket of their own, and access lines go by the forwarded source.
+- 5: with `--hide-private-rooms`, joins by name found the hidden rooms (`password_required`)
+  without the look-up budget. Now they take from it.
 - 6: a past member reopening its reserved room was charged to the room's guess budget, and a
   guess its own address's share refused still spent the room's. Now neither is.
 """
@@ -17,7 +22,10 @@ Each test runs a real server on a loopback socket, attackers on 127.x addresses 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,10 +33,14 @@ import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
-from rendezvous import ice
+from rendezvous import ice, listener
 from rendezvous.access import AccessLimits
+from rendezvous.app import Config, create_app
+from rendezvous.cli import public_guard
+from rendezvous.logs import LogSampler
 from rendezvous.reservations import Reservation, ReservationLimits, Reservations
 from rendezvous.rooms import Lobby
+from rendezvous.state import SERVER
 from tests.rendezvous_support import OPEN_SOURCES, Player, config_for, from_address, running
 
 ALICE, BOB = "a" * 64, "b" * 64
@@ -319,3 +331,82 @@ async def test_joins_by_name_cannot_find_hidden_rooms_faster_than_lookups(games:
         finally:
             for session in sessions:
                 await session.close()
+
+
+# ---- 4: honest players' lines kept out of the log ------------------------------------------------
+
+
+@asynccontextmanager
+async def running_with_sampler(config: Config, sampler: LogSampler) -> AsyncIterator[str]:
+    """`running`, with a log sampler whose global budget is small enough to drain in a test."""
+    app = create_app(config)
+    app[SERVER].log_sampler = app[listener.LOG_SAMPLER] = sampler
+    runner = listener.runner(app, config.keepalive_timeout, shutdown_timeout=2.0)
+    await runner.setup()
+    site = listener.GuardedSite(runner, "127.0.0.1", 0, public_guard(config), config.tls_handshake_timeout)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def _requests(base: str, address: str, count: int, headers: dict[str, str] | None = None) -> None:
+    async with from_address(address) as session:
+        for _ in range(count):
+            async with session.get(f"{base}/api/games/nope", headers=headers) as response:
+                await response.read()
+
+
+def _lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+async def test_a_flood_from_many_addresses_does_not_keep_players_lines_out_of_the_log(
+    games: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: 260 addresses of two /24s x 21 HTTP requests drained the one global bucket, and an
+    honest player's welcome, join and leave lines were not written."""
+    caplog.set_level(logging.INFO)
+    sampler = LogSampler(window=600.0, global_rate=0.01, global_burst=200)
+    async with running_with_sampler(config_for(games), sampler) as base:
+        flood = [f"127.3.{i % 2}.{1 + i // 2}" for i in range(40)]
+        await asyncio.gather(*(_requests(base, address, 10) for address in flood))  # 400 lines' worth
+        async with aiohttp.ClientSession() as honest:
+            someone = await player(honest, base, "honest")
+            await someone.join("club")
+            await someone.expect("joined")
+            await someone.send(type="leave")
+            await someone.expect("left")
+            await someone.ws.close()
+    assert _lines(caplog, "joined room 'club'") and _lines(caplog, "left room 'club'")
+    assert len(_lines(caplog, "/api/games/nope")) <= 2 * 4 * 20  # each network's share
+
+
+async def test_access_lines_behind_a_proxy_are_sampled_and_named_by_the_forwarded_source(
+    games: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: every line behind a proxy was sampled (and named) by the proxy's address, so a
+    flooder behind it used up every other client's lines."""
+    caplog.set_level(logging.INFO)
+    proxy = "127.0.0.9"
+    config = config_for(games, trusted_proxies=frozenset({proxy}))
+    async with running(config) as base:
+        await _requests(base, proxy, 50, {"X-Forwarded-For": "127.0.5.5"})
+        await _requests(base, proxy, 1, {"X-Forwarded-For": "127.0.8.1"})
+    assert len(_lines(caplog, "127.0.5.5 \"GET")) == 20
+    assert len(_lines(caplog, "127.0.8.1 \"GET")) == 1
+
+
+def test_summaries_count_a_networks_sources_together_and_keep_others_apart() -> None:
+    """Before: the 20 largest sources were shown one by one and the rest, honest ones among
+    them, added up in one total."""
+    sampler = LogSampler(window=60.0, per_window=1, max_summaries=3, global_rate=1e6, global_burst=10**6)
+    for index in range(100):
+        for _ in range(5):
+            sampler.admit(f"198.51.100.{index}", "http 404", 0.0)
+    for _ in range(3):
+        sampler.admit("192.0.2.1", "refused busy", 0.0)
+    summaries = {(s.source, s.kind): s.count for s in sampler.flush(60.0)}
+    # The network wrote its share (4 lines) of 500; the honest address one of its 3.
+    assert summaries == {("198.51.100.0/24", "http 404"): 496, ("192.0.2.1", "refused busy"): 2}
