@@ -10,14 +10,17 @@ The file holds password hashes (argon2id, as the lobby keeps them), so it is wri
 atomically: a temporary file in the same folder, flushed to disk, then renamed over the old one,
 so a crash mid-write leaves the previous file or the new one, never half of one. A file that is
 too large, not JSON or wrong in any field is refused whole with one log line, and the server starts
-with no reserved names rather than not at all.
+with no reserved names rather than not at all; so does one that is not a regular file (a FIFO,
+a device, a symbolic link), which is never opened in a way that could wait.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -58,8 +61,7 @@ def load_reservations(reservations: Reservations, state_dir: Path, now: float) -
     bad one is refused with a log line (and nothing from it held)."""
     path = reservations_path(state_dir)
     try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_FILE + 1)
+        raw = _read_regular(path, MAX_FILE + 1)
     except FileNotFoundError:
         return 0
     except OSError as exc:
@@ -82,6 +84,20 @@ def load_reservations(reservations: Reservations, state_dir: Path, now: float) -
         if reserved is not None:
             reservations.hold(reserved)
     return len(staged)
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """At most LIMIT bytes of PATH, only if it is a regular file and not a symbolic link:
+    opening a FIFO put there blocked the server's start for ever (issue 29 round three, item 7),
+    and a link could make it read what the state folder does not own. OSError otherwise."""
+    flags = os.O_RDONLY
+    for name in ("O_NOFOLLOW", "O_NONBLOCK", "O_CLOEXEC"):  # (POSIX: not all exist on Windows)
+        flags |= getattr(os, name, 0)
+    descriptor = os.open(path, flags)
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return file.read(limit)
 
 
 def _not_json(name: str) -> object:

@@ -394,8 +394,8 @@ async def test_access_lines_behind_a_proxy_are_sampled_and_named_by_the_forwarde
     async with running(config) as base:
         await _requests(base, proxy, 50, {"X-Forwarded-For": "127.0.5.5"})
         await _requests(base, proxy, 1, {"X-Forwarded-For": "127.0.8.1"})
-    assert len(_lines(caplog, "127.0.5.5 \"GET")) == 20
-    assert len(_lines(caplog, "127.0.8.1 \"GET")) == 1
+    assert len(_lines(caplog, '127.0.5.5 "GET')) == 20
+    assert len(_lines(caplog, '127.0.8.1 "GET')) == 1
 
 
 def test_summaries_count_a_networks_sources_together_and_keep_others_apart() -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -467,3 +469,27 @@ async def test_real_peers_keep_their_mesh_when_a_stranger_took_their_room(
             for room_session in sessions:
                 room_session.stop()
             await elsewhere.stop()
+
+
+def test_a_state_file_that_is_no_regular_file_is_refused_without_waiting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 29 round three, item 7: a FIFO in its place blocked the server's start for ever."""
+    os.mkfifo(tmp_path / FILE_NAME)
+    outcome: list[int] = []
+
+    def load() -> None:
+        outcome.append(load_reservations(Reservations(), tmp_path, 0.0))
+
+    loading = threading.Thread(target=load)
+    loading.start()
+    loading.join(5.0)
+    if loading.is_alive():  # (before: blocked in open(); a writer lets it go)
+        os.close(os.open(tmp_path / FILE_NAME, os.O_WRONLY))
+        loading.join()
+    assert outcome == [0] and not loading.is_alive()
+    assert any("cannot read" in r.getMessage() for r in caplog.records)
+    os.unlink(tmp_path / FILE_NAME)
+    save_reservations(lobby_with_emptied_room().reservations, tmp_path / "elsewhere", now=0.0)
+    os.symlink(tmp_path / "elsewhere" / FILE_NAME, tmp_path / FILE_NAME)
+    assert load_reservations(Reservations(), tmp_path, 0.0) == 0  # a link is not followed
