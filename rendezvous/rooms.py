@@ -400,6 +400,8 @@ class Lobby:
         room = self._create(reserved.game, reserved.name, capacity, opened, source)
         room.quick, room.past = reserved.quick, list(reserved.past)
         room.banned = dict.fromkeys(reserved.banned)
+        if reserved.past and reserved.tenure > 0:  # (each its share: the reservation keeps the sum)
+            room.tenure = dict.fromkeys(reserved.past, reserved.tenure / len(reserved.past))
         self.reservations.release(reserved.name)
         return room
 

@@ -410,3 +410,12 @@ def test_summaries_count_a_networks_sources_together_and_keep_others_apart() -> 
     summaries = {(s.source, s.kind): s.count for s in sampler.flush(60.0)}
     # The network wrote its share (4 lines) of 500; the honest address one of its 3.
     assert summaries == {("198.51.100.0/24", "http 404"): 496, ("192.0.2.1", "refused busy"): 2}
+
+
+def test_a_player_alone_who_stayed_keeps_its_room_reserved_across_two_blips() -> None:
+    lobby = Lobby()
+    lobby.join(ALICE, "alice", "demo", "solo", None, now=0.0)
+    lobby.disconnect(ALICE, now=30.0)
+    lobby.join(ALICE, "alice", "demo", "solo", None, now=31.0)  # it reopens its room ...
+    lobby.disconnect(ALICE, now=31.5)  # ... and the next blip comes at once
+    assert "solo" in lobby.reservations
