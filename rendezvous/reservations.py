@@ -25,6 +25,7 @@ Pure: no asyncio, aiohttp, sockets, clock or files; time comes in as `now` (mono
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ MAX_KEYS = 256  # past members or bans kept for one room (the lobby keeps 64 pas
 MAX_SOURCE = 64  # characters of a source address (an IPv6 address is at most 45)
 MAX_CAPACITY = 64
 PER_SOURCE = 64  # reservations from the rooms one address created
+SCAN_NETWORKS, SCAN_EACH = 64, 16  # what making room looks at, at most (`Reservations._make_room`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,7 @@ class Reservations:
         self._held: OrderedDict[str, Reservation] = OrderedDict()
         self._by_source: dict[str, OrderedDict[str, None]] = {}  # names, oldest first
         self._by_network: dict[str, OrderedDict[str, None]] = {}  # names, oldest first
+        self._networks_at: dict[int, OrderedDict[str, None]] = {}  # networks by how many they hold
         self._unstamped: list[str] = []  # held since the last `expire` (at the end of `_held`)
         self.dropped = 0  # pushed out by the bounds before they expired (a metric)
 
@@ -118,6 +121,7 @@ class Reservations:
             self._unstamped.append(reservation.name)
         same_source = _index(self._by_source, reservation.source, reservation.name)
         same_network = _index(self._by_network, network, reservation.name)
+        self._recount(network, len(same_network) - 1)
         while len(same_source) > self.limits.per_source:
             self._push_out(next(iter(same_source)))
         while len(same_network) > self.limits.per_network:
@@ -126,22 +130,39 @@ class Reservations:
     def _make_room(self, new: Reservation, network: str) -> bool:
         """Push out one reservation to make room for NEW (of NETWORK), or say NEW is the one to
         go: the candidates are those of the networks holding the most (NEW counted in its own),
-        and of them the one whose players stayed the shortest, the oldest among equals."""
-        counts = {n: len(names) for n, names in self._by_network.items()}
-        counts[network] = counts.get(network, 0) + 1
-        most = max(counts.values())
+        and of them the one whose players stayed the shortest. Bounded work: at most
+        `SCAN_NETWORKS` of those networks (the longest at that count first) and the oldest
+        `SCAN_EACH` of each are looked at (a flood of 4,096 networks of one each took 1 ms a
+        reservation when all were)."""
+        own = len(self._by_network.get(network, ())) + 1
+        most = max(own, max(self._networks_at, default=0))
+        crowded = list(itertools.islice(self._networks_at.get(most, ()), SCAN_NETWORKS))
+        if own == most:
+            crowded.append(network)
         weakest: tuple[float, str | None] | None = None  # (tenure, name; None for NEW)
-        for crowded in (n for n, count in counts.items() if count == most):
-            for name in self._by_network.get(crowded, ()):
+        for candidate in crowded:
+            for name in itertools.islice(self._by_network.get(candidate, ()), SCAN_EACH):
                 tenure = self._held[name].tenure
                 if weakest is None or tenure < weakest[0]:
                     weakest = (tenure, name)
-            if crowded == network and (weakest is None or new.tenure < weakest[0]):
+            if candidate == network and (weakest is None or new.tenure < weakest[0]):
                 weakest = (new.tenure, None)
         if weakest is None or weakest[1] is None:
             return False
         self._push_out(weakest[1])
         return True
+
+    def _recount(self, network: str, before: int) -> None:
+        """NETWORK held BEFORE reservations and now holds what `_by_network` says: move it
+        between the sets of `_networks_at`."""
+        after = len(self._by_network.get(network, ()))
+        if before:
+            was = self._networks_at[before]
+            del was[network]
+            if not was:
+                del self._networks_at[before]
+        if after:
+            self._networks_at.setdefault(after, OrderedDict())[network] = None
 
     def _push_out(self, name: str) -> None:
         self.release(name)
@@ -152,7 +173,10 @@ class Reservations:
         reservation = self._held.pop(name, None)
         if reservation is not None:
             _unindex(self._by_source, reservation.source, name)
-            _unindex(self._by_network, network_of(reservation.source), name)
+            network = network_of(reservation.source)
+            before = len(self._by_network[network])
+            _unindex(self._by_network, network, name)
+            self._recount(network, before)
         return reservation
 
     def expire(self, now: float) -> int:

@@ -31,12 +31,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from rendezvous import ice, listener
 from rendezvous.access import AccessLimits
 from rendezvous.app import Config, create_app
 from rendezvous.cli import public_guard
+from rendezvous.fairness import network_of
 from rendezvous.logs import LogSampler
 from rendezvous.reservations import Reservation, ReservationLimits, Reservations
 from rendezvous.rooms import Lobby
@@ -419,3 +422,50 @@ def test_a_player_alone_who_stayed_keeps_its_room_reserved_across_two_blips() ->
     lobby.join(ALICE, "alice", "demo", "solo", None, now=31.0)  # it reopens its room ...
     lobby.disconnect(ALICE, now=31.5)  # ... and the next blip comes at once
     assert "solo" in lobby.reservations
+
+
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(0, 11), st.integers(0, 3), st.floats(0, 9)), max_size=80)
+)
+@example(
+    [
+        (True, 0, 0, 5.0),
+        (True, 1, 0, 5.0),
+        (True, 2, 0, 5.0),
+        (True, 3, 1, 1.0),
+        (True, 4, 1, 1.0),
+        (True, 5, 2, 1.0),
+        (True, 6, 3, 9.0),
+    ]
+)  # (the weakest is not of the most crowded network)
+def test_the_cap_keeps_every_bound_and_pushes_out_only_from_the_most_crowded(
+    steps: list[tuple[bool, int, int, float]],
+) -> None:
+    """Against the bounds: never more than the cap, a network's share or an address's; what goes
+    to make room past the cap is of a network holding the most; the count index agrees."""
+    limits = ReservationLimits(max_total=6, per_source=3, per_network=4)
+    reservations = Reservations(limits)
+    for hold, number, network, tenure in steps:
+        name = f"r{number}"
+        if not hold:
+            reservations.release(name)
+            continue
+        reservations.release(name)  # (a name held again replaces itself first)
+        before = {r.name: network_of(r.source) for r in map(reservations.get, reservations.names()) if r}
+        crowded = Counter(before.values())
+        source = f"198.51.{network}.{number % 2}"
+        crowded[network_of(source)] += 1
+        reservations.hold(held(name, source, tenure))
+        gone = set(before) - set(reservations.names())
+        own = {n for n in before if network_of(source) == before[n]}
+        if len(before) >= limits.max_total and gone - own:  # made room: not its own network's
+            (lost,) = gone
+            assert crowded[before[lost]] == max(crowded.values())
+        kept = [r for r in map(reservations.get, reservations.names()) if r]
+        assert len(kept) <= limits.max_total
+        by_network = Counter(network_of(r.source) for r in kept)
+        assert all(n <= limits.per_network for n in by_network.values())
+        assert all(n <= limits.per_source for n in Counter(r.source for r in kept).values())
+        assert {c: set(ns) for c, ns in reservations._networks_at.items()} == {
+            c: {n for n, k in by_network.items() if k == c} for c in set(by_network.values())
+        }
