@@ -109,8 +109,10 @@ class Peer:
         tty: bool = False,
         display: str | None = None,
         openmsx: str = "openmsx",
+        module: str = "peer.cli",
     ) -> None:
         self.name = name
+        self.module = module  # what runs as the player: msxsync-peer, or a test's altered copy
         self.openmsx = openmsx  # the openMSX program this player runs
         self.folder = folder
         self.state_dir = folder / "state"
@@ -141,7 +143,7 @@ class Peer:
         return [
             sys.executable,
             "-m",
-            "peer.cli",
+            self.module,
             *(["--headless"] if self.display is None else []),
             "--openmsx",
             self.openmsx,
@@ -410,11 +412,14 @@ class Peers:
         tty: bool = False,
         display: str | None = None,
         openmsx: Build | None = None,
+        module: str = "peer.cli",
     ) -> Peer:
-        """A player (not started yet); OPENMSX: another build than the test's (a mixed room)."""
+        """A player (not started yet); OPENMSX: another build than the test's (a mixed room);
+        MODULE: what runs instead of `peer.cli` (a member that misbehaves)."""
         extra = ["--host", "--port", str(self.port)] if host else ["--rendezvous", self.url]
         program = (openmsx or self.openmsx).program
-        peer = Peer(name, self.root / name, [*extra, *args], tty=tty, display=display, openmsx=program)
+        folder = self.root / name
+        peer = Peer(name, folder, [*extra, *args], tty=tty, display=display, openmsx=program, module=module)
         self.all.append(peer)
         return peer
 
