@@ -256,13 +256,12 @@ def reserved(name: str) -> bool:
 
 def refusal(name: str, others: list[str]) -> tuple[str, str] | None:
     """Why NAME may not join a room whose other members are called OTHERS: (code, sentence)."""
+    # (The sentences name only the joiner's own name: a member's is not told to a joiner, and
+    # msxsync adds its own advice, "choose another name with --name".)
     if reserved(name):
-        return "name_reserved", f"{name!r} reads like msxsync's own words; choose another name."
+        return "name_reserved", f"Your name {name!r} reads like msxsync's own words."
     if any(alike(name, other) for other in others):
-        return (
-            "name_taken",
-            f"A member of this room is already called {name!r} or a look-alike; choose another name.",
-        )
+        return "name_taken", f"Your name {name!r} looks like the name of a member of this room."
     return None
 
 
