@@ -213,6 +213,11 @@ async def slow_readers(url: str, address: str, tally: AttackTally) -> None:
 
 async def idle_http(url: str, address: str, tally: AttackTally) -> None:
     """Hold 1,000 idle TCP connections to the HTTP port, opening new ones as they are closed."""
+    await _hold_sockets(url, address, tally, 1000)
+
+
+async def _hold_sockets(url: str, address: str, tally: AttackTally, count: int) -> None:
+    """Hold COUNT TCP connections that never say a word, opening a new one as each is closed."""
     host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
 
     async def hold() -> None:
@@ -224,13 +229,15 @@ async def idle_http(url: str, address: str, tally: AttackTally) -> None:
                 await asyncio.sleep(0.1)
                 continue
             tally.welcomed += 1
-            await reader.read()  # until the server closes it
+            with contextlib.suppress(OSError):
+                await reader.read()  # until the server closes it
             tally.refusal("closed_by_server")
             writer.close()
 
     async with asyncio.TaskGroup() as group:
-        for _ in range(1000):
+        for _ in range(count):
             group.create_task(hold())
+            await asyncio.sleep(0)
 
 
 async def _answer(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
@@ -365,26 +372,7 @@ async def hidden_rooms_probe(url: str, address: str, tally: AttackTally) -> None
 async def tls_half_open(url: str, address: str, tally: AttackTally) -> None:
     """Issue 29: 3,000 TCP connections that never start (or finish) a TLS handshake, opened anew
     as the server closes them. Against a plain HTTP server it is `idle_http` with more sockets."""
-    host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
-
-    async def hold() -> None:
-        while True:
-            try:
-                reader, writer = await asyncio.open_connection(host, int(port), local_addr=(address, 0))
-            except OSError:
-                tally.refusal("connect_failed")
-                await asyncio.sleep(0.1)
-                continue
-            tally.welcomed += 1
-            with contextlib.suppress(OSError):
-                await reader.read()  # until the server closes it
-            tally.refusal("closed_by_server")
-            writer.close()
-
-    async with asyncio.TaskGroup() as group:
-        for _ in range(3000):
-            group.create_task(hold())
-            await asyncio.sleep(0)
+    await _hold_sockets(url, address, tally, 3000)
 
 
 def network_addresses(address: str, count: int = 125) -> list[str]:
